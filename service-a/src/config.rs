@@ -1,0 +1,61 @@
+//! Service A's settings: each flag has an environment fallback and a documented default;
+//! `service-a --help` prints them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Service A, the provider: issues deterministic tokens for valid credentials.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "service-a", version, about, long_about = None)]
+pub struct Config {
+    /// Address and port to listen on. Use 0.0.0.0:8080 in a container; port 0 picks a free
+    /// port (the chosen address is logged in the `listening` event).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// File of extra users, one `username:password` per line (blank lines and lines starting
+    /// with `#` are skipped). They are added to the demo user divya / pass123.
+    #[arg(long, env = "USERS_FILE")]
+    pub users_file: Option<PathBuf>,
+
+    /// Leave out the demo user divya / pass123 (then only --users-file users exist).
+    #[arg(long, env = "NO_DEMO_USER")]
+    pub no_demo_user: bool,
+
+    /// Largest `delay_ms` a caller may ask for, in milliseconds. Larger values get 400, so a
+    /// caller cannot hold a connection open for long.
+    #[arg(long, env = "MAX_DELAY_MS", default_value_t = 5000)]
+    pub max_delay_ms: u64,
+
+    /// How long in-flight requests may run after SIGTERM before they are cut off, in
+    /// milliseconds. Longer than --max-delay-ms, so a slow request can still finish.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Config {
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn defaults_match_the_lab() {
+        let config = Config::try_parse_from(["service-a"]).expect("defaults parse");
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(config.max_delay_ms, 5000);
+        assert!(!config.no_demo_user);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        <Config as clap::CommandFactory>::command().debug_assert();
+    }
+}

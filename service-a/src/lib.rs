@@ -1,0 +1,20 @@
+//! Service A, the provider: issues a deterministic token for valid credentials, and can be
+//! asked to answer slowly (`delay_ms`) so its callers' timeouts can be watched at work.
+//!
+//! - [`config`]: command-line flags and their environment fallbacks.
+//! - [`users`]: who may have a token; passwords checked in constant time.
+//! - [`routes`]: `GET /health`, `POST /token`, `GET /metrics`.
+//! - [`error`]: every error this service answers, and its status.
+//! - [`startup`]: binds the listener and serves until told to stop.
+//!
+//! A knows nothing about its callers: service B is just one client among many.
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod startup;
+pub mod users;
+
+/// The name this service logs, traces and scrapes under.
+pub const SERVICE_NAME: &str = "service-a";

@@ -1,0 +1,71 @@
+//! Service A's own metrics, and the JSON summary `GET /metrics` shows to curl.
+//!
+//! Prometheus series (besides the shared `http_requests_total` and
+//! `http_request_duration_seconds`): `token_requests_total{outcome}` with outcome `issued`,
+//! `invalid_credentials` or `invalid_delay`, and `token_delay_seconds`, the delays callers
+//! asked for.
+
+use serde_json::{Value, json};
+use telemetry::metrics::Tally;
+
+/// Token requests by how they ended.
+pub const TOKEN_REQUESTS: &str = "token_requests_total";
+/// Requested `delay_ms`, as a histogram in seconds.
+pub const TOKEN_DELAY: &str = "token_delay_seconds";
+
+/// How a well-formed `POST /token` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOutcome {
+    /// 200 with a token.
+    Issued,
+    /// 401.
+    InvalidCredentials,
+    /// 400, `delay_ms` out of range.
+    InvalidDelay,
+}
+
+impl TokenOutcome {
+    const ALL: [Self; 3] = [Self::Issued, Self::InvalidCredentials, Self::InvalidDelay];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidDelay => "invalid_delay",
+        }
+    }
+}
+
+/// Describes the series and registers each at zero, so dashboards and `rate()` see them
+/// before the first request.
+pub fn register() {
+    metrics::describe_counter!(TOKEN_REQUESTS, "POST /token requests by outcome");
+    metrics::describe_histogram!(
+        TOKEN_DELAY,
+        metrics::Unit::Seconds,
+        "Simulated delay requested with delay_ms"
+    );
+    for outcome in TokenOutcome::ALL {
+        metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome.label()).absolute(0);
+    }
+}
+
+/// Counts one token request.
+pub fn token_request(outcome: TokenOutcome) {
+    metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome.label()).increment(1);
+}
+
+/// Records a requested delay.
+pub fn delay_requested(delay_ms: u64) {
+    metrics::histogram!(TOKEN_DELAY).record(delay_ms as f64 / 1000.0);
+}
+
+/// The JSON body of `GET /metrics`: the lab's two keys, then the breakdown.
+pub fn json_view(tally: &Tally) -> Value {
+    json!({
+        "requests_total": tally.sum("http_requests_total", &[]),
+        "token_requests": tally.sum("http_requests_total", &[("route", "/token"), ("method", "POST")]),
+        "token_requests_by_outcome": tally.by_label(TOKEN_REQUESTS, "outcome"),
+        "requests_by_status": tally.by_label("http_requests_total", "status"),
+    })
+}

@@ -1,0 +1,102 @@
+//! Builds service A from its configuration and runs it: bind, serve, drain on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::routes::{AppState, router};
+use crate::users::{DEMO_USER, Users};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The users file is unreadable or malformed.
+    #[error(transparent)]
+    Users(#[from] crate::users::UsersError),
+    /// `--no-demo-user` without any other user: every request would be refused.
+    #[error("no users: --no-demo-user needs --users-file")]
+    NoUsers,
+    /// The listen address cannot be bound (in use, or not ours).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// A bound, ready-to-serve service A.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    config: Config,
+    state: AppState,
+    metrics: telemetry::metrics::Metrics,
+}
+
+impl Application {
+    /// Loads users and binds the listener (port 0 picks a free port: see [`Self::local_addr`]).
+    pub async fn build(
+        config: Config,
+        metrics: telemetry::metrics::Metrics,
+    ) -> Result<Self, StartupError> {
+        let mut users = Users::default();
+        if !config.no_demo_user {
+            users.insert(DEMO_USER.0, DEMO_USER.1);
+        }
+        if let Some(path) = &config.users_file {
+            users.load_file(path)?;
+        }
+        if users.is_empty() {
+            return Err(StartupError::NoUsers);
+        }
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        crate::metrics::register();
+        let state = AppState {
+            users: Arc::new(users),
+            max_delay_ms: config.max_delay_ms,
+        };
+        Ok(Self {
+            listener,
+            config,
+            state,
+            metrics,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` resolves, then drains in-flight requests (bounded by
+    /// `--shutdown-grace-ms`).
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let addr = self.local_addr()?;
+        tracing::info!(
+            event = "listening",
+            addr = %addr,
+            users = self.state.users.len(),
+            max_delay_ms = self.config.max_delay_ms,
+        );
+        let app = router(self.state, self.metrics);
+        telemetry::shutdown::serve(self.listener, app, stop, self.config.shutdown_grace()).await?;
+        Ok(())
+    }
+}

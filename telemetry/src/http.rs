@@ -1,0 +1,139 @@
+//! The HTTP edge both services share: JSON bodies in and out, and the rule that every error
+//! is `{"error": "..."}` with the right 4xx status, including the ones the framework produces
+//! (malformed JSON, wrong Content-Type, oversized body, unknown route, wrong method).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Largest request body accepted, in bytes; larger bodies get 413.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// A JSON response body, with a trailing newline so `curl` output ends its line (the lab's
+/// Content-Length values count it too).
+#[derive(Debug, Clone)]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "response body could not be serialised");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
+    }
+}
+
+/// The body of every error response. `details` is optional context (B's 503 says what
+/// happened on each attempt); keys are in the lab's (alphabetical) order.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    /// Extra context for a human; absent when there is nothing to add.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    /// A short, stable description of what went wrong.
+    pub error: String,
+}
+
+/// An error response: `status` with `{"error": message}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            details: None,
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// A JSON request body whose every rejection is a JSON error with the right status:
+/// 400 malformed JSON, 415 not `application/json`, 422 wrong shape or types,
+/// 413 larger than [`BODY_LIMIT`].
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+/// Why a request body was refused; converts into the response described on [`JsonBody`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct BodyError {
+    /// 400, 413, 415 or 422.
+    pub status: StatusCode,
+    /// What was wrong, in words a caller can act on.
+    pub message: String,
+}
+
+impl From<JsonRejection> for BodyError {
+    fn from(rejection: JsonRejection) -> Self {
+        let message = match &rejection {
+            JsonRejection::MissingJsonContentType(_) => {
+                "expected a JSON body with Content-Type: application/json".to_owned()
+            }
+            JsonRejection::JsonSyntaxError(_) => {
+                format!("malformed JSON: {}", innermost(&rejection))
+            }
+            JsonRejection::JsonDataError(_) => {
+                format!("invalid request body: {}", innermost(&rejection))
+            }
+            _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                format!("request body is larger than {BODY_LIMIT} bytes")
+            }
+            _ => format!("could not read the request body: {}", rejection.body_text()),
+        };
+        let status = match rejection.status() {
+            s if s.is_client_error() => s,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self { status, message }
+    }
+}
+
+/// The serde message at the bottom of a rejection ("missing field `password` at line 1
+/// column 20"), without axum's generic prefix.
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+impl IntoResponse for BodyError {
+    fn into_response(self) -> Response {
+        error(self.status, self.message)
+    }
+}
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = BodyError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// 404 for any path no route matches.
+pub async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such route")
+}
+
+/// 405 for a known path with a method it does not serve.
+pub async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
+}

@@ -1,0 +1,83 @@
+//! What service A and service B share about being observed and operated, written once:
+//! JSON log lines, request ids, per-request spans and metrics, traces, and graceful shutdown.
+//!
+//! A service calls [`init`] once in `main`, wraps its router with [`observe::instrument`],
+//! serves `/metrics` with [`metrics::endpoint`], and stops through [`shutdown::serve`].
+//! Nothing here knows which service it runs in beyond the name it is given.
+
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod observe;
+pub mod request_id;
+pub mod shutdown;
+pub mod traces;
+
+pub use request_id::RequestId;
+
+use tracing_subscriber::{EnvFilter, Layer as _, filter::LevelFilter, layer::SubscriberExt as _};
+
+/// Owns what must be flushed on the way out: the log writer thread and the span exporter.
+/// Call [`Telemetry::shutdown`] after the server has drained.
+#[derive(Debug)]
+pub struct Telemetry {
+    log_guard: tracing_appender::non_blocking::WorkerGuard,
+    traces: traces::Traces,
+    /// The process's metrics: counters for `/metrics` in both formats.
+    pub metrics: metrics::Metrics,
+}
+
+/// Why telemetry could not start. Every case is a start-up misconfiguration.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// `RUST_LOG` does not parse as a filter.
+    #[error("RUST_LOG is not a valid filter: {0}")]
+    LogFilter(#[from] tracing_subscriber::filter::FromEnvError),
+    /// A global subscriber or recorder was already installed in this process.
+    #[error("telemetry was already initialised in this process: {0}")]
+    AlreadyInitialised(String),
+    /// The OTLP exporter settings are unusable.
+    #[error("trace export is misconfigured: {0}")]
+    Traces(String),
+}
+
+/// Installs logging, tracing and metrics for the whole process. Call once, from `main`,
+/// inside the Tokio runtime (metrics upkeep runs as a task on it).
+///
+/// - Logs: one JSON object per line on stdout, written by a background thread so a slow
+///   terminal never stalls a request. `RUST_LOG` (default `info`) filters *this output only*:
+///   spans are still created for tracing, so a quiet log never breaks trace propagation.
+/// - Traces: see [`traces`]. Ids are real W3C ids even when nothing is exported.
+/// - Metrics: see [`metrics`].
+pub fn init(service: &'static str) -> Result<Telemetry, InitError> {
+    let (writer, log_guard) = logging::stdout_writer();
+    let log_filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env()?;
+    let traces = traces::Traces::init(service).map_err(InitError::Traces)?;
+
+    let subscriber = tracing_subscriber::registry()
+        .with(logging::layer(service, writer).with_filter(log_filter))
+        // Spans at INFO and above become OpenTelemetry spans whatever RUST_LOG says
+        // (../shared/STACK.md, trap 3); DEBUG and TRACE callsites from dependencies stay
+        // disabled for both layers, so they cost nothing.
+        .with(traces.layer().with_filter(LevelFilter::INFO));
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|e| InitError::AlreadyInitialised(e.to_string()))?;
+
+    let metrics = metrics::Metrics::install().map_err(InitError::AlreadyInitialised)?;
+    Ok(Telemetry {
+        log_guard,
+        traces,
+        metrics,
+    })
+}
+
+impl Telemetry {
+    /// Flushes spans still in the batch, then the log lines still queued. Blocks on the
+    /// exporter in a blocking task, so it is safe to await on the runtime.
+    pub async fn shutdown(self) {
+        self.traces.shutdown().await;
+        drop(self.log_guard);
+    }
+}

@@ -1,0 +1,333 @@
+//! The log line format: one flat JSON object per line, in the lab's field order
+//! (`service`, the event's own fields, `request_id`, `ts`, `level`, then `trace_id`, `span_id`).
+//!
+//! Request-scoped fields are not span fields formatted as text: [`observe`](crate::observe)
+//! attaches a [`LogContext`] to the request span, and every event inside that span (however
+//! deep) finds it by walking up its scope. Values are JSON-escaped, so no header or path can
+//! break a line or forge a field.
+
+use std::fmt::{self, Write as _};
+use std::time::SystemTime;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Span, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::{LookupSpan, Registry};
+
+/// Keys the format writes itself; an event field with one of these names is dropped rather
+/// than written twice.
+const RESERVED: [&str; 6] = [
+    "service",
+    "request_id",
+    "ts",
+    "level",
+    "trace_id",
+    "span_id",
+];
+
+/// What every log line of one request carries. Stored in the request span's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct LogContext {
+    /// The request's `X-Request-ID` (validated or generated).
+    pub request_id: String,
+    /// W3C trace id (32 hex digits), empty when no trace context exists.
+    pub trace_id: String,
+    /// W3C span id of the request's server span (16 hex digits), or empty.
+    pub span_id: String,
+}
+
+impl LogContext {
+    /// Attaches this context to `span`, so every event recorded inside it carries the fields.
+    pub fn attach_to(self, span: &Span) {
+        span.with_subscriber(|(id, dispatch)| {
+            if let Some(registry) = dispatch.downcast_ref::<Registry>()
+                && let Some(span) = registry.span(id)
+            {
+                span.extensions_mut().insert(self);
+            }
+        });
+    }
+}
+
+/// A non-blocking, lossless stdout writer and the guard that flushes it when dropped.
+///
+/// Lossless: when the queue is full a request waits rather than dropping its log line; a
+/// reference system must never silently lose the line that explains a failure.
+pub fn stdout_writer() -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::stdout())
+}
+
+/// The formatting layer for `service`, writing to `writer`.
+pub fn layer<S, W>(service: &'static str, writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .event_format(JsonLine { service })
+        .with_writer(writer)
+}
+
+/// Formats an event as one JSON line. See the module docs for the field order.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLine {
+    /// The value of the `service` field on every line.
+    pub service: &'static str,
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut line = ObjectWriter::new();
+        line.string("service", self.service);
+        event.record(&mut line);
+
+        let context = ctx.event_scope().and_then(|scope| {
+            scope
+                .into_iter()
+                .find_map(|span| span.extensions().get::<LogContext>().cloned())
+        });
+        if let Some(context) = &context {
+            line.string("request_id", &context.request_id);
+        }
+        line.string(
+            "ts",
+            &humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        );
+        line.string("level", event.metadata().level().as_str());
+        if let Some(context) = &context
+            && !context.trace_id.is_empty()
+        {
+            line.string("trace_id", &context.trace_id);
+            line.string("span_id", &context.span_id);
+        }
+        writeln!(writer, "{}", line.finish())
+    }
+}
+
+/// Builds one JSON object, keys in insertion order.
+struct ObjectWriter {
+    buf: String,
+}
+
+impl ObjectWriter {
+    fn new() -> Self {
+        let mut buf = String::with_capacity(256);
+        buf.push('{');
+        Self { buf }
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.buf.len() > 1 {
+            self.buf.push(',');
+        }
+        push_json_string(&mut self.buf, key);
+        self.buf.push(':');
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        push_json_string(&mut self.buf, value);
+    }
+
+    fn raw(&mut self, key: &str, value: impl fmt::Display) {
+        self.key(key);
+        let _ = write!(self.buf, "{value}");
+    }
+
+    fn finish(mut self) -> String {
+        self.buf.push('}');
+        self.buf
+    }
+}
+
+fn push_json_string(buf: &mut String, value: &str) {
+    // serde_json escapes quotes, backslashes and every control character (newlines too).
+    match serde_json::to_string(value) {
+        Ok(escaped) => buf.push_str(&escaped),
+        Err(_) => buf.push_str("\"\""),
+    }
+}
+
+fn is_reserved(field: &Field) -> bool {
+    RESERVED.contains(&field.name())
+}
+
+impl Visit for ObjectWriter {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if is_reserved(field) {
+            return;
+        }
+        match serde_json::Number::from_f64(value) {
+            Some(number) => self.raw(field.name(), number),
+            None => self.raw(field.name(), "null"),
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if !is_reserved(field) {
+            self.raw(field.name(), value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if !is_reserved(field) {
+            self.raw(field.name(), value);
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if !is_reserved(field) {
+            self.raw(field.name(), value);
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !is_reserved(field) {
+            self.string(field.name(), value);
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if !is_reserved(field) {
+            self.string(field.name(), &value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if !is_reserved(field) {
+            self.string(field.name(), &format!("{value:?}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// Collects everything written, for assertions.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("capture lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines_of(body: impl FnOnce()) -> Vec<serde_json::Value> {
+        let capture = Capture::default();
+        let sink = capture.clone();
+        let subscriber = tracing_subscriber::registry().with(layer("svc", move || sink.clone()));
+        tracing::subscriber::with_default(subscriber, body);
+        let bytes = capture.0.lock().expect("capture lock").clone();
+        String::from_utf8(bytes)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
+            .collect()
+    }
+
+    #[test]
+    fn fields_come_in_the_labs_order() {
+        let lines = lines_of(|| {
+            let span = tracing::info_span!("request");
+            LogContext {
+                request_id: "demo-123".into(),
+                ..LogContext::default()
+            }
+            .attach_to(&span);
+            span.in_scope(|| {
+                tracing::info!(endpoint = "POST /token", status = 200u16, latency_ms = 0.15)
+            });
+        });
+        assert_eq!(lines[0]["service"], "svc");
+        assert_eq!(lines[0]["endpoint"], "POST /token");
+        assert_eq!(lines[0]["status"], 200);
+        assert_eq!(lines[0]["latency_ms"], 0.15);
+        assert_eq!(lines[0]["request_id"], "demo-123");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert!(
+            lines[0].get("trace_id").is_none(),
+            "no trace context, no ids"
+        );
+    }
+
+    #[test]
+    fn raw_line_starts_with_service_and_ends_with_level() {
+        let capture = Capture::default();
+        let sink = capture.clone();
+        let subscriber = tracing_subscriber::registry().with(layer("svc", move || sink.clone()));
+        tracing::subscriber::with_default(subscriber, || tracing::warn!(a = 1, "hello"));
+        let text = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(
+            text.starts_with(r#"{"service":"svc","message":"hello","a":1,"ts":""#),
+            "{text}"
+        );
+        assert!(text.ends_with("\"level\":\"WARN\"}\n"), "{text}");
+    }
+
+    #[test]
+    fn hostile_values_cannot_break_a_line_or_forge_a_field() {
+        let lines = lines_of(|| {
+            let span = tracing::info_span!("request");
+            LogContext {
+                request_id: "x\",\"level\":\"ERROR".into(),
+                ..LogContext::default()
+            }
+            .attach_to(&span);
+            span.in_scope(|| {
+                tracing::info!(endpoint = "GET /a\n{\"forged\":true}", service = "evil")
+            });
+        });
+        assert_eq!(lines.len(), 1, "a newline in a value stays inside the line");
+        assert_eq!(lines[0]["endpoint"], "GET /a\n{\"forged\":true}");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(
+            lines[0]["service"], "svc",
+            "reserved keys cannot be overwritten"
+        );
+        assert!(lines[0].get("forged").is_none());
+    }
+
+    #[test]
+    fn context_is_found_from_nested_spans() {
+        let lines = lines_of(|| {
+            let outer = tracing::info_span!("request");
+            LogContext {
+                request_id: "r1".into(),
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                span_id: "00f067aa0ba902b7".into(),
+            }
+            .attach_to(&outer);
+            outer.in_scope(|| {
+                tracing::info_span!("attempt").in_scope(|| tracing::error!(attempt = 1))
+            });
+        });
+        assert_eq!(lines[0]["request_id"], "r1");
+        assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(lines[0]["span_id"], "00f067aa0ba902b7");
+        assert_eq!(lines[0]["level"], "ERROR");
+    }
+}

@@ -1,0 +1,308 @@
+//! Counters, written once with the `metrics` macros and read two ways on `GET /metrics`:
+//! Prometheus text for a scrape, and a small JSON summary for `curl` (the lab's keys).
+//!
+//! The process recorder is a fan-out: every increment goes to the Prometheus exporter and to
+//! a [`Tally`], which keeps plain totals the JSON view can read back (the exporter cannot).
+//! Which format a request gets: `?format=json|prometheus` wins; otherwise an `Accept` header
+//! naming `text/plain` or `application/openmetrics-text` (what Prometheus sends) gets text,
+//! and everything else (`*/*` from curl, no header) gets JSON.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::Query;
+use axum::response::IntoResponse;
+use axum::routing::{MethodRouter, get};
+use http::{HeaderMap, StatusCode, header};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_util::layers::FanoutBuilder;
+use serde::Deserialize;
+
+/// Content type of the Prometheus text exposition format (Prometheus 3 refuses a scrape
+/// without a valid one; ../shared/STACK.md, trap 13).
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Histogram buckets in seconds, shared by every latency histogram: fine-grained below 10 ms
+/// where healthy loopback calls land, then around the 1 s per-attempt timeout.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0,
+    10.0,
+];
+
+/// How often the exporter's histograms are compacted (it does not do this on its own).
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The process's metrics: the Prometheus renderer and the totals behind the JSON view.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    prometheus: PrometheusHandle,
+    tally: Tally,
+}
+
+impl Metrics {
+    /// Installs the process-wide recorder. Fails if one is already installed.
+    pub fn install() -> Result<Self, String> {
+        let (metrics, recorder) = Self::build()?;
+        metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+        describe_shared();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let handle = metrics.prometheus.clone();
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    handle.run_upkeep();
+                }
+            });
+        }
+        Ok(metrics)
+    }
+
+    /// The recorder without installing it, for tests (`metrics::with_local_recorder`).
+    pub fn build() -> Result<(Self, impl Recorder + Sync + 'static), String> {
+        let exporter = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .map_err(|e| e.to_string())?
+            .build_recorder();
+        let tally = Tally::default();
+        let metrics = Self {
+            prometheus: exporter.handle(),
+            tally: tally.clone(),
+        };
+        let recorder = FanoutBuilder::default()
+            .add_recorder(exporter)
+            .add_recorder(tally)
+            .build();
+        Ok((metrics, recorder))
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render_prometheus(&self) -> String {
+        self.prometheus.render()
+    }
+
+    /// Counter totals, for the JSON view.
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+}
+
+/// Help text for the series every service has.
+fn describe_shared() {
+    metrics::describe_counter!("http_requests_total", "HTTP requests served, by route");
+    metrics::describe_histogram!(
+        "http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from request received to response ready, by route"
+    );
+    metrics::describe_counter!(
+        "otel_span_export_failures_total",
+        "OTLP span batches the collector did not accept"
+    );
+    metrics::describe_counter!(
+        "otel_spans_dropped_total",
+        "Spans lost because their batch failed to export"
+    );
+}
+
+/// Plain counter totals by metric name and labels, readable at any time.
+///
+/// Only counters are kept; gauges and histograms are the exporter's business.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    counters: Arc<RwLock<HashMap<Key, Arc<AtomicU64>>>>,
+}
+
+impl Tally {
+    /// Sum of every series of counter `name` whose labels include all of `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.read()
+            .iter()
+            .filter(|(key, _)| key.name() == name && has_labels(key, labels))
+            .map(|(_, value)| value.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Totals of counter `name` grouped by the value of its `label`.
+    pub fn by_label(&self, name: &str, label: &str) -> BTreeMap<String, u64> {
+        let mut totals = BTreeMap::new();
+        for (key, value) in self.read().iter().filter(|(key, _)| key.name() == name) {
+            if let Some(l) = key.labels().find(|l| l.key() == label) {
+                *totals.entry(l.value().to_owned()).or_default() += value.load(Ordering::Relaxed);
+            }
+        }
+        totals
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Arc<AtomicU64>>> {
+        // A panic while holding the lock cannot leave the map inconsistent (inserts are
+        // single operations), so a poisoned lock is still safe to read.
+        self.counters.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn has_labels(key: &Key, wanted: &[(&str, &str)]) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
+}
+
+impl Recorder for Tally {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        if let Some(existing) = self.read().get(key) {
+            return Counter::from_arc(existing.clone());
+        }
+        let mut counters = self.counters.write().unwrap_or_else(|p| p.into_inner());
+        Counter::from_arc(counters.entry(key.clone()).or_default().clone())
+    }
+
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+/// Which representation a `/metrics` request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The service's JSON summary.
+    Json,
+    /// Prometheus text exposition format 0.0.4.
+    Prometheus,
+}
+
+impl Format {
+    /// Chooses from `?format=` (which wins) and the `Accept` header; see the module docs.
+    pub fn negotiate(query: Option<&str>, accept: Option<&str>) -> Result<Self, String> {
+        match query {
+            Some("json") => return Ok(Self::Json),
+            Some("prometheus") => return Ok(Self::Prometheus),
+            Some(other) => {
+                return Err(format!(
+                    "unknown format {other:?}: use format=json or format=prometheus"
+                ));
+            }
+            None => {}
+        }
+        let wants_text = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let media = range.split(';').next().unwrap_or_default().trim();
+                media.eq_ignore_ascii_case("text/plain")
+                    || media.eq_ignore_ascii_case("application/openmetrics-text")
+            })
+        });
+        Ok(if wants_text {
+            Self::Prometheus
+        } else {
+            Self::Json
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct MetricsQuery {
+    format: Option<String>,
+}
+
+/// The `GET /metrics` route. `json_view` builds the service's JSON summary from the tally.
+pub fn endpoint<S>(metrics: Metrics, json_view: fn(&Tally) -> serde_json::Value) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(
+        move |query: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
+              headers: HeaderMap| async move {
+            let Ok(Query(query)) = query else {
+                return crate::http::error(StatusCode::BAD_REQUEST, "malformed query string");
+            };
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            match Format::negotiate(query.format.as_deref(), accept) {
+                Ok(Format::Json) => crate::http::Json(json_view(metrics.tally())).into_response(),
+                Ok(Format::Prometheus) => (
+                    [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
+                    metrics.render_prometheus(),
+                )
+                    .into_response(),
+                Err(message) => crate::http::error(StatusCode::BAD_REQUEST, message),
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curl_and_browsers_get_json() {
+        assert_eq!(Format::negotiate(None, Some("*/*")), Ok(Format::Json));
+        assert_eq!(Format::negotiate(None, None), Ok(Format::Json));
+        assert_eq!(
+            Format::negotiate(None, Some("application/json")),
+            Ok(Format::Json)
+        );
+    }
+
+    #[test]
+    fn a_prometheus_scrape_gets_text() {
+        let scrape = "application/openmetrics-text;version=1.0.0;q=0.5,\
+                      application/openmetrics-text;version=0.0.1;q=0.4,\
+                      text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert_eq!(
+            Format::negotiate(None, Some(scrape)),
+            Ok(Format::Prometheus)
+        );
+        assert_eq!(
+            Format::negotiate(None, Some("text/plain")),
+            Ok(Format::Prometheus)
+        );
+    }
+
+    #[test]
+    fn the_query_wins_and_unknown_formats_are_refused() {
+        assert_eq!(
+            Format::negotiate(Some("json"), Some("text/plain")),
+            Ok(Format::Json)
+        );
+        assert_eq!(
+            Format::negotiate(Some("prometheus"), None),
+            Ok(Format::Prometheus)
+        );
+        assert!(Format::negotiate(Some("xml"), None).is_err());
+    }
+
+    #[test]
+    fn one_increment_reaches_both_views() {
+        let (metrics, recorder) = Metrics::build().expect("recorder");
+        metrics::with_local_recorder(&recorder, || {
+            metrics::counter!("http_requests_total", "route" => "/token", "status" => "200")
+                .increment(2);
+            metrics::counter!("http_requests_total", "route" => "/token", "status" => "401")
+                .increment(1);
+            metrics::counter!("http_requests_total", "route" => "/health", "status" => "200")
+                .increment(1);
+        });
+        let tally = metrics.tally();
+        assert_eq!(tally.sum("http_requests_total", &[]), 4);
+        assert_eq!(tally.sum("http_requests_total", &[("route", "/token")]), 3);
+        assert_eq!(
+            tally.by_label("http_requests_total", "status"),
+            BTreeMap::from([("200".into(), 3), ("401".into(), 1)])
+        );
+        let text = metrics.render_prometheus();
+        assert!(
+            text.contains(r#"http_requests_total{route="/token",status="200"} 2"#),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! `X-Request-ID`: accepted from the caller when it is 1–128 characters of
+//! `[A-Za-z0-9._:-]`, otherwise replaced by a fresh UUID v4; echoed on every response.
+//!
+//! tower-http does the setting and echoing; this module adds only the validation it lacks
+//! (an invalid id is removed first, so tower-http generates a new one) and an extractor.
+
+use axum::extract::{FromRequestParts, Request};
+use http::request::Parts;
+use http::{HeaderName, HeaderValue};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+/// The header that carries the id, in requests and responses, and from B to A.
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest id accepted from a caller.
+pub const MAX_LEN: usize = 128;
+
+/// Whether a caller-supplied id may be used as it is.
+pub fn is_valid(value: &[u8]) -> bool {
+    (1..=MAX_LEN).contains(&value.len())
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Removes an `X-Request-ID` that breaks the rules, so a new one is generated for it.
+pub fn drop_invalid(mut request: Request) -> Request {
+    if request
+        .headers()
+        .get_all(HEADER)
+        .iter()
+        .any(|v| !is_valid(v.as_bytes()))
+        || request.headers().get_all(HEADER).iter().count() > 1
+    {
+        request.headers_mut().remove(HEADER);
+    }
+    request
+}
+
+/// Generates ids for requests that arrive without a valid one.
+pub fn set_layer() -> SetRequestIdLayer<MakeRequestUuid> {
+    SetRequestIdLayer::new(HEADER, MakeRequestUuid)
+}
+
+/// Copies the request's id onto its response.
+pub fn propagate_layer() -> PropagateRequestIdLayer {
+    PropagateRequestIdLayer::new(HEADER)
+}
+
+/// The current request's id, for handlers (B puts it in its body and forwards it to A).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// The id read from request headers after the layers above ran (always present then).
+    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+        let id = headers
+            .get(HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        Self(id.to_owned())
+    }
+
+    /// The id as a header value, for forwarding.
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(&self.0).ok()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_headers(&parts.headers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_allowed_alphabet_up_to_128() {
+        assert!(is_valid(b"demo-123"));
+        assert!(is_valid(b"a.b_c:d-E9"));
+        assert!(is_valid(&[b'a'; 128]));
+    }
+
+    #[test]
+    fn rejects_empty_long_and_foreign_characters() {
+        assert!(!is_valid(b""));
+        assert!(!is_valid(&[b'a'; 129]));
+        for bad in ["has space", "quote\"", "new\nline", "slash/", "é", "{json}"] {
+            assert!(!is_valid(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_header_is_dropped_and_valid_kept() {
+        let req = Request::builder()
+            .header(HEADER, "bad id")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        assert!(drop_invalid(req).headers().get(HEADER).is_none());
+
+        let req = Request::builder()
+            .header(HEADER, "good-id")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        assert_eq!(drop_invalid(req).headers()[HEADER], "good-id");
+    }
+
+    #[test]
+    fn two_ids_are_ambiguous_and_dropped() {
+        let req = Request::builder()
+            .header(HEADER, "one")
+            .header(HEADER, "two")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        assert!(drop_invalid(req).headers().get(HEADER).is_none());
+    }
+}

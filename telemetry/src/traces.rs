@@ -1,0 +1,174 @@
+//! Traces: `tracing` spans become OpenTelemetry spans, joined across services by the W3C
+//! `traceparent` header, and exported over OTLP/HTTP when an endpoint is configured.
+//!
+//! Configuration is the OpenTelemetry standard environment, read by the SDK:
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (e.g. `http://localhost:4318`, the SDK appends `/v1/traces`)
+//! or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is), `OTEL_SERVICE_NAME` (defaults to the
+//! service's own name), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
+//! `OTEL_TRACES_SAMPLER_ARG`. With no endpoint nothing is exported, but spans still get real
+//! trace and span ids, so log lines can be correlated all the same.
+//!
+//! Export is batched on the SDK's own thread: a slow or absent collector never delays a
+//! request. Failed exports are logged by the SDK and counted in
+//! `otel_span_export_failures_total`.
+
+use std::time::Duration;
+
+use http::HeaderMap;
+use opentelemetry::baggage::BaggageExt as _;
+use opentelemetry::propagation::{Extractor, TextMapCompositePropagator};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::{KeyValue, global};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::registry::LookupSpan;
+
+/// The tracer provider of this process. Shut it down to flush the last batch.
+#[derive(Debug)]
+pub struct Traces {
+    provider: SdkTracerProvider,
+    service: &'static str,
+}
+
+/// Whether the environment asks for spans to be exported.
+pub fn export_configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+}
+
+impl Traces {
+    /// Builds the provider from the environment and installs the W3C propagators
+    /// (TraceContext and Baggage) globally; without them nothing is injected or extracted.
+    pub fn init(service: &'static str) -> Result<Self, String> {
+        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+
+        let mut resource = Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none_or(|v| v.is_empty()) {
+            resource = resource.with_service_name(service);
+        }
+        let resource = resource
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+            .build();
+
+        let mut provider = SdkTracerProvider::builder().with_resource(resource);
+        if export_configured() {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| e.to_string())?;
+            provider = provider.with_batch_exporter(CountingExporter(exporter));
+        }
+        Ok(Self {
+            provider: provider.build(),
+            service,
+        })
+    }
+
+    /// The `tracing` layer that turns spans into OpenTelemetry spans.
+    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        tracing_opentelemetry::layer()
+            .with_tracer(self.provider.tracer(self.service))
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_target(false)
+    }
+
+    /// Exports what is still batched and stops the exporter thread. The SDK call blocks, so
+    /// it runs on the blocking pool.
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(e)) = flushed {
+            // Nothing was configured to export, or the collector is gone: not fatal on exit.
+            tracing::debug!(error = %e, "trace provider shutdown");
+        }
+    }
+}
+
+/// Makes `span` a child of the trace context the caller sent in `headers` (a new trace when
+/// there is none or it is invalid), and returns the span's W3C trace id and span id as hex,
+/// or empty strings when tracing is not installed.
+pub fn join_caller_trace(span: &Span, headers: &HeaderMap) -> (String, String) {
+    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    if parent.span().span_context().is_valid() || !parent.baggage().is_empty() {
+        let _ = span.set_parent(parent);
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    } else {
+        (String::new(), String::new())
+    }
+}
+
+/// The W3C trace id of `span`, or `None` without tracing.
+pub fn trace_id(span: &Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Wraps the OTLP exporter to count failed exports, so a broken collector shows on
+/// `/metrics` instead of only in the SDK's own log.
+#[derive(Debug)]
+struct CountingExporter<E>(E);
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        if result.is_err() {
+            metrics::counter!("otel_span_export_failures_total").increment(1);
+            metrics::counter!("otel_spans_dropped_total").increment(spans);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
