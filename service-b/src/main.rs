@@ -1,1 +1,29 @@
-fn main() {}
+//! Service B's binary: read the configuration, start telemetry, serve until SIGTERM/Ctrl-C.
+
+use clap::Parser as _;
+use service_b::{SERVICE_NAME, config::Config, startup::Application};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    let telemetry = match telemetry::init(SERVICE_NAME) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{SERVICE_NAME}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = match Application::build(config, telemetry.metrics.clone()).await {
+        Ok(app) => app.run_until_stopped(telemetry::shutdown::signal()).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &outcome {
+        tracing::error!(event = "fatal", error = %e);
+    }
+    telemetry.shutdown().await;
+    if outcome.is_ok() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}

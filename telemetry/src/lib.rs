@@ -17,6 +17,11 @@ pub use request_id::RequestId;
 
 use tracing_subscriber::{EnvFilter, Layer as _, filter::LevelFilter, layer::SubscriberExt as _};
 
+/// The log filter when `RUST_LOG` is unset: INFO, except reqwest-retry's own free-text
+/// "Retry attempt #n" warnings, which service B replaces with structured
+/// `provider_call_failed` events.
+pub const DEFAULT_LOG_FILTER: &str = "info,reqwest_retry=error";
+
 /// Owns what must be flushed on the way out: the log writer thread and the span exporter.
 /// Call [`Telemetry::shutdown`] after the server has drained.
 #[derive(Debug)]
@@ -32,7 +37,7 @@ pub struct Telemetry {
 pub enum InitError {
     /// `RUST_LOG` does not parse as a filter.
     #[error("RUST_LOG is not a valid filter: {0}")]
-    LogFilter(#[from] tracing_subscriber::filter::FromEnvError),
+    LogFilter(#[from] tracing_subscriber::filter::ParseError),
     /// A global subscriber or recorder was already installed in this process.
     #[error("telemetry was already initialised in this process: {0}")]
     AlreadyInitialised(String),
@@ -45,15 +50,16 @@ pub enum InitError {
 /// inside the Tokio runtime (metrics upkeep runs as a task on it).
 ///
 /// - Logs: one JSON object per line on stdout, written by a background thread so a slow
-///   terminal never stalls a request. `RUST_LOG` (default `info`) filters *this output only*:
+///   terminal never stalls a request. `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]) filters *this output only*:
 ///   spans are still created for tracing, so a quiet log never breaks trace propagation.
 /// - Traces: see [`traces`]. Ids are real W3C ids even when nothing is exported.
 /// - Metrics: see [`metrics`].
 pub fn init(service: &'static str) -> Result<Telemetry, InitError> {
     let (writer, log_guard) = logging::stdout_writer();
-    let log_filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .from_env()?;
+    let log_filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives)?,
+        _ => EnvFilter::try_new(DEFAULT_LOG_FILTER)?,
+    };
     let traces = traces::Traces::init(service).map_err(InitError::Traces)?;
 
     let subscriber = tracing_subscriber::registry()

@@ -1,0 +1,129 @@
+//! Service B's settings: each flag has an environment fallback and a documented default;
+//! `service-b --help` prints them all.
+//!
+//! # How long a failing call to A can take
+//!
+//! Every attempt is cut off after `--provider-timeout-ms`. Before retry *n* (counting from 0)
+//! B waits a random time between `min / 2` and `min(max, min × 2ⁿ)`, where min and max are
+//! `--retry-backoff-min-ms` and `--retry-backoff-max-ms`. With the defaults:
+//!
+//! ```text
+//! worst case = attempts × timeout + backoff before retry 0
+//!            = 2 × 1000 ms      + 10 ms                 = 2010 ms
+//! ```
+//!
+//! which is the lab's "503 after about 2.06 s with two logged timeouts". With A down, both
+//! connects are refused at once and the 503 takes about the backoff alone (5–10 ms).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::Url;
+
+/// Service B, the consumer: calls service A with a per-attempt timeout and retries.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "service-b", version, about, long_about = None)]
+pub struct Config {
+    /// Address and port to listen on. Use 0.0.0.0:8081 in a container; port 0 picks a free
+    /// port (the chosen address is logged in the `listening` event).
+    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    /// Base URL of service A. B calls `<provider-url>/token`.
+    #[arg(long, env = "PROVIDER_URL", default_value = "http://127.0.0.1:8080")]
+    pub provider_url: Url,
+
+    /// Timeout of each attempt to call A, in milliseconds (connect, send and read the whole
+    /// answer). The lab's "strict 1 s timeout".
+    #[arg(long, env = "PROVIDER_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub provider_timeout_ms: u64,
+
+    /// Attempts in total per request (1 means no retry). Timeouts, refused or reset
+    /// connections and 5xx answers are retried; A's 4xx answers never are.
+    #[arg(long, env = "PROVIDER_ATTEMPTS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub provider_attempts: u32,
+
+    /// Lower bound of the wait before a retry, in milliseconds (jittered between half of it
+    /// and the exponential bound; see the module docs for the arithmetic).
+    #[arg(long, env = "RETRY_BACKOFF_MIN_MS", default_value_t = 10)]
+    pub retry_backoff_min_ms: u64,
+
+    /// Upper bound of the wait before a retry, in milliseconds.
+    #[arg(long, env = "RETRY_BACKOFF_MAX_MS", default_value_t = 50)]
+    pub retry_backoff_max_ms: u64,
+
+    /// How long in-flight requests may run after SIGTERM before they are cut off, in
+    /// milliseconds. Longer than the worst-case call to A.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Config {
+    /// Timeout of one attempt.
+    pub fn provider_timeout(&self) -> Duration {
+        Duration::from_millis(self.provider_timeout_ms)
+    }
+
+    /// Bounds of the wait between attempts, `min <= max`.
+    pub fn retry_backoff(&self) -> (Duration, Duration) {
+        let min = self.retry_backoff_min_ms;
+        let max = self.retry_backoff_max_ms.max(min);
+        (Duration::from_millis(min), Duration::from_millis(max))
+    }
+
+    /// The longest a call to A can take with these settings (see the module docs).
+    pub fn worst_case_call(&self) -> Duration {
+        let (min, max) = self.retry_backoff();
+        let backoff: Duration = (0..self.provider_attempts.saturating_sub(1))
+            .map(|n| max.min(min.saturating_mul(2u32.saturating_pow(n))))
+            .sum();
+        self.provider_timeout() * self.provider_attempts + backoff
+    }
+
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[test]
+    fn defaults_reproduce_the_labs_timing() {
+        let config = Config::try_parse_from(["service-b"]).expect("defaults parse");
+        assert_eq!(config.provider_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(config.provider_timeout(), Duration::from_secs(1));
+        assert_eq!(config.provider_attempts, 2);
+        assert_eq!(config.worst_case_call(), Duration::from_millis(2010));
+    }
+
+    #[test]
+    fn backoff_is_capped_by_the_maximum() {
+        let config = Config::try_parse_from([
+            "service-b",
+            "--provider-attempts=4",
+            "--retry-backoff-min-ms=20",
+            "--retry-backoff-max-ms=30",
+        ])
+        .expect("parses");
+        // 4 × 1000 + 20 + min(30, 40) + min(30, 80)
+        assert_eq!(config.worst_case_call(), Duration::from_millis(4080));
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        assert!(Config::try_parse_from(["service-b", "--provider-attempts=0"]).is_err());
+        assert!(Config::try_parse_from(["service-b", "--provider-timeout-ms=0"]).is_err());
+        assert!(Config::try_parse_from(["service-b", "--provider-url=not a url"]).is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        <Config as clap::CommandFactory>::command().debug_assert();
+    }
+}

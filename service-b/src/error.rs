@@ -1,0 +1,63 @@
+//! Every error service B answers, and the one place each becomes a response. Bodies are
+//! `{"error": "..."}`, with `details` where there is more to say.
+
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+use telemetry::http::{BodyError, ErrorBody, Json};
+
+use crate::provider::{self, ProviderError};
+
+/// What can go wrong with a request to service B.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400. `delay_ms` is not a non-negative whole number of milliseconds.
+    #[error("delay_ms must be a non-negative integer (milliseconds)")]
+    InvalidDelay,
+    /// 400, 413, 415 or 422: the body is not acceptable JSON (see [`BodyError`]).
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// The call to A did not give a token:
+    /// - 401 `invalid credentials` when A said so;
+    /// - 400 with A's reason when A refused the request as invalid;
+    /// - 429 (with A's `Retry-After`) when A is throttling;
+    /// - 503 `provider unavailable` when every attempt failed, `details` saying how;
+    /// - 502 `bad answer from provider` when A answered something unusable.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error, details) = match self {
+            Self::InvalidDelay => (StatusCode::BAD_REQUEST, self.to_string(), None),
+            Self::Body(body) => return body.into_response(),
+            Self::Provider(ProviderError::InvalidCredentials) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid credentials".to_owned(),
+                None,
+            ),
+            Self::Provider(ProviderError::InvalidRequest(reason)) => {
+                (StatusCode::BAD_REQUEST, reason, None)
+            }
+            Self::Provider(ProviderError::Throttled { retry_after }) => {
+                let mut response =
+                    telemetry::http::error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+                if let Some(value) = retry_after {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                return response;
+            }
+            Self::Provider(ProviderError::Unavailable(failures)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "provider unavailable".to_owned(),
+                Some(provider::describe(&failures)),
+            ),
+            Self::Provider(ProviderError::BadAnswer(what)) => (
+                StatusCode::BAD_GATEWAY,
+                "bad answer from provider".to_owned(),
+                Some(what),
+            ),
+        };
+        (status, Json(ErrorBody { details, error })).into_response()
+    }
+}

@@ -1,0 +1,22 @@
+//! Service B, the consumer: `POST /protected-action` calls service A's `POST /token` over
+//! HTTP with a strict per-attempt timeout and a retry policy, and answers a combined body:
+//! B's own result with A's token, A's 401 passed through, or 503 when A cannot be reached.
+//!
+//! - [`config`]: flags, environment fallbacks, and the worst-case timing arithmetic.
+//! - [`provider`]: the client for A. Timeouts, retries and how each failure is classified,
+//!   logged and counted all live there.
+//! - [`routes`]: `GET /health`, `POST /protected-action`, `GET /metrics`.
+//! - [`error`]: every error B answers, and its status.
+//! - [`startup`]: binds the listener and serves until told to stop.
+//!
+//! B knows A only as a URL (`--provider-url`).
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod provider;
+pub mod routes;
+pub mod startup;
+
+/// The name this service logs, traces and scrapes under.
+pub const SERVICE_NAME: &str = "service-b";

@@ -1,0 +1,67 @@
+//! Service B's own metrics, and the JSON summary `GET /metrics` shows to curl.
+//!
+//! Prometheus series (besides the shared `http_requests_total` and
+//! `http_request_duration_seconds`):
+//! - `provider_attempts_total{outcome}`: every attempt to call A, by outcome `ok`,
+//!   `rejected` (A answered 4xx), `timeout`, `connection_error` or `bad_status`.
+//! - `provider_attempt_duration_seconds{outcome}`: how long each attempt took.
+//! - `provider_failures_total{kind}`: calls where every attempt failed (B answered 503), by
+//!   the kind of the last failure.
+
+use serde_json::{Value, json};
+use telemetry::metrics::Tally;
+
+use crate::provider::FailureKind;
+
+/// Attempts to call A, by outcome.
+pub const PROVIDER_ATTEMPTS: &str = "provider_attempts_total";
+/// Duration of each attempt, by outcome.
+pub const PROVIDER_ATTEMPT_DURATION: &str = "provider_attempt_duration_seconds";
+/// Calls to A that failed on every attempt, by the last failure's kind.
+pub const PROVIDER_FAILURES: &str = "provider_failures_total";
+
+/// Every attempt outcome label.
+const ATTEMPT_OUTCOMES: [&str; 5] = [
+    "ok",
+    "rejected",
+    "timeout",
+    "connection_error",
+    "bad_status",
+];
+
+/// Describes the series and registers each at zero, so dashboards and `rate()` see them
+/// before the first failure.
+pub fn register() {
+    metrics::describe_counter!(PROVIDER_ATTEMPTS, "Attempts to call service A, by outcome");
+    metrics::describe_histogram!(
+        PROVIDER_ATTEMPT_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of each attempt to call service A, by outcome"
+    );
+    metrics::describe_counter!(
+        PROVIDER_FAILURES,
+        "Calls to service A that failed on every attempt (answered 503), by last failure"
+    );
+    for outcome in ATTEMPT_OUTCOMES {
+        metrics::counter!(PROVIDER_ATTEMPTS, "outcome" => outcome).absolute(0);
+    }
+    for kind in FailureKind::ALL {
+        metrics::counter!(PROVIDER_FAILURES, "kind" => kind.as_str()).absolute(0);
+    }
+}
+
+/// The JSON body of `GET /metrics`: the lab's counters, then the breakdowns.
+pub fn json_view(tally: &Tally) -> Value {
+    json!({
+        "requests_total": tally.sum("http_requests_total", &[]),
+        "protected_action_requests": tally.sum(
+            "http_requests_total",
+            &[("route", "/protected-action"), ("method", "POST")],
+        ),
+        "provider_attempts": tally.sum(PROVIDER_ATTEMPTS, &[]),
+        "provider_attempts_by_outcome": tally.by_label(PROVIDER_ATTEMPTS, "outcome"),
+        "provider_failures": tally.sum(PROVIDER_FAILURES, &[]),
+        "provider_failures_by_kind": tally.by_label(PROVIDER_FAILURES, "kind"),
+        "requests_by_status": tally.by_label("http_requests_total", "status"),
+    })
+}

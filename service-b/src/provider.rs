@@ -1,0 +1,534 @@
+//! The client for service A, and everything B does when A is slow, down or failing.
+//!
+//! One call to [`Provider::issue_token`] is up to `--provider-attempts` attempts, each cut
+//! off after `--provider-timeout-ms`, with a jittered backoff between them. The middleware
+//! stack, outermost first:
+//!
+//! 1. [`RetryTransientMiddleware`] (reqwest-retry) decides whether to try again:
+//!    timeouts, refused or reset connections and 5xx answers are retried ([`RetryTransient`]);
+//!    any 4xx from A is A's final word and is not.
+//! 2. [`AttemptObserver`] runs once per attempt: numbers it (`x-attempt` header), classifies
+//!    its outcome ([`FailureKind`]), logs each failure as one `provider_call_failed` event and
+//!    counts `provider_attempts_total{outcome}`.
+//! 3. reqwest-tracing's `TracingMiddleware` opens one client span per attempt ([`AttemptSpan`])
+//!    and injects `traceparent`, so A's span hangs under the attempt that reached it.
+//!
+//! How the whole call ended is a [`ProviderError`]; the route turns it into B's answer.
+
+use std::time::{Duration, Instant};
+
+use http::Extensions;
+use reqwest::{Response, StatusCode, Url};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
+use reqwest_retry::{
+    RetryTransientMiddleware, Retryable, RetryableStrategy, default_on_request_failure,
+    policies::ExponentialBackoff,
+};
+use reqwest_tracing::{ReqwestOtelSpanBackend, TracingMiddleware, reqwest_otel_span};
+use serde::{Deserialize, Serialize};
+use tracing::Span;
+
+use crate::config::Config;
+
+/// Header that tells A which attempt it is serving (1-based).
+pub const ATTEMPT_HEADER: &str = "x-attempt";
+
+/// How long an idle pooled connection to A is kept. Short, so a connection A has closed (it
+/// restarted, or dropped idle connections) is rarely picked up; one that is anyway fails with
+/// a reset, which is retried.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What B sends to A's `POST /token`. Its `Debug` output never shows the password.
+#[derive(Serialize)]
+pub struct TokenRequest<'a> {
+    /// Who asks.
+    pub username: &'a str,
+    /// Their password, passed through untouched.
+    pub password: &'a str,
+    /// Simulated latency to ask A for, when the caller asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for TokenRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("delay_ms", &self.delay_ms)
+            .finish()
+    }
+}
+
+/// A's answer to valid credentials.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Grant {
+    /// The token A issued.
+    pub token: String,
+    /// Whom it was issued to.
+    pub user: String,
+}
+
+/// Why one attempt failed. The three kinds stay distinct in logs (`error`), metrics
+/// (`outcome`, `kind`), spans (`error.type`) and B's 503 `details`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No complete answer within the per-attempt timeout.
+    Timeout,
+    /// Could not connect, or the connection broke (refused, reset, closed early).
+    ConnectionError,
+    /// A answered with a 5xx status.
+    BadStatus,
+}
+
+impl FailureKind {
+    /// The name used in logs, metric labels and spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::ConnectionError => "connection_error",
+            Self::BadStatus => "bad_status",
+        }
+    }
+
+    /// Every kind, for registering metric series.
+    pub const ALL: [Self; 3] = [Self::Timeout, Self::ConnectionError, Self::BadStatus];
+}
+
+/// One failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptFailure {
+    /// Which attempt, from 1.
+    pub attempt: u32,
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What happened, for people: "timed out after 1s", "Connection refused (os error 111)",
+    /// "provider answered 503 Service Unavailable".
+    pub summary: String,
+}
+
+/// How a call to A ended when it did not yield a token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// A answered 401: the credentials are wrong. Not retried.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A refused the request as invalid (400 or 422), with its reason. Not retried.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A answered 429: too many requests. Not retried; `Retry-After` is passed on.
+    #[error("provider is throttling requests")]
+    Throttled {
+        /// A's `Retry-After`, when it sent one.
+        retry_after: Option<http::HeaderValue>,
+    },
+    /// Every attempt failed.
+    #[error("provider unavailable: {}", describe(.0))]
+    Unavailable(Vec<AttemptFailure>),
+    /// A answered, but not with anything B can use (an unexpected 4xx, or a body without a
+    /// token): a configuration or version mismatch, not an outage.
+    #[error("unusable answer from provider: {0}")]
+    BadAnswer(String),
+}
+
+impl ProviderError {
+    /// The kind of the last failed attempt, when every attempt failed.
+    pub fn failure_kind(&self) -> Option<FailureKind> {
+        match self {
+            Self::Unavailable(failures) => failures.last().map(|f| f.kind),
+            _ => None,
+        }
+    }
+}
+
+/// Says what happened on the attempts: "timed out after 1s on both attempts" when they all
+/// failed the same way, "attempt 1: …; attempt 2: …" otherwise.
+pub fn describe(failures: &[AttemptFailure]) -> String {
+    let Some(first) = failures.first() else {
+        return "no attempt was made".to_owned();
+    };
+    if failures.iter().all(|f| f.summary == first.summary) {
+        let on = match failures.len() {
+            1 => "on the only attempt".to_owned(),
+            2 => "on both attempts".to_owned(),
+            n => format!("on all {n} attempts"),
+        };
+        format!("{} {on}", first.summary)
+    } else {
+        failures
+            .iter()
+            .map(|f| format!("attempt {}: {}", f.attempt, f.summary))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The client for service A.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    http: ClientWithMiddleware,
+    token_url: Url,
+}
+
+impl Provider {
+    /// A client with the timeout, retry policy and observers from `config`.
+    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let timeout = config.provider_timeout();
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // B talks to A directly; a proxy from the environment would only add a hop
+            // that fails on its own.
+            .no_proxy()
+            .build()?;
+        let (min, max) = config.retry_backoff();
+        let policy = ExponentialBackoff::builder()
+            .retry_bounds(min, max)
+            .jitter(reqwest_retry::Jitter::Bounded)
+            .build_with_max_retries(config.provider_attempts - 1);
+        let http = ClientBuilder::new(client)
+            .with(
+                // Its own unstructured "Retry attempt #0" WARN line is superseded by
+                // AttemptObserver's events; telemetry's default log filter hides it.
+                RetryTransientMiddleware::new_with_policy_and_strategy(policy, RetryTransient),
+            )
+            .with(AttemptObserver { timeout })
+            .with(TracingMiddleware::<AttemptSpan>::new())
+            .build();
+        let mut token_url = config.provider_url.clone();
+        token_url
+            .path_segments_mut()
+            .map_err(|()| ())
+            .map(|mut segments| {
+                segments.pop_if_empty().push("token");
+            })
+            .ok();
+        Ok(Self { http, token_url })
+    }
+
+    /// The URL B calls.
+    pub fn token_url(&self) -> &Url {
+        &self.token_url
+    }
+
+    /// Asks A for a token, retrying as configured. `request_id` is forwarded as
+    /// `X-Request-ID` so A's log lines carry the same id.
+    pub async fn issue_token(
+        &self,
+        request: &TokenRequest<'_>,
+        request_id: &telemetry::RequestId,
+    ) -> Result<Grant, ProviderError> {
+        let mut builder = self.http.post(self.token_url.clone()).json(request);
+        if let Some(id) = request_id.header_value() {
+            builder = builder.header(telemetry::request_id::HEADER, id);
+        }
+        let request = builder
+            .build()
+            .map_err(|e| ProviderError::BadAnswer(format!("cannot build the request: {e}")))?;
+        let mut extensions = Extensions::new();
+        let result = self
+            .http
+            .execute_with_extensions(request, &mut extensions)
+            .await;
+        let failures = extensions
+            .remove::<AttemptLog>()
+            .map(|log| log.failures)
+            .unwrap_or_default();
+
+        let response = match result {
+            Ok(response) if !response.status().is_server_error() => response,
+            // Every attempt failed: connection errors or timeouts end in Err, a last 5xx
+            // in Ok. Either way the failures were logged per attempt; count the call once.
+            _ => {
+                let kind = failures
+                    .last()
+                    .map_or(FailureKind::ConnectionError, |f| f.kind);
+                metrics::counter!(crate::metrics::PROVIDER_FAILURES, "kind" => kind.as_str())
+                    .increment(1);
+                return Err(ProviderError::Unavailable(failures));
+            }
+        };
+        match response.status() {
+            status if status.is_success() => response
+                .json::<Grant>()
+                .await
+                .map_err(|e| ProviderError::BadAnswer(format!("token body: {}", innermost(&e)))),
+            StatusCode::UNAUTHORIZED => Err(ProviderError::InvalidCredentials),
+            StatusCode::TOO_MANY_REQUESTS => Err(ProviderError::Throttled {
+                retry_after: response.headers().get(http::header::RETRY_AFTER).cloned(),
+            }),
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                let reason = response
+                    .json::<ErrorBody>()
+                    .await
+                    .map(|b| b.error)
+                    .unwrap_or_else(|_| "the provider refused the request".to_owned());
+                Err(ProviderError::InvalidRequest(reason))
+            }
+            status => Err(ProviderError::BadAnswer(format!(
+                "provider answered {status}"
+            ))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+/// Retries what a second attempt can fix: timeouts, connection failures (reqwest-retry's
+/// own classification) and 5xx answers. Unlike reqwest-retry's default, 408 and 429 are not
+/// retried: they are A's answer about load, and retrying would add to it.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryTransient;
+
+impl RetryableStrategy for RetryTransient {
+    fn handle(&self, result: &reqwest_middleware::Result<Response>) -> Option<Retryable> {
+        match result {
+            Ok(response) if response.status().is_success() => None,
+            Ok(response) if response.status().is_server_error() => Some(Retryable::Transient),
+            Ok(_) => Some(Retryable::Fatal),
+            Err(error) => default_on_request_failure(error),
+        }
+    }
+}
+
+/// The per-call record [`AttemptObserver`] keeps in the request's extensions (the retry
+/// middleware hands the same extensions to every attempt).
+#[derive(Debug, Clone, Default)]
+struct AttemptLog {
+    attempts: u32,
+    failures: Vec<AttemptFailure>,
+}
+
+/// The number of the attempt in flight, for [`AttemptSpan`].
+#[derive(Debug, Clone, Copy)]
+struct AttemptNumber(u32);
+
+/// Numbers, classifies, logs and counts each attempt. See the module docs.
+#[derive(Debug, Clone)]
+pub struct AttemptObserver {
+    timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl Middleware for AttemptObserver {
+    async fn handle(
+        &self,
+        mut request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
+        let log = extensions.get_or_insert_default::<AttemptLog>();
+        log.attempts += 1;
+        let attempt = log.attempts;
+        request
+            .headers_mut()
+            .insert(ATTEMPT_HEADER, http::HeaderValue::from(attempt));
+        extensions.insert(AttemptNumber(attempt));
+
+        let started = Instant::now();
+        let result = next.run(request, extensions).await;
+        let failure = classify(&result, attempt, self.timeout);
+        let outcome = match (&failure, &result) {
+            (Some(f), _) => f.kind.as_str(),
+            (None, Ok(r)) if r.status().is_success() => "ok",
+            (None, _) => "rejected",
+        };
+        metrics::counter!(crate::metrics::PROVIDER_ATTEMPTS, "outcome" => outcome).increment(1);
+        metrics::histogram!(crate::metrics::PROVIDER_ATTEMPT_DURATION, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+
+        if let Some(failure) = failure {
+            log_failure(&failure, self.timeout);
+            extensions
+                .get_or_insert_default::<AttemptLog>()
+                .failures
+                .push(failure);
+        }
+        result
+    }
+}
+
+/// The lab's `provider_call_failed` line, with the fields that fit the kind.
+fn log_failure(failure: &AttemptFailure, timeout: Duration) {
+    let attempt = failure.attempt;
+    match failure.kind {
+        FailureKind::Timeout => tracing::error!(
+            event = "provider_call_failed",
+            error = "timeout",
+            timeout_secs = timeout.as_secs_f64(),
+            attempt,
+        ),
+        FailureKind::ConnectionError => tracing::error!(
+            event = "provider_call_failed",
+            error = "connection_error",
+            details = %failure.summary,
+            attempt,
+        ),
+        FailureKind::BadStatus => tracing::error!(
+            event = "provider_call_failed",
+            error = "bad_status",
+            details = %failure.summary,
+            attempt,
+        ),
+    }
+}
+
+/// Whether an attempt failed, and how. A 4xx is an answer, not a failure.
+pub fn failure_kind(result: &reqwest_middleware::Result<Response>) -> Option<FailureKind> {
+    match result {
+        Ok(response) if response.status().is_server_error() => Some(FailureKind::BadStatus),
+        Ok(_) => None,
+        Err(reqwest_middleware::Error::Reqwest(e)) if e.is_timeout() => Some(FailureKind::Timeout),
+        Err(_) => Some(FailureKind::ConnectionError),
+    }
+}
+
+/// The failure of attempt number `attempt`, if it failed, with a summary for people.
+fn classify(
+    result: &reqwest_middleware::Result<Response>,
+    attempt: u32,
+    timeout: Duration,
+) -> Option<AttemptFailure> {
+    let kind = failure_kind(result)?;
+    let summary = match (kind, result) {
+        (FailureKind::Timeout, _) => format!("timed out after {}", humanize(timeout)),
+        (_, Ok(response)) => format!("provider answered {}", response.status()),
+        (_, Err(e)) => innermost(e),
+    };
+    Some(AttemptFailure {
+        attempt,
+        kind,
+        summary,
+    })
+}
+
+/// "1s", "250ms".
+fn humanize(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+/// The root cause of an error chain ("Connection refused (os error 111)"), which says more
+/// than reqwest's top line ("error sending request for url …").
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    current.to_string()
+}
+
+/// One client span per attempt, named `POST /token`, with the attempt number, the
+/// OpenTelemetry HTTP client attributes, and `error.type` when the attempt failed.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptSpan;
+
+impl ReqwestOtelSpanBackend for AttemptSpan {
+    fn on_request_start(request: &reqwest::Request, extensions: &mut Extensions) -> Span {
+        let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
+        let name = format!("{} {}", request.method(), request.url().path());
+        reqwest_otel_span!(
+            name = name,
+            request,
+            url.full = %request.url(),
+            attempt = attempt,
+            http.request.resend_count = attempt.saturating_sub(1),
+            error.type = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end(
+        span: &Span,
+        outcome: &reqwest_middleware::Result<Response>,
+        _: &mut Extensions,
+    ) {
+        reqwest_tracing::default_on_request_end(span, outcome);
+        if let Some(kind) = failure_kind(outcome) {
+            span.record("error.type", kind.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(attempt: u32, kind: FailureKind, summary: &str) -> AttemptFailure {
+        AttemptFailure {
+            attempt,
+            kind,
+            summary: summary.to_owned(),
+        }
+    }
+
+    #[test]
+    fn alike_failures_are_summarised_once() {
+        let both = [
+            failure(1, FailureKind::Timeout, "timed out after 1s"),
+            failure(2, FailureKind::Timeout, "timed out after 1s"),
+        ];
+        assert_eq!(describe(&both), "timed out after 1s on both attempts");
+        assert_eq!(
+            describe(&both[..1]),
+            "timed out after 1s on the only attempt"
+        );
+    }
+
+    #[test]
+    fn different_failures_are_listed_by_attempt() {
+        let mixed = [
+            failure(1, FailureKind::Timeout, "timed out after 1s"),
+            failure(
+                2,
+                FailureKind::ConnectionError,
+                "Connection refused (os error 111)",
+            ),
+        ];
+        assert_eq!(
+            describe(&mixed),
+            "attempt 1: timed out after 1s; attempt 2: Connection refused (os error 111)"
+        );
+        assert_eq!(
+            ProviderError::Unavailable(mixed.to_vec()).failure_kind(),
+            Some(FailureKind::ConnectionError)
+        );
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(humanize(Duration::from_secs(1)), "1s");
+        assert_eq!(humanize(Duration::from_millis(250)), "250ms");
+    }
+
+    #[test]
+    fn the_token_url_is_built_from_the_base() {
+        use clap::Parser as _;
+        for (base, expected) in [
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/token"),
+            ("http://a:1/prefix/", "http://a:1/prefix/token"),
+        ] {
+            let config =
+                Config::try_parse_from(["service-b", "--provider-url", base]).expect("parses");
+            let provider = Provider::new(&config).expect("client");
+            assert_eq!(provider.token_url().as_str(), expected);
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let request = TokenRequest {
+            username: "divya",
+            password: "pass123",
+            delay_ms: None,
+        };
+        assert!(!format!("{request:?}").contains("pass123"));
+    }
+}

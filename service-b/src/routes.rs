@@ -1,0 +1,117 @@
+//! Service B's routes: `GET /health`, `POST /protected-action`, `GET /metrics`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use telemetry::RequestId;
+use telemetry::http::{Json, JsonBody};
+
+use crate::error::ApiError;
+use crate::provider::{Provider, TokenRequest};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The client for service A.
+    pub provider: Provider,
+}
+
+/// The whole HTTP surface of service B, with the shared telemetry layers.
+pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
+    let routes = Router::new()
+        .route("/health", get(health))
+        .route("/protected-action", post(protected_action))
+        .route(
+            "/metrics",
+            telemetry::metrics::endpoint(metrics, crate::metrics::json_view),
+        )
+        .with_state(state);
+    telemetry::observe::instrument(routes)
+}
+
+/// Body of `GET /health`.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// Always `"ok"` while the process serves requests.
+    pub status: &'static str,
+}
+
+/// `GET /health`: 200 while B itself is up. It does not call A: B stays healthy (and keeps
+/// answering 503s that say why) while A is down, which is the point of the lab.
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Body of `POST /protected-action`. Its `Debug` output never shows the password.
+#[derive(Deserialize)]
+pub struct ActionRequest {
+    /// Passed to A.
+    pub username: String,
+    /// Passed to A.
+    pub password: String,
+    /// What the caller wants done; `"ping"` when absent.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Simulated latency to ask of A; validated here, its ceiling is A's to enforce.
+    #[serde(default)]
+    pub delay_ms: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for ActionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionRequest")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("action", &self.action)
+            .field("delay_ms", &self.delay_ms)
+            .finish()
+    }
+}
+
+/// The combined answer: B's own result and what A issued. Keys in the lab's order.
+#[derive(Debug, Serialize)]
+pub struct ActionResult {
+    /// The action performed.
+    pub action: String,
+    /// B's verdict.
+    pub consumer: &'static str,
+    /// The request's id, as in the `X-Request-ID` response header.
+    pub request_id: String,
+    /// The token A issued.
+    pub token: String,
+    /// The user A issued it to.
+    pub user: String,
+}
+
+/// `POST /protected-action`: gets a token from A for the caller's credentials and answers
+/// the combined body. See [`ApiError`] for every other answer.
+pub async fn protected_action(
+    State(state): State<AppState>,
+    request_id: RequestId,
+    body: Result<JsonBody<ActionRequest>, telemetry::http::BodyError>,
+) -> Result<Json<ActionResult>, ApiError> {
+    let JsonBody(request) = body?;
+    let delay_ms = match &request.delay_ms {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => Some(value.as_u64().ok_or(ApiError::InvalidDelay)?),
+    };
+    let grant = state
+        .provider
+        .issue_token(
+            &TokenRequest {
+                username: &request.username,
+                password: &request.password,
+                delay_ms,
+            },
+            &request_id,
+        )
+        .await?;
+    Ok(Json(ActionResult {
+        action: request.action.unwrap_or_else(|| "ping".to_owned()),
+        consumer: "ok",
+        request_id: request_id.0,
+        token: grant.token,
+        user: grant.user,
+    }))
+}

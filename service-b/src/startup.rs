@@ -1,0 +1,88 @@
+//! Builds service B from its configuration and runs it: bind, serve, drain on shutdown.
+//! B starts whether or not A is up: it learns about A one request at a time.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::provider::Provider;
+use crate::routes::{AppState, router};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The HTTP client for A could not be built.
+    #[error("cannot build the client for service A: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The listen address cannot be bound (in use, or not ours).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server error: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// A bound, ready-to-serve service B.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    config: Config,
+    state: AppState,
+    metrics: telemetry::metrics::Metrics,
+}
+
+impl Application {
+    /// Builds the client for A and binds the listener (port 0 picks a free port).
+    pub async fn build(
+        config: Config,
+        metrics: telemetry::metrics::Metrics,
+    ) -> Result<Self, StartupError> {
+        let provider = Provider::new(&config)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        crate::metrics::register();
+        Ok(Self {
+            listener,
+            config,
+            state: AppState { provider },
+            metrics,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` resolves, then drains in-flight requests (bounded by
+    /// `--shutdown-grace-ms`).
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let addr = self.local_addr()?;
+        tracing::info!(
+            event = "listening",
+            addr = %addr,
+            provider_url = %self.state.provider.token_url(),
+            provider_timeout_ms = self.config.provider_timeout_ms,
+            provider_attempts = self.config.provider_attempts,
+            worst_case_call_ms = u64::try_from(self.config.worst_case_call().as_millis()).unwrap_or(u64::MAX),
+        );
+        let app = router(self.state, self.metrics);
+        telemetry::shutdown::serve(self.listener, app, stop, self.config.shutdown_grace()).await?;
+        Ok(())
+    }
+}
