@@ -29,8 +29,9 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
-    /// Base URL of service A. B calls `<provider-url>/token`.
-    #[arg(long, env = "PROVIDER_URL", default_value = "http://127.0.0.1:8080")]
+    /// Base URL of service A (plain http). B calls `<provider-url>/token`.
+    #[arg(long, env = "PROVIDER_URL", default_value = "http://127.0.0.1:8080",
+          value_parser = parse_provider_url)]
     pub provider_url: Url,
 
     /// Timeout of each attempt to call A, in milliseconds (connect, send and read the whole
@@ -58,6 +59,16 @@ pub struct Config {
     /// milliseconds. Longer than the worst-case call to A.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+}
+
+/// An `http://` URL with a host. TLS is not built in: between two services on one host or
+/// one cluster network, plain HTTP keeps the example small; put TLS in a mesh or proxy.
+fn parse_provider_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| e.to_string())?;
+    if url.scheme() != "http" || url.host().is_none() {
+        return Err("expected an http:// URL with a host, e.g. http://127.0.0.1:8080".into());
+    }
+    Ok(url)
 }
 
 impl Config {
@@ -120,6 +131,8 @@ mod tests {
         assert!(Config::try_parse_from(["service-b", "--provider-attempts=0"]).is_err());
         assert!(Config::try_parse_from(["service-b", "--provider-timeout-ms=0"]).is_err());
         assert!(Config::try_parse_from(["service-b", "--provider-url=not a url"]).is_err());
+        assert!(Config::try_parse_from(["service-b", "--provider-url=https://a:1"]).is_err());
+        assert!(Config::try_parse_from(["service-b", "--provider-url=mailto:x@y"]).is_err());
     }
 
     #[test]

@@ -197,13 +197,10 @@ impl Provider {
             .with(TracingMiddleware::<AttemptSpan>::new())
             .build();
         let mut token_url = config.provider_url.clone();
-        token_url
-            .path_segments_mut()
-            .map_err(|()| ())
-            .map(|mut segments| {
-                segments.pop_if_empty().push("token");
-            })
-            .ok();
+        // Config only admits http:// URLs, which always have a path.
+        if let Ok(mut segments) = token_url.path_segments_mut() {
+            segments.pop_if_empty().push("token");
+        }
         Ok(Self { http, token_url })
     }
 

@@ -98,6 +98,10 @@ fn describe_shared() {
         metrics::Unit::Seconds,
         "Time from request received to response ready, by route"
     );
+    metrics::describe_gauge!(
+        "http_requests_in_flight",
+        "Requests received and not yet answered, by route"
+    );
     metrics::describe_counter!(
         "otel_span_export_failures_total",
         "OTLP span batches the collector did not accept"

@@ -2,8 +2,8 @@
 //!
 //! [`instrument`] wraps a service's router with everything both services do to every request,
 //! outermost first: validate or generate `X-Request-ID` and echo it, observe the request
-//! (span joined to the caller's trace, seed-format log line, `http_requests_total` and
-//! `http_request_duration_seconds` labelled by *route*, never raw path), limit the body, and
+//! (span joined to the caller's trace, seed-format log line, `http_requests_total`,
+//! `http_request_duration_seconds` and `http_requests_in_flight` labelled by *route*, never raw path), limit the body, and
 //! answer unknown routes and methods with JSON errors.
 
 use std::time::Instant;
@@ -73,7 +73,10 @@ pub async fn observe(request: Request, next: Next) -> Response {
     }
     .attach_to(&span);
 
+    let route_label = route.clone().unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let in_flight = InFlight::enter(&route_label);
     let response = next.run(request).instrument(span.clone()).await;
+    drop(in_flight);
 
     let status = response.status();
     let elapsed = started.elapsed();
@@ -91,10 +94,28 @@ pub async fn observe(request: Request, next: Next) -> Response {
 
     let labels = [
         ("method", method.as_str().to_owned()),
-        ("route", route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned())),
+        ("route", route_label),
         ("status", status.as_u16().to_string()),
     ];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     response
+}
+
+/// Counts a request in `http_requests_in_flight` until dropped, so a request whose future is
+/// dropped midway (the client went away) is still counted out.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter(route: &str) -> Self {
+        let gauge = metrics::gauge!("http_requests_in_flight", "route" => route.to_owned());
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }

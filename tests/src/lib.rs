@@ -1,1 +1,354 @@
+//! The harness for the system tests: builds the real `service-a` and `service-b` binaries,
+//! starts them as separate processes on free ports, captures their JSON log lines from
+//! stdout, and stops them with real signals. Tests then talk to them over HTTP, as the lab's
+//! curl walkthrough does.
+//!
+//! Everything that waits polls with a bound ([`TIMEOUT`]); nothing sleeps blindly.
 
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Upper bound for anything the tests wait on (start-up, a log line, an exit). Generous,
+/// because CI machines are shared; a passing test never waits this long.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The demo user's password, for tests that check it never leaks.
+pub const DEMO_PASSWORD: &str = "pass123";
+
+/// Which binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The provider.
+    A,
+    /// The consumer.
+    B,
+}
+
+impl Kind {
+    fn binary(self) -> &'static str {
+        match self {
+            Self::A => "service-a",
+            Self::B => "service-b",
+        }
+    }
+}
+
+/// Path to a service binary, built once per test run with the same profile as the tests.
+pub fn binary(kind: Kind) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        // target/<profile>/deps/system-<hash> → target/<profile>
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target/<profile>/deps")
+            .to_path_buf();
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "-p", "service-a", "-p", "service-b"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building the service binaries failed");
+        profile_dir
+    });
+    dir.join(kind.binary())
+}
+
+/// Log lines captured from a process's stdout, each parsed as JSON.
+#[derive(Debug, Clone, Default)]
+pub struct Logs {
+    inner: Arc<(Mutex<Vec<Value>>, Condvar)>,
+    raw: Arc<Mutex<Vec<String>>>,
+}
+
+impl Logs {
+    fn push(&self, line: String) {
+        let parsed = serde_json::from_str(&line).unwrap_or_else(|_| {
+            // A line that is not one JSON object is a defect the tests must see.
+            serde_json::json!({"unparseable_line": line})
+        });
+        self.raw.lock().expect("logs lock").push(line);
+        let (lines, ready) = &*self.inner;
+        lines.lock().expect("logs lock").push(parsed);
+        ready.notify_all();
+    }
+
+    /// Every line so far.
+    pub fn all(&self) -> Vec<Value> {
+        self.inner.0.lock().expect("logs lock").clone()
+    }
+
+    /// Every raw line so far, as printed.
+    pub fn raw(&self) -> Vec<String> {
+        self.raw.lock().expect("logs lock").clone()
+    }
+
+    /// Lines matching `filter`.
+    pub fn matching(&self, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.all().into_iter().filter(|l| filter(l)).collect()
+    }
+
+    /// Waits (bounded by [`TIMEOUT`]) for `count` lines matching `filter`, and returns them.
+    pub fn wait_for_n(&self, count: usize, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + TIMEOUT;
+        let (lines, ready) = &*self.inner;
+        let mut guard = lines.lock().expect("logs lock");
+        loop {
+            let found: Vec<Value> = guard.iter().filter(|l| filter(l)).cloned().collect();
+            if found.len() >= count {
+                return found;
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "waited {TIMEOUT:?} for {count} matching log lines, got {}: {:#?}",
+                found.len(),
+                *guard
+            );
+            guard = ready
+                .wait_timeout(guard, deadline - now)
+                .expect("logs lock")
+                .0;
+        }
+    }
+
+    /// Waits for one line matching `filter`.
+    pub fn wait_for(&self, filter: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_n(1, filter).remove(0)
+    }
+
+    /// The `provider_call_failed` lines of the request with `request_id`, once the request's
+    /// own line (always its last) has arrived, so none can still be on its way.
+    pub fn failed_attempts(&self, request_id: &str) -> Vec<Value> {
+        self.request_line(request_id);
+        self.matching(|l| l["event"] == "provider_call_failed" && l["request_id"] == request_id)
+    }
+
+    /// The request log line (the one with `endpoint`) of the request with `request_id`.
+    pub fn request_line(&self, request_id: &str) -> Value {
+        self.wait_for(|l| l["request_id"] == request_id && l.get("endpoint").is_some())
+    }
+}
+
+/// A running service process. Killed when dropped.
+#[derive(Debug)]
+pub struct Service {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its stdout, line by line.
+    pub logs: Logs,
+}
+
+impl Service {
+    /// Starts service A on a free port with extra `args`.
+    pub fn a(args: &[&str]) -> Self {
+        Self::start(Kind::A, "127.0.0.1:0", args, &[])
+    }
+
+    /// Starts service B on a free port, calling A at `provider`, with extra `args`.
+    pub fn b(provider: &str, args: &[&str]) -> Self {
+        let mut all = vec!["--provider-url", provider];
+        all.extend_from_slice(args);
+        Self::start(Kind::B, "127.0.0.1:0", &all, &[])
+    }
+
+    /// Starts `kind` listening on `listen` with `args` and extra environment `env`, and waits
+    /// for its `listening` line.
+    pub fn start(kind: Kind, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary(kind));
+        command
+            .args(["--listen", listen])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("start service");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let logs = Logs::default();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                match line {
+                    Ok(line) => sink.push(line),
+                    Err(_) => break,
+                }
+            }
+        });
+        let listening = logs.wait_for(|l| l["event"] == "listening");
+        let addr = listening["addr"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("listening line names the address");
+        Self { child, addr, logs }
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://<addr><path>`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url())
+    }
+
+    /// Waits until every log line this service wrote so far has been captured: sends a
+    /// marked `/health` request and waits for its line, which the service writes after all
+    /// earlier ones. Use it before asserting that something was *not* logged.
+    pub async fn sync_logs(&self) {
+        static MARK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = format!(
+            "sync-{}",
+            MARK.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        send(client().get(self.at("/health")).header("x-request-id", &id)).await;
+        self.logs.request_line(&id);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`, `INT`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit in {TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address nothing listens on (bound, then released).
+pub fn vacant_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// An HTTP client that never goes through a proxy from the environment.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(TIMEOUT)
+        .build()
+        .expect("client")
+}
+
+/// A response read whole: status, headers, body as text and as JSON (when it is JSON).
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body as sent.
+    pub text: String,
+    /// Body parsed, or `Value::Null` if it is not JSON.
+    pub json: Value,
+    /// Time from sending to the whole body read.
+    pub elapsed: Duration,
+}
+
+impl Reply {
+    /// A header's value as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The `X-Request-ID` header.
+    pub fn request_id(&self) -> &str {
+        self.header("x-request-id")
+    }
+}
+
+/// Sends `request` and reads the whole reply.
+pub async fn send(request: reqwest::RequestBuilder) -> Reply {
+    let started = Instant::now();
+    let response = request.send().await.expect("request sent and answered");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body read");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        text,
+        json,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// `POST url` with a JSON body and an optional request id, like the walkthrough's curls.
+/// The request is built before the future is returned, so it can be spawned.
+pub fn post_json(
+    url: &str,
+    body: Value,
+    request_id: Option<&str>,
+) -> impl Future<Output = Reply> + Send + 'static {
+    let mut request = client().post(url).json(&body);
+    if let Some(id) = request_id {
+        request = request.header("x-request-id", id);
+    }
+    send(request)
+}
+
+/// `GET url`.
+pub fn get(url: &str) -> impl Future<Output = Reply> + Send + 'static {
+    send(client().get(url))
+}
+
+/// Whether a string is a UUID v4 as tower-http generates it.
+pub fn is_uuid_v4(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    s.len() == 36
+        && [8, 13, 18, 23].iter().all(|&i| bytes[i] == b'-')
+        && bytes[14] == b'4'
+        && s.chars()
+            .filter(|c| *c != '-')
+            .all(|c| c.is_ascii_hexdigit())
+}

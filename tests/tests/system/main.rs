@@ -1,0 +1,11 @@
+//! System tests: the real `service-a` and `service-b` binaries as separate processes, driven
+//! over HTTP. The walkthrough modules follow the lab document step by step.
+
+mod bad_input;
+mod cli;
+mod failures;
+mod metrics;
+mod request_id;
+mod shutdown;
+mod walkthrough_a;
+mod walkthrough_b;

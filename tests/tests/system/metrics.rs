@@ -1,0 +1,142 @@
+//! `/metrics` content negotiation: JSON for curl, Prometheus text for a scrape, and the text
+//! is valid exposition format (checked with `promtool` when it is installed, and always in CI).
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+use system_tests::{Service, client, send};
+
+const SCRAPE_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+async fn metrics_with(service: &Service, query: &str, accept: Option<&str>) -> system_tests::Reply {
+    let mut request = client().get(service.at(&format!("/metrics{query}")));
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    send(request).await
+}
+
+#[tokio::test]
+async fn curl_gets_json_and_a_scrape_gets_prometheus_text() {
+    let a = Service::a(&[]);
+
+    let curl = metrics_with(&a, "", Some("*/*")).await;
+    let scrape = metrics_with(&a, "", Some(SCRAPE_ACCEPT)).await;
+    let forced_text = metrics_with(&a, "?format=prometheus", Some("*/*")).await;
+    let forced_json = metrics_with(&a, "?format=json", Some(SCRAPE_ACCEPT)).await;
+
+    assert_eq!(curl.header("content-type"), "application/json");
+    assert!(curl.json["requests_total"].is_u64());
+    assert_eq!(scrape.header("content-type"), PROMETHEUS_TYPE);
+    assert!(
+        scrape.text.contains("# TYPE http_requests_total counter"),
+        "{}",
+        scrape.text
+    );
+    assert_eq!(forced_text.header("content-type"), PROMETHEUS_TYPE);
+    assert_eq!(forced_json.header("content-type"), "application/json");
+}
+
+#[tokio::test]
+async fn prometheus_series_are_labelled_by_route_never_raw_path() {
+    let a = Service::a(&[]);
+    for path in ["/x1", "/x2", "/x3"] {
+        system_tests::get(&a.at(path)).await;
+    }
+    system_tests::post_json(
+        &a.at("/token"),
+        json!({"username": "divya", "password": "pass123"}),
+        None,
+    )
+    .await;
+
+    let text = metrics_with(&a, "?format=prometheus", None).await.text;
+
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 3"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"http_requests_total{method="POST",route="/token",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains("/x1"));
+    assert!(text.contains(r#"http_request_duration_seconds_bucket{method="POST",route="/token",status="200",le="0.005"}"#), "explicit buckets: {text}");
+    assert!(
+        text.contains(r#"token_requests_total{outcome="issued"} 1"#),
+        "{text}"
+    );
+}
+
+/// Runs `promtool check metrics` on `text`. Without promtool the check is skipped with a
+/// note, except in CI (`CI=true`), where a missing promtool fails the test.
+fn promtool_check(text: &str) {
+    let spawned = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "promtool is required in CI: {e}"
+            );
+            eprintln!("NOTE: promtool not installed, exposition format not checked ({e})");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write metrics");
+    let output = child.wait_with_output().expect("promtool ran");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn promtool_finds_nothing_wrong_with_either_service() {
+    let a = Service::a(&[]);
+    let b = Service::b(&a.url(), &["--provider-timeout-ms", "200"]);
+    let url = b.at("/protected-action");
+    system_tests::post_json(
+        &url,
+        json!({"username": "divya", "password": "pass123"}),
+        None,
+    )
+    .await;
+    system_tests::post_json(
+        &url,
+        json!({"username": "divya", "password": "pass123", "delay_ms": 400}),
+        None,
+    )
+    .await;
+
+    for service in [&a, &b] {
+        let reply = metrics_with(service, "", Some(SCRAPE_ACCEPT)).await;
+        promtool_check(&reply.text);
+    }
+    let b_text = metrics_with(&b, "?format=prometheus", None).await.text;
+    assert!(
+        b_text.contains(r#"provider_attempts_total{outcome="timeout"} 2"#),
+        "{b_text}"
+    );
+    assert!(
+        b_text.contains(r#"provider_failures_total{kind="timeout"} 1"#),
+        "{b_text}"
+    );
+}

@@ -1,0 +1,93 @@
+//! SIGTERM and Ctrl-C: stop accepting, let the in-flight request finish, flush, exit 0.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use system_tests::{Service, TIMEOUT};
+
+/// Polls A's Prometheus text until a `/token` request is in flight.
+async fn wait_until_token_request_in_flight(a: &Service) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let text = system_tests::get(&a.at("/metrics?format=prometheus"))
+            .await
+            .text;
+        if text.contains(r#"http_requests_in_flight{route="/token"} 1"#) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no request in flight: {text}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn drains_on(signal: &str) {
+    let mut a = Service::a(&[]);
+    let url = a.at("/token");
+    let in_flight = tokio::spawn(system_tests::post_json(
+        &url,
+        json!({"username": "divya", "password": "pass123", "delay_ms": 700}),
+        Some("in-flight"),
+    ));
+    wait_until_token_request_in_flight(&a).await;
+
+    a.signal(signal);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = a.wait_exit();
+        (status, a)
+    });
+
+    let reply = in_flight.await.expect("in-flight request");
+    assert_eq!(
+        reply.status, 200,
+        "the in-flight request finished: {}",
+        reply.text
+    );
+    let (status, a) = status.await.expect("wait");
+    assert!(status.success(), "exit 0 after draining: {status:?}");
+    a.logs.wait_for(|l| l["event"] == "shutdown_started");
+    a.logs.wait_for(|l| l["event"] == "shutdown_complete");
+    assert_eq!(
+        a.logs.request_line("in-flight")["status"],
+        200,
+        "its log line was flushed"
+    );
+    assert!(
+        std::net::TcpStream::connect(a.addr).is_err(),
+        "no longer accepting connections"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_in_flight_request_and_exits_0() {
+    drains_on("TERM").await;
+}
+
+#[tokio::test]
+async fn ctrl_c_drains_the_same_way() {
+    drains_on("INT").await;
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_the_drain() {
+    let mut a = Service::a(&["--shutdown-grace-ms", "200"]);
+    let url = a.at("/token");
+    let stuck = tokio::spawn(system_tests::post_json(
+        &url,
+        json!({"username": "divya", "password": "pass123", "delay_ms": 5000}),
+        None,
+    ));
+    wait_until_token_request_in_flight(&a).await;
+
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || a.stop())
+        .await
+        .expect("stop");
+
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    stuck.abort();
+}
