@@ -85,6 +85,7 @@ pub struct TokenGrant {
 /// credentials, 401 otherwise. The wait comes first and does not depend on the credentials.
 pub async fn issue_token(
     State(state): State<AppState>,
+    request_id: telemetry::RequestId,
     body: Result<JsonBody<TokenRequest>, telemetry::http::BodyError>,
 ) -> Result<Json<TokenGrant>, ApiError> {
     let JsonBody(request) = body?;
@@ -98,7 +99,11 @@ pub async fn issue_token(
     if let Some(delay_ms) = delay_ms {
         m::delay_requested(delay_ms);
         tokio::time::sleep(Duration::from_millis(delay_ms))
-            .instrument(tracing::info_span!("simulated_delay", delay_ms))
+            .instrument(tracing::info_span!(
+                "simulated_delay",
+                delay_ms,
+                request.id = %request_id.0
+            ))
             .await;
     }
     if !state.users.verify(&request.username, &request.password) {

@@ -422,8 +422,8 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
-/// One client span per attempt, named `POST /token`, with the attempt number, the
-/// OpenTelemetry HTTP client attributes, and `error.type` when the attempt failed.
+/// One client span per attempt, named `POST /token`, with the attempt number, the request
+/// id, the OpenTelemetry HTTP client attributes, and `error.type` when the attempt failed.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptSpan;
 
@@ -431,10 +431,16 @@ impl ReqwestOtelSpanBackend for AttemptSpan {
     fn on_request_start(request: &reqwest::Request, extensions: &mut Extensions) -> Span {
         let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
         let name = format!("{} {}", request.method(), request.url().path());
+        let request_id = request
+            .headers()
+            .get(telemetry::request_id::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         reqwest_otel_span!(
             name = name,
             request,
             url.full = %request.url(),
+            request.id = request_id,
             attempt = attempt,
             http.request.resend_count = attempt.saturating_sub(1),
             error.type = tracing::field::Empty,

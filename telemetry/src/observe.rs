@@ -3,11 +3,13 @@
 //! [`instrument`] wraps a service's router with everything both services do to every request,
 //! outermost first: validate or generate `X-Request-ID` and echo it, observe the request
 //! (span joined to the caller's trace, seed-format log line, `http_requests_total`,
-//! `http_request_duration_seconds` and `http_requests_in_flight` labelled by *route*, never raw path), limit the body, and
-//! answer unknown routes and methods with JSON errors.
+//! `http_request_duration_seconds` and `http_requests_in_flight` labelled by *route*, never
+//! raw path, and a `traceresponse` header naming the trace), limit the body, and answer
+//! unknown routes and methods with JSON errors.
 
 use std::time::Instant;
 
+use ::http::{HeaderName, HeaderValue};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{Next, from_fn};
@@ -17,6 +19,9 @@ use tracing::{Instrument as _, field};
 
 use crate::logging::LogContext;
 use crate::{http, request_id, traces};
+
+/// Response header naming the request's trace (W3C Trace Context Level 2).
+pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 
 /// Route label for requests that matched no route (their raw paths would explode the label
 /// set; the log line still shows the path).
@@ -65,57 +70,91 @@ pub async fn observe(request: Request, next: Next) -> Response {
         request.id = %request_id,
         http.response.status_code = field::Empty,
     );
-    let (trace_id, span_id) = traces::join_caller_trace(&span, request.headers());
+    let ids = traces::join_caller_trace(&span, request.headers(), &request_id);
+    let traceresponse = ids.traceresponse();
     LogContext {
         request_id,
-        trace_id,
-        span_id,
+        trace_id: ids.trace_id,
+        span_id: ids.span_id,
     }
     .attach_to(&span);
 
-    let route_label = route.clone().unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-    let in_flight = InFlight::enter(&route_label);
-    let response = next.run(request).instrument(span.clone()).await;
-    drop(in_flight);
-
-    let status = response.status();
-    let elapsed = started.elapsed();
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
+    let record = Record::start(started, span.clone(), endpoint, &method, route);
+    let mut response = next.run(request).instrument(span).await;
+    if let Some(value) = traceresponse.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert(TRACERESPONSE, value);
     }
-    span.in_scope(|| {
-        tracing::info!(
-            endpoint = %endpoint,
-            status = status.as_u16(),
-            latency_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0,
-        );
-    });
-
-    let labels = [
-        ("method", method.as_str().to_owned()),
-        ("route", route_label),
-        ("status", status.as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    record.finish(response.status().as_u16());
     response
 }
 
-/// Counts a request in `http_requests_in_flight` until dropped, so a request whose future is
-/// dropped midway (the client went away) is still counted out.
-struct InFlight(metrics::Gauge);
+/// Status logged and counted for a request whose caller went away before the answer (the
+/// connection closed, so the server dropped the handler): nginx's "client closed request".
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
-impl InFlight {
-    fn enter(route: &str) -> Self {
-        let gauge = metrics::gauge!("http_requests_in_flight", "route" => route.to_owned());
-        gauge.increment(1.0);
-        Self(gauge)
+/// One request being observed: counted in `http_requests_in_flight` from the start, and
+/// logged and counted exactly once at the end: by [`Record::finish`], or, if the handler is
+/// dropped midway because the client went away, by `Drop` with status 499.
+struct Record {
+    span: tracing::Span,
+    endpoint: String,
+    labels: [(&'static str, String); 2],
+    started: Instant,
+    in_flight: metrics::Gauge,
+    finished: bool,
+}
+
+impl Record {
+    fn start(
+        started: Instant,
+        span: tracing::Span,
+        endpoint: String,
+        method: &::http::Method,
+        route: Option<String>,
+    ) -> Self {
+        let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+        let in_flight = metrics::gauge!("http_requests_in_flight", "route" => route.clone());
+        in_flight.increment(1.0);
+        Self {
+            span,
+            endpoint,
+            labels: [("method", method.as_str().to_owned()), ("route", route)],
+            started,
+            in_flight,
+            finished: false,
+        }
+    }
+
+    fn finish(mut self, status: u16) {
+        self.record(status);
+        self.finished = true;
+    }
+
+    fn record(&self, status: u16) {
+        self.in_flight.decrement(1.0);
+        let elapsed = self.started.elapsed();
+        self.span.record("http.response.status_code", status);
+        if status >= 500 {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        self.span.in_scope(|| {
+            tracing::info!(
+                endpoint = %self.endpoint,
+                status,
+                latency_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0,
+            );
+        });
+        let [method, route] = self.labels.clone();
+        let labels = [method, route, ("status", status.to_string())];
+        metrics::counter!("http_requests_total", &labels).increment(1);
+        metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     }
 }
 
-impl Drop for InFlight {
+impl Drop for Record {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        if !self.finished {
+            self.record(CLIENT_CLOSED_REQUEST);
+        }
     }
 }

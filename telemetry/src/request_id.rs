@@ -1,5 +1,7 @@
 //! `X-Request-ID`: accepted from the caller when it is 1–128 characters of
-//! `[A-Za-z0-9._:-]`, otherwise replaced by a fresh UUID v4; echoed on every response.
+//! `[A-Za-z0-9._:-]`, otherwise taken from the `request.id` baggage entry when a caller sent
+//! one (a proxy may drop custom headers, but keeps W3C `baggage`), otherwise replaced by a
+//! fresh UUID v4; echoed on every response.
 //!
 //! tower-http does the setting and echoing; this module adds only the validation it lacks
 //! (an invalid id is removed first, so tower-http generates a new one) and an extractor.
@@ -7,6 +9,7 @@
 use axum::extract::{FromRequestParts, Request};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue};
+use opentelemetry::baggage::BaggageExt as _;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 /// The header that carries the id, in requests and responses, and from B to A.
@@ -23,16 +26,25 @@ pub fn is_valid(value: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Removes an `X-Request-ID` that breaks the rules, so a new one is generated for it.
+/// Removes an `X-Request-ID` that breaks the rules (or is given twice), then, when none is
+/// left, takes a valid one from the caller's `request.id` baggage. A request that still has
+/// none gets a new one from [`set_layer`].
 pub fn drop_invalid(mut request: Request) -> Request {
-    if request
-        .headers()
-        .get_all(HEADER)
-        .iter()
-        .any(|v| !is_valid(v.as_bytes()))
-        || request.headers().get_all(HEADER).iter().count() > 1
-    {
-        request.headers_mut().remove(HEADER);
+    let headers = request.headers_mut();
+    let mut values = headers.get_all(HEADER).iter();
+    let keep = matches!((values.next(), values.next()), (Some(v), None) if is_valid(v.as_bytes()));
+    if keep {
+        return request;
+    }
+    headers.remove(HEADER);
+    let from_baggage = crate::traces::extract(headers)
+        .baggage()
+        .get(crate::traces::REQUEST_ID_BAGGAGE)
+        .map(|v| v.as_str().to_owned())
+        .filter(|id| is_valid(id.as_bytes()))
+        .and_then(|id| HeaderValue::from_str(&id).ok());
+    if let Some(id) = from_baggage {
+        headers.insert(HEADER, id);
     }
     request
 }

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use http::HeaderMap;
-use opentelemetry::baggage::BaggageExt as _;
+use opentelemetry::baggage::{Baggage, BaggageExt as _};
 use opentelemetry::propagation::{Extractor, TextMapCompositePropagator};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::{KeyValue, global};
@@ -103,23 +103,60 @@ impl Traces {
     }
 }
 
-/// Makes `span` a child of the trace context the caller sent in `headers` (a new trace when
-/// there is none or it is invalid), and returns the span's W3C trace id and span id as hex,
-/// or empty strings when tracing is not installed.
-pub fn join_caller_trace(span: &Span, headers: &HeaderMap) -> (String, String) {
-    let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    if parent.span().span_context().is_valid() || !parent.baggage().is_empty() {
-        let _ = span.set_parent(parent);
+/// The ids of a request's server span, for log lines and the `traceresponse` header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpanIds {
+    /// W3C trace id, 32 hex digits; empty when tracing is not installed.
+    pub trace_id: String,
+    /// W3C span id, 16 hex digits; empty when tracing is not installed.
+    pub span_id: String,
+    /// Whether the span is sampled (recorded and exported).
+    pub sampled: bool,
+}
+
+impl SpanIds {
+    /// The W3C Trace Context Level 2 `traceresponse` value (`00-<trace>-<span>-<flags>`), so
+    /// a caller can go from any response, a failed one included, to its trace.
+    pub fn traceresponse(&self) -> Option<String> {
+        (!self.trace_id.is_empty()).then(|| {
+            let flags = if self.sampled { "01" } else { "00" };
+            format!("00-{}-{}-{flags}", self.trace_id, self.span_id)
+        })
     }
+}
+
+/// Baggage key that carries the request id from service to service, so the callee knows it
+/// even if a proxy drops `X-Request-ID`.
+pub const REQUEST_ID_BAGGAGE: &str = "request.id";
+
+/// Reads the caller's trace context (`traceparent`, `baggage`) from `headers`.
+pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
+    global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// Makes `span` a child of the trace context the caller sent in `headers` (a new trace when
+/// there is none or it is invalid), adds `request_id` to the baggage that travels onwards,
+/// and returns the span's ids.
+pub fn join_caller_trace(span: &Span, headers: &HeaderMap, request_id: &str) -> SpanIds {
+    let parent = extract(headers);
+    let mut baggage: Baggage = parent
+        .baggage()
+        .iter()
+        .map(|(key, (value, metadata))| (key.clone(), (value.clone(), metadata.clone())))
+        .collect();
+    let _ = baggage.insert(REQUEST_ID_BAGGAGE, request_id.to_owned());
+    let _ = span.set_parent(parent.with_baggage(baggage));
+
     let context = span.context();
     let span_context = context.span().span_context().clone();
     if span_context.is_valid() {
-        (
-            span_context.trace_id().to_string(),
-            span_context.span_id().to_string(),
-        )
+        SpanIds {
+            trace_id: span_context.trace_id().to_string(),
+            span_id: span_context.span_id().to_string(),
+            sampled: span_context.is_sampled(),
+        }
     } else {
-        (String::new(), String::new())
+        SpanIds::default()
     }
 }
 

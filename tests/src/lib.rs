@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod otlp;
+pub mod prometheus;
+
 /// Upper bound for anything the tests wait on (start-up, a log line, an exit). Generous,
 /// because CI machines are shared; a passing test never waits this long.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -216,6 +219,11 @@ impl Service {
         );
         send(client().get(self.at("/health")).header("x-request-id", &id)).await;
         self.logs.request_line(&id);
+    }
+
+    /// [`Self::sync_logs`] for tests that are not async.
+    pub fn sync_logs_blocking(&self, runtime: &tokio::runtime::Runtime) {
+        runtime.block_on(self.sync_logs());
     }
 
     /// The process id.

@@ -346,3 +346,28 @@ async fn no_password_or_token_ever_reaches_a_log_line() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_abandons_and_logs_the_attempts_b_gave_up_on() {
+    let (a, b) = pair(&["--provider-timeout-ms", "200"]);
+
+    let reply = post_json(
+        &b.at("/protected-action"),
+        json!({"username": "divya", "password": "pass123", "delay_ms": 3000}),
+        Some("given-up"),
+    )
+    .await;
+
+    assert_eq!(reply.status, 503);
+    // B closed each timed-out connection; A stopped waiting and logged 499 for both, long
+    // before the 3 s delay would have run out.
+    let lines = a
+        .logs
+        .wait_for_n(2, |l| l["request_id"] == "given-up" && l["status"] == 499);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["latency_ms"].as_f64().unwrap_or(f64::MAX) < 2000.0),
+        "{lines:#?}"
+    );
+}

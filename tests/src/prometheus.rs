@@ -1,0 +1,189 @@
+//! A real Prometheus (Debian's `prometheus` package) scraping the services under test, and
+//! queries against its HTTP API.
+//!
+//! Without the `prometheus` binary these tests are skipped with a note, except when
+//! `CI=true`, where a missing binary fails them: CI must never skip them quietly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{TIMEOUT, client, vacant_addr};
+
+/// Whether `tool` (`prometheus` or `promtool`) can be run. Panics in CI when it cannot.
+pub fn tool_available(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required in CI (apt-get install -y prometheus)"
+        );
+        eprintln!("NOTE: {tool} is not installed; this test checks nothing here");
+    }
+    found
+}
+
+/// A scrape config for `targets` (job name, address), scraping every second.
+pub fn scrape_config(targets: &[(&str, SocketAddr)]) -> String {
+    let mut config = String::from(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    );
+    for (job, addr) in targets {
+        config.push_str(&format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: ['{addr}']\n        labels:\n          service: {job}\n"
+        ));
+    }
+    config
+}
+
+/// `promtool check config` on `path`; panics with promtool's words if it finds a problem.
+pub fn promtool_check_config(path: &std::path::Path) {
+    let output = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(path)
+        .output()
+        .expect("run promtool");
+    assert!(
+        output.status.success(),
+        "promtool check config {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A running Prometheus, killed and its data removed when dropped.
+#[derive(Debug)]
+pub struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+    /// Base URL of its HTTP API.
+    pub url: String,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `config` (checked with promtool first) and waits until ready.
+    /// `None` when the binary is missing outside CI.
+    pub fn start(config: &str) -> Option<Self> {
+        if !tool_available("prometheus") || !tool_available("promtool") {
+            return None;
+        }
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "prometheus-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("prometheus dir");
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("write config");
+        promtool_check_config(&config_path);
+
+        let addr = vacant_addr();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        let prometheus = Self {
+            child,
+            dir,
+            url: format!("http://{addr}"),
+        };
+        prometheus.wait_ready();
+        Some(prometheus)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        let ready = format!("{}/-/ready", self.url);
+        loop {
+            if blocking_get_status(&ready) == Some(200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready in {TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs an instant query; returns each series' labels and value.
+    pub async fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.url)).expect("url");
+        url.query_pairs_mut().append_pair("query", promql);
+        let reply = client().get(url).send().await.expect("query sent");
+        let body: Value = reply.json().await.expect("query answer is JSON");
+        assert_eq!(body["status"], "success", "{promql}: {body}");
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|series| {
+                let value = series["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                (series["metric"].clone(), value)
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until `promql` returns one series with value `expected`.
+    pub async fn wait_for_value(&self, promql: &str, expected: f64) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let result = self.query(promql).await;
+            if result.len() == 1 && (result[0].1 - expected).abs() < 1e-9 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{promql}: wanted {expected}, still {result:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Status of a plain GET, without an async runtime (for start-up polling).
+fn blocking_get_status(url: &str) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
