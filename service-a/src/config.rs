@@ -28,6 +28,11 @@ pub struct Config {
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = 5000)]
     pub max_delay_ms: u64,
 
+    /// Instead of serving, check that the server on --listen answers GET /health with 200,
+    /// and exit 0 if so, 1 if not. For container healthchecks: no curl needed in the image.
+    #[arg(long)]
+    pub healthcheck: bool,
+
     /// How long in-flight requests may run after SIGTERM before they are cut off, in
     /// milliseconds. Longer than --max-delay-ms, so a slow request can still finish.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]

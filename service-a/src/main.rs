@@ -6,6 +6,9 @@ use service_a::{SERVICE_NAME, config::Config, startup::Application};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
+    if config.healthcheck {
+        return telemetry::health::probe_exit_code(config.listen);
+    }
     let telemetry = match telemetry::init(SERVICE_NAME) {
         Ok(telemetry) => telemetry,
         Err(e) => {

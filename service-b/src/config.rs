@@ -55,6 +55,11 @@ pub struct Config {
     #[arg(long, env = "RETRY_BACKOFF_MAX_MS", default_value_t = 50)]
     pub retry_backoff_max_ms: u64,
 
+    /// Instead of serving, check that the server on --listen answers GET /health with 200,
+    /// and exit 0 if so, 1 if not. For container healthchecks: no curl needed in the image.
+    #[arg(long)]
+    pub healthcheck: bool,
+
     /// How long in-flight requests may run after SIGTERM before they are cut off, in
     /// milliseconds. Longer than the worst-case call to A.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]

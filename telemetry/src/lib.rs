@@ -5,6 +5,7 @@
 //! serves `/metrics` with [`metrics::endpoint`], and stops through [`shutdown::serve`].
 //! Nothing here knows which service it runs in beyond the name it is given.
 
+pub mod health;
 pub mod http;
 pub mod logging;
 pub mod metrics;

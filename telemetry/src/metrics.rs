@@ -110,6 +110,9 @@ fn describe_shared() {
         "otel_spans_dropped_total",
         "Spans lost because their batch failed to export"
     );
+    // At zero from the start, so "no failures" is a 0 on a dashboard, not "no data".
+    metrics::counter!("otel_span_export_failures_total").absolute(0);
+    metrics::counter!("otel_spans_dropped_total").absolute(0);
 }
 
 /// Plain counter totals by metric name and labels, readable at any time.

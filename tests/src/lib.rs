@@ -31,6 +31,8 @@ pub enum Kind {
     A,
     /// The consumer.
     B,
+    /// The traffic generator.
+    Traffic,
 }
 
 impl Kind {
@@ -38,8 +40,17 @@ impl Kind {
         match self {
             Self::A => "service-a",
             Self::B => "service-b",
+            Self::Traffic => "traffic",
         }
     }
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository root")
+        .to_path_buf()
 }
 
 /// Path to a service binary, built once per test run with the same profile as the tests.
@@ -54,7 +65,16 @@ pub fn binary(kind: Kind) -> PathBuf {
             .expect("target/<profile>/deps")
             .to_path_buf();
         let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "service-a", "-p", "service-b"]);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "service-a",
+            "-p",
+            "service-b",
+            "-p",
+            "traffic",
+        ]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod deploy;
 mod failures;
 mod metrics;
 mod prometheus;

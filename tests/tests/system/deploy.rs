@@ -1,0 +1,293 @@
+//! The deployment files: the compose stack and Prometheus config are valid, the Kubernetes
+//! manifests render and validate against the Kubernetes schemas, every dashboard query
+//! returns data from a real Prometheus scraping real services under generated traffic, and
+//! the Dockerfile's build command builds this workspace.
+//!
+//! The external tools (docker-compose, promtool, prometheus, kubectl, kubernetes-validate)
+//! are installed by `.ci/run`; without them a test says so and checks nothing, except in
+//! CI, where a missing tool fails it.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use system_tests::prometheus::{Prometheus, promtool_check_config, scrape_config, tool_available};
+use system_tests::{Kind, Service, TIMEOUT, binary, repo_root};
+
+fn run_ok(command: &mut Command) -> String {
+    let output = command.output().expect("run");
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn compose_file_is_valid_and_pins_every_image() {
+    let compose = repo_root().join("deploy/compose.yaml");
+    let text = std::fs::read_to_string(&compose).expect("compose file");
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("image:"))
+    {
+        let image = line.trim_start_matches("image:").trim();
+        let tag = image
+            .rsplit_once(':')
+            .map(|(_, tag)| tag)
+            .unwrap_or_default();
+        assert!(
+            !tag.is_empty() && tag != "latest",
+            "unpinned image: {image}"
+        );
+    }
+    if tool_available("docker-compose") {
+        run_ok(
+            Command::new("docker-compose")
+                .arg("-f")
+                .arg(&compose)
+                .args(["config", "-q"]),
+        );
+    }
+}
+
+#[test]
+fn prometheus_config_is_valid() {
+    if tool_available("promtool") {
+        promtool_check_config(&repo_root().join("deploy/prometheus/prometheus.yml"));
+    }
+}
+
+#[test]
+fn kubernetes_manifests_render_and_validate() {
+    if !tool_available("kubectl") || !tool_available("kubernetes-validate") {
+        return;
+    }
+    let rendered = run_ok(
+        Command::new("kubectl")
+            .arg("kustomize")
+            .arg(repo_root().join("deploy/kubernetes")),
+    );
+    for kind in [
+        "kind: Deployment",
+        "kind: Service",
+        "kind: ConfigMap",
+        "kind: Namespace",
+    ] {
+        assert!(
+            rendered.contains(kind),
+            "{kind} missing from the rendered manifests"
+        );
+    }
+    let file = std::env::temp_dir().join(format!("rendered-{}.yaml", std::process::id()));
+    std::fs::write(&file, &rendered).expect("write rendered manifests");
+    run_ok(
+        Command::new("kubernetes-validate")
+            .arg("--strict")
+            .arg(&file),
+    );
+    let _ = std::fs::remove_file(file);
+}
+
+/// Every `expr` of every panel (rows included) of a dashboard.
+fn expressions(dashboard: &Value) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut stack: Vec<&Value> = dashboard["panels"]
+        .as_array()
+        .map(|p| p.iter().collect())
+        .unwrap_or_default();
+    while let Some(panel) = stack.pop() {
+        if let Some(nested) = panel["panels"].as_array() {
+            stack.extend(nested);
+        }
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = target["expr"].as_str() {
+                found.push((
+                    panel["title"].as_str().unwrap_or_default().to_owned(),
+                    expr.to_owned(),
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_dashboard_panel_says_what_question_it_answers() {
+    for entry in std::fs::read_dir(repo_root().join("dashboards")).expect("dashboards/") {
+        let path = entry.expect("entry").path();
+        let dashboard: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("JSON");
+        assert!(
+            dashboard["uid"].as_str().is_some_and(|u| !u.is_empty()),
+            "{path:?}: fixed uid"
+        );
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            if panel["type"] == "row" {
+                continue;
+            }
+            let description = panel["description"].as_str().unwrap_or_default();
+            assert!(
+                description.contains('?'),
+                "{}: description should ask its question",
+                panel["title"]
+            );
+            assert_eq!(
+                panel["datasource"]["uid"], "${datasource}",
+                "{}: datasource by variable",
+                panel["title"]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_returns_data() {
+    let a = Service::a(&[]);
+    let b = Service::b(&a.url(), &["--provider-timeout-ms", "300"]);
+    let Some(prometheus) = Prometheus::start(&scrape_config(&[
+        ("service-a", a.addr),
+        ("service-b", b.addr),
+    ])) else {
+        return;
+    };
+    let mut traffic = Command::new(binary(Kind::Traffic))
+        .args([
+            "--target",
+            &b.url(),
+            "--rate",
+            "40",
+            "--duration",
+            "20",
+            "--slow-ms",
+            "100",
+            "--timeout-ms",
+            "600",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start traffic");
+
+    let mut queries = Vec::new();
+    for entry in std::fs::read_dir(repo_root().join("dashboards")).expect("dashboards/") {
+        let path = entry.expect("entry").path();
+        let dashboard: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("JSON");
+        for (title, expr) in expressions(&dashboard) {
+            // Grafana's own variables, as Grafana would fill them for this scrape interval.
+            let expr = expr
+                .replace("$__rate_interval", "20s")
+                .replace("$__interval", "5s");
+            assert!(!expr.contains('$'), "{title}: unknown variable in {expr}");
+            queries.push((path.clone(), title, expr));
+        }
+    }
+    assert!(
+        queries.len() >= 10,
+        "the dashboards have their queries: {}",
+        queries.len()
+    );
+
+    let deadline = Instant::now() + TIMEOUT + Duration::from_secs(10);
+    let mut pending = queries;
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for (path, title, expr) in pending {
+            let result = prometheus.query(&expr).await;
+            if !result.iter().any(|(_, value)| value.is_finite()) {
+                still.push((path, title, expr));
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "panels with no data (broken queries): {:#?}",
+                pending
+                    .iter()
+                    .map(|(p, t, e)| format!("{}: {t}: {e}", file_name(p)))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let _ = traffic.kill();
+    let _ = traffic.wait();
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn traffic_generator_runs_the_mix_and_summarises() {
+    let a = Service::a(&[]);
+    let b = Service::b(&a.url(), &["--provider-timeout-ms", "200"]);
+
+    let summary = run_ok(Command::new(binary(Kind::Traffic)).args([
+        "--target",
+        &b.url(),
+        "--rate",
+        "50",
+        "--duration",
+        "2",
+        "--slow-ms",
+        "50",
+        "--timeout-ms",
+        "400",
+        "--mix",
+        "success=2,wrong_password=1,slow=1,timeout=1",
+    ]));
+
+    assert!(summary.starts_with("100 requests in"), "{summary}");
+    for row in [
+        "success             200",
+        "wrong_password      401",
+        "slow                200",
+        "timeout             503",
+    ] {
+        assert!(summary.contains(row), "{row:?} missing from:\n{summary}");
+    }
+}
+
+/// The Dockerfile builds with `cargo build --release --locked -p …`; that exact command must
+/// build here, from this workspace and its lock file.
+#[test]
+fn the_dockerfile_build_command_builds_this_workspace() {
+    let dockerfile =
+        std::fs::read_to_string(repo_root().join("deploy/Dockerfile")).expect("Dockerfile");
+    let line = dockerfile
+        .lines()
+        .find(|l| l.contains("cargo build"))
+        .expect("a cargo build line in the Dockerfile");
+    let args: Vec<&str> = line
+        .split_whitespace()
+        .skip_while(|w| *w != "cargo")
+        .skip(1)
+        .take_while(|w| *w != "\\" && *w != "&&")
+        .collect();
+    assert_eq!(&args[..3], ["build", "--release", "--locked"], "{line}");
+    for binary in ["service-a", "service-b", "traffic"] {
+        assert!(
+            args.windows(2).any(|w| w == ["-p", binary]),
+            "{binary} not built: {line}"
+        );
+        assert!(
+            dockerfile.contains(&format!("target/release/{binary}")),
+            "{binary} not copied"
+        );
+    }
+    run_ok(
+        Command::new(env!("CARGO"))
+            .args(&args)
+            .arg("--quiet")
+            .current_dir(repo_root()),
+    );
+}
