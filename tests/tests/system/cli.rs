@@ -54,6 +54,7 @@ fn service_b_help_lists_every_flag() {
         "--retry-backoff-max-ms",
         "RETRY_BACKOFF_MAX_MS",
         "--shutdown-grace-ms",
+        "--healthcheck",
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
@@ -107,4 +108,21 @@ fn extra_users_come_from_a_file() {
 
     assert_eq!(alice.json["token"], "token-alice");
     assert_eq!(divya.status, 200, "the demo user is still there");
+}
+
+#[test]
+fn healthcheck_flag_probes_the_running_service() {
+    let mut a = system_tests::Service::a(&[]);
+    let addr = a.addr.to_string();
+    let probe = |kind| {
+        Command::new(binary(kind))
+            .args(["--healthcheck", "--listen", &addr])
+            .status()
+            .expect("run probe")
+    };
+
+    assert!(probe(Kind::A).success(), "healthy while A serves");
+    assert!(a.stop().success());
+    assert!(!probe(Kind::A).success(), "unhealthy once A is gone");
+    assert!(!probe(Kind::B).success());
 }
