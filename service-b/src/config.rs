@@ -14,6 +14,11 @@
 //!
 //! which is the lab's "503 after about 2.06 s with two logged timeouts". With A down, both
 //! connects are refused at once and the 503 takes about the backoff alone (5–10 ms).
+//!
+//! On top of that, `--provider-deadline-ms` bounds the whole call (default: the worst case
+//! plus 40 ms, 2050 ms): no attempt starts after it, and each attempt's timeout is the lesser
+//! of `--provider-timeout-ms` and what remains. So the defaults change nothing in the lab's
+//! figures, while a slower backoff or more attempts can never stretch a call past it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -60,11 +65,45 @@ pub struct Config {
     #[arg(long)]
     pub healthcheck: bool,
 
+    /// Deadline over all attempts of one call to A, in milliseconds. Default: the worst case
+    /// of the settings above plus 40 ms (2050 ms with the defaults). B tells A how long it
+    /// will wait (header x-request-timeout-ms), so A can stop work nobody waits for.
+    #[arg(long, env = "PROVIDER_DEADLINE_MS")]
+    pub provider_deadline_ms: Option<u64>,
+
+    /// Retries may add at most this share of calls (0.2: 20%), over a 10 s window...
+    #[arg(long, env = "RETRY_BUDGET_RATIO", default_value_t = 0.2)]
+    pub retry_budget_ratio: f64,
+
+    /// ...plus this many retries per second whatever the traffic, so a single call still
+    /// retries. When the budget is spent, failed attempts are not retried
+    /// (`retry_budget_exhausted` in the log).
+    #[arg(long, env = "RETRY_BUDGET_MIN_PER_SEC", default_value_t = 1.0)]
+    pub retry_budget_min_per_sec: f64,
+
+    /// Consecutive failed calls (every attempt failed) after which B stops calling A for
+    /// --breaker-cooldown-ms and answers 503 at once. 0 turns the breaker off.
+    #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5)]
+    pub breaker_threshold: u32,
+
+    /// How long the open breaker refuses calls before letting one probe through, in ms.
+    #[arg(long, env = "BREAKER_COOLDOWN_MS", default_value_t = 1000)]
+    pub breaker_cooldown_ms: u64,
+
+    /// How long an idle pooled connection to A is kept, in milliseconds. Keep it below A's
+    /// (or a proxy's) idle keep-alive timeout, so B never reuses a connection A has closed.
+    #[arg(long, env = "POOL_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
+    pub pool_idle_timeout_ms: u64,
+
     /// How long in-flight requests may run after SIGTERM before they are cut off, in
     /// milliseconds. Longer than the worst-case call to A.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
 }
+
+/// Added to the worst case to make the default deadline: room for the scheduling noise of a
+/// busy machine, so the deadline never cuts short an attempt the timeout would have allowed.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(40);
 
 /// An `http://` URL with a host. TLS is not built in: between two services on one host or
 /// one cluster network, plain HTTP keeps the example small; put TLS in a mesh or proxy.
@@ -98,6 +137,13 @@ impl Config {
         self.provider_timeout() * self.provider_attempts + backoff
     }
 
+    /// The deadline over all attempts (see the module docs).
+    pub fn provider_deadline(&self) -> Duration {
+        self.provider_deadline_ms
+            .map(Duration::from_millis)
+            .unwrap_or_else(|| self.worst_case_call() + DEADLINE_MARGIN)
+    }
+
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
@@ -116,6 +162,8 @@ mod tests {
         assert_eq!(config.provider_timeout(), Duration::from_secs(1));
         assert_eq!(config.provider_attempts, 2);
         assert_eq!(config.worst_case_call(), Duration::from_millis(2010));
+        assert_eq!(config.provider_deadline(), Duration::from_millis(2050));
+        assert_eq!(config.breaker_threshold, 5);
     }
 
     #[test]

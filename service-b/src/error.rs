@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use telemetry::http::{BodyError, ErrorBody, Json};
 
-use crate::provider::{self, ProviderError};
+use crate::provider::ProviderError;
 
 /// What can go wrong with a request to service B.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +20,9 @@ pub enum ApiError {
     /// - 401 `invalid credentials` when A said so;
     /// - 400 with A's reason when A refused the request as invalid;
     /// - 429 (with A's `Retry-After`) when A is throttling;
-    /// - 503 `provider unavailable` when every attempt failed, `details` saying how;
+    /// - 503 `provider unavailable` when every attempt failed or the deadline passed,
+    ///   `details` saying how, or at once when the circuit breaker is open (with
+    ///   `Retry-After`);
     /// - 502 `bad answer from provider` when A answered something unusable.
     #[error(transparent)]
     Provider(#[from] ProviderError),
@@ -50,8 +52,30 @@ impl IntoResponse for ApiError {
             Self::Provider(ProviderError::Unavailable(failures)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "provider unavailable".to_owned(),
-                Some(provider::describe(&failures)),
+                Some(failures.details()),
             ),
+            Self::Provider(ProviderError::CircuitOpen {
+                retry_in,
+                threshold,
+            }) => {
+                let details = format!(
+                    "circuit open after {threshold} consecutive failed calls: not calling the provider; next probe in {}ms",
+                    retry_in.as_millis()
+                );
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(ErrorBody {
+                        details: Some(details),
+                        error: "provider unavailable".to_owned(),
+                    }),
+                )
+                    .into_response();
+                let seconds = retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, seconds.max(1).into());
+                return response;
+            }
             Self::Provider(ProviderError::BadAnswer(what)) => (
                 StatusCode::BAD_GATEWAY,
                 "bad answer from provider".to_owned(),

@@ -5,6 +5,8 @@
 //! - [`config`]: flags, environment fallbacks, and the worst-case timing arithmetic.
 //! - [`provider`]: the client for A. Timeouts, retries and how each failure is classified,
 //!   logged and counted all live there.
+//! - [`resilience`]: the retry budget and circuit breaker that keep retries from making an
+//!   outage worse.
 //! - [`routes`]: `GET /health`, `POST /protected-action`, `GET /metrics`.
 //! - [`error`]: every error B answers, and its status.
 //! - [`startup`]: binds the listener and serves until told to stop.
@@ -15,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod provider;
+pub mod resilience;
 pub mod routes;
 pub mod startup;
 

@@ -5,8 +5,11 @@
 //! - `provider_attempts_total{outcome}`: every attempt to call A, by outcome `ok`,
 //!   `rejected` (A answered 4xx), `timeout`, `connection_error` or `bad_status`.
 //! - `provider_attempt_duration_seconds{outcome}`: how long each attempt took.
-//! - `provider_failures_total{kind}`: calls where every attempt failed (B answered 503), by
-//!   the kind of the last failure.
+//! - `provider_failures_total{kind}`: calls that ended in 503, by the kind of the last
+//!   failure, or `circuit_open` when the breaker refused the call.
+//! - `provider_circuit_state` (0 closed, 1 open, 2 half-open) and
+//!   `provider_circuit_transitions_total{to}`.
+//! - `provider_retry_budget_exhausted_total`, `provider_deadline_exceeded_total`.
 
 use serde_json::{Value, json};
 use telemetry::metrics::Tally;
@@ -19,6 +22,15 @@ pub const PROVIDER_ATTEMPTS: &str = "provider_attempts_total";
 pub const PROVIDER_ATTEMPT_DURATION: &str = "provider_attempt_duration_seconds";
 /// Calls to A that failed on every attempt, by the last failure's kind.
 pub const PROVIDER_FAILURES: &str = "provider_failures_total";
+
+/// The circuit breaker's state: 0 closed, 1 open, 2 half-open.
+pub const CIRCUIT_STATE: &str = "provider_circuit_state";
+/// Circuit breaker state changes, by the state entered.
+pub const CIRCUIT_TRANSITIONS: &str = "provider_circuit_transitions_total";
+/// Retries not made because the retry budget was spent.
+pub const RETRY_BUDGET_EXHAUSTED: &str = "provider_retry_budget_exhausted_total";
+/// Calls cut short by the overall deadline.
+pub const DEADLINE_EXCEEDED: &str = "provider_deadline_exceeded_total";
 
 /// Every attempt outcome label.
 const ATTEMPT_OUTCOMES: [&str; 5] = [
@@ -45,9 +57,34 @@ pub fn register() {
     for outcome in ATTEMPT_OUTCOMES {
         metrics::counter!(PROVIDER_ATTEMPTS, "outcome" => outcome).absolute(0);
     }
-    for kind in FailureKind::ALL {
-        metrics::counter!(PROVIDER_FAILURES, "kind" => kind.as_str()).absolute(0);
+    for kind in FailureKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .chain(["circuit_open"])
+    {
+        metrics::counter!(PROVIDER_FAILURES, "kind" => kind).absolute(0);
     }
+    metrics::describe_gauge!(
+        CIRCUIT_STATE,
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open"
+    );
+    metrics::describe_counter!(
+        CIRCUIT_TRANSITIONS,
+        "Circuit breaker state changes, by state entered"
+    );
+    metrics::describe_counter!(
+        RETRY_BUDGET_EXHAUSTED,
+        "Retries not made because the retry budget was spent"
+    );
+    metrics::describe_counter!(
+        DEADLINE_EXCEEDED,
+        "Calls to service A cut short by the overall deadline"
+    );
+    for to in ["open", "half_open", "closed"] {
+        metrics::counter!(CIRCUIT_TRANSITIONS, "to" => to).absolute(0);
+    }
+    metrics::counter!(RETRY_BUDGET_EXHAUSTED).absolute(0);
+    metrics::counter!(DEADLINE_EXCEEDED).absolute(0);
 }
 
 /// The JSON body of `GET /metrics`: the lab's counters, then the breakdowns.
@@ -62,6 +99,9 @@ pub fn json_view(tally: &Tally) -> Value {
         "provider_attempts_by_outcome": tally.by_label(PROVIDER_ATTEMPTS, "outcome"),
         "provider_failures": tally.sum(PROVIDER_FAILURES, &[]),
         "provider_failures_by_kind": tally.by_label(PROVIDER_FAILURES, "kind"),
+        "retry_budget_exhausted": tally.sum(RETRY_BUDGET_EXHAUSTED, &[]),
+        "deadline_exceeded": tally.sum(DEADLINE_EXCEEDED, &[]),
+        "circuit_transitions": tally.by_label(CIRCUIT_TRANSITIONS, "to"),
         "requests_by_status": tally.by_label("http_requests_total", "status"),
     })
 }

@@ -1,42 +1,52 @@
 //! The client for service A, and everything B does when A is slow, down or failing.
 //!
-//! One call to [`Provider::issue_token`] is up to `--provider-attempts` attempts, each cut
-//! off after `--provider-timeout-ms`, with a jittered backoff between them. The middleware
-//! stack, outermost first:
+//! One call to [`Provider::issue_token`] first asks the circuit breaker (open: 503 at once,
+//! A is not called). Then it is up to `--provider-attempts` attempts within the call's
+//! deadline, each cut off after `--provider-timeout-ms` or at the deadline, whichever comes
+//! first, with a jittered backoff between them. The middleware stack, outermost first:
 //!
 //! 1. [`RetryTransientMiddleware`] (reqwest-retry) decides whether to try again:
 //!    timeouts, refused or reset connections and 5xx answers are retried ([`RetryTransient`]);
-//!    any 4xx from A is A's final word and is not.
-//! 2. [`AttemptObserver`] runs once per attempt: numbers it (`x-attempt` header), classifies
-//!    its outcome ([`FailureKind`]), logs each failure as one `provider_call_failed` event and
-//!    counts `provider_attempts_total{outcome}`.
+//!    any 4xx from A is A's final word and is not. The backoff policy ([`BudgetedBackoff`])
+//!    also asks the retry budget, and gives up when it is spent.
+//! 2. [`AttemptObserver`] runs once per attempt: refuses to start one past the deadline,
+//!    numbers it (`x-attempt`), tells A how long B will wait (`x-request-timeout-ms`),
+//!    classifies its outcome ([`FailureKind`]), logs each failure as one
+//!    `provider_call_failed` event and counts `provider_attempts_total{outcome}`.
 //! 3. reqwest-tracing's `TracingMiddleware` opens one client span per attempt ([`AttemptSpan`])
 //!    and injects `traceparent`, so A's span hangs under the attempt that reached it.
 //!
 //! How the whole call ended is a [`ProviderError`]; the route turns it into B's answer.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use http::Extensions;
 use reqwest::{Response, StatusCode, Url};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use reqwest_retry::{
-    RetryTransientMiddleware, Retryable, RetryableStrategy, default_on_request_failure,
-    policies::ExponentialBackoff,
+    RetryDecision, RetryPolicy, RetryTransientMiddleware, Retryable, RetryableStrategy,
+    default_on_request_failure, policies::ExponentialBackoff,
 };
 use reqwest_tracing::{ReqwestOtelSpanBackend, TracingMiddleware, reqwest_otel_span};
 use serde::{Deserialize, Serialize};
 use tracing::Span;
 
 use crate::config::Config;
+use crate::resilience::{Admission, CircuitBreaker, RetryBudget};
 
 /// Header that tells A which attempt it is serving (1-based).
 pub const ATTEMPT_HEADER: &str = "x-attempt";
 
-/// How long an idle pooled connection to A is kept. Short, so a connection A has closed (it
-/// restarted, or dropped idle connections) is rarely picked up; one that is anyway fails with
-/// a reset, which is retried.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Header that tells A how many milliseconds B will wait for this attempt (like Envoy's
+/// `x-envoy-expected-rq-timeout-ms` or gRPC's `grpc-timeout`), so A can drop work nobody
+/// will wait for.
+pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
+/// Sliding window of the retry budget.
+const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
 /// What B sends to A's `POST /token`. Its `Debug` output never shows the password.
 #[derive(Serialize)]
@@ -122,9 +132,17 @@ pub enum ProviderError {
         /// A's `Retry-After`, when it sent one.
         retry_after: Option<http::HeaderValue>,
     },
-    /// Every attempt failed.
-    #[error("provider unavailable: {}", describe(.0))]
-    Unavailable(Vec<AttemptFailure>),
+    /// Every attempt failed, or the deadline passed.
+    #[error("provider unavailable: {}", .0.details())]
+    Unavailable(Failures),
+    /// The circuit breaker is open: A was not called.
+    #[error("provider unavailable: circuit open")]
+    CircuitOpen {
+        /// Time until the breaker lets a probe through.
+        retry_in: Duration,
+        /// Consecutive failed calls that opened it.
+        threshold: u32,
+    },
     /// A answered, but not with anything B can use (an unexpected 4xx, or a body without a
     /// token): a configuration or version mismatch, not an outage.
     #[error("unusable answer from provider: {0}")]
@@ -135,9 +153,44 @@ impl ProviderError {
     /// The kind of the last failed attempt, when every attempt failed.
     pub fn failure_kind(&self) -> Option<FailureKind> {
         match self {
-            Self::Unavailable(failures) => failures.last().map(|f| f.kind),
+            Self::Unavailable(failures) => failures.attempts.last().map(|f| f.kind),
             _ => None,
         }
+    }
+}
+
+/// What went wrong on a call where no attempt succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// Each failed attempt, in order.
+    pub attempts: Vec<AttemptFailure>,
+    /// The call's deadline, when it cut the call short.
+    pub deadline: Option<Duration>,
+    /// Whether the retry budget refused a retry.
+    pub budget_exhausted: bool,
+}
+
+impl Failures {
+    /// The 503's `details`: what happened on the attempts, then why B stopped early.
+    pub fn details(&self) -> String {
+        let mut details = if self.attempts.is_empty() {
+            String::new()
+        } else {
+            describe(&self.attempts)
+        };
+        let mut add = |note: String| {
+            if !details.is_empty() {
+                details.push_str("; ");
+            }
+            details.push_str(&note);
+        };
+        if self.budget_exhausted {
+            add("not retried: retry budget spent".to_owned());
+        }
+        if let Some(deadline) = self.deadline {
+            add(format!("gave up at the {} deadline", humanize(deadline)));
+        }
+        details
     }
 }
 
@@ -168,6 +221,11 @@ pub fn describe(failures: &[AttemptFailure]) -> String {
 pub struct Provider {
     http: ClientWithMiddleware,
     token_url: Url,
+    deadline: Duration,
+    breaker: Arc<CircuitBreaker>,
+    budget: Arc<RetryBudget>,
+    breaker_threshold: u32,
+    max_attempts: u32,
 }
 
 impl Provider {
@@ -177,16 +235,24 @@ impl Provider {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
             // B talks to A directly; a proxy from the environment would only add a hop
             // that fails on its own.
             .no_proxy()
             .build()?;
         let (min, max) = config.retry_backoff();
-        let policy = ExponentialBackoff::builder()
-            .retry_bounds(min, max)
-            .jitter(reqwest_retry::Jitter::Bounded)
-            .build_with_max_retries(config.provider_attempts - 1);
+        let budget = Arc::new(RetryBudget::new(
+            config.retry_budget_ratio,
+            config.retry_budget_min_per_sec,
+            RETRY_BUDGET_WINDOW,
+        ));
+        let policy = BudgetedBackoff {
+            backoff: ExponentialBackoff::builder()
+                .retry_bounds(min, max)
+                .jitter(reqwest_retry::Jitter::Bounded)
+                .build_with_max_retries(config.provider_attempts - 1),
+            budget: budget.clone(),
+        };
         let http = ClientBuilder::new(client)
             .with(
                 // Its own unstructured "Retry attempt #0" WARN line is superseded by
@@ -201,7 +267,23 @@ impl Provider {
         if let Ok(mut segments) = token_url.path_segments_mut() {
             segments.pop_if_empty().push("token");
         }
-        Ok(Self { http, token_url })
+        Ok(Self {
+            http,
+            token_url,
+            deadline: config.provider_deadline(),
+            breaker: Arc::new(CircuitBreaker::new(
+                config.breaker_threshold,
+                Duration::from_millis(config.breaker_cooldown_ms),
+            )),
+            budget,
+            breaker_threshold: config.breaker_threshold,
+            max_attempts: config.provider_attempts,
+        })
+    }
+
+    /// The circuit breaker's current state.
+    pub fn circuit_state(&self) -> crate::resilience::CircuitState {
+        self.breaker.state()
     }
 
     /// The URL B calls.
@@ -223,29 +305,67 @@ impl Provider {
         let request = builder
             .build()
             .map_err(|e| ProviderError::BadAnswer(format!("cannot build the request: {e}")))?;
-        let mut extensions = Extensions::new();
-        let result = self
-            .http
-            .execute_with_extensions(request, &mut extensions)
-            .await;
-        let failures = extensions
-            .remove::<AttemptLog>()
-            .map(|log| log.failures)
-            .unwrap_or_default();
 
-        let response = match result {
-            Ok(response) if !response.status().is_server_error() => response,
-            // Every attempt failed: connection errors or timeouts end in Err, a last 5xx
-            // in Ok. Either way the failures were logged per attempt; count the call once.
-            _ => {
-                let kind = failures
-                    .last()
-                    .map_or(FailureKind::ConnectionError, |f| f.kind);
-                metrics::counter!(crate::metrics::PROVIDER_FAILURES, "kind" => kind.as_str())
-                    .increment(1);
-                return Err(ProviderError::Unavailable(failures));
+        let permit = match self.breaker.admit() {
+            Admission::Allowed(permit) => permit,
+            Admission::Refused { retry_in } => {
+                count_failed_call("circuit_open");
+                return Err(ProviderError::CircuitOpen {
+                    retry_in,
+                    threshold: self.breaker_threshold,
+                });
             }
         };
+        self.budget.deposit();
+        let mut extensions = Extensions::new();
+        extensions.insert(Deadline(Instant::now() + self.deadline));
+        // The deadline also bounds what the middleware does not: reading A's answer.
+        let result = tokio::time::timeout(
+            self.deadline,
+            self.http.execute_with_extensions(request, &mut extensions),
+        )
+        .await;
+        let log = extensions.remove::<AttemptLog>().unwrap_or_default();
+        let outcome = match result {
+            Ok(Ok(response)) if !response.status().is_server_error() => {
+                Ok(self.read_answer(response).await)
+            }
+            // Every attempt failed: connection errors and timeouts end in Err, a last 5xx in
+            // Ok, the deadline in Err or the timeout above. Attempts were logged one by one.
+            other => {
+                let deadline_hit = other.is_err() || log.deadline_hit;
+                Err(Failures {
+                    // Transient failures are retried until the attempts run out, unless the
+                    // deadline or the retry budget stops them: this tells which.
+                    budget_exhausted: !deadline_hit && log.attempts < self.max_attempts,
+                    attempts: log.failures,
+                    deadline: deadline_hit.then_some(self.deadline),
+                })
+            }
+        };
+        match outcome {
+            Ok(answer) => {
+                // Any answer from A, a refusal included, shows A is reachable.
+                permit.record(true);
+                answer
+            }
+            Err(failures) => {
+                permit.record(false);
+                if failures.deadline.is_some() {
+                    metrics::counter!(crate::metrics::DEADLINE_EXCEEDED).increment(1);
+                }
+                let kind = failures
+                    .attempts
+                    .last()
+                    .map_or(FailureKind::Timeout, |f| f.kind);
+                count_failed_call(kind.as_str());
+                Err(ProviderError::Unavailable(failures))
+            }
+        }
+    }
+
+    /// Turns A's (non-5xx) answer into a grant or the matching error.
+    async fn read_answer(&self, response: Response) -> Result<Grant, ProviderError> {
         match response.status() {
             status if status.is_success() => response
                 .json::<Grant>()
@@ -266,6 +386,41 @@ impl Provider {
             status => Err(ProviderError::BadAnswer(format!(
                 "provider answered {status}"
             ))),
+        }
+    }
+}
+
+/// Counts a call that ended in 503, by why.
+fn count_failed_call(kind: &'static str) {
+    metrics::counter!(crate::metrics::PROVIDER_FAILURES, "kind" => kind).increment(1);
+}
+
+/// When the whole call must be over, for [`AttemptObserver`].
+#[derive(Debug, Clone, Copy)]
+struct Deadline(Instant);
+
+/// The attempt that was not started because the call's deadline had passed.
+#[derive(Debug, thiserror::Error)]
+#[error("the call's deadline passed before attempt {0}")]
+struct DeadlineExceeded(u32);
+
+/// reqwest-retry's exponential backoff, plus the retry budget: a retry the backoff allows
+/// is still refused when the budget is spent.
+#[derive(Debug)]
+pub struct BudgetedBackoff {
+    backoff: ExponentialBackoff,
+    budget: Arc<RetryBudget>,
+}
+
+impl RetryPolicy for BudgetedBackoff {
+    fn should_retry(&self, started: SystemTime, past_retries: u32) -> RetryDecision {
+        match self.backoff.should_retry(started, past_retries) {
+            RetryDecision::Retry { .. } if !self.budget.try_withdraw() => {
+                tracing::warn!(event = "retry_budget_exhausted", attempt = past_retries + 1);
+                metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);
+                RetryDecision::DoNotRetry
+            }
+            decision => decision,
         }
     }
 }
@@ -298,6 +453,7 @@ impl RetryableStrategy for RetryTransient {
 struct AttemptLog {
     attempts: u32,
     failures: Vec<AttemptFailure>,
+    deadline_hit: bool,
 }
 
 /// The number of the attempt in flight, for [`AttemptSpan`].
@@ -318,17 +474,36 @@ impl Middleware for AttemptObserver {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
+        // Each attempt gets the per-attempt timeout or what is left of the deadline.
+        let remaining = extensions.get::<Deadline>().map_or(self.timeout, |d| {
+            d.0.saturating_duration_since(Instant::now())
+        });
+        let timeout = self.timeout.min(remaining);
         let log = extensions.get_or_insert_default::<AttemptLog>();
+        if timeout.is_zero() {
+            log.deadline_hit = true;
+            tracing::warn!(
+                event = "provider_deadline_exceeded",
+                attempts = log.attempts
+            );
+            return Err(reqwest_middleware::Error::middleware(DeadlineExceeded(
+                log.attempts + 1,
+            )));
+        }
         log.attempts += 1;
         let attempt = log.attempts;
-        request
-            .headers_mut()
-            .insert(ATTEMPT_HEADER, http::HeaderValue::from(attempt));
+        *request.timeout_mut() = Some(timeout);
+        let headers = request.headers_mut();
+        headers.insert(ATTEMPT_HEADER, http::HeaderValue::from(attempt));
+        headers.insert(
+            TIMEOUT_HEADER,
+            http::HeaderValue::from(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+        );
         extensions.insert(AttemptNumber(attempt));
 
         let started = Instant::now();
         let result = next.run(request, extensions).await;
-        let failure = classify(&result, attempt, self.timeout);
+        let failure = classify(&result, attempt, timeout);
         let outcome = match (&failure, &result) {
             (Some(f), _) => f.kind.as_str(),
             (None, Ok(r)) if r.status().is_success() => "ok",
@@ -339,7 +514,7 @@ impl Middleware for AttemptObserver {
             .record(started.elapsed().as_secs_f64());
 
         if let Some(failure) = failure {
-            log_failure(&failure, self.timeout);
+            log_failure(&failure, timeout);
             extensions
                 .get_or_insert_default::<AttemptLog>()
                 .failures
@@ -499,9 +674,35 @@ mod tests {
             describe(&mixed),
             "attempt 1: timed out after 1s; attempt 2: Connection refused (os error 111)"
         );
+        let failures = Failures {
+            attempts: mixed.to_vec(),
+            ..Failures::default()
+        };
         assert_eq!(
-            ProviderError::Unavailable(mixed.to_vec()).failure_kind(),
+            ProviderError::Unavailable(failures).failure_kind(),
             Some(FailureKind::ConnectionError)
+        );
+    }
+
+    #[test]
+    fn details_say_why_b_stopped_early() {
+        let one = Failures {
+            attempts: vec![failure(1, FailureKind::Timeout, "timed out after 1s")],
+            deadline: Some(Duration::from_millis(1500)),
+            budget_exhausted: false,
+        };
+        assert_eq!(
+            one.details(),
+            "timed out after 1s on the only attempt; gave up at the 1500ms deadline"
+        );
+        let refused = Failures {
+            attempts: vec![failure(1, FailureKind::BadStatus, "provider answered 500")],
+            deadline: None,
+            budget_exhausted: true,
+        };
+        assert_eq!(
+            refused.details(),
+            "provider answered 500 on the only attempt; not retried: retry budget spent"
         );
     }
 

@@ -24,10 +24,11 @@ pub fn probe(listen: SocketAddr) -> bool {
     let answer = || -> std::io::Result<bool> {
         let mut stream = TcpStream::connect_timeout(&target, PROBE_TIMEOUT)?;
         stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
-        write!(
-            stream,
-            "GET /health HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
-        )?;
+        // One write: a request split over several segments is still valid HTTP, but a small
+        // server that reads once and closes would leave the rest unread and answer with RST.
+        let request =
+            format!("GET /health HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes())?;
         let mut status_line = [0u8; 12];
         stream.read_exact(&mut status_line)?;
         Ok(status_line.starts_with(b"HTTP/1.") && &status_line[8..12] == b" 200")
@@ -70,8 +71,14 @@ mod tests {
             let addr = listener.local_addr().expect("addr");
             let server = std::thread::spawn(move || {
                 let (mut stream, _) = listener.accept().expect("accept");
+                let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
-                let _ = stream.read(&mut buf);
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = stream.write_all(reply.as_bytes());
             });
             assert_eq!(
