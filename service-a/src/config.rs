@@ -33,10 +33,38 @@ pub struct Config {
     #[arg(long)]
     pub healthcheck: bool,
 
+    /// Teaching knob, off by default: latency added to every token request, in
+    /// milliseconds, on top of any delay_ms (a provider that is slow for everyone).
+    #[arg(long, env = "EXTRA_LATENCY_MS", default_value_t = 0)]
+    pub extra_latency_ms: u64,
+
+    /// Teaching knob, off by default: share of token requests (0.0–1.0) answered with an
+    /// injected 503, to act like a flaky provider. A request can also ask for a failure
+    /// itself with "fail_status": 500–599.
+    #[arg(long, env = "FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub failure_rate: f64,
+
+    /// Failed logins for one username within --login-failure-window-ms after which that
+    /// username gets 429 with Retry-After until the window frees up. 0 turns it off.
+    #[arg(long, env = "MAX_LOGIN_FAILURES", default_value_t = 10)]
+    pub max_login_failures: u32,
+
+    /// The window over which failed logins are counted, in milliseconds.
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW_MS", default_value_t = 60_000)]
+    pub login_failure_window_ms: u64,
+
     /// How long in-flight requests may run after SIGTERM before they are cut off, in
     /// milliseconds. Longer than --max-delay-ms, so a slow request can still finish.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+}
+
+/// A share from 0.0 to 1.0.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err("expected a number from 0.0 to 1.0".into()),
+    }
 }
 
 impl Config {
@@ -57,6 +85,19 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(config.max_delay_ms, 5000);
         assert!(!config.no_demo_user);
+        assert_eq!(
+            (config.extra_latency_ms, config.failure_rate),
+            (0, 0.0),
+            "faults off"
+        );
+        assert_eq!(config.max_login_failures, 10);
+    }
+
+    #[test]
+    fn failure_rate_must_be_a_share() {
+        assert!(Config::try_parse_from(["service-a", "--failure-rate", "0.5"]).is_ok());
+        assert!(Config::try_parse_from(["service-a", "--failure-rate", "1.5"]).is_err());
+        assert!(Config::try_parse_from(["service-a", "--failure-rate", "-0.1"]).is_err());
     }
 
     #[test]

@@ -17,6 +17,23 @@ pub enum ApiError {
         /// The ceiling, `--max-delay-ms`.
         max: u64,
     },
+    /// 400. `fail_status` is not an integer from 500 to 599.
+    #[error("fail_status must be an integer from 500 to 599")]
+    InvalidFailStatus,
+    /// 429. Too many failed logins for this username; `Retry-After` says when to try again.
+    #[error("too many failed logins for this user: try again later")]
+    Throttled {
+        /// Until the oldest counted failure leaves the window.
+        retry_after: std::time::Duration,
+    },
+    /// 504. The caller's deadline (`x-request-timeout-ms`) passed before the work was done,
+    /// so A stopped: nobody is waiting for the answer.
+    #[error("deadline exceeded: the caller stopped waiting")]
+    DeadlineExceeded,
+    /// 5xx (the status asked for). A failure injected on purpose (`fail_status` or
+    /// `--failure-rate`), to play a flaky provider.
+    #[error("injected failure")]
+    InjectedFailure(StatusCode),
     /// 400, 413, 415 or 422: the body is not acceptable JSON (see [`BodyError`]).
     #[error(transparent)]
     Body(#[from] BodyError),
@@ -26,9 +43,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::InvalidDelay { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidDelay { .. } | Self::InvalidFailStatus => StatusCode::BAD_REQUEST,
+            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::InjectedFailure(status) => *status,
             Self::Body(body) => body.status,
         };
-        telemetry::http::error(status, self.to_string())
+        let mut response = telemetry::http::error(status, self.to_string());
+        if let Self::Throttled { retry_after } = self {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, seconds.max(1).into());
+        }
+        response
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: command-line flags and their environment fallbacks.
 //! - [`users`]: who may have a token; passwords checked in constant time.
+//! - [`throttle`]: brute-force protection, per username.
 //! - [`routes`]: `GET /health`, `POST /token`, `GET /metrics`.
 //! - [`error`]: every error this service answers, and its status.
 //! - [`startup`]: binds the listener and serves until told to stop.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod metrics;
 pub mod routes;
 pub mod startup;
+pub mod throttle;
 pub mod users;
 
 /// The name this service logs, traces and scrapes under.

@@ -2,8 +2,10 @@
 //!
 //! Prometheus series (besides the shared `http_requests_total` and
 //! `http_request_duration_seconds`): `token_requests_total{outcome}` with outcome `issued`,
-//! `invalid_credentials` or `invalid_delay`, and `token_delay_seconds`, the delays callers
-//! asked for.
+//! `invalid_credentials`, `invalid_request` (a bad `delay_ms` or `fail_status`), `throttled`
+//! (too many failed logins), `deadline_exceeded` (the caller's deadline passed and the work
+//! was abandoned) or `injected_failure`; and `token_delay_seconds`, the delays callers asked
+//! for.
 
 use serde_json::{Value, json};
 use telemetry::metrics::Tally;
@@ -20,18 +22,34 @@ pub enum TokenOutcome {
     Issued,
     /// 401.
     InvalidCredentials,
-    /// 400, `delay_ms` out of range.
-    InvalidDelay,
+    /// 400, `delay_ms` or `fail_status` out of range.
+    InvalidRequest,
+    /// 429, too many failed logins for the username.
+    Throttled,
+    /// 504, the caller's deadline passed: the work was abandoned.
+    DeadlineExceeded,
+    /// A failure injected on purpose.
+    InjectedFailure,
 }
 
 impl TokenOutcome {
-    const ALL: [Self; 3] = [Self::Issued, Self::InvalidCredentials, Self::InvalidDelay];
+    const ALL: [Self; 6] = [
+        Self::Issued,
+        Self::InvalidCredentials,
+        Self::InvalidRequest,
+        Self::Throttled,
+        Self::DeadlineExceeded,
+        Self::InjectedFailure,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Self::Issued => "issued",
             Self::InvalidCredentials => "invalid_credentials",
-            Self::InvalidDelay => "invalid_delay",
+            Self::InvalidRequest => "invalid_request",
+            Self::Throttled => "throttled",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::InjectedFailure => "injected_failure",
         }
     }
 }

@@ -6,12 +6,14 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
+use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use telemetry::http::{Json, JsonBody};
 use tracing::Instrument as _;
 
 use crate::error::ApiError;
 use crate::metrics::{self as m, TokenOutcome};
+use crate::throttle::LoginThrottle;
 use crate::users::Users;
 
 /// What the handlers share.
@@ -19,9 +21,36 @@ use crate::users::Users;
 pub struct AppState {
     /// Who may have a token.
     pub users: Arc<Users>,
+    /// Failed logins per username.
+    pub throttle: Arc<LoginThrottle>,
     /// Ceiling for `delay_ms`.
     pub max_delay_ms: u64,
+    /// The teaching knobs.
+    pub faults: Faults,
 }
+
+/// Failures and latency A adds on purpose, to act like a flaky or slow provider. Off by
+/// default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Added to every token request's wait.
+    pub extra_latency: Duration,
+    /// Share of token requests answered with an injected 503.
+    pub failure_rate: f64,
+}
+
+/// Header in which a caller says how many milliseconds it will wait for the answer.
+pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
+/// Added to the caller's deadline. The caller's clock started first (before the request
+/// crossed the network), so with this grace the caller's own timeout always fires first and
+/// it never receives a 504 racing its timeout; A's deadline is the backstop for when the
+/// caller's hang-up does not reach A (a proxy in between keeps the connection open).
+const DEADLINE_GRACE: Duration = Duration::from_millis(25);
+
+/// Longest caller deadline honoured as given; larger values are clamped to it (nothing A
+/// does takes longer than --max-delay-ms plus --extra-latency-ms anyway).
+const MAX_CALLER_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The whole HTTP surface of service A, with the shared telemetry layers.
 pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
@@ -60,6 +89,9 @@ pub struct TokenRequest {
     /// is allowed, rather than a generic type error.
     #[serde(default)]
     pub delay_ms: Option<serde_json::Value>,
+    /// Optional injected failure: answer this 5xx status (after any delay) instead of a token.
+    #[serde(default)]
+    pub fail_status: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for TokenRequest {
@@ -68,6 +100,7 @@ impl std::fmt::Debug for TokenRequest {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("delay_ms", &self.delay_ms)
+            .field("fail_status", &self.fail_status)
             .finish()
     }
 }
@@ -81,40 +114,122 @@ pub struct TokenGrant {
     pub user: String,
 }
 
-/// `POST /token`: waits `delay_ms` if asked, then answers 200 with a token for valid
-/// credentials, 401 otherwise. The wait comes first and does not depend on the credentials.
+/// `POST /token`. In order: validate the body; refuse a username with too many recent
+/// failed logins (429); wait `delay_ms` plus `--extra-latency-ms`, but never past the
+/// caller's deadline (`x-request-timeout-ms`; then 504, work abandoned); answer an injected
+/// failure if one is asked for or drawn; then 200 with a token for valid credentials, 401
+/// otherwise. The wait does not depend on the credentials.
 pub async fn issue_token(
     State(state): State<AppState>,
     request_id: telemetry::RequestId,
+    headers: HeaderMap,
+    body: Result<JsonBody<TokenRequest>, telemetry::http::BodyError>,
+) -> Result<Json<TokenGrant>, ApiError> {
+    let outcome = token_outcome(&state, &request_id, &headers, body).await;
+    m::token_request(match &outcome {
+        Ok(_) => TokenOutcome::Issued,
+        Err(ApiError::InvalidCredentials) => TokenOutcome::InvalidCredentials,
+        Err(ApiError::Throttled { .. }) => TokenOutcome::Throttled,
+        Err(ApiError::DeadlineExceeded) => TokenOutcome::DeadlineExceeded,
+        Err(ApiError::InjectedFailure(_)) => TokenOutcome::InjectedFailure,
+        Err(ApiError::InvalidDelay { .. } | ApiError::InvalidFailStatus) => {
+            TokenOutcome::InvalidRequest
+        }
+        // A body the extractor refused never reached the token logic.
+        Err(ApiError::Body(_)) => return outcome,
+    });
+    outcome
+}
+
+async fn token_outcome(
+    state: &AppState,
+    request_id: &telemetry::RequestId,
+    headers: &HeaderMap,
     body: Result<JsonBody<TokenRequest>, telemetry::http::BodyError>,
 ) -> Result<Json<TokenGrant>, ApiError> {
     let JsonBody(request) = body?;
-    let delay_ms = match parse_delay(request.delay_ms.as_ref(), state.max_delay_ms) {
-        Ok(delay) => delay,
-        Err(e) => {
-            m::token_request(TokenOutcome::InvalidDelay);
-            return Err(e);
-        }
-    };
+    let delay_ms = parse_delay(request.delay_ms.as_ref(), state.max_delay_ms)?;
+    let fail_status = parse_fail_status(request.fail_status.as_ref())?;
+    let deadline = caller_deadline(headers);
+    state
+        .throttle
+        .check(&request.username)
+        .map_err(|retry_after| ApiError::Throttled { retry_after })?;
+
     if let Some(delay_ms) = delay_ms {
         m::delay_requested(delay_ms);
-        tokio::time::sleep(Duration::from_millis(delay_ms))
+    }
+    let wait = Duration::from_millis(delay_ms.unwrap_or(0)) + state.faults.extra_latency;
+    // Work the caller will not wait for is not done: the wait stops at the deadline, and a
+    // deadline that has already passed (0) is refused outright.
+    let deadline = deadline.map(|d| if d.is_zero() { d } else { d + DEADLINE_GRACE });
+    let expired = deadline.is_some_and(|d| d.is_zero() || d < wait);
+    let waited = deadline.map_or(wait, |d| d.min(wait));
+    if !waited.is_zero() {
+        tokio::time::sleep(waited)
             .instrument(tracing::info_span!(
                 "simulated_delay",
-                delay_ms,
+                delay_ms = millis(wait),
                 request.id = %request_id.0
             ))
             .await;
     }
+    if expired {
+        tracing::warn!(
+            event = "deadline_exceeded",
+            deadline_ms = millis(waited),
+            delay_ms = millis(wait)
+        );
+        return Err(ApiError::DeadlineExceeded);
+    }
+
+    let injected = fail_status.or_else(|| {
+        (state.faults.failure_rate > 0.0 && fastrand::f64() < state.faults.failure_rate)
+            .then_some(StatusCode::SERVICE_UNAVAILABLE)
+    });
+    if let Some(status) = injected {
+        return Err(ApiError::InjectedFailure(status));
+    }
     if !state.users.verify(&request.username, &request.password) {
-        m::token_request(TokenOutcome::InvalidCredentials);
+        state.throttle.record_failure(&request.username);
         return Err(ApiError::InvalidCredentials);
     }
-    m::token_request(TokenOutcome::Issued);
+    state.throttle.record_success(&request.username);
     Ok(Json(TokenGrant {
         token: format!("token-{}", request.username),
         user: request.username,
     }))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How long the caller will wait, from `x-request-timeout-ms`, clamped to A's own limit.
+/// A missing or malformed header means no deadline: A never refuses work over a header it
+/// cannot read.
+fn caller_deadline(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(TIMEOUT_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|ms| Duration::from_millis(ms).min(MAX_CALLER_DEADLINE))
+}
+
+/// `fail_status` must be absent, `null`, or an integer from 500 to 599.
+fn parse_fail_status(value: Option<&serde_json::Value>) -> Result<Option<StatusCode>, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|code| (500..=599).contains(code))
+            .and_then(|code| StatusCode::from_u16(code as u16).ok())
+            .map(Some)
+            .ok_or(ApiError::InvalidFailStatus),
+    }
 }
 
 /// `delay_ms` must be absent, `null`, or an integer from 0 to `max`.
@@ -153,6 +268,30 @@ mod tests {
         ] {
             assert!(parse_delay(Some(&bad), 5000).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn fail_status_must_be_a_5xx() {
+        assert_eq!(
+            parse_fail_status(Some(&json!(503))).ok(),
+            Some(Some(StatusCode::SERVICE_UNAVAILABLE))
+        );
+        assert_eq!(parse_fail_status(None).ok(), Some(None));
+        for bad in [json!(404), json!(600), json!("500"), json!(500.5)] {
+            assert!(parse_fail_status(Some(&bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_caller_deadline_is_read_and_clamped() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(caller_deadline(&headers), None);
+        headers.insert(TIMEOUT_HEADER, "250".parse().expect("value"));
+        assert_eq!(caller_deadline(&headers), Some(Duration::from_millis(250)));
+        headers.insert(TIMEOUT_HEADER, "99999999999".parse().expect("value"));
+        assert_eq!(caller_deadline(&headers), Some(MAX_CALLER_DEADLINE));
+        headers.insert(TIMEOUT_HEADER, "soon".parse().expect("value"));
+        assert_eq!(caller_deadline(&headers), None);
     }
 
     #[test]

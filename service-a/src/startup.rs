@@ -3,11 +3,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::routes::{AppState, router};
+use crate::routes::{AppState, Faults, router};
+use crate::throttle::LoginThrottle;
 use crate::users::{DEMO_USER, Users};
 
 /// Why the service could not start.
@@ -67,7 +69,15 @@ impl Application {
         crate::metrics::register();
         let state = AppState {
             users: Arc::new(users),
+            throttle: Arc::new(LoginThrottle::new(
+                config.max_login_failures,
+                Duration::from_millis(config.login_failure_window_ms),
+            )),
             max_delay_ms: config.max_delay_ms,
+            faults: Faults {
+                extra_latency: Duration::from_millis(config.extra_latency_ms),
+                failure_rate: config.failure_rate,
+            },
         };
         Ok(Self {
             listener,
@@ -94,6 +104,8 @@ impl Application {
             addr = %addr,
             users = self.state.users.len(),
             max_delay_ms = self.config.max_delay_ms,
+            extra_latency_ms = self.config.extra_latency_ms,
+            failure_rate = self.config.failure_rate,
         );
         let app = router(self.state, self.metrics);
         telemetry::shutdown::serve(self.listener, app, stop, self.config.shutdown_grace()).await?;

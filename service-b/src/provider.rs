@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::resilience::{Admission, CircuitBreaker, RetryBudget};
 
 /// Header that tells A which attempt it is serving (1-based).
-pub const ATTEMPT_HEADER: &str = "x-attempt";
+pub const ATTEMPT_HEADER: &str = telemetry::observe::ATTEMPT_HEADER;
 
 /// Header that tells A how many milliseconds B will wait for this attempt (like Envoy's
 /// `x-envoy-expected-rq-timeout-ms` or gRPC's `grpc-timeout`), so A can drop work nobody

@@ -23,6 +23,10 @@ use crate::{http, request_id, traces};
 /// Response header naming the request's trace (W3C Trace Context Level 2).
 pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 
+/// Request header in which a retrying caller numbers its attempts (1, 2, …); shown as
+/// `attempt` on the request's span and log line.
+pub const ATTEMPT_HEADER: &str = "x-attempt";
+
 /// Route label for requests that matched no route (their raw paths would explode the label
 /// set; the log line still shows the path).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -58,6 +62,11 @@ pub async fn observe(request: Request, next: Next) -> Response {
         route.as_deref().unwrap_or(request.uri().path())
     );
     let request_id = request_id::RequestId::from_headers(request.headers()).0;
+    let attempt = request
+        .headers()
+        .get(ATTEMPT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
 
     let span = tracing::info_span!(
         "request",
@@ -68,6 +77,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         http.route = route.as_deref(),
         url.path = request.uri().path(),
         request.id = %request_id,
+        attempt,
         http.response.status_code = field::Empty,
     );
     let ids = traces::join_caller_trace(&span, request.headers(), &request_id);
@@ -79,7 +89,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     }
     .attach_to(&span);
 
-    let record = Record::start(started, span.clone(), endpoint, &method, route);
+    let record = Record::start(started, span.clone(), endpoint, attempt, &method, route);
     let mut response = next.run(request).instrument(span).await;
     if let Some(value) = traceresponse.and_then(|v| HeaderValue::from_str(&v).ok()) {
         response.headers_mut().insert(TRACERESPONSE, value);
@@ -98,6 +108,7 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 struct Record {
     span: tracing::Span,
     endpoint: String,
+    attempt: Option<u32>,
     labels: [(&'static str, String); 2],
     started: Instant,
     in_flight: metrics::Gauge,
@@ -109,6 +120,7 @@ impl Record {
         started: Instant,
         span: tracing::Span,
         endpoint: String,
+        attempt: Option<u32>,
         method: &::http::Method,
         route: Option<String>,
     ) -> Self {
@@ -118,6 +130,7 @@ impl Record {
         Self {
             span,
             endpoint,
+            attempt,
             labels: [("method", method.as_str().to_owned()), ("route", route)],
             started,
             in_flight,
@@ -142,6 +155,7 @@ impl Record {
                 endpoint = %self.endpoint,
                 status,
                 latency_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0,
+                attempt = self.attempt,
             );
         });
         let [method, route] = self.labels.clone();
