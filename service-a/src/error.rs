@@ -26,8 +26,7 @@ pub enum ApiError {
         /// Until the oldest counted failure leaves the window.
         retry_after: std::time::Duration,
     },
-    /// 504. The caller's deadline (header `x-request-timeout-ms`) passed before the work
-    /// was done, so A stopped: nobody is waiting for the answer.
+    /// 504: the caller's deadline (`x-request-timeout-ms`) passed first; nobody waits.
     #[error("deadline exceeded: the caller stopped waiting")]
     DeadlineExceeded,
     /// 5xx (the status asked for). A failure injected on purpose (`fail_status` or
