@@ -2,51 +2,23 @@
 //! connections, and answers B cannot use. A stand-in provider plays each part, answering
 //! every connection with the same canned bytes.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde_json::json;
+use system_tests::stub::{StubProvider, status_reply};
 use system_tests::{Service, post_json};
 
-/// A provider that answers every request with `reply` (raw HTTP, or nothing at all when
-/// empty: the connection is closed right after the request arrives). Returns its URL and the
-/// number of requests it received.
-fn canned_provider(reply: &'static str) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let mut buf = [0u8; 4096];
-            // Read the request head (and the small JSON body that follows it).
-            let mut read = Vec::new();
-            while !read.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => read.extend_from_slice(&buf[..n]),
-                }
-            }
-            counter.fetch_add(1, Ordering::SeqCst);
-            if !reply.is_empty() {
-                let _ = stream.write_all(reply.as_bytes());
-            }
-            // Dropping the stream closes the connection.
-        }
-    });
-    (url, seen)
+/// A stand-in provider answering `reply` to everything (empty: hang up without answering).
+fn canned_provider(reply: &str) -> (String, StubProvider) {
+    let stub = StubProvider::start(reply, Duration::from_secs(5));
+    (stub.url.clone(), stub)
 }
 
 const BODY: fn() -> serde_json::Value = || json!({"username": "divya", "password": "pass123"});
 
 #[tokio::test]
 async fn provider_5xx_is_bad_status_retried_then_503() {
-    let (url, seen) = canned_provider(
-        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-    );
+    let (url, seen) = canned_provider(&status_reply("500 Internal Server Error"));
     let b = Service::b(&url, &[]);
 
     let reply = post_json(&b.at("/protected-action"), BODY(), None).await;
@@ -56,7 +28,7 @@ async fn provider_5xx_is_bad_status_retried_then_503() {
         reply.json["details"],
         "provider answered 500 Internal Server Error on both attempts"
     );
-    assert_eq!(seen.load(Ordering::SeqCst), 2, "retried once");
+    assert_eq!(seen.seen(), 2, "retried once");
     let failures = b.logs.failed_attempts(reply.request_id());
     assert_eq!(failures.len(), 2);
     assert!(failures.iter().all(|l| l["error"] == "bad_status"));
@@ -72,7 +44,7 @@ async fn connection_closed_without_an_answer_is_a_connection_error() {
     let reply = post_json(&b.at("/protected-action"), BODY(), None).await;
 
     assert_eq!(reply.status, 503);
-    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    assert_eq!(seen.seen(), 2);
     let failures = b.logs.failed_attempts(reply.request_id());
     assert_eq!(failures.len(), 2);
     assert!(
@@ -83,8 +55,7 @@ async fn connection_closed_without_an_answer_is_a_connection_error() {
 
 #[tokio::test]
 async fn an_unexpected_4xx_is_a_502_and_not_retried() {
-    let (url, seen) =
-        canned_provider("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let (url, seen) = canned_provider(&status_reply("404 Not Found"));
     let b = Service::b(&url, &[]);
 
     let reply = post_json(&b.at("/protected-action"), BODY(), None).await;
@@ -92,13 +63,13 @@ async fn an_unexpected_4xx_is_a_502_and_not_retried() {
     assert_eq!(reply.status, 502);
     assert_eq!(reply.json["error"], "bad answer from provider");
     assert_eq!(reply.json["details"], "provider answered 404 Not Found");
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.seen(), 1);
 }
 
 #[tokio::test]
 async fn a_429_is_passed_through_with_retry_after_and_not_retried() {
     let (url, seen) = canned_provider(
-        "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n",
     );
     let b = Service::b(&url, &[]);
 
@@ -106,13 +77,13 @@ async fn a_429_is_passed_through_with_retry_after_and_not_retried() {
 
     assert_eq!(reply.status, 429);
     assert_eq!(reply.header("retry-after"), "7");
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.seen(), 1);
 }
 
 #[tokio::test]
 async fn a_200_without_a_token_is_a_502() {
     let (url, _) = canned_provider(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
     );
     let b = Service::b(&url, &[]);
 
@@ -124,9 +95,7 @@ async fn a_200_without_a_token_is_a_502() {
 
 #[tokio::test]
 async fn one_attempt_means_no_retry() {
-    let (url, seen) = canned_provider(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-    );
+    let (url, seen) = canned_provider(&status_reply("503 Service Unavailable"));
     let b = Service::b(&url, &["--provider-attempts", "1"]);
 
     let reply = post_json(&b.at("/protected-action"), BODY(), None).await;
@@ -136,7 +105,7 @@ async fn one_attempt_means_no_retry() {
         reply.json["details"],
         "provider answered 503 Service Unavailable on the only attempt"
     );
-    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.seen(), 1);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod deploy;
 mod failures;
+mod faults;
 mod metrics;
 mod prometheus;
 mod request_id;

@@ -1,0 +1,437 @@
+//! Breaking A on purpose, under load: killed, frozen, flaky, slow at the timeout's edge, and
+//! B's breaker, budget and deadline doing their jobs. Real processes, loopback only, every
+//! load bounded in time.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use system_tests::stub::{StubProvider, status_reply, token_reply};
+use system_tests::{Kind, Service, client, get, post_json, send};
+
+fn credentials() -> Value {
+    json!({"username": "divya", "password": "pass123"})
+}
+
+/// `workers` loops calling `url` with `body` for `duration`; every reply's status and time.
+async fn load(
+    url: String,
+    workers: usize,
+    duration: Duration,
+    body: Value,
+) -> Vec<(u16, Duration)> {
+    let until = Instant::now() + duration;
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut replies = Vec::new();
+                while Instant::now() < until {
+                    let reply = post_json(&url, body.clone(), None).await;
+                    replies.push((reply.status, reply.elapsed));
+                }
+                replies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("load worker"));
+    }
+    all
+}
+
+/// Every reply is a 200 or a 503 (never a 500 or anything else), none slower than `bound`.
+fn assert_only_200_or_503_within(replies: &[(u16, Duration)], bound: Duration) {
+    assert!(!replies.is_empty());
+    for (status, elapsed) in replies {
+        assert!(
+            *status == 200 || *status == 503,
+            "status {status} under load"
+        );
+        assert!(
+            *elapsed <= bound,
+            "a reply took {elapsed:?}, over {bound:?}"
+        );
+    }
+}
+
+/// Waits for B's first 200 (bounded by `within`), then checks the next 20 calls all succeed.
+async fn assert_recovers_within(b: &Service, within: Duration) {
+    let started = Instant::now();
+    loop {
+        if post_json(&b.at("/protected-action"), credentials(), None)
+            .await
+            .status
+            == 200
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < within,
+            "B did not recover within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(
+            post_json(&b.at("/protected-action"), credentials(), None)
+                .await
+                .status,
+            200
+        );
+    }
+}
+
+fn proc_value(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("field in /proc status")
+}
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_under_load_gives_only_200_or_503_and_recovers() {
+    let a = Service::a(&[]);
+    let addr = a.addr.to_string();
+    let b = Service::b(&a.url(), &["--breaker-cooldown-ms", "200"]);
+    let running = tokio::spawn(load(
+        b.at("/protected-action"),
+        8,
+        Duration::from_millis(1500),
+        credentials(),
+    ));
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(a); // SIGKILL, mid-load
+    let replies = running.await.expect("load");
+
+    // The default deadline is 2050 ms; allow a shared machine some scheduling slack.
+    assert_only_200_or_503_within(&replies, Duration::from_millis(2050 + 500));
+    assert!(replies.iter().any(|r| r.0 == 200) && replies.iter().any(|r| r.0 == 503));
+    let _a = Service::start(Kind::A, &addr, &[], &[]);
+    assert_recovers_within(&b, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_under_load_gives_503s_within_the_deadline_with_bounded_resources() {
+    let a = Service::a(&[]);
+    let b = Service::b(
+        &a.url(),
+        &[
+            "--provider-timeout-ms",
+            "200",
+            "--breaker-cooldown-ms",
+            "200",
+        ],
+    );
+    load(
+        b.at("/protected-action"),
+        4,
+        Duration::from_millis(200),
+        credentials(),
+    )
+    .await;
+    let (rss_before, files_before) = (proc_value(b.pid(), "VmRSS:"), open_files(b.pid()));
+
+    a.signal("STOP");
+    let replies = load(
+        b.at("/protected-action"),
+        8,
+        Duration::from_millis(1500),
+        credentials(),
+    )
+    .await;
+    let (rss_after, files_after) = (proc_value(b.pid(), "VmRSS:"), open_files(b.pid()));
+    a.signal("CONT");
+
+    // Deadline: 2 × 200 ms + 10 ms backoff + 40 ms margin = 450 ms.
+    assert_only_200_or_503_within(&replies, Duration::from_millis(450 + 400));
+    assert!(replies.iter().filter(|r| r.0 == 503).count() > replies.len() / 2);
+    assert!(
+        files_after <= files_before + 32,
+        "open files {files_before} → {files_after}"
+    );
+    assert!(
+        rss_after <= rss_before + 16 * 1024,
+        "RSS {rss_before} kB → {rss_after} kB"
+    );
+    assert_recovers_within(&b, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_provider_gets_at_most_the_retry_budget_on_top() {
+    let a = Service::a(&["--failure-rate", "0.5"]);
+    let b = Service::b(&a.url(), &["--breaker-threshold", "0"]);
+
+    let replies = load(
+        b.at("/protected-action"),
+        4,
+        Duration::from_millis(1500),
+        credentials(),
+    )
+    .await;
+
+    assert_only_200_or_503_within(&replies, Duration::from_secs(3));
+    let calls = get(&b.at("/metrics")).await.json["protected_action_requests"]
+        .as_u64()
+        .expect("count");
+    let reached_a = get(&a.at("/metrics")).await.json["token_requests"]
+        .as_u64()
+        .expect("count");
+    // Budget: retries ≤ 20% of calls + 1/s × 10 s.
+    let bound = calls as f64 * 1.2 + 10.0;
+    assert!(
+        reached_a as f64 <= bound,
+        "A got {reached_a} calls for {calls} requests to B (bound {bound})"
+    );
+    let exhausted = get(&b.at("/metrics")).await.json["retry_budget_exhausted"]
+        .as_u64()
+        .expect("count");
+    assert!(
+        exhausted > 0,
+        "with half of A's answers failing, the budget must have run out"
+    );
+    b.logs.wait_for(|l| l["event"] == "retry_budget_exhausted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delays_around_the_timeout_give_only_200_or_503_never_after_the_deadline() {
+    let a = Service::a(&[]);
+    let b = Service::b(&a.url(), &["--provider-timeout-ms", "300"]);
+
+    let tasks: Vec<_> = [250u64, 290, 300, 310, 350]
+        .into_iter()
+        .flat_map(|delay| [delay, delay])
+        .map(|delay| {
+            let body = json!({"username": "divya", "password": "pass123", "delay_ms": delay});
+            tokio::spawn(post_json(&b.at("/protected-action"), body, None))
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for task in tasks {
+        let reply = task.await.expect("request");
+        replies.push((reply.status, reply.elapsed));
+    }
+
+    // Deadline: 2 × 300 ms + 10 ms + 40 ms = 650 ms.
+    assert_only_200_or_503_within(&replies, Duration::from_millis(650 + 300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drops_work_once_the_callers_deadline_has_passed() {
+    let a = Service::a(&[]);
+    let slow = json!({"username": "divya", "password": "pass123", "delay_ms": 3000});
+
+    let reply = send(
+        client()
+            .post(a.at("/token"))
+            .header("x-request-timeout-ms", "200")
+            .json(&slow),
+    )
+    .await;
+    assert_eq!(reply.status, 504);
+    assert!(
+        reply.elapsed < Duration::from_secs(1),
+        "stopped at the deadline: {:?}",
+        reply.elapsed
+    );
+    let expired = send(
+        client()
+            .post(a.at("/token"))
+            .header("x-request-timeout-ms", "0")
+            .json(&credentials()),
+    )
+    .await;
+    assert_eq!(expired.status, 504, "work already expired is refused");
+    let metrics = get(&a.at("/metrics")).await.json;
+    assert_eq!(metrics["token_requests_by_outcome"]["deadline_exceeded"], 2);
+    a.logs.wait_for(|l| l["event"] == "deadline_exceeded");
+
+    // Through B: once B gives up, A holds nothing in flight.
+    let b = Service::b(
+        &a.url(),
+        &["--provider-timeout-ms", "200", "--provider-attempts", "1"],
+    );
+    let gave_up = post_json(&b.at("/protected-action"), slow, None).await;
+    assert_eq!(gave_up.status, 503);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let text = get(&a.at("/metrics?format=prometheus")).await.text;
+        if text.contains(r#"http_requests_in_flight{route="/token"} 0"#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A still busy after B gave up:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_fails_fast_probes_and_closes() {
+    let stub = StubProvider::start(
+        status_reply("503 Service Unavailable"),
+        Duration::from_secs(5),
+    );
+    let b = Service::b(
+        &stub.url,
+        &[
+            "--provider-attempts",
+            "1",
+            "--breaker-threshold",
+            "3",
+            "--breaker-cooldown-ms",
+            "500",
+        ],
+    );
+    let url = b.at("/protected-action");
+
+    for _ in 0..3 {
+        assert_eq!(post_json(&url, credentials(), None).await.status, 503);
+    }
+    assert_eq!(stub.seen(), 3);
+    b.logs.wait_for(|l| l["event"] == "circuit_opened");
+    let fast = post_json(&url, credentials(), Some("while-open")).await;
+    assert_eq!(fast.status, 503);
+    assert!(
+        fast.json["details"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("circuit open"),
+        "{}",
+        fast.text
+    );
+    assert!(!fast.header("retry-after").is_empty());
+    let served_in = b.logs.request_line("while-open")["latency_ms"]
+        .as_f64()
+        .expect("latency");
+    assert!(
+        served_in < 10.0,
+        "open breaker answers at once: {served_in} ms"
+    );
+    assert_eq!(stub.seen(), 3, "A is not called while open");
+    let gauge = get(&b.at("/metrics?format=prometheus")).await.text;
+    assert!(gauge.contains("provider_circuit_state 1"), "{gauge}");
+
+    stub.set_reply(token_reply());
+    let started = Instant::now();
+    let probe = loop {
+        let reply = post_json(&url, credentials(), None).await;
+        if reply.status == 200 || started.elapsed() > Duration::from_secs(3) {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        probe.status, 200,
+        "the probe after the cool-down closes the circuit"
+    );
+    assert_eq!(stub.seen(), 4, "exactly one probe reached A");
+    b.logs.wait_for(|l| l["event"] == "circuit_half_open");
+    b.logs.wait_for(|l| l["event"] == "circuit_closed");
+    assert_eq!(post_json(&url, credentials(), None).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_eleventh_wrong_password_is_throttled_for_that_user_only() {
+    let dir = std::env::temp_dir().join(format!("throttle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let users = dir.join("users");
+    std::fs::write(&users, "alice:wonderland\n").expect("users file");
+    let a = Service::a(&["--users-file", users.to_str().expect("path")]);
+    let b = Service::b(&a.url(), &[]);
+    let wrong = json!({"username": "divya", "password": "guess"});
+
+    for _ in 0..10 {
+        assert_eq!(
+            post_json(&a.at("/token"), wrong.clone(), None).await.status,
+            401
+        );
+    }
+    let throttled = post_json(&a.at("/token"), wrong, None).await;
+
+    assert_eq!(throttled.status, 429);
+    assert!(
+        throttled
+            .header("retry-after")
+            .parse::<u64>()
+            .is_ok_and(|s| s > 0)
+    );
+    assert!(throttled.json["error"].as_str().is_some());
+    assert_eq!(
+        post_json(&a.at("/token"), credentials(), None).await.status,
+        429,
+        "even the right password waits"
+    );
+    let alice = json!({"username": "alice", "password": "wonderland"});
+    assert_eq!(
+        post_json(&a.at("/token"), alice, None).await.status,
+        200,
+        "other users are unaffected"
+    );
+    let through_b = post_json(&b.at("/protected-action"), credentials(), None).await;
+    assert_eq!(through_b.status, 429, "B passes the 429 through");
+    assert!(!through_b.header("retry-after").is_empty());
+    assert_eq!(
+        get(&a.at("/metrics")).await.json["token_requests_by_outcome"]["throttled"],
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_spaced_around_the_keep_alive_timeout_never_fail() {
+    // The provider closes idle connections after 150 ms; B drops its own after 100 ms.
+    let stub = StubProvider::start(token_reply(), Duration::from_millis(150));
+    let b = Service::b(&stub.url, &["--pool-idle-timeout-ms", "100"]);
+
+    for gap in [60u64, 90, 120, 150, 180].repeat(6) {
+        let reply = post_json(&b.at("/protected-action"), credentials(), None).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+    }
+
+    let attempts = get(&b.at("/metrics")).await.json["provider_attempts_by_outcome"].clone();
+    assert_eq!(attempts["ok"], 30);
+    assert_eq!(
+        attempts["connection_error"], 0,
+        "no stale connection was reused: {attempts}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_provider_closed_is_retried_once_on_a_fresh_one() {
+    let stub = StubProvider::start(token_reply(), Duration::from_secs(5));
+    stub.hang_up_on_reuse();
+    let b = Service::b(&stub.url, &[]);
+
+    for n in 0..8 {
+        let reply = post_json(
+            &b.at("/protected-action"),
+            credentials(),
+            Some(&format!("reuse-{n}")),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+
+    // The first call opened a connection; each later one tried the pooled connection, lost
+    // it, and succeeded on its one retry.
+    let attempts = get(&b.at("/metrics")).await.json["provider_attempts_by_outcome"].clone();
+    assert_eq!(attempts["ok"], 8, "{attempts}");
+    assert_eq!(attempts["connection_error"], 7, "{attempts}");
+    for n in 1..8 {
+        let failed = b.logs.failed_attempts(&format!("reuse-{n}"));
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0]["error"], "connection_error");
+    }
+}
