@@ -1,0 +1,592 @@
+//! `bench`: how fast are A and B next to the same work done with no instrumentation at all,
+//! on this machine, in this run? See BENCHMARKS.md for the latest figures and how to read
+//! them. Run with `cargo run --release -p bench` (add `-- --report` to rewrite
+//! BENCHMARKS.md and its chart).
+//!
+//! Every configuration is measured in every round, interleaved (baseline A, service A,
+//! baseline B, service B, service B with OTLP export), and the table shows medians over the
+//! rounds, because a shared machine is noisy.
+
+mod baseline;
+mod report;
+mod wrk;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+/// Benchmark services A and B against an uninstrumented baseline.
+#[derive(Debug, Parser)]
+#[command(name = "bench", version, about)]
+struct Args {
+    #[command(subcommand)]
+    role: Option<Role>,
+
+    /// Rounds; each measures every configuration once.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+
+    /// Seconds of load per measurement.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+
+    /// Concurrent connections wrk keeps open.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+
+    /// A quick run that only shows the benchmark works (1 round of 1 s, few samples).
+    #[arg(long)]
+    smoke: bool,
+
+    /// Rewrite BENCHMARKS.md and tests/bench/benchmark.svg with this run's figures.
+    #[arg(long)]
+    report: bool,
+
+    /// Where the service binaries are; by default they are built with the benchmark's own
+    /// profile and taken from next to it.
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// (internal) Serve the uninstrumented baseline A.
+    #[command(hide = true)]
+    BaselineA {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// (internal) Serve the uninstrumented baseline B.
+    #[command(hide = true)]
+    BaselineB {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        provider: String,
+    },
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Config {
+    /// Uninstrumented A, `POST /token`.
+    BaselineA,
+    /// Service A, `POST /token`, JSON logs to a file, metrics, spans, no export.
+    ServiceA,
+    /// Uninstrumented B calling uninstrumented A.
+    BaselineB,
+    /// Service B calling service A, export off.
+    ServiceB,
+    /// Service B calling service A, both exporting spans over OTLP to a local receiver.
+    ServiceBOtlp,
+}
+
+impl Config {
+    const ALL: [Self; 5] = [
+        Self::BaselineA,
+        Self::ServiceA,
+        Self::BaselineB,
+        Self::ServiceB,
+        Self::ServiceBOtlp,
+    ];
+
+    /// Row label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BaselineA => "baseline A  POST /token",
+            Self::ServiceA => "service A   POST /token",
+            Self::BaselineB => "baseline B  POST /protected-action",
+            Self::ServiceB => "service B   POST /protected-action",
+            Self::ServiceBOtlp => "service B   + OTLP export",
+        }
+    }
+
+    /// The baseline this configuration is compared with.
+    pub fn baseline(self) -> Option<Self> {
+        match self {
+            Self::ServiceA => Some(Self::BaselineA),
+            Self::ServiceB | Self::ServiceBOtlp => Some(Self::BaselineB),
+            _ => None,
+        }
+    }
+}
+
+/// Medians of one configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    /// Which.
+    pub config: Config,
+    /// Median requests/s.
+    pub rps: f64,
+    /// Median p50.
+    pub p50: Duration,
+    /// Median p99.
+    pub p99: Duration,
+    /// Highest peak RSS of the measured process over the rounds, KiB.
+    pub peak_rss_kib: u64,
+    /// Errors seen by wrk over all rounds.
+    pub errors: u64,
+}
+
+/// The failure paths and start-up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extras {
+    /// B's 503 with A down (two refused connects and the backoff), median.
+    pub a_down: Duration,
+    /// B's 503 with the breaker open, median.
+    pub breaker_open: Duration,
+    /// B's 503 with A timing out (2 × 100 ms timeout), median.
+    pub a_timeout: Duration,
+    /// Start to healthy, service A, median.
+    pub startup_a: Duration,
+    /// Start to healthy, service B, median.
+    pub startup_b: Duration,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match args.role {
+        Some(Role::BaselineA { listen }) => {
+            return exit(runtime.block_on(baseline::serve_a(listen)));
+        }
+        Some(Role::BaselineB { listen, provider }) => {
+            return exit(runtime.block_on(baseline::serve_b(listen, provider)));
+        }
+        None => {}
+    }
+    match runtime.block_on(run(&args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn exit(result: std::io::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench baseline: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<(), String> {
+    let bins = binaries(args)?;
+    let (rounds, duration, samples) = if args.smoke {
+        (1, Duration::from_secs(1), 5)
+    } else {
+        (args.rounds, Duration::from_secs(args.duration), 200)
+    };
+    let scratch = std::env::temp_dir().join(format!("bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let sink = otlp_sink().await?;
+
+    let mut measured: Vec<(Config, wrk::Load, u64)> = Vec::new();
+    for round in 1..=rounds {
+        for config in Config::ALL {
+            eprintln!("round {round}/{rounds}: {}", config.label());
+            let (load, rss) = measure(
+                config,
+                &bins,
+                &sink,
+                duration,
+                args.connections,
+                &scratch,
+                !args.smoke,
+            )
+            .await?;
+            measured.push((config, load, rss));
+        }
+    }
+    let rows: Vec<Row> = Config::ALL
+        .iter()
+        .map(|&config| {
+            let runs: Vec<&(Config, wrk::Load, u64)> =
+                measured.iter().filter(|m| m.0 == config).collect();
+            Row {
+                config,
+                rps: median_f64(runs.iter().map(|r| r.1.rps).collect()),
+                p50: median(runs.iter().map(|r| r.1.p50).collect()),
+                p99: median(runs.iter().map(|r| r.1.p99).collect()),
+                peak_rss_kib: runs.iter().map(|r| r.2).max().unwrap_or(0),
+                errors: runs.iter().map(|r| r.1.errors).sum(),
+            }
+        })
+        .collect();
+    eprintln!("failure paths and start-up");
+    let extras = extras(&bins, samples, &scratch).await?;
+
+    let table = report::table(&rows, &extras);
+    println!("{table}");
+    if args.report {
+        let root = workspace_root();
+        report::write(&root, &rows, &extras, rounds, duration, args.connections)?;
+        eprintln!("wrote BENCHMARKS.md and tests/bench/benchmark.svg");
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// The directory holding `service-a` and `service-b`, built if needed.
+fn binaries(args: &Args) -> Result<PathBuf, String> {
+    if let Some(dir) = &args.bin_dir {
+        return Ok(dir.clone());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe
+        .parent()
+        .ok_or("no directory for the benchmark binary")?
+        .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet", "-p", "service-a", "-p", "service-b"])
+        .current_dir(workspace_root());
+    if dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err("building the services failed".into());
+    }
+    Ok(dir)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    listener.local_addr().map_err(|e| e.to_string())
+}
+
+fn spawn(command: &mut Command, log: Option<&Path>) -> Result<Process, String> {
+    let stdout = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).map_err(|e| e.to_string())?),
+        None => Stdio::null(),
+    };
+    command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .env_remove("RUST_LOG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .spawn()
+        .map(Process)
+        .map_err(|e| format!("cannot start {command:?}: {e}"))
+}
+
+/// Waits until `GET /health` answers, returning how long it took.
+async fn wait_healthy(addr: SocketAddr) -> Result<Duration, String> {
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    while started.elapsed() < Duration::from_secs(10) {
+        if client
+            .get(format!("http://{addr}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Err(format!("{addr} did not become healthy"))
+}
+
+/// Starts the processes `config` needs on free ports: A (or baseline A), and for the B
+/// configurations B (or baseline B) calling it. Returns them with the measured process's
+/// address and pid.
+fn start_pair(
+    config: Config,
+    bins: &Path,
+    sink: &str,
+    scratch: &Path,
+) -> Result<(Vec<Process>, SocketAddr, u32), String> {
+    let (a_addr, b_addr) = (free_addr()?, free_addr()?);
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut processes = Vec::new();
+    let with_otlp = |command: &mut Command| {
+        if config == Config::ServiceBOtlp {
+            command.env("OTEL_EXPORTER_OTLP_ENDPOINT", sink);
+        }
+    };
+    match config {
+        Config::BaselineA | Config::BaselineB => {
+            processes.push(spawn(
+                Command::new(&me).args(["baseline-a", "--listen", &a_addr.to_string()]),
+                None,
+            )?);
+        }
+        _ => {
+            let mut a = Command::new(bins.join("service-a"));
+            a.args(["--listen", &a_addr.to_string()]);
+            with_otlp(&mut a);
+            processes.push(spawn(&mut a, Some(&scratch.join("service-a.log")))?);
+        }
+    }
+    let target = match config {
+        Config::BaselineA | Config::ServiceA => {
+            let pid = processes[0].0.id();
+            return Ok((processes, a_addr, pid));
+        }
+        Config::BaselineB => spawn(
+            Command::new(&me).args([
+                "baseline-b",
+                "--listen",
+                &b_addr.to_string(),
+                "--provider",
+                &format!("http://{a_addr}"),
+            ]),
+            None,
+        )?,
+        _ => {
+            let mut b = Command::new(bins.join("service-b"));
+            b.args([
+                "--listen",
+                &b_addr.to_string(),
+                "--provider-url",
+                &format!("http://{a_addr}"),
+            ]);
+            with_otlp(&mut b);
+            spawn(&mut b, Some(&scratch.join("service-b.log")))?
+        }
+    };
+    let pid = target.0.id();
+    processes.push(target);
+    Ok((processes, b_addr, pid))
+}
+
+async fn measure(
+    config: Config,
+    bins: &Path,
+    sink: &str,
+    duration: Duration,
+    connections: u32,
+    scratch: &Path,
+    warm_up: bool,
+) -> Result<(wrk::Load, u64), String> {
+    let (processes, addr, pid) = start_pair(config, bins, sink, scratch)?;
+    wait_healthy(addr).await?;
+    let (path, body) = match config {
+        Config::BaselineA | Config::ServiceA => {
+            ("/token", r#"{"username":"divya","password":"pass123"}"#)
+        }
+        _ => (
+            "/protected-action",
+            r#"{"username":"divya","password":"pass123","action":"ping"}"#,
+        ),
+    };
+    let url = format!("http://{addr}{path}");
+    if warm_up {
+        wrk::run(&url, body, Duration::from_secs(1), connections, scratch)?;
+    }
+    let load = tokio::task::spawn_blocking({
+        let (url, scratch) = (url.clone(), scratch.to_path_buf());
+        move || wrk::run(&url, body, duration, connections, &scratch)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let rss = peak_rss_kib(pid);
+    drop(processes);
+    Ok((load, rss))
+}
+
+/// Peak resident set size (VmHWM) of a process, KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A stand-in collector that accepts OTLP/HTTP and discards it.
+async fn otlp_sink() -> Result<String, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = format!(
+        "http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(|_: axum::body::Bytes| async { "" }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
+async fn extras(bins: &Path, samples: usize, scratch: &Path) -> Result<Extras, String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let body = serde_json::json!({"username": "divya", "password": "pass123"});
+    let time_503s = |url: String, body: serde_json::Value, n: usize| {
+        let client = client.clone();
+        async move {
+            let mut times = Vec::new();
+            for _ in 0..n {
+                let started = Instant::now();
+                let reply = client
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = reply.status();
+                let _ = reply.bytes().await;
+                if status != 503 {
+                    return Err(format!("expected 503, got {status}"));
+                }
+                times.push(started.elapsed());
+            }
+            Ok::<Duration, String>(median(times))
+        }
+    };
+
+    // A down: nothing listens where B calls; the breaker is off so every call takes the
+    // retry path, then on, to time its fast path.
+    let vacant = format!("http://{}", free_addr()?);
+    let b_addr = free_addr()?;
+    let b = spawn(
+        Command::new(bins.join("service-b")).args([
+            "--listen",
+            &b_addr.to_string(),
+            "--provider-url",
+            &vacant,
+            "--breaker-threshold",
+            "0",
+        ]),
+        Some(&scratch.join("b-down.log")),
+    )?;
+    wait_healthy(b_addr).await?;
+    let a_down = time_503s(
+        format!("http://{b_addr}/protected-action"),
+        body.clone(),
+        samples,
+    )
+    .await?;
+    drop(b);
+    let b_addr = free_addr()?;
+    let b = spawn(
+        Command::new(bins.join("service-b")).args([
+            "--listen",
+            &b_addr.to_string(),
+            "--provider-url",
+            &vacant,
+            "--breaker-cooldown-ms",
+            "600000",
+        ]),
+        Some(&scratch.join("b-breaker.log")),
+    )?;
+    wait_healthy(b_addr).await?;
+    time_503s(format!("http://{b_addr}/protected-action"), body.clone(), 5).await?;
+    let breaker_open = time_503s(
+        format!("http://{b_addr}/protected-action"),
+        body.clone(),
+        samples,
+    )
+    .await?;
+    drop(b);
+
+    // A timing out: 100 ms per attempt, A asked to wait 200 ms.
+    let (a_addr, b_addr) = (free_addr()?, free_addr()?);
+    let a = spawn(
+        Command::new(bins.join("service-a")).args(["--listen", &a_addr.to_string()]),
+        Some(&scratch.join("a-slow.log")),
+    )?;
+    let b = spawn(
+        Command::new(bins.join("service-b")).args([
+            "--listen",
+            &b_addr.to_string(),
+            "--provider-url",
+            &format!("http://{a_addr}"),
+            "--provider-timeout-ms",
+            "100",
+            "--breaker-threshold",
+            "0",
+        ]),
+        Some(&scratch.join("b-slow.log")),
+    )?;
+    wait_healthy(a_addr).await?;
+    wait_healthy(b_addr).await?;
+    let slow = serde_json::json!({"username": "divya", "password": "pass123", "delay_ms": 200});
+    let a_timeout = time_503s(
+        format!("http://{b_addr}/protected-action"),
+        slow,
+        samples.min(20),
+    )
+    .await?;
+    drop((a, b));
+
+    // Start-up: exec to first healthy answer.
+    let startup = |binary: &'static str| {
+        let bins = bins.to_path_buf();
+        async move {
+            let mut times = Vec::new();
+            for _ in 0..samples.min(10) {
+                let addr = free_addr()?;
+                let process = spawn(
+                    Command::new(bins.join(binary)).args(["--listen", &addr.to_string()]),
+                    None,
+                )?;
+                times.push(wait_healthy(addr).await?);
+                drop(process);
+            }
+            Ok::<Duration, String>(median(times))
+        }
+    };
+    let startup_a = startup("service-a").await?;
+    let startup_b = startup("service-b").await?;
+    Ok(Extras {
+        a_down,
+        breaker_open,
+        a_timeout,
+        startup_a,
+        startup_b,
+    })
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn median_f64(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}

@@ -1,0 +1,261 @@
+//! The benchmark's output: a table for the terminal, and with `--report`, the results block
+//! of BENCHMARKS.md (between its markers; the rest of the file is left alone) and an SVG
+//! chart drawn from the same numbers.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{Config, Extras, Row};
+
+const BEGIN: &str = "<!-- bench:begin (written by `cargo run --release -p bench -- --report`) -->";
+const END: &str = "<!-- bench:end -->";
+const CHART: &str = "tests/bench/benchmark.svg";
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn row_of(rows: &[Row], config: Config) -> Option<&Row> {
+    rows.iter().find(|r| r.config == config)
+}
+
+/// Throughput ratio and p99 ratio of a row against its baseline.
+fn ratios(rows: &[Row], row: &Row) -> Option<(f64, f64)> {
+    let base = row_of(rows, row.config.baseline()?)?;
+    Some((
+        row.rps / base.rps,
+        row.p99.as_secs_f64() / base.p99.as_secs_f64().max(f64::EPSILON),
+    ))
+}
+
+/// The results as a Markdown table (readable in a terminal too).
+pub fn table(rows: &[Row], extras: &Extras) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| configuration | req/s | vs baseline | p50 | p99 | p99 vs baseline | peak RSS | errors |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let (rps_ratio, p99_ratio) = ratios(rows, row)
+            .map_or(("—".to_owned(), "—".to_owned()), |(r, p)| {
+                (format!("{r:.2}×"), format!("{p:.2}×"))
+            });
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {rps_ratio} | {} | {} | {p99_ratio} | {:.1} MiB | {} |",
+            row.config.label(),
+            row.rps,
+            ms(row.p50),
+            ms(row.p99),
+            row.peak_rss_kib as f64 / 1024.0,
+            row.errors
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| failure path / start-up | median |");
+    let _ = writeln!(out, "|---|---:|");
+    let _ = writeln!(
+        out,
+        "| B answers 503 with A down (2 refused connects + backoff) | {} |",
+        ms(extras.a_down)
+    );
+    let _ = writeln!(
+        out,
+        "| B answers 503 with its breaker open | {} |",
+        ms(extras.breaker_open)
+    );
+    let _ = writeln!(
+        out,
+        "| B answers 503 with A timing out (2 × 100 ms timeout) | {} |",
+        ms(extras.a_timeout)
+    );
+    let _ = writeln!(
+        out,
+        "| service A: start to healthy | {} |",
+        ms(extras.startup_a)
+    );
+    let _ = writeln!(
+        out,
+        "| service B: start to healthy | {} |",
+        ms(extras.startup_b)
+    );
+    out
+}
+
+/// Each target of the performance issue, with whether this run met it.
+fn targets(rows: &[Row], extras: &Extras) -> String {
+    let mut out = String::from("| target | this run | met |\n|---|---|:-:|\n");
+    let mut check = |target: &str, value: String, met: bool| {
+        let _ = writeln!(
+            out,
+            "| {target} | {value} | {} |",
+            if met { "yes" } else { "**no**" }
+        );
+    };
+    for (config, bound) in [
+        (Config::ServiceA, 0.85),
+        (Config::ServiceB, 0.85),
+        (Config::ServiceBOtlp, 0.7),
+    ] {
+        if let Some((ratio, _)) = row_of(rows, config).and_then(|r| ratios(rows, r)) {
+            check(
+                &format!("{}: throughput ≥ {bound} × baseline", config.label()),
+                format!("{ratio:.2}×"),
+                ratio >= bound,
+            );
+        }
+    }
+    if let Some((_, p99)) = row_of(rows, Config::ServiceB).and_then(|r| ratios(rows, r)) {
+        check(
+            "service B: p99 ≤ 1.5 × baseline p99",
+            format!("{p99:.2}×"),
+            p99 <= 1.5,
+        );
+    }
+    for config in [Config::ServiceA, Config::ServiceB, Config::ServiceBOtlp] {
+        if let Some(row) = row_of(rows, config) {
+            let mib = row.peak_rss_kib as f64 / 1024.0;
+            check(
+                &format!("{}: peak RSS < 25 MiB", config.label()),
+                format!("{mib:.1} MiB"),
+                mib < 25.0,
+            );
+        }
+    }
+    check(
+        "B with A down: median 503 < 20 ms",
+        ms(extras.a_down),
+        extras.a_down < Duration::from_millis(20),
+    );
+    let startup = extras.startup_a.max(extras.startup_b);
+    check(
+        "start-up to healthy < 100 ms",
+        ms(startup),
+        startup < Duration::from_millis(100),
+    );
+    out
+}
+
+/// Rewrites the results block of BENCHMARKS.md and the chart.
+pub fn write(
+    root: &Path,
+    rows: &[Row],
+    extras: &Extras,
+    rounds: usize,
+    duration: Duration,
+    connections: u32,
+) -> Result<(), String> {
+    let path = root.join("BENCHMARKS.md");
+    let existing = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| format!("# Benchmarks\n\n{BEGIN}\n{END}\n"));
+    let (Some(start), Some(end)) = (existing.find(BEGIN), existing.find(END)) else {
+        return Err(format!("{} has no {BEGIN} … {END} block", path.display()));
+    };
+    let mut block = String::new();
+    let _ = writeln!(block, "{BEGIN}\n");
+    let _ = writeln!(block, "Measured {} on {}.", today(), machine());
+    let _ = writeln!(
+        block,
+        "{rounds} interleaved rounds of {} s per configuration, wrk with 1 thread and {connections} connections; medians over the rounds; peak RSS is the highest over the rounds.\n",
+        duration.as_secs()
+    );
+    block.push_str(&table(rows, extras));
+    let _ = writeln!(
+        block,
+        "\n![throughput and p99, service vs baseline]({CHART})\n"
+    );
+    block.push_str(&targets(rows, extras));
+    let _ = write!(block, "\n{END}");
+    let updated = format!(
+        "{}{block}{}",
+        &existing[..start],
+        &existing[end + END.len()..]
+    );
+    std::fs::write(&path, updated).map_err(|e| e.to_string())?;
+    std::fs::write(root.join(CHART), chart(rows)).map_err(|e| e.to_string())
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "an unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("{cores} cores of {cpu}, {mem_gib:.0} GiB")
+}
+
+/// Two horizontal bar charts side by side: throughput and p99, one bar per configuration.
+fn chart(rows: &[Row]) -> String {
+    let (width, bar_h, gap, label_w, plot_w) = (900.0, 22.0, 8.0, 260.0, 260.0);
+    let height = 50.0 + rows.len() as f64 * (bar_h + gap);
+    let max_rps = rows.iter().map(|r| r.rps).fold(1.0, f64::max);
+    let max_p99 = rows
+        .iter()
+        .map(|r| r.p99.as_secs_f64() * 1000.0)
+        .fold(0.001, f64::max);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{label_w}" y="20" font-weight="bold">throughput (requests/s, higher is better)</text>
+<text x="{}" y="20" font-weight="bold">p99 latency (ms, lower is better)</text>
+"#,
+        label_w + plot_w + 60.0
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let y = 35.0 + i as f64 * (bar_h + gap);
+        let color = if row.config.baseline().is_none() {
+            "#9e9e9e"
+        } else {
+            "#1f77b4"
+        };
+        let rps_w = plot_w * row.rps / max_rps;
+        let p99 = row.p99.as_secs_f64() * 1000.0;
+        let p99_w = plot_w * p99 / max_p99;
+        let x2 = label_w + plot_w + 60.0;
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>
+<rect x="{label_w}" y="{y}" width="{rps_w:.1}" height="{bar_h}" fill="{color}"/>
+<text x="{:.1}" y="{}">{:.0}</text>
+<rect x="{x2}" y="{y}" width="{p99_w:.1}" height="{bar_h}" fill="{color}"/>
+<text x="{:.1}" y="{}">{p99:.2}</text>
+"#,
+            label_w - 8.0,
+            y + 15.0,
+            row.config.label(),
+            label_w + rps_w + 4.0,
+            y + 15.0,
+            row.rps,
+            x2 + p99_w + 4.0,
+            y + 15.0,
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
