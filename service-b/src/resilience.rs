@@ -155,9 +155,10 @@ pub enum Admission<'a> {
     },
 }
 
-/// Permission for one call. Report its outcome with [`Permit::record`]; a permit dropped
-/// without a report (the caller went away mid-call) counts as a failure, so a lost probe
-/// cannot leave the breaker half-open forever.
+/// Permission for one call. Report its outcome with [`Permit::record`]. A permit dropped
+/// without a report (B's own caller hung up mid-call) says nothing about A's health: it is
+/// not counted, and if it was the half-open probe, the next call becomes the probe, so a
+/// lost probe can neither leave the breaker stuck half-open nor re-open it.
 #[derive(Debug)]
 pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
@@ -175,7 +176,7 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.reported {
-            self.breaker.record(false);
+            self.breaker.abandon();
         }
     }
 }
@@ -274,6 +275,17 @@ impl CircuitBreaker {
         }
     }
 
+    /// A call ended without an outcome. Only a lost probe changes anything: the circuit goes
+    /// back to open with its cool-down already over, so the next call probes at once.
+    fn abandon(&self) {
+        let mut state = self.lock();
+        if matches!(*state, State::HalfOpen) {
+            *state = State::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -344,12 +356,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_lost_probe_counts_as_a_failure() {
+    async fn callers_hanging_up_never_open_the_circuit() {
+        let breaker = CircuitBreaker::new(3, Duration::from_secs(1));
+        for _ in 0..100 {
+            drop(allowed(&breaker).expect("closed"));
+        }
+        assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_probe_lets_the_next_call_probe_at_once() {
         let breaker = CircuitBreaker::new(1, Duration::from_secs(1));
         allowed(&breaker).expect("closed").record(false);
         tokio::time::advance(Duration::from_secs(1)).await;
         drop(allowed(&breaker).expect("probe"));
-        assert_eq!(breaker.state(), CircuitState::Open);
+        let next = allowed(&breaker).expect("the next call probes without another cool-down");
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        next.record(true);
+        assert_eq!(breaker.state(), CircuitState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

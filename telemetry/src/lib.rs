@@ -27,7 +27,7 @@ pub const DEFAULT_LOG_FILTER: &str = "info,reqwest_retry=error";
 /// Call [`Telemetry::shutdown`] after the server has drained.
 #[derive(Debug)]
 pub struct Telemetry {
-    log_guard: tracing_appender::non_blocking::WorkerGuard,
+    log_guard: logging::FlushGuard,
     traces: traces::Traces,
     /// The process's metrics: counters for `/metrics` in both formats.
     pub metrics: metrics::Metrics,
@@ -50,8 +50,8 @@ pub enum InitError {
 /// Installs logging, tracing and metrics for the whole process. Call once, from `main`,
 /// inside the Tokio runtime (metrics upkeep runs as a task on it).
 ///
-/// - Logs: one JSON object per line on stdout, written by a background thread so a slow
-///   terminal never stalls a request. `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]) filters *this output only*:
+/// - Logs: one JSON object per line on stdout, batched and written by a background thread
+///   (see [`logging::BatchedStdout`]), so a slow terminal never stalls a request. `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]) filters *this output only*:
 ///   spans are still created for tracing, so a quiet log never breaks trace propagation.
 /// - Traces: see [`traces`]. Ids are real W3C ids even when nothing is exported.
 /// - Metrics: see [`metrics`].

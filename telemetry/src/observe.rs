@@ -7,6 +7,8 @@
 //! raw path, and a `traceresponse` header naming the trace), limit the body, and answer
 //! unknown routes and methods with JSON errors.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use ::http::{HeaderName, HeaderValue};
@@ -109,9 +111,9 @@ struct Record {
     span: tracing::Span,
     endpoint: String,
     attempt: Option<u32>,
-    labels: [(&'static str, String); 2],
+    method: ::http::Method,
+    handles: RouteHandles,
     started: Instant,
-    in_flight: metrics::Gauge,
     finished: bool,
 }
 
@@ -125,15 +127,15 @@ impl Record {
         route: Option<String>,
     ) -> Self {
         let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-        let in_flight = metrics::gauge!("http_requests_in_flight", "route" => route.clone());
-        in_flight.increment(1.0);
+        let handles = RouteHandles::of(&route);
+        handles.in_flight.increment(1.0);
         Self {
             span,
             endpoint,
             attempt,
-            labels: [("method", method.as_str().to_owned()), ("route", route)],
+            method: method.clone(),
+            handles,
             started,
-            in_flight,
             finished: false,
         }
     }
@@ -144,7 +146,7 @@ impl Record {
     }
 
     fn record(&self, status: u16) {
-        self.in_flight.decrement(1.0);
+        self.handles.in_flight.decrement(1.0);
         let elapsed = self.started.elapsed();
         self.span.record("http.response.status_code", status);
         if status >= 500 {
@@ -158,10 +160,70 @@ impl Record {
                 attempt = self.attempt,
             );
         });
-        let [method, route] = self.labels.clone();
-        let labels = [method, route, ("status", status.to_string())];
-        metrics::counter!("http_requests_total", &labels).increment(1);
-        metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+        let (requests, duration) = self.handles.outcome(&self.method, status);
+        requests.increment(1);
+        duration.record(elapsed.as_secs_f64());
+    }
+}
+
+/// The metric handles of one route, registered once and reused: building label sets and
+/// looking them up in the recorders on every request is measurable (BENCHMARKS.md).
+#[derive(Clone)]
+struct RouteHandles {
+    route: Arc<str>,
+    in_flight: metrics::Gauge,
+    outcomes: Arc<RwLock<HashMap<(::http::Method, u16), (metrics::Counter, metrics::Histogram)>>>,
+}
+
+impl RouteHandles {
+    /// The handles for `route` (the recorder is process-wide, so the cache is too).
+    fn of(route: &str) -> Self {
+        static ROUTES: OnceLock<RwLock<HashMap<String, RouteHandles>>> = OnceLock::new();
+        let routes = ROUTES.get_or_init(RwLock::default);
+        if let Some(handles) = routes.read().unwrap_or_else(|p| p.into_inner()).get(route) {
+            return handles.clone();
+        }
+        let mut routes = routes.write().unwrap_or_else(|p| p.into_inner());
+        routes
+            .entry(route.to_owned())
+            .or_insert_with(|| Self {
+                route: route.into(),
+                in_flight: metrics::gauge!("http_requests_in_flight", "route" => route.to_owned()),
+                outcomes: Arc::default(),
+            })
+            .clone()
+    }
+
+    /// `http_requests_total` and `http_request_duration_seconds` for one method and status.
+    fn outcome(
+        &self,
+        method: &::http::Method,
+        status: u16,
+    ) -> (metrics::Counter, metrics::Histogram) {
+        let key = (method.clone(), status);
+        if let Some(handles) = self
+            .outcomes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return handles.clone();
+        }
+        let labels = [
+            ("method", method.as_str().to_owned()),
+            ("route", self.route.to_string()),
+            ("status", status.to_string()),
+        ];
+        let handles = (
+            metrics::counter!("http_requests_total", &labels),
+            metrics::histogram!("http_request_duration_seconds", &labels),
+        );
+        self.outcomes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_insert(handles)
+            .clone()
     }
 }
 

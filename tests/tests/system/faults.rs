@@ -435,3 +435,42 @@ async fn a_pooled_connection_the_provider_closed_is_retried_once_on_a_fresh_one(
         assert_eq!(failed[0]["error"], "connection_error");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_hanging_up_on_b_never_open_its_breaker() {
+    let a = Service::a(&[]);
+    let b = Service::b(&a.url(), &["--breaker-threshold", "3"]);
+    let impatient = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .expect("client");
+    let slow = json!({"username": "divya", "password": "pass123", "delay_ms": 300});
+
+    for _ in 0..10 {
+        let gave_up = impatient
+            .post(b.at("/protected-action"))
+            .json(&slow)
+            .send()
+            .await;
+        assert!(gave_up.is_err(), "the caller hangs up before B answers");
+    }
+    let reply = post_json(
+        &b.at("/protected-action"),
+        credentials(),
+        Some("after-hang-ups"),
+    )
+    .await;
+
+    assert_eq!(
+        reply.status, 200,
+        "A is healthy; the breaker must still be closed: {}",
+        reply.text
+    );
+    b.sync_logs().await;
+    assert!(
+        b.logs
+            .matching(|l| l["event"] == "circuit_opened")
+            .is_empty()
+    );
+}
