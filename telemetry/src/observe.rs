@@ -166,13 +166,16 @@ impl Record {
     }
 }
 
+/// `http_requests_total` and `http_request_duration_seconds` for one method and status.
+type OutcomeHandles = (metrics::Counter, metrics::Histogram);
+
 /// The metric handles of one route, registered once and reused: building label sets and
 /// looking them up in the recorders on every request is measurable (BENCHMARKS.md).
 #[derive(Clone)]
 struct RouteHandles {
     route: Arc<str>,
     in_flight: metrics::Gauge,
-    outcomes: Arc<RwLock<HashMap<(::http::Method, u16), (metrics::Counter, metrics::Histogram)>>>,
+    outcomes: Arc<RwLock<HashMap<(::http::Method, u16), OutcomeHandles>>>,
 }
 
 impl RouteHandles {
