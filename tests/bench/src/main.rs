@@ -478,8 +478,9 @@ async fn extras(bins: &Path, samples: usize, scratch: &Path) -> Result<Extras, S
         }
     };
 
-    // A down: nothing listens where B calls; the breaker is off so every call takes the
-    // retry path, then on, to time its fast path.
+    // A down: nothing listens where B calls. The breaker is off and the retry budget
+    // unlimited, so every one of these back-to-back calls takes the full path (two refused
+    // connects and the backoff); then the breaker on, to time its fast path.
     let vacant = format!("http://{}", free_addr()?);
     let b_addr = free_addr()?;
     let b = spawn(
@@ -490,6 +491,9 @@ async fn extras(bins: &Path, samples: usize, scratch: &Path) -> Result<Extras, S
             &vacant,
             "--breaker-threshold",
             "0",
+            // Unlimited retry budget: every call takes the full two-attempt path.
+            "--retry-budget-min-per-sec",
+            "1000000",
         ]),
         Some(&scratch.join("b-down.log")),
     )?;
@@ -539,6 +543,9 @@ async fn extras(bins: &Path, samples: usize, scratch: &Path) -> Result<Extras, S
             "100",
             "--breaker-threshold",
             "0",
+            // Unlimited retry budget: every call takes the full two-attempt path.
+            "--retry-budget-min-per-sec",
+            "1000000",
         ]),
         Some(&scratch.join("b-slow.log")),
     )?;
