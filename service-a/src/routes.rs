@@ -55,7 +55,7 @@ const MAX_CALLER_DEADLINE: Duration = Duration::from_secs(600);
 /// The whole HTTP surface of service A, with the shared telemetry layers.
 pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
     let routes = Router::new()
-        .route("/health", get(health))
+        .route("/health", get(telemetry::http::health))
         .route("/token", post(issue_token))
         .route(
             "/metrics",
@@ -63,19 +63,6 @@ pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
         )
         .with_state(state);
     telemetry::observe::instrument(routes)
-}
-
-/// Body of `GET /health`.
-#[derive(Debug, Serialize)]
-pub struct Health {
-    /// Always `"ok"` while the process serves requests.
-    pub status: &'static str,
-}
-
-/// `GET /health`: 200 while the process is up. A depends on nothing, so there is nothing
-/// else to check.
-pub async fn health() -> Json<Health> {
-    Json(Health { status: "ok" })
 }
 
 /// Body of `POST /token`. Its `Debug` output never shows the password.

@@ -20,7 +20,7 @@ pub struct AppState {
 /// The whole HTTP surface of service B, with the shared telemetry layers.
 pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
     let routes = Router::new()
-        .route("/health", get(health))
+        .route("/health", get(telemetry::http::health))
         .route("/protected-action", post(protected_action))
         .route(
             "/metrics",
@@ -28,19 +28,6 @@ pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
         )
         .with_state(state);
     telemetry::observe::instrument(routes)
-}
-
-/// Body of `GET /health`.
-#[derive(Debug, Serialize)]
-pub struct Health {
-    /// Always `"ok"` while the process serves requests.
-    pub status: &'static str,
-}
-
-/// `GET /health`: 200 while B itself is up. It does not call A: B stays healthy (and keeps
-/// answering 503s that say why) while A is down, which is the point of the lab.
-pub async fn health() -> Json<Health> {
-    Json(Health { status: "ok" })
 }
 
 /// Body of `POST /protected-action`. Its `Debug` output never shows the password.

@@ -125,6 +125,20 @@ where
     }
 }
 
+/// Body of `GET /health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Always `"ok"` while the process serves requests.
+    pub status: &'static str,
+}
+
+/// `GET /health`: 200 `{"status":"ok"}` while the process serves requests. It checks
+/// nothing beyond the process itself: B stays healthy while A is down (and says why in its
+/// 503s), so an orchestrator never restarts B for A's outage.
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
 /// 404 for any path no route matches.
 pub async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such route")
