@@ -42,6 +42,8 @@ pub struct ReceivedSpan {
     pub is_error: bool,
     /// Attributes, values rendered as text.
     pub attributes: HashMap<String, String>,
+    /// Attributes of the resource that exported it.
+    pub resource: HashMap<String, String>,
 }
 
 impl ReceivedSpan {
@@ -150,6 +152,7 @@ async fn receive(
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
                     attributes: attributes(&span.attributes),
+                    resource: resource_attributes.clone(),
                 });
             }
         }

@@ -383,3 +383,32 @@ fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+#[test]
+fn the_standard_otel_variables_name_the_service_and_its_resource() {
+    let otlp = OtlpReceiver::start();
+    let a = Service::start(
+        Kind::A,
+        "127.0.0.1:0",
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_SERVICE_NAME", "provider-x"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+        ],
+    );
+    let rt = runtime();
+
+    let reply = rt.block_on(system_tests::get(&a.at("/health")));
+
+    let (trace_id, _) = traceresponse(&reply);
+    let span = &otlp.wait_for_trace(&trace_id, 1)[0];
+    assert_eq!(span.service, "provider-x");
+    assert_eq!(
+        span.resource
+            .get("deployment.environment")
+            .map(String::as_str),
+        Some("test")
+    );
+}
