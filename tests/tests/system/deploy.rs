@@ -64,7 +64,7 @@ fn prometheus_config_is_valid() {
 
 #[test]
 fn kubernetes_manifests_render_and_validate() {
-    if !tool_available("kubectl") || !tool_available("kubernetes-validate") {
+    if !tool_available("kubectl") || !kubernetes_validate_available() {
         return;
     }
     let rendered = run_ok(
@@ -91,6 +91,23 @@ fn kubernetes_manifests_render_and_validate() {
             .arg(&file),
     );
     let _ = std::fs::remove_file(file);
+}
+
+/// Whether PyPI's kubernetes-validate is importable (`.ci/run` installs it). Panics in CI
+/// when it is not.
+fn kubernetes_validate_available() -> bool {
+    let found = Command::new("python3")
+        .args(["-c", "import kubernetes_validate"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kubernetes-validate is required in CI (python3 -m pip install kubernetes-validate)"
+        );
+        eprintln!("NOTE: kubernetes-validate is not installed; manifests are not validated here");
+    }
+    found
 }
 
 /// Every `expr` of every panel (rows included) of a dashboard.
