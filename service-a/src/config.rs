@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Service A, the provider: issues deterministic tokens for valid credentials.
 #[derive(Debug, Clone, clap::Parser)]
@@ -53,10 +52,9 @@ pub struct Config {
     #[arg(long, env = "LOGIN_FAILURE_WINDOW_MS", default_value_t = 60_000)]
     pub login_failure_window_ms: u64,
 
-    /// How long in-flight requests may run after SIGTERM before they are cut off, in
-    /// milliseconds. Longer than --max-delay-ms, so a slow request can still finish.
-    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
-    pub shutdown_grace_ms: u64,
+    /// Connection limits, timeouts and the shutdown grace, shared with the other service.
+    #[command(flatten)]
+    pub edge: telemetry::server::EdgeArgs,
 }
 
 /// A share from 0.0 to 1.0.
@@ -67,12 +65,7 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
-impl Config {
-    /// The shutdown grace period.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
-    }
-}
+impl Config {}
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let outcome = match Application::build(config, telemetry.metrics.clone()).await {
-        Ok(app) => app.run_until_stopped(telemetry::shutdown::signal()).await,
+        Ok(app) => app.run_until_stopped(telemetry::server::signal()).await,
         Err(e) => Err(e),
     };
     if let Err(e) = &outcome {

@@ -108,7 +108,7 @@ impl Application {
             failure_rate = self.config.failure_rate,
         );
         let app = router(self.state, self.metrics);
-        telemetry::shutdown::serve(self.listener, app, stop, self.config.shutdown_grace()).await?;
+        telemetry::server::serve(self.listener, app, stop, &self.config.edge).await?;
         Ok(())
     }
 }

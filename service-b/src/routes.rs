@@ -27,7 +27,7 @@ pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
             telemetry::metrics::endpoint(metrics, crate::metrics::json_view),
         )
         .with_state(state);
-    telemetry::observe::instrument(routes)
+    telemetry::observe::instrument(routes, telemetry::observe::AttemptHeader::Ignored)
 }
 
 /// Body of `POST /protected-action`. Its `Debug` output never shows the password.

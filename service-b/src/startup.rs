@@ -82,7 +82,7 @@ impl Application {
             worst_case_call_ms = u64::try_from(self.config.worst_case_call().as_millis()).unwrap_or(u64::MAX),
         );
         let app = router(self.state, self.metrics);
-        telemetry::shutdown::serve(self.listener, app, stop, self.config.shutdown_grace()).await?;
+        telemetry::server::serve(self.listener, app, stop, &self.config.edge).await?;
         Ok(())
     }
 }

@@ -43,6 +43,17 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// The bytes of `{"error": message}` and a newline, for responses written outside axum.
+pub fn error_body(message: &str) -> Vec<u8> {
+    let mut body = serde_json::to_vec(&ErrorBody {
+        details: None,
+        error: message.to_owned(),
+    })
+    .unwrap_or_default();
+    body.push(b'\n');
+    body
+}
+
 /// An error response: `status` with `{"error": message}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
@@ -57,7 +68,8 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// A JSON request body whose every rejection is a JSON error with the right status:
 /// 400 malformed JSON, 415 not `application/json`, 422 wrong shape or types,
-/// 413 larger than [`BODY_LIMIT`].
+/// 413 larger than [`BODY_LIMIT`], 408 not all received by the body deadline
+/// (`--body-timeout-ms`, see [`crate::server::BodyDeadline`]).
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
@@ -120,7 +132,25 @@ where
     type Rejection = BodyError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        let deadline = req
+            .extensions()
+            .get::<crate::server::BodyDeadline>()
+            .copied();
+        let read = axum::Json::<T>::from_request(req, state);
+        let axum::Json(value) = match deadline {
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline.at, read)
+                    .await
+                    .map_err(|_| BodyError {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        message: format!(
+                            "request body not received within {} ms",
+                            deadline.timeout.as_millis()
+                        ),
+                    })??
+            }
+            None => read.await?,
+        };
         Ok(Self(value))
     }
 }

@@ -2,7 +2,7 @@
 //! JSON log lines, request ids, per-request spans and metrics, traces, and graceful shutdown.
 //!
 //! A service calls [`init`] once in `main`, wraps its router with [`observe::instrument`],
-//! serves `/metrics` with [`metrics::endpoint`], and stops through [`shutdown::serve`].
+//! serves `/metrics` with [`metrics::endpoint`], and serves and stops through [`server::serve`].
 //! Nothing here knows which service it runs in beyond the name it is given.
 
 pub mod health;
@@ -11,7 +11,7 @@ pub mod logging;
 pub mod metrics;
 pub mod observe;
 pub mod request_id;
-pub mod shutdown;
+pub mod server;
 pub mod traces;
 
 pub use request_id::RequestId;

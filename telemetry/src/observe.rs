@@ -4,18 +4,24 @@
 //! outermost first: validate or generate `X-Request-ID` and echo it, observe the request
 //! (span joined to the caller's trace, seed-format log line, `http_requests_total`,
 //! `http_request_duration_seconds` and `http_requests_in_flight` labelled by *route*, never
-//! raw path, and a `traceresponse` header naming the trace), limit the body, and answer
-//! unknown routes and methods with JSON errors.
+//! raw path, and a `traceresponse` header naming the trace), shed load over
+//! `--max-in-flight`, answer 503 to requests still running when the shutdown grace ends,
+//! limit the body, and answer unknown routes and methods with JSON errors.
+//!
+//! Every label value and span name comes from a bounded set: a method outside the standard
+//! ones is `_OTHER` (the OpenTelemetry convention; the original is kept on the span as
+//! `http.request.method_original`), and a path no route matches is `unmatched`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
-use ::http::{HeaderName, HeaderValue};
+use ::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::middleware::{Next, from_fn};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceBuilder;
 use tracing::{Instrument as _, field};
 
@@ -26,18 +32,74 @@ use crate::{http, request_id, traces};
 pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 
 /// Request header in which a retrying caller numbers its attempts (1, 2, …); shown as
-/// `attempt` on the request's span and log line.
+/// `attempt` on the request's span and log line where the service trusts it.
 pub const ATTEMPT_HEADER: &str = "x-attempt";
 
 /// Route label for requests that matched no route (their raw paths would explode the label
 /// set; the log line still shows the path).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// Method label for any method outside [`KNOWN_METHODS`] (OpenTelemetry's convention).
+pub const OTHER_METHOD: &str = "_OTHER";
+
+/// The methods of RFC 9110 and PATCH: the only method label values besides `_OTHER`.
+const KNOWN_METHODS: [Method; 9] = [
+    Method::CONNECT,
+    Method::DELETE,
+    Method::GET,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::POST,
+    Method::PUT,
+    Method::TRACE,
+];
+
+/// Routes never shed by the in-flight limit: probes and scrapes must answer under overload,
+/// or an orchestrator restarts a busy service and monitoring goes blind when it matters.
+const NEVER_SHED: [&str; 2] = ["/health", "/metrics"];
+
+/// Requests shed because `--max-in-flight` were already being handled.
+pub const REQUESTS_SHED: &str = "http_requests_shed_total";
+
+/// Whether a service reads the caller's `x-attempt` header into its span and log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptHeader {
+    /// Shown: the service is called by a retrying client it knows (A, called by B).
+    Trusted,
+    /// Ignored: the service is an edge anyone may call (B), where the header would let a
+    /// caller write its own number into the service's log line.
+    Ignored,
+}
+
+/// Fires when the shutdown grace has run out: requests still running are answered 503.
+/// Put into every request's extensions by [`crate::server`].
+#[derive(Debug, Clone)]
+pub struct CutOff(pub watch::Receiver<bool>);
+
+/// The process-wide cap on requests in flight (`--max-in-flight`). Put into every request's
+/// extensions by [`crate::server`]; requests without one are never shed.
+#[derive(Debug, Clone)]
+pub struct InFlightLimit(Arc<Semaphore>);
+
+impl InFlightLimit {
+    /// A cap of `max` requests.
+    pub fn new(max: u32) -> Self {
+        Self(Arc::new(Semaphore::new(max as usize)))
+    }
+
+    /// A place for one more request, unless the cap is reached.
+    fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+}
+
 /// Adds the shared behaviour to `router`. Call it after all routes are added.
-pub fn instrument<S>(router: Router<S>) -> Router<S>
+pub fn instrument<S>(router: Router<S>, attempt_header: AttemptHeader) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    describe();
     router
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
@@ -46,36 +108,71 @@ where
                 .map_request(request_id::drop_invalid)
                 .layer(request_id::set_layer())
                 .layer(request_id::propagate_layer())
-                .layer(from_fn(observe))
+                .layer(from_fn_with_state(attempt_header, observe))
                 .layer(DefaultBodyLimit::max(http::BODY_LIMIT)),
         )
 }
 
+fn describe() {
+    metrics::describe_counter!(
+        REQUESTS_SHED,
+        "Requests answered 503 at once because --max-in-flight requests were being handled"
+    );
+    metrics::counter!(REQUESTS_SHED).absolute(0);
+}
+
+/// The method's label value: its name if standard, `_OTHER` otherwise.
+pub fn method_label(method: &Method) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|known| *known == method)
+        .map_or(OTHER_METHOD, |known| known.as_str())
+}
+
 /// The middleware behind [`instrument`]: see the module docs.
-pub async fn observe(request: Request, next: Next) -> Response {
+pub async fn observe(
+    axum::extract::State(attempt_header): axum::extract::State<AttemptHeader>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let endpoint = format!(
-        "{method} {}",
+        "{} {}",
+        request.method(),
         route.as_deref().unwrap_or(request.uri().path())
     );
+    let span_method = if method == OTHER_METHOD {
+        "HTTP"
+    } else {
+        method
+    };
+    let span_name = match &route {
+        Some(route) => format!("{span_method} {route}"),
+        None => span_method.to_owned(),
+    };
     let request_id = request_id::RequestId::from_headers(request.headers()).0;
-    let attempt = request
-        .headers()
-        .get(ATTEMPT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u32>().ok());
+    let attempt = match attempt_header {
+        AttemptHeader::Trusted => request
+            .headers()
+            .get(ATTEMPT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok()),
+        AttemptHeader::Ignored => None,
+    };
+    let method_original = (method == OTHER_METHOD).then(|| request.method().as_str().to_owned());
 
     let span = tracing::info_span!(
         "request",
-        otel.name = %endpoint,
+        otel.name = %span_name,
         otel.kind = "server",
         otel.status_code = field::Empty,
-        http.request.method = %method,
+        http.request.method = method,
+        http.request.method_original = method_original,
         http.route = route.as_deref(),
         url.path = request.uri().path(),
         request.id = %request_id,
@@ -91,8 +188,46 @@ pub async fn observe(request: Request, next: Next) -> Response {
     }
     .attach_to(&span);
 
-    let record = Record::start(started, span.clone(), endpoint, attempt, &method, route);
-    let mut response = next.run(request).instrument(span).await;
+    let shed = route.as_deref().is_none_or(|r| !NEVER_SHED.contains(&r));
+    let permit = match request.extensions().get::<InFlightLimit>() {
+        Some(limit) if shed => match limit.try_admit() {
+            Some(permit) => Some(permit),
+            None => {
+                let record = Record::start(started, span.clone(), endpoint, attempt, method, route);
+                span.in_scope(|| {
+                    tracing::warn!(event = "load_shed", "too many requests in flight")
+                });
+                metrics::counter!(REQUESTS_SHED).increment(1);
+                let mut response = http::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many requests in flight: try again later",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                record.finish(response.status().as_u16());
+                return response;
+            }
+        },
+        _ => None,
+    };
+    let cut_off = request.extensions().get::<CutOff>().cloned();
+
+    let record = Record::start(started, span.clone(), endpoint, attempt, method, route);
+    let handled = next.run(request).instrument(span.clone());
+    let mut response = match cut_off {
+        Some(CutOff(mut cut_off)) => tokio::select! {
+            response = handled => response,
+            _ = cut_off.wait_for(|cut| *cut) => {
+                span.in_scope(|| tracing::warn!(event = "shutdown_cut_off", "the shutdown grace ran out before the answer"));
+                let mut response = http::error(StatusCode::SERVICE_UNAVAILABLE, "server shutting down: request cut off");
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+        },
+        None => handled.await,
+    };
+    drop(permit);
     if let Some(value) = traceresponse.and_then(|v| HeaderValue::from_str(&v).ok()) {
         response.headers_mut().insert(TRACERESPONSE, value);
     }
@@ -111,7 +246,7 @@ struct Record {
     span: tracing::Span,
     endpoint: String,
     attempt: Option<u32>,
-    method: ::http::Method,
+    method: &'static str,
     handles: RouteHandles,
     started: Instant,
     finished: bool,
@@ -123,7 +258,7 @@ impl Record {
         span: tracing::Span,
         endpoint: String,
         attempt: Option<u32>,
-        method: &::http::Method,
+        method: &'static str,
         route: Option<String>,
     ) -> Self {
         let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
@@ -133,7 +268,7 @@ impl Record {
             span,
             endpoint,
             attempt,
-            method: method.clone(),
+            method,
             handles,
             started,
             finished: false,
@@ -160,7 +295,7 @@ impl Record {
                 attempt = self.attempt,
             );
         });
-        let (requests, duration) = self.handles.outcome(&self.method, status);
+        let (requests, duration) = self.handles.outcome(self.method, status);
         requests.increment(1);
         duration.record(elapsed.as_secs_f64());
     }
@@ -175,7 +310,7 @@ type OutcomeHandles = (metrics::Counter, metrics::Histogram);
 struct RouteHandles {
     route: Arc<str>,
     in_flight: metrics::Gauge,
-    outcomes: Arc<RwLock<HashMap<(::http::Method, u16), OutcomeHandles>>>,
+    outcomes: Arc<RwLock<HashMap<(&'static str, u16), OutcomeHandles>>>,
 }
 
 impl RouteHandles {
@@ -198,12 +333,8 @@ impl RouteHandles {
     }
 
     /// `http_requests_total` and `http_request_duration_seconds` for one method and status.
-    fn outcome(
-        &self,
-        method: &::http::Method,
-        status: u16,
-    ) -> (metrics::Counter, metrics::Histogram) {
-        let key = (method.clone(), status);
+    fn outcome(&self, method: &'static str, status: u16) -> (metrics::Counter, metrics::Histogram) {
+        let key = (method, status);
         if let Some(handles) = self
             .outcomes
             .read()
@@ -213,7 +344,7 @@ impl RouteHandles {
             return handles.clone();
         }
         let labels = [
-            ("method", method.as_str().to_owned()),
+            ("method", method.to_owned()),
             ("route", self.route.to_string()),
             ("status", status.to_string()),
         ];
