@@ -62,7 +62,7 @@ pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
             telemetry::metrics::endpoint(metrics, m::json_view),
         )
         .with_state(state);
-    telemetry::observe::instrument(routes)
+    telemetry::observe::instrument(routes, telemetry::observe::AttemptHeader::Trusted)
 }
 
 /// Body of `POST /token`. Its `Debug` output never shows the password.
@@ -101,8 +101,8 @@ pub struct TokenGrant {
     pub user: String,
 }
 
-/// `POST /token`. In order: validate the body; refuse a username with too many recent
-/// failed logins (429); wait `delay_ms` plus `--extra-latency-ms`, but never past the
+/// `POST /token`. In order: validate the body; count the guess, or refuse a username with
+/// too many recent failed logins (429); wait `delay_ms` plus `--extra-latency-ms`, but never past the
 /// caller's deadline (`x-request-timeout-ms`; then 504, work abandoned); answer an injected
 /// failure if one is asked for or drawn; then 200 with a token for valid credentials, 401
 /// otherwise. The wait does not depend on the credentials.
@@ -138,9 +138,10 @@ async fn token_outcome(
     let delay_ms = parse_delay(request.delay_ms.as_ref(), state.max_delay_ms)?;
     let fail_status = parse_fail_status(request.fail_status.as_ref())?;
     let deadline = caller_deadline(headers);
-    state
+    // Counted now, before any wait: a burst of guesses cannot all get through.
+    let guess = state
         .throttle
-        .check(&request.username)
+        .begin(&request.username)
         .map_err(|retry_after| ApiError::Throttled { retry_after })?;
 
     if let Some(delay_ms) = delay_ms {
@@ -178,10 +179,10 @@ async fn token_outcome(
         return Err(ApiError::InjectedFailure(status));
     }
     if !state.users.verify(&request.username, &request.password) {
-        state.throttle.record_failure(&request.username);
+        guess.failed();
         return Err(ApiError::InvalidCredentials);
     }
-    state.throttle.record_success(&request.username);
+    drop(guess);
     Ok(Json(TokenGrant {
         token: format!("token-{}", request.username),
         user: request.username,

@@ -1,92 +1,197 @@
-//! Brute-force protection for `/token`: after too many failed logins for one username within
-//! a window, that username is refused with 429 and `Retry-After` until the oldest failure
-//! leaves the window. Other users are unaffected; a successful login clears the count.
+//! Brute-force protection for `/token`: at most `--max-login-failures` wrong passwords per
+//! username are ever checked within `--login-failure-window-ms`; beyond that the username is
+//! refused with 429 and `Retry-After` until its oldest counted failure leaves the window.
+//!
+//! Three properties a client cannot get around:
+//! - **Counted before checked.** A guess takes its place in the count before the password is
+//!   looked at (and before any `delay_ms`), so however many guesses arrive at once, at most
+//!   the limit are evaluated. A guess that turns out right, or is never evaluated (the caller
+//!   hung up, an injected failure), gives its place back. A right password does *not* clear
+//!   the earlier failures: a correct login cannot buy an attacker more guesses.
+//! - **Fixed memory.** Failures are counted in a count-min sketch: two rows of counters,
+//!   each username mapping to one counter per row through a hash keyed with random keys
+//!   at start-up (so nobody can pick names that collide on purpose). Its size does not
+//!   depend on how many usernames there are or how long they are.
+//! - **Errs on the side of throttling.** A username's count is the smaller of its two
+//!   counters; other names sharing a counter can only raise it. Under a large spray an
+//!   innocent name may be throttled early; an attacker's name is never counted low.
+//!
+//! Each counter keeps the failures of the last window in [`SLOTS`] time slots, plus the
+//! slot in progress, so a failure counts for at least a whole window (at most one slot more).
 
-use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher as _, RandomState};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Most usernames tracked at once, so a spray of made-up names cannot exhaust memory. When
-/// full, expired entries are dropped; if it is still full, new names are not tracked.
-const MAX_TRACKED: usize = 10_000;
+/// Counters per row (a power of two). 2 rows × 16,384 counters × 28 bytes ≈ 900 KiB, fixed.
+const COLUMNS: usize = 16_384;
 
-/// Failed logins per username over a sliding window.
+/// Slots one window is divided into; a counter's resolution is window / SLOTS.
+const SLOTS: usize = 10;
+
+/// One counter: failures per slot, in a ring of the last window's slots and the current one.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cell {
+    /// Index of the newest slot written (slots count from the throttle's start).
+    newest: u64,
+    counts: [u16; SLOTS + 1],
+}
+
+impl Cell {
+    /// Forgets slots that have left the window by `slot`.
+    fn advance(&mut self, slot: u64) {
+        if slot <= self.newest {
+            return;
+        }
+        let stale = (slot - self.newest).min(self.counts.len() as u64);
+        for k in 1..=stale {
+            self.counts[ring(self.newest + k)] = 0;
+        }
+        self.newest = slot;
+    }
+
+    fn total(&self) -> u32 {
+        self.counts.iter().map(|&c| u32::from(c)).sum()
+    }
+
+    /// The first slot whose leaving the window brings the total under `max`.
+    fn frees_at(&self, max: u32) -> u64 {
+        let oldest = self.newest.saturating_sub(SLOTS as u64);
+        let mut total = self.total();
+        for slot in oldest..=self.newest {
+            total -= u32::from(self.counts[ring(slot)]);
+            if total < max {
+                return slot;
+            }
+        }
+        self.newest
+    }
+}
+
+fn ring(slot: u64) -> usize {
+    (slot % (SLOTS as u64 + 1)) as usize
+}
+
+/// Failed logins per username over a sliding window, in fixed memory (see the module docs).
 #[derive(Debug)]
 pub struct LoginThrottle {
     max_failures: u32,
-    window: Duration,
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    slot_length: Duration,
+    started: Instant,
+    key: RandomState,
+    rows: Mutex<Vec<Cell>>,
+}
+
+/// A guess that holds its place in a username's count until it is settled.
+#[derive(Debug)]
+#[must_use = "a guess gives its place back when dropped: call failed() for a wrong password"]
+pub struct Guess<'a> {
+    throttle: &'a LoginThrottle,
+    /// The counter of each row, and the slot counted in; `None` when the throttle is off.
+    place: Option<([usize; 2], u64)>,
+}
+
+impl Guess<'_> {
+    /// The password was wrong: the guess stays counted.
+    pub fn failed(mut self) {
+        self.place = None;
+    }
+}
+
+impl Drop for Guess<'_> {
+    /// Right password, or never evaluated: the place is given back.
+    fn drop(&mut self) {
+        if let Some((cells, slot)) = self.place.take() {
+            self.throttle.refund(cells, slot);
+        }
+    }
 }
 
 impl LoginThrottle {
-    /// Refuse a username after `max_failures` failures within `window` (0: never).
+    /// At most `max_failures` failures per username within `window` (0: no limit).
     pub fn new(max_failures: u32, window: Duration) -> Self {
+        let slot_length = (window / SLOTS as u32).max(Duration::from_millis(1));
+        let rows = if max_failures == 0 {
+            Vec::new()
+        } else {
+            vec![Cell::default(); 2 * COLUMNS]
+        };
         Self {
             max_failures,
-            window,
-            failures: Mutex::new(HashMap::new()),
+            slot_length,
+            started: Instant::now(),
+            key: RandomState::new(),
+            rows: Mutex::new(rows),
         }
     }
 
-    /// `Err(retry_after)` when `username` is throttled.
-    pub fn check(&self, username: &str) -> Result<(), Duration> {
+    /// Counts a guess for `username` before it is evaluated, or `Err(retry_after)` when the
+    /// username has had its failures for this window.
+    pub fn begin(&self, username: &str) -> Result<Guess<'_>, Duration> {
         if self.max_failures == 0 {
-            return Ok(());
-        }
-        let mut failures = self.lock();
-        let Some(times) = failures.get_mut(username) else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
-        {
-            times.pop_front();
-        }
-        match times.front() {
-            Some(oldest) if times.len() >= self.max_failures as usize => {
-                Err(self.window - now.duration_since(*oldest))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a failed login.
-    pub fn record_failure(&self, username: &str) {
-        if self.max_failures == 0 {
-            return;
-        }
-        let mut failures = self.lock();
-        let now = Instant::now();
-        if failures.len() >= MAX_TRACKED && !failures.contains_key(username) {
-            failures.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|t| now.duration_since(*t) < self.window)
+            return Ok(Guess {
+                throttle: self,
+                place: None,
             });
-            if failures.len() >= MAX_TRACKED {
-                return;
+        }
+        let cells = self.cells(username);
+        let slot = self.slot();
+        let mut rows = self.lock();
+        for &cell in &cells {
+            rows[cell].advance(slot);
+        }
+        let count = cells.iter().map(|&c| rows[c].total()).min().unwrap_or(0);
+        if count >= self.max_failures {
+            let frees_at = cells
+                .iter()
+                .map(|&c| rows[c].frees_at(self.max_failures))
+                .min()
+                .unwrap_or(slot);
+            // The slot leaves the window when slot + SLOTS + 1 begins.
+            let at =
+                self.slot_length * u32::try_from(frees_at + SLOTS as u64 + 1).unwrap_or(u32::MAX);
+            return Err(at
+                .saturating_sub(self.started.elapsed())
+                .max(Duration::from_millis(1)));
+        }
+        for &cell in &cells {
+            let count = &mut rows[cell].counts[ring(slot)];
+            *count = count.saturating_add(1);
+        }
+        Ok(Guess {
+            throttle: self,
+            place: Some((cells, slot)),
+        })
+    }
+
+    fn refund(&self, cells: [usize; 2], slot: u64) {
+        let mut rows = self.lock();
+        for cell in cells {
+            let cell = &mut rows[cell];
+            // Only if the slot is still in the ring (it may have been reused since).
+            if cell.newest < slot + SLOTS as u64 + 1 {
+                let count = &mut cell.counts[ring(slot)];
+                *count = count.saturating_sub(1);
             }
         }
-        let times = failures.entry(username.to_owned()).or_default();
-        times.push_back(now);
-        while times.len() > self.max_failures as usize {
-            times.pop_front();
-        }
     }
 
-    /// Clears a username's failures after a successful login.
-    pub fn record_success(&self, username: &str) {
-        if self.max_failures > 0 {
-            self.lock().remove(username);
-        }
+    /// The username's counter in each row: the two halves of one keyed 64-bit hash.
+    fn cells(&self, username: &str) -> [usize; 2] {
+        let hash = self.key.hash_one(username);
+        let column = |bits: u64| (bits as usize) & (COLUMNS - 1);
+        [column(hash), COLUMNS + column(hash >> 32)]
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    fn slot(&self) -> u64 {
+        let elapsed = self.started.elapsed().as_nanos();
+        u64::try_from(elapsed / self.slot_length.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Cell>> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -94,41 +199,98 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
+    fn fail(throttle: &LoginThrottle, username: &str) {
+        throttle.begin(username).expect("not throttled").failed();
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_eleventh_attempt_within_the_window_is_refused_until_it_slides() {
+    async fn the_eleventh_guess_within_the_window_is_refused_until_it_slides() {
         let throttle = LoginThrottle::new(10, Duration::from_secs(60));
         for _ in 0..10 {
-            assert!(throttle.check("divya").is_ok());
-            throttle.record_failure("divya");
+            fail(&throttle, "divya");
             tokio::time::advance(Duration::from_secs(1)).await;
         }
-        let retry_after = throttle.check("divya").expect_err("throttled");
-        assert_eq!(
-            retry_after,
-            Duration::from_secs(50),
-            "until the first failure is 60 s old"
+        let retry_after = throttle.begin("divya").expect_err("throttled");
+        assert!(
+            (Duration::from_secs(50)..=Duration::from_secs(60)).contains(&retry_after),
+            "until the first failure is at least 60 s old, at most one 6 s slot more: {retry_after:?}"
         );
         assert!(
-            throttle.check("alice").is_ok(),
+            throttle.begin("alice").is_ok(),
             "other users are unaffected"
         );
 
         tokio::time::advance(retry_after).await;
-        assert!(throttle.check("divya").is_ok(), "the window slid");
+        assert!(throttle.begin("divya").is_ok(), "the window slid");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn success_clears_and_zero_disables() {
-        let throttle = LoginThrottle::new(2, Duration::from_secs(60));
-        throttle.record_failure("divya");
-        throttle.record_success("divya");
-        throttle.record_failure("divya");
-        assert!(throttle.check("divya").is_ok());
+    async fn a_failure_counts_for_at_least_a_whole_window() {
+        let throttle = LoginThrottle::new(1, Duration::from_secs(60));
+        fail(&throttle, "divya");
+        tokio::time::advance(Duration::from_millis(59_999)).await;
+        assert!(throttle.begin("divya").is_err());
+    }
 
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_guesses_are_counted_before_any_is_evaluated() {
+        let throttle = LoginThrottle::new(10, Duration::from_secs(60));
+        let guesses: Vec<_> = (0..200)
+            .filter_map(|_| throttle.begin("divya").ok())
+            .collect();
+        assert_eq!(guesses.len(), 10, "only the limit may be evaluated");
+        guesses.into_iter().for_each(Guess::failed);
+        assert!(throttle.begin("divya").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_right_or_unevaluated_guess_gives_its_place_back_but_clears_nothing() {
+        let throttle = LoginThrottle::new(2, Duration::from_secs(60));
+        fail(&throttle, "divya");
+        drop(throttle.begin("divya").expect("right password"));
+        drop(throttle.begin("divya").expect("abandoned"));
+        fail(&throttle, "divya");
+        assert!(
+            throttle.begin("divya").is_err(),
+            "two failures: a success in between cleared nothing"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spray_of_names_frees_no_attacker_and_spares_a_quiet_user() {
+        let throttle = LoginThrottle::new(10, Duration::from_secs(60));
+        for n in 0..1_000 {
+            fail(&throttle, &format!("sprayed-{n}-{}", "x".repeat(100)));
+        }
+        let evaluated = (0..30)
+            .filter_map(|_| throttle.begin("divya").ok().map(Guess::failed))
+            .count();
+        assert!(evaluated <= 10, "never more than the limit: {evaluated}");
+        assert!(
+            throttle.begin("alice").is_ok(),
+            "1,000 names leave others alone"
+        );
+
+        for n in 0..200_000 {
+            if let Ok(guess) = throttle.begin(&n.to_string()) {
+                guess.failed();
+            }
+        }
+        let evaluated = (0..30)
+            .filter_map(|_| throttle.begin("mallory").ok().map(Guess::failed))
+            .count();
+        assert!(
+            evaluated <= 10,
+            "a flood of names never frees a name: {evaluated}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_disables() {
         let off = LoginThrottle::new(0, Duration::from_secs(60));
         for _ in 0..100 {
-            off.record_failure("divya");
+            fail(&off, "divya");
         }
-        assert!(off.check("divya").is_ok());
+        assert!(off.begin("divya").is_ok());
     }
 }
