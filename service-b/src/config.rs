@@ -81,10 +81,27 @@ pub struct Config {
     #[arg(long, env = "RETRY_BUDGET_MIN_PER_SEC", default_value_t = 1.0)]
     pub retry_budget_min_per_sec: f64,
 
-    /// Consecutive failed calls (every attempt failed) after which B stops calling A for
-    /// --breaker-cooldown-ms and answers 503 at once. 0 turns the breaker off.
+    /// Failed calls in a row (every attempt failed) that open the breaker when nothing in
+    /// --breaker-window-ms succeeded: B then stops calling A for --breaker-cooldown-ms and
+    /// answers 503 at once. 0 turns the breaker off.
     #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5)]
     pub breaker_threshold: u32,
+
+    /// Share of failed calls over --breaker-window-ms (0.0–1.0) that opens the breaker once
+    /// at least --breaker-min-calls calls were made in it. A provider failing less often
+    /// than this never looks dead.
+    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.5, value_parser = parse_share)]
+    pub breaker_failure_rate: f64,
+
+    /// Calls in --breaker-window-ms before the failure rate can open the breaker.
+    #[arg(long, env = "BREAKER_MIN_CALLS", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_min_calls: u32,
+
+    /// The sliding window the breaker measures calls over, in milliseconds.
+    #[arg(long, env = "BREAKER_WINDOW_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub breaker_window_ms: u64,
 
     /// How long the open breaker refuses calls before letting one probe through, in ms.
     #[arg(long, env = "BREAKER_COOLDOWN_MS", default_value_t = 1000)]
@@ -95,15 +112,22 @@ pub struct Config {
     #[arg(long, env = "POOL_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
     pub pool_idle_timeout_ms: u64,
 
-    /// How long in-flight requests may run after SIGTERM before they are cut off, in
-    /// milliseconds. Longer than the worst-case call to A.
-    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
-    pub shutdown_grace_ms: u64,
+    /// Connection limits, timeouts and the shutdown grace, shared with the other service.
+    #[command(flatten)]
+    pub edge: telemetry::server::EdgeArgs,
 }
 
 /// Added to the worst case to make the default deadline: room for the scheduling noise of a
 /// busy machine, so the deadline never cuts short an attempt the timeout would have allowed.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(40);
+
+/// A share from 0.0 to 1.0.
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err("expected a number from 0.0 to 1.0".into()),
+    }
+}
 
 /// An `http://` URL with a host. TLS is not built in: between two services on one host or
 /// one cluster network, plain HTTP keeps the example small; put TLS in a mesh or proxy.
@@ -137,16 +161,22 @@ impl Config {
         self.provider_timeout() * self.provider_attempts + backoff
     }
 
+    /// When the circuit breaker opens, and for how long.
+    pub fn breaker_policy(&self) -> crate::resilience::BreakerPolicy {
+        crate::resilience::BreakerPolicy {
+            consecutive: self.breaker_threshold,
+            failure_rate: self.breaker_failure_rate,
+            min_calls: self.breaker_min_calls,
+            window: Duration::from_millis(self.breaker_window_ms),
+            cooldown: Duration::from_millis(self.breaker_cooldown_ms),
+        }
+    }
+
     /// The deadline over all attempts (see the module docs).
     pub fn provider_deadline(&self) -> Duration {
         self.provider_deadline_ms
             .map(Duration::from_millis)
             .unwrap_or_else(|| self.worst_case_call() + DEADLINE_MARGIN)
-    }
-
-    /// The shutdown grace period.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
     }
 }
 

@@ -54,12 +54,11 @@ impl IntoResponse for ApiError {
                 "provider unavailable".to_owned(),
                 Some(failures.details()),
             ),
-            Self::Provider(ProviderError::CircuitOpen {
-                retry_in,
-                threshold,
-            }) => {
+            Self::Provider(ProviderError::CircuitOpen { retry_in, evidence }) => {
                 let details = format!(
-                    "circuit open after {threshold} consecutive failed calls: not calling the provider; next probe in {}ms",
+                    "circuit open: {} of the last {} calls failed; not calling the provider; next probe in {}ms",
+                    evidence.failures,
+                    evidence.calls,
                     retry_in.as_millis()
                 );
                 let mut response = (

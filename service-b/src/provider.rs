@@ -140,8 +140,8 @@ pub enum ProviderError {
     CircuitOpen {
         /// Time until the breaker lets a probe through.
         retry_in: Duration,
-        /// Consecutive failed calls that opened it.
-        threshold: u32,
+        /// The calls that opened it.
+        evidence: crate::resilience::Evidence,
     },
     /// A answered, but not with anything B can use (an unexpected 4xx, or a body without a
     /// token): a configuration or version mismatch, not an outage.
@@ -224,7 +224,7 @@ pub struct Provider {
     deadline: Duration,
     breaker: Arc<CircuitBreaker>,
     budget: Arc<RetryBudget>,
-    breaker_threshold: u32,
+    attempt_timeout: Duration,
     max_attempts: u32,
 }
 
@@ -271,12 +271,9 @@ impl Provider {
             http,
             token_url,
             deadline: config.provider_deadline(),
-            breaker: Arc::new(CircuitBreaker::new(
-                config.breaker_threshold,
-                Duration::from_millis(config.breaker_cooldown_ms),
-            )),
+            breaker: Arc::new(CircuitBreaker::new(config.breaker_policy())),
             budget,
-            breaker_threshold: config.breaker_threshold,
+            attempt_timeout: timeout,
             max_attempts: config.provider_attempts,
         })
     }
@@ -298,6 +295,11 @@ impl Provider {
         request: &TokenRequest<'_>,
         request_id: &telemetry::RequestId,
     ) -> Result<Grant, ProviderError> {
+        // A caller who asks A to wait at least as long as B waits has asked for a timeout:
+        // it is answered as any timeout, but says nothing about A's health.
+        let timeout_requested = request
+            .delay_ms
+            .is_some_and(|ms| Duration::from_millis(ms) >= self.attempt_timeout);
         let mut builder = self.http.post(self.token_url.clone()).json(request);
         if let Some(id) = request_id.header_value() {
             builder = builder.header(telemetry::request_id::HEADER, id);
@@ -308,12 +310,9 @@ impl Provider {
 
         let permit = match self.breaker.admit() {
             Admission::Allowed(permit) => permit,
-            Admission::Refused { retry_in } => {
+            Admission::Refused { retry_in, evidence } => {
                 count_failed_call("circuit_open");
-                return Err(ProviderError::CircuitOpen {
-                    retry_in,
-                    threshold: self.breaker_threshold,
-                });
+                return Err(ProviderError::CircuitOpen { retry_in, evidence });
             }
         };
         self.budget.deposit();
@@ -350,7 +349,17 @@ impl Provider {
                 answer
             }
             Err(failures) => {
-                permit.record(false);
+                let as_requested = timeout_requested
+                    && !failures.attempts.is_empty()
+                    && failures
+                        .attempts
+                        .iter()
+                        .all(|f| f.kind == FailureKind::Timeout);
+                if as_requested {
+                    drop(permit); // not evidence against A
+                } else {
+                    permit.record(false);
+                }
                 if failures.deadline.is_some() {
                     metrics::counter!(crate::metrics::DEADLINE_EXCEEDED).increment(1);
                 }

@@ -121,10 +121,76 @@ impl CircuitState {
     }
 }
 
+/// When the breaker opens: when at least `min_calls` calls were made over the last `window`
+/// and the share of them that failed reaches `failure_rate` (a busy client), or when
+/// `consecutive` calls in a row failed and nothing in the window succeeded (a quiet one,
+/// e.g. curl while A is down). A provider failing only part of the time under load stays
+/// below the rate, so the breaker never turns a partly healthy provider into a dead one; a
+/// provider that is down fails every call and trips it within a few calls at any traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerPolicy {
+    /// Failures in a row that count as enough evidence; 0 turns the breaker off.
+    pub consecutive: u32,
+    /// Share of failed calls in the window (0.0–1.0) at which it opens.
+    pub failure_rate: f64,
+    /// Calls in the window that count as enough evidence.
+    pub min_calls: u32,
+    /// The sliding window the rate is measured over.
+    pub window: Duration,
+    /// How long it stays open before letting one probe through.
+    pub cooldown: Duration,
+}
+
+/// Calls and failures over a sliding window, in ten slots.
+#[derive(Debug, Default)]
+struct Outcomes {
+    slots: VecDeque<OutcomeSlot>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OutcomeSlot {
+    start: Instant,
+    calls: u32,
+    failures: u32,
+}
+
+impl Outcomes {
+    /// Counts one call, then returns (calls, failures) over the window.
+    fn record(&mut self, failed: bool, window: Duration) -> (u32, u32) {
+        let now = Instant::now();
+        while self
+            .slots
+            .front()
+            .is_some_and(|s| now.duration_since(s.start) >= window)
+        {
+            self.slots.pop_front();
+        }
+        if self
+            .slots
+            .back()
+            .is_none_or(|s| now.duration_since(s.start) >= window / 10)
+        {
+            self.slots.push_back(OutcomeSlot {
+                start: now,
+                calls: 0,
+                failures: 0,
+            });
+        }
+        if let Some(slot) = self.slots.back_mut() {
+            slot.calls += 1;
+            slot.failures += u32::from(failed);
+        }
+        self.slots.iter().fold((0, 0), |(calls, failures), s| {
+            (calls + s.calls, failures + s.failures)
+        })
+    }
+}
+
 #[derive(Debug)]
 enum State {
     Closed {
         consecutive_failures: u32,
+        outcomes: Outcomes,
     },
     Open {
         until: Instant,
@@ -133,14 +199,31 @@ enum State {
     HalfOpen,
 }
 
-/// Fails fast when A keeps failing: after `threshold` consecutive failed calls it opens and
-/// refuses calls for `cooldown`; then it lets one probe through, which closes it on success
-/// or re-opens it on failure. A threshold of 0 disables it.
+impl State {
+    fn closed() -> Self {
+        Self::Closed {
+            consecutive_failures: 0,
+            outcomes: Outcomes::default(),
+        }
+    }
+}
+
+/// What the window held when the breaker opened: said in B's 503 while it is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Evidence {
+    /// Failed calls in the window.
+    pub failures: u32,
+    /// Calls in the window.
+    pub calls: u32,
+}
+
+/// Fails fast when A is sick: opens as [`BreakerPolicy`] says and refuses calls for the
+/// cool-down; then it lets one probe through, which closes it on success or re-opens it on
+/// failure.
 #[derive(Debug)]
 pub struct CircuitBreaker {
-    threshold: u32,
-    cooldown: Duration,
-    state: Mutex<State>,
+    policy: BreakerPolicy,
+    state: Mutex<(State, Evidence)>,
 }
 
 /// The breaker's answer to "may I call A?".
@@ -152,13 +235,16 @@ pub enum Admission<'a> {
     Refused {
         /// Time until the next probe may go.
         retry_in: Duration,
+        /// What opened it.
+        evidence: Evidence,
     },
 }
 
 /// Permission for one call. Report its outcome with [`Permit::record`]. A permit dropped
-/// without a report (B's own caller hung up mid-call) says nothing about A's health: it is
-/// not counted, and if it was the half-open probe, the next call becomes the probe, so a
-/// lost probe can neither leave the breaker stuck half-open nor re-open it.
+/// without a report says nothing about A's health (B's own caller hung up mid-call, or the
+/// caller asked for the failure): it is not counted, and if it was the half-open probe, the
+/// next call becomes the probe, so a lost probe can neither leave the breaker stuck
+/// half-open nor re-open it.
 #[derive(Debug)]
 pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
@@ -182,21 +268,18 @@ impl Drop for Permit<'_> {
 }
 
 impl CircuitBreaker {
-    /// A breaker that opens after `threshold` consecutive failures (0: never) for `cooldown`.
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+    /// A closed breaker with `policy`.
+    pub fn new(policy: BreakerPolicy) -> Self {
         metrics::gauge!(crate::metrics::CIRCUIT_STATE).set(CircuitState::Closed.gauge_value());
         Self {
-            threshold,
-            cooldown,
-            state: Mutex::new(State::Closed {
-                consecutive_failures: 0,
-            }),
+            policy,
+            state: Mutex::new((State::closed(), Evidence::default())),
         }
     }
 
     /// The current state.
     pub fn state(&self) -> CircuitState {
-        match *self.lock() {
+        match self.lock().0 {
             State::Closed { .. } => CircuitState::Closed,
             State::Open { .. } => CircuitState::Open,
             State::HalfOpen => CircuitState::HalfOpen,
@@ -211,66 +294,80 @@ impl CircuitBreaker {
                 reported: false,
             })
         };
-        if self.threshold == 0 {
+        if self.policy.consecutive == 0 {
             return allow();
         }
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let (state, evidence) = &mut *guard;
         match *state {
             State::Closed { .. } => allow(),
             State::Open { until } if Instant::now() < until => Admission::Refused {
                 retry_in: until - Instant::now(),
+                evidence: *evidence,
             },
             State::Open { .. } => {
                 *state = State::HalfOpen;
-                drop(state);
+                drop(guard);
                 transition(CircuitState::HalfOpen);
                 allow()
             }
             State::HalfOpen => Admission::Refused {
                 retry_in: Duration::ZERO,
+                evidence: *evidence,
             },
         }
     }
 
     fn record(&self, succeeded: bool) {
-        if self.threshold == 0 {
+        if self.policy.consecutive == 0 {
             return;
         }
-        let mut state = self.lock();
+        let policy = self.policy;
+        let mut guard = self.lock();
+        let (state, evidence) = &mut *guard;
         let changed = match (&mut *state, succeeded) {
             (
                 State::Closed {
                     consecutive_failures,
+                    outcomes,
                 },
-                true,
+                _,
             ) => {
-                *consecutive_failures = 0;
-                None
-            }
-            (
-                State::Closed {
-                    consecutive_failures,
-                },
-                false,
-            ) => {
-                *consecutive_failures += 1;
-                (*consecutive_failures >= self.threshold).then_some(CircuitState::Open)
+                *consecutive_failures = if succeeded {
+                    0
+                } else {
+                    *consecutive_failures + 1
+                };
+                let (calls, failures) = outcomes.record(!succeeded, policy.window);
+                // A quiet client: every call in the window failed, `consecutive` of them in
+                // a row. A busy one: enough calls, and too many of them failed.
+                let all_failing = *consecutive_failures >= policy.consecutive && failures == calls;
+                let mostly_failing = calls >= policy.min_calls
+                    && f64::from(failures) >= policy.failure_rate * f64::from(calls);
+                (!succeeded && (all_failing || mostly_failing)).then(|| {
+                    *evidence = Evidence { failures, calls };
+                    CircuitState::Open
+                })
             }
             (State::HalfOpen, true) => Some(CircuitState::Closed),
-            (State::HalfOpen, false) => Some(CircuitState::Open),
+            (State::HalfOpen, false) => {
+                *evidence = Evidence {
+                    failures: 1,
+                    calls: 1,
+                };
+                Some(CircuitState::Open)
+            }
             // A call admitted before the circuit opened, finishing late: already counted.
             (State::Open { .. }, _) => None,
         };
         if let Some(next) = changed {
             *state = match next {
                 CircuitState::Open => State::Open {
-                    until: Instant::now() + self.cooldown,
+                    until: Instant::now() + policy.cooldown,
                 },
-                _ => State::Closed {
-                    consecutive_failures: 0,
-                },
+                _ => State::closed(),
             };
-            drop(state);
+            drop(guard);
             transition(next);
         }
     }
@@ -278,15 +375,15 @@ impl CircuitBreaker {
     /// A call ended without an outcome. Only a lost probe changes anything: the circuit goes
     /// back to open with its cool-down already over, so the next call probes at once.
     fn abandon(&self) {
-        let mut state = self.lock();
-        if matches!(*state, State::HalfOpen) {
-            *state = State::Open {
+        let mut guard = self.lock();
+        if matches!(guard.0, State::HalfOpen) {
+            guard.0 = State::Open {
                 until: Instant::now(),
             };
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (State, Evidence)> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -306,6 +403,16 @@ fn transition(to: CircuitState) {
 mod tests {
     use super::*;
 
+    fn breaker(consecutive: u32) -> CircuitBreaker {
+        CircuitBreaker::new(BreakerPolicy {
+            consecutive,
+            failure_rate: 0.5,
+            min_calls: 20,
+            window: Duration::from_secs(10),
+            cooldown: Duration::from_secs(1),
+        })
+    }
+
     fn allowed(breaker: &CircuitBreaker) -> Option<Permit<'_>> {
         match breaker.admit() {
             Admission::Allowed(permit) => Some(permit),
@@ -315,7 +422,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn breaker_opens_after_the_threshold_and_probes_after_the_cooldown() {
-        let breaker = CircuitBreaker::new(3, Duration::from_secs(1));
+        let breaker = breaker(3);
         for _ in 0..2 {
             allowed(&breaker).expect("closed").record(false);
         }
@@ -336,14 +443,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_probe_reopens_and_a_success_resets_the_count() {
-        let breaker = CircuitBreaker::new(2, Duration::from_secs(1));
+    async fn a_success_in_the_window_keeps_a_quiet_client_closed_and_a_failed_probe_reopens() {
+        let breaker = breaker(2);
         allowed(&breaker).expect("closed").record(false);
         allowed(&breaker).expect("closed").record(true);
         allowed(&breaker).expect("closed").record(false);
-        assert_eq!(breaker.state(), CircuitState::Closed, "not consecutive");
         allowed(&breaker).expect("closed").record(false);
-        assert_eq!(breaker.state(), CircuitState::Open);
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Closed,
+            "two in a row, but A answered within the window: 3 of 4 is too few calls to judge"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        allowed(&breaker).expect("closed").record(false);
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Open,
+            "the success left the window, and the run of failures went on"
+        );
 
         tokio::time::advance(Duration::from_secs(1)).await;
         allowed(&breaker).expect("probe").record(false);
@@ -357,7 +474,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn callers_hanging_up_never_open_the_circuit() {
-        let breaker = CircuitBreaker::new(3, Duration::from_secs(1));
+        let breaker = breaker(3);
         for _ in 0..100 {
             drop(allowed(&breaker).expect("closed"));
         }
@@ -366,7 +483,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lost_probe_lets_the_next_call_probe_at_once() {
-        let breaker = CircuitBreaker::new(1, Duration::from_secs(1));
+        let breaker = breaker(1);
         allowed(&breaker).expect("closed").record(false);
         tokio::time::advance(Duration::from_secs(1)).await;
         drop(allowed(&breaker).expect("probe"));
@@ -378,11 +495,52 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn threshold_zero_never_opens() {
-        let breaker = CircuitBreaker::new(0, Duration::from_secs(1));
+        let breaker = breaker(0);
         for _ in 0..100 {
             allowed(&breaker).expect("disabled").record(false);
         }
         assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_failing_half_the_time_under_load_never_opens_it() {
+        let breaker = breaker(5);
+        for n in 0..10_000 {
+            // Runs of 9 failures, 45% failures overall: a flaky, busy provider.
+            let failed = (n % 20) >= 11;
+            allowed(&breaker).expect("stays closed").record(!failed);
+            if n % 100 == 0 {
+                tokio::time::advance(Duration::from_millis(100)).await;
+            }
+        }
+        assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_provider_under_load_opens_it_within_min_calls() {
+        let breaker = breaker(1_000);
+        for _ in 0..100 {
+            allowed(&breaker).expect("closed").record(true);
+        }
+        let mut failed = 0;
+        while let Some(permit) = allowed(&breaker) {
+            permit.record(false);
+            failed += 1;
+            assert!(failed <= 100, "never opened");
+        }
+        assert_eq!(failed, 100, "opens when failures reach half the window");
+        match breaker.admit() {
+            Admission::Refused { evidence, .. } => {
+                assert_eq!(
+                    evidence,
+                    Evidence {
+                        failures: 100,
+                        calls: 200
+                    }
+                );
+            }
+            Admission::Allowed(_) => panic!("open"),
+        }
     }
 
     #[tokio::test(start_paused = true)]
