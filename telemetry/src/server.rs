@@ -491,8 +491,9 @@ enum Phase {
 
 /// The connection's socket, with its head and idle timers: while no request is in flight,
 /// a read that would wait past the running timer's deadline fails instead (after a JSON
-/// 408 for a head that stalled), which ends the connection. Hyper reads a connection for as
-/// long as it is open, so this is where the wait is seen.
+/// 408 for a head that stalled), which ends the connection. The timer is armed wherever
+/// hyper touches the socket while waiting (a read that would block, the flush of a
+/// response), so its expiry always wakes the connection.
 struct ClockedIo {
     io: TcpStream,
     conn: Arc<Conn>,
@@ -525,6 +526,18 @@ impl ClockedIo {
     }
 }
 
+impl ClockedIo {
+    /// Arms the running timer and polls it: the phase whose deadline has passed, if one has.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Option<Phase> {
+        let (phase, deadline) = self.deadline()?;
+        if self.armed != Some(deadline) {
+            self.sleep.as_mut().reset(deadline);
+            self.armed = Some(deadline);
+        }
+        self.sleep.as_mut().poll(cx).is_ready().then_some(phase)
+    }
+}
+
 impl AsyncRead for ClockedIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -545,16 +558,9 @@ impl AsyncRead for ClockedIo {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let Some((phase, deadline)) = this.deadline() else {
+                let Some(phase) = this.poll_timer(cx) else {
                     return Poll::Pending;
                 };
-                if this.armed != Some(deadline) {
-                    this.sleep.as_mut().reset(deadline);
-                    this.armed = Some(deadline);
-                }
-                if this.sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
                 this.conn.timed_out.store(phase as u8, Relaxed);
                 if phase == Phase::Head {
                     let message = format!(
@@ -599,7 +605,13 @@ impl AsyncWrite for ClockedIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let flushed = Pin::new(&mut self.io).poll_flush(cx);
+        // A response has gone out. Hyper does not read again until the socket is readable,
+        // so the idle timer is armed here, where it wakes the connection when it fires.
+        if flushed.is_ready() && self.poll_timer(cx).is_some() {
+            cx.waker().wake_by_ref();
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
