@@ -25,18 +25,45 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Counters per row (a power of two). 2 rows × 16,384 counters × 28 bytes ≈ 900 KiB, fixed.
-const COLUMNS: usize = 16_384;
+/// Counters per row (a power of two). 2 rows × 65,536 counters × 32 bytes = 4 MiB at most,
+/// allocated zeroed, so the pages no username has touched cost nothing. With 200,000 names
+/// failing within one window, a counter holds about 3 of them on average: an innocent
+/// name is throttled only if both its counters reach the limit.
+const COLUMNS: usize = 65_536;
 
 /// Slots one window is divided into; a counter's resolution is window / SLOTS.
 const SLOTS: usize = 10;
 
 /// One counter: failures per slot, in a ring of the last window's slots and the current one.
-#[derive(Debug, Clone, Copy, Default)]
+/// Plain integers only, so a table of them is allocated zeroed (see [`COLUMNS`]).
+#[derive(Debug, Clone, Copy)]
 struct Cell {
     /// Index of the newest slot written (slots count from the throttle's start).
     newest: u64,
     counts: [u16; SLOTS + 1],
+}
+
+/// A [`Cell`] as it is stored: `[newest as four u16, counts…]`. Arrays of integers are what
+/// `vec![0; n]` can allocate zeroed instead of writing every page.
+type StoredCell = [u16; 4 + SLOTS + 1];
+
+impl Cell {
+    fn load(stored: &StoredCell) -> Self {
+        let mut newest = 0u64;
+        for (i, part) in stored[..4].iter().enumerate() {
+            newest |= u64::from(*part) << (16 * i);
+        }
+        let mut counts = [0; SLOTS + 1];
+        counts.copy_from_slice(&stored[4..]);
+        Self { newest, counts }
+    }
+
+    fn store(&self, stored: &mut StoredCell) {
+        for (i, part) in stored[..4].iter_mut().enumerate() {
+            *part = (self.newest >> (16 * i)) as u16;
+        }
+        stored[4..].copy_from_slice(&self.counts);
+    }
 }
 
 impl Cell {
@@ -81,7 +108,7 @@ pub struct LoginThrottle {
     slot_length: Duration,
     started: Instant,
     key: RandomState,
-    rows: Mutex<Vec<Cell>>,
+    rows: Mutex<Vec<StoredCell>>,
 }
 
 /// A guess that holds its place in a username's count until it is settled.
@@ -116,7 +143,7 @@ impl LoginThrottle {
         let rows = if max_failures == 0 {
             Vec::new()
         } else {
-            vec![Cell::default(); 2 * COLUMNS]
+            vec![[0; 4 + SLOTS + 1]; 2 * COLUMNS]
         };
         Self {
             max_failures,
@@ -139,14 +166,15 @@ impl LoginThrottle {
         let cells = self.cells(username);
         let slot = self.slot();
         let mut rows = self.lock();
-        for &cell in &cells {
-            rows[cell].advance(slot);
+        let mut counters = cells.map(|c| Cell::load(&rows[c]));
+        for counter in &mut counters {
+            counter.advance(slot);
         }
-        let count = cells.iter().map(|&c| rows[c].total()).min().unwrap_or(0);
+        let count = counters.iter().map(Cell::total).min().unwrap_or(0);
         if count >= self.max_failures {
-            let frees_at = cells
+            let frees_at = counters
                 .iter()
-                .map(|&c| rows[c].frees_at(self.max_failures))
+                .map(|c| c.frees_at(self.max_failures))
                 .min()
                 .unwrap_or(slot);
             // The slot leaves the window when slot + SLOTS + 1 begins.
@@ -156,9 +184,10 @@ impl LoginThrottle {
                 .saturating_sub(self.started.elapsed())
                 .max(Duration::from_millis(1)));
         }
-        for &cell in &cells {
-            let count = &mut rows[cell].counts[ring(slot)];
+        for (counter, cell) in counters.iter_mut().zip(cells) {
+            let count = &mut counter.counts[ring(slot)];
             *count = count.saturating_add(1);
+            counter.store(&mut rows[cell]);
         }
         Ok(Guess {
             throttle: self,
@@ -169,11 +198,12 @@ impl LoginThrottle {
     fn refund(&self, cells: [usize; 2], slot: u64) {
         let mut rows = self.lock();
         for cell in cells {
-            let cell = &mut rows[cell];
+            let mut counter = Cell::load(&rows[cell]);
             // Only if the slot is still in the ring (it may have been reused since).
-            if cell.newest < slot + SLOTS as u64 + 1 {
-                let count = &mut cell.counts[ring(slot)];
+            if counter.newest < slot + SLOTS as u64 + 1 {
+                let count = &mut counter.counts[ring(slot)];
                 *count = count.saturating_sub(1);
+                counter.store(&mut rows[cell]);
             }
         }
     }
@@ -190,7 +220,7 @@ impl LoginThrottle {
         u64::try_from(elapsed / self.slot_length.as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Cell>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<StoredCell>> {
         self.rows.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -283,6 +313,25 @@ mod tests {
             evaluated <= 10,
             "a flood of names never frees a name: {evaluated}"
         );
+        let spared = (0..100)
+            .filter(|n| throttle.begin(&format!("innocent-{n}")).is_ok())
+            .count();
+        assert!(
+            spared >= 95,
+            "200,000 failing names throttle few others: {spared} of 100"
+        );
+    }
+
+    #[test]
+    fn a_stored_cell_round_trips() {
+        let cell = Cell {
+            newest: 0x0123_4567_89ab_cdef,
+            counts: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, u16::MAX],
+        };
+        let mut stored = [0; 4 + SLOTS + 1];
+        cell.store(&mut stored);
+        let back = Cell::load(&stored);
+        assert_eq!((back.newest, back.counts), (cell.newest, cell.counts));
     }
 
     #[tokio::test(start_paused = true)]
