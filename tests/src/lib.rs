@@ -188,7 +188,25 @@ impl Service {
     /// Starts `kind` listening on `listen` with `args` and extra environment `env`, and waits
     /// for its `listening` line.
     pub fn start(kind: Kind, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(binary(kind));
+        Self::start_under(&[], kind, listen, args, env)
+    }
+
+    /// [`Self::start`], with the binary run by `wrapper` (e.g. `["prlimit", "--nofile=256"]`).
+    pub fn start_under(
+        wrapper: &[&str],
+        kind: Kind,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary(kind));
+                command
+            }
+            None => Command::new(binary(kind)),
+        };
         command
             .args(["--listen", listen])
             .args(args)
@@ -250,6 +268,46 @@ impl Service {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The process's peak resident memory (`VmHWM` in `/proc/<pid>/status`), in bytes.
+    pub fn peak_memory(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the process is alive");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status");
+        kib * 1024
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Asks `/health` over a new connection, and returns how long the answer took; panics
+    /// unless it is a 200.
+    pub async fn health_latency(&self) -> Duration {
+        let fresh = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .timeout(TIMEOUT)
+            .build()
+            .expect("client");
+        let reply = send(fresh.get(self.at("/health"))).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.elapsed
+    }
+
+    /// The value of one Prometheus series, e.g. `http_connection_errors_total{kind="evicted"}`
+    /// (0 when absent).
+    pub async fn series(&self, series: &str) -> f64 {
+        let text = get(&self.at("/metrics?format=prometheus")).await.text;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().expect("a number"))
     }
 
     /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`, `INT`).

@@ -6,6 +6,7 @@ mod cli;
 mod deploy;
 mod failures;
 mod faults;
+mod hostile;
 mod metrics;
 mod prometheus;
 mod request_id;

@@ -1,0 +1,658 @@
+//! Hostile and careless clients: each test attacks one bound the services promise (memory,
+//! connections, time, label values, login guesses, the breaker's judgement) and reads the
+//! process's own memory and metrics. Loopback only; every loop is bounded in count and time.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use system_tests::{Kind, Service, TIMEOUT, client, post_json, send};
+
+/// The memory limit `deploy/compose.yaml` and `deploy/kubernetes/` give each service.
+const MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How fast `/health` must answer on a new connection while an attack runs.
+const HEALTHY_LATENCY: Duration = Duration::from_millis(100);
+
+/// Asserts the process survived within its memory limit and still answers promptly.
+async fn assert_unharmed(service: &mut Service, attack: &str) {
+    assert!(service.is_alive(), "{attack}: the process died");
+    let peak = service.peak_memory();
+    assert!(
+        peak < MEMORY_LIMIT,
+        "{attack}: peak memory {} MiB is over the 64 MiB limit",
+        peak / (1024 * 1024)
+    );
+    let latency = service.health_latency().await;
+    assert!(
+        latency < HEALTHY_LATENCY,
+        "{attack}: /health took {latency:?}"
+    );
+}
+
+/// Connects and sends `bytes`, without reading; the connection stays open until dropped.
+fn connect_and_send(service: &Service, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(service.addr).expect("connect");
+    stream.write_all(bytes).expect("send");
+    stream
+}
+
+/// What the server wrote back before closing (empty if it closed without a word).
+fn read_answer(stream: &mut TcpStream) -> String {
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("read timeout");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status code and JSON body of a raw HTTP/1.1 answer.
+fn status_and_body(answer: &str) -> (u16, Value) {
+    let status = answer
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// A token character string from a counter, e.g. "M17X".
+fn made_up_method(n: u32) -> reqwest::Method {
+    reqwest::Method::from_bytes(format!("M{n}X").as_bytes()).expect("a token")
+}
+
+#[tokio::test]
+async fn twenty_thousand_made_up_methods_and_paths_add_no_series() {
+    let mut a = Service::a(&[]);
+    let http = client();
+    let spray = |from: u32, to: u32| {
+        let http = http.clone();
+        let base = a.url();
+        async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for worker in 0..16 {
+                let (http, base) = (http.clone(), base.clone());
+                tasks.spawn(async move {
+                    for n in (from + worker..to).step_by(16) {
+                        let path = if n % 2 == 0 {
+                            "/token".to_owned()
+                        } else {
+                            format!("/r{n}")
+                        };
+                        let reply =
+                            send(http.request(made_up_method(n), format!("{base}{path}"))).await;
+                        assert!(matches!(reply.status, 404 | 405), "{}", reply.text);
+                    }
+                });
+            }
+            tasks.join_all().await;
+        }
+    };
+    spray(0, 200).await;
+    // Every route's own series exist before the baseline is read.
+    a.health_latency().await;
+    system_tests::get(&a.at("/metrics?format=prometheus")).await;
+    let before = system_tests::get(&a.at("/metrics?format=prometheus"))
+        .await
+        .text;
+
+    let attack = tokio::spawn(spray(200, 20_200));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = a.health_latency().await;
+    attack.await.expect("spray");
+
+    let after = system_tests::get(&a.at("/metrics?format=prometheus"))
+        .await
+        .text;
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(
+        series(&after),
+        series(&before),
+        "20,000 more methods and paths added series"
+    );
+    assert!(
+        after.len() < before.len() + 1024,
+        "/metrics grew from {} to {} bytes",
+        before.len(),
+        after.len()
+    );
+    assert!(after.contains(r#"method="_OTHER""#), "{after}");
+    assert!(!after.contains("M1X"), "a made-up method became a label");
+    assert!(
+        during < HEALTHY_LATENCY,
+        "/health took {during:?} during the spray"
+    );
+    assert_unharmed(&mut a, "20k methods").await;
+}
+
+#[tokio::test]
+async fn a_spray_of_long_usernames_neither_frees_an_attacker_nor_grows_memory() {
+    let mut a = Service::a(&[]);
+    let url = a.at("/token");
+    let http = client();
+    let mut tasks = tokio::task::JoinSet::new();
+    let workers = 16;
+    for worker in 0..workers {
+        let (http, url) = (http.clone(), url.clone());
+        tasks.spawn(async move {
+            // 16,000-character usernames: the body still fits the 16 KiB limit.
+            let padding = "u".repeat(16_000 - 8);
+            for n in (worker..200_000).step_by(workers) {
+                let body = json!({"username": format!("{n:08}{padding}"), "password": "guess"});
+                let reply = send(http.post(&url).json(&body)).await;
+                // 429 when both of a name's counters are shared with names already at the
+                // limit: the throttle errs on the side of refusing.
+                assert!(matches!(reply.status, 401 | 429), "{}", reply.text);
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = a.health_latency().await;
+    tasks.join_all().await;
+    assert!(
+        during < HEALTHY_LATENCY,
+        "/health took {during:?} during the spray"
+    );
+
+    let mut evaluated = 0;
+    for _ in 0..30 {
+        let reply = post_json(
+            &url,
+            json!({"username": "divya", "password": "wrong"}),
+            None,
+        )
+        .await;
+        match reply.status {
+            401 => evaluated += 1,
+            429 => {}
+            other => panic!("unexpected {other}: {}", reply.text),
+        }
+    }
+    assert!(evaluated <= 10, "{evaluated} wrong guesses were checked");
+    let right = post_json(
+        &url,
+        json!({"username": "divya", "password": system_tests::DEMO_PASSWORD}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        right.status, 429,
+        "the right password after the limit is still refused: {}",
+        right.text
+    );
+    assert_unharmed(&mut a, "200k usernames of 16 KiB").await;
+}
+
+#[tokio::test]
+async fn concurrent_guesses_are_counted_before_their_delay() {
+    let a = Service::a(&[]);
+    let url = a.at("/token");
+    let guesses: Vec<_> = (0..200)
+        .map(|n| {
+            let password = if n == 199 {
+                system_tests::DEMO_PASSWORD
+            } else {
+                "wrong"
+            };
+            tokio::spawn(post_json(
+                &url,
+                json!({"username": "divya", "password": password, "delay_ms": 1000}),
+                None,
+            ))
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        statuses.push(guess.await.expect("guess").status);
+    }
+    let evaluated = statuses.iter().filter(|s| matches!(s, 200 | 401)).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        evaluated <= 10,
+        "{evaluated} guesses were evaluated: {statuses:?}"
+    );
+    assert_eq!(evaluated + throttled, 200, "{statuses:?}");
+}
+
+/// B's JSON `/metrics` value at `key`.
+async fn b_metric(b: &Service, key: &str) -> Value {
+    system_tests::get(&b.at("/metrics")).await.json[key].clone()
+}
+
+#[tokio::test]
+async fn timeouts_a_caller_asks_for_do_not_open_the_breaker() {
+    let a = Service::a(&[]);
+    let b = Service::b(&a.url(), &[]);
+    let url = b.at("/protected-action");
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                for _ in 0..2 {
+                    let reply = post_json(
+                        &url,
+                        json!({"username": "divya", "password": "pass123", "delay_ms": 2000}),
+                        None,
+                    )
+                    .await;
+                    assert_eq!(reply.status, 503, "{}", reply.text);
+                    assert_eq!(
+                        reply.json["details"], "timed out after 1s on both attempts",
+                        "answered exactly as the seed shows"
+                    );
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(4200) {
+        let reply = post_json(
+            &url,
+            json!({"username": "divya", "password": "pass123"}),
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "a valid user is served: {}", reply.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for task in slow {
+        task.await.expect("slow caller");
+    }
+    assert_eq!(b_metric(&b, "circuit_transitions").await["open"], 0);
+}
+
+/// Share of `n` calls to B, `concurrency` at a time, answered 200.
+async fn success_rate(b: &Service, n: usize, concurrency: usize) -> f64 {
+    let url = b.at("/protected-action");
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let url = url.clone();
+        tasks.spawn(async move {
+            let mut ok = 0;
+            for _ in (worker..n).step_by(concurrency) {
+                let body = json!({"username": "divya", "password": "pass123"});
+                if post_json(&url, body, None).await.status == 200 {
+                    ok += 1;
+                }
+            }
+            ok
+        });
+    }
+    let ok: usize = tasks.join_all().await.into_iter().sum();
+    ok as f64 / n as f64
+}
+
+#[tokio::test]
+async fn the_breaker_never_makes_a_half_failing_provider_look_dead() {
+    let a = Service::a(&["--failure-rate", "0.5"]);
+    let with_breaker = Service::b(&a.url(), &[]);
+    let without = Service::b(&a.url(), &["--breaker-threshold", "0"]);
+    let on = success_rate(&with_breaker, 3000, 32).await;
+    let off = success_rate(&without, 3000, 32).await;
+    assert!(
+        (on - off).abs() <= 0.05,
+        "success with the breaker {on:.3}, without {off:.3}"
+    );
+    assert!(on > 0.4, "half of A's answers are good: {on:.3}");
+    assert_eq!(
+        b_metric(&with_breaker, "circuit_transitions").await["open"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn slow_connections_and_endless_headers_leave_the_process_small_and_answering() {
+    let mut a = Service::a(&[]);
+    // 3,000 connections that each start a request and never finish its head.
+    let slow: Vec<TcpStream> = (0..3000)
+        .map(|_| connect_and_send(&a, b"POST /token HTTP/1.1\r\nHost: a\r\nX-Slow: "))
+        .collect();
+    assert_unharmed(&mut a, "3,000 slow connections").await;
+    let evicted = a
+        .series(r#"http_connection_errors_total{kind="evicted"}"#)
+        .await;
+    assert!(
+        evicted >= 3000.0 - 1024.0,
+        "over the cap, idle ones make room: {evicted}"
+    );
+    drop(slow);
+
+    // 300 connections each sending a header that never ends (390 KB each, in pieces).
+    let endless = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..300)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut stream = connect_and_send(&a, b"GET /health HTTP/1.1\r\nX-Endless: ");
+                    let chunk = [b'a'; 4096];
+                    for _ in 0..(390 * 1024 / chunk.len()) {
+                        if stream.write_all(&chunk).is_err() {
+                            break; // the server closed the connection
+                        }
+                    }
+                    read_answer(&mut stream)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("sender"))
+            .collect::<Vec<_>>()
+    });
+    // The server stops reading at 16 KiB, answers 431 and closes; with the rest of the
+    // header unread, the kernel resets the connection, which can reach the client first.
+    for answer in &endless {
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+            "{answer:?}"
+        );
+    }
+    assert_unharmed(&mut a, "300 endless headers").await;
+    let too_large = a
+        .series(r#"http_connection_errors_total{kind="header_too_large"}"#)
+        .await;
+    assert!(too_large >= 300.0, "every one counted: {too_large}");
+    a.logs
+        .wait_for(|l| l["event"] == "connection_rejected" && l["kind"] == "header_too_large");
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_a_still_answers_and_says_why() {
+    let mut a = Service::start_under(
+        &["prlimit", "--nofile=256:256"],
+        Kind::A,
+        "127.0.0.1:0",
+        &[],
+        &[],
+    );
+    let limits = a.logs.wait_for(|l| l["event"] == "edge_limits");
+    assert_eq!(
+        limits["max_connections"], 192,
+        "256 descriptors less 64 kept free"
+    );
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(a.addr).expect("connect"))
+        .collect();
+    assert_unharmed(&mut a, "300 idle connections at a 256-descriptor limit").await;
+    a.logs
+        .wait_for(|l| l["event"] == "connection_rejected" && l["kind"] == "evicted");
+    drop(idle);
+}
+
+#[tokio::test]
+async fn sigterm_closes_idle_and_half_sent_connections_at_once() {
+    let mut a = Service::a(&[]);
+    let _half = connect_and_send(&a, b"POST /tok");
+    let _idle = TcpStream::connect(a.addr).expect("connect");
+    a.sync_logs().await;
+    let started = Instant::now();
+    let status = a.stop();
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no request was in flight, yet shutdown took {:?} of the 10 s grace",
+        started.elapsed()
+    );
+    assert!(
+        a.logs
+            .matching(|l| l["event"] == "shutdown_grace_expired")
+            .is_empty()
+    );
+    a.logs.wait_for(|l| l["event"] == "shutdown_complete");
+}
+
+#[tokio::test]
+async fn requests_cut_off_by_the_grace_are_answered_503_and_logged() {
+    let mut a = Service::a(&["--shutdown-grace-ms", "1000"]);
+    let slow: Vec<_> = (0..5)
+        .map(|n| {
+            tokio::spawn(post_json(
+                &a.at("/token"),
+                json!({"username": "divya", "password": "pass123", "delay_ms": 3000}),
+                Some(&format!("cut-{n}")),
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + TIMEOUT;
+    while a.series(r#"http_requests_in_flight{route="/token"}"#).await < 5.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the five requests never ran together"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.signal("TERM");
+    for task in slow {
+        let reply = task.await.expect("cut-off request");
+        assert_eq!(reply.status, 503, "{}", reply.text);
+        assert_eq!(reply.json["error"], "server shutting down: request cut off");
+    }
+    assert!(a.wait_exit().success());
+    let expired = a.logs.wait_for(|l| l["event"] == "shutdown_grace_expired");
+    assert_eq!(expired["cut_off"], 5, "{expired}");
+    for n in 0..5 {
+        let id = format!("cut-{n}");
+        assert_eq!(a.logs.request_line(&id)["status"], 503);
+        a.logs
+            .wait_for(|l| l["event"] == "shutdown_cut_off" && l["request_id"] == id.as_str());
+    }
+}
+
+#[tokio::test]
+async fn b_does_not_log_an_attempt_number_its_caller_made_up() {
+    let a = Service::a(&[]);
+    let b = Service::b(&a.url(), &[]);
+    let reply = send(
+        client()
+            .post(b.at("/protected-action"))
+            .header("x-attempt", "7")
+            .header("x-request-id", "forged-attempt")
+            .json(&json!({"username": "divya", "password": "pass123"})),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let line = b.logs.request_line("forged-attempt");
+    assert!(line.get("attempt").is_none(), "{line}");
+    let a_line = a.logs.request_line("forged-attempt");
+    assert_eq!(
+        a_line["attempt"], 1,
+        "A still shows B's own numbering: {a_line}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_heads_are_refused_logged_and_counted() {
+    let a = Service::a(&[]);
+    // (what, request, status; 0: a 431 the kernel's reset may overtake, because the server
+    // stopped reading at 16 KiB and closed with the rest unread)
+    let cases: [(&str, Vec<u8>, u16); 4] = [
+        (
+            "control byte",
+            b"GET /health HTTP/1.1\r\nHost: a\r\nX-Bad: a\x01b\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "101 headers",
+            {
+                let mut head = b"GET /health HTTP/1.1\r\nHost: a\r\n".to_vec();
+                for n in 0..101 {
+                    head.extend_from_slice(format!("X-H{n}: v\r\n").as_bytes());
+                }
+                head.extend_from_slice(b"\r\n");
+                head
+            },
+            431,
+        ),
+        (
+            "70 KB URI",
+            format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(70_000)).into_bytes(),
+            0,
+        ),
+        (
+            "two Content-Lengths",
+            b"POST /token HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+                .to_vec(),
+            400,
+        ),
+    ];
+    for (what, request, status) in &cases {
+        let mut stream = connect_and_send(&a, request);
+        let answer = read_answer(&mut stream);
+        if *status == 0 {
+            assert!(
+                answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+                "{what}: {answer:?}"
+            );
+        } else {
+            assert_eq!(status_and_body(&answer).0, *status, "{what}: {answer:?}");
+        }
+    }
+    let count = |kind: &'static str| {
+        let a = &a;
+        async move {
+            a.series(&format!(r#"http_connection_errors_total{{kind="{kind}"}}"#))
+                .await
+        }
+    };
+    assert_eq!(count("malformed_request").await, 2.0);
+    assert_eq!(count("header_too_large").await, 2.0);
+    for kind in ["malformed_request", "header_too_large"] {
+        a.logs
+            .wait_for(|l| l["event"] == "connection_rejected" && l["kind"] == kind);
+    }
+}
+
+#[tokio::test]
+async fn slow_heads_and_bodies_get_408_and_idle_connections_close() {
+    let a = Service::a(&[
+        "--header-timeout-ms",
+        "300",
+        "--body-timeout-ms",
+        "300",
+        "--idle-timeout-ms",
+        "300",
+    ]);
+    let mut head = connect_and_send(&a, b"POST /token HTTP/1.1\r\nHost: a\r\n");
+    let (status, body) = status_and_body(&read_answer(&mut head));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (408, Some("request head not received within 300 ms"))
+    );
+    assert_eq!(
+        a.series(r#"http_connection_errors_total{kind="header_timeout"}"#)
+            .await,
+        1.0
+    );
+
+    let mut body = connect_and_send(
+        &a,
+        b"POST /token HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user",
+    );
+    let (status, json) = status_and_body(&read_answer(&mut body));
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (408, Some("request body not received within 300 ms"))
+    );
+
+    let mut idle = TcpStream::connect(a.addr).expect("connect");
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("send");
+    let started = Instant::now();
+    let answer = read_answer(&mut idle);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the idle keep-alive connection was closed after about 300 ms, not {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn over_the_in_flight_cap_requests_are_shed_but_probes_answer() {
+    let a = Service::a(&["--max-in-flight", "2"]);
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(post_json(
+                &a.at("/token"),
+                json!({"username": "divya", "password": "pass123", "delay_ms": 1500}),
+                None,
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + TIMEOUT;
+    while a.series(r#"http_requests_in_flight{route="/token"}"#).await < 2.0 {
+        assert!(Instant::now() < deadline, "the slow requests never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shed = post_json(
+        &a.at("/token"),
+        json!({"username": "divya", "password": "pass123"}),
+        Some("shed"),
+    )
+    .await;
+    assert_eq!(shed.status, 503, "{}", shed.text);
+    assert_eq!(shed.header("retry-after"), "1");
+    assert_eq!(
+        shed.json["error"],
+        "too many requests in flight: try again later"
+    );
+    assert_eq!(a.logs.request_line("shed")["status"], 503);
+    let latency = a.health_latency().await;
+    assert!(
+        latency < HEALTHY_LATENCY,
+        "/health is never shed: {latency:?}"
+    );
+    assert_eq!(a.series("http_requests_shed_total").await, 1.0);
+    for task in slow {
+        assert_eq!(task.await.expect("slow").status, 200);
+    }
+}
+
+#[tokio::test]
+async fn over_the_connection_cap_with_every_connection_busy_newcomers_get_503() {
+    let a = Service::a(&["--max-connections", "2"]);
+    let body = r#"{"username":"nobody","password":"x","delay_ms":1000}"#;
+    let slow_request = format!(
+        "POST /token HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    // Until both slow requests are being handled, a newcomer evicts one of them (it is still
+    // idle); then the attempt starts over.
+    loop {
+        let slow: Vec<_> = (0..2)
+            .map(|_| connect_and_send(&a, slow_request.as_bytes()))
+            .collect();
+        let mut probe = connect_and_send(
+            &a,
+            b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        );
+        let answer = read_answer(&mut probe);
+        let (status, body) = status_and_body(&answer);
+        if status == 503 {
+            assert_eq!(
+                body["error"],
+                "server at its connection limit: try again later"
+            );
+            assert!(answer.contains("\r\nretry-after: 1\r\n"), "{answer:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused");
+        drop(slow);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Asked once a connection is free again (the slow requests end after 1 s).
+    let deadline = Instant::now() + TIMEOUT;
+    while a
+        .series(r#"http_connection_errors_total{kind="over_capacity"}"#)
+        .await
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "the refusal was not counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
