@@ -108,7 +108,8 @@ impl Application {
             failure_rate = self.config.failure_rate,
         );
         let app = router(self.state, self.metrics);
-        telemetry::server::serve(self.listener, app, stop, &self.config.edge).await?;
+        // A opens no connections of its own per request.
+        telemetry::server::serve(self.listener, app, stop, &self.config.edge, 0).await?;
         Ok(())
     }
 }

@@ -88,9 +88,10 @@ pub struct Config {
     pub breaker_threshold: u32,
 
     /// Share of failed calls over --breaker-window-ms (0.0–1.0) that opens the breaker once
-    /// at least --breaker-min-calls calls were made in it. A provider failing less often
-    /// than this never looks dead.
-    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.5, value_parser = parse_share)]
+    /// at least --breaker-min-calls calls were made in it. Well above one half: a provider
+    /// failing half its answers fails about 40% of B's calls (some are retried), and over a
+    /// few dozen calls chance alone often lifts that to 50%; it must not look dead.
+    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.8, value_parser = parse_share)]
     pub breaker_failure_rate: f64,
 
     /// Calls in --breaker-window-ms before the failure rate can open the breaker.
@@ -194,6 +195,10 @@ mod tests {
         assert_eq!(config.worst_case_call(), Duration::from_millis(2010));
         assert_eq!(config.provider_deadline(), Duration::from_millis(2050));
         assert_eq!(config.breaker_threshold, 5);
+        assert_eq!(
+            (config.breaker_failure_rate, config.breaker_min_calls),
+            (0.8, 20)
+        );
     }
 
     #[test]

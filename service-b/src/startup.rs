@@ -82,7 +82,9 @@ impl Application {
             worst_case_call_ms = u64::try_from(self.config.worst_case_call().as_millis()).unwrap_or(u64::MAX),
         );
         let app = router(self.state, self.metrics);
-        telemetry::server::serve(self.listener, app, stop, &self.config.edge).await?;
+        // Each request in flight may hold one connection to A.
+        let outbound = self.config.edge.max_in_flight;
+        telemetry::server::serve(self.listener, app, stop, &self.config.edge, outbound).await?;
         Ok(())
     }
 }

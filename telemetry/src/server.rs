@@ -111,8 +111,9 @@ impl EdgeArgs {
     }
 }
 
-/// File descriptors kept free for everything that is not an inbound connection (the
-/// listener, log output, outbound connections to a provider, the exporter).
+/// File descriptors kept free for everything that is not an inbound connection and not
+/// counted by the caller of [`serve`]: the runtime, the listener, log output, the span
+/// exporter, and connections refused over capacity while they linger.
 const RESERVED_FDS: u64 = 64;
 
 /// How long the answers to cut-off requests get to reach their clients after the grace.
@@ -123,17 +124,25 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Connections refused over capacity that may linger at once while their request is read
 /// and discarded (so the client reads the 503 instead of a reset); more are just closed.
-const LINGERING_REFUSALS: usize = 64;
+const LINGERING_REFUSALS: usize = 16;
 
 /// Serves `router` on `listener` with the limits in `edge` until `stop` resolves, then
-/// drains (see the module docs). Returns once every connection is closed.
+/// drains (see the module docs). Returns once every connection is closed, or when the
+/// answers to cut-off requests have had [`CUT_OFF_FLUSH`] to go out.
+///
+/// `outbound` is how many descriptors the service may hold for connections of its own
+/// (B: one per request in flight, to call A); the connection cap leaves room for them.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: impl Future<Output = ()> + Send + 'static,
     edge: &EdgeArgs,
+    outbound: u32,
 ) -> io::Result<()> {
-    let max_connections = connection_cap(u64::from(edge.max_connections), fd_limit());
+    let max_connections = connection_cap(
+        u64::from(edge.max_connections),
+        fd_limit().map(|limit| limit.saturating_sub(u64::from(outbound))),
+    );
     tracing::info!(
         event = "edge_limits",
         max_connections,
@@ -145,7 +154,7 @@ pub async fn serve(
     );
     let (stopping_tx, stopping) = watch::channel(false);
     let (cut_off_tx, cut_off) = watch::channel(false);
-    let (open_tx, mut open) = watch::channel(0usize);
+    let (open_tx, open) = watch::channel(0usize);
     let mut http = hyper::server::conn::http1::Builder::new();
     let max_header = edge.max_header_bytes as usize;
     http.max_header_size(max_header)
@@ -213,16 +222,13 @@ pub async fn serve(
         connections = *open.borrow(),
     );
     let _ = stopping_tx.send(true);
-    let all_closed = |open: &mut watch::Receiver<usize>| {
+    let all_closed = || {
         let mut open = open.clone();
         async move {
             let _ = open.wait_for(|n| *n == 0).await;
         }
     };
-    if tokio::time::timeout(grace, all_closed(&mut open))
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, all_closed()).await.is_err() {
         let cut_off = shared.in_flight.load(Relaxed);
         tracing::warn!(
             event = "shutdown_grace_expired",
@@ -230,7 +236,7 @@ pub async fn serve(
             "requests still in flight were answered 503 and cut off"
         );
         let _ = cut_off_tx.send(true);
-        let _ = tokio::time::timeout(CUT_OFF_FLUSH, all_closed(&mut open)).await;
+        let _ = tokio::time::timeout(CUT_OFF_FLUSH, all_closed()).await;
     }
     tracing::info!(event = "shutdown_complete");
     Ok(())
