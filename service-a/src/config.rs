@@ -40,7 +40,7 @@ pub struct Config {
     /// Teaching knob, off by default: share of token requests (0.0–1.0) answered with an
     /// injected 503, to act like a flaky provider. A request can also ask for a failure
     /// itself with "fail_status": 500–599.
-    #[arg(long, env = "FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, env = "FAILURE_RATE", default_value_t = 0.0, value_parser = telemetry::cli::parse_share)]
     pub failure_rate: f64,
 
     /// Failed logins for one username within --login-failure-window-ms after which that
@@ -55,14 +55,6 @@ pub struct Config {
     /// Connection limits, timeouts and the shutdown grace, shared with the other service.
     #[command(flatten)]
     pub edge: telemetry::server::EdgeArgs,
-}
-
-/// A share from 0.0 to 1.0.
-fn parse_rate(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
-        _ => Err("expected a number from 0.0 to 1.0".into()),
-    }
 }
 
 impl Config {}

@@ -91,7 +91,7 @@ pub struct Config {
     /// at least --breaker-min-calls calls were made in it. Well above one half: a provider
     /// failing half its answers fails about 40% of B's calls (some are retried), and over a
     /// few dozen calls chance alone often lifts that to 50%; it must not look dead.
-    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.8, value_parser = parse_share)]
+    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.8, value_parser = telemetry::cli::parse_share)]
     pub breaker_failure_rate: f64,
 
     /// Calls in --breaker-window-ms before the failure rate can open the breaker.
@@ -121,14 +121,6 @@ pub struct Config {
 /// Added to the worst case to make the default deadline: room for the scheduling noise of a
 /// busy machine, so the deadline never cuts short an attempt the timeout would have allowed.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(40);
-
-/// A share from 0.0 to 1.0.
-fn parse_share(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
-        _ => Err("expected a number from 0.0 to 1.0".into()),
-    }
-}
 
 /// An `http://` URL with a host. TLS is not built in: between two services on one host or
 /// one cluster network, plain HTTP keeps the example small; put TLS in a mesh or proxy.

@@ -5,6 +5,7 @@
 //! serves `/metrics` with [`metrics::endpoint`], and serves and stops through [`server::serve`].
 //! Nothing here knows which service it runs in beyond the name it is given.
 
+pub mod cli;
 pub mod health;
 pub mod http;
 pub mod logging;
