@@ -55,6 +55,10 @@ pub struct Config {
     /// Connection limits, timeouts and the shutdown grace, shared with the other service.
     #[command(flatten)]
     pub edge: telemetry::server::EdgeArgs,
+
+    /// Telemetry settings, shared with the other service.
+    #[command(flatten)]
+    pub telemetry: telemetry::TelemetryArgs,
 }
 
 impl Config {}

@@ -163,8 +163,9 @@ async fn token_outcome(
             .await;
     }
     if expired {
-        tracing::warn!(
-            event = "deadline_exceeded",
+        telemetry::event!(
+            WARN,
+            "deadline_exceeded",
             deadline_ms = millis(waited),
             delay_ms = millis(wait)
         );
@@ -189,8 +190,10 @@ async fn token_outcome(
     }))
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+/// Whole milliseconds, as i64: span attributes must be integers, and tracing-opentelemetry
+/// exports unsigned numbers as text.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// How long the caller will wait, from `x-request-timeout-ms`, clamped to A's own limit.

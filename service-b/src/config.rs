@@ -116,6 +116,10 @@ pub struct Config {
     /// Connection limits, timeouts and the shutdown grace, shared with the other service.
     #[command(flatten)]
     pub edge: telemetry::server::EdgeArgs,
+
+    /// Telemetry settings, shared with the other service.
+    #[command(flatten)]
+    pub telemetry: telemetry::TelemetryArgs,
 }
 
 /// Added to the worst case to make the default deadline: room for the scheduling noise of a

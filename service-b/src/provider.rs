@@ -30,7 +30,7 @@ use reqwest_retry::{
     RetryDecision, RetryPolicy, RetryTransientMiddleware, Retryable, RetryableStrategy,
     default_on_request_failure, policies::ExponentialBackoff,
 };
-use reqwest_tracing::{ReqwestOtelSpanBackend, TracingMiddleware, reqwest_otel_span};
+use reqwest_tracing::{ReqwestOtelSpanBackend, TracingMiddleware};
 use serde::{Deserialize, Serialize};
 use tracing::Span;
 
@@ -44,6 +44,9 @@ pub const ATTEMPT_HEADER: &str = telemetry::observe::ATTEMPT_HEADER;
 /// `x-envoy-expected-rq-timeout-ms` or gRPC's `grpc-timeout`), so A can drop work nobody
 /// will wait for.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
+/// What B says it is, in `User-Agent` (and so in A's spans as `user_agent.original`).
+pub const USER_AGENT: &str = concat!("service-b/", env!("CARGO_PKG_VERSION"));
 
 /// Sliding window of the retry budget.
 const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -300,7 +303,11 @@ impl Provider {
         let timeout_requested = request
             .delay_ms
             .is_some_and(|ms| Duration::from_millis(ms) >= self.attempt_timeout);
-        let mut builder = self.http.post(self.token_url.clone()).json(request);
+        let mut builder = self
+            .http
+            .post(self.token_url.clone())
+            .header(http::header::USER_AGENT, USER_AGENT)
+            .json(request);
         if let Some(id) = request_id.header_value() {
             builder = builder.header(telemetry::request_id::HEADER, id);
         }
@@ -425,7 +432,11 @@ impl RetryPolicy for BudgetedBackoff {
     fn should_retry(&self, started: SystemTime, past_retries: u32) -> RetryDecision {
         match self.backoff.should_retry(started, past_retries) {
             RetryDecision::Retry { .. } if !self.budget.try_withdraw() => {
-                tracing::warn!(event = "retry_budget_exhausted", attempt = past_retries + 1);
+                telemetry::event!(
+                    WARN,
+                    "retry_budget_exhausted",
+                    attempt = i64::from(past_retries + 1)
+                );
                 metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);
                 RetryDecision::DoNotRetry
             }
@@ -469,6 +480,10 @@ struct AttemptLog {
 #[derive(Debug, Clone, Copy)]
 struct AttemptNumber(u32);
 
+/// The timeout of the attempt in flight, for [`AttemptSpan`]'s failure line.
+#[derive(Debug, Clone, Copy)]
+struct AttemptTimeout(Duration);
+
 /// Numbers, classifies, logs and counts each attempt. See the module docs.
 #[derive(Debug, Clone)]
 pub struct AttemptObserver {
@@ -491,9 +506,10 @@ impl Middleware for AttemptObserver {
         let log = extensions.get_or_insert_default::<AttemptLog>();
         if timeout.is_zero() {
             log.deadline_hit = true;
-            tracing::warn!(
-                event = "provider_deadline_exceeded",
-                attempts = log.attempts
+            telemetry::event!(
+                WARN,
+                "provider_deadline_exceeded",
+                attempts = i64::from(log.attempts)
             );
             return Err(reqwest_middleware::Error::middleware(DeadlineExceeded(
                 log.attempts + 1,
@@ -509,6 +525,7 @@ impl Middleware for AttemptObserver {
             http::HeaderValue::from(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
         );
         extensions.insert(AttemptNumber(attempt));
+        extensions.insert(AttemptTimeout(timeout));
 
         let started = Instant::now();
         let result = next.run(request, extensions).await;
@@ -523,7 +540,7 @@ impl Middleware for AttemptObserver {
             .record(started.elapsed().as_secs_f64());
 
         if let Some(failure) = failure {
-            log_failure(&failure, timeout);
+            // Logged by AttemptSpan, inside the attempt's span; recorded here for the 503.
             extensions
                 .get_or_insert_default::<AttemptLog>()
                 .failures
@@ -533,24 +550,28 @@ impl Middleware for AttemptObserver {
     }
 }
 
-/// The lab's `provider_call_failed` line, with the fields that fit the kind.
+/// The lab's `provider_call_failed` line, with the fields that fit the kind. Called inside
+/// the attempt's span, so the line's `span_id` and the span event are the attempt's.
 fn log_failure(failure: &AttemptFailure, timeout: Duration) {
-    let attempt = failure.attempt;
+    let attempt = i64::from(failure.attempt);
     match failure.kind {
-        FailureKind::Timeout => tracing::error!(
-            event = "provider_call_failed",
+        FailureKind::Timeout => telemetry::event!(
+            ERROR,
+            "provider_call_failed",
             error = "timeout",
             timeout_secs = timeout.as_secs_f64(),
             attempt,
         ),
-        FailureKind::ConnectionError => tracing::error!(
-            event = "provider_call_failed",
+        FailureKind::ConnectionError => telemetry::event!(
+            ERROR,
+            "provider_call_failed",
             error = "connection_error",
             details = %failure.summary,
             attempt,
         ),
-        FailureKind::BadStatus => tracing::error!(
-            event = "provider_call_failed",
+        FailureKind::BadStatus => telemetry::event!(
+            ERROR,
+            "provider_call_failed",
             error = "bad_status",
             details = %failure.summary,
             attempt,
@@ -606,40 +627,78 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
-/// One client span per attempt, named `POST /token`, with the attempt number, the request
-/// id, the OpenTelemetry HTTP client attributes, and `error.type` when the attempt failed.
+/// One OpenTelemetry HTTP client span per attempt (semantic conventions 1.26): named
+/// `POST /token` after its `url.template`, numbers as integers, `http.request.resend_count`
+/// only on resends, and on failure status ERROR with `error.type` (the status code for a
+/// 4xx or 5xx answer, `timeout` or `connection_error` for none). Log lines inside it carry
+/// the attempt's own span id: the `provider_call_failed` line is written here.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptSpan;
 
 impl ReqwestOtelSpanBackend for AttemptSpan {
     fn on_request_start(request: &reqwest::Request, extensions: &mut Extensions) -> Span {
         let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
-        let name = format!("{} {}", request.method(), request.url().path());
-        let request_id = request
-            .headers()
-            .get(telemetry::request_id::HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        reqwest_otel_span!(
-            name = name,
-            request,
-            url.full = %request.url(),
-            request.id = request_id,
-            attempt = attempt,
-            http.request.resend_count = attempt.saturating_sub(1),
+        let url = request.url();
+        let header = |name| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+        };
+        let request_id = header("x-request-id").unwrap_or_default();
+        let span = tracing::info_span!(
+            "HTTP request",
+            otel.name = %format_args!("{} {}", request.method(), url.path()),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
-        )
+            http.request.method = request.method().as_str(),
+            http.response.status_code = tracing::field::Empty,
+            http.request.resend_count = (attempt > 1).then(|| i64::from(attempt - 1)),
+            url.full = %url,
+            url.template = url.path(),
+            server.address = url.host_str(),
+            server.port = url.port_or_known_default().map(i64::from),
+            network.protocol.version = "1.1",
+            user_agent.original = header("user-agent"),
+            request.id = request_id,
+            attempt = i64::from(attempt),
+        );
+        let ids = telemetry::traces::span_ids(&span);
+        telemetry::logging::LogContext {
+            request_id: request_id.to_owned(),
+            trace_id: ids.trace_id,
+            span_id: ids.span_id,
+            sampled: ids.sampled,
+        }
+        .attach_to(&span);
+        span
     }
 
     fn on_request_end(
         span: &Span,
         outcome: &reqwest_middleware::Result<Response>,
-        _: &mut Extensions,
+        extensions: &mut Extensions,
     ) {
-        reqwest_tracing::default_on_request_end(span, outcome);
-        if let Some(kind) = failure_kind(outcome) {
-            span.record("error.type", kind.as_str());
+        let error_type = match outcome {
+            Ok(response) => {
+                let status = response.status();
+                span.record("http.response.status_code", i64::from(status.as_u16()));
+                (status.is_client_error() || status.is_server_error())
+                    .then(|| status.as_str().to_owned())
+            }
+            Err(_) => failure_kind(outcome).map(|kind| kind.as_str().to_owned()),
+        };
+        if let Some(error_type) = error_type {
+            span.record("error.type", error_type.as_str());
             span.record("otel.status_code", "ERROR");
+        }
+        let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
+        let timeout = extensions
+            .get::<AttemptTimeout>()
+            .map_or(Duration::ZERO, |t| t.0);
+        if let Some(failure) = classify(outcome, attempt, timeout) {
+            log_failure(&failure, timeout);
         }
     }
 }

@@ -391,9 +391,9 @@ impl CircuitBreaker {
 /// Logs, counts and exports a state change.
 fn transition(to: CircuitState) {
     match to {
-        CircuitState::Open => tracing::warn!(event = "circuit_opened"),
-        CircuitState::HalfOpen => tracing::info!(event = "circuit_half_open"),
-        CircuitState::Closed => tracing::info!(event = "circuit_closed"),
+        CircuitState::Open => telemetry::event!(WARN, "circuit_opened"),
+        CircuitState::HalfOpen => telemetry::event!(INFO, "circuit_half_open"),
+        CircuitState::Closed => telemetry::event!(INFO, "circuit_closed"),
     }
     metrics::counter!(crate::metrics::CIRCUIT_TRANSITIONS, "to" => to.as_str()).increment(1);
     metrics::gauge!(crate::metrics::CIRCUIT_STATE).set(to.gauge_value());

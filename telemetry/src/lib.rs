@@ -17,12 +17,50 @@ pub mod traces;
 
 pub use request_id::RequestId;
 
-use tracing_subscriber::{EnvFilter, Layer as _, filter::LevelFilter, layer::SubscriberExt as _};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _};
 
 /// The log filter when `RUST_LOG` is unset: INFO, except reqwest-retry's own free-text
 /// "Retry attempt #n" warnings, which service B replaces with structured
 /// `provider_call_failed` events.
 pub const DEFAULT_LOG_FILTER: &str = "info,reqwest_retry=error";
+
+/// A structured event named `$name`: `"event": $name` in the JSON log line, and the span
+/// event's name in OpenTelemetry (where an unnamed event would be named after its source
+/// line): `telemetry::event!(WARN, "load_shed", in_flight = 3)`. No free-text message.
+///
+/// The name travels as the event's `message` too, first: tracing-opentelemetry names span
+/// events from it, and an event named that way keeps a field called `error` as a plain
+/// attribute (an unnamed one is rewritten as an "exception" with a quoted value). The JSON
+/// line leaves out a message that only repeats the event's name.
+#[macro_export]
+macro_rules! event {
+    ($level:ident, $name:literal) => {
+        ::tracing::event!(name: $name, ::tracing::Level::$level, message = $name, event = $name)
+    };
+    ($level:ident, $name:literal, $($rest:tt)+) => {
+        ::tracing::event!(
+            name: $name,
+            ::tracing::Level::$level,
+            message = $name,
+            event = $name,
+            $($rest)+
+        )
+    };
+}
+
+/// Target of the per-request log line: it is the span's own summary, so it goes to the log
+/// only, not onto the span as an event.
+pub const ACCESS_LOG: &str = "access_log";
+
+/// Telemetry settings both services take as flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct TelemetryArgs {
+    /// Also trace `GET /health` and `GET /metrics` (off: probes and scrapes would otherwise
+    /// be a large share of all traces; their log lines keep trace ids either way).
+    #[arg(long, env = "TRACE_PROBES")]
+    pub trace_probes: bool,
+}
 
 /// Owns what must be flushed on the way out: the log writer thread and the span exporter.
 /// Call [`Telemetry::shutdown`] after the server has drained.
@@ -56,20 +94,30 @@ pub enum InitError {
 ///   spans are still created for tracing, so a quiet log never breaks trace propagation.
 /// - Traces: see [`traces`]. Ids are real W3C ids even when nothing is exported.
 /// - Metrics: see [`metrics`].
-pub fn init(service: &'static str) -> Result<Telemetry, InitError> {
+pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, InitError> {
     let (writer, log_guard) = logging::stdout_writer();
     let log_filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives)?,
         _ => EnvFilter::try_new(DEFAULT_LOG_FILTER)?,
     };
-    let traces = traces::Traces::init(service).map_err(InitError::Traces)?;
+    let traces = traces::Traces::init(service, args.trace_probes).map_err(InitError::Traces)?;
 
     let subscriber = tracing_subscriber::registry()
         .with(logging::layer(service, writer).with_filter(log_filter))
-        // Spans at INFO and above become OpenTelemetry spans whatever RUST_LOG says
-        // (../shared/STACK.md, trap 3); DEBUG and TRACE callsites from dependencies stay
-        // disabled for both layers, so they cost nothing.
-        .with(traces.layer().with_filter(LevelFilter::INFO));
+        // Spans at INFO and above become OpenTelemetry spans whatever RUST_LOG says: a
+        // filter on this layer that disabled reqwest-tracing's span would stop `traceparent`
+        // from being sent. DEBUG and TRACE callsites from dependencies stay disabled for both
+        // layers, so they cost nothing. Left off the spans: the access log line (the span
+        // says it all) and reqwest-retry's free-text retry warnings (B's attempt spans carry
+        // structured ones).
+        .with(
+            traces.layer().with_filter(
+                Targets::new()
+                    .with_default(LevelFilter::INFO)
+                    .with_target(ACCESS_LOG, LevelFilter::OFF)
+                    .with_target("reqwest_retry", LevelFilter::OFF),
+            ),
+        );
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| InitError::AlreadyInitialised(e.to_string()))?;
 

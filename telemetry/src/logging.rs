@@ -1,5 +1,8 @@
 //! The log line format: one flat JSON object per line, in the lab's field order
-//! (`service`, the event's own fields, `request_id`, `ts`, `level`, then `trace_id`, `span_id`).
+//! (`service`, the event's own fields, `request_id`, `ts`, `level`, then `trace_id`,
+//! `span_id` and `trace_flags`: `"01"` when the trace is sampled, so it exists in the
+//! tracing backend, `"00"` when it is not and the ids lead nowhere). The schema of every
+//! line is `deploy/log-line.schema.json`.
 //!
 //! Request-scoped fields are not span fields formatted as text: [`observe`](crate::observe)
 //! attaches a [`LogContext`] to the request span, and every event inside that span (however
@@ -20,13 +23,14 @@ use tracing_subscriber::registry::{LookupSpan, Registry};
 
 /// Keys the format writes itself; an event field with one of these names is dropped rather
 /// than written twice.
-const RESERVED: [&str; 6] = [
+const RESERVED: [&str; 7] = [
     "service",
     "request_id",
     "ts",
     "level",
     "trace_id",
     "span_id",
+    "trace_flags",
 ];
 
 /// What every log line of one request carries. Stored in the request span's extensions.
@@ -38,6 +42,8 @@ pub struct LogContext {
     pub trace_id: String,
     /// W3C span id of the request's server span (16 hex digits), or empty.
     pub span_id: String,
+    /// Whether the trace is sampled (exported).
+    pub sampled: bool,
 }
 
 impl LogContext {
@@ -215,7 +221,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut line = ObjectWriter::new();
+        let mut line = ObjectWriter::new(event.metadata().name());
         line.string("service", self.service);
         event.record(&mut line);
 
@@ -237,6 +243,7 @@ where
         {
             line.string("trace_id", &context.trace_id);
             line.string("span_id", &context.span_id);
+            line.string("trace_flags", if context.sampled { "01" } else { "00" });
         }
         let mut line = line.finish();
         line.push('\n');
@@ -247,13 +254,16 @@ where
 /// Builds one JSON object, keys in insertion order.
 struct ObjectWriter {
     buf: String,
+    /// The event's own name: a `message` that only repeats it is left out (see
+    /// [`crate::event!`]).
+    name: &'static str,
 }
 
 impl ObjectWriter {
-    fn new() -> Self {
+    fn new(name: &'static str) -> Self {
         let mut buf = String::with_capacity(256);
         buf.push('{');
-        Self { buf }
+        Self { buf, name }
     }
 
     fn key(&mut self, key: &str) {
@@ -322,7 +332,8 @@ impl Visit for ObjectWriter {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        if !is_reserved(field) {
+        let repeats_name = field.name() == "message" && value == self.name;
+        if !is_reserved(field) && !repeats_name {
             self.string(field.name(), value);
         }
     }
@@ -413,6 +424,22 @@ mod tests {
     }
 
     #[test]
+    fn a_named_event_keeps_the_seed_s_fields_and_no_message() {
+        let lines = lines_of(|| {
+            crate::event!(
+                ERROR,
+                "provider_call_failed",
+                error = "timeout",
+                attempt = 1
+            );
+        });
+        assert_eq!(lines[0]["event"], "provider_call_failed");
+        assert_eq!(lines[0]["error"], "timeout");
+        assert_eq!(lines[0]["attempt"], 1);
+        assert!(lines[0].get("message").is_none(), "{}", lines[0]);
+    }
+
+    #[test]
     fn hostile_values_cannot_break_a_line_or_forge_a_field() {
         let lines = lines_of(|| {
             let span = tracing::info_span!("request");
@@ -443,6 +470,7 @@ mod tests {
                 request_id: "r1".into(),
                 trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
                 span_id: "00f067aa0ba902b7".into(),
+                sampled: true,
             }
             .attach_to(&outer);
             outer.in_scope(|| {
@@ -452,6 +480,7 @@ mod tests {
         assert_eq!(lines[0]["request_id"], "r1");
         assert_eq!(lines[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(lines[0]["span_id"], "00f067aa0ba902b7");
+        assert_eq!(lines[0]["trace_flags"], "01");
         assert_eq!(lines[0]["level"], "ERROR");
     }
 }

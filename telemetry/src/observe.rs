@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
-use ::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{Next, from_fn_with_state};
@@ -165,19 +165,38 @@ pub async fn observe(
         AttemptHeader::Ignored => None,
     };
     let method_original = (method == OTHER_METHOD).then(|| request.method().as_str().to_owned());
+    let headers = request.headers();
+    let (server_address, server_port) = host_and_port(headers);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let client_address = request
+        .extensions()
+        .get::<crate::server::PeerAddr>()
+        .map(|peer| peer.0.ip().to_string());
 
+    // The OpenTelemetry HTTP server span (semantic conventions 1.26, stable attributes).
+    // Numbers are recorded as i64: tracing-opentelemetry exports unsigned ones as text.
     let span = tracing::info_span!(
         "request",
         otel.name = %span_name,
         otel.kind = "server",
         otel.status_code = field::Empty,
+        error.type = field::Empty,
         http.request.method = method,
         http.request.method_original = method_original,
         http.route = route.as_deref(),
-        url.path = request.uri().path(),
-        request.id = %request_id,
-        attempt,
         http.response.status_code = field::Empty,
+        url.scheme = "http",
+        url.path = request.uri().path(),
+        url.query = request.uri().query(),
+        server.address = server_address,
+        server.port = server_port,
+        client.address = client_address,
+        user_agent.original = user_agent,
+        network.protocol.version = protocol_version(request.version()),
+        request.id = %request_id,
+        attempt = attempt.map(i64::from),
     );
     let ids = traces::join_caller_trace(&span, request.headers(), &request_id);
     let traceresponse = ids.traceresponse();
@@ -185,6 +204,7 @@ pub async fn observe(
         request_id,
         trace_id: ids.trace_id,
         span_id: ids.span_id,
+        sampled: ids.sampled,
     }
     .attach_to(&span);
 
@@ -194,9 +214,7 @@ pub async fn observe(
             Some(permit) => Some(permit),
             None => {
                 let record = Record::start(started, span.clone(), endpoint, attempt, method, route);
-                span.in_scope(|| {
-                    tracing::warn!(event = "load_shed", "too many requests in flight")
-                });
+                span.in_scope(|| crate::event!(WARN, "load_shed"));
                 metrics::counter!(REQUESTS_SHED).increment(1);
                 let mut response = http::error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -219,7 +237,7 @@ pub async fn observe(
         Some(CutOff(mut cut_off)) => tokio::select! {
             response = handled => response,
             _ = cut_off.wait_for(|cut| *cut) => {
-                span.in_scope(|| tracing::warn!(event = "shutdown_cut_off", "the shutdown grace ran out before the answer"));
+                span.in_scope(|| crate::event!(WARN, "shutdown_cut_off"));
                 let mut response = http::error(StatusCode::SERVICE_UNAVAILABLE, "server shutting down: request cut off");
                 response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 response
@@ -234,6 +252,35 @@ pub async fn observe(
     record.finish(response.status().as_u16());
     response
 }
+
+/// `server.address` and `server.port` from the `Host` header (port 80 when it names none).
+fn host_and_port(headers: &HeaderMap) -> (Option<&str>, Option<i64>) {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return (None, None);
+    };
+    match host.parse::<::http::uri::Authority>() {
+        Ok(authority) => {
+            let name = authority.host();
+            let address = host.get(..name.len()).filter(|h| *h == name);
+            (address, Some(authority.port_u16().map_or(80, i64::from)))
+        }
+        Err(_) => (None, None),
+    }
+}
+
+/// `network.protocol.version`: "1.1", "1.0", ….
+fn protocol_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// `error.type` of a server span whose caller went away before the answer.
+pub const CALLER_GONE: &str = "client_disconnected";
 
 /// Status logged and counted for a request whose caller went away before the answer (the
 /// connection closed, so the server dropped the handler): nginx's "client closed request".
@@ -276,19 +323,31 @@ impl Record {
     }
 
     fn finish(mut self, status: u16) {
-        self.record(status);
+        self.record(status, true);
         self.finished = true;
     }
 
-    fn record(&self, status: u16) {
+    /// Logs and counts the request. The span gets a status code only when one was sent,
+    /// and ERROR only for a 5xx or no answer at all: a 4xx is the caller's error. A caller
+    /// that went away is logged and counted as 499 (nginx's convention) but its span gets
+    /// no invented status code, only `error.type` [`CALLER_GONE`].
+    fn record(&self, status: u16, answered: bool) {
         self.handles.in_flight.decrement(1.0);
         let elapsed = self.started.elapsed();
-        self.span.record("http.response.status_code", status);
-        if status >= 500 {
+        if answered {
+            self.span
+                .record("http.response.status_code", i64::from(status));
+            if status >= 500 {
+                self.span.record("otel.status_code", "ERROR");
+                self.span.record("error.type", status.to_string().as_str());
+            }
+        } else {
             self.span.record("otel.status_code", "ERROR");
+            self.span.record("error.type", CALLER_GONE);
         }
         self.span.in_scope(|| {
             tracing::info!(
+                target: crate::ACCESS_LOG,
                 endpoint = %self.endpoint,
                 status,
                 latency_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0,
@@ -364,7 +423,7 @@ impl RouteHandles {
 impl Drop for Record {
     fn drop(&mut self) {
         if !self.finished {
-            self.record(CLIENT_CLOSED_REQUEST);
+            self.record(CLIENT_CLOSED_REQUEST, false);
         }
     }
 }

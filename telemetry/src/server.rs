@@ -330,7 +330,7 @@ impl Shared {
         }
         let shared = self.clone();
         tokio::spawn(async move {
-            let ended = shared.run(stream, conn).await;
+            let ended = shared.run(stream, peer, conn).await;
             let mut conns = shared.conns.lock().unwrap_or_else(|p| p.into_inner());
             conns.remove(&id);
             shared.open.send_replace(conns.len());
@@ -342,7 +342,12 @@ impl Shared {
     }
 
     /// Serves one connection until it ends; returns the rejection to record, if any.
-    async fn run(self: &Arc<Self>, stream: TcpStream, conn: Arc<Conn>) -> Option<ConnEvent> {
+    async fn run(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        conn: Arc<Conn>,
+    ) -> Option<ConnEvent> {
         let io = ClockedIo {
             io: stream,
             conn: conn.clone(),
@@ -355,6 +360,7 @@ impl Shared {
         let service = ConnService {
             shared: self.clone(),
             conn: conn.clone(),
+            peer,
         };
         let connection = self.http.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
@@ -424,7 +430,12 @@ fn classify(error: &hyper::Error, conn: &Conn) -> Option<ConnEvent> {
 struct ConnService {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
+    peer: SocketAddr,
 }
+
+/// The caller's address, for the span's `client.address`.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// When the request's body must have arrived (`--body-timeout-ms` after its head); read by
 /// [`crate::http::JsonBody`].
@@ -457,6 +468,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
         });
         extensions.insert(self.shared.cut_off.clone());
         extensions.insert(self.shared.in_flight_limit.clone());
+        extensions.insert(PeerAddr(self.peer));
         let response = self
             .shared
             .router

@@ -1,12 +1,20 @@
 //! Traces: `tracing` spans become OpenTelemetry spans, joined across services by the W3C
 //! `traceparent` header, and exported over OTLP/HTTP when an endpoint is configured.
 //!
-//! Configuration is the OpenTelemetry standard environment, read by the SDK:
+//! Configuration is the OpenTelemetry standard environment:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (e.g. `http://localhost:4318`, the SDK appends `/v1/traces`)
-//! or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is), `OTEL_SERVICE_NAME` (defaults to the
-//! service's own name), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and
-//! `OTEL_TRACES_SAMPLER_ARG`. With no endpoint nothing is exported, but spans still get real
-//! trace and span ids, so log lines can be correlated all the same.
+//! or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is); `OTEL_EXPORTER_OTLP_PROTOCOL` (only
+//! `http/protobuf` is built in: anything else is refused at start); `…_HEADERS`, `…_TIMEOUT`
+//! and `…_COMPRESSION` (`gzip`), read by the exporter; `OTEL_SERVICE_NAME` (defaults to the
+//! service's own name) and `OTEL_RESOURCE_ATTRIBUTES` (which may override
+//! `service.instance.id`, a fresh UUID per process, and `service.version`);
+//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`; `OTEL_SDK_DISABLED=true` exports
+//! nothing. With no endpoint nothing is exported, but spans still get real trace and span
+//! ids, so log lines can be correlated all the same.
+//!
+//! `GET /health` and `GET /metrics` make no spans worth keeping: probes and scrapes would
+//! otherwise be a large share of all traces. Their spans are sampled out (they keep ids for
+//! their log lines) unless `--trace-probes` is given.
 //!
 //! Export is batched on the SDK's own thread: a slow or absent collector never delays a
 //! request. Failed exports are logged by the SDK and counted in
@@ -17,13 +25,15 @@ use std::time::Duration;
 use http::HeaderMap;
 use opentelemetry::baggage::{Baggage, BaggageExt as _};
 use opentelemetry::propagation::{Extractor, TextMapCompositePropagator};
-use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
-use opentelemetry::{KeyValue, global};
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _};
+use opentelemetry::{InstrumentationScope, Key, KeyValue, global};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample, SpanData, SpanExporter,
+};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::registry::LookupSpan;
@@ -35,39 +45,103 @@ pub struct Traces {
     service: &'static str,
 }
 
+/// The semantic conventions the spans follow (the stable HTTP conventions), as the schema
+/// URL of the resource and of the instrumentation scope.
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.26.0";
+
+/// The one OTLP protocol built in.
+const PROTOCOL: &str = "http/protobuf";
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 /// Whether the environment asks for spans to be exported.
 pub fn export_configured() -> bool {
-    [
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    ]
-    .iter()
-    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+    let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    !disabled
+        && [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ]
+        .iter()
+        .any(|name| env(name).is_some())
+}
+
+/// Refuses an OTLP protocol this build cannot speak, naming the one it can.
+fn check_protocol() -> Result<(), String> {
+    for name in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Some(protocol) = env(name)
+            && protocol.trim() != PROTOCOL
+        {
+            return Err(format!(
+                "{name}={protocol} is not supported: this build exports OTLP over HTTP as {PROTOCOL} only"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The process's resource: `service.name`, `service.version` and a `service.instance.id`
+/// unique to this process, each overridable by `OTEL_SERVICE_NAME` and
+/// `OTEL_RESOURCE_ATTRIBUTES`.
+pub fn resource(service: &'static str) -> Resource {
+    let defaults = [
+        KeyValue::new("service.name", service),
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
+    ];
+    // The standard detectors (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, the SDK's own
+    // attributes) win over the defaults; the SDK's "unknown_service" placeholder does not.
+    let resource = Resource::builder()
+        .with_schema_url(defaults, SCHEMA_URL)
+        .build();
+    let named = resource
+        .get(&Key::new("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    if named {
+        resource
+    } else {
+        Resource::builder()
+            .with_schema_url([], SCHEMA_URL)
+            .with_attributes(
+                resource
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .with_service_name(service)
+            .build()
+    }
 }
 
 impl Traces {
     /// Builds the provider from the environment and installs the W3C propagators
     /// (TraceContext and Baggage) globally; without them nothing is injected or extracted.
-    pub fn init(service: &'static str) -> Result<Self, String> {
+    pub fn init(service: &'static str, trace_probes: bool) -> Result<Self, String> {
         global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
             Box::new(BaggagePropagator::new()),
         ]));
+        check_protocol()?;
 
-        let mut resource = Resource::builder();
-        if std::env::var_os("OTEL_SERVICE_NAME").is_none_or(|v| v.is_empty()) {
-            resource = resource.with_service_name(service);
-        }
-        let resource = resource
-            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-            .build();
-
-        let mut provider = SdkTracerProvider::builder().with_resource(resource);
+        // The sampler OTEL_TRACES_SAMPLER asks for, as the SDK reads it.
+        let configured = opentelemetry_sdk::trace::Config::default().sampler;
+        let sampler = if trace_probes {
+            configured
+        } else {
+            Box::new(SkipProbes(configured))
+        };
+        let mut provider = SdkTracerProvider::builder()
+            .with_resource(resource(service))
+            .with_sampler(sampler);
         if export_configured() {
+            // Timeout, headers and compression come from the standard environment.
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_timeout(Duration::from_secs(5))
                 .build()
                 .map_err(|e| e.to_string())?;
             provider = provider.with_batch_exporter(CountingExporter(exporter));
@@ -83,12 +157,20 @@ impl Traces {
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
+        let scope = InstrumentationScope::builder(self.service)
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .with_schema_url(SCHEMA_URL)
+            .build();
         tracing_opentelemetry::layer()
-            .with_tracer(self.provider.tracer(self.service))
+            .with_tracer(self.provider.tracer_with_scope(scope))
             .with_tracked_inactivity(false)
             .with_threads(false)
             .with_location(false)
             .with_target(false)
+            // A span's status is set from its outcome (see `observe` and B's attempt span),
+            // never from an event logged inside it: a retried call that succeeded is green.
+            .with_error_events_to_status(false)
+            .with_error_records_to_exceptions(false)
     }
 
     /// Exports what is still batched and stops the exporter thread. The SDK call blocks, so
@@ -100,6 +182,38 @@ impl Traces {
             // Nothing was configured to export, or the collector is gone: not fatal on exit.
             tracing::debug!(error = %e, "trace provider shutdown");
         }
+    }
+}
+
+/// The span names of probes and scrapes, sampled out unless `--trace-probes` is given.
+const PROBE_SPANS: [&str; 2] = ["GET /health", "GET /metrics"];
+
+/// Drops the server spans of `/health` and `/metrics`; asks the configured sampler about
+/// every other span.
+#[derive(Debug, Clone)]
+struct SkipProbes(Box<dyn ShouldSample>);
+
+impl ShouldSample for SkipProbes {
+    fn should_sample(
+        &self,
+        parent_context: Option<&opentelemetry::Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        if *span_kind == SpanKind::Server && PROBE_SPANS.contains(&name) {
+            return SamplingResult {
+                decision: SamplingDecision::Drop,
+                attributes: Vec::new(),
+                trace_state: parent_context
+                    .map(|c| c.span().span_context().trace_state().clone())
+                    .unwrap_or_default(),
+            };
+        }
+        self.0
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
     }
 }
 
@@ -146,7 +260,11 @@ pub fn join_caller_trace(span: &Span, headers: &HeaderMap, request_id: &str) -> 
         .collect();
     let _ = baggage.insert(REQUEST_ID_BAGGAGE, request_id.to_owned());
     let _ = span.set_parent(parent.with_baggage(baggage));
+    span_ids(span)
+}
 
+/// The ids of `span` (empty without tracing).
+pub fn span_ids(span: &Span) -> SpanIds {
     let context = span.context();
     let span_context = context.span().span_context().clone();
     if span_context.is_valid() {

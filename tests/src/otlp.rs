@@ -23,6 +23,30 @@ use prost::Message as _;
 
 use crate::TIMEOUT;
 
+/// An attribute value with its OTLP type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Typed {
+    /// `string_value`.
+    Str(String),
+    /// `int_value`.
+    Int(i64),
+    /// `bool_value`.
+    Bool(bool),
+    /// `double_value`.
+    Double(f64),
+    /// Anything else (arrays, maps, bytes), rendered for a message.
+    Other(String),
+}
+
+/// One span event.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    /// Its name.
+    pub name: String,
+    /// Its attributes, typed.
+    pub attributes: HashMap<String, Typed>,
+}
+
 /// One exported span, flattened for assertions.
 #[derive(Debug, Clone)]
 pub struct ReceivedSpan {
@@ -42,8 +66,20 @@ pub struct ReceivedSpan {
     pub is_error: bool,
     /// Attributes, values rendered as text.
     pub attributes: HashMap<String, String>,
+    /// Attributes with their OTLP types.
+    pub typed: HashMap<String, Typed>,
+    /// The status message (empty when none).
+    pub status_message: String,
+    /// Whether the status is Unset (neither Ok nor Error).
+    pub status_unset: bool,
+    /// Span events.
+    pub events: Vec<ReceivedEvent>,
     /// Attributes of the resource that exported it.
     pub resource: HashMap<String, String>,
+    /// The resource's schema URL.
+    pub resource_schema_url: String,
+    /// Instrumentation scope name, version and schema URL.
+    pub scope: (String, String, String),
 }
 
 impl ReceivedSpan {
@@ -138,21 +174,37 @@ async fn receive(
             .get("service.name")
             .cloned()
             .unwrap_or_default();
+        let resource_schema_url = resource_spans.schema_url.clone();
         for scope_spans in resource_spans.scope_spans {
+            let scope = scope_spans
+                .scope
+                .map(|s| (s.name, s.version, scope_spans.schema_url.clone()))
+                .unwrap_or_default();
             for span in scope_spans.spans {
+                let status = span.status.clone().unwrap_or_default();
                 received.push(ReceivedSpan {
                     service: service.clone(),
                     kind: SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
-                    is_error: span
-                        .status
-                        .as_ref()
-                        .is_some_and(|s| s.code == SpanStatus::Error as i32),
+                    is_error: status.code == SpanStatus::Error as i32,
+                    status_unset: status.code == SpanStatus::Unset as i32,
+                    status_message: status.message,
                     name: span.name,
                     trace_id: hex(&span.trace_id),
                     span_id: hex(&span.span_id),
                     parent_span_id: hex(&span.parent_span_id),
                     attributes: attributes(&span.attributes),
+                    typed: typed(&span.attributes),
+                    events: span
+                        .events
+                        .iter()
+                        .map(|e| ReceivedEvent {
+                            name: e.name.clone(),
+                            attributes: typed(&e.attributes),
+                        })
+                        .collect(),
                     resource: resource_attributes.clone(),
+                    resource_schema_url: resource_schema_url.clone(),
+                    scope: scope.clone(),
                 });
             }
         }
@@ -172,6 +224,23 @@ fn attributes(list: &[KeyValue]) -> HashMap<String, String> {
                 kv.key.clone(),
                 kv.value.as_ref().map(text).unwrap_or_default(),
             )
+        })
+        .collect()
+}
+
+/// Attributes with their OTLP types.
+pub fn typed(list: &[KeyValue]) -> HashMap<String, Typed> {
+    list.iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => Typed::Str(s.clone()),
+                Some(any_value::Value::IntValue(i)) => Typed::Int(*i),
+                Some(any_value::Value::BoolValue(b)) => Typed::Bool(*b),
+                Some(any_value::Value::DoubleValue(d)) => Typed::Double(*d),
+                Some(other) => Typed::Other(format!("{other:?}")),
+                None => Typed::Other("(no value)".into()),
+            };
+            (kv.key.clone(), value)
         })
         .collect()
 }

@@ -8,6 +8,7 @@ mod failures;
 mod faults;
 mod hostile;
 mod metrics;
+mod otel_contract;
 mod prometheus;
 mod request_id;
 mod shutdown;

@@ -26,6 +26,13 @@ fn traced_b(endpoint: &str, provider: &str, args: &[&str]) -> Service {
     Service::start(Kind::B, "127.0.0.1:0", &all, &otel_env(endpoint))
 }
 
+/// A request that makes a span (probes and scrapes make none by default): the demo login.
+fn token_request(a: &Service) -> reqwest::RequestBuilder {
+    client()
+        .post(a.at("/token"))
+        .json(&json!({"username": "divya", "password": "pass123"}))
+}
+
 /// `00-<trace>-<span>-<flags>` → (trace, span).
 fn traceresponse(reply: &system_tests::Reply) -> (String, String) {
     let value = reply.header("traceresponse");
@@ -243,15 +250,11 @@ fn a_caller_s_traceparent_is_joined_and_an_invalid_one_ignored() {
     let rt = runtime();
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-    let joined = rt.block_on(send(client().get(a.at("/health")).header(
+    let joined = rt.block_on(send(token_request(&a).header(
         "traceparent",
         format!("00-{caller_trace}-00f067aa0ba902b7-01"),
     )));
-    let garbage = rt.block_on(send(
-        client()
-            .get(a.at("/health"))
-            .header("traceparent", "00-zz-yy-01"),
-    ));
+    let garbage = rt.block_on(send(token_request(&a).header("traceparent", "00-zz-yy-01")));
 
     assert_eq!(joined.status, 200);
     let (trace_id, _) = traceresponse(&joined);
@@ -270,9 +273,7 @@ fn the_request_id_also_travels_in_baggage() {
     let rt = runtime();
 
     let reply = rt.block_on(send(
-        client()
-            .get(a.at("/health"))
-            .header("baggage", "request.id=from-baggage,other=1"),
+        token_request(&a).header("baggage", "request.id=from-baggage,other=1"),
     ));
 
     assert_eq!(
@@ -281,9 +282,7 @@ fn the_request_id_also_travels_in_baggage() {
         "used when X-Request-ID is missing"
     );
     let invalid = rt.block_on(send(
-        client()
-            .get(a.at("/health"))
-            .header("baggage", "request.id=bad%20id"),
+        token_request(&a).header("baggage", "request.id=bad%20id"),
     ));
     assert!(system_tests::is_uuid_v4(invalid.request_id()));
 }
@@ -327,7 +326,11 @@ fn failed_exports_are_counted() {
         &[],
     );
     let rt = runtime();
-    rt.block_on(system_tests::get(&b.at("/health")));
+    rt.block_on(post_json(
+        &b.at("/protected-action"),
+        json!({"username": "divya", "password": "pass123"}),
+        None,
+    ));
 
     let deadline = Instant::now() + system_tests::TIMEOUT;
     loop {
@@ -360,11 +363,7 @@ fn sigterm_flushes_spans_still_in_the_batch() {
     );
     let rt = runtime();
 
-    let reply = rt.block_on(send(
-        client()
-            .get(a.at("/health"))
-            .header("x-request-id", "last-words"),
-    ));
+    let reply = rt.block_on(send(token_request(&a).header("x-request-id", "last-words")));
     let started = Instant::now();
     assert!(a.stop().success());
 
@@ -400,7 +399,7 @@ fn the_standard_otel_variables_name_the_service_and_its_resource() {
     );
     let rt = runtime();
 
-    let reply = rt.block_on(system_tests::get(&a.at("/health")));
+    let reply = rt.block_on(send(token_request(&a)));
 
     let (trace_id, _) = traceresponse(&reply);
     let span = &otlp.wait_for_trace(&trace_id, 1)[0];
