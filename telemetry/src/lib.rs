@@ -11,6 +11,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod observe;
+pub mod otlp_logs;
 pub mod request_id;
 pub mod server;
 pub mod traces;
@@ -68,6 +69,7 @@ pub struct TelemetryArgs {
 pub struct Telemetry {
     log_guard: logging::FlushGuard,
     traces: traces::Traces,
+    logs: Option<otlp_logs::OtlpLogs>,
     /// The process's metrics: counters for `/metrics` in both formats.
     pub metrics: metrics::Metrics,
 }
@@ -96,14 +98,21 @@ pub enum InitError {
 /// - Metrics: see [`metrics`].
 pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, InitError> {
     let (writer, log_guard) = logging::stdout_writer();
-    let log_filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives)?,
-        _ => EnvFilter::try_new(DEFAULT_LOG_FILTER)?,
+    let log_filter = || match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives),
+        _ => EnvFilter::try_new(DEFAULT_LOG_FILTER),
     };
     let traces = traces::Traces::init(service, args.trace_probes).map_err(InitError::Traces)?;
+    let logs = otlp_logs::OtlpLogs::init(service).map_err(InitError::Traces)?;
+    let records = match &logs {
+        Some(logs) => Some(logs.layer().with_filter(log_filter()?)),
+        None => None,
+    };
 
     let subscriber = tracing_subscriber::registry()
-        .with(logging::layer(service, writer).with_filter(log_filter))
+        .with(logging::layer(service, writer).with_filter(log_filter()?))
+        // The same lines, as OTLP log records, when OTEL_LOGS_EXPORTER=otlp.
+        .with(records)
         // Spans at INFO and above become OpenTelemetry spans whatever RUST_LOG says: a
         // filter on this layer that disabled reqwest-tracing's span would stop `traceparent`
         // from being sent. DEBUG and TRACE callsites from dependencies stay disabled for both
@@ -125,6 +134,7 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, In
     Ok(Telemetry {
         log_guard,
         traces,
+        logs,
         metrics,
     })
 }
@@ -134,6 +144,9 @@ impl Telemetry {
     /// exporter in a blocking task, so it is safe to await on the runtime.
     pub async fn shutdown(self) {
         self.traces.shutdown().await;
+        if let Some(logs) = self.logs {
+            logs.shutdown().await;
+        }
         drop(self.log_guard);
     }
 }

@@ -1,6 +1,7 @@
-//! A stand-in OpenTelemetry collector: accepts OTLP/HTTP protobuf on `/v1/traces` on a
-//! loopback port, decodes it with the official `opentelemetry-proto` types, and keeps every
-//! span for the tests to inspect. It runs on its own thread and runtime, so a test that
+//! A stand-in OpenTelemetry collector: accepts OTLP/HTTP protobuf on `/v1/traces` and
+//! `/v1/logs` on a loopback port (gzip-compressed or not), decodes it with the official
+//! `opentelemetry-proto` types, and keeps every span, log record and request header set for
+//! the tests to inspect. It runs on its own thread and runtime, so a test that
 //! blocks while waiting cannot stall it.
 
 use std::collections::HashMap;
@@ -10,9 +11,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -92,12 +96,49 @@ impl ReceivedSpan {
     }
 }
 
+/// One exported log record, flattened for assertions.
+#[derive(Debug, Clone)]
+pub struct ReceivedLog {
+    /// `service.name` of the resource that exported it.
+    pub service: String,
+    /// Severity text ("INFO", "ERROR", …) and number.
+    pub severity: (String, i32),
+    /// The body, when it is a string.
+    pub body: String,
+    /// Attributes, typed.
+    pub attributes: HashMap<String, Typed>,
+    /// Trace id and span id, hex (empty when none).
+    pub trace_id: String,
+    /// Span id, hex.
+    pub span_id: String,
+    /// W3C trace flags.
+    pub flags: u32,
+}
+
+/// What one export request looked like on the wire.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// `/v1/traces` or `/v1/logs`.
+    pub path: &'static str,
+    /// Its headers.
+    pub headers: HeaderMap,
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    spans: Vec<ReceivedSpan>,
+    logs: Vec<ReceivedLog>,
+    exports: Vec<Export>,
+}
+
+type Shared = Arc<Mutex<Store>>;
+
 /// The running receiver.
 #[derive(Debug, Clone)]
 pub struct OtlpReceiver {
     /// Base URL, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub url: String,
-    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    store: Shared,
 }
 
 impl OtlpReceiver {
@@ -106,8 +147,8 @@ impl OtlpReceiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let spans: Arc<Mutex<Vec<ReceivedSpan>>> = Arc::default();
-        let store = spans.clone();
+        let store: Shared = Arc::default();
+        let shared = store.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -117,16 +158,49 @@ impl OtlpReceiver {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 let app = Router::new()
                     .route("/v1/traces", post(receive))
-                    .with_state(store);
+                    .route("/v1/logs", post(receive_logs))
+                    .with_state(shared);
                 let _ = axum::serve(listener, app).await;
             });
         });
-        Self { url, spans }
+        Self { url, store }
     }
 
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.spans.lock().expect("spans lock").clone()
+        self.store.lock().expect("store lock").spans.clone()
+    }
+
+    /// Every log record received so far.
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        self.store.lock().expect("store lock").logs.clone()
+    }
+
+    /// Every export request received so far.
+    pub fn exports(&self) -> Vec<Export> {
+        self.store.lock().expect("store lock").exports.clone()
+    }
+
+    /// Waits (bounded) until at least `count` log records match `filter`, and returns them.
+    pub fn wait_for_logs(
+        &self,
+        count: usize,
+        filter: impl Fn(&ReceivedLog) -> bool,
+    ) -> Vec<ReceivedLog> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let found: Vec<ReceivedLog> = self.logs().into_iter().filter(|l| filter(l)).collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {TIMEOUT:?} for {count} log records, got {}: {:#?}",
+                found.len(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits (bounded) until at least `count` spans of trace `trace_id` arrived, and returns
@@ -157,11 +231,75 @@ impl OtlpReceiver {
     }
 }
 
-async fn receive(
-    State(store): State<Arc<Mutex<Vec<ReceivedSpan>>>>,
+/// The body, gunzipped when the exporter compressed it.
+fn decompressed(headers: &HeaderMap, body: Bytes) -> Option<Vec<u8>> {
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if !gzip {
+        return Some(body.to_vec());
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).ok()?;
+    Some(out)
+}
+
+async fn receive_logs(
+    State(store): State<Shared>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+    let Some(request) =
+        decompressed(&headers, body).and_then(|b| ExportLogsServiceRequest::decode(&b[..]).ok())
+    else {
+        return (StatusCode::BAD_REQUEST, Vec::new()).into_response();
+    };
+    let mut received = Vec::new();
+    for resource_logs in request.resource_logs {
+        let resource = resource_logs
+            .resource
+            .map(|r| attributes(&r.attributes))
+            .unwrap_or_default();
+        let service = resource.get("service.name").cloned().unwrap_or_default();
+        for scope_logs in resource_logs.scope_logs {
+            for record in scope_logs.log_records {
+                let body = match record.body.as_ref().and_then(|b| b.value.as_ref()) {
+                    Some(any_value::Value::StringValue(s)) => s.clone(),
+                    _ => String::new(),
+                };
+                received.push(ReceivedLog {
+                    service: service.clone(),
+                    severity: (record.severity_text.clone(), record.severity_number),
+                    body,
+                    attributes: typed(&record.attributes),
+                    trace_id: hex(&record.trace_id),
+                    span_id: hex(&record.span_id),
+                    flags: record.flags,
+                });
+            }
+        }
+    }
+    let mut store = store.lock().expect("store lock");
+    store.logs.extend(received);
+    store.exports.push(Export {
+        path: "/v1/logs",
+        headers,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        ExportLogsServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+async fn receive(
+    State(store): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let Some(request) =
+        decompressed(&headers, body).and_then(|b| ExportTraceServiceRequest::decode(&b[..]).ok())
+    else {
         return (StatusCode::BAD_REQUEST, Vec::new()).into_response();
     };
     let mut received = Vec::new();
@@ -209,7 +347,12 @@ async fn receive(
             }
         }
     }
-    store.lock().expect("spans lock").extend(received);
+    let mut store = store.lock().expect("store lock");
+    store.spans.extend(received);
+    store.exports.push(Export {
+        path: "/v1/traces",
+        headers,
+    });
     (
         [(header::CONTENT_TYPE, "application/x-protobuf")],
         ExportTraceServiceResponse::default().encode_to_vec(),

@@ -9,6 +9,7 @@ mod faults;
 mod hostile;
 mod metrics;
 mod otel_contract;
+mod otel_env;
 mod prometheus;
 mod request_id;
 mod shutdown;

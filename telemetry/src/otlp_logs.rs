@@ -1,0 +1,202 @@
+//! Optional OTLP log export: with `OTEL_LOGS_EXPORTER=otlp`, every log line is also sent as
+//! an OpenTelemetry log record to the same collector as the spans (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+//! `/v1/logs` appended, or `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`; headers, timeout and
+//! compression as for spans). Stdout keeps its JSON lines, unchanged, either way.
+//!
+//! A record carries what its JSON line carries: the event's fields and `request_id` as
+//! attributes, the level as severity, the time, the service on the resource, and the trace
+//! and span ids (with the sampled flag) as the record's trace context, so a backend links it
+//! to its span. opentelemetry-appender-tracing sees only the event's own fields, not the
+//! request context this crate keeps on the span, hence this small layer.
+
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+use opentelemetry::{InstrumentationScope, Key};
+use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::logging::LogContext;
+
+/// Whether the environment asks for log records to be exported.
+pub fn configured() -> bool {
+    let wanted = std::env::var("OTEL_LOGS_EXPORTER")
+        .is_ok_and(|v| v.split(',').any(|e| e.trim().eq_ignore_ascii_case("otlp")));
+    let endpoint = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()));
+    wanted && endpoint && !crate::traces::sdk_disabled()
+}
+
+/// The log provider of this process. Shut it down to flush the last batch.
+#[derive(Debug)]
+pub struct OtlpLogs {
+    provider: SdkLoggerProvider,
+    service: &'static str,
+}
+
+impl OtlpLogs {
+    /// The exporter, when [`configured`].
+    pub fn init(service: &'static str) -> Result<Option<Self>, String> {
+        if !configured() {
+            return Ok(None);
+        }
+        use opentelemetry_otlp::WithExportConfig as _;
+        let exporter = opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let provider = SdkLoggerProvider::builder()
+            .with_resource(crate::traces::resource(service))
+            .with_batch_exporter(exporter)
+            .build();
+        Ok(Some(Self { provider, service }))
+    }
+
+    /// The layer that turns each event into a log record.
+    pub fn layer(&self) -> RecordLayer {
+        let scope = InstrumentationScope::builder(self.service)
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .with_schema_url(crate::traces::SCHEMA_URL)
+            .build();
+        RecordLayer {
+            logger: self.provider.logger_with_scope(scope),
+        }
+    }
+
+    /// Exports what is still batched. Blocks, so it runs on the blocking pool.
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        let _ = tokio::task::spawn_blocking(move || {
+            provider.shutdown_with_timeout(Duration::from_secs(5))
+        })
+        .await;
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct RecordLayer {
+    logger: SdkLogger,
+}
+
+impl<S> tracing_subscriber::Layer<S> for RecordLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let metadata = event.metadata();
+        let mut record = self.logger.create_log_record();
+        let now = SystemTime::now();
+        record.set_timestamp(now);
+        record.set_observed_timestamp(now);
+        record.set_severity_number(severity(*metadata.level()));
+        record.set_severity_text(metadata.level().as_str());
+        record.set_target(metadata.target());
+        let mut fields = Fields {
+            record: &mut record,
+            name: metadata.name(),
+            body: None,
+        };
+        event.record(&mut fields);
+        let body = fields.body.take();
+        if let Some(body) = body {
+            record.set_body(AnyValue::from(body));
+        }
+        let context = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .into_iter()
+                .find_map(|span| span.extensions().get::<LogContext>().cloned())
+        });
+        if let Some(context) = context {
+            record.add_attribute("request_id", context.request_id);
+            if let (Ok(trace_id), Ok(span_id)) = (
+                TraceId::from_hex(&context.trace_id),
+                SpanId::from_hex(&context.span_id),
+            ) {
+                let flags = if context.sampled {
+                    TraceFlags::SAMPLED
+                } else {
+                    TraceFlags::default()
+                };
+                record.set_trace_context(trace_id, span_id, Some(flags));
+            }
+        }
+        self.logger.emit(record);
+    }
+}
+
+fn severity(level: Level) -> Severity {
+    match level {
+        Level::TRACE => Severity::Trace,
+        Level::DEBUG => Severity::Debug,
+        Level::INFO => Severity::Info,
+        Level::WARN => Severity::Warn,
+        Level::ERROR => Severity::Error,
+    }
+}
+
+/// The event's fields as typed attributes; the body is its message, else its `event`, else
+/// its `endpoint` (the access log line).
+struct Fields<'a, R> {
+    record: &'a mut R,
+    name: &'static str,
+    body: Option<String>,
+}
+
+impl<R: opentelemetry::logs::LogRecord> Fields<'_, R> {
+    fn add(&mut self, field: &Field, value: AnyValue) {
+        self.record.add_attribute(Key::new(field.name()), value);
+    }
+
+    fn body_from(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "message" => self.body = Some(value.to_owned()),
+            "event" | "endpoint" if self.body.is_none() => self.body = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+}
+
+impl<R: opentelemetry::logs::LogRecord> Visit for Fields<'_, R> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.add(field, AnyValue::Double(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.add(field, AnyValue::Int(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.add(
+            field,
+            AnyValue::Int(i64::try_from(value).unwrap_or(i64::MAX)),
+        );
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.add(field, AnyValue::Boolean(value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.body_from(field, value);
+        // A message that only repeats the event's name is its name, not a field.
+        if !(field.name() == "message" && value == self.name) {
+            self.add(field, AnyValue::from(value.to_owned()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        self.body_from(field, &text);
+        self.add(field, AnyValue::from(text));
+    }
+}

@@ -1,0 +1,284 @@
+//! The standard OpenTelemetry environment, each variable honoured and tested: compression,
+//! headers, timeout, protocol, `OTEL_SDK_DISABLED`, the sampler, and OTLP log export with
+//! records that carry what the JSON line carries.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use system_tests::otlp::{OtlpReceiver, Typed};
+use system_tests::{Kind, Service, TIMEOUT, binary, client, post_json, send};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn login(a: &Service) -> reqwest::RequestBuilder {
+    client()
+        .post(a.at("/token"))
+        .json(&json!({"username": "divya", "password": "pass123"}))
+}
+
+fn trace_of(reply: &system_tests::Reply) -> String {
+    reply
+        .header("traceresponse")
+        .split('-')
+        .nth(1)
+        .expect("traceresponse")
+        .to_owned()
+}
+
+#[test]
+fn compression_and_headers_reach_the_collector() {
+    let otlp = OtlpReceiver::start();
+    let a = Service::start(
+        Kind::A,
+        "127.0.0.1:0",
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "x-tenant=lab,x-team=blue%20team",
+            ),
+        ],
+    );
+    let reply = runtime().block_on(send(login(&a)));
+    otlp.wait_for_trace(&trace_of(&reply), 1);
+    let export = otlp
+        .exports()
+        .into_iter()
+        .find(|e| e.path == "/v1/traces")
+        .expect("an export");
+    let header = |name: &str| {
+        export
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header("content-encoding"), "gzip");
+    assert_eq!(header("x-tenant"), "lab");
+    assert_eq!(header("x-team"), "blue team");
+}
+
+#[test]
+fn the_export_timeout_comes_from_the_environment() {
+    // A collector that accepts connections and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", hung.local_addr().expect("addr"));
+    let _keep = std::thread::spawn(move || {
+        let held: Vec<_> = hung.incoming().take(8).collect();
+        std::thread::sleep(TIMEOUT);
+        drop(held);
+    });
+    let a = Service::start(
+        Kind::A,
+        "127.0.0.1:0",
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "300"),
+        ],
+    );
+    let rt = runtime();
+    let started = Instant::now();
+    rt.block_on(send(login(&a)));
+    while rt.block_on(a.series("otel_span_export_failures_total")) < 1.0 {
+        assert!(
+            Instant::now() < started + TIMEOUT,
+            "no export failure counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the 300 ms timeout, not the 10 s default, ended the export: {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_unsupported_protocol_is_refused_at_start_saying_what_is_supported() {
+    for (name, value) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+    ] {
+        let mut child = Command::new(binary(Kind::A))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+            .env(name, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start");
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{name}={value}: still running");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+            .expect("read");
+        assert!(!status.success(), "{name}={value} was accepted");
+        assert!(
+            stderr.contains(&format!("{name}={value} is not supported"))
+                && stderr.contains("http/protobuf"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn sdk_disabled_exports_nothing_and_always_off_samples_nothing() {
+    let otlp = OtlpReceiver::start();
+    let env = |extra: (&'static str, &'static str)| {
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url.clone()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+            (extra.0, extra.1.to_owned()),
+        ]
+    };
+    let start = |kind, extra| {
+        let env = env(extra);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Service::start(kind, "127.0.0.1:0", &[], &env)
+    };
+    let control = start(Kind::A, ("OTEL_TRACES_SAMPLER", "always_on"));
+    let disabled = start(Kind::A, ("OTEL_SDK_DISABLED", "true"));
+    let off = start(Kind::A, ("OTEL_TRACES_SAMPLER", "always_off"));
+    let rt = runtime();
+
+    let silent = rt.block_on(send(login(&disabled)));
+    let unsampled = rt.block_on(send(login(&off)));
+    assert!(unsampled.header("traceresponse").ends_with("-00"));
+    let line = off.logs.request_line(unsampled.request_id());
+    assert_eq!(
+        line["trace_flags"], "00",
+        "the log line says its trace is not kept"
+    );
+    assert_eq!(line["trace_id"], trace_of(&unsampled).as_str());
+    // Exports run every 50 ms: once the control's span of a later request has arrived,
+    // the others would have too.
+    let later = rt.block_on(send(login(&control)));
+    otlp.wait_for_trace(&trace_of(&later), 1);
+    let spans = otlp.spans();
+    for quiet in [&silent, &unsampled] {
+        let trace = trace_of(quiet);
+        assert!(
+            spans.iter().all(|s| s.trace_id != trace),
+            "{trace} was exported"
+        );
+    }
+}
+
+#[test]
+fn log_records_carry_what_the_json_line_carries_on_the_right_span() {
+    let otlp = OtlpReceiver::start();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "50"),
+        ("OTEL_LOGS_EXPORTER", "otlp"),
+    ];
+    let a = Service::start(Kind::A, "127.0.0.1:0", &[], &env);
+    let b = Service::start(Kind::B, "127.0.0.1:0", &["--provider-url", &a.url()], &env);
+    let rt = runtime();
+    let reply = rt.block_on(post_json(
+        &b.at("/protected-action"),
+        json!({"username": "divya", "password": "pass123", "delay_ms": 2000}),
+        Some("logs-timeout"),
+    ));
+    assert_eq!(reply.status, 503);
+
+    let line = b.logs.request_line("logs-timeout");
+    let request_id = Typed::Str("logs-timeout".into());
+    let record = otlp.wait_for_logs(1, |r| {
+        r.service == "service-b"
+            && r.attributes.get("request_id") == Some(&request_id)
+            && r.attributes.contains_key("endpoint")
+    })[0]
+        .clone();
+    assert_eq!(record.body, "POST /protected-action");
+    assert_eq!(record.severity, ("INFO".to_owned(), 9));
+    assert_eq!(
+        record.attributes["endpoint"],
+        Typed::Str("POST /protected-action".into())
+    );
+    assert_eq!(record.attributes["status"], Typed::Int(503));
+    assert!(matches!(record.attributes["latency_ms"], Typed::Double(ms) if ms > 1000.0));
+    assert_eq!(
+        record.trace_id,
+        line["trace_id"].as_str().expect("trace id")
+    );
+    assert_eq!(record.span_id, line["span_id"].as_str().expect("span id"));
+    assert_eq!(record.flags & 1, 1, "sampled");
+
+    for attempt in [1, 2] {
+        let json_line = b
+            .logs
+            .wait_for(|l| l["event"] == "provider_call_failed" && l["attempt"] == attempt);
+        let record = otlp.wait_for_logs(1, |r| {
+            r.attributes.get("attempt") == Some(&Typed::Int(attempt))
+                && r.attributes.get("event") == Some(&Typed::Str("provider_call_failed".into()))
+        })[0]
+            .clone();
+        assert_eq!(record.severity, ("ERROR".to_owned(), 17));
+        assert_eq!(record.body, "provider_call_failed");
+        assert_eq!(record.attributes["error"], Typed::Str("timeout".into()));
+        assert_eq!(record.attributes["timeout_secs"], Typed::Double(1.0));
+        assert_eq!(record.attributes["request_id"], request_id);
+        assert!(!record.attributes.contains_key("message"));
+        assert_eq!(
+            record.span_id,
+            json_line["span_id"].as_str().expect("span id")
+        );
+        assert_ne!(
+            record.span_id,
+            line["span_id"].as_str().expect("server span")
+        );
+    }
+
+    // Stdout is unchanged by the export: exactly the seed's fields plus the trace ids, in
+    // this order.
+    let raw = b
+        .logs
+        .raw()
+        .into_iter()
+        .find(|l| l.contains(r#""request_id":"logs-timeout""#) && l.contains(r#""endpoint""#))
+        .expect("the raw request line");
+    let keys = [
+        "service",
+        "endpoint",
+        "status",
+        "latency_ms",
+        "request_id",
+        "ts",
+        "level",
+        "trace_id",
+        "span_id",
+        "trace_flags",
+    ];
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            raw.find(&format!("\"{k}\":"))
+                .unwrap_or_else(|| panic!("{k} in {raw}"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "field order: {raw}"
+    );
+    assert_eq!(line.as_object().expect("object").len(), keys.len(), "{raw}");
+}
