@@ -7,6 +7,7 @@ mod deploy;
 mod failures;
 mod faults;
 mod hostile;
+mod log_schema;
 mod metrics;
 mod otel_contract;
 mod otel_env;
