@@ -31,6 +31,20 @@ async fn assert_unharmed(service: &mut Service, attack: &str) {
     );
 }
 
+/// Waits (bounded) until the Prometheus series reaches `at_least`, and returns its value: the
+/// server counts a connection's end just after the client has seen it.
+async fn wait_for_series(service: &Service, series: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let value = service.series(series).await;
+        if value >= at_least {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{series} stayed at {value}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Connects and sends `bytes`, without reading; the connection stays open until dropped.
 fn connect_and_send(service: &Service, bytes: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(service.addr).expect("connect");
@@ -313,13 +327,13 @@ async fn slow_connections_and_endless_headers_leave_the_process_small_and_answer
         .map(|_| connect_and_send(&a, b"POST /token HTTP/1.1\r\nHost: a\r\nX-Slow: "))
         .collect();
     assert_unharmed(&mut a, "3,000 slow connections").await;
-    let evicted = a
-        .series(r#"http_connection_errors_total{kind="evicted"}"#)
-        .await;
-    assert!(
-        evicted >= 3000.0 - 1024.0,
-        "over the cap, idle ones make room: {evicted}"
-    );
+    // Over the cap, the idle ones make room.
+    wait_for_series(
+        &a,
+        r#"http_connection_errors_total{kind="evicted"}"#,
+        3000.0 - 1024.0,
+    )
+    .await;
     drop(slow);
 
     // 300 connections each sending a header that never ends (390 KB each, in pieces).
@@ -352,10 +366,13 @@ async fn slow_connections_and_endless_headers_leave_the_process_small_and_answer
         );
     }
     assert_unharmed(&mut a, "300 endless headers").await;
-    let too_large = a
-        .series(r#"http_connection_errors_total{kind="header_too_large"}"#)
-        .await;
-    assert!(too_large >= 300.0, "every one counted: {too_large}");
+    // Every one counted.
+    wait_for_series(
+        &a,
+        r#"http_connection_errors_total{kind="header_too_large"}"#,
+        300.0,
+    )
+    .await;
     a.logs
         .wait_for(|l| l["event"] == "connection_rejected" && l["kind"] == "header_too_large");
 }
@@ -511,15 +528,10 @@ async fn malformed_heads_are_refused_logged_and_counted() {
             assert_eq!(status_and_body(&answer).0, *status, "{what}: {answer:?}");
         }
     }
-    let count = |kind: &'static str| {
-        let a = &a;
-        async move {
-            a.series(&format!(r#"http_connection_errors_total{{kind="{kind}"}}"#))
-                .await
-        }
-    };
-    assert_eq!(count("malformed_request").await, 2.0);
-    assert_eq!(count("header_too_large").await, 2.0);
+    for kind in ["malformed_request", "header_too_large"] {
+        let series = format!(r#"http_connection_errors_total{{kind="{kind}"}}"#);
+        assert_eq!(wait_for_series(&a, &series, 2.0).await, 2.0, "{kind}");
+    }
     for kind in ["malformed_request", "header_too_large"] {
         a.logs
             .wait_for(|l| l["event"] == "connection_rejected" && l["kind"] == kind);
@@ -543,8 +555,12 @@ async fn slow_heads_and_bodies_get_408_and_idle_connections_close() {
         (408, Some("request head not received within 300 ms"))
     );
     assert_eq!(
-        a.series(r#"http_connection_errors_total{kind="header_timeout"}"#)
-            .await,
+        wait_for_series(
+            &a,
+            r#"http_connection_errors_total{kind="header_timeout"}"#,
+            1.0
+        )
+        .await,
         1.0
     );
 
