@@ -9,7 +9,7 @@ async fn main() -> std::process::ExitCode {
     if config.healthcheck {
         return telemetry::health::probe_exit_code(config.listen);
     }
-    let telemetry = match telemetry::init(SERVICE_NAME, &config.telemetry) {
+    let telemetry = match telemetry::init(SERVICE_NAME, &config.telemetry, &[]) {
         Ok(telemetry) => telemetry,
         Err(e) => {
             eprintln!("{SERVICE_NAME}: {e}");

@@ -270,6 +270,11 @@ impl Provider {
         if let Ok(mut segments) = token_url.path_segments_mut() {
             segments.pop_if_empty().push("token");
         }
+        let _ = PROVIDER_SERVER.set((
+            token_url.host_str().unwrap_or_default().to_owned(),
+            token_url.port_or_known_default().unwrap_or(80),
+            token_url.path().to_owned(),
+        ));
         Ok(Self {
             http,
             token_url,
@@ -484,6 +489,11 @@ struct AttemptNumber(u32);
 #[derive(Debug, Clone, Copy)]
 struct AttemptTimeout(Duration);
 
+/// When the attempt in flight started, and its span's ids, for the client duration
+/// histogram and its exemplar.
+#[derive(Debug, Clone)]
+struct AttemptStarted(Instant, telemetry::traces::SpanIds);
+
 /// Numbers, classifies, logs and counts each attempt. See the module docs.
 #[derive(Debug, Clone)]
 pub struct AttemptObserver {
@@ -667,11 +677,12 @@ impl ReqwestOtelSpanBackend for AttemptSpan {
         let ids = telemetry::traces::span_ids(&span);
         telemetry::logging::LogContext {
             request_id: request_id.to_owned(),
-            trace_id: ids.trace_id,
-            span_id: ids.span_id,
+            trace_id: ids.trace_id.clone(),
+            span_id: ids.span_id.clone(),
             sampled: ids.sampled,
         }
         .attach_to(&span);
+        extensions.insert(AttemptStarted(Instant::now(), ids));
         span
     }
 
@@ -689,9 +700,18 @@ impl ReqwestOtelSpanBackend for AttemptSpan {
             }
             Err(_) => failure_kind(outcome).map(|kind| kind.as_str().to_owned()),
         };
-        if let Some(error_type) = error_type {
+        if let Some(error_type) = &error_type {
             span.record("error.type", error_type.as_str());
             span.record("otel.status_code", "ERROR");
+        }
+        if let Some(AttemptStarted(started, ids)) = extensions.get::<AttemptStarted>() {
+            let status = outcome.as_ref().ok().map(|r| r.status().as_u16());
+            let (histogram, exemplars) = client_duration(status, error_type);
+            let seconds = started.elapsed().as_secs_f64();
+            histogram.record(seconds);
+            if let Some(slots) = exemplars.filter(|_| ids.sampled) {
+                slots.record(seconds, &ids.trace_id, &ids.span_id);
+            }
         }
         let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
         let timeout = extensions
@@ -702,6 +722,52 @@ impl ReqwestOtelSpanBackend for AttemptSpan {
         }
     }
 }
+
+/// `http_client_request_duration_seconds` (OpenTelemetry `http.client.request.duration`) for
+/// an attempt that ended with `status` (none: no answer) and `error_type`, and its exemplar
+/// slots; registered once per outcome. The server is always A, so its address and port
+/// come from the one provider URL.
+fn client_duration(
+    status: Option<u16>,
+    error_type: Option<String>,
+) -> (metrics::Histogram, Option<Arc<telemetry::exemplars::Slots>>) {
+    type Handles = (metrics::Histogram, Option<Arc<telemetry::exemplars::Slots>>);
+    type ByOutcome = std::collections::HashMap<(Option<u16>, Option<String>), Handles>;
+    static HANDLES: std::sync::OnceLock<std::sync::RwLock<ByOutcome>> = std::sync::OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    let key = (status, error_type);
+    if let Some(found) = handles.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return found.clone();
+    }
+    let (address, port, template) = PROVIDER_SERVER.get().cloned().unwrap_or_default();
+    let mut labels = vec![
+        ("http_request_method", "POST".to_owned()),
+        ("server_address", address),
+        ("server_port", port.to_string()),
+        ("url_template", template),
+    ];
+    if let Some(status) = key.0 {
+        labels.push(("http_response_status_code", status.to_string()));
+    }
+    if let Some(error_type) = &key.1 {
+        labels.push(("error_type", error_type.clone()));
+    }
+    let created = (
+        metrics::histogram!(telemetry::metrics::CLIENT_DURATION, &labels),
+        telemetry::metrics::exemplars()
+            .map(|e| e.slots(telemetry::metrics::CLIENT_DURATION, &labels)),
+    );
+    handles
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key)
+        .or_insert(created)
+        .clone()
+}
+
+/// A's host, port and token path (the `url.template`: it has no parameters), for the client
+/// histogram's labels; set when the provider is built (one per process).
+static PROVIDER_SERVER: std::sync::OnceLock<(String, u16, String)> = std::sync::OnceLock::new();
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 //! Nothing here knows which service it runs in beyond the name it is given.
 
 pub mod cli;
+pub mod exemplars;
 pub mod health;
 pub mod http;
 pub mod logging;
@@ -96,14 +97,24 @@ pub enum InitError {
 ///   spans are still created for tracing, so a quiet log never breaks trace propagation.
 /// - Traces: see [`traces`]. Ids are real W3C ids even when nothing is exported.
 /// - Metrics: see [`metrics`].
-pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, InitError> {
+///
+/// `timeouts` are the service's own timeouts: each gets a histogram bucket boundary at and
+/// just above it (see [`metrics::timeout_bounds`]).
+pub fn init(
+    service: &'static str,
+    args: &TelemetryArgs,
+    timeouts: &[std::time::Duration],
+) -> Result<Telemetry, InitError> {
     let (writer, log_guard) = logging::stdout_writer();
     let log_filter = || match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives),
         _ => EnvFilter::try_new(DEFAULT_LOG_FILTER),
     };
-    let traces = traces::Traces::init(service, args.trace_probes).map_err(InitError::Traces)?;
-    let logs = otlp_logs::OtlpLogs::init(service).map_err(InitError::Traces)?;
+    // One resource for spans, log records and target_info: one service.instance.id.
+    let resource = traces::resource(service);
+    let traces = traces::Traces::init(service, resource.clone(), args.trace_probes)
+        .map_err(InitError::Traces)?;
+    let logs = otlp_logs::OtlpLogs::init(service, resource.clone()).map_err(InitError::Traces)?;
     let records = match &logs {
         Some(logs) => Some(logs.layer().with_filter(log_filter()?)),
         None => None,
@@ -130,7 +141,8 @@ pub fn init(service: &'static str, args: &TelemetryArgs) -> Result<Telemetry, In
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| InitError::AlreadyInitialised(e.to_string()))?;
 
-    let metrics = metrics::Metrics::install().map_err(InitError::AlreadyInitialised)?;
+    let metrics =
+        metrics::Metrics::install(timeouts, &resource).map_err(InitError::AlreadyInitialised)?;
     Ok(Telemetry {
         log_guard,
         traces,

@@ -1,11 +1,19 @@
-//! Counters, written once with the `metrics` macros and read two ways on `GET /metrics`:
-//! Prometheus text for a scrape, and a small JSON summary for `curl` (the lab's keys).
+//! Metrics, written once with the `metrics` macros and read three ways on `GET /metrics`:
+//! OpenMetrics 1.0 with exemplars or the Prometheus text format for a scrape, and a small
+//! JSON summary for `curl` (the lab's keys).
 //!
 //! The process recorder is a fan-out: every increment goes to the Prometheus exporter and to
 //! a [`Tally`], which keeps plain totals the JSON view can read back (the exporter cannot).
-//! Which format a request gets: `?format=json|prometheus` wins; otherwise an `Accept` header
-//! naming `text/plain` or `application/openmetrics-text` (what Prometheus sends) gets text,
-//! and everything else (`*/*` from curl, no header) gets JSON.
+//! Histogram buckets carry exemplars (see [`crate::exemplars`]). Which format a request
+//! gets: `?format=json|prometheus|openmetrics` wins; otherwise an `Accept` header naming
+//! `application/openmetrics-text` (what Prometheus prefers) gets OpenMetrics, one naming
+//! `text/plain` the text format, and everything else (`*/*` from curl, no header) JSON.
+//!
+//! The HTTP series follow the OpenTelemetry semantic conventions as Prometheus exposes them
+//! (`http.server.request.duration` becomes `http_server_request_duration_seconds` with
+//! `http_request_method`, `http_route`, `http_response_status_code`, `url_scheme` and, on
+//! failures, `error_type`); `process_*`, `build_info` and `target_info` describe the
+//! process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,35 +27,96 @@ use http::{HeaderMap, StatusCode, header};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::layers::FanoutBuilder;
+
 use serde::Deserialize;
+
+use crate::exemplars::{Exemplars, OPENMETRICS_CONTENT_TYPE, to_openmetrics};
 
 /// Content type of the Prometheus text exposition format (Prometheus 3 refuses a scrape
 /// without a valid one; ../shared/STACK.md, trap 13).
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Histogram buckets in seconds, shared by every latency histogram: fine-grained below 10 ms
-/// where healthy loopback calls land, then around the 1 s per-attempt timeout.
+/// Histogram buckets in seconds, shared by every latency histogram: fine-grained below a
+/// millisecond, where healthy loopback calls land, then a coarse ladder up to 10 s. Each
+/// service adds a boundary at and just above each of its timeouts ([`timeout_bounds`]), so
+/// "timed out at 1 s" reads as about 1 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 5.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 2.5, 5.0,
     10.0,
 ];
+
+/// How far above a timeout its upper bucket boundary lies: a timed-out call ends a little
+/// after the timeout (scheduling, the connection's close).
+const TIMEOUT_MARGIN: f64 = 1.05;
+
+/// Bucket boundaries for `timeouts`: each one, and 5% above it.
+pub fn timeout_bounds(timeouts: &[Duration]) -> Vec<f64> {
+    timeouts
+        .iter()
+        .flat_map(|t| {
+            let seconds = t.as_secs_f64();
+            [
+                seconds,
+                (seconds * TIMEOUT_MARGIN * 1000.0).round() / 1000.0,
+            ]
+        })
+        .collect()
+}
+
+/// [`LATENCY_BUCKETS`] with `extra` boundaries, sorted, without duplicates.
+pub fn buckets(extra: &[f64]) -> Vec<f64> {
+    let mut all: Vec<f64> = LATENCY_BUCKETS
+        .iter()
+        .chain(extra)
+        .copied()
+        .filter(|b| b.is_finite() && *b > 0.0)
+        .collect();
+    all.sort_by(f64::total_cmp);
+    all.dedup();
+    all
+}
+
+/// The histogram of server request durations (OpenTelemetry `http.server.request.duration`).
+pub const SERVER_DURATION: &str = "http_server_request_duration_seconds";
+/// Requests being handled (OpenTelemetry `http.server.active_requests`).
+pub const SERVER_ACTIVE: &str = "http_server_active_requests";
+/// The histogram of outbound call durations (OpenTelemetry `http.client.request.duration`).
+pub const CLIENT_DURATION: &str = "http_client_request_duration_seconds";
+
+/// The process-wide exemplar store, set when the recorder is installed.
+static EXEMPLARS: std::sync::OnceLock<Exemplars> = std::sync::OnceLock::new();
+
+/// The exemplar store of the installed recorder (`None` in tests without one).
+pub fn exemplars() -> Option<&'static Exemplars> {
+    EXEMPLARS.get()
+}
 
 /// How often the exporter's histograms are compacted (it does not do this on its own).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The process's metrics: the Prometheus renderer and the totals behind the JSON view.
+/// The process's metrics: the Prometheus renderer, the totals behind the JSON view, the
+/// exemplars, and the process collector.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     prometheus: PrometheusHandle,
     tally: Tally,
+    exemplars: Exemplars,
+    process: std::sync::Arc<metrics_process::Collector>,
 }
 
 impl Metrics {
-    /// Installs the process-wide recorder. Fails if one is already installed.
-    pub fn install() -> Result<Self, String> {
-        let (metrics, recorder) = Self::build()?;
+    /// Installs the process-wide recorder, with `timeouts` given their own bucket boundaries
+    /// and the resource's identity in `target_info`. Fails if one is already installed.
+    pub fn install(
+        timeouts: &[Duration],
+        resource: &opentelemetry_sdk::Resource,
+    ) -> Result<Self, String> {
+        let (metrics, recorder) = Self::build(&timeout_bounds(timeouts))?;
         metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
+        let _ = EXEMPLARS.set(metrics.exemplars.clone());
         describe_shared();
+        describe_process(resource);
+        metrics.process.describe();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let handle = metrics.prometheus.clone();
             runtime.spawn(async move {
@@ -62,15 +131,18 @@ impl Metrics {
     }
 
     /// The recorder without installing it, for tests (`metrics::with_local_recorder`).
-    pub fn build() -> Result<(Self, impl Recorder + Sync + 'static), String> {
+    pub fn build(extra_bounds: &[f64]) -> Result<(Self, impl Recorder + Sync + 'static), String> {
+        let bounds = buckets(extra_bounds);
         let exporter = PrometheusBuilder::new()
-            .set_buckets(LATENCY_BUCKETS)
+            .set_buckets(&bounds)
             .map_err(|e| e.to_string())?
             .build_recorder();
         let tally = Tally::default();
         let metrics = Self {
             prometheus: exporter.handle(),
             tally: tally.clone(),
+            exemplars: Exemplars::new(&bounds),
+            process: std::sync::Arc::new(metrics_process::Collector::default()),
         };
         let recorder = FanoutBuilder::default()
             .add_recorder(exporter)
@@ -81,7 +153,13 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
+        self.process.collect();
         self.prometheus.render()
+    }
+
+    /// The OpenMetrics exposition of every metric, with exemplars.
+    pub fn render_openmetrics(&self) -> String {
+        to_openmetrics(&self.render_prometheus(), &self.exemplars)
     }
 
     /// Counter totals, for the JSON view.
@@ -90,17 +168,58 @@ impl Metrics {
     }
 }
 
+/// `build_info` and `target_info` (the resource, as OpenTelemetry's Prometheus exporters
+/// expose it), each a constant 1 whose labels say what runs.
+fn describe_process(resource: &opentelemetry_sdk::Resource) {
+    let attribute = |key: &'static str| {
+        resource
+            .get(&opentelemetry::Key::new(key))
+            .map(|v| v.as_str().into_owned())
+            .unwrap_or_default()
+    };
+    let service = attribute("service.name");
+    metrics::describe_gauge!(
+        "build_info",
+        "The running build: 1, with its version as labels"
+    );
+    metrics::gauge!(
+        "build_info",
+        "service" => service.clone(),
+        "version" => env!("CARGO_PKG_VERSION"),
+    )
+    .set(1.0);
+    metrics::describe_gauge!(
+        "target_info",
+        "The OpenTelemetry resource of this process: 1"
+    );
+    metrics::gauge!(
+        "target_info",
+        "service_name" => service,
+        "service_instance_id" => attribute("service.instance.id"),
+        "service_version" => attribute("service.version"),
+    )
+    .set(1.0);
+}
+
 /// Help text for the series every service has.
 fn describe_shared() {
-    metrics::describe_counter!("http_requests_total", "HTTP requests served, by route");
+    metrics::describe_counter!(
+        "http_requests_total",
+        "HTTP requests served, by method, route and status (499: the caller went away)"
+    );
     metrics::describe_histogram!(
-        "http_request_duration_seconds",
+        SERVER_DURATION,
         metrics::Unit::Seconds,
-        "Time from request received to response ready, by route"
+        "Duration of HTTP server requests (OpenTelemetry http.server.request.duration)"
     );
     metrics::describe_gauge!(
-        "http_requests_in_flight",
-        "Requests received and not yet answered, by route"
+        SERVER_ACTIVE,
+        "Active HTTP server requests (OpenTelemetry http.server.active_requests)"
+    );
+    metrics::describe_histogram!(
+        CLIENT_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of outbound HTTP requests, each attempt on its own (OpenTelemetry http.client.request.duration)"
     );
     metrics::describe_counter!(
         "otel_span_export_failures_total",
@@ -186,6 +305,8 @@ pub enum Format {
     Json,
     /// Prometheus text exposition format 0.0.4.
     Prometheus,
+    /// OpenMetrics 1.0, with exemplars.
+    OpenMetrics,
 }
 
 impl Format {
@@ -194,21 +315,25 @@ impl Format {
         match query {
             Some("json") => return Ok(Self::Json),
             Some("prometheus") => return Ok(Self::Prometheus),
+            Some("openmetrics") => return Ok(Self::OpenMetrics),
             Some(other) => {
                 return Err(format!(
-                    "unknown format {other:?}: use format=json or format=prometheus"
+                    "unknown format {other:?}: use format=json, format=prometheus or format=openmetrics"
                 ));
             }
             None => {}
         }
-        let wants_text = accept.is_some_and(|accept| {
-            accept.split(',').any(|range| {
-                let media = range.split(';').next().unwrap_or_default().trim();
-                media.eq_ignore_ascii_case("text/plain")
-                    || media.eq_ignore_ascii_case("application/openmetrics-text")
+        let names = |wanted: &str| {
+            accept.is_some_and(|accept| {
+                accept.split(',').any(|range| {
+                    let media = range.split(';').next().unwrap_or_default().trim();
+                    media.eq_ignore_ascii_case(wanted)
+                })
             })
-        });
-        Ok(if wants_text {
+        };
+        Ok(if names("application/openmetrics-text") {
+            Self::OpenMetrics
+        } else if names("text/plain") {
             Self::Prometheus
         } else {
             Self::Json
@@ -240,6 +365,11 @@ where
                     metrics.render_prometheus(),
                 )
                     .into_response(),
+                Ok(Format::OpenMetrics) => (
+                    [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+                    metrics.render_openmetrics(),
+                )
+                    .into_response(),
                 Err(message) => crate::http::error(StatusCode::BAD_REQUEST, message),
             }
         },
@@ -249,6 +379,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_timeout_gets_a_boundary_at_and_just_above_it() {
+        let bounds = buckets(&timeout_bounds(&[
+            Duration::from_secs(1),
+            Duration::from_millis(2050),
+        ]));
+        for wanted in [0.0001, 1.0, 1.05, 2.05, 2.1525, 10.0] {
+            assert!(
+                bounds.iter().any(|b| (b - wanted).abs() < 0.001),
+                "{wanted} in {bounds:?}"
+            );
+        }
+        assert!(bounds.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+    }
 
     #[test]
     fn curl_and_browsers_get_json() {
@@ -267,6 +412,10 @@ mod tests {
                       text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
         assert_eq!(
             Format::negotiate(None, Some(scrape)),
+            Ok(Format::OpenMetrics)
+        );
+        assert_eq!(
+            Format::negotiate(None, Some("text/plain;version=0.0.4;q=0.3,*/*;q=0.2")),
             Ok(Format::Prometheus)
         );
         assert_eq!(
@@ -290,7 +439,7 @@ mod tests {
 
     #[test]
     fn one_increment_reaches_both_views() {
-        let (metrics, recorder) = Metrics::build().expect("recorder");
+        let (metrics, recorder) = Metrics::build(&[]).expect("recorder");
         metrics::with_local_recorder(&recorder, || {
             metrics::counter!("http_requests_total", "route" => "/token", "status" => "200")
                 .increment(2);

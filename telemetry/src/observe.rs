@@ -2,9 +2,10 @@
 //!
 //! [`instrument`] wraps a service's router with everything both services do to every request,
 //! outermost first: validate or generate `X-Request-ID` and echo it, observe the request
-//! (span joined to the caller's trace, seed-format log line, `http_requests_total`,
-//! `http_request_duration_seconds` and `http_requests_in_flight` labelled by *route*, never
-//! raw path, and a `traceresponse` header naming the trace), shed load over
+//! (span joined to the caller's trace, seed-format log line, `http_requests_total` by route,
+//! `http_server_request_duration_seconds` by route with an exemplar for sampled requests,
+//! `http_server_active_requests`, never by raw path, and a `traceresponse` header naming
+//! the trace), shed load over
 //! `--max-in-flight`, answer 503 to requests still running when the shutdown grace ends,
 //! limit the body, and answer unknown routes and methods with JSON errors.
 //!
@@ -202,8 +203,8 @@ pub async fn observe(
     let traceresponse = ids.traceresponse();
     LogContext {
         request_id,
-        trace_id: ids.trace_id,
-        span_id: ids.span_id,
+        trace_id: ids.trace_id.clone(),
+        span_id: ids.span_id.clone(),
         sampled: ids.sampled,
     }
     .attach_to(&span);
@@ -213,7 +214,15 @@ pub async fn observe(
         Some(limit) if shed => match limit.try_admit() {
             Some(permit) => Some(permit),
             None => {
-                let record = Record::start(started, span.clone(), endpoint, attempt, method, route);
+                let record = Record::start(
+                    started,
+                    span.clone(),
+                    endpoint,
+                    attempt,
+                    method,
+                    route,
+                    &ids,
+                );
                 span.in_scope(|| crate::event!(WARN, "load_shed"));
                 metrics::counter!(REQUESTS_SHED).increment(1);
                 let mut response = http::error(
@@ -231,7 +240,15 @@ pub async fn observe(
     };
     let cut_off = request.extensions().get::<CutOff>().cloned();
 
-    let record = Record::start(started, span.clone(), endpoint, attempt, method, route);
+    let record = Record::start(
+        started,
+        span.clone(),
+        endpoint,
+        attempt,
+        method,
+        route,
+        &ids,
+    );
     let handled = next.run(request).instrument(span.clone());
     let mut response = match cut_off {
         Some(CutOff(mut cut_off)) => tokio::select! {
@@ -286,7 +303,7 @@ pub const CALLER_GONE: &str = "client_disconnected";
 /// connection closed, so the server dropped the handler): nginx's "client closed request".
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
-/// One request being observed: counted in `http_requests_in_flight` from the start, and
+/// One request being observed: counted in `http_server_active_requests` from the start, and
 /// logged and counted exactly once at the end: by [`Record::finish`], or, if the handler is
 /// dropped midway because the client went away, by `Drop` with status 499.
 struct Record {
@@ -295,6 +312,9 @@ struct Record {
     attempt: Option<u32>,
     method: &'static str,
     handles: RouteHandles,
+    active: metrics::Gauge,
+    /// Trace and span id of a sampled request, for the duration's exemplar.
+    exemplar: Option<(String, String)>,
     started: Instant,
     finished: bool,
 }
@@ -307,16 +327,21 @@ impl Record {
         attempt: Option<u32>,
         method: &'static str,
         route: Option<String>,
+        ids: &traces::SpanIds,
     ) -> Self {
-        let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-        let handles = RouteHandles::of(&route);
-        handles.in_flight.increment(1.0);
+        let handles = RouteHandles::of(route.as_deref());
+        let active = active_requests(method);
+        active.increment(1.0);
         Self {
             span,
             endpoint,
             attempt,
             method,
             handles,
+            active,
+            exemplar: ids
+                .sampled
+                .then(|| (ids.trace_id.clone(), ids.span_id.clone())),
             started,
             finished: false,
         }
@@ -330,9 +355,10 @@ impl Record {
     /// Logs and counts the request. The span gets a status code only when one was sent,
     /// and ERROR only for a 5xx or no answer at all: a 4xx is the caller's error. A caller
     /// that went away is logged and counted as 499 (nginx's convention) but its span gets
-    /// no invented status code, only `error.type` [`CALLER_GONE`].
+    /// no invented status code, only `error.type` [`CALLER_GONE`]; so does the duration
+    /// histogram, which follows the OpenTelemetry convention.
     fn record(&self, status: u16, answered: bool) {
-        self.handles.in_flight.decrement(1.0);
+        self.active.decrement(1.0);
         let elapsed = self.started.elapsed();
         if answered {
             self.span
@@ -354,46 +380,81 @@ impl Record {
                 attempt = self.attempt,
             );
         });
-        let (requests, duration) = self.handles.outcome(self.method, status);
-        requests.increment(1);
-        duration.record(elapsed.as_secs_f64());
+        let outcome = self.handles.outcome(self.method, status, answered);
+        outcome.requests.increment(1);
+        outcome.duration.record(elapsed.as_secs_f64());
+        if let (Some((trace_id, span_id)), Some(slots)) = (&self.exemplar, &outcome.exemplars) {
+            slots.record(elapsed.as_secs_f64(), trace_id, span_id);
+        }
     }
 }
 
-/// `http_requests_total` and `http_request_duration_seconds` for one method and status.
-type OutcomeHandles = (metrics::Counter, metrics::Histogram);
+/// `http_server_active_requests` for one method (registered once per method).
+fn active_requests(method: &'static str) -> metrics::Gauge {
+    static GAUGES: OnceLock<RwLock<HashMap<&'static str, metrics::Gauge>>> = OnceLock::new();
+    let gauges = GAUGES.get_or_init(RwLock::default);
+    if let Some(gauge) = gauges.read().unwrap_or_else(|p| p.into_inner()).get(method) {
+        return gauge.clone();
+    }
+    gauges
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(method)
+        .or_insert_with(|| {
+            metrics::gauge!(
+                crate::metrics::SERVER_ACTIVE,
+                "http_request_method" => method,
+                "url_scheme" => "http",
+            )
+        })
+        .clone()
+}
+
+/// Method, status, and whether the status was sent (false: the caller went away).
+type OutcomeKey = (&'static str, u16, bool);
+
+/// What one request's outcome records into.
+#[derive(Clone)]
+struct OutcomeHandles {
+    /// `http_requests_total{method,route,status}`.
+    requests: metrics::Counter,
+    /// `http_server_request_duration_seconds{…}`.
+    duration: metrics::Histogram,
+    /// That histogram series' exemplars (`None` without an installed recorder).
+    exemplars: Option<Arc<crate::exemplars::Slots>>,
+}
 
 /// The metric handles of one route, registered once and reused: building label sets and
 /// looking them up in the recorders on every request is measurable (BENCHMARKS.md).
 #[derive(Clone)]
 struct RouteHandles {
-    route: Arc<str>,
-    in_flight: metrics::Gauge,
-    outcomes: Arc<RwLock<HashMap<(&'static str, u16), OutcomeHandles>>>,
+    /// The matched route; `None` when no route matched.
+    route: Option<Arc<str>>,
+    outcomes: Arc<RwLock<HashMap<OutcomeKey, OutcomeHandles>>>,
 }
 
 impl RouteHandles {
     /// The handles for `route` (the recorder is process-wide, so the cache is too).
-    fn of(route: &str) -> Self {
-        static ROUTES: OnceLock<RwLock<HashMap<String, RouteHandles>>> = OnceLock::new();
+    fn of(route: Option<&str>) -> Self {
+        static ROUTES: OnceLock<RwLock<HashMap<Option<String>, RouteHandles>>> = OnceLock::new();
         let routes = ROUTES.get_or_init(RwLock::default);
-        if let Some(handles) = routes.read().unwrap_or_else(|p| p.into_inner()).get(route) {
+        let key = route.map(str::to_owned);
+        if let Some(handles) = routes.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return handles.clone();
         }
         let mut routes = routes.write().unwrap_or_else(|p| p.into_inner());
         routes
-            .entry(route.to_owned())
+            .entry(key)
             .or_insert_with(|| Self {
-                route: route.into(),
-                in_flight: metrics::gauge!("http_requests_in_flight", "route" => route.to_owned()),
+                route: route.map(Arc::from),
                 outcomes: Arc::default(),
             })
             .clone()
     }
 
-    /// `http_requests_total` and `http_request_duration_seconds` for one method and status.
-    fn outcome(&self, method: &'static str, status: u16) -> (metrics::Counter, metrics::Histogram) {
-        let key = (method, status);
+    /// The handles for one method and status (`answered` false: the caller went away).
+    fn outcome(&self, method: &'static str, status: u16, answered: bool) -> OutcomeHandles {
+        let key = (method, status, answered);
         if let Some(handles) = self
             .outcomes
             .read()
@@ -402,15 +463,34 @@ impl RouteHandles {
         {
             return handles.clone();
         }
-        let labels = [
+        let route = self.route.as_deref();
+        let counter_labels = [
             ("method", method.to_owned()),
-            ("route", self.route.to_string()),
+            ("route", route.unwrap_or(UNMATCHED_ROUTE).to_owned()),
             ("status", status.to_string()),
         ];
-        let handles = (
-            metrics::counter!("http_requests_total", &labels),
-            metrics::histogram!("http_request_duration_seconds", &labels),
-        );
+        // The OpenTelemetry attributes of http.server.request.duration, as Prometheus
+        // labels: http.route only when a route matched, the status only when one was sent,
+        // error.type on failures.
+        let mut duration_labels = vec![("http_request_method", method.to_owned())];
+        if let Some(route) = route {
+            duration_labels.push(("http_route", route.to_owned()));
+        }
+        if answered {
+            duration_labels.push(("http_response_status_code", status.to_string()));
+        }
+        duration_labels.push(("url_scheme", "http".to_owned()));
+        if !answered {
+            duration_labels.push(("error_type", CALLER_GONE.to_owned()));
+        } else if status >= 500 {
+            duration_labels.push(("error_type", status.to_string()));
+        }
+        let handles = OutcomeHandles {
+            requests: metrics::counter!("http_requests_total", &counter_labels),
+            duration: metrics::histogram!(crate::metrics::SERVER_DURATION, &duration_labels),
+            exemplars: crate::metrics::exemplars()
+                .map(|e| e.slots(crate::metrics::SERVER_DURATION, &duration_labels)),
+        };
         self.outcomes
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -44,7 +44,10 @@ pub struct OtlpLogs {
 
 impl OtlpLogs {
     /// The exporter, when [`configured`].
-    pub fn init(service: &'static str) -> Result<Option<Self>, String> {
+    pub fn init(
+        service: &'static str,
+        resource: opentelemetry_sdk::Resource,
+    ) -> Result<Option<Self>, String> {
         if !configured() {
             return Ok(None);
         }
@@ -55,7 +58,7 @@ impl OtlpLogs {
             .build()
             .map_err(|e| e.to_string())?;
         let provider = SdkLoggerProvider::builder()
-            .with_resource(crate::traces::resource(service))
+            .with_resource(resource)
             .with_batch_exporter(exporter)
             .build();
         Ok(Some(Self { provider, service }))

@@ -124,7 +124,11 @@ pub fn resource(service: &'static str) -> Resource {
 impl Traces {
     /// Builds the provider from the environment and installs the W3C propagators
     /// (TraceContext and Baggage) globally; without them nothing is injected or extracted.
-    pub fn init(service: &'static str, trace_probes: bool) -> Result<Self, String> {
+    pub fn init(
+        service: &'static str,
+        resource: Resource,
+        trace_probes: bool,
+    ) -> Result<Self, String> {
         global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
             Box::new(BaggagePropagator::new()),
@@ -139,7 +143,7 @@ impl Traces {
             Box::new(SkipProbes(configured))
         };
         let mut provider = SdkTracerProvider::builder()
-            .with_resource(resource(service))
+            .with_resource(resource)
             .with_sampler(sampler);
         if export_configured() {
             // Timeout, headers and compression come from the standard environment.

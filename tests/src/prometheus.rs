@@ -96,6 +96,8 @@ impl Prometheus {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address={addr}"))
+            // As in deploy/compose.yaml: keep the exemplars the services attach to buckets.
+            .arg("--enable-feature=exemplar-storage")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -144,6 +146,43 @@ impl Prometheus {
                 (series["metric"].clone(), value)
             })
             .collect()
+    }
+
+    /// The exemplars of `promql` over the last `window_secs`: each as `(series labels,
+    /// exemplar labels, value)`.
+    pub async fn query_exemplars(
+        &self,
+        promql: &str,
+        window_secs: u64,
+    ) -> Vec<(Value, Value, f64)> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let mut url =
+            reqwest::Url::parse(&format!("{}/api/v1/query_exemplars", self.url)).expect("url");
+        url.query_pairs_mut()
+            .append_pair("query", promql)
+            .append_pair("start", &(now - window_secs).to_string())
+            .append_pair("end", &(now + 1).to_string());
+        let reply = client().get(url).send().await.expect("query sent");
+        let body: Value = reply.json().await.expect("answer is JSON");
+        assert_eq!(body["status"], "success", "{promql}: {body}");
+        let mut found = Vec::new();
+        for series in body["data"].as_array().cloned().unwrap_or_default() {
+            for exemplar in series["exemplars"].as_array().cloned().unwrap_or_default() {
+                let value = exemplar["value"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                found.push((
+                    series["seriesLabels"].clone(),
+                    exemplar["labels"].clone(),
+                    value,
+                ));
+            }
+        }
+        found
     }
 
     /// Waits (bounded) until `promql` returns one series with value `expected`.

@@ -308,3 +308,83 @@ fn the_dockerfile_build_command_builds_this_workspace() {
             .current_dir(repo_root()),
     );
 }
+
+/// Reads a YAML file as JSON, with Python's PyYAML (installed with kubernetes-validate).
+/// `None` outside CI when it is missing.
+fn yaml_as_json(path: &Path) -> Option<Value> {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(path)
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    if output.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "PyYAML is required in CI (it comes with kubernetes-validate)"
+        );
+        eprintln!(
+            "NOTE: PyYAML is not installed; {} is not read here",
+            path.display()
+        );
+    }
+    output.map(|o| serde_json::from_slice(&o.stdout).expect("YAML as JSON"))
+}
+
+#[test]
+fn a_slow_bucket_leads_to_its_trace_on_the_compose_stack() {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("dashboards/services.json")).expect("dashboard"),
+    )
+    .expect("dashboard JSON");
+    let latency: Vec<(String, String)> = expressions(&dashboard)
+        .into_iter()
+        .filter(|(_, expr)| expr.contains("_duration_seconds_bucket"))
+        .collect();
+    assert!(!latency.is_empty());
+    let text = dashboard.to_string();
+    for (title, expr) in &latency {
+        assert!(
+            expr.contains("http_server_request_duration_seconds")
+                || expr.contains("http_client_request_duration_seconds")
+                || expr.contains("provider_attempt_duration_seconds")
+                || expr.contains("token_delay_seconds"),
+            "{title}: {expr}"
+        );
+    }
+    assert!(
+        text.contains(r#""exemplar":true"#),
+        "latency panels show exemplars"
+    );
+
+    let Some(datasources) =
+        yaml_as_json(&repo_root().join("deploy/grafana/provisioning/datasources/datasources.yaml"))
+    else {
+        return;
+    };
+    let sources = datasources["datasources"].as_array().expect("datasources");
+    let jaeger = sources
+        .iter()
+        .find(|d| d["type"] == "jaeger")
+        .expect("a Jaeger data source");
+    let prometheus = sources
+        .iter()
+        .find(|d| d["type"] == "prometheus")
+        .expect("a Prometheus data source");
+    let link = &prometheus["jsonData"]["exemplarTraceIdDestinations"][0];
+    assert_eq!(
+        link["name"], "trace_id",
+        "the exemplar label the services set"
+    );
+    assert_eq!(link["datasourceUid"], jaeger["uid"]);
+
+    let compose = yaml_as_json(&repo_root().join("deploy/compose.yaml")).expect("compose");
+    let command = compose["services"]["prometheus"]["command"].to_string();
+    assert!(
+        command.contains("--enable-feature=exemplar-storage"),
+        "{command}"
+    );
+}

@@ -266,7 +266,9 @@ async fn a_drops_work_once_the_callers_deadline_has_passed() {
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         let text = get(&a.at("/metrics?format=prometheus")).await.text;
-        if text.contains(r#"http_requests_in_flight{route="/token"} 0"#) {
+        if text.contains(
+            r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 0"#,
+        ) {
             break;
         }
         assert!(

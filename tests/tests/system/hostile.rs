@@ -435,7 +435,11 @@ async fn requests_cut_off_by_the_grace_are_answered_503_and_logged() {
         })
         .collect();
     let deadline = Instant::now() + TIMEOUT;
-    while a.series(r#"http_requests_in_flight{route="/token"}"#).await < 5.0 {
+    while a
+        .series(r#"http_server_active_requests{http_request_method="POST",url_scheme="http"}"#)
+        .await
+        < 5.0
+    {
         assert!(
             Instant::now() < deadline,
             "the five requests never ran together"
@@ -600,7 +604,11 @@ async fn over_the_in_flight_cap_requests_are_shed_but_probes_answer() {
         })
         .collect();
     let deadline = Instant::now() + TIMEOUT;
-    while a.series(r#"http_requests_in_flight{route="/token"}"#).await < 2.0 {
+    while a
+        .series(r#"http_server_active_requests{http_request_method="POST",url_scheme="http"}"#)
+        .await
+        < 2.0
+    {
         assert!(Instant::now() < deadline, "the slow requests never ran");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod deploy;
+mod exemplars;
 mod failures;
 mod faults;
 mod hostile;

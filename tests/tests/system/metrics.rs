@@ -1,5 +1,9 @@
-//! `/metrics` content negotiation: JSON for curl, Prometheus text for a scrape, and the text
-//! is valid exposition format (checked with `promtool` when it is installed, and always in CI).
+//! `/metrics` content negotiation: JSON for curl, OpenMetrics for a Prometheus scrape (which
+//! asks for it first), the text format for a client that asks for `text/plain`; each valid:
+//! the text format by `promtool check metrics`, OpenMetrics by the OpenMetrics parser of
+//! PyPI's `prometheus_client` (promtool has no OpenMetrics parser), and both by a real
+//! Prometheus scraping them (`prometheus.rs`, `exemplars.rs`). Checked when the tools are
+//! installed, and always in CI.
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -9,6 +13,7 @@ use system_tests::{Service, client, send};
 
 const SCRAPE_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
 const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 async fn metrics_with(service: &Service, query: &str, accept: Option<&str>) -> system_tests::Reply {
     let mut request = client().get(service.at(&format!("/metrics{query}")));
@@ -19,17 +24,22 @@ async fn metrics_with(service: &Service, query: &str, accept: Option<&str>) -> s
 }
 
 #[tokio::test]
-async fn curl_gets_json_and_a_scrape_gets_prometheus_text() {
+async fn curl_gets_json_and_a_scrape_gets_openmetrics() {
     let a = Service::a(&[]);
 
     let curl = metrics_with(&a, "", Some("*/*")).await;
     let scrape = metrics_with(&a, "", Some(SCRAPE_ACCEPT)).await;
+    let text = metrics_with(&a, "", Some("text/plain;version=0.0.4")).await;
     let forced_text = metrics_with(&a, "?format=prometheus", Some("*/*")).await;
     let forced_json = metrics_with(&a, "?format=json", Some(SCRAPE_ACCEPT)).await;
 
     assert_eq!(curl.header("content-type"), "application/json");
     assert!(curl.json["requests_total"].is_u64());
-    assert_eq!(scrape.header("content-type"), PROMETHEUS_TYPE);
+    assert_eq!(scrape.header("content-type"), OPENMETRICS_TYPE);
+    assert!(scrape.text.ends_with("\n# EOF\n"), "{}", scrape.text);
+    assert!(scrape.text.contains("# TYPE http_requests counter"));
+    assert_eq!(text.header("content-type"), PROMETHEUS_TYPE);
+    let scrape = text;
     assert!(
         scrape.text.contains("# TYPE http_requests_total counter"),
         "{}",
@@ -63,7 +73,14 @@ async fn prometheus_series_are_labelled_by_route_never_raw_path() {
         "{text}"
     );
     assert!(!text.contains("/x1"));
-    assert!(text.contains(r#"http_request_duration_seconds_bucket{method="POST",route="/token",status="200",le="0.005"}"#), "explicit buckets: {text}");
+    assert!(
+        text.contains(r#"http_server_request_duration_seconds_bucket{http_request_method="POST",http_route="/token",http_response_status_code="200",url_scheme="http",le="0.0001"}"#),
+        "the convention's name and labels, sub-millisecond buckets: {text}"
+    );
+    assert!(
+        text.contains(r#"http_server_request_duration_seconds_bucket{http_request_method="GET",http_response_status_code="404",url_scheme="http",le="+Inf"} 3"#),
+        "no http_route when no route matched: {text}"
+    );
     assert!(
         text.contains(r#"token_requests_total{outcome="issued"} 1"#),
         "{text}"
@@ -108,6 +125,55 @@ fn promtool_check(text: &str) {
     );
 }
 
+/// Parses `text` with the OpenMetrics 1.0 parser of PyPI's `prometheus_client`, which
+/// checks the whole grammar, exemplars and `# EOF` included. Skipped with a note when it is
+/// not installed, except in CI.
+fn openmetrics_check(text: &str) {
+    const PARSE: &str = "import sys\n\
+from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+families = list(text_string_to_metric_families(sys.stdin.read()))\n\
+exemplars = sum(1 for f in families for s in f.samples if s.exemplar)\n\
+print(len(families), exemplars)\n";
+    let available = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "prometheus_client is required in CI (python3 -m pip install prometheus-client)"
+        );
+        eprintln!("NOTE: prometheus_client not installed, OpenMetrics not parsed here");
+        return;
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("python3 ran");
+    assert!(
+        output.status.success(),
+        "not OpenMetrics: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let said = String::from_utf8_lossy(&output.stdout);
+    let exemplars: usize = said
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("counts");
+    assert!(exemplars > 0, "sampled requests leave exemplars: {text}");
+}
+
 #[tokio::test]
 async fn promtool_finds_nothing_wrong_with_either_service() {
     let a = Service::a(&[]);
@@ -127,8 +193,21 @@ async fn promtool_finds_nothing_wrong_with_either_service() {
     .await;
 
     for service in [&a, &b] {
-        let reply = metrics_with(service, "", Some(SCRAPE_ACCEPT)).await;
+        let reply = metrics_with(service, "?format=prometheus", None).await;
         promtool_check(&reply.text);
+        let reply = metrics_with(service, "", Some(SCRAPE_ACCEPT)).await;
+        openmetrics_check(&reply.text);
+        for series in [
+            "process_resident_memory_bytes ",
+            "process_cpu_seconds_total ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_start_time_seconds ",
+            "build_info{",
+            "target_info{",
+        ] {
+            assert!(reply.text.contains(series), "{series}: {}", reply.text);
+        }
     }
     let b_text = metrics_with(&b, "?format=prometheus", None).await.text;
     assert!(

@@ -358,10 +358,10 @@ fn a_timed_out_call_has_two_red_attempts_whose_failures_are_their_own() {
         assert_eq!(failed[0].attributes["timeout_secs"], Typed::Double(1.0));
         assert_eq!(failed[0].attributes["attempt"], Typed::Int(number));
 
-        let log = stack
+        let log = [stack
             .b
             .logs
-            .matching(|l| l["event"] == "provider_call_failed" && l["attempt"] == number);
+            .wait_for(|l| l["event"] == "provider_call_failed" && l["attempt"] == number)];
         assert_eq!(
             log[0]["span_id"],
             attempt.span_id.as_str(),
@@ -516,7 +516,7 @@ fn a_caller_that_hangs_up_leaves_a_red_span_with_no_invented_status() {
     while stack.rt.block_on(
         stack
             .b
-            .series(r#"http_requests_in_flight{route="/protected-action"}"#),
+            .series(r#"http_server_active_requests{http_request_method="POST",url_scheme="http"}"#),
     ) < 1.0
     {
         assert!(

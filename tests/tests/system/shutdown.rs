@@ -12,7 +12,9 @@ async fn wait_until_token_request_in_flight(a: &Service) {
         let text = system_tests::get(&a.at("/metrics?format=prometheus"))
             .await
             .text;
-        if text.contains(r#"http_requests_in_flight{route="/token"} 1"#) {
+        if text.contains(
+            r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 1"#,
+        ) {
             return;
         }
         assert!(Instant::now() < deadline, "no request in flight: {text}");
