@@ -219,3 +219,32 @@ async fn promtool_finds_nothing_wrong_with_either_service() {
         "{b_text}"
     );
 }
+
+#[tokio::test]
+async fn unsampled_requests_leave_no_exemplar() {
+    let a = Service::start(
+        system_tests::Kind::A,
+        "127.0.0.1:0",
+        &[],
+        &[("OTEL_TRACES_SAMPLER", "always_off")],
+    );
+    let reply = system_tests::post_json(
+        &a.at("/token"),
+        json!({"username": "divya", "password": "pass123"}),
+        None,
+    )
+    .await;
+    assert!(
+        reply.header("traceresponse").ends_with("-00"),
+        "not sampled"
+    );
+    let text = metrics_with(&a, "?format=openmetrics", None).await.text;
+    assert!(
+        text.contains("http_server_request_duration_seconds_bucket{http_request_method=\"POST\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains(" # {"),
+        "no exemplar names a trace that does not exist: {text}"
+    );
+}
