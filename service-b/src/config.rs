@@ -34,6 +34,28 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
 
+    /// Instead of serving, check that the server on --listen answers GET /health with 200,
+    /// and exit 0 if so, 1 if not. For container healthchecks: no curl needed in the image.
+    #[arg(long)]
+    pub healthcheck: bool,
+
+    /// How B calls A: URL, timeouts, retries, budget, breaker, pool.
+    #[command(flatten)]
+    pub provider: ProviderConfig,
+
+    /// Connection limits, timeouts and the shutdown grace, shared with the other service.
+    #[command(flatten)]
+    pub edge: telemetry::server::EdgeArgs,
+
+    /// Telemetry settings, shared with the other service.
+    #[command(flatten)]
+    pub telemetry: telemetry::TelemetryArgs,
+}
+
+/// How B calls A: everything the client for A needs, and nothing else (see
+/// [`crate::provider::Provider::new`]). Its flags are part of `service-b --help`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProviderConfig {
     /// Base URL of service A (plain http). B calls `<provider-url>/token`.
     #[arg(long, env = "PROVIDER_URL", default_value = "http://127.0.0.1:8080",
           value_parser = parse_provider_url)]
@@ -59,11 +81,6 @@ pub struct Config {
     /// Upper bound of the wait before a retry, in milliseconds.
     #[arg(long, env = "RETRY_BACKOFF_MAX_MS", default_value_t = 50)]
     pub retry_backoff_max_ms: u64,
-
-    /// Instead of serving, check that the server on --listen answers GET /health with 200,
-    /// and exit 0 if so, 1 if not. For container healthchecks: no curl needed in the image.
-    #[arg(long)]
-    pub healthcheck: bool,
 
     /// Deadline over all attempts of one call to A, in milliseconds. Default: the worst case
     /// of the settings above plus 40 ms (2050 ms with the defaults). B tells A how long it
@@ -112,14 +129,6 @@ pub struct Config {
     /// (or a proxy's) idle keep-alive timeout, so B never reuses a connection A has closed.
     #[arg(long, env = "POOL_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
     pub pool_idle_timeout_ms: u64,
-
-    /// Connection limits, timeouts and the shutdown grace, shared with the other service.
-    #[command(flatten)]
-    pub edge: telemetry::server::EdgeArgs,
-
-    /// Telemetry settings, shared with the other service.
-    #[command(flatten)]
-    pub telemetry: telemetry::TelemetryArgs,
 }
 
 /// Added to the worst case to make the default deadline: room for the scheduling noise of a
@@ -136,7 +145,7 @@ fn parse_provider_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-impl Config {
+impl ProviderConfig {
     /// Timeout of one attempt.
     pub fn provider_timeout(&self) -> Duration {
         Duration::from_millis(self.provider_timeout_ms)
@@ -185,14 +194,26 @@ mod tests {
     #[test]
     fn defaults_reproduce_the_labs_timing() {
         let config = Config::try_parse_from(["service-b"]).expect("defaults parse");
-        assert_eq!(config.provider_url.as_str(), "http://127.0.0.1:8080/");
-        assert_eq!(config.provider_timeout(), Duration::from_secs(1));
-        assert_eq!(config.provider_attempts, 2);
-        assert_eq!(config.worst_case_call(), Duration::from_millis(2010));
-        assert_eq!(config.provider_deadline(), Duration::from_millis(2050));
-        assert_eq!(config.breaker_threshold, 5);
         assert_eq!(
-            (config.breaker_failure_rate, config.breaker_min_calls),
+            config.provider.provider_url.as_str(),
+            "http://127.0.0.1:8080/"
+        );
+        assert_eq!(config.provider.provider_timeout(), Duration::from_secs(1));
+        assert_eq!(config.provider.provider_attempts, 2);
+        assert_eq!(
+            config.provider.worst_case_call(),
+            Duration::from_millis(2010)
+        );
+        assert_eq!(
+            config.provider.provider_deadline(),
+            Duration::from_millis(2050)
+        );
+        assert_eq!(config.provider.breaker_threshold, 5);
+        assert_eq!(
+            (
+                config.provider.breaker_failure_rate,
+                config.provider.breaker_min_calls
+            ),
             (0.8, 20)
         );
     }
@@ -207,7 +228,10 @@ mod tests {
         ])
         .expect("parses");
         // 4 × 1000 + 20 + min(30, 40) + min(30, 80)
-        assert_eq!(config.worst_case_call(), Duration::from_millis(4080));
+        assert_eq!(
+            config.provider.worst_case_call(),
+            Duration::from_millis(4080)
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod outcome;
 pub mod provider;
 pub mod resilience;
 pub mod routes;

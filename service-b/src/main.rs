@@ -12,7 +12,10 @@ async fn main() -> std::process::ExitCode {
     let telemetry = match telemetry::init(
         SERVICE_NAME,
         &config.telemetry,
-        &[config.provider_timeout(), config.provider_deadline()],
+        &[
+            config.provider.provider_timeout(),
+            config.provider.provider_deadline(),
+        ],
     ) {
         Ok(telemetry) => telemetry,
         Err(e) => {

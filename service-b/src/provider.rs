@@ -1,41 +1,35 @@
-//! The client for service A, and everything B does when A is slow, down or failing.
+//! The client for service A, and everything B does when A is slow, down or failing. The
+//! whole call is [`Provider::issue_token`], which reads top to bottom:
 //!
-//! One call to [`Provider::issue_token`] first asks the circuit breaker (open: 503 at once,
-//! A is not called). Then it is up to `--provider-attempts` attempts within the call's
-//! deadline, each cut off after `--provider-timeout-ms` or at the deadline, whichever comes
-//! first, with a jittered backoff between them. The middleware stack, outermost first:
+//! 1. ask the circuit breaker (open: 503 at once, A is not called);
+//! 2. for each attempt: what is left of the deadline bounds its timeout; send it (one
+//!    client span each, from reqwest-tracing's middleware, which also injects
+//!    `traceparent`); classify the result once ([`AttemptOutcome`]); record it, in one
+//!    place, on the attempt's span, in its log line and in the metrics;
+//! 3. decide: stop on an answer, or on a failure that is not retryable, or when the
+//!    attempts, the retry budget or the deadline are spent ([`StopReason`], recorded when it
+//!    happens); otherwise wait as reqwest-retry's exponential backoff policy says, and go
+//!    again.
 //!
-//! 1. [`RetryTransientMiddleware`] (reqwest-retry) decides whether to try again:
-//!    timeouts, refused or reset connections and 5xx answers are retried ([`RetryTransient`]);
-//!    any 4xx from A is A's final word and is not. The backoff policy ([`BudgetedBackoff`])
-//!    also asks the retry budget, and gives up when it is spent.
-//! 2. [`AttemptObserver`] runs once per attempt: refuses to start one past the deadline,
-//!    numbers it (`x-attempt`), tells A how long B will wait (`x-request-timeout-ms`),
-//!    classifies its outcome ([`FailureKind`]), logs each failure as one
-//!    `provider_call_failed` event and counts `provider_attempts_total{outcome}`.
-//! 3. reqwest-tracing's `TracingMiddleware` opens one client span per attempt ([`AttemptSpan`])
-//!    and injects `traceparent`, so A's span hangs under the attempt that reached it.
-//!
-//! How the whole call ended is a [`ProviderError`]; the route turns it into B's answer.
+//! How the call ended is a [`ProviderError`]; the route turns it into B's answer.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
 use http::Extensions;
 use reqwest::{Response, StatusCode, Url};
-use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
-use reqwest_retry::{
-    RetryDecision, RetryPolicy, RetryTransientMiddleware, Retryable, RetryableStrategy,
-    default_on_request_failure, policies::ExponentialBackoff,
-};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::{RetryDecision, RetryPolicy as _};
 use reqwest_tracing::{ReqwestOtelSpanBackend, TracingMiddleware};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use tracing::Span;
 
-use crate::config::Config;
-use crate::resilience::{Admission, CircuitBreaker, RetryBudget};
+use crate::config::ProviderConfig;
+use crate::metrics as m;
+use crate::outcome::{AttemptOutcome, StopReason};
+use crate::resilience::{Admission, CircuitBreaker, CircuitState, Evidence, RetryBudget};
 
 /// Header that tells A which attempt it is serving (1-based).
 pub const ATTEMPT_HEADER: &str = telemetry::observe::ATTEMPT_HEADER;
@@ -82,39 +76,13 @@ pub struct Grant {
     pub user: String,
 }
 
-/// Why one attempt failed. The three kinds stay distinct in logs (`error`), metrics
-/// (`outcome`, `kind`), spans (`error.type`) and B's 503 `details`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// No complete answer within the per-attempt timeout.
-    Timeout,
-    /// Could not connect, or the connection broke (refused, reset, closed early).
-    ConnectionError,
-    /// A answered with a 5xx status.
-    BadStatus,
-}
-
-impl FailureKind {
-    /// The name used in logs, metric labels and spans.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::ConnectionError => "connection_error",
-            Self::BadStatus => "bad_status",
-        }
-    }
-
-    /// Every kind, for registering metric series.
-    pub const ALL: [Self; 3] = [Self::Timeout, Self::ConnectionError, Self::BadStatus];
-}
-
 /// One failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptFailure {
     /// Which attempt, from 1.
     pub attempt: u32,
-    /// What kind of failure.
-    pub kind: FailureKind,
+    /// How it failed (a failure variant of [`AttemptOutcome`]).
+    pub kind: AttemptOutcome,
     /// What happened, for people: "timed out after 1s", "Connection refused (os error 111)",
     /// "provider answered 503 Service Unavailable".
     pub summary: String,
@@ -135,7 +103,7 @@ pub enum ProviderError {
         /// A's `Retry-After`, when it sent one.
         retry_after: Option<http::HeaderValue>,
     },
-    /// Every attempt failed, or the deadline passed.
+    /// No attempt got a usable answer: the failures, and why B stopped.
     #[error("provider unavailable: {}", .0.details())]
     Unavailable(Failures),
     /// The circuit breaker is open: A was not called.
@@ -144,7 +112,7 @@ pub enum ProviderError {
         /// Time until the breaker lets a probe through.
         retry_in: Duration,
         /// The calls that opened it.
-        evidence: crate::resilience::Evidence,
+        evidence: Evidence,
     },
     /// A answered, but not with anything B can use (an unexpected 4xx, or a body without a
     /// token): a configuration or version mismatch, not an outage.
@@ -152,48 +120,49 @@ pub enum ProviderError {
     BadAnswer(String),
 }
 
-impl ProviderError {
-    /// The kind of the last failed attempt, when every attempt failed.
-    pub fn failure_kind(&self) -> Option<FailureKind> {
-        match self {
-            Self::Unavailable(failures) => failures.attempts.last().map(|f| f.kind),
-            _ => None,
-        }
-    }
-}
-
-/// What went wrong on a call where no attempt succeeded.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What went wrong on a call where no attempt got a usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failures {
     /// Each failed attempt, in order.
     pub attempts: Vec<AttemptFailure>,
-    /// The call's deadline, when it cut the call short.
-    pub deadline: Option<Duration>,
-    /// Whether the retry budget refused a retry.
-    pub budget_exhausted: bool,
+    /// Why B made no further attempt.
+    pub stopped: StopReason,
+    /// The call's deadline (said in the details when it is what stopped B).
+    pub deadline: Duration,
 }
 
 impl Failures {
-    /// The 503's `details`: what happened on the attempts, then why B stopped early.
+    /// The 503's `details`: what happened on the attempts, then why B stopped, unless it
+    /// simply made every attempt it may.
     pub fn details(&self) -> String {
-        let mut details = if self.attempts.is_empty() {
-            String::new()
-        } else {
-            describe(&self.attempts)
+        let mut details = describe(&self.attempts);
+        let note = match self.stopped {
+            StopReason::AttemptsSpent => None,
+            StopReason::BudgetSpent => Some("not retried: retry budget spent".to_owned()),
+            StopReason::Deadline => Some(format!(
+                "gave up at the {} deadline",
+                humanize(self.deadline)
+            )),
+            StopReason::NotRetryable => Some(format!(
+                "not retried: a {} would recur",
+                self.attempts
+                    .last()
+                    .map_or("failure", |f| f.kind.label())
+                    .replace('_', " ")
+            )),
         };
-        let mut add = |note: String| {
-            if !details.is_empty() {
-                details.push_str("; ");
-            }
+        if let Some(note) = note {
+            details.push_str("; ");
             details.push_str(&note);
-        };
-        if self.budget_exhausted {
-            add("not retried: retry budget spent".to_owned());
-        }
-        if let Some(deadline) = self.deadline {
-            add(format!("gave up at the {} deadline", humanize(deadline)));
         }
         details
+    }
+
+    /// The last failure's kind.
+    pub fn last_kind(&self) -> AttemptOutcome {
+        self.attempts
+            .last()
+            .map_or(AttemptOutcome::Timeout, |f| f.kind)
     }
 }
 
@@ -224,47 +193,30 @@ pub fn describe(failures: &[AttemptFailure]) -> String {
 pub struct Provider {
     http: ClientWithMiddleware,
     token_url: Url,
+    timeout: Duration,
     deadline: Duration,
+    max_attempts: u32,
+    backoff: ExponentialBackoff,
     breaker: Arc<CircuitBreaker>,
     budget: Arc<RetryBudget>,
-    attempt_timeout: Duration,
-    max_attempts: u32,
 }
 
 impl Provider {
-    /// A client with the timeout, retry policy and observers from `config`.
-    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+    /// A client for A with the timeouts, retry policy, budget and breaker of `config`.
+    pub fn new(config: &ProviderConfig) -> Result<Self, reqwest::Error> {
         let timeout = config.provider_timeout();
         let client = reqwest::Client::builder()
-            .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
             // B talks to A directly; a proxy from the environment would only add a hop
             // that fails on its own.
             .no_proxy()
             .build()?;
-        let (min, max) = config.retry_backoff();
-        let budget = Arc::new(RetryBudget::new(
-            config.retry_budget_ratio,
-            config.retry_budget_min_per_sec,
-            RETRY_BUDGET_WINDOW,
-        ));
-        let policy = BudgetedBackoff {
-            backoff: ExponentialBackoff::builder()
-                .retry_bounds(min, max)
-                .jitter(reqwest_retry::Jitter::Bounded)
-                .build_with_max_retries(config.provider_attempts - 1),
-            budget: budget.clone(),
-        };
+        // One client span per attempt, with `traceparent` injected (see AttemptSpan).
         let http = ClientBuilder::new(client)
-            .with(
-                // Its own unstructured "Retry attempt #0" WARN line is superseded by
-                // AttemptObserver's events; telemetry's default log filter hides it.
-                RetryTransientMiddleware::new_with_policy_and_strategy(policy, RetryTransient),
-            )
-            .with(AttemptObserver { timeout })
             .with(TracingMiddleware::<AttemptSpan>::new())
             .build();
+        let (min, max) = config.retry_backoff();
         let mut token_url = config.provider_url.clone();
         // Config only admits http:// URLs, which always have a path.
         if let Ok(mut segments) = token_url.path_segments_mut() {
@@ -278,16 +230,24 @@ impl Provider {
         Ok(Self {
             http,
             token_url,
+            timeout,
             deadline: config.provider_deadline(),
-            breaker: Arc::new(CircuitBreaker::new(config.breaker_policy())),
-            budget,
-            attempt_timeout: timeout,
             max_attempts: config.provider_attempts,
+            backoff: ExponentialBackoff::builder()
+                .retry_bounds(min, max)
+                .jitter(reqwest_retry::Jitter::Bounded)
+                .build_with_max_retries(config.provider_attempts.saturating_sub(1)),
+            breaker: Arc::new(CircuitBreaker::new(config.breaker_policy())),
+            budget: Arc::new(RetryBudget::new(
+                config.retry_budget_ratio,
+                config.retry_budget_min_per_sec,
+                RETRY_BUDGET_WINDOW,
+            )),
         })
     }
 
     /// The circuit breaker's current state.
-    pub fn circuit_state(&self) -> crate::resilience::CircuitState {
+    pub fn circuit_state(&self) -> CircuitState {
         self.breaker.state()
     }
 
@@ -296,267 +256,248 @@ impl Provider {
         &self.token_url
     }
 
-    /// Asks A for a token, retrying as configured. `request_id` is forwarded as
-    /// `X-Request-ID` so A's log lines carry the same id.
+    /// Asks A for a token: the whole call, as the module docs list it. `request_id` is
+    /// forwarded as `X-Request-ID` so A's log lines carry the same id.
     pub async fn issue_token(
         &self,
         request: &TokenRequest<'_>,
         request_id: &telemetry::RequestId,
     ) -> Result<Grant, ProviderError> {
+        let permit = match self.breaker.admit() {
+            Admission::Refused { retry_in, evidence } => {
+                m::circuit_refused();
+                return Err(ProviderError::CircuitOpen { retry_in, evidence });
+            }
+            Admission::Allowed(permit, entered) => {
+                circuit_changed(entered);
+                permit
+            }
+        };
+        self.budget.deposit();
+        let started = (Instant::now(), SystemTime::now());
+        let deadline = started.0 + self.deadline;
+        let mut failures = Vec::new();
+
+        let stopped = loop {
+            let number = failures.len() as u32 + 1;
+            let timeout = self
+                .timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
+            if timeout.is_zero() {
+                break StopReason::Deadline;
+            }
+            let (outcome, result, took) = self.attempt(number, timeout, request, request_id).await;
+            m::attempt(outcome, took);
+            if !outcome.is_failure() {
+                // Any answer from A, a refusal included, shows A is reachable.
+                circuit_changed(permit.record(true));
+                return read_answer(result).await;
+            }
+            failures.push(AttemptFailure {
+                attempt: number,
+                kind: outcome,
+                summary: summary(outcome, &result, timeout),
+            });
+            if !outcome.is_retryable() {
+                break StopReason::NotRetryable;
+            }
+            if number >= self.max_attempts {
+                break StopReason::AttemptsSpent;
+            }
+            let wait = match self.backoff.should_retry(started.1, number - 1) {
+                RetryDecision::Retry { execute_after } => execute_after
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default(),
+                RetryDecision::DoNotRetry => break StopReason::AttemptsSpent,
+            };
+            if Instant::now() + wait >= deadline {
+                break StopReason::Deadline;
+            }
+            if !self.budget.try_withdraw() {
+                break StopReason::BudgetSpent;
+            }
+            tokio::time::sleep(wait).await;
+        };
+
+        let failures = Failures {
+            attempts: failures,
+            stopped,
+            deadline: self.deadline,
+        };
+        telemetry::event!(
+            WARN,
+            "provider_gave_up",
+            reason = stopped.label(),
+            attempts = failures.attempts.len() as i64,
+        );
+        m::gave_up(failures.last_kind(), stopped);
         // A caller who asks A to wait at least as long as B waits has asked for a timeout:
         // it is answered as any timeout, but says nothing about A's health.
         let timeout_requested = request
             .delay_ms
-            .is_some_and(|ms| Duration::from_millis(ms) >= self.attempt_timeout);
+            .is_some_and(|ms| Duration::from_millis(ms) >= self.timeout)
+            && failures
+                .attempts
+                .iter()
+                .all(|f| f.kind == AttemptOutcome::Timeout);
+        if timeout_requested {
+            drop(permit);
+        } else {
+            circuit_changed(permit.record(false));
+        }
+        Err(ProviderError::Unavailable(failures))
+    }
+
+    /// One attempt: sends it within `timeout`, then classifies and records what happened
+    /// (the attempt's span, its `provider_call_failed` line, the client duration histogram).
+    async fn attempt(
+        &self,
+        number: u32,
+        timeout: Duration,
+        request: &TokenRequest<'_>,
+        request_id: &telemetry::RequestId,
+    ) -> (
+        AttemptOutcome,
+        reqwest_middleware::Result<Response>,
+        Duration,
+    ) {
         let mut builder = self
             .http
             .post(self.token_url.clone())
+            .timeout(timeout)
             .header(http::header::USER_AGENT, USER_AGENT)
+            .header(ATTEMPT_HEADER, number)
+            .header(TIMEOUT_HEADER, timeout.as_millis().to_string())
             .json(request);
         if let Some(id) = request_id.header_value() {
             builder = builder.header(telemetry::request_id::HEADER, id);
         }
-        let request = builder
-            .build()
-            .map_err(|e| ProviderError::BadAnswer(format!("cannot build the request: {e}")))?;
-
-        let permit = match self.breaker.admit() {
-            Admission::Allowed(permit) => permit,
-            Admission::Refused { retry_in, evidence } => {
-                count_failed_call("circuit_open");
-                return Err(ProviderError::CircuitOpen { retry_in, evidence });
-            }
-        };
-        self.budget.deposit();
+        let sent = Instant::now();
         let mut extensions = Extensions::new();
-        extensions.insert(Deadline(Instant::now() + self.deadline));
-        // The deadline also bounds what the middleware does not: reading A's answer.
-        let result = tokio::time::timeout(
-            self.deadline,
-            self.http.execute_with_extensions(request, &mut extensions),
-        )
-        .await;
-        let log = extensions.remove::<AttemptLog>().unwrap_or_default();
-        let outcome = match result {
-            Ok(Ok(response)) if !response.status().is_server_error() => {
-                Ok(self.read_answer(response).await)
-            }
-            // Every attempt failed: connection errors and timeouts end in Err, a last 5xx in
-            // Ok, the deadline in Err or the timeout above. Attempts were logged one by one.
-            other => {
-                let deadline_hit = other.is_err() || log.deadline_hit;
-                Err(Failures {
-                    // Transient failures are retried until the attempts run out, unless the
-                    // deadline or the retry budget stops them: this tells which.
-                    budget_exhausted: !deadline_hit && log.attempts < self.max_attempts,
-                    attempts: log.failures,
-                    deadline: deadline_hit.then_some(self.deadline),
-                })
-            }
-        };
-        match outcome {
-            Ok(answer) => {
-                // Any answer from A, a refusal included, shows A is reachable.
-                permit.record(true);
-                answer
-            }
-            Err(failures) => {
-                let as_requested = timeout_requested
-                    && !failures.attempts.is_empty()
-                    && failures
-                        .attempts
-                        .iter()
-                        .all(|f| f.kind == FailureKind::Timeout);
-                if as_requested {
-                    drop(permit); // not evidence against A
-                } else {
-                    permit.record(false);
-                }
-                if failures.deadline.is_some() {
-                    metrics::counter!(crate::metrics::DEADLINE_EXCEEDED).increment(1);
-                }
-                let kind = failures
-                    .attempts
-                    .last()
-                    .map_or(FailureKind::Timeout, |f| f.kind);
-                count_failed_call(kind.as_str());
-                Err(ProviderError::Unavailable(failures))
-            }
-        }
-    }
-
-    /// Turns A's (non-5xx) answer into a grant or the matching error.
-    async fn read_answer(&self, response: Response) -> Result<Grant, ProviderError> {
-        match response.status() {
-            status if status.is_success() => response
-                .json::<Grant>()
-                .await
-                .map_err(|e| ProviderError::BadAnswer(format!("token body: {}", innermost(&e)))),
-            StatusCode::UNAUTHORIZED => Err(ProviderError::InvalidCredentials),
-            StatusCode::TOO_MANY_REQUESTS => Err(ProviderError::Throttled {
-                retry_after: response.headers().get(http::header::RETRY_AFTER).cloned(),
-            }),
-            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
-                let reason = response
-                    .json::<ErrorBody>()
+        extensions.insert(AttemptNumber(number));
+        let result = match builder.build() {
+            Ok(built) => {
+                self.http
+                    .execute_with_extensions(built, &mut extensions)
                     .await
-                    .map(|b| b.error)
-                    .unwrap_or_else(|_| "the provider refused the request".to_owned());
-                Err(ProviderError::InvalidRequest(reason))
             }
-            status => Err(ProviderError::BadAnswer(format!(
-                "provider answered {status}"
-            ))),
-        }
-    }
-}
-
-/// Counts a call that ended in 503, by why.
-fn count_failed_call(kind: &'static str) {
-    metrics::counter!(crate::metrics::PROVIDER_FAILURES, "kind" => kind).increment(1);
-}
-
-/// When the whole call must be over, for [`AttemptObserver`].
-#[derive(Debug, Clone, Copy)]
-struct Deadline(Instant);
-
-/// The attempt that was not started because the call's deadline had passed.
-#[derive(Debug, thiserror::Error)]
-#[error("the call's deadline passed before attempt {0}")]
-struct DeadlineExceeded(u32);
-
-/// reqwest-retry's exponential backoff, plus the retry budget: a retry the backoff allows
-/// is still refused when the budget is spent.
-#[derive(Debug)]
-pub struct BudgetedBackoff {
-    backoff: ExponentialBackoff,
-    budget: Arc<RetryBudget>,
-}
-
-impl RetryPolicy for BudgetedBackoff {
-    fn should_retry(&self, started: SystemTime, past_retries: u32) -> RetryDecision {
-        match self.backoff.should_retry(started, past_retries) {
-            RetryDecision::Retry { .. } if !self.budget.try_withdraw() => {
-                telemetry::event!(
-                    WARN,
-                    "retry_budget_exhausted",
-                    attempt = i64::from(past_retries + 1)
-                );
-                metrics::counter!(crate::metrics::RETRY_BUDGET_EXHAUSTED).increment(1);
-                RetryDecision::DoNotRetry
-            }
-            decision => decision,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-}
-
-/// Retries what a second attempt can fix: timeouts, connection failures (reqwest-retry's
-/// own classification) and 5xx answers. Unlike reqwest-retry's default, 408 and 429 are not
-/// retried: they are A's answer about load, and retrying would add to it.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryTransient;
-
-impl RetryableStrategy for RetryTransient {
-    fn handle(&self, result: &reqwest_middleware::Result<Response>) -> Option<Retryable> {
-        match result {
-            Ok(response) if response.status().is_success() => None,
-            Ok(response) if response.status().is_server_error() => Some(Retryable::Transient),
-            Ok(_) => Some(Retryable::Fatal),
-            Err(error) => default_on_request_failure(error),
-        }
-    }
-}
-
-/// The per-call record [`AttemptObserver`] keeps in the request's extensions (the retry
-/// middleware hands the same extensions to every attempt).
-#[derive(Debug, Clone, Default)]
-struct AttemptLog {
-    attempts: u32,
-    failures: Vec<AttemptFailure>,
-    deadline_hit: bool,
-}
-
-/// The number of the attempt in flight, for [`AttemptSpan`].
-#[derive(Debug, Clone, Copy)]
-struct AttemptNumber(u32);
-
-/// The timeout of the attempt in flight, for [`AttemptSpan`]'s failure line.
-#[derive(Debug, Clone, Copy)]
-struct AttemptTimeout(Duration);
-
-/// When the attempt in flight started, and its span's ids, for the client duration
-/// histogram and its exemplar.
-#[derive(Debug, Clone)]
-struct AttemptStarted(Instant, telemetry::traces::SpanIds);
-
-/// Numbers, classifies, logs and counts each attempt. See the module docs.
-#[derive(Debug, Clone)]
-pub struct AttemptObserver {
-    timeout: Duration,
-}
-
-#[async_trait::async_trait]
-impl Middleware for AttemptObserver {
-    async fn handle(
-        &self,
-        mut request: reqwest::Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> reqwest_middleware::Result<Response> {
-        // Each attempt gets the per-attempt timeout or what is left of the deadline.
-        let remaining = extensions.get::<Deadline>().map_or(self.timeout, |d| {
-            d.0.saturating_duration_since(Instant::now())
-        });
-        let timeout = self.timeout.min(remaining);
-        let log = extensions.get_or_insert_default::<AttemptLog>();
-        if timeout.is_zero() {
-            log.deadline_hit = true;
-            telemetry::event!(
-                WARN,
-                "provider_deadline_exceeded",
-                attempts = i64::from(log.attempts)
-            );
-            return Err(reqwest_middleware::Error::middleware(DeadlineExceeded(
-                log.attempts + 1,
-            )));
-        }
-        log.attempts += 1;
-        let attempt = log.attempts;
-        *request.timeout_mut() = Some(timeout);
-        let headers = request.headers_mut();
-        headers.insert(ATTEMPT_HEADER, http::HeaderValue::from(attempt));
-        headers.insert(
-            TIMEOUT_HEADER,
-            http::HeaderValue::from(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
-        );
-        extensions.insert(AttemptNumber(attempt));
-        extensions.insert(AttemptTimeout(timeout));
-
-        let started = Instant::now();
-        let result = next.run(request, extensions).await;
-        let failure = classify(&result, attempt, timeout);
-        let outcome = match (&failure, &result) {
-            (Some(f), _) => f.kind.as_str(),
-            (None, Ok(r)) if r.status().is_success() => "ok",
-            (None, _) => "rejected",
+            Err(e) => Err(reqwest_middleware::Error::Reqwest(e)),
         };
-        metrics::counter!(crate::metrics::PROVIDER_ATTEMPTS, "outcome" => outcome).increment(1);
-        metrics::histogram!(crate::metrics::PROVIDER_ATTEMPT_DURATION, "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-
-        if let Some(failure) = failure {
-            // Logged by AttemptSpan, inside the attempt's span; recorded here for the 503.
-            extensions
-                .get_or_insert_default::<AttemptLog>()
-                .failures
-                .push(failure);
+        let took = sent.elapsed();
+        let outcome = classify(&result);
+        let span = extensions
+            .remove::<AttemptSpanHandle>()
+            .map_or_else(Span::none, |s| s.span);
+        record_on_span(&span, outcome, &result);
+        if outcome.is_failure() {
+            let failure = AttemptFailure {
+                attempt: number,
+                kind: outcome,
+                summary: summary(outcome, &result, timeout),
+            };
+            span.in_scope(|| log_failure(&failure, timeout));
         }
-        result
+        if let Some(ids) = extensions.remove::<telemetry::traces::SpanIds>() {
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            let (histogram, exemplars) = client_duration(status, error_type(outcome, &result));
+            histogram.record(took.as_secs_f64());
+            if let Some(slots) = exemplars.filter(|_| ids.sampled) {
+                slots.record(took.as_secs_f64(), &ids.trace_id, &ids.span_id);
+            }
+        }
+        (outcome, result, took)
+    }
+}
+
+/// Logs, counts and exports a breaker state change, if there was one.
+fn circuit_changed(entered: Option<CircuitState>) {
+    let Some(to) = entered else {
+        return;
+    };
+    match to {
+        CircuitState::Open => telemetry::event!(WARN, "circuit_opened"),
+        CircuitState::HalfOpen => telemetry::event!(INFO, "circuit_half_open"),
+        CircuitState::Closed => telemetry::event!(INFO, "circuit_closed"),
+    }
+    m::circuit_transition(to);
+}
+
+/// How an attempt ended, decided once.
+pub fn classify(result: &reqwest_middleware::Result<Response>) -> AttemptOutcome {
+    use reqwest_middleware::Error;
+    match result {
+        Ok(response) if response.status().is_success() => AttemptOutcome::Ok,
+        Ok(response) if response.status().is_server_error() => AttemptOutcome::BadStatus,
+        Ok(_) => AttemptOutcome::Rejected,
+        Err(Error::Reqwest(e)) if e.is_timeout() => AttemptOutcome::Timeout,
+        Err(Error::Reqwest(e)) if e.is_connect() || broke(e) => AttemptOutcome::ConnectionError,
+        Err(_) => AttemptOutcome::ProtocolError,
+    }
+}
+
+/// Whether a request error is a connection that broke (reset, closed before the answer
+/// ended), as opposed to an answer that is not HTTP: the first can be retried.
+fn broke(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && (hyper.is_incomplete_message() || hyper.is_closed() || hyper.is_canceled())
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// What happened, for people.
+fn summary(
+    outcome: AttemptOutcome,
+    result: &reqwest_middleware::Result<Response>,
+    timeout: Duration,
+) -> String {
+    match (outcome, result) {
+        (AttemptOutcome::Timeout, _) => format!("timed out after {}", humanize(timeout)),
+        (_, Ok(response)) => format!("provider answered {}", response.status()),
+        (_, Err(e)) => innermost(e),
+    }
+}
+
+/// `error.type`: the status code of a 4xx or 5xx answer, else the failure's kind.
+fn error_type(
+    outcome: AttemptOutcome,
+    result: &reqwest_middleware::Result<Response>,
+) -> Option<String> {
+    match result {
+        Ok(response)
+            if response.status().is_client_error() || response.status().is_server_error() =>
+        {
+            Some(response.status().as_str().to_owned())
+        }
+        Ok(_) => None,
+        Err(_) => Some(outcome.label().to_owned()),
+    }
+}
+
+/// The attempt's outcome on its span: status code, and for any 4xx, 5xx or failure, ERROR
+/// with `error.type`.
+fn record_on_span(
+    span: &Span,
+    outcome: AttemptOutcome,
+    result: &reqwest_middleware::Result<Response>,
+) {
+    if let Ok(response) = result {
+        span.record(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        );
+    }
+    if let Some(error_type) = error_type(outcome, result) {
+        span.record("error.type", error_type.as_str());
+        span.record("otel.status_code", "ERROR");
     }
 }
 
@@ -564,58 +505,54 @@ impl Middleware for AttemptObserver {
 /// the attempt's span, so the line's `span_id` and the span event are the attempt's.
 fn log_failure(failure: &AttemptFailure, timeout: Duration) {
     let attempt = i64::from(failure.attempt);
+    let error = failure.kind.label();
     match failure.kind {
-        FailureKind::Timeout => telemetry::event!(
+        AttemptOutcome::Timeout => telemetry::event!(
             ERROR,
             "provider_call_failed",
-            error = "timeout",
+            error,
             timeout_secs = timeout.as_secs_f64(),
             attempt,
         ),
-        FailureKind::ConnectionError => telemetry::event!(
+        _ => telemetry::event!(
             ERROR,
             "provider_call_failed",
-            error = "connection_error",
-            details = %failure.summary,
-            attempt,
-        ),
-        FailureKind::BadStatus => telemetry::event!(
-            ERROR,
-            "provider_call_failed",
-            error = "bad_status",
+            error,
             details = %failure.summary,
             attempt,
         ),
     }
 }
 
-/// Whether an attempt failed, and how. A 4xx is an answer, not a failure.
-pub fn failure_kind(result: &reqwest_middleware::Result<Response>) -> Option<FailureKind> {
-    match result {
-        Ok(response) if response.status().is_server_error() => Some(FailureKind::BadStatus),
-        Ok(_) => None,
-        Err(reqwest_middleware::Error::Reqwest(e)) if e.is_timeout() => Some(FailureKind::Timeout),
-        Err(_) => Some(FailureKind::ConnectionError),
+/// Turns A's answer (not a failure: 2xx or 4xx) into a grant or the matching error.
+async fn read_answer(result: reqwest_middleware::Result<Response>) -> Result<Grant, ProviderError> {
+    let response = result.map_err(|e| ProviderError::BadAnswer(innermost(&e)))?;
+    match response.status() {
+        status if status.is_success() => response
+            .json::<Grant>()
+            .await
+            .map_err(|e| ProviderError::BadAnswer(format!("token body: {}", innermost(&e)))),
+        StatusCode::UNAUTHORIZED => Err(ProviderError::InvalidCredentials),
+        StatusCode::TOO_MANY_REQUESTS => Err(ProviderError::Throttled {
+            retry_after: response.headers().get(http::header::RETRY_AFTER).cloned(),
+        }),
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+            let reason = response
+                .json::<ErrorBody>()
+                .await
+                .map(|b| b.error)
+                .unwrap_or_else(|_| "the provider refused the request".to_owned());
+            Err(ProviderError::InvalidRequest(reason))
+        }
+        status => Err(ProviderError::BadAnswer(format!(
+            "provider answered {status}"
+        ))),
     }
 }
 
-/// The failure of attempt number `attempt`, if it failed, with a summary for people.
-fn classify(
-    result: &reqwest_middleware::Result<Response>,
-    attempt: u32,
-    timeout: Duration,
-) -> Option<AttemptFailure> {
-    let kind = failure_kind(result)?;
-    let summary = match (kind, result) {
-        (FailureKind::Timeout, _) => format!("timed out after {}", humanize(timeout)),
-        (_, Ok(response)) => format!("provider answered {}", response.status()),
-        (_, Err(e)) => innermost(e),
-    };
-    Some(AttemptFailure {
-        attempt,
-        kind,
-        summary,
-    })
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
 }
 
 /// "1s", "250ms".
@@ -637,11 +574,20 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
+/// The number of the attempt being sent, for [`AttemptSpan`].
+#[derive(Debug, Clone, Copy)]
+struct AttemptNumber(u32);
+
+/// The attempt's span, handed back to [`Provider::attempt`] to record the outcome on.
+#[derive(Debug, Clone)]
+struct AttemptSpanHandle {
+    span: Span,
+}
+
 /// One OpenTelemetry HTTP client span per attempt (semantic conventions 1.26): named
 /// `POST /token` after its `url.template`, numbers as integers, `http.request.resend_count`
-/// only on resends, and on failure status ERROR with `error.type` (the status code for a
-/// 4xx or 5xx answer, `timeout` or `connection_error` for none). Log lines inside it carry
-/// the attempt's own span id: the `provider_call_failed` line is written here.
+/// only on resends. [`Provider::attempt`] records the outcome on it; log lines inside it
+/// carry the attempt's own span id.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptSpan;
 
@@ -649,13 +595,13 @@ impl ReqwestOtelSpanBackend for AttemptSpan {
     fn on_request_start(request: &reqwest::Request, extensions: &mut Extensions) -> Span {
         let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
         let url = request.url();
-        let header = |name| {
+        let header = |name: &str| {
             request
                 .headers()
                 .get(name)
                 .and_then(|v: &http::HeaderValue| v.to_str().ok())
         };
-        let request_id = header("x-request-id").unwrap_or_default();
+        let request_id = header(telemetry::request_id::HEADER.as_str()).unwrap_or_default();
         let span = tracing::info_span!(
             "HTTP request",
             otel.name = %format_args!("{} {}", request.method(), url.path()),
@@ -682,45 +628,12 @@ impl ReqwestOtelSpanBackend for AttemptSpan {
             sampled: ids.sampled,
         }
         .attach_to(&span);
-        extensions.insert(AttemptStarted(Instant::now(), ids));
+        extensions.insert(ids);
+        extensions.insert(AttemptSpanHandle { span: span.clone() });
         span
     }
 
-    fn on_request_end(
-        span: &Span,
-        outcome: &reqwest_middleware::Result<Response>,
-        extensions: &mut Extensions,
-    ) {
-        let error_type = match outcome {
-            Ok(response) => {
-                let status = response.status();
-                span.record("http.response.status_code", i64::from(status.as_u16()));
-                (status.is_client_error() || status.is_server_error())
-                    .then(|| status.as_str().to_owned())
-            }
-            Err(_) => failure_kind(outcome).map(|kind| kind.as_str().to_owned()),
-        };
-        if let Some(error_type) = &error_type {
-            span.record("error.type", error_type.as_str());
-            span.record("otel.status_code", "ERROR");
-        }
-        if let Some(AttemptStarted(started, ids)) = extensions.get::<AttemptStarted>() {
-            let status = outcome.as_ref().ok().map(|r| r.status().as_u16());
-            let (histogram, exemplars) = client_duration(status, error_type);
-            let seconds = started.elapsed().as_secs_f64();
-            histogram.record(seconds);
-            if let Some(slots) = exemplars.filter(|_| ids.sampled) {
-                slots.record(seconds, &ids.trace_id, &ids.span_id);
-            }
-        }
-        let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
-        let timeout = extensions
-            .get::<AttemptTimeout>()
-            .map_or(Duration::ZERO, |t| t.0);
-        if let Some(failure) = classify(outcome, attempt, timeout) {
-            log_failure(&failure, timeout);
-        }
-    }
+    fn on_request_end(_: &Span, _: &reqwest_middleware::Result<Response>, _: &mut Extensions) {}
 }
 
 /// `http_client_request_duration_seconds` (OpenTelemetry `http.client.request.duration`) for
@@ -773,7 +686,7 @@ static PROVIDER_SERVER: std::sync::OnceLock<(String, u16, String)> = std::sync::
 mod tests {
     use super::*;
 
-    fn failure(attempt: u32, kind: FailureKind, summary: &str) -> AttemptFailure {
+    fn failure(attempt: u32, kind: AttemptOutcome, summary: &str) -> AttemptFailure {
         AttemptFailure {
             attempt,
             kind,
@@ -781,26 +694,39 @@ mod tests {
         }
     }
 
+    fn failures(attempts: Vec<AttemptFailure>, stopped: StopReason) -> Failures {
+        Failures {
+            attempts,
+            stopped,
+            deadline: Duration::from_millis(1500),
+        }
+    }
+
     #[test]
     fn alike_failures_are_summarised_once() {
         let both = [
-            failure(1, FailureKind::Timeout, "timed out after 1s"),
-            failure(2, FailureKind::Timeout, "timed out after 1s"),
+            failure(1, AttemptOutcome::Timeout, "timed out after 1s"),
+            failure(2, AttemptOutcome::Timeout, "timed out after 1s"),
         ];
         assert_eq!(describe(&both), "timed out after 1s on both attempts");
         assert_eq!(
             describe(&both[..1]),
             "timed out after 1s on the only attempt"
         );
+        assert_eq!(
+            failures(both.to_vec(), StopReason::AttemptsSpent).details(),
+            "timed out after 1s on both attempts",
+            "the seed's details, when B simply ran out of attempts"
+        );
     }
 
     #[test]
     fn different_failures_are_listed_by_attempt() {
-        let mixed = [
-            failure(1, FailureKind::Timeout, "timed out after 1s"),
+        let mixed = vec![
+            failure(1, AttemptOutcome::Timeout, "timed out after 1s"),
             failure(
                 2,
-                FailureKind::ConnectionError,
+                AttemptOutcome::ConnectionError,
                 "Connection refused (os error 111)",
             ),
         ];
@@ -808,35 +734,36 @@ mod tests {
             describe(&mixed),
             "attempt 1: timed out after 1s; attempt 2: Connection refused (os error 111)"
         );
-        let failures = Failures {
-            attempts: mixed.to_vec(),
-            ..Failures::default()
-        };
         assert_eq!(
-            ProviderError::Unavailable(failures).failure_kind(),
-            Some(FailureKind::ConnectionError)
+            failures(mixed, StopReason::AttemptsSpent).last_kind(),
+            AttemptOutcome::ConnectionError
         );
     }
 
     #[test]
     fn details_say_why_b_stopped_early() {
-        let one = Failures {
-            attempts: vec![failure(1, FailureKind::Timeout, "timed out after 1s")],
-            deadline: Some(Duration::from_millis(1500)),
-            budget_exhausted: false,
-        };
+        let timeout = vec![failure(1, AttemptOutcome::Timeout, "timed out after 1s")];
         assert_eq!(
-            one.details(),
+            failures(timeout, StopReason::Deadline).details(),
             "timed out after 1s on the only attempt; gave up at the 1500ms deadline"
         );
-        let refused = Failures {
-            attempts: vec![failure(1, FailureKind::BadStatus, "provider answered 500")],
-            deadline: None,
-            budget_exhausted: true,
-        };
+        let refused = vec![failure(
+            1,
+            AttemptOutcome::BadStatus,
+            "provider answered 500",
+        )];
         assert_eq!(
-            refused.details(),
+            failures(refused, StopReason::BudgetSpent).details(),
             "provider answered 500 on the only attempt; not retried: retry budget spent"
+        );
+        let garbage = vec![failure(
+            1,
+            AttemptOutcome::ProtocolError,
+            "invalid HTTP version",
+        )];
+        assert_eq!(
+            failures(garbage, StopReason::NotRetryable).details(),
+            "invalid HTTP version on the only attempt; not retried: a protocol error would recur"
         );
     }
 
@@ -854,8 +781,9 @@ mod tests {
             ("http://a:1/prefix/", "http://a:1/prefix/token"),
         ] {
             let config =
-                Config::try_parse_from(["service-b", "--provider-url", base]).expect("parses");
-            let provider = Provider::new(&config).expect("client");
+                crate::config::Config::try_parse_from(["service-b", "--provider-url", base])
+                    .expect("parses");
+            let provider = Provider::new(&config.provider).expect("client");
             assert_eq!(provider.token_url().as_str(), expected);
         }
     }

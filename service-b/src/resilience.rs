@@ -1,6 +1,7 @@
 //! What stops B's retries from making an outage worse: a retry budget and a circuit breaker.
-//! Both are small state machines on Tokio's clock, so their tests run on paused time.
-//! [`provider`](crate::provider) wires them into the call to A.
+//! Both are small state machines on Tokio's clock, so their tests run on paused time. They
+//! record nothing themselves: the breaker returns its state changes, and
+//! [`provider`](crate::provider), which wires both into the call to A, logs and counts them.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -104,19 +105,11 @@ pub enum CircuitState {
 
 impl CircuitState {
     /// The state's name in logs and metric labels.
-    pub fn as_str(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Self::Closed => "closed",
             Self::Open => "open",
             Self::HalfOpen => "half_open",
-        }
-    }
-
-    fn gauge_value(self) -> f64 {
-        match self {
-            Self::Closed => 0.0,
-            Self::Open => 1.0,
-            Self::HalfOpen => 2.0,
         }
     }
 }
@@ -229,8 +222,9 @@ pub struct CircuitBreaker {
 /// The breaker's answer to "may I call A?".
 #[derive(Debug)]
 pub enum Admission<'a> {
-    /// Go ahead; report the outcome on the permit.
-    Allowed(Permit<'a>),
+    /// Go ahead; report the outcome on the permit. When this call is the probe of an open
+    /// breaker, it says so: the breaker entered [`CircuitState::HalfOpen`].
+    Allowed(Permit<'a>, Option<CircuitState>),
     /// The circuit is open: do not call A. The next probe is allowed after `retry_in`.
     Refused {
         /// Time until the next probe may go.
@@ -252,10 +246,11 @@ pub struct Permit<'a> {
 }
 
 impl Permit<'_> {
-    /// Reports whether A answered (any answer, a 401 included) or the call failed.
-    pub fn record(mut self, succeeded: bool) {
+    /// Reports whether A answered (any answer, a 401 included) or the call failed; returns
+    /// the state the breaker entered, if this changed it.
+    pub fn record(mut self, succeeded: bool) -> Option<CircuitState> {
         self.reported = true;
-        self.breaker.record(succeeded);
+        self.breaker.record(succeeded)
     }
 }
 
@@ -270,7 +265,6 @@ impl Drop for Permit<'_> {
 impl CircuitBreaker {
     /// A closed breaker with `policy`.
     pub fn new(policy: BreakerPolicy) -> Self {
-        metrics::gauge!(crate::metrics::CIRCUIT_STATE).set(CircuitState::Closed.gauge_value());
         Self {
             policy,
             state: Mutex::new((State::closed(), Evidence::default())),
@@ -288,28 +282,29 @@ impl CircuitBreaker {
 
     /// Whether a call may go to A now.
     pub fn admit(&self) -> Admission<'_> {
-        let allow = || {
-            Admission::Allowed(Permit {
-                breaker: self,
-                reported: false,
-            })
+        let allow = |entered| {
+            Admission::Allowed(
+                Permit {
+                    breaker: self,
+                    reported: false,
+                },
+                entered,
+            )
         };
         if self.policy.consecutive == 0 {
-            return allow();
+            return allow(None);
         }
         let mut guard = self.lock();
         let (state, evidence) = &mut *guard;
         match *state {
-            State::Closed { .. } => allow(),
+            State::Closed { .. } => allow(None),
             State::Open { until } if Instant::now() < until => Admission::Refused {
                 retry_in: until - Instant::now(),
                 evidence: *evidence,
             },
             State::Open { .. } => {
                 *state = State::HalfOpen;
-                drop(guard);
-                transition(CircuitState::HalfOpen);
-                allow()
+                allow(Some(CircuitState::HalfOpen))
             }
             State::HalfOpen => Admission::Refused {
                 retry_in: Duration::ZERO,
@@ -318,9 +313,9 @@ impl CircuitBreaker {
         }
     }
 
-    fn record(&self, succeeded: bool) {
+    fn record(&self, succeeded: bool) -> Option<CircuitState> {
         if self.policy.consecutive == 0 {
-            return;
+            return None;
         }
         let policy = self.policy;
         let mut guard = self.lock();
@@ -367,9 +362,8 @@ impl CircuitBreaker {
                 },
                 _ => State::closed(),
             };
-            drop(guard);
-            transition(next);
         }
+        changed
     }
 
     /// A call ended without an outcome. Only a lost probe changes anything: the circuit goes
@@ -388,17 +382,6 @@ impl CircuitBreaker {
     }
 }
 
-/// Logs, counts and exports a state change.
-fn transition(to: CircuitState) {
-    match to {
-        CircuitState::Open => telemetry::event!(WARN, "circuit_opened"),
-        CircuitState::HalfOpen => telemetry::event!(INFO, "circuit_half_open"),
-        CircuitState::Closed => telemetry::event!(INFO, "circuit_closed"),
-    }
-    metrics::counter!(crate::metrics::CIRCUIT_TRANSITIONS, "to" => to.as_str()).increment(1);
-    metrics::gauge!(crate::metrics::CIRCUIT_STATE).set(to.gauge_value());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,7 +398,7 @@ mod tests {
 
     fn allowed(breaker: &CircuitBreaker) -> Option<Permit<'_>> {
         match breaker.admit() {
-            Admission::Allowed(permit) => Some(permit),
+            Admission::Allowed(permit, _) => Some(permit),
             Admission::Refused { .. } => None,
         }
     }
@@ -427,8 +410,11 @@ mod tests {
             allowed(&breaker).expect("closed").record(false);
         }
         assert_eq!(breaker.state(), CircuitState::Closed);
-        allowed(&breaker).expect("closed").record(false);
-        assert_eq!(breaker.state(), CircuitState::Open);
+        assert_eq!(
+            allowed(&breaker).expect("closed").record(false),
+            Some(CircuitState::Open),
+            "the breaker says what it entered; the caller records it"
+        );
         assert!(allowed(&breaker).is_none(), "open: refused");
 
         tokio::time::advance(Duration::from_millis(999)).await;
@@ -437,8 +423,7 @@ mod tests {
         let probe = allowed(&breaker).expect("one probe after the cool-down");
         assert_eq!(breaker.state(), CircuitState::HalfOpen);
         assert!(allowed(&breaker).is_none(), "only one probe at a time");
-        probe.record(true);
-        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert_eq!(probe.record(true), Some(CircuitState::Closed));
         assert!(allowed(&breaker).is_some());
     }
 
@@ -539,7 +524,7 @@ mod tests {
                     }
                 );
             }
-            Admission::Allowed(_) => panic!("open"),
+            Admission::Allowed(..) => panic!("open"),
         }
     }
 

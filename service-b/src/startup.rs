@@ -44,7 +44,7 @@ impl Application {
         config: Config,
         metrics: telemetry::metrics::Metrics,
     ) -> Result<Self, StartupError> {
-        let provider = Provider::new(&config)?;
+        let provider = Provider::new(&config.provider)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -77,9 +77,9 @@ impl Application {
             event = "listening",
             addr = %addr,
             provider_url = %self.state.provider.token_url(),
-            provider_timeout_ms = self.config.provider_timeout_ms,
-            provider_attempts = self.config.provider_attempts,
-            worst_case_call_ms = u64::try_from(self.config.worst_case_call().as_millis()).unwrap_or(u64::MAX),
+            provider_timeout_ms = self.config.provider.provider_timeout_ms,
+            provider_attempts = self.config.provider.provider_attempts,
+            worst_case_call_ms = u64::try_from(self.config.provider.worst_case_call().as_millis()).unwrap_or(u64::MAX),
         );
         let app = router(self.state, self.metrics);
         // Each request in flight may hold one connection to A.

@@ -200,7 +200,8 @@ async fn a_flaky_provider_gets_at_most_the_retry_budget_on_top() {
         exhausted > 0,
         "with half of A's answers failing, the budget must have run out"
     );
-    b.logs.wait_for(|l| l["event"] == "retry_budget_exhausted");
+    b.logs
+        .wait_for(|l| l["event"] == "provider_gave_up" && l["reason"] == "retry_budget_exhausted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

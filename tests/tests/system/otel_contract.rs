@@ -331,12 +331,15 @@ fn a_timed_out_call_has_two_red_attempts_whose_failures_are_their_own() {
     let server = server_of(&spans, "service-b")[0];
     assert_attributes(server, &b_server_attributes(id, 503, stack.b.addr.port()));
     assert_status(server, Some("503"));
-    assert!(
-        server.events.is_empty(),
-        "the attempts' failures are on the attempts; reqwest-retry's free-text warning and \
-         the access log line are on no span: {:#?}",
-        server.events
+    // The call's span says why B stopped; the attempts' failures are on the attempts, and
+    // the access log line is on no span.
+    let names: Vec<&str> = server.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["provider_gave_up"], "{:#?}", server.events);
+    assert_eq!(
+        server.events[0].attributes["reason"],
+        Typed::Str("attempts_spent".into())
     );
+    assert_eq!(server.events[0].attributes["attempts"], Typed::Int(2));
 
     let attempts = attempts_of(&spans);
     assert_eq!(attempts.len(), 2);

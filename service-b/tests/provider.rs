@@ -1,0 +1,262 @@
+//! B's call to A, in process, against a stub provider: every way an attempt can end and
+//! every reason B stops, each with the answer, the attempts made and the 503's `details`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use service_b::config::Config;
+use service_b::outcome::{AttemptOutcome, StopReason};
+use service_b::provider::{Provider, ProviderError, TokenRequest};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// What the stub does with each request it reads.
+#[derive(Debug, Clone, Copy)]
+enum Stub {
+    /// Answers this raw response (and closes the connection).
+    Reply(&'static str),
+    /// Reads the request and never answers.
+    Hang,
+}
+
+const TOKEN: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 38\r\nconnection: close\r\n\r\n{\"token\":\"token-divya\",\"user\":\"divya\"}";
+const UNAUTHORIZED: &str = "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 32\r\nconnection: close\r\n\r\n{\"error\":\"invalid credentials\"}\n";
+const UNAVAILABLE: &str =
+    "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+const NOT_HTTP: &str = "SMTP 220 hello, this is not HTTP\r\n\r\n";
+
+/// Starts the stub; returns its URL and the number of requests it has read.
+async fn stub(behaviour: Stub) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut read = 0;
+                // The head and the small JSON body arrive together on loopback.
+                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                match behaviour {
+                    Stub::Reply(raw) => {
+                        let _ = stream.write_all(raw.as_bytes()).await;
+                    }
+                    Stub::Hang => tokio::time::sleep(Duration::from_secs(60)).await,
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+fn provider(url: &str, flags: &[&str]) -> Provider {
+    let mut args = vec!["service-b", "--provider-url", url];
+    args.extend_from_slice(flags);
+    Provider::new(&Config::try_parse_from(args).expect("flags").provider).expect("client")
+}
+
+async fn call(provider: &Provider, delay_ms: Option<u64>) -> Result<String, ProviderError> {
+    provider
+        .issue_token(
+            &TokenRequest {
+                username: "divya",
+                password: "pass123",
+                delay_ms,
+            },
+            &telemetry::RequestId("provider-test".into()),
+        )
+        .await
+        .map(|grant| grant.token)
+}
+
+/// The failures of a call that ended in 503.
+fn unavailable(result: Result<String, ProviderError>) -> service_b::provider::Failures {
+    match result {
+        Err(ProviderError::Unavailable(failures)) => failures,
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
+
+fn kinds(failures: &service_b::provider::Failures) -> Vec<AttemptOutcome> {
+    failures.attempts.iter().map(|f| f.kind).collect()
+}
+
+#[tokio::test]
+async fn a_token_on_the_first_attempt() {
+    let (url, seen) = stub(Stub::Reply(TOKEN)).await;
+    assert_eq!(
+        call(&provider(&url, &[]), None).await.expect("token"),
+        "token-divya"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_401_is_a_s_final_word() {
+    let (url, seen) = stub(Stub::Reply(UNAUTHORIZED)).await;
+    assert!(matches!(
+        call(&provider(&url, &[]), None).await,
+        Err(ProviderError::InvalidCredentials)
+    ));
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "never retried");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_the_attempts_are_spent() {
+    let (url, seen) = stub(Stub::Reply(UNAVAILABLE)).await;
+    let failures = unavailable(call(&provider(&url, &["--provider-attempts", "3"]), None).await);
+    assert_eq!(kinds(&failures), [AttemptOutcome::BadStatus; 3]);
+    assert_eq!(failures.stopped, StopReason::AttemptsSpent);
+    assert_eq!(
+        failures.details(),
+        "provider answered 503 Service Unavailable on all 3 attempts"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn timeouts_are_retried_each_within_its_own_timeout() {
+    let (url, seen) = stub(Stub::Hang).await;
+    let started = Instant::now();
+    let failures =
+        unavailable(call(&provider(&url, &["--provider-timeout-ms", "200"]), None).await);
+    assert_eq!(kinds(&failures), [AttemptOutcome::Timeout; 2]);
+    assert_eq!(failures.stopped, StopReason::AttemptsSpent);
+    assert_eq!(failures.details(), "timed out after 200ms on both attempts");
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn refused_connections_are_connection_errors() {
+    let vacant = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", vacant.local_addr().expect("addr"));
+    drop(vacant);
+    let failures = unavailable(call(&provider(&url, &[]), None).await);
+    assert_eq!(kinds(&failures), [AttemptOutcome::ConnectionError; 2]);
+    assert_eq!(failures.stopped, StopReason::AttemptsSpent);
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_http_is_not_retried_and_the_503_says_why() {
+    let (url, seen) = stub(Stub::Reply(NOT_HTTP)).await;
+    let failures = unavailable(call(&provider(&url, &["--provider-attempts", "3"]), None).await);
+    assert_eq!(kinds(&failures), [AttemptOutcome::ProtocolError]);
+    assert_eq!(failures.stopped, StopReason::NotRetryable);
+    assert!(
+        failures
+            .details()
+            .ends_with("on the only attempt; not retried: a protocol error would recur"),
+        "{}",
+        failures.details()
+    );
+    assert!(
+        !failures.details().contains("budget"),
+        "the budget was not what stopped B"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_spent_budget_stops_the_retry_and_says_so() {
+    let (url, seen) = stub(Stub::Reply(UNAVAILABLE)).await;
+    let provider = provider(
+        &url,
+        &[
+            "--retry-budget-ratio",
+            "0",
+            "--retry-budget-min-per-sec",
+            "0",
+        ],
+    );
+    let failures = unavailable(call(&provider, None).await);
+    assert_eq!(kinds(&failures), [AttemptOutcome::BadStatus]);
+    assert_eq!(failures.stopped, StopReason::BudgetSpent);
+    assert_eq!(
+        failures.details(),
+        "provider answered 503 Service Unavailable on the only attempt; not retried: retry budget spent"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_deadline_stops_a_call_with_attempts_left() {
+    let (url, seen) = stub(Stub::Hang).await;
+    let provider = provider(
+        &url,
+        &[
+            "--provider-timeout-ms",
+            "300",
+            "--provider-attempts",
+            "5",
+            "--provider-deadline-ms",
+            "450",
+        ],
+    );
+    let started = Instant::now();
+    let failures = unavailable(call(&provider, None).await);
+    assert_eq!(failures.stopped, StopReason::Deadline);
+    assert!(
+        failures
+            .details()
+            .ends_with("gave up at the 450ms deadline")
+    );
+    assert!(
+        seen.load(Ordering::SeqCst) < 5,
+        "attempts were left: {}",
+        seen.load(Ordering::SeqCst)
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(450 + 200),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_open_breaker_refuses_without_calling_a() {
+    let (url, seen) = stub(Stub::Reply(UNAVAILABLE)).await;
+    let provider = provider(
+        &url,
+        &["--breaker-threshold", "1", "--breaker-cooldown-ms", "60000"],
+    );
+    unavailable(call(&provider, None).await);
+    let before = seen.load(Ordering::SeqCst);
+    assert!(matches!(
+        call(&provider, None).await,
+        Err(ProviderError::CircuitOpen { .. })
+    ));
+    assert_eq!(seen.load(Ordering::SeqCst), before, "A was not called");
+}
+
+#[tokio::test]
+async fn a_timeout_the_caller_asked_for_does_not_open_the_breaker() {
+    let (url, _) = stub(Stub::Hang).await;
+    let provider = provider(
+        &url,
+        &["--provider-timeout-ms", "100", "--breaker-threshold", "1"],
+    );
+    unavailable(call(&provider, Some(100)).await);
+    unavailable(call(&provider, Some(100)).await);
+    assert_eq!(
+        provider.circuit_state(),
+        service_b::resilience::CircuitState::Closed
+    );
+    unavailable(call(&provider, None).await);
+    assert_eq!(
+        provider.circuit_state(),
+        service_b::resilience::CircuitState::Open,
+        "an unasked-for timeout is evidence"
+    );
+}
