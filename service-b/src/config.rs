@@ -88,13 +88,15 @@ pub struct ProviderConfig {
     #[arg(long, env = "PROVIDER_DEADLINE_MS")]
     pub provider_deadline_ms: Option<u64>,
 
-    /// Retries may add at most this share of calls (0.2: 20%), over a 10 s window...
-    #[arg(long, env = "RETRY_BUDGET_RATIO", default_value_t = 0.2)]
+    /// Retries may add at most this share of calls (0.0–1.0; 0.2: 20%), over a 10 s
+    /// window...
+    #[arg(long, env = "RETRY_BUDGET_RATIO", default_value_t = 0.2,
+          value_parser = telemetry::cli::parse_share)]
     pub retry_budget_ratio: f64,
 
     /// ...plus this many retries per second whatever the traffic, so a single call still
     /// retries. When the budget is spent, failed attempts are not retried
-    /// (`retry_budget_exhausted` in the log).
+    /// (`provider_gave_up` with reason `retry_budget_exhausted` in the log).
     #[arg(long, env = "RETRY_BUDGET_MIN_PER_SEC", default_value_t = 1.0)]
     pub retry_budget_min_per_sec: f64,
 
