@@ -50,10 +50,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = telemetry::http::error(status, self.to_string());
         if let Self::Throttled { retry_after } = self {
-            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(http::header::RETRY_AFTER, seconds.max(1).into());
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                telemetry::http::retry_after(retry_after),
+            );
         }
         response
     }

@@ -9,6 +9,9 @@
 //! - [`startup`]: binds the listener and serves until told to stop.
 //!
 //! A knows nothing about its callers: service B is just one client among many.
+//!
+//! "The lab" in comments is the walkthrough the README shows with this implementation's real
+//! output (README.md, "The walkthrough"): its bodies, statuses, log lines and timings.
 
 pub mod config;
 pub mod error;

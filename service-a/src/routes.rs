@@ -39,8 +39,8 @@ pub struct Faults {
     pub failure_rate: f64,
 }
 
-/// Header in which a caller says how many milliseconds it will wait for the answer.
-pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+use telemetry::observe::TIMEOUT_HEADER;
+use telemetry::secret::Password;
 
 /// Added to the caller's deadline. The caller's clock started first (before the request
 /// crossed the network), so with this grace the caller's own timeout always fires first and
@@ -65,13 +65,13 @@ pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
     telemetry::observe::instrument(routes, telemetry::observe::AttemptHeader::Trusted)
 }
 
-/// Body of `POST /token`. Its `Debug` output never shows the password.
-#[derive(Deserialize)]
+/// Body of `POST /token`. Its `Debug` output never shows the password (see [`Password`]).
+#[derive(Debug, Deserialize)]
 pub struct TokenRequest {
     /// Who asks.
     pub username: String,
     /// Their password.
-    pub password: String,
+    pub password: Password,
     /// Optional simulated latency; validated by hand so a bad value gets a 400 that says what
     /// is allowed, rather than a generic type error.
     #[serde(default)]
@@ -79,17 +79,6 @@ pub struct TokenRequest {
     /// Optional injected failure: answer this 5xx status (after any delay) instead of a token.
     #[serde(default)]
     pub fail_status: Option<serde_json::Value>,
-}
-
-impl std::fmt::Debug for TokenRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenRequest")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("delay_ms", &self.delay_ms)
-            .field("fail_status", &self.fail_status)
-            .finish()
-    }
 }
 
 /// Body of a successful `POST /token`.
@@ -179,7 +168,10 @@ async fn token_outcome(
     if let Some(status) = injected {
         return Err(ApiError::InjectedFailure(status));
     }
-    if !state.users.verify(&request.username, &request.password) {
+    if !state
+        .users
+        .verify(&request.username, request.password.expose())
+    {
         guess.failed();
         return Err(ApiError::InvalidCredentials);
     }

@@ -69,10 +69,9 @@ impl IntoResponse for ApiError {
                     }),
                 )
                     .into_response();
-                let seconds = retry_in.as_secs() + u64::from(retry_in.subsec_nanos() > 0);
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, seconds.max(1).into());
+                    .insert(header::RETRY_AFTER, telemetry::http::retry_after(retry_in));
                 return response;
             }
             Self::Provider(ProviderError::BadAnswer(what)) => (

@@ -3,8 +3,11 @@
 //! B's own result with A's token, A's 401 passed through, or 503 when A cannot be reached.
 //!
 //! - [`config`]: flags, environment fallbacks, and the worst-case timing arithmetic.
-//! - [`provider`]: the client for A. Timeouts, retries and how each failure is classified,
-//!   logged and counted all live there.
+//! - [`provider`]: the client for A: the whole call in `Provider::issue_token`, top to
+//!   bottom. Timeouts, retries and how each attempt is classified, logged and counted all
+//!   live there.
+//! - [`outcome`]: how an attempt ended and why B stopped, the two facts everything records.
+//! - [`metrics`]: B's own series, as typed helpers.
 //! - [`resilience`]: the retry budget and circuit breaker that keep retries from making an
 //!   outage worse.
 //! - [`routes`]: `GET /health`, `POST /protected-action`, `GET /metrics`.
@@ -12,6 +15,9 @@
 //! - [`startup`]: binds the listener and serves until told to stop.
 //!
 //! B knows A only as a URL (`--provider-url`).
+//!
+//! "The lab" in comments is the walkthrough the README shows with this implementation's real
+//! output (README.md, "The walkthrough"): its bodies, statuses, log lines and timings.
 
 pub mod config;
 pub mod error;

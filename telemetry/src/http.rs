@@ -54,6 +54,12 @@ pub fn error_body(message: &str) -> Vec<u8> {
     body
 }
 
+/// A `Retry-After` value for `wait`: whole seconds, rounded up, at least 1.
+pub fn retry_after(wait: std::time::Duration) -> http::HeaderValue {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    seconds.max(1).into()
+}
+
 /// An error response: `status` with `{"error": message}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
@@ -108,9 +114,10 @@ impl From<JsonRejection> for BodyError {
     }
 }
 
-/// The serde message at the bottom of a rejection ("missing field `password` at line 1
-/// column 20"), without axum's generic prefix.
-fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+/// The root cause of an error chain: the serde message at the bottom of a rejection
+/// ("missing field `password` at line 1 column 20") without axum's prefix, or the OS error
+/// under reqwest's "error sending request for url …" ("Connection refused (os error 111)").
+pub fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
     let mut current = error;
     while let Some(source) = current.source() {
         current = source;

@@ -4,6 +4,9 @@
 //! A service calls [`init`] once in `main`, wraps its router with [`observe::instrument`],
 //! serves `/metrics` with [`metrics::endpoint`], and serves and stops through [`server::serve`].
 //! Nothing here knows which service it runs in beyond the name it is given.
+//!
+//! "The lab" in comments is the walkthrough the README shows with this implementation's real
+//! output (README.md, "The walkthrough"): its bodies, statuses, log lines and timings.
 
 pub mod cli;
 pub mod exemplars;
@@ -14,6 +17,7 @@ pub mod metrics;
 pub mod observe;
 pub mod otlp_logs;
 pub mod request_id;
+pub mod secret;
 pub mod server;
 pub mod traces;
 

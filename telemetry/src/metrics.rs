@@ -33,7 +33,7 @@ use serde::Deserialize;
 use crate::exemplars::{Exemplars, OPENMETRICS_CONTENT_TYPE, to_openmetrics};
 
 /// Content type of the Prometheus text exposition format (Prometheus 3 refuses a scrape
-/// without a valid one; ../shared/STACK.md, trap 13).
+/// without a valid one).
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Histogram buckets in seconds, shared by every latency histogram: fine-grained below a

@@ -36,6 +36,11 @@ pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 /// `attempt` on the request's span and log line where the service trusts it.
 pub const ATTEMPT_HEADER: &str = "x-attempt";
 
+/// Request header in which a caller says how many milliseconds it will wait for this
+/// attempt (like Envoy's `x-envoy-expected-rq-timeout-ms` or gRPC's `grpc-timeout`): B sends
+/// it, A stops work nobody will wait for.
+pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
 /// Route label for requests that matched no route (their raw paths would explode the label
 /// set; the log line still shows the path).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
