@@ -54,7 +54,10 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path to a service binary, built once per test run with the same profile as the tests.
+/// Path to a service binary of the same profile as the tests. The README's test command
+/// builds them before the tests start (`cargo build --workspace && cargo test --workspace`);
+/// when a developer runs a test on its own, the first test to need one builds them (a
+/// no-op when they are up to date).
 pub fn binary(kind: Kind) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
@@ -416,7 +419,7 @@ pub fn post_json(
     url: &str,
     body: Value,
     request_id: Option<&str>,
-) -> impl Future<Output = Reply> + Send + 'static {
+) -> impl Future<Output = Reply> + Send + 'static + use<> {
     let mut request = client().post(url).json(&body);
     if let Some(id) = request_id {
         request = request.header("x-request-id", id);
@@ -424,8 +427,42 @@ pub fn post_json(
     send(request)
 }
 
+/// The demo user's credentials as a request body: `{"username":"divya","password":"pass123"}`.
+pub fn demo_login() -> Value {
+    serde_json::json!({"username": "divya", "password": DEMO_PASSWORD})
+}
+
+/// [`demo_login`] with `extra` fields added, e.g. `json!({"delay_ms": 2000})`.
+pub fn demo_login_with(extra: Value) -> Value {
+    let mut body = demo_login();
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}
+
+impl Service {
+    /// `POST /protected-action` on this service (B) with `body` and an optional request id.
+    pub fn protected_action(
+        &self,
+        body: Value,
+        request_id: Option<&str>,
+    ) -> impl Future<Output = Reply> + Send + 'static + use<> {
+        post_json(&self.at("/protected-action"), body, request_id)
+    }
+
+    /// `POST /token` on this service (A) with `body` and an optional request id.
+    pub fn token(
+        &self,
+        body: Value,
+        request_id: Option<&str>,
+    ) -> impl Future<Output = Reply> + Send + 'static + use<> {
+        post_json(&self.at("/token"), body, request_id)
+    }
+}
+
 /// `GET url`.
-pub fn get(url: &str) -> impl Future<Output = Reply> + Send + 'static {
+pub fn get(url: &str) -> impl Future<Output = Reply> + Send + 'static + use<> {
     send(client().get(url))
 }
 

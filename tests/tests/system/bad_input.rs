@@ -156,24 +156,21 @@ async fn service_b_refuses_bad_input_with_json_errors() {
 #[tokio::test]
 async fn error_messages_say_what_is_allowed() {
     let a = Service::a(&["--max-delay-ms", "1000"]);
-    let reply = system_tests::post_json(
-        &a.at("/token"),
-        serde_json::json!({"username": "divya", "password": "pass123", "delay_ms": 1001}),
-        None,
-    )
-    .await;
+    let reply = a
+        .token(
+            system_tests::demo_login_with(serde_json::json!({"delay_ms": 1001})),
+            None,
+        )
+        .await;
     assert_eq!(reply.status, 400);
     assert_eq!(
         reply.json["error"],
         "delay_ms must be an integer from 0 to 1000 (milliseconds)"
     );
 
-    let missing = system_tests::post_json(
-        &a.at("/token"),
-        serde_json::json!({"username": "divya"}),
-        None,
-    )
-    .await;
+    let missing = a
+        .token(serde_json::json!({"username": "divya"}), None)
+        .await;
     assert!(
         missing.json["error"]
             .as_str()

@@ -91,18 +91,13 @@ fn extra_users_come_from_a_file() {
         .build()
         .expect("rt");
     let (alice, divya) = rt.block_on(async {
-        let alice = system_tests::post_json(
-            &a.at("/token"),
-            serde_json::json!({"username": "alice", "password": "wonderland"}),
-            None,
-        )
-        .await;
-        let divya = system_tests::post_json(
-            &a.at("/token"),
-            serde_json::json!({"username": "divya", "password": "pass123"}),
-            None,
-        )
-        .await;
+        let alice = a
+            .token(
+                serde_json::json!({"username": "alice", "password": "wonderland"}),
+                None,
+            )
+            .await;
+        let divya = a.token(system_tests::demo_login(), None).await;
         (alice, divya)
     });
 

@@ -29,7 +29,7 @@ async fn an_exemplar_leads_from_a_bucket_to_the_log_line_and_the_trace() {
     for n in 0..5 {
         let reply = post_json(
             &action,
-            json!({"username": "divya", "password": "pass123"}),
+            system_tests::demo_login(),
             Some(&format!("exemplar-{n}")),
         )
         .await;
@@ -38,7 +38,7 @@ async fn an_exemplar_leads_from_a_bucket_to_the_log_line_and_the_trace() {
     // The lab's timeout: two attempts cut at 1 s each.
     let slow = post_json(
         &action,
-        json!({"username": "divya", "password": "pass123", "delay_ms": 2000}),
+        system_tests::demo_login_with(json!({"delay_ms": 2000})),
         Some("exemplar-timeout"),
     )
     .await;

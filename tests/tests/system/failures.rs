@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use serde_json::json;
+use system_tests::Service;
 use system_tests::stub::{StubProvider, status_reply};
-use system_tests::{Service, post_json};
 
 /// A stand-in provider answering `reply` to everything (empty: hang up without answering).
 fn canned_provider(reply: &str) -> (String, StubProvider) {
@@ -14,14 +14,12 @@ fn canned_provider(reply: &str) -> (String, StubProvider) {
     (stub.url.clone(), stub)
 }
 
-const BODY: fn() -> serde_json::Value = || json!({"username": "divya", "password": "pass123"});
-
 #[tokio::test]
 async fn provider_5xx_is_bad_status_retried_then_503() {
     let (url, seen) = canned_provider(&status_reply("500 Internal Server Error"));
     let b = Service::b(&url, &[]);
 
-    let reply = post_json(&b.at("/protected-action"), BODY(), None).await;
+    let reply = b.protected_action(system_tests::demo_login(), None).await;
 
     assert_eq!(reply.status, 503);
     assert_eq!(
@@ -41,7 +39,7 @@ async fn connection_closed_without_an_answer_is_a_connection_error() {
     let (url, seen) = canned_provider("");
     let b = Service::b(&url, &[]);
 
-    let reply = post_json(&b.at("/protected-action"), BODY(), None).await;
+    let reply = b.protected_action(system_tests::demo_login(), None).await;
 
     assert_eq!(reply.status, 503);
     assert_eq!(seen.seen(), 2);
@@ -58,7 +56,7 @@ async fn an_unexpected_4xx_is_a_502_and_not_retried() {
     let (url, seen) = canned_provider(&status_reply("404 Not Found"));
     let b = Service::b(&url, &[]);
 
-    let reply = post_json(&b.at("/protected-action"), BODY(), None).await;
+    let reply = b.protected_action(system_tests::demo_login(), None).await;
 
     assert_eq!(reply.status, 502);
     assert_eq!(reply.json["error"], "bad answer from provider");
@@ -73,7 +71,7 @@ async fn a_429_is_passed_through_with_retry_after_and_not_retried() {
     );
     let b = Service::b(&url, &[]);
 
-    let reply = post_json(&b.at("/protected-action"), BODY(), None).await;
+    let reply = b.protected_action(system_tests::demo_login(), None).await;
 
     assert_eq!(reply.status, 429);
     assert_eq!(reply.header("retry-after"), "7");
@@ -87,7 +85,7 @@ async fn a_200_without_a_token_is_a_502() {
     );
     let b = Service::b(&url, &[]);
 
-    let reply = post_json(&b.at("/protected-action"), BODY(), None).await;
+    let reply = b.protected_action(system_tests::demo_login(), None).await;
 
     assert_eq!(reply.status, 502);
     assert_eq!(reply.json["error"], "bad answer from provider");
@@ -98,7 +96,7 @@ async fn one_attempt_means_no_retry() {
     let (url, seen) = canned_provider(&status_reply("503 Service Unavailable"));
     let b = Service::b(&url, &["--provider-attempts", "1"]);
 
-    let reply = post_json(&b.at("/protected-action"), BODY(), None).await;
+    let reply = b.protected_action(system_tests::demo_login(), None).await;
 
     assert_eq!(reply.status, 503);
     assert_eq!(
@@ -113,12 +111,12 @@ async fn a_too_large_delay_is_as_from_a_a_400_not_a_retry() {
     let a = Service::a(&[]);
     let b = Service::b(&a.url(), &[]);
 
-    let reply = post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 999_999}),
-        None,
-    )
-    .await;
+    let reply = b
+        .protected_action(
+            system_tests::demo_login_with(json!({"delay_ms": 999_999})),
+            None,
+        )
+        .await;
 
     assert_eq!(reply.status, 400);
     assert_eq!(

@@ -8,10 +8,6 @@ use serde_json::{Value, json};
 use system_tests::stub::{StubProvider, status_reply, token_reply};
 use system_tests::{Kind, Service, client, get, post_json, send};
 
-fn credentials() -> Value {
-    json!({"username": "divya", "password": "pass123"})
-}
-
 /// `workers` loops calling `url` with `body` for `duration`; every reply's status and time.
 async fn load(
     url: String,
@@ -59,7 +55,7 @@ fn assert_only_200_or_503_within(replies: &[(u16, Duration)], bound: Duration) {
 async fn assert_recovers_within(b: &Service, within: Duration) {
     let started = Instant::now();
     loop {
-        if post_json(&b.at("/protected-action"), credentials(), None)
+        if b.protected_action(system_tests::demo_login(), None)
             .await
             .status
             == 200
@@ -74,7 +70,7 @@ async fn assert_recovers_within(b: &Service, within: Duration) {
     }
     for _ in 0..20 {
         assert_eq!(
-            post_json(&b.at("/protected-action"), credentials(), None)
+            b.protected_action(system_tests::demo_login(), None)
                 .await
                 .status,
             200
@@ -107,7 +103,7 @@ async fn a_killed_under_load_gives_only_200_or_503_and_recovers() {
         b.at("/protected-action"),
         8,
         Duration::from_millis(1500),
-        credentials(),
+        system_tests::demo_login(),
     ));
 
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -137,7 +133,7 @@ async fn a_frozen_under_load_gives_503s_within_the_deadline_with_bounded_resourc
         b.at("/protected-action"),
         4,
         Duration::from_millis(200),
-        credentials(),
+        system_tests::demo_login(),
     )
     .await;
     let (rss_before, files_before) = (proc_value(b.pid(), "VmRSS:"), open_files(b.pid()));
@@ -147,7 +143,7 @@ async fn a_frozen_under_load_gives_503s_within_the_deadline_with_bounded_resourc
         b.at("/protected-action"),
         8,
         Duration::from_millis(1500),
-        credentials(),
+        system_tests::demo_login(),
     )
     .await;
     let (rss_after, files_after) = (proc_value(b.pid(), "VmRSS:"), open_files(b.pid()));
@@ -176,7 +172,7 @@ async fn a_flaky_provider_gets_at_most_the_retry_budget_on_top() {
         b.at("/protected-action"),
         4,
         Duration::from_millis(1500),
-        credentials(),
+        system_tests::demo_login(),
     )
     .await;
 
@@ -213,8 +209,8 @@ async fn delays_around_the_timeout_give_only_200_or_503_never_after_the_deadline
         .into_iter()
         .flat_map(|delay| [delay, delay])
         .map(|delay| {
-            let body = json!({"username": "divya", "password": "pass123", "delay_ms": delay});
-            tokio::spawn(post_json(&b.at("/protected-action"), body, None))
+            let body = system_tests::demo_login_with(json!({"delay_ms": delay}));
+            tokio::spawn(b.protected_action(body, None))
         })
         .collect();
     let mut replies = Vec::new();
@@ -230,7 +226,7 @@ async fn delays_around_the_timeout_give_only_200_or_503_never_after_the_deadline
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drops_work_once_the_callers_deadline_has_passed() {
     let a = Service::a(&[]);
-    let slow = json!({"username": "divya", "password": "pass123", "delay_ms": 3000});
+    let slow = system_tests::demo_login_with(json!({"delay_ms": 3000}));
 
     let reply = send(
         client()
@@ -249,7 +245,7 @@ async fn a_drops_work_once_the_callers_deadline_has_passed() {
         client()
             .post(a.at("/token"))
             .header("x-request-timeout-ms", "0")
-            .json(&credentials()),
+            .json(&system_tests::demo_login()),
     )
     .await;
     assert_eq!(expired.status, 504, "work already expired is refused");
@@ -262,7 +258,7 @@ async fn a_drops_work_once_the_callers_deadline_has_passed() {
         &a.url(),
         &["--provider-timeout-ms", "200", "--provider-attempts", "1"],
     );
-    let gave_up = post_json(&b.at("/protected-action"), slow, None).await;
+    let gave_up = b.protected_action(slow, None).await;
     assert_eq!(gave_up.status, 503);
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
@@ -300,11 +296,16 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
     let url = b.at("/protected-action");
 
     for _ in 0..3 {
-        assert_eq!(post_json(&url, credentials(), None).await.status, 503);
+        assert_eq!(
+            post_json(&url, system_tests::demo_login(), None)
+                .await
+                .status,
+            503
+        );
     }
     assert_eq!(stub.seen(), 3);
     b.logs.wait_for(|l| l["event"] == "circuit_opened");
-    let fast = post_json(&url, credentials(), Some("while-open")).await;
+    let fast = post_json(&url, system_tests::demo_login(), Some("while-open")).await;
     assert_eq!(fast.status, 503);
     assert!(
         fast.json["details"]
@@ -329,7 +330,7 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
     stub.set_reply(token_reply());
     let started = Instant::now();
     let probe = loop {
-        let reply = post_json(&url, credentials(), None).await;
+        let reply = post_json(&url, system_tests::demo_login(), None).await;
         if reply.status == 200 || started.elapsed() > Duration::from_secs(3) {
             break reply;
         }
@@ -342,7 +343,12 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
     assert_eq!(stub.seen(), 4, "exactly one probe reached A");
     b.logs.wait_for(|l| l["event"] == "circuit_half_open");
     b.logs.wait_for(|l| l["event"] == "circuit_closed");
-    assert_eq!(post_json(&url, credentials(), None).await.status, 200);
+    assert_eq!(
+        post_json(&url, system_tests::demo_login(), None)
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -356,12 +362,9 @@ async fn the_eleventh_wrong_password_is_throttled_for_that_user_only() {
     let wrong = json!({"username": "divya", "password": "guess"});
 
     for _ in 0..10 {
-        assert_eq!(
-            post_json(&a.at("/token"), wrong.clone(), None).await.status,
-            401
-        );
+        assert_eq!(a.token(wrong.clone(), None).await.status, 401);
     }
-    let throttled = post_json(&a.at("/token"), wrong, None).await;
+    let throttled = a.token(wrong, None).await;
 
     assert_eq!(throttled.status, 429);
     assert!(
@@ -372,17 +375,17 @@ async fn the_eleventh_wrong_password_is_throttled_for_that_user_only() {
     );
     assert!(throttled.json["error"].as_str().is_some());
     assert_eq!(
-        post_json(&a.at("/token"), credentials(), None).await.status,
+        a.token(system_tests::demo_login(), None).await.status,
         429,
         "even the right password waits"
     );
     let alice = json!({"username": "alice", "password": "wonderland"});
     assert_eq!(
-        post_json(&a.at("/token"), alice, None).await.status,
+        a.token(alice, None).await.status,
         200,
         "other users are unaffected"
     );
-    let through_b = post_json(&b.at("/protected-action"), credentials(), None).await;
+    let through_b = b.protected_action(system_tests::demo_login(), None).await;
     assert_eq!(through_b.status, 429, "B passes the 429 through");
     assert!(!through_b.header("retry-after").is_empty());
     assert_eq!(
@@ -398,7 +401,7 @@ async fn requests_spaced_around_the_keep_alive_timeout_never_fail() {
     let b = Service::b(&stub.url, &["--pool-idle-timeout-ms", "100"]);
 
     for gap in [60u64, 90, 120, 150, 180].repeat(6) {
-        let reply = post_json(&b.at("/protected-action"), credentials(), None).await;
+        let reply = b.protected_action(system_tests::demo_login(), None).await;
         assert_eq!(reply.status, 200, "{}", reply.text);
         tokio::time::sleep(Duration::from_millis(gap)).await;
     }
@@ -418,12 +421,9 @@ async fn a_pooled_connection_the_provider_closed_is_retried_once_on_a_fresh_one(
     let b = Service::b(&stub.url, &[]);
 
     for n in 0..8 {
-        let reply = post_json(
-            &b.at("/protected-action"),
-            credentials(),
-            Some(&format!("reuse-{n}")),
-        )
-        .await;
+        let reply = b
+            .protected_action(system_tests::demo_login(), Some(&format!("reuse-{n}")))
+            .await;
         assert_eq!(reply.status, 200, "{}", reply.text);
     }
 
@@ -448,7 +448,7 @@ async fn callers_hanging_up_on_b_never_open_its_breaker() {
         .timeout(Duration::from_millis(50))
         .build()
         .expect("client");
-    let slow = json!({"username": "divya", "password": "pass123", "delay_ms": 300});
+    let slow = system_tests::demo_login_with(json!({"delay_ms": 300}));
 
     for _ in 0..10 {
         let gave_up = impatient
@@ -458,12 +458,9 @@ async fn callers_hanging_up_on_b_never_open_its_breaker() {
             .await;
         assert!(gave_up.is_err(), "the caller hangs up before B answers");
     }
-    let reply = post_json(
-        &b.at("/protected-action"),
-        credentials(),
-        Some("after-hang-ups"),
-    )
-    .await;
+    let reply = b
+        .protected_action(system_tests::demo_login(), Some("after-hang-ups"))
+        .await;
 
     assert_eq!(
         reply.status, 200,

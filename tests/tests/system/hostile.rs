@@ -250,7 +250,7 @@ async fn timeouts_a_caller_asks_for_do_not_open_the_breaker() {
                 for _ in 0..2 {
                     let reply = post_json(
                         &url,
-                        json!({"username": "divya", "password": "pass123", "delay_ms": 2000}),
+                        system_tests::demo_login_with(json!({"delay_ms": 2000})),
                         None,
                     )
                     .await;
@@ -265,12 +265,7 @@ async fn timeouts_a_caller_asks_for_do_not_open_the_breaker() {
         .collect();
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(4200) {
-        let reply = post_json(
-            &url,
-            json!({"username": "divya", "password": "pass123"}),
-            None,
-        )
-        .await;
+        let reply = post_json(&url, system_tests::demo_login(), None).await;
         assert_eq!(reply.status, 200, "a valid user is served: {}", reply.text);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -289,7 +284,7 @@ async fn success_rate(b: &Service, n: usize, concurrency: usize) -> f64 {
         tasks.spawn(async move {
             let mut ok = 0;
             for _ in (worker..n).step_by(concurrency) {
-                let body = json!({"username": "divya", "password": "pass123"});
+                let body = system_tests::demo_login();
                 if post_json(&url, body, None).await.status == 200 {
                     ok += 1;
                 }
@@ -427,9 +422,8 @@ async fn requests_cut_off_by_the_grace_are_answered_503_and_logged() {
     let mut a = Service::a(&["--shutdown-grace-ms", "1000"]);
     let slow: Vec<_> = (0..5)
         .map(|n| {
-            tokio::spawn(post_json(
-                &a.at("/token"),
-                json!({"username": "divya", "password": "pass123", "delay_ms": 3000}),
+            tokio::spawn(a.token(
+                system_tests::demo_login_with(json!({"delay_ms": 3000})),
                 Some(&format!("cut-{n}")),
             ))
         })
@@ -472,7 +466,7 @@ async fn b_does_not_log_an_attempt_number_its_caller_made_up() {
             .post(b.at("/protected-action"))
             .header("x-attempt", "7")
             .header("x-request-id", "forged-attempt")
-            .json(&json!({"username": "divya", "password": "pass123"})),
+            .json(&system_tests::demo_login()),
     )
     .await;
     assert_eq!(reply.status, 200);
@@ -596,9 +590,8 @@ async fn over_the_in_flight_cap_requests_are_shed_but_probes_answer() {
     let a = Service::a(&["--max-in-flight", "2"]);
     let slow: Vec<_> = (0..2)
         .map(|_| {
-            tokio::spawn(post_json(
-                &a.at("/token"),
-                json!({"username": "divya", "password": "pass123", "delay_ms": 1500}),
+            tokio::spawn(a.token(
+                system_tests::demo_login_with(json!({"delay_ms": 1500})),
                 None,
             ))
         })
@@ -612,12 +605,7 @@ async fn over_the_in_flight_cap_requests_are_shed_but_probes_answer() {
         assert!(Instant::now() < deadline, "the slow requests never ran");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let shed = post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123"}),
-        Some("shed"),
-    )
-    .await;
+    let shed = a.token(system_tests::demo_login(), Some("shed")).await;
     assert_eq!(shed.status, 503, "{}", shed.text);
     assert_eq!(shed.header("retry-after"), "1");
     assert_eq!(

@@ -64,13 +64,13 @@ async fn every_walkthrough_line_validates_and_a_broken_one_does_not() {
     }
     let mut a = Service::a(&[]);
     let b = Service::b(&a.url(), &[]);
-    let ok = json!({"username": "divya", "password": "pass123"});
+    let ok = system_tests::demo_login();
     let url = b.at("/protected-action");
     for body in [
         ok.clone(),
         json!({"username": "divya", "password": "wrong"}),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 300}),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 2000}),
+        system_tests::demo_login_with(json!({"delay_ms": 300})),
+        system_tests::demo_login_with(json!({"delay_ms": 2000})),
         json!({"username": "divya"}),
     ] {
         post_json(&url, body, None).await;

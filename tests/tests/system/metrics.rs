@@ -55,12 +55,7 @@ async fn prometheus_series_are_labelled_by_route_never_raw_path() {
     for path in ["/x1", "/x2", "/x3"] {
         system_tests::get(&a.at(path)).await;
     }
-    system_tests::post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
+    a.token(system_tests::demo_login(), None).await;
 
     let text = metrics_with(&a, "?format=prometheus", None).await.text;
 
@@ -179,15 +174,10 @@ async fn promtool_finds_nothing_wrong_with_either_service() {
     let a = Service::a(&[]);
     let b = Service::b(&a.url(), &["--provider-timeout-ms", "200"]);
     let url = b.at("/protected-action");
+    system_tests::post_json(&url, system_tests::demo_login(), None).await;
     system_tests::post_json(
         &url,
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
-    system_tests::post_json(
-        &url,
-        json!({"username": "divya", "password": "pass123", "delay_ms": 400}),
+        system_tests::demo_login_with(json!({"delay_ms": 400})),
         None,
     )
     .await;
@@ -228,12 +218,7 @@ async fn unsampled_requests_leave_no_exemplar() {
         &[],
         &[("OTEL_TRACES_SAMPLER", "always_off")],
     );
-    let reply = system_tests::post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
+    let reply = a.token(system_tests::demo_login(), None).await;
     assert!(
         reply.header("traceresponse").ends_with("-00"),
         "not sampled"

@@ -228,11 +228,7 @@ fn success_401_and_slow_calls_are_green_where_they_should_be() {
     let stack = Stack::start(&[]);
     let b_port = stack.b.addr.port();
     for (id, body, status) in [
-        (
-            "c-ok",
-            json!({"username": "divya", "password": "pass123"}),
-            200,
-        ),
+        ("c-ok", system_tests::demo_login(), 200),
         (
             "c-401",
             json!({"username": "divya", "password": "wrong"}),
@@ -240,7 +236,7 @@ fn success_401_and_slow_calls_are_green_where_they_should_be() {
         ),
         (
             "c-slow",
-            json!({"username": "divya", "password": "pass123", "delay_ms": 300}),
+            system_tests::demo_login_with(json!({"delay_ms": 300})),
             200,
         ),
     ] {
@@ -321,10 +317,7 @@ fn success_401_and_slow_calls_are_green_where_they_should_be() {
 fn a_timed_out_call_has_two_red_attempts_whose_failures_are_their_own() {
     let stack = Stack::start(&[]);
     let id = "c-timeout";
-    let (reply, trace) = stack.call(
-        json!({"username": "divya", "password": "pass123", "delay_ms": 2000}),
-        id,
-    );
+    let (reply, trace) = stack.call(system_tests::demo_login_with(json!({"delay_ms": 2000})), id);
     assert_eq!(reply.status, 503);
     // B's server span, two attempts, and under each A's span and its delay span.
     let spans = stack.otlp.wait_for_trace(&trace, 7);
@@ -389,7 +382,7 @@ fn a_timed_out_call_has_two_red_attempts_whose_failures_are_their_own() {
 fn provider_down_gives_two_connection_errors_and_no_a_span() {
     let stack = Stack::without_a();
     let id = "c-down";
-    let (reply, trace) = stack.call(json!({"username": "divya", "password": "pass123"}), id);
+    let (reply, trace) = stack.call(system_tests::demo_login(), id);
     assert_eq!(reply.status, 503);
     let spans = stack.otlp.wait_for_trace(&trace, 3);
     assert_status(server_of(&spans, "service-b")[0], Some("503"));
@@ -408,7 +401,7 @@ fn a_call_that_recovered_on_retry_is_green_with_one_red_attempt() {
     // A fails half its answers at random: within 60 calls one fails once, then succeeds.
     for n in 0..60 {
         let id = format!("c-retry-{n}");
-        let (reply, trace) = stack.call(json!({"username": "divya", "password": "pass123"}), &id);
+        let (reply, trace) = stack.call(system_tests::demo_login(), &id);
         if reply.status != 200 {
             continue;
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use system_tests::otlp::{OtlpReceiver, Typed};
-use system_tests::{Kind, Service, TIMEOUT, binary, client, post_json, send};
+use system_tests::{Kind, Service, TIMEOUT, binary, client, send};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -19,7 +19,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn login(a: &Service) -> reqwest::RequestBuilder {
     client()
         .post(a.at("/token"))
-        .json(&json!({"username": "divya", "password": "pass123"}))
+        .json(&system_tests::demo_login())
 }
 
 fn trace_of(reply: &system_tests::Reply) -> String {
@@ -194,9 +194,8 @@ fn log_records_carry_what_the_json_line_carries_on_the_right_span() {
     let a = Service::start(Kind::A, "127.0.0.1:0", &[], &env);
     let b = Service::start(Kind::B, "127.0.0.1:0", &["--provider-url", &a.url()], &env);
     let rt = runtime();
-    let reply = rt.block_on(post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 2000}),
+    let reply = rt.block_on(b.protected_action(
+        system_tests::demo_login_with(json!({"delay_ms": 2000})),
         Some("logs-timeout"),
     ));
     assert_eq!(reply.status, 503);

@@ -17,18 +17,8 @@ async fn prometheus_scrapes_both_services_and_sees_the_walkthrough() {
     };
     let action = b.at("/protected-action");
 
-    post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
-    post_json(
-        &action,
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
+    a.token(system_tests::demo_login(), None).await;
+    post_json(&action, system_tests::demo_login(), None).await;
     post_json(
         &action,
         json!({"username": "divya", "password": "wrong"}),
@@ -37,7 +27,7 @@ async fn prometheus_scrapes_both_services_and_sees_the_walkthrough() {
     .await;
     post_json(
         &action,
-        json!({"username": "divya", "password": "pass123", "delay_ms": 400}),
+        system_tests::demo_login_with(json!({"delay_ms": 400})),
         None,
     )
     .await;

@@ -1,7 +1,6 @@
 //! X-Request-ID: kept when valid, replaced by a UUID v4 otherwise, echoed on every route,
 //! in every log line of the request, and forwarded from B to A.
 
-use serde_json::json;
 use system_tests::{Service, client, is_uuid_v4, send};
 
 async fn health_with_id(service: &Service, id: &str) -> String {
@@ -61,12 +60,7 @@ async fn b_forwards_its_generated_id_to_a() {
     let a = Service::a(&[]);
     let b = Service::b(&a.url(), &[]);
 
-    let reply = system_tests::post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
+    let reply = b.protected_action(system_tests::demo_login(), None).await;
 
     let id = reply.request_id();
     assert!(is_uuid_v4(id));

@@ -27,7 +27,7 @@ async fn drains_on(signal: &str) {
     let url = a.at("/token");
     let in_flight = tokio::spawn(system_tests::post_json(
         &url,
-        json!({"username": "divya", "password": "pass123", "delay_ms": 700}),
+        system_tests::demo_login_with(json!({"delay_ms": 700})),
         Some("in-flight"),
     ));
     wait_until_token_request_in_flight(&a).await;
@@ -75,7 +75,7 @@ async fn the_grace_period_bounds_the_drain() {
     let url = a.at("/token");
     let stuck = tokio::spawn(system_tests::post_json(
         &url,
-        json!({"username": "divya", "password": "pass123", "delay_ms": 5000}),
+        system_tests::demo_login_with(json!({"delay_ms": 5000})),
         None,
     ));
     wait_until_token_request_in_flight(&a).await;

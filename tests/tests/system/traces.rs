@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 use system_tests::otlp::{OtlpReceiver, ReceivedSpan};
-use system_tests::{Kind, Service, client, post_json, send, vacant_addr};
+use system_tests::{Kind, Service, client, send, vacant_addr};
 
 /// Exporter settings for tests: export batches every 50 ms instead of every 5 s.
 fn otel_env(endpoint: &str) -> Vec<(&str, &str)> {
@@ -30,7 +30,7 @@ fn traced_b(endpoint: &str, provider: &str, args: &[&str]) -> Service {
 fn token_request(a: &Service) -> reqwest::RequestBuilder {
     client()
         .post(a.at("/token"))
-        .json(&json!({"username": "divya", "password": "pass123"}))
+        .json(&system_tests::demo_login())
 }
 
 /// `00-<trace>-<span>-<flags>` → (trace, span).
@@ -81,11 +81,7 @@ fn success_is_one_trace_of_three_spans_across_both_services() {
     let b = traced_b(&otlp.url, &a.url(), &[]);
     let rt = runtime();
 
-    let reply = rt.block_on(post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123"}),
-        Some("trace-ok"),
-    ));
+    let reply = rt.block_on(b.protected_action(system_tests::demo_login(), Some("trace-ok")));
 
     assert_eq!(reply.status, 200);
     let (trace_id, span_id) = traceresponse(&reply);
@@ -150,9 +146,8 @@ fn timeout_shows_two_failed_attempts_each_with_its_own_a_span() {
     let b = traced_b(&otlp.url, &a.url(), &["--provider-timeout-ms", "200"]);
     let rt = runtime();
 
-    let reply = rt.block_on(post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 500}),
+    let reply = rt.block_on(b.protected_action(
+        system_tests::demo_login_with(json!({"delay_ms": 500})),
         None,
     ));
 
@@ -191,11 +186,7 @@ fn provider_down_shows_two_failed_attempts_and_no_a_span() {
     let b = traced_b(&otlp.url, &format!("http://{}", vacant_addr()), &[]);
     let rt = runtime();
 
-    let reply = rt.block_on(post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    ));
+    let reply = rt.block_on(b.protected_action(system_tests::demo_login(), None));
 
     assert_eq!(reply.status, 503);
     let (trace_id, _) = traceresponse(&reply);
@@ -217,11 +208,8 @@ fn invalid_credentials_are_one_attempt_and_no_retry() {
     let b = traced_b(&otlp.url, &a.url(), &[]);
     let rt = runtime();
 
-    let reply = rt.block_on(post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "wrong"}),
-        None,
-    ));
+    let reply =
+        rt.block_on(b.protected_action(json!({"username": "divya", "password": "wrong"}), None));
 
     assert_eq!(reply.status, 401);
     let (trace_id, _) = traceresponse(&reply);
@@ -300,11 +288,7 @@ fn a_collector_that_is_down_or_hung_never_slows_a_request() {
         let b = traced_b(collector, &a.url(), &[]);
         let started = Instant::now();
         for _ in 0..30 {
-            let reply = rt.block_on(post_json(
-                &b.at("/protected-action"),
-                json!({"username": "divya", "password": "pass123"}),
-                None,
-            ));
+            let reply = rt.block_on(b.protected_action(system_tests::demo_login(), None));
             assert_eq!(reply.status, 200);
         }
         // 30 loopback round trips take milliseconds; an export on the request path would
@@ -326,11 +310,7 @@ fn failed_exports_are_counted() {
         &[],
     );
     let rt = runtime();
-    rt.block_on(post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    ));
+    rt.block_on(b.protected_action(system_tests::demo_login(), None));
 
     let deadline = Instant::now() + system_tests::TIMEOUT;
     loop {

@@ -1,7 +1,7 @@
 //! The lab walkthrough, service A (steps 1–5), with status, exact body and log line.
 
 use serde_json::{Value, json};
-use system_tests::{Service, get, is_uuid_v4, post_json};
+use system_tests::{Service, get, is_uuid_v4};
 
 /// `ts` is RFC 3339 UTC with milliseconds: `2026-02-04T16:08:59.123Z`.
 fn is_rfc3339_millis(ts: &Value) -> bool {
@@ -45,12 +45,7 @@ async fn step_1_health() {
 async fn step_2_token_with_correct_credentials() {
     let a = Service::a(&[]);
 
-    let reply = post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123"}),
-        Some("demo-123"),
-    )
-    .await;
+    let reply = a.token(system_tests::demo_login(), Some("demo-123")).await;
 
     assert_eq!(reply.status, 200);
     assert_eq!(
@@ -67,12 +62,9 @@ async fn step_2_token_with_correct_credentials() {
 async fn step_3_token_with_wrong_password() {
     let a = Service::a(&[]);
 
-    let reply = post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "wrong"}),
-        None,
-    )
-    .await;
+    let reply = a
+        .token(json!({"username": "divya", "password": "wrong"}), None)
+        .await;
 
     assert_eq!(reply.status, 401);
     assert_eq!(reply.text, "{\"error\":\"invalid credentials\"}\n");
@@ -85,18 +77,12 @@ async fn step_3_token_with_wrong_password() {
 async fn unknown_user_gets_the_same_answer_as_a_wrong_password() {
     let a = Service::a(&[]);
 
-    let unknown = post_json(
-        &a.at("/token"),
-        json!({"username": "mallory", "password": "pass123"}),
-        None,
-    )
-    .await;
-    let wrong = post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "nope"}),
-        None,
-    )
-    .await;
+    let unknown = a
+        .token(json!({"username": "mallory", "password": "pass123"}), None)
+        .await;
+    let wrong = a
+        .token(json!({"username": "divya", "password": "nope"}), None)
+        .await;
 
     assert_eq!((unknown.status, &unknown.text), (wrong.status, &wrong.text));
 }
@@ -105,12 +91,12 @@ async fn unknown_user_gets_the_same_answer_as_a_wrong_password() {
 async fn step_4_slow_but_still_200() {
     let a = Service::a(&[]);
 
-    let reply = post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 300}),
-        None,
-    )
-    .await;
+    let reply = a
+        .token(
+            system_tests::demo_login_with(json!({"delay_ms": 300})),
+            None,
+        )
+        .await;
 
     assert_eq!(reply.status, 200);
     assert_eq!(
@@ -129,12 +115,12 @@ async fn step_4_slow_but_still_200() {
 async fn step_4_very_slow_provider_still_answers_200_itself() {
     let a = Service::a(&[]);
 
-    let reply = post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 2000}),
-        None,
-    )
-    .await;
+    let reply = a
+        .token(
+            system_tests::demo_login_with(json!({"delay_ms": 2000})),
+            None,
+        )
+        .await;
 
     assert_eq!(
         reply.status, 200,
@@ -146,18 +132,12 @@ async fn step_4_very_slow_provider_still_answers_200_itself() {
 #[tokio::test]
 async fn a_slow_request_does_not_hold_up_others() {
     let a = Service::a(&[]);
-    let slow = tokio::spawn(post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 1500}),
+    let slow = tokio::spawn(a.token(
+        system_tests::demo_login_with(json!({"delay_ms": 1500})),
         None,
     ));
 
-    let quick = post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
+    let quick = a.token(system_tests::demo_login(), None).await;
 
     assert_eq!(quick.status, 200);
     assert!(quick.elapsed.as_millis() < 1000, "{:?}", quick.elapsed);
@@ -168,21 +148,11 @@ async fn a_slow_request_does_not_hold_up_others() {
 async fn step_5_metrics_count_what_happened() {
     let a = Service::a(&[]);
     get(&a.at("/health")).await;
-    post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
-    post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "wrong"}),
-        None,
-    )
-    .await;
-    post_json(
-        &a.at("/token"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 300}),
+    a.token(system_tests::demo_login(), None).await;
+    a.token(json!({"username": "divya", "password": "wrong"}), None)
+        .await;
+    a.token(
+        system_tests::demo_login_with(json!({"delay_ms": 300})),
         None,
     )
     .await;

@@ -33,12 +33,12 @@ async fn step_1_health() {
 async fn step_2_success_combines_both_answers_and_one_trace_spans_both_logs() {
     let (a, b) = pair(&[]);
 
-    let reply = post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123", "action": "ping"}),
-        Some("demo-123"),
-    )
-    .await;
+    let reply = b
+        .protected_action(
+            system_tests::demo_login_with(json!({"action": "ping"})),
+            Some("demo-123"),
+        )
+        .await;
 
     assert_eq!(reply.status, 200);
     assert_eq!(
@@ -71,12 +71,12 @@ async fn step_2_success_combines_both_answers_and_one_trace_spans_both_logs() {
 async fn step_3_invalid_credentials_pass_through_without_retry() {
     let (a, b) = pair(&[]);
 
-    let reply = post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "wrong", "action": "ping"}),
-        None,
-    )
-    .await;
+    let reply = b
+        .protected_action(
+            json!({"username": "divya", "password": "wrong", "action": "ping"}),
+            None,
+        )
+        .await;
 
     assert_eq!(reply.status, 401);
     assert_eq!(reply.text, "{\"error\":\"invalid credentials\"}\n");
@@ -97,12 +97,12 @@ async fn step_3_invalid_credentials_pass_through_without_retry() {
 async fn step_4_slow_provider_within_the_timeout() {
     let (_a, b) = pair(&[]);
 
-    let reply = post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 300}),
-        None,
-    )
-    .await;
+    let reply = b
+        .protected_action(
+            system_tests::demo_login_with(json!({"delay_ms": 300})),
+            None,
+        )
+        .await;
 
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json["action"], "ping", "action defaults to ping");
@@ -119,12 +119,12 @@ async fn step_4_slow_provider_within_the_timeout() {
 async fn step_5_timeout_fails_each_attempt_then_503() {
     let (_a, b) = pair(&["--provider-timeout-ms", "200"]);
 
-    let reply = post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 600}),
-        None,
-    )
-    .await;
+    let reply = b
+        .protected_action(
+            system_tests::demo_login_with(json!({"delay_ms": 600})),
+            None,
+        )
+        .await;
 
     assert_eq!(reply.status, 503);
     assert_eq!(
@@ -152,12 +152,12 @@ async fn step_5_timeout_fails_each_attempt_then_503() {
 async fn step_5_timeout_at_the_default_one_second() {
     let (_a, b) = pair(&[]);
 
-    let reply = post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 2000}),
-        None,
-    )
-    .await;
+    let reply = b
+        .protected_action(
+            system_tests::demo_login_with(json!({"delay_ms": 2000})),
+            None,
+        )
+        .await;
 
     assert_eq!(reply.status, 503);
     assert_eq!(reply.json["error"], "provider unavailable");
@@ -183,12 +183,7 @@ async fn step_5_timeout_at_the_default_one_second() {
 async fn step_6_provider_down_is_a_quick_503_with_two_connection_errors() {
     let b = Service::b(&format!("http://{}", vacant_addr()), &[]);
 
-    let reply = post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
+    let reply = b.protected_action(system_tests::demo_login(), None).await;
 
     assert_eq!(reply.status, 503);
     assert_eq!(reply.json["error"], "provider unavailable");
@@ -226,29 +221,16 @@ async fn after_a_restarts_b_succeeds_at_once() {
     let mut a = Service::a(&[]);
     let addr = a.addr.to_string();
     let b = Service::b(&a.url(), &[]);
-    let body = json!({"username": "divya", "password": "pass123"});
+    let body = system_tests::demo_login();
     // Pool a keep-alive connection to the first A.
-    assert_eq!(
-        post_json(&b.at("/protected-action"), body.clone(), None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(b.protected_action(body.clone(), None).await.status, 200);
 
     assert!(a.stop().success());
-    assert_eq!(
-        post_json(&b.at("/protected-action"), body.clone(), None)
-            .await
-            .status,
-        503
-    );
+    assert_eq!(b.protected_action(body.clone(), None).await.status, 503);
     let _a = Service::start(system_tests::Kind::A, &addr, &[], &[]);
-    let reply = post_json(
-        &b.at("/protected-action"),
-        body.clone(),
-        Some("after-restart"),
-    )
-    .await;
+    let reply = b
+        .protected_action(body.clone(), Some("after-restart"))
+        .await;
 
     assert_eq!(reply.status, 200);
     assert!(
@@ -262,17 +244,12 @@ async fn after_a_is_killed_and_restarted_b_succeeds_at_once() {
     let a = Service::a(&[]);
     let addr = a.addr.to_string();
     let b = Service::b(&a.url(), &[]);
-    let body = json!({"username": "divya", "password": "pass123"});
-    assert_eq!(
-        post_json(&b.at("/protected-action"), body.clone(), None)
-            .await
-            .status,
-        200
-    );
+    let body = system_tests::demo_login();
+    assert_eq!(b.protected_action(body.clone(), None).await.status, 200);
 
     drop(a); // SIGKILL: no graceful close of pooled connections.
     let _a = Service::start(system_tests::Kind::A, &addr, &[], &[]);
-    let reply = post_json(&b.at("/protected-action"), body, None).await;
+    let reply = b.protected_action(body, None).await;
 
     assert_eq!(reply.status, 200, "{}", reply.text);
 }
@@ -281,12 +258,7 @@ async fn after_a_is_killed_and_restarted_b_succeeds_at_once() {
 async fn step_8_metrics_count_attempts_and_failures_by_kind() {
     let (_a, b) = pair(&["--provider-timeout-ms", "200"]);
     let url = b.at("/protected-action");
-    post_json(
-        &url,
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
+    post_json(&url, system_tests::demo_login(), None).await;
     post_json(
         &url,
         json!({"username": "divya", "password": "wrong"}),
@@ -295,7 +267,7 @@ async fn step_8_metrics_count_attempts_and_failures_by_kind() {
     .await;
     post_json(
         &url,
-        json!({"username": "divya", "password": "pass123", "delay_ms": 500}),
+        system_tests::demo_login_with(json!({"delay_ms": 500})),
         None,
     )
     .await;
@@ -318,12 +290,7 @@ async fn step_8_metrics_count_attempts_and_failures_by_kind() {
 async fn no_password_or_token_ever_reaches_a_log_line() {
     let (a, b) = pair(&["--provider-timeout-ms", "200"]);
     let url = b.at("/protected-action");
-    post_json(
-        &url,
-        json!({"username": "divya", "password": "pass123"}),
-        None,
-    )
-    .await;
+    post_json(&url, system_tests::demo_login(), None).await;
     post_json(
         &url,
         json!({"username": "divya", "password": "hunter2-secret"}),
@@ -332,7 +299,7 @@ async fn no_password_or_token_ever_reaches_a_log_line() {
     .await;
     post_json(
         &url,
-        json!({"username": "divya", "password": "pass123", "delay_ms": 500}),
+        system_tests::demo_login_with(json!({"delay_ms": 500})),
         None,
     )
     .await;
@@ -351,12 +318,12 @@ async fn no_password_or_token_ever_reaches_a_log_line() {
 async fn a_abandons_and_logs_the_attempts_b_gave_up_on() {
     let (a, b) = pair(&["--provider-timeout-ms", "200"]);
 
-    let reply = post_json(
-        &b.at("/protected-action"),
-        json!({"username": "divya", "password": "pass123", "delay_ms": 3000}),
-        Some("given-up"),
-    )
-    .await;
+    let reply = b
+        .protected_action(
+            system_tests::demo_login_with(json!({"delay_ms": 3000})),
+            Some("given-up"),
+        )
+        .await;
 
     assert_eq!(reply.status, 503);
     // B closed each timed-out connection; A stopped waiting and logged 499 for both, long
