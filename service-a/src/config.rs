@@ -1,17 +1,15 @@
 //! Service A's settings: each flag has an environment fallback and a documented default;
 //! `service-a --help` prints them all.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Service A, the provider: issues deterministic tokens for valid credentials.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "service-a", version, about, long_about = None)]
 pub struct Config {
-    /// Address and port to listen on. Use 0.0.0.0:8080 in a container; port 0 picks a free
-    /// port (the chosen address is logged in the `listening` event).
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Where to listen, and the health probe.
+    #[command(flatten)]
+    pub serve: telemetry::server::ListenArgs<8080>,
 
     /// File of extra users, one `username:password` per line (blank lines and lines starting
     /// with `#` are skipped). They are added to the demo user divya / pass123.
@@ -26,11 +24,6 @@ pub struct Config {
     /// caller cannot hold a connection open for long.
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = 5000)]
     pub max_delay_ms: u64,
-
-    /// Instead of serving, check that the server on --listen answers GET /health with 200,
-    /// and exit 0 if so, 1 if not. For container healthchecks: no curl needed in the image.
-    #[arg(long)]
-    pub healthcheck: bool,
 
     /// Teaching knob, off by default: latency added to every token request, in
     /// milliseconds, on top of any delay_ms (a provider that is slow for everyone).
@@ -71,7 +64,7 @@ mod tests {
     #[test]
     fn defaults_match_the_lab() {
         let config = Config::try_parse_from(["service-a"]).expect("defaults parse");
-        assert_eq!(config.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(config.serve.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(config.max_delay_ms, 5000);
         assert!(!config.no_demo_user);
         assert_eq!(

@@ -6,8 +6,8 @@ use service_a::{SERVICE_NAME, config::Config, startup::Application};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    if config.healthcheck {
-        return telemetry::health::probe_exit_code(config.listen);
+    if config.serve.healthcheck {
+        return telemetry::health::probe_exit_code(config.serve.listen);
     }
     let telemetry = match telemetry::init(SERVICE_NAME, &config.telemetry, &[]) {
         Ok(telemetry) => telemetry,

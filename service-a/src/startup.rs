@@ -59,13 +59,12 @@ impl Application {
         if users.is_empty() {
             return Err(StartupError::NoUsers);
         }
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = TcpListener::bind(config.serve.listen)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: config.serve.listen,
+                source,
+            })?;
         crate::metrics::register();
         let state = AppState {
             users: Arc::new(users),

@@ -20,7 +20,6 @@
 //! of `--provider-timeout-ms` and what remains. So the defaults change nothing in the lab's
 //! figures, while a slower backoff or more attempts can never stretch a call past it.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use reqwest::Url;
@@ -29,15 +28,9 @@ use reqwest::Url;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "service-b", version, about, long_about = None)]
 pub struct Config {
-    /// Address and port to listen on. Use 0.0.0.0:8081 in a container; port 0 picks a free
-    /// port (the chosen address is logged in the `listening` event).
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:8081")]
-    pub listen: SocketAddr,
-
-    /// Instead of serving, check that the server on --listen answers GET /health with 200,
-    /// and exit 0 if so, 1 if not. For container healthchecks: no curl needed in the image.
-    #[arg(long)]
-    pub healthcheck: bool,
+    /// Where to listen, and the health probe.
+    #[command(flatten)]
+    pub serve: telemetry::server::ListenArgs<8081>,
 
     /// How B calls A: URL, timeouts, retries, budget, breaker, pool.
     #[command(flatten)]

@@ -45,13 +45,12 @@ impl Application {
         metrics: telemetry::metrics::Metrics,
     ) -> Result<Self, StartupError> {
         let provider = Provider::new(&config.provider)?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = TcpListener::bind(config.serve.listen)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: config.serve.listen,
+                source,
+            })?;
         crate::metrics::register();
         Ok(Self {
             listener,

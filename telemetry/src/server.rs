@@ -43,6 +43,22 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt as _;
 
+/// Where a service listens, and its container health probe: both services flatten these
+/// into their flags, each with its own default port.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ListenArgs<const PORT: u16> {
+    /// Address and port to listen on (default 127.0.0.1 and the service's port). Use
+    /// 0.0.0.0:<port> in a container; port 0 picks a free port (the chosen address is logged
+    /// in the `listening` event).
+    #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT)))]
+    pub listen: SocketAddr,
+
+    /// Instead of serving, check that the server on --listen answers GET /health with 200,
+    /// and exit 0 if so, 1 if not. For container healthchecks: no curl needed in the image.
+    #[arg(long)]
+    pub healthcheck: bool,
+}
+
 /// The server's limits and timeouts; both services flatten these into their flags.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct EdgeArgs {
