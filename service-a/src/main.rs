@@ -1,4 +1,4 @@
-//! Service A's binary: read the configuration, start telemetry, serve until SIGTERM/Ctrl-C.
+//! Service A's binary: read the configuration, then serve with telemetry until SIGTERM/Ctrl-C.
 
 use clap::Parser as _;
 use service_a::{SERVICE_NAME, config::Config, startup::Application};
@@ -9,24 +9,12 @@ async fn main() -> std::process::ExitCode {
     if config.serve.healthcheck {
         return telemetry::health::probe_exit_code(config.serve.listen);
     }
-    let telemetry = match telemetry::init(SERVICE_NAME, &config.telemetry, &[]) {
-        Ok(telemetry) => telemetry,
-        Err(e) => {
-            eprintln!("{SERVICE_NAME}: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let outcome = match Application::build(config, telemetry.metrics.clone()).await {
-        Ok(app) => app.run_until_stopped(telemetry::server::signal()).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = &outcome {
-        tracing::error!(event = "fatal", error = %e);
-    }
-    telemetry.shutdown().await;
-    if outcome.is_ok() {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    }
+    let args = config.telemetry.clone();
+    telemetry::run(SERVICE_NAME, &args, &[], |metrics| async move {
+        Application::build(config, metrics)
+            .await?
+            .run_until_stopped(telemetry::server::signal())
+            .await
+    })
+    .await
 }

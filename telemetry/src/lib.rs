@@ -155,6 +155,39 @@ pub fn init(
     })
 }
 
+/// A service's whole life after its flags are read: start telemetry (see [`init`]), run
+/// `serve` with the process's metrics until it returns (it serves until SIGTERM/Ctrl-C and
+/// drains), log a fatal error if it failed, flush logs and spans, and say how to exit.
+/// Both services' `main` is this call.
+pub async fn run<F, Fut, E>(
+    service: &'static str,
+    args: &TelemetryArgs,
+    timeouts: &[std::time::Duration],
+    serve: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(metrics::Metrics) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let telemetry = match init(service, args, timeouts) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{service}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let outcome = serve(telemetry.metrics.clone()).await;
+    if let Err(e) = &outcome {
+        tracing::error!(event = "fatal", error = %e);
+    }
+    telemetry.shutdown().await;
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(_) => std::process::ExitCode::FAILURE,
+    }
+}
+
 impl Telemetry {
     /// Flushes spans still in the batch, then the log lines still queued. Blocks on the
     /// exporter in a blocking task, so it is safe to await on the runtime.
