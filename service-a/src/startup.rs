@@ -22,13 +22,8 @@ pub enum StartupError {
     #[error("no users: --no-demo-user needs --users-file")]
     NoUsers,
     /// The listen address cannot be bound (in use, or not ours).
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] telemetry::server::BindError),
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
@@ -59,12 +54,7 @@ impl Application {
         if users.is_empty() {
             return Err(StartupError::NoUsers);
         }
-        let listener = TcpListener::bind(config.serve.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.serve.listen,
-                source,
-            })?;
+        let listener = telemetry::server::bind(config.serve.listen).await?;
         crate::metrics::register();
         let state = AppState {
             users: Arc::new(users),

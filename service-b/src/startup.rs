@@ -17,13 +17,8 @@ pub enum StartupError {
     #[error("cannot build the client for service A: {0}")]
     Client(#[from] reqwest::Error),
     /// The listen address cannot be bound (in use, or not ours).
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] telemetry::server::BindError),
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
@@ -45,12 +40,7 @@ impl Application {
         metrics: telemetry::metrics::Metrics,
     ) -> Result<Self, StartupError> {
         let provider = Provider::new(&config.provider)?;
-        let listener = TcpListener::bind(config.serve.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: config.serve.listen,
-                source,
-            })?;
+        let listener = telemetry::server::bind(config.serve.listen).await?;
         crate::metrics::register();
         Ok(Self {
             listener,

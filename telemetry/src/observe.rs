@@ -215,19 +215,19 @@ pub async fn observe(
     .attach_to(&span);
 
     let shed = route.as_deref().is_none_or(|r| !NEVER_SHED.contains(&r));
+    let record = Record::start(
+        started,
+        span.clone(),
+        endpoint,
+        attempt,
+        method,
+        route,
+        &ids,
+    );
     let permit = match request.extensions().get::<InFlightLimit>() {
         Some(limit) if shed => match limit.try_admit() {
             Some(permit) => Some(permit),
             None => {
-                let record = Record::start(
-                    started,
-                    span.clone(),
-                    endpoint,
-                    attempt,
-                    method,
-                    route,
-                    &ids,
-                );
                 span.in_scope(|| crate::event!(WARN, "load_shed"));
                 metrics::counter!(REQUESTS_SHED).increment(1);
                 let mut response = http::error(
@@ -244,16 +244,6 @@ pub async fn observe(
         _ => None,
     };
     let cut_off = request.extensions().get::<CutOff>().cloned();
-
-    let record = Record::start(
-        started,
-        span.clone(),
-        endpoint,
-        attempt,
-        method,
-        route,
-        &ids,
-    );
     let handled = next.run(request).instrument(span.clone());
     let mut response = match cut_off {
         Some(CutOff(mut cut_off)) => tokio::select! {

@@ -59,6 +59,23 @@ pub struct ListenArgs<const PORT: u16> {
     pub healthcheck: bool,
 }
 
+/// The listen address could not be bound (in use, or not ours).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why.
+    pub source: io::Error,
+}
+
+/// Binds `addr` (port 0 picks a free port), saying which address failed and why.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })
+}
+
 /// The server's limits and timeouts; both services flatten these into their flags.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct EdgeArgs {
