@@ -75,7 +75,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// A JSON request body whose every rejection is a JSON error with the right status:
 /// 400 malformed JSON, 415 not `application/json`, 422 wrong shape or types,
 /// 413 larger than [`BODY_LIMIT`], 408 not all received by the body deadline
-/// (`--body-timeout-ms`, see [`crate::server::BodyDeadline`]).
+/// (`--body-timeout-ms`, see [`crate::extensions::BodyDeadline`]).
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
@@ -141,7 +141,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let deadline = req
             .extensions()
-            .get::<crate::server::BodyDeadline>()
+            .get::<crate::extensions::BodyDeadline>()
             .copied();
         let read = axum::Json::<T>::from_request(req, state);
         let axum::Json(value) = match deadline {

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod exemplars;
+pub mod extensions;
 pub mod health;
 pub mod http;
 pub mod logging;

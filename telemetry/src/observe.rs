@@ -22,10 +22,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceBuilder;
 use tracing::{Instrument as _, field};
 
+use crate::extensions::{CutOff, InFlightLimit};
 use crate::logging::LogContext;
 use crate::{http, request_id, traces};
 
@@ -45,7 +45,7 @@ pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 /// set; the log line still shows the path).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Method label for any method outside [`KNOWN_METHODS`] (OpenTelemetry's convention).
+/// Method label for any method outside the standard ones (OpenTelemetry's convention).
 pub const OTHER_METHOD: &str = "_OTHER";
 
 /// The methods of RFC 9110 and PATCH: the only method label values besides `_OTHER`.
@@ -76,28 +76,6 @@ pub enum AttemptHeader {
     /// Ignored: the service is an edge anyone may call (B), where the header would let a
     /// caller write its own number into the service's log line.
     Ignored,
-}
-
-/// Fires when the shutdown grace has run out: requests still running are answered 503.
-/// Put into every request's extensions by [`crate::server`].
-#[derive(Debug, Clone)]
-pub struct CutOff(pub watch::Receiver<bool>);
-
-/// The process-wide cap on requests in flight (`--max-in-flight`). Put into every request's
-/// extensions by [`crate::server`]; requests without one are never shed.
-#[derive(Debug, Clone)]
-pub struct InFlightLimit(Arc<Semaphore>);
-
-impl InFlightLimit {
-    /// A cap of `max` requests.
-    pub fn new(max: u32) -> Self {
-        Self(Arc::new(Semaphore::new(max as usize)))
-    }
-
-    /// A place for one more request, unless the cap is reached.
-    fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.clone().try_acquire_owned().ok()
-    }
 }
 
 /// Adds the shared behaviour to `router`. Call it after all routes are added.
@@ -178,7 +156,7 @@ pub async fn observe(
         .and_then(|v| v.to_str().ok());
     let client_address = request
         .extensions()
-        .get::<crate::server::PeerAddr>()
+        .get::<crate::extensions::PeerAddr>()
         .map(|peer| peer.0.ip().to_string());
 
     // The OpenTelemetry HTTP server span (semantic conventions 1.26, stable attributes).

@@ -48,7 +48,7 @@ use tower::ServiceExt as _;
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ListenArgs<const PORT: u16> {
     /// Address and port to listen on (default 127.0.0.1 and the service's port). Use
-    /// 0.0.0.0:<port> in a container; port 0 picks a free port (the chosen address is logged
+    /// `0.0.0.0:<port>` in a container; port 0 picks a free port (the chosen address is logged
     /// in the `listening` event).
     #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT)))]
     pub listen: SocketAddr,
@@ -161,7 +161,7 @@ const LINGERING_REFUSALS: usize = 16;
 
 /// Serves `router` on `listener` with the limits in `edge` until `stop` resolves, then
 /// drains (see the module docs). Returns once every connection is closed, or when the
-/// answers to cut-off requests have had [`CUT_OFF_FLUSH`] to go out.
+/// answers to cut-off requests have had half a second to go out.
 ///
 /// `outbound` is how many descriptors the service may hold for connections of its own
 /// (B: one per request in flight, to call A); the connection cap leaves room for them.
@@ -196,8 +196,8 @@ pub async fn serve(
         .header_read_timeout(None);
     let shared = Arc::new(Shared {
         router,
-        cut_off: crate::observe::CutOff(cut_off),
-        in_flight_limit: crate::observe::InFlightLimit::new(edge.max_in_flight),
+        cut_off: crate::extensions::CutOff(cut_off),
+        in_flight_limit: crate::extensions::InFlightLimit::new(edge.max_in_flight),
         http,
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         header_timeout: Duration::from_millis(edge.header_timeout_ms),
@@ -298,8 +298,8 @@ fn fd_limit() -> Option<u64> {
 /// What every connection task shares.
 struct Shared {
     router: Router,
-    cut_off: crate::observe::CutOff,
-    in_flight_limit: crate::observe::InFlightLimit,
+    cut_off: crate::extensions::CutOff,
+    in_flight_limit: crate::extensions::InFlightLimit,
     http: hyper::server::conn::http1::Builder,
     max_connections: usize,
     header_timeout: Duration,
@@ -466,20 +466,6 @@ struct ConnService {
     peer: SocketAddr,
 }
 
-/// The caller's address, for the span's `client.address`.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// When the request's body must have arrived (`--body-timeout-ms` after its head); read by
-/// [`crate::http::JsonBody`].
-#[derive(Debug, Clone, Copy)]
-pub struct BodyDeadline {
-    /// The instant.
-    pub at: Instant,
-    /// The timeout it was made from, for the error message.
-    pub timeout: Duration,
-}
-
 impl hyper::service::Service<http::Request<Incoming>> for ConnService {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
@@ -495,13 +481,13 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             shared: self.shared.clone(),
         };
         let extensions = request.extensions_mut();
-        extensions.insert(BodyDeadline {
+        extensions.insert(crate::extensions::BodyDeadline {
             at: Instant::now() + self.shared.body_timeout,
             timeout: self.shared.body_timeout,
         });
         extensions.insert(self.shared.cut_off.clone());
         extensions.insert(self.shared.in_flight_limit.clone());
-        extensions.insert(PeerAddr(self.peer));
+        extensions.insert(crate::extensions::PeerAddr(self.peer));
         let response = self
             .shared
             .router

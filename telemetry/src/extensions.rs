@@ -1,0 +1,47 @@
+//! What the server puts on each request for the layers above it: the caller's address,
+//! the body deadline, the in-flight cap, and the shutdown cut-off. A leaf: it imports
+//! nothing of this crate, so [`crate::server`], [`crate::observe`] and [`crate::http`] can all
+//! read it without importing each other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+
+/// The caller's address, for the span's `client.address`.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// When the request's body must have arrived (`--body-timeout-ms` after its head); read by
+/// [`crate::http::JsonBody`].
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline {
+    /// The instant.
+    pub at: Instant,
+    /// The timeout it was made from, for the error message.
+    pub timeout: Duration,
+}
+
+/// Fires when the shutdown grace has run out: requests still running are answered 503.
+/// Put into every request's extensions by [`crate::server`].
+#[derive(Debug, Clone)]
+pub struct CutOff(pub watch::Receiver<bool>);
+
+/// The process-wide cap on requests in flight (`--max-in-flight`). Put into every request's
+/// extensions by [`crate::server`]; requests without one are never shed.
+#[derive(Debug, Clone)]
+pub struct InFlightLimit(Arc<Semaphore>);
+
+impl InFlightLimit {
+    /// A cap of `max` requests.
+    pub fn new(max: u32) -> Self {
+        Self(Arc::new(Semaphore::new(max as usize)))
+    }
+
+    /// A place for one more request, unless the cap is reached.
+    pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+}
