@@ -8,6 +8,7 @@
 //! rounds, because a shared machine is noisy.
 
 mod baseline;
+mod instructions;
 mod report;
 mod wrk;
 
@@ -49,6 +50,24 @@ struct Args {
     /// profile and taken from next to it.
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+
+    /// Count CPU instructions per request instead (valgrind's callgrind; steady where
+    /// requests per second are not): baselines and services, about a minute.
+    #[arg(long)]
+    instructions: bool,
+
+    /// With --instructions: sequential requests per measurement.
+    #[arg(long, default_value_t = 2000)]
+    requests: u64,
+
+    /// With --instructions: fail when a service needs more than 110% of its committed
+    /// figure in tests/bench/instructions.txt.
+    #[arg(long)]
+    check: bool,
+
+    /// With --instructions: write this run's figures to tests/bench/instructions.txt.
+    #[arg(long)]
+    write_budget: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,6 +200,9 @@ fn exit(result: std::io::Result<()>) -> std::process::ExitCode {
 }
 
 async fn run(args: &Args) -> Result<(), String> {
+    if args.instructions {
+        return run_instructions(args).await;
+    }
     let bins = binaries(args)?;
     let (rounds, duration, samples) = if args.smoke {
         (1, Duration::from_secs(1), 5)
@@ -235,6 +257,71 @@ async fn run(args: &Args) -> Result<(), String> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// `--instructions`: instructions per request of each configuration, and the budget check.
+async fn run_instructions(args: &Args) -> Result<(), String> {
+    if !instructions::available() {
+        return Err("valgrind is needed for --instructions (apt-get install -y valgrind)".into());
+    }
+    let bins = binaries(args)?;
+    let scratch = std::env::temp_dir().join(format!("bench-ir-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+    let sink = otlp_sink().await?;
+    let mut measured = Vec::new();
+    for config in instructions::CONFIGS {
+        eprintln!("counting instructions: {}", config.label());
+        let value =
+            instructions::per_request(config, &bins, &sink, &scratch, args.requests).await?;
+        measured.push((config, value));
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    println!("| configuration | instructions per request | × baseline |");
+    println!("|---|---:|---:|");
+    for (config, value) in &measured {
+        let ratio = config
+            .baseline()
+            .and_then(|b| measured.iter().find(|(c, _)| *c == b))
+            .map_or("—".to_owned(), |(_, base)| {
+                format!("{:.2}×", *value as f64 / (*base).max(1) as f64)
+            });
+        println!("| {} | {value} | {ratio} |", config.label());
+    }
+    let budget_path = workspace_root().join(instructions::BUDGET_FILE);
+    if args.write_budget {
+        std::fs::write(
+            &budget_path,
+            instructions::write_budget(&measured, args.requests),
+        )
+        .map_err(|e| e.to_string())?;
+        eprintln!("wrote {}", instructions::BUDGET_FILE);
+    }
+    if args.check {
+        let text = std::fs::read_to_string(&budget_path)
+            .map_err(|e| format!("{}: {e}", instructions::BUDGET_FILE))?;
+        let over = instructions::over_budget(&measured, &instructions::read_budget(&text));
+        if !over.is_empty() {
+            return Err(format!("over the instruction budget:\n{}", over.join("\n")));
+        }
+        eprintln!(
+            "within the instruction budget ({})",
+            instructions::BUDGET_FILE
+        );
+    }
+    Ok(())
+}
+
+/// The path and body each configuration is measured with.
+pub(crate) fn request_of(config: Config) -> (&'static str, &'static str) {
+    match config {
+        Config::BaselineA | Config::ServiceA => {
+            ("/token", r#"{"username":"divya","password":"pass123"}"#)
+        }
+        _ => (
+            "/protected-action",
+            r#"{"username":"divya","password":"pass123","action":"ping"}"#,
+        ),
+    }
 }
 
 /// The directory holding `service-a` and `service-b`, built if needed.
@@ -301,12 +388,20 @@ fn spawn(command: &mut Command, log: Option<&Path>) -> Result<Process, String> {
 
 /// Waits until `GET /health` answers, returning how long it took.
 async fn wait_healthy(addr: SocketAddr) -> Result<Duration, String> {
+    wait_healthy_within(addr, Duration::from_secs(10)).await
+}
+
+/// [`wait_healthy`], waiting at most `limit` (a process under valgrind starts slowly).
+pub(crate) async fn wait_healthy_within(
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<Duration, String> {
     let started = Instant::now();
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
         .map_err(|e| e.to_string())?;
-    while started.elapsed() < Duration::from_secs(10) {
+    while started.elapsed() < limit {
         if client
             .get(format!("http://{addr}/health"))
             .send()
@@ -329,6 +424,28 @@ fn start_pair(
     sink: &str,
     scratch: &Path,
 ) -> Result<(Vec<Process>, SocketAddr, u32), String> {
+    start_pair_under(config, bins, sink, scratch, &[])
+}
+
+/// [`start_pair`], with the measured process (A for the A configurations, B for the B ones)
+/// run by `wrapper` (e.g. valgrind); the others run as they are.
+fn start_pair_under(
+    config: Config,
+    bins: &Path,
+    sink: &str,
+    scratch: &Path,
+    wrapper: &[String],
+) -> Result<(Vec<Process>, SocketAddr, u32), String> {
+    let measured_a = matches!(config, Config::BaselineA | Config::ServiceA);
+    // The command for `program`, run by the wrapper when it is the measured process.
+    let command = |program: &Path, measured: bool| match wrapper.split_first() {
+        Some((first, rest)) if measured => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
+        }
+        _ => Command::new(program),
+    };
     let (a_addr, b_addr) = (free_addr()?, free_addr()?);
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut processes = Vec::new();
@@ -340,12 +457,12 @@ fn start_pair(
     match config {
         Config::BaselineA | Config::BaselineB => {
             processes.push(spawn(
-                Command::new(&me).args(["baseline-a", "--listen", &a_addr.to_string()]),
+                command(&me, measured_a).args(["baseline-a", "--listen", &a_addr.to_string()]),
                 None,
             )?);
         }
         _ => {
-            let mut a = Command::new(bins.join("service-a"));
+            let mut a = command(&bins.join("service-a"), measured_a);
             a.args(["--listen", &a_addr.to_string()]);
             with_otlp(&mut a);
             processes.push(spawn(&mut a, Some(&scratch.join("service-a.log")))?);
@@ -357,7 +474,7 @@ fn start_pair(
             return Ok((processes, a_addr, pid));
         }
         Config::BaselineB => spawn(
-            Command::new(&me).args([
+            command(&me, true).args([
                 "baseline-b",
                 "--listen",
                 &b_addr.to_string(),
@@ -367,7 +484,7 @@ fn start_pair(
             None,
         )?,
         _ => {
-            let mut b = Command::new(bins.join("service-b"));
+            let mut b = command(&bins.join("service-b"), true);
             b.args([
                 "--listen",
                 &b_addr.to_string(),
@@ -394,15 +511,7 @@ async fn measure(
 ) -> Result<(wrk::Load, u64), String> {
     let (processes, addr, pid) = start_pair(config, bins, sink, scratch)?;
     wait_healthy(addr).await?;
-    let (path, body) = match config {
-        Config::BaselineA | Config::ServiceA => {
-            ("/token", r#"{"username":"divya","password":"pass123"}"#)
-        }
-        _ => (
-            "/protected-action",
-            r#"{"username":"divya","password":"pass123","action":"ping"}"#,
-        ),
-    };
+    let (path, body) = request_of(config);
     let url = format!("http://{addr}{path}");
     if warm_up {
         wrk::run(&url, body, Duration::from_secs(1), connections, scratch)?;

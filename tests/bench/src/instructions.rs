@@ -1,0 +1,196 @@
+//! Instructions per request: a measure that does not wobble with the machine's load.
+//!
+//! The measured process (A for the A configurations, B for the B ones; the other runs
+//! natively) runs under `valgrind --tool=callgrind`, which counts the instructions it
+//! executes. It gets one `GET /health` (the start-up check), then `n` sequential requests
+//! over one keep-alive connection, then SIGTERM; a second run with one request instead of
+//! `n` is subtracted, so start-up and shutdown cancel out. Two runs of the same binary agree
+//! within about 1%, where requests per second differ by 10–20% on this machine.
+//!
+//! The committed figures (`tests/bench/instructions.txt`) are a budget: `--check` fails when
+//! a service needs more than [`ALLOWANCE`] times its committed figure.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{Config, start_pair_under};
+
+/// How far a service may grow over its committed figure before `--check` fails.
+pub const ALLOWANCE: f64 = 1.10;
+
+/// The configurations measured (OTLP export is left out: its batches leave on a timer, so
+/// what they cost is not tied to the request count).
+pub const CONFIGS: [Config; 4] = [
+    Config::BaselineA,
+    Config::ServiceA,
+    Config::BaselineB,
+    Config::ServiceB,
+];
+
+/// The budget file, relative to the workspace root.
+pub const BUDGET_FILE: &str = "tests/bench/instructions.txt";
+
+/// The key of a configuration in the budget file.
+pub fn key(config: Config) -> &'static str {
+    match config {
+        Config::BaselineA => "baseline-a",
+        Config::ServiceA => "service-a",
+        Config::BaselineB => "baseline-b",
+        Config::ServiceB => "service-b",
+        Config::ServiceBOtlp => "service-b-otlp",
+    }
+}
+
+/// Whether valgrind can be run.
+pub fn available() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Instructions the measured process of `config` executes per request, over `requests`.
+pub async fn per_request(
+    config: Config,
+    bins: &Path,
+    sink: &str,
+    scratch: &Path,
+    requests: u64,
+) -> Result<u64, String> {
+    let base = total(config, bins, sink, scratch, 1).await?;
+    let loaded = total(config, bins, sink, scratch, requests + 1).await?;
+    Ok(loaded.saturating_sub(base) / requests)
+}
+
+/// Instructions of one whole run of the measured process with `requests` requests.
+async fn total(
+    config: Config,
+    bins: &Path,
+    sink: &str,
+    scratch: &Path,
+    requests: u64,
+) -> Result<u64, String> {
+    let out = scratch.join(format!("callgrind.{}.{requests}", key(config)));
+    let _ = std::fs::remove_file(&out);
+    let wrapper = [
+        "valgrind".to_owned(),
+        "--tool=callgrind".to_owned(),
+        format!("--callgrind-out-file={}", out.display()),
+    ];
+    let (mut processes, addr, pid) = start_pair_under(config, bins, sink, scratch, &wrapper)?;
+    crate::wait_healthy_within(addr, Duration::from_secs(60)).await?;
+    let (path, body) = crate::request_of(config);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("http://{addr}{path}");
+    for _ in 0..requests {
+        let response = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("{}: {e}", config.label()))?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "{}: answered {}",
+                config.label(),
+                response.status()
+            ));
+        }
+        response.bytes().await.map_err(|e| e.to_string())?;
+    }
+    // Callgrind writes its counts when the process exits.
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("cannot stop {pid}"));
+    }
+    if let Some(measured) = processes.iter_mut().find(|p| p.0.id() == pid) {
+        let _ = measured.0.wait();
+    }
+    drop(processes);
+    let text = std::fs::read_to_string(&out)
+        .map_err(|e| format!("no callgrind output for {}: {e}", config.label()))?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no instruction total in {}", out.display()))
+}
+
+/// Reads `key number` lines.
+pub fn read_budget(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.split_once(char::is_whitespace)?;
+            Some((key.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The budget file's text for `measured`.
+pub fn write_budget(measured: &[(Config, u64)], requests: u64) -> String {
+    let mut text = format!(
+        "# Instructions per request, counted by callgrind over {requests} requests (start-up\n\
+         # subtracted): `cargo run --release -p bench -- --instructions --write-budget`.\n\
+         # `--check` fails when a service needs more than {:.0}% of its figure here.\n",
+        ALLOWANCE * 100.0
+    );
+    for (config, value) in measured {
+        text.push_str(&format!("{} {value}\n", key(*config)));
+    }
+    text
+}
+
+/// The services whose measure exceeds their budget by more than [`ALLOWANCE`].
+pub fn over_budget(measured: &[(Config, u64)], budget: &[(String, u64)]) -> Vec<String> {
+    measured
+        .iter()
+        .filter(|(config, _)| config.baseline().is_some())
+        .filter_map(|(config, value)| {
+            let (_, allowed) = budget.iter().find(|(k, _)| k == key(*config))?;
+            let limit = *allowed as f64 * ALLOWANCE;
+            (*value as f64 > limit).then(|| {
+                format!(
+                    "{}: {value} instructions per request, over {limit:.0} ({allowed} + 10%)",
+                    config.label()
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_reads_back_and_a_growth_over_ten_percent_fails() {
+        let text = write_budget(
+            &[(Config::ServiceA, 100_000), (Config::BaselineA, 30_000)],
+            2000,
+        );
+        let budget = read_budget(&text);
+        assert_eq!(budget[0], ("service-a".to_owned(), 100_000));
+        assert!(over_budget(&[(Config::ServiceA, 109_999)], &budget).is_empty());
+        assert_eq!(
+            over_budget(&[(Config::ServiceA, 110_001)], &budget).len(),
+            1
+        );
+        assert!(
+            over_budget(&[(Config::BaselineA, 90_000)], &budget).is_empty(),
+            "baselines are figures, not budgets"
+        );
+    }
+}
