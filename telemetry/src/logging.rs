@@ -290,8 +290,18 @@ impl ObjectWriter {
     }
 }
 
+/// Appends `value` as a JSON string. Most values need no escaping and are copied as they
+/// are; the others go through serde_json, which escapes quotes, backslashes and every
+/// control character (newlines too). Formatting every value through serde_json allocated
+/// once per field per line: the largest single cost of a log line (BENCHMARKS.md).
 fn push_json_string(buf: &mut String, value: &str) {
-    // serde_json escapes quotes, backslashes and every control character (newlines too).
+    let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        buf.push('"');
+        buf.push_str(value);
+        buf.push('"');
+        return;
+    }
     match serde_json::to_string(value) {
         Ok(escaped) => buf.push_str(&escaped),
         Err(_) => buf.push_str("\"\""),
@@ -437,6 +447,28 @@ mod tests {
         assert_eq!(lines[0]["error"], "timeout");
         assert_eq!(lines[0]["attempt"], 1);
         assert!(lines[0].get("message").is_none(), "{}", lines[0]);
+    }
+
+    #[test]
+    fn strings_are_escaped_only_when_they_need_it() {
+        for value in [
+            "plain",
+            "",
+            "ünïcode ✓",
+            "a\"b",
+            "a\\b",
+            "line\nbreak",
+            "\u{1}",
+            "tab\t",
+        ] {
+            let mut buf = String::new();
+            push_json_string(&mut buf, value);
+            assert_eq!(
+                serde_json::from_str::<String>(&buf).expect("valid JSON"),
+                value,
+                "{buf}"
+            );
+        }
     }
 
     #[test]
