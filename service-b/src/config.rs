@@ -57,72 +57,80 @@ pub struct ProviderConfig {
     /// Timeout of each attempt to call A, in milliseconds (connect, send and read the whole
     /// answer). The lab's "strict 1 s timeout".
     #[arg(long, env = "PROVIDER_TIMEOUT_MS", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+          value_parser = telemetry::cli::whole::<u64>(1, 60_000), allow_negative_numbers = true)]
     pub provider_timeout_ms: u64,
 
     /// Attempts in total per request (1 means no retry). Timeouts, refused or reset
     /// connections and 5xx answers are retried; A's 4xx answers never are.
     #[arg(long, env = "PROVIDER_ATTEMPTS", default_value_t = 2,
-          value_parser = clap::value_parser!(u32).range(1..=10))]
+          value_parser = telemetry::cli::whole::<u32>(1, 10), allow_negative_numbers = true)]
     pub provider_attempts: u32,
 
-    /// Lower bound of the wait before a retry, in milliseconds (jittered between half of it
-    /// and the exponential bound; see the module docs for the arithmetic).
-    #[arg(long, env = "RETRY_BACKOFF_MIN_MS", default_value_t = 10)]
+    /// Base of the wait before a retry, in milliseconds. The wait before retry n (from 0) is
+    /// jittered between half of this and min(max, this × 2ⁿ): 5–10 ms with the defaults.
+    #[arg(long, env = "RETRY_BACKOFF_MIN_MS", default_value_t = 10,
+          value_parser = telemetry::cli::whole::<u64>(0, 60_000), allow_negative_numbers = true)]
     pub retry_backoff_min_ms: u64,
 
-    /// Upper bound of the wait before a retry, in milliseconds.
-    #[arg(long, env = "RETRY_BACKOFF_MAX_MS", default_value_t = 50)]
+    /// Upper bound of the wait before a retry, in milliseconds (raised to the base if lower).
+    #[arg(long, env = "RETRY_BACKOFF_MAX_MS", default_value_t = 50,
+          value_parser = telemetry::cli::whole::<u64>(0, 60_000), allow_negative_numbers = true)]
     pub retry_backoff_max_ms: u64,
 
     /// Deadline over all attempts of one call to A, in milliseconds. Default: the worst case
     /// of the settings above plus 40 ms (2050 ms with the defaults). B tells A how long it
     /// will wait (header x-request-timeout-ms), so A can stop work nobody waits for.
-    #[arg(long, env = "PROVIDER_DEADLINE_MS")]
+    #[arg(long, env = "PROVIDER_DEADLINE_MS",
+          value_parser = telemetry::cli::whole::<u64>(1, 600_000), allow_negative_numbers = true)]
     pub provider_deadline_ms: Option<u64>,
 
     /// Retries may add at most this share of calls (0.0–1.0; 0.2: 20%), over a 10 s
     /// window...
     #[arg(long, env = "RETRY_BUDGET_RATIO", default_value_t = 0.2,
-          value_parser = telemetry::cli::parse_share)]
+          value_parser = telemetry::cli::parse_share, allow_negative_numbers = true)]
     pub retry_budget_ratio: f64,
 
     /// ...plus this many retries per second whatever the traffic, so a single call still
     /// retries. When the budget is spent, failed attempts are not retried
     /// (`provider_gave_up` with reason `retry_budget_exhausted` in the log).
-    #[arg(long, env = "RETRY_BUDGET_MIN_PER_SEC", default_value_t = 1.0)]
+    #[arg(long, env = "RETRY_BUDGET_MIN_PER_SEC", default_value_t = 1.0,
+          value_parser = telemetry::cli::non_negative, allow_negative_numbers = true)]
     pub retry_budget_min_per_sec: f64,
 
     /// Failed calls in a row (every attempt failed) that open the breaker when nothing in
     /// --breaker-window-ms succeeded: B then stops calling A for --breaker-cooldown-ms and
     /// answers 503 at once. 0 turns the breaker off.
-    #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5)]
+    #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5,
+          value_parser = telemetry::cli::whole::<u32>(0, 10_000), allow_negative_numbers = true)]
     pub breaker_threshold: u32,
 
     /// Share of failed calls over --breaker-window-ms (0.0–1.0) that opens the breaker once
     /// at least --breaker-min-calls calls were made in it. Well above one half: a provider
     /// failing half its answers fails about 40% of B's calls (some are retried), and over a
     /// few dozen calls chance alone often lifts that to 50%; it must not look dead.
-    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.8, value_parser = telemetry::cli::parse_share)]
+    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.8,
+          value_parser = telemetry::cli::parse_share, allow_negative_numbers = true)]
     pub breaker_failure_rate: f64,
 
     /// Calls in --breaker-window-ms before the failure rate can open the breaker.
     #[arg(long, env = "BREAKER_MIN_CALLS", default_value_t = 20,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = telemetry::cli::whole::<u32>(1, 1_000_000), allow_negative_numbers = true)]
     pub breaker_min_calls: u32,
 
     /// The sliding window the breaker measures calls over, in milliseconds.
     #[arg(long, env = "BREAKER_WINDOW_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(10..))]
+          value_parser = telemetry::cli::whole::<u64>(10, 3_600_000), allow_negative_numbers = true)]
     pub breaker_window_ms: u64,
 
     /// How long the open breaker refuses calls before letting one probe through, in ms.
-    #[arg(long, env = "BREAKER_COOLDOWN_MS", default_value_t = 1000)]
+    #[arg(long, env = "BREAKER_COOLDOWN_MS", default_value_t = 1000,
+          value_parser = telemetry::cli::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub breaker_cooldown_ms: u64,
 
     /// How long an idle pooled connection to A is kept, in milliseconds. Keep it below A's
     /// (or a proxy's) idle keep-alive timeout, so B never reuses a connection A has closed.
-    #[arg(long, env = "POOL_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
+    #[arg(long, env = "POOL_IDLE_TIMEOUT_MS", default_value_t = 15_000,
+          value_parser = telemetry::cli::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub pool_idle_timeout_ms: u64,
 }
 
@@ -133,9 +141,21 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(40);
 /// An `http://` URL with a host. TLS is not built in: between two services on one host or
 /// one cluster network, plain HTTP keeps the example small; put TLS in a mesh or proxy.
 fn parse_provider_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| e.to_string())?;
+    let expected = "expected an http:// URL with a host, e.g. http://127.0.0.1:8080";
+    let url = match Url::parse(text) {
+        Ok(url) => url,
+        // "127.0.0.1:8080" parses as a relative URL, "localhost:8080" as scheme "localhost":
+        // both are a host and port the user meant as http://host:port.
+        Err(_) if !text.contains("://") => {
+            return Err(format!("{expected}; did you mean http://{text}?"));
+        }
+        Err(e) => return Err(format!("{e}; {expected}")),
+    };
     if url.scheme() != "http" || url.host().is_none() {
-        return Err("expected an http:// URL with a host, e.g. http://127.0.0.1:8080".into());
+        if !text.contains("://") {
+            return Err(format!("{expected}; did you mean http://{text}?"));
+        }
+        return Err(expected.into());
     }
     Ok(url)
 }
@@ -236,6 +256,42 @@ mod tests {
         assert!(Config::try_parse_from(["service-b", "--provider-url=not a url"]).is_err());
         assert!(Config::try_parse_from(["service-b", "--provider-url=https://a:1"]).is_err());
         assert!(Config::try_parse_from(["service-b", "--provider-url=mailto:x@y"]).is_err());
+    }
+
+    /// The error text a user sees for `service-b <args>`.
+    fn refusal(args: &[&str]) -> String {
+        let mut argv = vec!["service-b"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn refusals_teach() {
+        // Negative numbers reach the range check instead of looking like flags.
+        let negative = refusal(&["--provider-timeout-ms", "-5"]);
+        assert!(negative.contains("from 1 to 60000"), "{negative}");
+        let share = refusal(&["--breaker-failure-rate", "-0.1"]);
+        assert!(
+            share.contains("0.0 to 1.0") || share.contains("0 to 1"),
+            "{share}"
+        );
+        let ratio = refusal(&["--retry-budget-ratio", "2"]);
+        assert!(ratio.contains("--retry-budget-ratio"), "{ratio}");
+        let rate = refusal(&["--retry-budget-min-per-sec", "-1"]);
+        assert!(rate.contains("at least 0"), "{rate}");
+        // A host and port without a scheme gets the fix spelled out.
+        for bare in ["127.0.0.1:8080", "localhost:8080"] {
+            let hint = refusal(&["--provider-url", bare]);
+            assert!(
+                hint.contains(&format!("did you mean http://{bare}?")),
+                "{hint}"
+            );
+        }
+        let listen = Config::try_parse_from(["service-b", "--listen", "localhost:9"]).expect("ok");
+        assert_eq!(listen.serve.listen, "127.0.0.1:9".parse().expect("addr"));
+        assert!(refusal(&["--listen", "8081"]).contains("localhost:PORT"));
     }
 
     #[test]

@@ -47,10 +47,11 @@ use tower::ServiceExt as _;
 /// into their flags, each with its own default port.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct ListenArgs<const PORT: u16> {
-    /// Address and port to listen on (default 127.0.0.1 and the service's port). Use
-    /// `0.0.0.0:<port>` in a container; port 0 picks a free port (the chosen address is logged
+    /// Address and port to listen on (default 127.0.0.1 and the service's port), as IP:PORT
+    /// or localhost:PORT. Use `0.0.0.0:<port>` in a container; port 0 picks a free port (the chosen address is logged
     /// in the `listening` event).
-    #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT)))]
+    #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT)),
+          value_parser = crate::cli::parse_listen)]
     pub listen: SocketAddr,
 
     /// Instead of serving, check that the server on --listen answers GET /health with 200,
@@ -82,44 +83,45 @@ pub struct EdgeArgs {
     /// Largest request head (request line and headers) in bytes; a larger one gets 431 and
     /// the connection is closed.
     #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024,
-          value_parser = clap::value_parser!(u32).range(1024..=1024 * 1024))]
+          value_parser = crate::cli::whole::<u32>(1024, 1024 * 1024), allow_negative_numbers = true)]
     pub max_header_bytes: u32,
 
     /// How long a client may take to send a request head once it has started, in
     /// milliseconds (slow-loris defence); then 408 and the connection is closed.
     #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = crate::cli::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub header_timeout_ms: u64,
 
     /// How long a client may take to send a request body after its head, in milliseconds;
     /// then 408.
     #[arg(long, env = "BODY_TIMEOUT_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = crate::cli::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub body_timeout_ms: u64,
 
     /// How long a keep-alive connection may sit with no request before it is closed, in
     /// milliseconds. Keep callers' pool idle timeouts shorter (B's is 15 s), so they never
     /// reuse a connection the server is closing.
     #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = crate::cli::whole::<u64>(1, 86_400_000), allow_negative_numbers = true)]
     pub idle_timeout_ms: u64,
 
     /// Most connections open at once (lowered to fit the file-descriptor limit). A new
     /// connection beyond it closes the longest-idle one, or gets 503 if all are busy.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+          value_parser = crate::cli::whole::<u32>(1, 1_000_000), allow_negative_numbers = true)]
     pub max_connections: u32,
 
     /// Most requests in flight at once (`/health` and `/metrics` excepted, so probes and
     /// scrapes still answer under overload); beyond it, 503 with `Retry-After`. Keep it
     /// below --max-connections, so a new connection always finds room.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 512,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+          value_parser = crate::cli::whole::<u32>(1, 1_000_000), allow_negative_numbers = true)]
     pub max_in_flight: u32,
 
     /// How long in-flight requests may run after SIGTERM before they are answered 503 and
     /// cut off, in milliseconds. Idle connections are closed at once.
-    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000,
+          value_parser = crate::cli::whole::<u64>(0, 3_600_000), allow_negative_numbers = true)]
     pub shutdown_grace_ms: u64,
 }
 

@@ -263,7 +263,7 @@ fn traffic_generator_runs_the_mix_and_summarises() {
         "success=2,wrong_password=1,slow=1,timeout=1",
     ]));
 
-    assert!(summary.starts_with("100 requests in"), "{summary}");
+    assert!(summary.starts_with("100 requests sent in"), "{summary}");
     for row in [
         "success             200",
         "wrong_password      401",

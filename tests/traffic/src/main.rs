@@ -20,8 +20,9 @@ struct Args {
     #[arg(long, env = "TRAFFIC_TARGET", default_value = "http://127.0.0.1:8081")]
     target: String,
 
-    /// Requests per second (open loop: sent on schedule whether or not earlier ones answered).
-    #[arg(long, env = "TRAFFIC_RATE", default_value_t = 10.0)]
+    /// Requests per second, from 0.1 to 10000 (open loop: sent on schedule whether or not
+    /// earlier ones answered).
+    #[arg(long, env = "TRAFFIC_RATE", default_value_t = 10.0, value_parser = parse_rate)]
     rate: f64,
 
     /// How long to run, in seconds; 0 runs until Ctrl-C or SIGTERM.
@@ -140,6 +141,7 @@ async fn main() -> std::process::ExitCode {
             );
         }
     }
+    let sending = started.elapsed();
     // Let requests already sent finish (bounded by the client timeout).
     let _ = tokio::time::timeout(
         Duration::from_secs(30),
@@ -151,8 +153,16 @@ async fn main() -> std::process::ExitCode {
         .lock()
         .map(|mut r| std::mem::take(&mut *r))
         .unwrap_or_default();
-    print_summary(&results, started.elapsed());
+    print_summary(&results, sending, started.elapsed());
     std::process::ExitCode::SUCCESS
+}
+
+/// `--rate`: a positive number of requests per second the scheduler can keep.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if (0.1..=10_000.0).contains(&rate) => Ok(rate),
+        _ => Err("expected requests per second from 0.1 to 10000".into()),
+    }
 }
 
 fn progress_bar(planned: Option<u64>) -> ProgressBar {
@@ -199,12 +209,17 @@ async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn print_summary(results: &Results, elapsed: Duration) {
+/// The rate line: sent per second while sending (what `--rate` asked for), then the whole run
+/// including the wait for the last, slowest answers (so lower than `--rate` when some
+/// requests are slow).
+fn print_summary(results: &Results, sending: Duration, elapsed: Duration) {
     let total: usize = results.latencies.values().map(Vec::len).sum();
+    let per_second = |d: Duration| total as f64 / d.as_secs_f64().max(f64::EPSILON);
     println!(
-        "{total} requests in {:.1}s ({:.1}/s){}",
+        "{total} requests sent in {:.1}s ({:.1}/s); {:.1}s with the wait for the last answers{}",
+        sending.as_secs_f64(),
+        per_second(sending),
         elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64().max(f64::EPSILON),
         if results.skipped > 0 {
             format!(", {} skipped at the in-flight limit", results.skipped)
         } else {
