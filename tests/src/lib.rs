@@ -17,6 +17,7 @@ use serde_json::Value;
 pub mod otlp;
 pub mod prometheus;
 pub mod stub;
+pub mod tools;
 
 /// Upper bound for anything the tests wait on (start-up, a log line, an exit). Generous,
 /// because CI machines are shared; a passing test never waits this long.

@@ -1,8 +1,8 @@
 //! A real Prometheus (Debian's `prometheus` package) scraping the services under test, and
 //! queries against its HTTP API.
 //!
-//! Without the `prometheus` binary these tests are skipped with a note, except when
-//! `CI=true`, where a missing binary fails them: CI must never skip them quietly.
+//! Without the `prometheus` binary these tests are skipped with a visible line (see
+//! [`crate::tools`]), except when `CI=true`, where a missing binary fails them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,22 +14,10 @@ use serde_json::Value;
 
 use crate::{TIMEOUT, client, vacant_addr};
 
-/// Whether `tool` (`prometheus` or `promtool`) can be run. Panics in CI when it cannot.
+/// Whether `tool` (`prometheus` or `promtool`) can be run; a visible skip when not, a
+/// failure in CI.
 pub fn tool_available(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required in CI (apt-get install -y prometheus)"
-        );
-        eprintln!("NOTE: {tool} is not installed; this test checks nothing here");
-    }
-    found
+    crate::tools::executable(tool, "apt-get install -y prometheus")
 }
 
 /// A scrape config for `targets` (job name, address), scraping every second.

@@ -2,6 +2,7 @@
 //! figures belong in BENCHMARKS.md, measured with the full run, not in a test that could
 //! flake on a busy machine.
 
+use std::io::Write as _;
 use std::process::Command;
 
 #[test]
@@ -12,7 +13,11 @@ fn the_benchmark_runs_and_prints_its_table() {
             std::env::var("CI").as_deref() != Ok("true"),
             "wrk is required in CI (apt-get install -y wrk)"
         );
-        eprintln!("NOTE: wrk is not installed; the benchmark smoke run is skipped here");
+        // Straight to stderr, past libtest's capture, so the skip shows in normal output.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED the benchmark smoke run: wrk is not installed (apt-get install -y wrk; .ci/run installs it)"
+        );
         return;
     }
 

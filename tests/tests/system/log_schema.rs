@@ -23,18 +23,7 @@ sys.exit(1 if errors else 0)
 "#;
 
 fn validator_available() -> bool {
-    let found = Command::new("python3")
-        .args(["-c", "import jsonschema"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "jsonschema is required in CI (python3 -m pip install jsonschema)"
-        );
-        eprintln!("NOTE: python3 jsonschema is not installed; log lines are not validated here");
-    }
-    found
+    system_tests::tools::python_module("jsonschema", "jsonschema")
 }
 
 /// Validates `lines` (one JSON object each); returns the errors.
