@@ -35,20 +35,32 @@ impl Scenario {
         }
     }
 
-    /// The JSON body B gets. `slow_ms` and `timeout_ms` are the `delay_ms` of the two slow
-    /// scenarios.
-    pub fn body(self, slow_ms: u64, timeout_ms: u64) -> serde_json::Value {
+    /// The JSON body B gets for request number `n`. `slow_ms` and `timeout_ms` are the
+    /// `delay_ms` of the two slow scenarios.
+    ///
+    /// Wrong passwords go to one of [`GUESSED_USERS`] names in turn, never to the demo
+    /// user: A throttles a username after 10 failed logins a minute, and a steady trickle of
+    /// wrong passwords for `divya` would soon have every scenario answered 429. A name A does
+    /// not know gets the same 401, by the same code path, as a wrong password.
+    pub fn body(self, n: u64, slow_ms: u64, timeout_ms: u64) -> serde_json::Value {
         let mut body =
             serde_json::json!({"username": "divya", "password": "pass123", "action": "ping"});
         match self {
             Self::Success => {}
-            Self::WrongPassword => body["password"] = "wrong".into(),
+            Self::WrongPassword => {
+                body["username"] = format!("guest-{}", n % GUESSED_USERS).into();
+                body["password"] = "wrong".into();
+            }
             Self::Slow => body["delay_ms"] = slow_ms.into(),
             Self::Timeout => body["delay_ms"] = timeout_ms.into(),
         }
         body
     }
 }
+
+/// How many usernames the wrong passwords are spread over: at 10% of 1,000 requests a
+/// second, each gets about 6 a minute, under A's default throttle of 10.
+pub const GUESSED_USERS: u64 = 1024;
 
 /// Weights per scenario, parsed from `success=70,wrong_password=10,slow=15,timeout=5`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +131,16 @@ pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrong_passwords_never_lock_out_the_demo_user() {
+        let names: std::collections::HashSet<String> = (0..2 * GUESSED_USERS)
+            .map(|n| Scenario::WrongPassword.body(n, 0, 0)["username"].to_string())
+            .collect();
+        assert_eq!(names.len() as u64, GUESSED_USERS);
+        assert!(!names.contains("\"divya\""));
+        assert_eq!(Scenario::Success.body(7, 0, 0)["username"], "divya");
+    }
 
     #[test]
     fn the_mix_parses_and_refuses_nonsense() {

@@ -86,6 +86,7 @@ async fn main() -> std::process::ExitCode {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut schedule = args.mix.schedule();
+    let mut sent: u64 = 0;
     let mut last_report = Instant::now();
     let quiet_terminal = !std::io::stderr().is_terminal();
     let stop = stop_signal();
@@ -110,7 +111,8 @@ async fn main() -> std::process::ExitCode {
         };
         let request = client
             .post(&url)
-            .json(&scenario.body(args.slow_ms, args.timeout_ms));
+            .json(&scenario.body(sent, args.slow_ms, args.timeout_ms));
+        sent += 1;
         let results = results.clone();
         let bar = progress.clone();
         tokio::spawn(async move {
