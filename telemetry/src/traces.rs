@@ -316,9 +316,12 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let spans = batch.len() as u64;
         let result = self.0.export(batch).await;
-        if result.is_err() {
+        if let Err(error) = &result {
             metrics::counter!("otel_span_export_failures_total").increment(1);
             metrics::counter!("otel_spans_dropped_total").increment(spans);
+            // At most one line per batch (every few seconds): the log says what the
+            // counters cannot, the collector's error.
+            crate::event!(WARN, "span_export_failed", error = %error, spans_dropped = spans);
         }
         result
     }

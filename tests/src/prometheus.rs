@@ -33,6 +33,27 @@ pub fn scrape_config(targets: &[(&str, SocketAddr)]) -> String {
     config
 }
 
+/// `config` with the alert and recording rule files `rules` (absolute paths) loaded.
+pub fn with_rules(mut config: String, rules: &[PathBuf]) -> String {
+    config.push_str("rule_files:\n");
+    for rule in rules {
+        config.push_str(&format!("  - '{}'\n", rule.display()));
+    }
+    config
+}
+
+/// The project's rule files, `deploy/prometheus/rules/*.yml`.
+pub fn project_rules() -> Vec<PathBuf> {
+    let dir = crate::repo_root().join("deploy/prometheus/rules");
+    let mut rules: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("deploy/prometheus/rules")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    rules.sort();
+    rules
+}
+
 /// `promtool check config` on `path`; panics with promtool's words if it finds a problem.
 pub fn promtool_check_config(path: &std::path::Path) {
     let output = Command::new("promtool")
@@ -171,6 +192,28 @@ impl Prometheus {
             }
         }
         found
+    }
+
+    /// The alerts Prometheus holds now (`/api/v1/alerts`): each one's labels and state
+    /// (`pending` or `firing`).
+    pub async fn alerts(&self) -> Vec<(Value, String)> {
+        let reply = client()
+            .get(format!("{}/api/v1/alerts", self.url))
+            .send()
+            .await
+            .expect("alerts asked");
+        let body: Value = reply.json().await.expect("alerts answer is JSON");
+        assert_eq!(body["status"], "success", "{body}");
+        body["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|alert| {
+                let state = alert["state"].as_str().unwrap_or_default().to_owned();
+                (alert["labels"].clone(), state)
+            })
+            .collect()
     }
 
     /// Waits (bounded) until `promql` returns one series with value `expected`.

@@ -35,6 +35,29 @@ pub fn python_module(module: &str, package: &str) -> bool {
         )
 }
 
+/// A YAML file read by PyYAML, as JSON; `None` (a visible skip) when PyYAML is missing.
+/// Panics when the file is not valid YAML.
+pub fn yaml_as_json(path: &std::path::Path) -> Option<serde_json::Value> {
+    if !python_module("yaml", "pyyaml") {
+        return None;
+    }
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(path)
+        .output()
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "{} is not valid YAML: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(serde_json::from_slice(&output.stdout).expect("YAML as JSON"))
+}
+
 /// Reports a skipped check (panics in CI) and returns `false`.
 fn skipped(what: &str, install: &str) -> bool {
     assert!(

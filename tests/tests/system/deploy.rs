@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use system_tests::prometheus::{Prometheus, promtool_check_config, scrape_config, tool_available};
+use system_tests::prometheus::{
+    Prometheus, project_rules, promtool_check_config, scrape_config, tool_available, with_rules,
+};
 use system_tests::tools;
 use system_tests::{Kind, Service, TIMEOUT, binary, repo_root};
 
@@ -57,9 +59,12 @@ fn compose_file_is_valid_and_pins_every_image() {
 }
 
 #[test]
-fn prometheus_config_is_valid() {
+fn prometheus_configs_are_valid() {
     if tool_available("promtool") {
+        // The compose stack's (it loads the rule files, which promtool checks too) and the
+        // one the Kubernetes ConfigMap carries.
         promtool_check_config(&repo_root().join("deploy/prometheus/prometheus.yml"));
+        promtool_check_config(&repo_root().join("deploy/prometheus/prometheus-kubernetes.yml"));
     }
 }
 
@@ -84,6 +89,28 @@ fn kubernetes_manifests_render_and_validate() {
         assert!(
             rendered.contains(kind),
             "{kind} missing from the rendered manifests"
+        );
+    }
+    // Prometheus' config and every rule file, as ConfigMaps a user mounts.
+    for needle in [
+        "name: prometheus-config",
+        "name: prometheus-rules",
+        "service-a-pods",
+    ] {
+        assert!(
+            rendered.contains(needle),
+            "{needle} missing from the rendered manifests"
+        );
+    }
+    for rules in project_rules() {
+        let name = rules
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            rendered.contains(&format!("  {name}: |")),
+            "the prometheus-rules ConfigMap holds {name}"
         );
     }
     let file = std::env::temp_dir().join(format!("rendered-{}.yaml", std::process::id()));
@@ -153,10 +180,9 @@ fn every_dashboard_panel_says_what_question_it_answers() {
 async fn every_dashboard_query_returns_data() {
     let a = Service::a(&[]);
     let b = Service::b(&a.url(), &["--provider-timeout-ms", "300"]);
-    let Some(prometheus) = Prometheus::start(&scrape_config(&[
-        ("service-a", a.addr),
-        ("service-b", b.addr),
-    ])) else {
+    // With the SLO recording rules, which the SLO dashboard reads.
+    let config = scrape_config(&[("service-a", a.addr), ("service-b", b.addr)]);
+    let Some(prometheus) = Prometheus::start(&with_rules(config, &project_rules())) else {
         return;
     };
     let mut traffic = Command::new(binary(Kind::Traffic))
@@ -296,25 +322,6 @@ fn the_dockerfile_build_command_builds_this_workspace() {
     );
 }
 
-/// Reads a YAML file as JSON, with Python's PyYAML (installed with kubernetes-validate).
-/// `None` outside CI when it is missing.
-fn yaml_as_json(path: &Path) -> Option<Value> {
-    if !tools::python_module("yaml", "pyyaml") {
-        return None;
-    }
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
-        ])
-        .arg(path)
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
-    let output = output.unwrap_or_else(|| panic!("{} is not valid YAML", path.display()));
-    Some(serde_json::from_slice(&output.stdout).expect("YAML as JSON"))
-}
-
 #[test]
 fn a_slow_bucket_leads_to_its_trace_on_the_compose_stack() {
     let dashboard: Value = serde_json::from_str(
@@ -341,9 +348,9 @@ fn a_slow_bucket_leads_to_its_trace_on_the_compose_stack() {
         "latency panels show exemplars"
     );
 
-    let Some(datasources) =
-        yaml_as_json(&repo_root().join("deploy/grafana/provisioning/datasources/datasources.yaml"))
-    else {
+    let Some(datasources) = tools::yaml_as_json(
+        &repo_root().join("deploy/grafana/provisioning/datasources/datasources.yaml"),
+    ) else {
         return;
     };
     let sources = datasources["datasources"].as_array().expect("datasources");
@@ -362,7 +369,7 @@ fn a_slow_bucket_leads_to_its_trace_on_the_compose_stack() {
     );
     assert_eq!(link["datasourceUid"], jaeger["uid"]);
 
-    let compose = yaml_as_json(&repo_root().join("deploy/compose.yaml")).expect("compose");
+    let compose = tools::yaml_as_json(&repo_root().join("deploy/compose.yaml")).expect("compose");
     let command = compose["services"]["prometheus"]["command"].to_string();
     assert!(
         command.contains("--enable-feature=exemplar-storage"),

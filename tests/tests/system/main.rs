@@ -1,6 +1,7 @@
 //! System tests: the real `service-a` and `service-b` binaries as separate processes, driven
 //! over HTTP. The walkthrough modules follow the lab document step by step.
 
+mod alerts;
 mod bad_input;
 mod cli;
 mod deploy;

@@ -303,7 +303,7 @@ fn a_collector_that_is_down_or_hung_never_slows_a_request() {
 }
 
 #[test]
-fn failed_exports_are_counted() {
+fn failed_exports_are_counted_and_logged() {
     let b = traced_b(
         &format!("http://{}", vacant_addr()),
         "http://127.0.0.1:9",
@@ -329,6 +329,17 @@ fn failed_exports_are_counted() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // And logged, with the collector's error, once per failed batch.
+    let line = b.logs.wait_for(|l| l["event"] == "span_export_failed");
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert!(
+        line["spans_dropped"].as_u64().is_some_and(|n| n >= 1),
+        "{line}"
+    );
+    assert!(
+        line["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{line}"
+    );
 }
 
 #[test]
