@@ -5,33 +5,60 @@
 # Each service runs on its own: stop A (the printed `kill` command) and B keeps serving,
 # answering 503 "provider unavailable"; start A again (the printed command) and B recovers.
 #
+# It refuses to start when something already serves either address (an A started by hand
+# earlier, say), and when either service exits during start-up. The PIDs it prints are its
+# own children; Ctrl-C or SIGTERM stops exactly those, and it exits 0.
+#
 # Settings come from the services' own flags' environment variables, e.g.
 #   PROVIDER_TIMEOUT_MS=500 ./deploy/run-local.sh
-# Set A_ADDR / B_ADDR to move them off 127.0.0.1:8080 / 127.0.0.1:8081.
+# Set A_ADDR / B_ADDR to move them off 127.0.0.1:8080 / 127.0.0.1:8081, and BIN_DIR to run
+# binaries already built there instead of building the release ones (the tests do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 A_ADDR=${A_ADDR:-127.0.0.1:8080}
 B_ADDR=${B_ADDR:-127.0.0.1:8081}
-PROFILE_DIR=release
 
-echo "building service-a and service-b (release)..." >&2
-cargo build --release --locked -q -p service-a -p service-b
+say() { echo "run-local: $*" >&2; }
+
+# Refuse an address something already answers on, naming the process when ss can see it.
+for addr in "$A_ADDR" "$B_ADDR"; do
+    (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null || continue
+    users=$(ss -Hltnp "sport = :${addr##*:}" 2>/dev/null | grep -o 'users:((.*))' | head -1 || true)
+    if [[ $users =~ \"([^\"]+)\",pid=([0-9]+) ]]; then
+        say "$addr is already served by ${BASH_REMATCH[1]} (pid ${BASH_REMATCH[2]}): stop it first (kill ${BASH_REMATCH[2]}),"
+    else
+        say "$addr is already served (by a process ss cannot show this user): stop it first,"
+    fi
+    say "or set A_ADDR / B_ADDR to other addresses (e.g. A_ADDR=127.0.0.1:18080 B_ADDR=127.0.0.1:18081 $0)"
+    exit 1
+done
+
+if [[ -n ${BIN_DIR:-} ]]; then
+    bin=$BIN_DIR
+else
+    say "building service-a and service-b (release; the first build takes a few minutes)"
+    cargo build --release --locked -p service-a -p service-b
+    bin=./target/release
+fi
 
 # Environment variables meant for one service only must not leak into the other.
 unset LISTEN_ADDR
-pids=()
+a_pid='' b_pid=''
 stop_all() {
-    trap - INT TERM EXIT
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    local pid
+    for pid in $a_pid $b_pid; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
-trap stop_all INT TERM EXIT
+# Ctrl-C and SIGTERM are how this script is meant to end: stop our two, exit 0. Any other
+# way out (a failed start) stops them too and keeps its own status.
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
 
-./target/$PROFILE_DIR/service-a --listen "$A_ADDR" &
-pids+=($!); a_pid=$!
-./target/$PROFILE_DIR/service-b --listen "$B_ADDR" --provider-url "${PROVIDER_URL:-http://$A_ADDR}" &
-pids+=($!); b_pid=$!
+"$bin/service-a" --listen "$A_ADDR" &
+a_pid=$!
+"$bin/service-b" --listen "$B_ADDR" --provider-url "${PROVIDER_URL:-http://$A_ADDR}" &
+b_pid=$!
 
 healthy() { # addr: true when GET /health answers 200 (bash's /dev/tcp, so no curl needed)
     local host=${1%:*} port=${1##*:}
@@ -41,12 +68,17 @@ healthy() { # addr: true when GET /health answers 200 (bash's /dev/tcp, so no cu
         read -r -t 2 status <&3 && [[ $status == *" 200 "* ]]
     ) 2>/dev/null
 }
+alive() { kill -0 "$1" 2>/dev/null; }
+started=''
 for _ in $(seq 1 100); do
-    if healthy "$A_ADDR" && healthy "$B_ADDR"; then break; fi
-    kill -0 "$a_pid" 2>/dev/null && kill -0 "$b_pid" 2>/dev/null || { echo "a service exited during start-up" >&2; exit 1; }
+    alive "$a_pid" || { say "service A exited during start-up (its error is above)"; exit 1; }
+    alive "$b_pid" || { say "service B exited during start-up (its error is above)"; exit 1; }
+    if healthy "$A_ADDR" && healthy "$B_ADDR"; then started=yes; break; fi
     sleep 0.1
 done
-healthy "$A_ADDR" && healthy "$B_ADDR" || { echo "services did not become healthy in 10 s" >&2; exit 1; }
+[[ -n $started ]] || { say "services did not become healthy in 10 s"; exit 1; }
+# Healthy, and still ours: the answers came from the processes started above.
+alive "$a_pid" && alive "$b_pid" || { say "a service exited during start-up"; exit 1; }
 
 cat >&2 <<MSG
 
@@ -56,7 +88,10 @@ cat >&2 <<MSG
   try:   curl -i -X POST http://$B_ADDR/protected-action -H 'Content-Type: application/json' \\
               -d '{"username":"divya","password":"pass123","action":"ping"}'
   stop A alone (B stays up):  kill $a_pid
+  start A again by hand:      $bin/service-a --listen $A_ADDR
+                              (this script does not own it: stop it yourself afterwards)
   Ctrl-C stops both.
 
 MSG
-wait
+# Wait until both have exited (each may be stopped alone), or until Ctrl-C / SIGTERM.
+wait || true

@@ -16,6 +16,7 @@ mod otel_env;
 mod prometheus;
 mod request_id;
 mod shutdown;
+mod start_script;
 mod traces;
 mod walkthrough_a;
 mod walkthrough_b;
