@@ -14,6 +14,7 @@ mod metrics;
 mod otel_contract;
 mod otel_env;
 mod prometheus;
+mod readme;
 mod request_id;
 mod shutdown;
 mod start_script;
