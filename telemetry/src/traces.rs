@@ -242,7 +242,11 @@ impl SpanIds {
     pub fn traceresponse(&self) -> Option<String> {
         (!self.trace_id.is_empty()).then(|| {
             let flags = if self.sampled { "01" } else { "00" };
-            format!("00-{}-{}-{flags}", self.trace_id, self.span_id)
+            let mut value = String::with_capacity(55);
+            for part in ["00-", &self.trace_id, "-", &self.span_id, "-", flags] {
+                value.push_str(part);
+            }
+            value
         })
     }
 }
@@ -274,16 +278,29 @@ pub fn join_caller_trace(span: &Span, headers: &HeaderMap, request_id: &str) -> 
 /// The ids of `span` (empty without tracing).
 pub fn span_ids(span: &Span) -> SpanIds {
     let context = span.context();
-    let span_context = context.span().span_context().clone();
+    let span = context.span();
+    let span_context = span.span_context();
     if span_context.is_valid() {
         SpanIds {
-            trace_id: span_context.trace_id().to_string(),
-            span_id: span_context.span_id().to_string(),
+            trace_id: lower_hex(&span_context.trace_id().to_bytes()),
+            span_id: lower_hex(&span_context.span_id().to_bytes()),
             sampled: span_context.is_sampled(),
         }
     } else {
         SpanIds::default()
     }
+}
+
+/// Lowercase hex of `bytes`, as W3C ids are written: the same text as the ids' `Display`,
+/// without the formatting machinery (it runs twice on every request).
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 /// The W3C trace id of `span`, or `None` without tracing.
@@ -336,5 +353,28 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.0.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_written_as_their_display_writes_them() {
+        let trace = opentelemetry::trace::TraceId::from_hex("0af7651916cd43dd8448eb211c80319c")
+            .expect("trace id");
+        let span = opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("span id");
+        assert_eq!(lower_hex(&trace.to_bytes()), trace.to_string());
+        assert_eq!(lower_hex(&span.to_bytes()), span.to_string());
+        let ids = SpanIds {
+            trace_id: trace.to_string(),
+            span_id: span.to_string(),
+            sampled: true,
+        };
+        assert_eq!(
+            ids.traceresponse().as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01")
+        );
     }
 }
