@@ -33,11 +33,16 @@ pub struct Config {
     pub extra_latency_ms: u64,
 
     /// Teaching knob, off by default: share of token requests (0.0–1.0) answered with an
-    /// injected 503, to act like a flaky provider. A request can also ask for a failure
-    /// itself with "fail_status": 500–599.
+    /// injected 503, to act like a flaky provider.
     #[arg(long, env = "FAILURE_RATE", default_value_t = 0.0,
           value_parser = telemetry::cli::parse_share, allow_negative_numbers = true)]
     pub failure_rate: f64,
+
+    /// Teaching knob, off by default: honour a token request's "fail_status": 500–599 (A
+    /// answers that 5xx instead of a token). Off, such a request gets 400: otherwise any
+    /// caller could make A fail at will.
+    #[arg(long, env = "ALLOW_FAIL_STATUS")]
+    pub allow_fail_status: bool,
 
     /// Failed logins for one username within --login-failure-window-ms after which that
     /// username gets 429 with Retry-After until the window frees up. 0 turns it off.

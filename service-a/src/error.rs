@@ -20,6 +20,9 @@ pub enum ApiError {
     /// 400. `fail_status` is not an integer from 500 to 599.
     #[error("fail_status must be an integer from 500 to 599")]
     InvalidFailStatus,
+    /// 400. The request asks for a failure, but A was not started with --allow-fail-status.
+    #[error("fail_status is off: start service A with --allow-fail-status to use it")]
+    FailStatusOff,
     /// 429. Too many failed logins for this username; `Retry-After` says when to try again.
     #[error("too many failed logins for this user: try again later")]
     Throttled {
@@ -42,7 +45,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::InvalidDelay { .. } | Self::InvalidFailStatus => StatusCode::BAD_REQUEST,
+            Self::InvalidDelay { .. } | Self::InvalidFailStatus | Self::FailStatusOff => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::InjectedFailure(status) => *status,

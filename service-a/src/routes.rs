@@ -37,6 +37,8 @@ pub struct Faults {
     pub extra_latency: Duration,
     /// Share of token requests answered with an injected 503.
     pub failure_rate: f64,
+    /// Whether a request may ask for a failure itself (`fail_status`).
+    pub allow_fail_status: bool,
 }
 
 use telemetry::observe::TIMEOUT_HEADER;
@@ -108,9 +110,9 @@ pub async fn issue_token(
         Err(ApiError::Throttled { .. }) => TokenOutcome::Throttled,
         Err(ApiError::DeadlineExceeded) => TokenOutcome::DeadlineExceeded,
         Err(ApiError::InjectedFailure(_)) => TokenOutcome::InjectedFailure,
-        Err(ApiError::InvalidDelay { .. } | ApiError::InvalidFailStatus) => {
-            TokenOutcome::InvalidRequest
-        }
+        Err(
+            ApiError::InvalidDelay { .. } | ApiError::InvalidFailStatus | ApiError::FailStatusOff,
+        ) => TokenOutcome::InvalidRequest,
         // A body the extractor refused never reached the token logic.
         Err(ApiError::Body(_)) => return outcome,
     });
@@ -126,6 +128,9 @@ async fn token_outcome(
     let JsonBody(request) = body?;
     let delay_ms = parse_delay(request.delay_ms.as_ref(), state.max_delay_ms)?;
     let fail_status = parse_fail_status(request.fail_status.as_ref())?;
+    if fail_status.is_some() && !state.faults.allow_fail_status {
+        return Err(ApiError::FailStatusOff);
+    }
     let deadline = caller_deadline(headers);
     // Counted now, before any wait: a burst of guesses cannot all get through.
     let guess = state

@@ -66,6 +66,7 @@ impl Application {
             faults: Faults {
                 extra_latency: Duration::from_millis(config.extra_latency_ms),
                 failure_rate: config.failure_rate,
+                allow_fail_status: config.allow_fail_status,
             },
         };
         Ok(Self {

@@ -474,3 +474,25 @@ async fn callers_hanging_up_on_b_never_open_its_breaker() {
             .is_empty()
     );
 }
+
+/// A caller can ask A for a failure (`fail_status`) only when A was started to allow it: no
+/// caller can make a production A fail at will.
+#[tokio::test]
+async fn fail_status_is_honoured_only_when_a_allows_it() {
+    let body = system_tests::demo_login_with(json!({"fail_status": 502}));
+    let locked = Service::a(&[]);
+    let refused = locked.token(body.clone(), None).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused.json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--allow-fail-status")),
+        "{}",
+        refused.text
+    );
+
+    let open = Service::a(&["--allow-fail-status"]);
+    let injected = open.token(body, None).await;
+    assert_eq!(injected.status, 502, "{}", injected.text);
+    assert_eq!(injected.json["error"], "injected failure");
+}
