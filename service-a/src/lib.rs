@@ -4,7 +4,8 @@
 //! - [`config`]: command-line flags and their environment fallbacks.
 //! - [`users`]: who may have a token; passwords checked in constant time.
 //! - [`throttle`]: brute-force protection, per username.
-//! - [`routes`]: `GET /health`, `POST /token`, `GET /metrics`.
+//! - [`routes`]: `GET /health`, `POST /token`, `GET /metrics`, `GET /openapi.json`.
+//! - [`openapi`]: the API description of those routes.
 //! - [`error`]: every error this service answers, and its status.
 //! - [`startup`]: binds the listener and serves until told to stop.
 //!
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod throttle;

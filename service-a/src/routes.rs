@@ -54,8 +54,11 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(25);
 /// does takes longer than --max-delay-ms plus --extra-latency-ms anyway).
 const MAX_CALLER_DEADLINE: Duration = Duration::from_secs(600);
 
-/// The whole HTTP surface of service A, with the shared telemetry layers.
+/// The whole HTTP surface of service A, with the shared telemetry layers. Every route here
+/// is described in [`crate::openapi`].
 pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
+    let description =
+        crate::openapi::description(state.max_delay_ms, state.faults.allow_fail_status);
     let routes = Router::new()
         .route("/health", get(telemetry::http::health))
         .route("/token", post(issue_token))
@@ -63,28 +66,35 @@ pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
             "/metrics",
             telemetry::metrics::endpoint(metrics, m::json_view),
         )
+        .route("/openapi.json", telemetry::openapi::endpoint(description))
         .with_state(state);
     telemetry::observe::instrument(routes, telemetry::observe::AttemptHeader::Trusted)
 }
 
-/// Body of `POST /token`. Its `Debug` output never shows the password (see [`Password`]).
-#[derive(Debug, Deserialize)]
+// Its `Debug` output never shows the password (see `Password`).
+/// Body of `POST /token`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TokenRequest {
     /// Who asks.
     pub username: String,
-    /// Their password.
+    /// Their password (never logged).
+    #[schema(value_type = String, format = Password)]
     pub password: Password,
-    /// Optional simulated latency; validated by hand so a bad value gets a 400 that says what
-    /// is allowed, rather than a generic type error.
+    /// Milliseconds A waits before answering, to play a slow provider: a whole number up to
+    /// `--max-delay-ms` (the `maximum` here is this A's). Validated by hand, so a bad value
+    /// gets a 400 that says what is allowed rather than a generic type error.
     #[serde(default)]
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 5000)]
     pub delay_ms: Option<serde_json::Value>,
-    /// Optional injected failure: answer this 5xx status (after any delay) instead of a token.
+    /// Answer this 5xx (after any delay) instead of a token, to play a failing provider.
+    /// Honoured only when A runs with `--allow-fail-status`; otherwise any value is a 400.
     #[serde(default)]
+    #[schema(value_type = Option<u16>, minimum = 500, maximum = 599)]
     pub fail_status: Option<serde_json::Value>,
 }
 
 /// Body of a successful `POST /token`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenGrant {
     /// `token-<username>`: deterministic, so the walkthrough's output is reproducible.
     pub token: String,
@@ -97,6 +107,29 @@ pub struct TokenGrant {
 /// caller's deadline (`x-request-timeout-ms`; then 504, work abandoned); answer an injected
 /// failure if one is asked for or drawn; then 200 with a token for valid credentials, 401
 /// otherwise. The wait does not depend on the credentials.
+#[utoipa::path(
+    post,
+    path = "/token",
+    operation_id = "token",
+    tag = "provider",
+    summary = "A token for valid credentials",
+    description = "Validates the body; counts the guess, or refuses a username with too many recent failed logins (429); waits `delay_ms` (plus `--extra-latency-ms`), never past the caller's deadline; then answers a token for valid credentials, 401 otherwise. A caller may say how long it will wait in the header `x-request-timeout-ms` (milliseconds; service B sends it): when that passes first, A stops and answers 504.",
+    request_body(content = TokenRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A token for these credentials.", body = TokenGrant),
+        (status = 400, description = "`delay_ms` or `fail_status` outside its range, or `fail_status` while A does not allow it.",
+         body = telemetry::http::ErrorBody),
+        (status = 401, description = "Unknown user or wrong password: one answer for both.",
+         body = telemetry::http::ErrorBody),
+        (status = 429, description = "Too many failed logins for this username in the window; `Retry-After` says when the oldest leaves it.",
+         body = telemetry::http::ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until this username may try again."))),
+        (status = 504, description = "The caller's deadline (`x-request-timeout-ms`) passed first.",
+         body = telemetry::http::ErrorBody),
+        (status = "5XX", description = "A failure injected on purpose: the `fail_status` asked for (with `--allow-fail-status`), or 503 at the `--failure-rate`.",
+         body = telemetry::http::ErrorBody),
+    ),
+)]
 pub async fn issue_token(
     State(state): State<AppState>,
     request_id: telemetry::RequestId,
@@ -211,8 +244,7 @@ fn caller_deadline(headers: &HeaderMap) -> Option<Duration> {
 fn parse_fail_status(value: Option<&serde_json::Value>) -> Result<Option<StatusCode>, ApiError> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
+        Some(v) => telemetry::http::whole_number(v)
             .filter(|code| (500..=599).contains(code))
             .and_then(|code| StatusCode::from_u16(code as u16).ok())
             .map(Some)
@@ -224,7 +256,7 @@ fn parse_fail_status(value: Option<&serde_json::Value>) -> Result<Option<StatusC
 fn parse_delay(value: Option<&serde_json::Value>, max: u64) -> Result<Option<u64>, ApiError> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => match v.as_u64() {
+        Some(v) => match telemetry::http::whole_number(v) {
             Some(ms) if ms <= max => Ok(Some(ms)),
             _ => Err(ApiError::InvalidDelay { max }),
         },
@@ -246,8 +278,11 @@ mod tests {
 
     #[test]
     fn delay_refuses_everything_else() {
+        assert_eq!(parse_delay(Some(&json!(300.0)), 5000).ok(), Some(Some(300)));
         for bad in [
             json!(-1),
+            json!(-0.5),
+            json!(1e300),
             json!(1.5),
             json!("300"),
             json!(5001),
@@ -265,6 +300,10 @@ mod tests {
             Some(Some(StatusCode::SERVICE_UNAVAILABLE))
         );
         assert_eq!(parse_fail_status(None).ok(), Some(None));
+        assert_eq!(
+            parse_fail_status(Some(&json!(502.0))).ok(),
+            Some(Some(StatusCode::BAD_GATEWAY))
+        );
         for bad in [json!(404), json!(600), json!("500"), json!(500.5)] {
             assert!(parse_fail_status(Some(&bad)).is_err(), "{bad}");
         }

@@ -36,6 +36,12 @@ pub struct Config {
     #[command(flatten)]
     pub provider: ProviderConfig,
 
+    /// Largest `delay_ms` B passes on to A, in milliseconds; a larger one gets 400 from B
+    /// itself. The same variable as A's ceiling, so one setting bounds both.
+    #[arg(long, env = "MAX_DELAY_MS", default_value_t = 5000,
+          value_parser = telemetry::cli::whole::<u64>(0, 3_600_000), allow_negative_numbers = true)]
+    pub max_delay_ms: u64,
+
     /// Connection limits, timeouts and the shutdown grace, shared with the other service.
     #[command(flatten)]
     pub edge: telemetry::server::EdgeArgs,

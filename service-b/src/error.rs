@@ -10,9 +10,12 @@ use crate::provider::ProviderError;
 /// What can go wrong with a request to service B.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 400. `delay_ms` is not a non-negative whole number of milliseconds.
-    #[error("delay_ms must be a non-negative integer (milliseconds)")]
-    InvalidDelay,
+    /// 400. `delay_ms` is not a whole number of milliseconds within B's ceiling.
+    #[error("delay_ms must be an integer from 0 to {max} (milliseconds)")]
+    InvalidDelay {
+        /// The ceiling, `--max-delay-ms`.
+        max: u64,
+    },
     /// 400, 413, 415 or 422: the body is not acceptable JSON (see [`BodyError`]).
     #[error(transparent)]
     Body(#[from] BodyError),
@@ -31,7 +34,7 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error, details) = match self {
-            Self::InvalidDelay => (StatusCode::BAD_REQUEST, self.to_string(), None),
+            Self::InvalidDelay { .. } => (StatusCode::BAD_REQUEST, self.to_string(), None),
             Self::Body(body) => return body.into_response(),
             Self::Provider(ProviderError::InvalidCredentials) => (
                 StatusCode::UNAUTHORIZED,

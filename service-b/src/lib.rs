@@ -10,7 +10,8 @@
 //! - [`metrics`]: B's own series, as typed helpers.
 //! - [`resilience`]: the retry budget and circuit breaker that keep retries from making an
 //!   outage worse.
-//! - [`routes`]: `GET /health`, `POST /protected-action`, `GET /metrics`.
+//! - [`routes`]: `GET /health`, `POST /protected-action`, `GET /metrics`, `GET /openapi.json`.
+//! - [`openapi`]: the API description of those routes.
 //! - [`error`]: every error B answers, and its status.
 //! - [`startup`]: binds the listener and serves until told to stop.
 //!
@@ -22,6 +23,7 @@
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod outcome;
 pub mod provider;
 pub mod resilience;

@@ -16,9 +16,12 @@ use crate::provider::{Provider, TokenRequest};
 pub struct AppState {
     /// The client for service A.
     pub provider: Provider,
+    /// Ceiling for `delay_ms`.
+    pub max_delay_ms: u64,
 }
 
-/// The whole HTTP surface of service B, with the shared telemetry layers.
+/// The whole HTTP surface of service B, with the shared telemetry layers. Every route here
+/// is described in [`crate::openapi`].
 pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
     let routes = Router::new()
         .route("/health", get(telemetry::http::health))
@@ -27,32 +30,41 @@ pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
             "/metrics",
             telemetry::metrics::endpoint(metrics, crate::metrics::json_view),
         )
+        .route(
+            "/openapi.json",
+            telemetry::openapi::endpoint(crate::openapi::description(state.max_delay_ms)),
+        )
         .with_state(state);
     telemetry::observe::instrument(routes, telemetry::observe::AttemptHeader::Ignored)
 }
 
-/// Body of `POST /protected-action`. Its `Debug` output never shows the password (see
-/// [`Password`]).
-#[derive(Debug, Deserialize)]
+// Its `Debug` output never shows the password (see `Password`).
+/// Body of `POST /protected-action`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ActionRequest {
     /// Passed to A.
     pub username: String,
-    /// Passed to A.
+    /// Passed to A (never logged).
+    #[schema(value_type = String, format = Password)]
     pub password: Password,
     /// What the caller wants done; `"ping"` when absent.
     #[serde(default)]
     pub action: Option<String>,
-    /// Simulated latency to ask of A; validated here, its ceiling is A's to enforce.
+    /// Milliseconds to ask A to wait before answering (the lab's slow provider): a whole
+    /// number up to B's `--max-delay-ms` (the `maximum` here is this B's). A has a ceiling
+    /// of its own; a value over it gets A's 400, passed through.
     #[serde(default)]
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 5000)]
     pub delay_ms: Option<serde_json::Value>,
 }
 
 /// The combined answer: B's own result and what A issued. Keys in the lab's order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ActionResult {
     /// The action performed.
     pub action: String,
     /// B's verdict.
+    #[schema(value_type = String, pattern = "^ok$")]
     pub consumer: &'static str,
     /// The request's id, as in the `X-Request-ID` response header.
     pub request_id: String,
@@ -64,6 +76,29 @@ pub struct ActionResult {
 
 /// `POST /protected-action`: gets a token from A for the caller's credentials and answers
 /// the combined body. See [`ApiError`] for every other answer.
+#[utoipa::path(
+    post,
+    path = "/protected-action",
+    tag = "consumer",
+    summary = "Get a token from service A and answer the combined result",
+    description = "Calls A's `POST /token` with a strict per-attempt timeout (1 s by default) and retries timeouts, refused connections and 5xx within a retry budget and a deadline; a circuit breaker stops calling A while it keeps failing. A's 401, 400 and 429 are passed through, never retried.",
+    request_body(content = ActionRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A issued a token: B's result and A's grant.", body = ActionResult),
+        (status = 400, description = "`delay_ms` is not a whole number within the ceiling, or A refused the request as invalid (its reason).",
+         body = telemetry::http::ErrorBody),
+        (status = 401, description = "A says: unknown user or wrong password.",
+         body = telemetry::http::ErrorBody),
+        (status = 429, description = "A is throttling this username; its `Retry-After` is passed through.",
+         body = telemetry::http::ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until this username may try again."))),
+        (status = 502, description = "A answered something B cannot use (`details` says what).",
+         body = telemetry::http::ErrorBody),
+        (status = 503, description = "`provider unavailable`: every attempt failed or the deadline passed (`details` says how, attempt by attempt), or the circuit breaker is open (then with `Retry-After`).",
+         body = telemetry::http::ErrorBody,
+         headers(("Retry-After" = u64, description = "With an open breaker: seconds until the next probe of A."))),
+    ),
+)]
 pub async fn protected_action(
     State(state): State<AppState>,
     request_id: RequestId,
@@ -72,7 +107,13 @@ pub async fn protected_action(
     let JsonBody(request) = body?;
     let delay_ms = match &request.delay_ms {
         None | Some(serde_json::Value::Null) => None,
-        Some(value) => Some(value.as_u64().ok_or(ApiError::InvalidDelay)?),
+        Some(value) => Some(
+            telemetry::http::whole_number(value)
+                .filter(|ms| *ms <= state.max_delay_ms)
+                .ok_or(ApiError::InvalidDelay {
+                    max: state.max_delay_ms,
+                })?,
+        ),
     };
     let grant = state
         .provider

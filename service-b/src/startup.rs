@@ -42,10 +42,14 @@ impl Application {
         let provider = Provider::new(&config.provider)?;
         let listener = telemetry::server::bind(config.serve.listen).await?;
         crate::metrics::register();
+        let state = AppState {
+            provider,
+            max_delay_ms: config.max_delay_ms,
+        };
         Ok(Self {
             listener,
             config,
-            state: AppState { provider },
+            state,
             metrics,
         })
     }

@@ -34,7 +34,7 @@ impl<T: Serialize> IntoResponse for Json<T> {
 
 /// The body of every error response. `details` is optional context (B's 503 says what
 /// happened on each attempt); keys are in the lab's (alphabetical) order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Extra context for a human; absent when there is nothing to add.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +52,19 @@ pub fn error_body(message: &str) -> Vec<u8> {
     .unwrap_or_default();
     body.push(b'\n');
     body
+}
+
+/// A JSON number that is a whole, non-negative number: `300`, and also `300.0`, which JSON
+/// (and JSON Schema's `integer`) count as the same number. `None` for anything else.
+pub fn whole_number(value: &serde_json::Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        // Whole floats up to 2^53, where f64 still holds every integer exactly.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
+            .map(|f| f as u64)
+    })
 }
 
 /// A `Retry-After` value for `wait`: whole seconds, rounded up, at least 1.
@@ -163,15 +176,23 @@ where
 }
 
 /// Body of `GET /health`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// Always `"ok"` while the process serves requests.
+    #[schema(value_type = String, pattern = "^ok$")]
     pub status: &'static str,
 }
 
 /// `GET /health`: 200 `{"status":"ok"}` while the process serves requests. It checks
 /// nothing beyond the process itself: B stays healthy while A is down (and says why in its
 /// 503s), so an orchestrator never restarts B for A's outage.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "probes",
+    summary = "Liveness: the process serves requests",
+    responses((status = 200, description = "The process serves requests.", body = Health)),
+)]
 pub async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod observe;
+pub mod openapi;
 pub mod otlp_logs;
 pub mod request_id;
 pub mod secret;

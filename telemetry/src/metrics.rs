@@ -346,7 +346,40 @@ struct MetricsQuery {
     format: Option<String>,
 }
 
+/// `format` of `GET /metrics`, for the API description.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum MetricsFormat {
+    /// The service's counters as JSON (the default for curl and browsers).
+    Json,
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+    /// OpenMetrics 1.0, with exemplars.
+    Openmetrics,
+}
+
 /// The `GET /metrics` route. `json_view` builds the service's JSON summary from the tally.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "probes",
+    summary = "The service's counters: JSON for curl, Prometheus text or OpenMetrics for a scrape",
+    params(
+        ("format" = Option<MetricsFormat>, Query,
+         description = "Forces a format; without it, `Accept` chooses (`application/openmetrics-text`, then `text/plain`; JSON otherwise)."),
+    ),
+    responses(
+        (status = 200, description = "The counters, in the format asked for.",
+         content(
+             (Object = "application/json"),
+             (String = "text/plain; version=0.0.4; charset=utf-8"),
+             (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+         )),
+        (status = 400, description = "An unknown `format`, or a malformed query string.",
+         body = crate::http::ErrorBody),
+    ),
+)]
 pub fn endpoint<S>(metrics: Metrics, json_view: fn(&Tally) -> serde_json::Value) -> MethodRouter<S>
 where
     S: Clone + Send + Sync + 'static,

@@ -63,7 +63,7 @@ const KNOWN_METHODS: [Method; 9] = [
 
 /// Routes never shed by the in-flight limit: probes and scrapes must answer under overload,
 /// or an orchestrator restarts a busy service and monitoring goes blind when it matters.
-const NEVER_SHED: [&str; 2] = ["/health", "/metrics"];
+pub(crate) const NEVER_SHED: [&str; 3] = ["/health", "/metrics", "/openapi.json"];
 
 /// Requests shed because `--max-in-flight` were already being handled.
 pub const REQUESTS_SHED: &str = "http_requests_shed_total";

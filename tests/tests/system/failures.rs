@@ -108,12 +108,13 @@ async fn one_attempt_means_no_retry() {
 
 #[tokio::test]
 async fn a_too_large_delay_is_as_from_a_a_400_not_a_retry() {
-    let a = Service::a(&[]);
+    // B allows up to 5000 ms, this A only 1000: A's 400 is passed through, not retried.
+    let a = Service::a(&["--max-delay-ms", "1000"]);
     let b = Service::b(&a.url(), &[]);
 
     let reply = b
         .protected_action(
-            system_tests::demo_login_with(json!({"delay_ms": 999_999})),
+            system_tests::demo_login_with(json!({"delay_ms": 2000})),
             None,
         )
         .await;
@@ -121,6 +122,31 @@ async fn a_too_large_delay_is_as_from_a_a_400_not_a_retry() {
     assert_eq!(reply.status, 400);
     assert_eq!(
         reply.json["error"],
+        "delay_ms must be an integer from 0 to 1000 (milliseconds)"
+    );
+    assert_eq!(
+        b.logs.failed_attempts(reply.request_id()).len(),
+        0,
+        "no retry"
+    );
+
+    // Over B's own ceiling, B refuses at once and A never hears of it.
+    let reply = b
+        .protected_action(
+            system_tests::demo_login_with(json!({"delay_ms": 999_999})),
+            Some("over-b-ceiling"),
+        )
+        .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.json["error"],
         "delay_ms must be an integer from 0 to 5000 (milliseconds)"
+    );
+    b.logs.request_line("over-b-ceiling");
+    a.sync_logs().await;
+    assert!(
+        a.logs
+            .matching(|l| l["request_id"] == "over-b-ceiling")
+            .is_empty()
     );
 }

@@ -11,6 +11,7 @@ mod faults;
 mod hostile;
 mod log_schema;
 mod metrics;
+mod openapi;
 mod otel_contract;
 mod otel_env;
 mod prometheus;

@@ -155,13 +155,13 @@ fn an_address_already_served_is_refused_naming_the_server() {
 #[test]
 fn a_service_exiting_during_start_up_is_refused_and_nothing_is_left() {
     let (a, b) = (vacant_addr().to_string(), vacant_addr().to_string());
-    // A refuses this setting and exits at once.
-    let (mut script, lines) = start_script(&a, &b, &[("MAX_DELAY_MS", "-1")]);
+    // A (only A) refuses this setting and exits at once.
+    let (mut script, lines) = start_script(&a, &b, &[("FAILURE_RATE", "2")]);
     let said = read_until(&lines, "exited during start-up").join("\n");
     assert_eq!(wait_exit(&mut script).code(), Some(1), "{said}");
     assert!(said.contains("service A exited"), "{said}");
     assert!(
-        said.contains("expected a whole number"),
+        said.contains("expected a number from 0.0 to 1.0"),
         "A's own error shows: {said}"
     );
     // B, started beside it, is gone with the script: its address is free again.
