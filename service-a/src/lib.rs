@@ -4,6 +4,7 @@
 //! - [`config`]: command-line flags and their environment fallbacks.
 //! - [`users`]: who may have a token; passwords checked in constant time.
 //! - [`throttle`]: brute-force protection, per username.
+//! - [`faults`]: the latency and failures A plays on purpose, from flags or at run time.
 //! - [`routes`]: `GET /health`, `POST /token`, `GET /metrics`, `GET /openapi.json`.
 //! - [`openapi`]: the API description of those routes.
 //! - [`error`]: every error this service answers, and its status.
@@ -16,6 +17,7 @@
 
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -12,6 +12,7 @@ use telemetry::http::{Json, JsonBody};
 use tracing::Instrument as _;
 
 use crate::error::ApiError;
+use crate::faults::FaultSwitch;
 use crate::metrics::{self as m, TokenOutcome};
 use crate::throttle::LoginThrottle;
 use crate::users::Users;
@@ -25,20 +26,8 @@ pub struct AppState {
     pub throttle: Arc<LoginThrottle>,
     /// Ceiling for `delay_ms`.
     pub max_delay_ms: u64,
-    /// The teaching knobs.
-    pub faults: Faults,
-}
-
-/// Failures and latency A adds on purpose, to act like a flaky or slow provider. Off by
-/// default.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Faults {
-    /// Added to every token request's wait.
-    pub extra_latency: Duration,
-    /// Share of token requests answered with an injected 503.
-    pub failure_rate: f64,
-    /// Whether a request may ask for a failure itself (`fail_status`).
-    pub allow_fail_status: bool,
+    /// The teaching knobs, from the flags and from the fault endpoint.
+    pub faults: Arc<FaultSwitch>,
 }
 
 use telemetry::observe::TIMEOUT_HEADER;
@@ -58,7 +47,7 @@ const MAX_CALLER_DEADLINE: Duration = Duration::from_secs(600);
 /// is described in [`crate::openapi`].
 pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
     let description =
-        crate::openapi::description(state.max_delay_ms, state.faults.allow_fail_status);
+        crate::openapi::description(state.max_delay_ms, state.faults.flags().allow_fail_status);
     let routes = Router::new()
         .route("/health", get(telemetry::http::health))
         .route("/token", post(issue_token))
@@ -161,7 +150,7 @@ async fn token_outcome(
     let JsonBody(request) = body?;
     let delay_ms = parse_delay(request.delay_ms.as_ref(), state.max_delay_ms)?;
     let fail_status = parse_fail_status(request.fail_status.as_ref())?;
-    if fail_status.is_some() && !state.faults.allow_fail_status {
+    if fail_status.is_some() && !state.faults.flags().allow_fail_status {
         return Err(ApiError::FailStatusOff);
     }
     let deadline = caller_deadline(headers);
@@ -174,7 +163,8 @@ async fn token_outcome(
     if let Some(delay_ms) = delay_ms {
         m::delay_requested(delay_ms);
     }
-    let wait = Duration::from_millis(delay_ms.unwrap_or(0)) + state.faults.extra_latency;
+    let draw = state.faults.draw();
+    let wait = Duration::from_millis(delay_ms.unwrap_or(0)) + draw.extra;
     // Work the caller will not wait for is not done: the wait stops at the deadline, and a
     // deadline that has already passed (0) is refused outright.
     let deadline = deadline.map(|d| if d.is_zero() { d } else { d + DEADLINE_GRACE });
@@ -199,10 +189,7 @@ async fn token_outcome(
         return Err(ApiError::DeadlineExceeded);
     }
 
-    let injected = fail_status.or_else(|| {
-        (state.faults.failure_rate > 0.0 && fastrand::f64() < state.faults.failure_rate)
-            .then_some(StatusCode::SERVICE_UNAVAILABLE)
-    });
+    let injected = fail_status.or_else(|| draw.fail.then_some(StatusCode::SERVICE_UNAVAILABLE));
     if let Some(status) = injected {
         return Err(ApiError::InjectedFailure(status));
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::routes::{AppState, Faults, router};
+use crate::faults::{FaultSwitch, Faults};
+use crate::routes::{AppState, router};
 use crate::throttle::LoginThrottle;
 use crate::users::{DEMO_USER, Users};
 
@@ -24,6 +25,9 @@ pub enum StartupError {
     /// The listen address cannot be bound (in use, or not ours).
     #[error(transparent)]
     Bind(#[from] telemetry::server::BindError),
+    /// `--fault-listen` names an address other than loopback.
+    #[error("--fault-listen {0}: the fault endpoint listens on a loopback address only")]
+    FaultNotLoopback(SocketAddr),
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
@@ -33,6 +37,7 @@ pub enum StartupError {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    fault_listener: Option<TcpListener>,
     config: Config,
     state: AppState,
     metrics: telemetry::metrics::Metrics,
@@ -55,6 +60,13 @@ impl Application {
             return Err(StartupError::NoUsers);
         }
         let listener = telemetry::server::bind(config.serve.listen).await?;
+        let fault_listener = match config.fault_listen {
+            Some(addr) if !addr.ip().is_loopback() => {
+                return Err(StartupError::FaultNotLoopback(addr));
+            }
+            Some(addr) => Some(telemetry::server::bind(addr).await?),
+            None => None,
+        };
         crate::metrics::register();
         let state = AppState {
             users: Arc::new(users),
@@ -63,14 +75,15 @@ impl Application {
                 Duration::from_millis(config.login_failure_window_ms),
             )),
             max_delay_ms: config.max_delay_ms,
-            faults: Faults {
+            faults: Arc::new(FaultSwitch::new(Faults {
                 extra_latency: Duration::from_millis(config.extra_latency_ms),
                 failure_rate: config.failure_rate,
                 allow_fail_status: config.allow_fail_status,
-            },
+            })),
         };
         Ok(Self {
             listener,
+            fault_listener,
             config,
             state,
             metrics,
@@ -97,6 +110,17 @@ impl Application {
             extra_latency_ms = self.config.extra_latency_ms,
             failure_rate = self.config.failure_rate,
         );
+        if let Some(fault_listener) = self.fault_listener {
+            let fault_addr = fault_listener.local_addr()?;
+            tracing::warn!(event = "fault_endpoint", addr = %fault_addr,
+                "faults can be switched on at run time: PUT http://{fault_addr}/faults");
+            let faults = crate::faults::router(self.state.faults.clone());
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(fault_listener, faults).await {
+                    tracing::error!(event = "fault_endpoint_failed", error = %error);
+                }
+            });
+        }
         let app = router(self.state, self.metrics);
         // A opens no connections of its own per request.
         telemetry::server::serve(self.listener, app, stop, &self.config.edge, 0).await?;

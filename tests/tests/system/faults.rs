@@ -496,3 +496,55 @@ async fn fail_status_is_honoured_only_when_a_allows_it() {
     assert_eq!(injected.status, 502, "{}", injected.text);
     assert_eq!(injected.json["error"], "injected failure");
 }
+
+/// The fault endpoint (`--fault-listen`, loopback only) switches faults on and off at run
+/// time, and the gauge says which is on.
+#[tokio::test]
+async fn faults_switch_on_and_off_at_run_time_on_loopback_only() {
+    let a = Service::a(&["--fault-listen", "127.0.0.1:0"]);
+    let line = a.logs.wait_for(|l| l["event"] == "fault_endpoint");
+    let faults = format!("http://{}/faults", line["addr"].as_str().expect("addr"));
+
+    let on = client()
+        .put(&faults)
+        .json(&json!({"scenario": "a-flaky", "failure_rate": 1.0}))
+        .send()
+        .await
+        .expect("switched on");
+    assert_eq!(on.status(), 200);
+    let failed = a.token(system_tests::demo_login(), None).await;
+    assert_eq!(failed.status, 503, "{}", failed.text);
+    let metrics = get(&a.at("/metrics?format=prometheus")).await.text;
+    assert!(
+        metrics.contains(r#"fault_injection_active{scenario="a-flaky"} 1"#),
+        "{metrics}"
+    );
+    a.logs
+        .wait_for(|l| l["event"] == "fault_injected" && l["scenario"] == "a-flaky");
+
+    let refused = client()
+        .put(&faults)
+        .json(&json!({"scenario": "Not A Name"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(refused.status(), 400);
+
+    let off = client().delete(&faults).send().await.expect("switched off");
+    assert_eq!(off.status(), 200);
+    assert_eq!(a.token(system_tests::demo_login(), None).await.status, 200);
+    let metrics = get(&a.at("/metrics?format=prometheus")).await.text;
+    assert!(
+        metrics.contains(r#"fault_injection_active{scenario="a-flaky"} 0"#),
+        "{metrics}"
+    );
+
+    // Anywhere but loopback, A refuses to start.
+    let output = std::process::Command::new(system_tests::binary(Kind::A))
+        .args(["--listen", "127.0.0.1:0", "--fault-listen", "0.0.0.0:0"])
+        .output()
+        .expect("run service-a");
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains("loopback"), "{said}");
+}

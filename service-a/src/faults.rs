@@ -1,0 +1,261 @@
+//! Faults A plays on purpose, to be a slow or flaky provider: the teaching flags
+//! (`--extra-latency-ms`, `--failure-rate`) and, when A is started with `--fault-listen`,
+//! faults switched on and off at run time through a small endpoint on loopback (the labs
+//! use it). Whatever is on shows as `fault_injection_active{scenario}`.
+//!
+//! The endpoint (`GET`, `PUT`, `DELETE /faults`) exists only with the flag, listens only on
+//! a loopback address, and is not part of A's API: it is how a teacher's or a test's tools
+//! break A, never how a caller does.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use telemetry::http::{Json, JsonBody};
+
+/// The gauge of what is injected now: 1 for the active scenario, 0 for the others seen.
+pub const ACTIVE: &str = "fault_injection_active";
+
+/// At most this many scenario names over the process's life: each is a label value.
+const MAX_SCENARIOS: usize = 16;
+
+/// What the flags set, for the whole life of the process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Added to every token request's wait.
+    pub extra_latency: Duration,
+    /// Share of token requests answered with an injected 503.
+    pub failure_rate: f64,
+    /// Whether a request may ask for a failure itself (`fail_status`).
+    pub allow_fail_status: bool,
+}
+
+/// A fault switched on at run time; it replaces the flags' latency and failure rate while on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Injected {
+    /// Its name, for the gauge's label: 1–32 of `a-z0-9-`.
+    pub scenario: String,
+    /// Added to every token request's wait, in milliseconds.
+    #[serde(default)]
+    pub extra_latency_ms: u64,
+    /// Share of token requests (0.0–1.0) that wait `slow_ms` more.
+    #[serde(default)]
+    pub slow_share: f64,
+    /// How much more those wait, in milliseconds.
+    #[serde(default)]
+    pub slow_ms: u64,
+    /// Share of token requests (0.0–1.0) answered with an injected 503.
+    #[serde(default)]
+    pub failure_rate: f64,
+}
+
+impl Injected {
+    fn check(&self) -> Result<(), String> {
+        let name_ok = (1..=32).contains(&self.scenario.len())
+            && self
+                .scenario
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            return Err("scenario must be 1-32 characters of a-z, 0-9 and -".into());
+        }
+        if !(0.0..=1.0).contains(&self.slow_share) || !(0.0..=1.0).contains(&self.failure_rate) {
+            return Err("slow_share and failure_rate must be from 0.0 to 1.0".into());
+        }
+        if self.extra_latency_ms > 600_000 || self.slow_ms > 600_000 {
+            return Err("latencies must be at most 600000 ms".into());
+        }
+        Ok(())
+    }
+}
+
+/// One token request's share of the faults: how long to wait on top of `delay_ms`, and
+/// whether to answer an injected 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Draw {
+    /// Added to the request's wait.
+    pub extra: Duration,
+    /// Answer 503 instead of a token.
+    pub fail: bool,
+}
+
+/// The flags' faults and the one switched on at run time, if any.
+#[derive(Debug)]
+pub struct FaultSwitch {
+    flags: Faults,
+    injected: RwLock<Option<Injected>>,
+    seen: RwLock<Vec<String>>,
+}
+
+impl FaultSwitch {
+    /// The faults of the flags, nothing injected.
+    pub fn new(flags: Faults) -> Self {
+        Self {
+            flags,
+            injected: RwLock::new(None),
+            seen: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// What the flags set.
+    pub fn flags(&self) -> Faults {
+        self.flags
+    }
+
+    /// The fault switched on now.
+    pub fn current(&self) -> Option<Injected> {
+        self.injected
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Draws one token request's faults.
+    pub fn draw(&self) -> Draw {
+        let injected = self.injected.read().unwrap_or_else(|p| p.into_inner());
+        let (extra, failure_rate) = match injected.as_ref() {
+            None => (self.flags.extra_latency, self.flags.failure_rate),
+            Some(fault) => {
+                let slow = fault.slow_share > 0.0 && fastrand::f64() < fault.slow_share;
+                let slow_ms = if slow { fault.slow_ms } else { 0 };
+                (
+                    Duration::from_millis(fault.extra_latency_ms.saturating_add(slow_ms)),
+                    fault.failure_rate,
+                )
+            }
+        };
+        Draw {
+            extra,
+            fail: failure_rate > 0.0 && fastrand::f64() < failure_rate,
+        }
+    }
+
+    /// Switches `fault` on (`None`: off), and says so in the gauge and the log.
+    pub fn set(&self, fault: Option<Injected>) -> Result<(), String> {
+        if let Some(fault) = &fault {
+            fault.check()?;
+            let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+            if !seen.contains(&fault.scenario) {
+                if seen.len() >= MAX_SCENARIOS {
+                    return Err(format!(
+                        "at most {MAX_SCENARIOS} scenario names per process"
+                    ));
+                }
+                seen.push(fault.scenario.clone());
+            }
+        }
+        let mut injected = self.injected.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(before) = injected.as_ref() {
+            metrics::gauge!(ACTIVE, "scenario" => before.scenario.clone()).set(0.0);
+        }
+        match &fault {
+            Some(fault) => {
+                metrics::gauge!(ACTIVE, "scenario" => fault.scenario.clone()).set(1.0);
+                telemetry::event!(WARN, "fault_injected", scenario = %fault.scenario,
+                    extra_latency_ms = fault.extra_latency_ms, slow_share = fault.slow_share,
+                    slow_ms = fault.slow_ms, failure_rate = fault.failure_rate);
+            }
+            None => telemetry::event!(INFO, "fault_cleared"),
+        }
+        *injected = fault;
+        Ok(())
+    }
+}
+
+/// The fault endpoint's routes.
+pub fn router(switch: Arc<FaultSwitch>) -> Router {
+    Router::new()
+        .route("/faults", get(current).put(switch_on).delete(switch_off))
+        .with_state(switch)
+}
+
+#[derive(Debug, Serialize)]
+struct Current {
+    injected: Option<Injected>,
+}
+
+async fn current(State(switch): State<Arc<FaultSwitch>>) -> Json<Current> {
+    Json(Current {
+        injected: switch.current(),
+    })
+}
+
+async fn switch_on(
+    State(switch): State<Arc<FaultSwitch>>,
+    body: Result<JsonBody<Injected>, telemetry::http::BodyError>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let fault = match body {
+        Ok(JsonBody(fault)) => fault,
+        Err(error) => return error.into_response(),
+    };
+    match switch.set(Some(fault)) {
+        Ok(()) => Json(Current {
+            injected: switch.current(),
+        })
+        .into_response(),
+        Err(message) => telemetry::http::error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+async fn switch_off(State(switch): State<Arc<FaultSwitch>>) -> Json<Current> {
+    let _ = switch.set(None);
+    Json(Current { injected: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fault(scenario: &str) -> Injected {
+        Injected {
+            scenario: scenario.into(),
+            extra_latency_ms: 0,
+            slow_share: 0.0,
+            slow_ms: 0,
+            failure_rate: 0.0,
+        }
+    }
+
+    #[test]
+    fn an_injected_fault_replaces_the_flags_until_cleared() {
+        let switch = FaultSwitch::new(Faults {
+            extra_latency: Duration::from_millis(5),
+            ..Faults::default()
+        });
+        assert_eq!(switch.draw().extra, Duration::from_millis(5));
+        let mut slow = fault("a-slow");
+        slow.extra_latency_ms = 300;
+        switch.set(Some(slow.clone())).expect("valid");
+        assert_eq!(switch.current(), Some(slow));
+        assert_eq!(switch.draw().extra, Duration::from_millis(300));
+        let mut failing = fault("a-flaky");
+        failing.failure_rate = 1.0;
+        switch.set(Some(failing)).expect("valid");
+        assert!(switch.draw().fail);
+        switch.set(None).expect("off");
+        assert_eq!(switch.draw().extra, Duration::from_millis(5));
+        assert!(!switch.draw().fail);
+    }
+
+    #[test]
+    fn nonsense_and_too_many_names_are_refused() {
+        let switch = FaultSwitch::new(Faults::default());
+        assert!(switch.set(Some(fault("Bad Name"))).is_err());
+        let mut share = fault("x");
+        share.slow_share = 1.5;
+        assert!(switch.set(Some(share)).is_err());
+        for n in 0..MAX_SCENARIOS {
+            switch
+                .set(Some(fault(&format!("s{n}"))))
+                .expect("within the cap");
+        }
+        assert!(switch.set(Some(fault("one-too-many"))).is_err());
+        assert!(switch.set(Some(fault("s0"))).is_ok(), "a name seen before");
+    }
+}
