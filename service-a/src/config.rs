@@ -47,7 +47,7 @@ pub struct Config {
     /// Teaching knob, off by default: also listen on this loopback address (e.g.
     /// 127.0.0.1:9180) for `PUT`/`DELETE /faults`, which switch faults on and off at run time
     /// (the labs use it). Never part of A's API; refused on any other address.
-    #[arg(long, env = "FAULT_LISTEN_ADDR", value_parser = telemetry::cli::parse_listen)]
+    #[arg(long, env = "A_FAULT_LISTEN_ADDR", value_parser = telemetry::cli::parse_listen)]
     pub fault_listen: Option<std::net::SocketAddr>,
 
     /// Failed logins for one username within --login-failure-window-ms after which that

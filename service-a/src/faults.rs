@@ -17,12 +17,6 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use telemetry::http::{Json, JsonBody};
 
-/// The gauge of what is injected now: 1 for the active scenario, 0 for the others seen.
-pub const ACTIVE: &str = "fault_injection_active";
-
-/// At most this many scenario names over the process's life: each is a label value.
-const MAX_SCENARIOS: usize = 16;
-
 /// What the flags set, for the whole life of the process.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
@@ -35,6 +29,8 @@ pub struct Faults {
 }
 
 /// A fault switched on at run time; it replaces the flags' latency and failure rate while on.
+/// `down` unplugs A: its port stops answering (connections are closed unanswered), as if A
+/// were gone, until the fault is cleared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Injected {
@@ -52,18 +48,13 @@ pub struct Injected {
     /// Share of token requests (0.0–1.0) answered with an injected 503.
     #[serde(default)]
     pub failure_rate: f64,
+    /// A's port closes every connection unanswered: A is down.
+    #[serde(default)]
+    pub down: bool,
 }
 
 impl Injected {
     fn check(&self) -> Result<(), String> {
-        let name_ok = (1..=32).contains(&self.scenario.len())
-            && self
-                .scenario
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !name_ok {
-            return Err("scenario must be 1-32 characters of a-z, 0-9 and -".into());
-        }
         if !(0.0..=1.0).contains(&self.slow_share) || !(0.0..=1.0).contains(&self.failure_rate) {
             return Err("slow_share and failure_rate must be from 0.0 to 1.0".into());
         }
@@ -89,7 +80,7 @@ pub struct Draw {
 pub struct FaultSwitch {
     flags: Faults,
     injected: RwLock<Option<Injected>>,
-    seen: RwLock<Vec<String>>,
+    scenarios: telemetry::faults::Scenarios,
 }
 
 impl FaultSwitch {
@@ -98,7 +89,7 @@ impl FaultSwitch {
         Self {
             flags,
             injected: RwLock::new(None),
-            seen: RwLock::new(Vec::new()),
+            scenarios: telemetry::faults::Scenarios::default(),
         }
     }
 
@@ -139,27 +130,15 @@ impl FaultSwitch {
     pub fn set(&self, fault: Option<Injected>) -> Result<(), String> {
         if let Some(fault) = &fault {
             fault.check()?;
-            let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
-            if !seen.contains(&fault.scenario) {
-                if seen.len() >= MAX_SCENARIOS {
-                    return Err(format!(
-                        "at most {MAX_SCENARIOS} scenario names per process"
-                    ));
-                }
-                seen.push(fault.scenario.clone());
-            }
         }
         let mut injected = self.injected.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(before) = injected.as_ref() {
-            metrics::gauge!(ACTIVE, "scenario" => before.scenario.clone()).set(0.0);
-        }
+        self.scenarios
+            .switch(fault.as_ref().map(|f| f.scenario.as_str()))?;
+        telemetry::server::unplug(fault.as_ref().is_some_and(|f| f.down));
         match &fault {
-            Some(fault) => {
-                metrics::gauge!(ACTIVE, "scenario" => fault.scenario.clone()).set(1.0);
-                telemetry::event!(WARN, "fault_injected", scenario = %fault.scenario,
-                    extra_latency_ms = fault.extra_latency_ms, slow_share = fault.slow_share,
-                    slow_ms = fault.slow_ms, failure_rate = fault.failure_rate);
-            }
+            Some(fault) => telemetry::event!(WARN, "fault_injected", scenario = %fault.scenario,
+                extra_latency_ms = fault.extra_latency_ms, slow_share = fault.slow_share,
+                slow_ms = fault.slow_ms, failure_rate = fault.failure_rate, down = fault.down),
             None => telemetry::event!(INFO, "fault_cleared"),
         }
         *injected = fault;
@@ -219,6 +198,7 @@ mod tests {
             slow_share: 0.0,
             slow_ms: 0,
             failure_rate: 0.0,
+            down: false,
         }
     }
 
@@ -244,18 +224,12 @@ mod tests {
     }
 
     #[test]
-    fn nonsense_and_too_many_names_are_refused() {
+    fn nonsense_is_refused() {
         let switch = FaultSwitch::new(Faults::default());
         assert!(switch.set(Some(fault("Bad Name"))).is_err());
         let mut share = fault("x");
         share.slow_share = 1.5;
         assert!(switch.set(Some(share)).is_err());
-        for n in 0..MAX_SCENARIOS {
-            switch
-                .set(Some(fault(&format!("s{n}"))))
-                .expect("within the cap");
-        }
-        assert!(switch.set(Some(fault("one-too-many"))).is_err());
-        assert!(switch.set(Some(fault("s0"))).is_ok(), "a name seen before");
+        assert_eq!(switch.current(), None);
     }
 }

@@ -63,10 +63,7 @@ pub fn register() {
         metrics::Unit::Seconds,
         "Simulated delay requested with delay_ms"
     );
-    metrics::describe_gauge!(
-        crate::faults::ACTIVE,
-        "1 for the fault scenario switched on now through the fault endpoint, 0 for others seen"
-    );
+    telemetry::faults::Scenarios::describe();
     for outcome in TokenOutcome::ALL {
         metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome.label()).absolute(0);
     }

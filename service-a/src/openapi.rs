@@ -11,7 +11,7 @@ use utoipa::OpenApi as _;
     info(
         title = "Service A (provider)",
         description = "Issues a deterministic token for valid credentials, and can be asked to answer slowly (`delay_ms`) so that its callers' timeouts can be watched at work.",
-        license(name = "MIT OR Apache-2.0"),
+        license(name = "MIT"),
     ),
     paths(
         crate::routes::issue_token,

@@ -25,9 +25,9 @@ pub enum StartupError {
     /// The listen address cannot be bound (in use, or not ours).
     #[error(transparent)]
     Bind(#[from] telemetry::server::BindError),
-    /// `--fault-listen` names an address other than loopback.
-    #[error("--fault-listen {0}: the fault endpoint listens on a loopback address only")]
-    FaultNotLoopback(SocketAddr),
+    /// The fault endpoint cannot listen where `--fault-listen` says.
+    #[error(transparent)]
+    Faults(#[from] telemetry::faults::ListenError),
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
@@ -61,10 +61,7 @@ impl Application {
         }
         let listener = telemetry::server::bind(config.serve.listen).await?;
         let fault_listener = match config.fault_listen {
-            Some(addr) if !addr.ip().is_loopback() => {
-                return Err(StartupError::FaultNotLoopback(addr));
-            }
-            Some(addr) => Some(telemetry::server::bind(addr).await?),
+            Some(addr) => Some(telemetry::faults::bind(addr).await?),
             None => None,
         };
         crate::metrics::register();
@@ -111,15 +108,8 @@ impl Application {
             failure_rate = self.config.failure_rate,
         );
         if let Some(fault_listener) = self.fault_listener {
-            let fault_addr = fault_listener.local_addr()?;
-            tracing::warn!(event = "fault_endpoint", addr = %fault_addr,
-                "faults can be switched on at run time: PUT http://{fault_addr}/faults");
             let faults = crate::faults::router(self.state.faults.clone());
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(fault_listener, faults).await {
-                    tracing::error!(event = "fault_endpoint_failed", error = %error);
-                }
-            });
+            telemetry::faults::serve(fault_listener, faults);
         }
         let app = router(self.state, self.metrics);
         // A opens no connections of its own per request.

@@ -36,6 +36,12 @@ pub struct Config {
     #[command(flatten)]
     pub provider: ProviderConfig,
 
+    /// Teaching knob, off by default: also listen on this loopback address (e.g.
+    /// 127.0.0.1:9181) for `PUT`/`DELETE /faults`, which switch faults on and off at run time
+    /// (the labs use it). Never part of B's API; refused on any other address.
+    #[arg(long, env = "B_FAULT_LISTEN_ADDR", value_parser = telemetry::cli::parse_listen)]
+    pub fault_listen: Option<std::net::SocketAddr>,
+
     /// Largest `delay_ms` B passes on to A, in milliseconds; a larger one gets 400 from B
     /// itself. The same variable as A's ceiling, so one setting bounds both.
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = 5000,

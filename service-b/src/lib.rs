@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod metrics;
 pub mod openapi;
 pub mod outcome;

@@ -11,7 +11,7 @@ use utoipa::OpenApi as _;
     info(
         title = "Service B (consumer)",
         description = "Calls service A for a token with a strict timeout per attempt and a retry policy, and answers a combined body; A's 401 is passed through, and an unavailable A is a 503 that says what happened.",
-        license(name = "MIT OR Apache-2.0"),
+        license(name = "MIT"),
     ),
     paths(
         crate::routes::protected_action,

@@ -184,6 +184,9 @@ pub struct Provider {
     http: ClientWithMiddleware,
     token_url: Url,
     timeout: Duration,
+    /// A per-attempt timeout switched on at run time (the labs' misconfigured B), in
+    /// milliseconds; 0 when none is.
+    timeout_override: Arc<std::sync::atomic::AtomicU64>,
     deadline: Duration,
     max_attempts: u32,
     backoff: ExponentialBackoff,
@@ -192,6 +195,27 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// The per-attempt timeout: `--provider-timeout-ms`, unless one was switched on at run
+    /// time through the fault endpoint.
+    pub fn attempt_timeout(&self) -> Duration {
+        match self
+            .timeout_override
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => self.timeout,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// Switches the per-attempt timeout to `timeout` (`None`: back to the flag's).
+    pub fn override_timeout(&self, timeout: Option<Duration>) {
+        let ms = timeout.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.timeout_override
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// A client for A with the timeouts, retry policy, budget and breaker of `config`.
     pub fn new(config: &ProviderConfig) -> Result<Self, reqwest::Error> {
         let timeout = config.provider_timeout();
@@ -221,6 +245,7 @@ impl Provider {
             http,
             token_url,
             timeout,
+            timeout_override: Arc::default(),
             deadline: config.provider_deadline(),
             max_attempts: config.provider_attempts,
             backoff: ExponentialBackoff::builder()
@@ -271,7 +296,7 @@ impl Provider {
         let stopped = loop {
             let number = failures.len() as u32 + 1;
             let timeout = self
-                .timeout
+                .attempt_timeout()
                 .min(deadline.saturating_duration_since(Instant::now()));
             if timeout.is_zero() {
                 break StopReason::Deadline;
@@ -325,7 +350,7 @@ impl Provider {
         // it is answered as any timeout, but says nothing about A's health.
         let timeout_requested = request
             .delay_ms
-            .is_some_and(|ms| Duration::from_millis(ms) >= self.timeout)
+            .is_some_and(|ms| Duration::from_millis(ms) >= self.attempt_timeout())
             && failures
                 .attempts
                 .iter()

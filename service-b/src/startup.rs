@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
@@ -19,6 +20,9 @@ pub enum StartupError {
     /// The listen address cannot be bound (in use, or not ours).
     #[error(transparent)]
     Bind(#[from] telemetry::server::BindError),
+    /// The fault endpoint cannot listen where `--fault-listen` says.
+    #[error(transparent)]
+    Faults(#[from] telemetry::faults::ListenError),
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
@@ -28,6 +32,7 @@ pub enum StartupError {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    fault_listener: Option<TcpListener>,
     config: Config,
     state: AppState,
     metrics: telemetry::metrics::Metrics,
@@ -41,6 +46,10 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let provider = Provider::new(&config.provider)?;
         let listener = telemetry::server::bind(config.serve.listen).await?;
+        let fault_listener = match config.fault_listen {
+            Some(addr) => Some(telemetry::faults::bind(addr).await?),
+            None => None,
+        };
         crate::metrics::register();
         let state = AppState {
             provider,
@@ -48,6 +57,7 @@ impl Application {
         };
         Ok(Self {
             listener,
+            fault_listener,
             config,
             state,
             metrics,
@@ -74,6 +84,10 @@ impl Application {
             provider_attempts = self.config.provider.provider_attempts,
             worst_case_call_ms = u64::try_from(self.config.provider.worst_case_call().as_millis()).unwrap_or(u64::MAX),
         );
+        if let Some(fault_listener) = self.fault_listener {
+            let switch = crate::faults::FaultSwitch::new(self.state.provider.clone());
+            telemetry::faults::serve(fault_listener, crate::faults::router(Arc::new(switch)));
+        }
         let app = router(self.state, self.metrics);
         // Each request in flight may hold one connection to A.
         let outbound = self.config.edge.max_in_flight;

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod exemplars;
 pub mod extensions;
+pub mod faults;
 pub mod health;
 pub mod http;
 pub mod logging;

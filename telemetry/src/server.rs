@@ -77,6 +77,16 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
         .map_err(|source| BindError { addr, source })
 }
 
+/// Whether the server is unplugged: every connection, new or open, is closed unanswered, as
+/// if the process were gone (a lab's "A is down", switched through the fault endpoint).
+static UNPLUGGED: std::sync::LazyLock<watch::Sender<bool>> =
+    std::sync::LazyLock::new(|| watch::Sender::new(false));
+
+/// Unplugs the server (`true`) or plugs it back in (`false`).
+pub fn unplug(unplugged: bool) {
+    UNPLUGGED.send_replace(unplugged);
+}
+
 /// The server's limits and timeouts; both services flatten these into their flags.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct EdgeArgs {
@@ -336,6 +346,10 @@ impl Shared {
     /// newcomer when every open connection is busy.
     fn admit(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        if *UNPLUGGED.borrow() {
+            drop(stream);
+            return;
+        }
         let id = self.next_id.fetch_add(1, Relaxed);
         let conn = Arc::new(Conn::default());
         conn.idle_since.store(now_ms(), Relaxed);
@@ -400,11 +414,13 @@ impl Shared {
         let connection = self.http.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let mut stopping = self.stopping.clone();
+        let mut unplugged = UNPLUGGED.subscribe();
         let mut draining = false;
         loop {
             tokio::select! {
                 result = connection.as_mut() => return result.err().and_then(|e| classify(&e, &conn)),
                 () = conn.close.notified() => return None,
+                _ = unplugged.wait_for(|u| *u) => return None,
                 changed = stopping.wait_for(|s| *s), if !draining => {
                     if changed.is_err() || conn.busy.load(Relaxed) == 0 {
                         return None;

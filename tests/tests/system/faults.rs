@@ -539,6 +539,18 @@ async fn faults_switch_on_and_off_at_run_time_on_loopback_only() {
         "{metrics}"
     );
 
+    // Down: A's port closes every connection unanswered (a scrape too), until cleared.
+    client()
+        .put(&faults)
+        .json(&json!({"scenario": "a-down", "down": true}))
+        .send()
+        .await
+        .expect("switched on");
+    let refused = client().get(a.at("/health")).send().await;
+    assert!(refused.is_err(), "A is down: {refused:?}");
+    client().delete(&faults).send().await.expect("switched off");
+    assert_eq!(get(&a.at("/health")).await.status, 200);
+
     // Anywhere but loopback, A refuses to start.
     let output = std::process::Command::new(system_tests::binary(Kind::A))
         .args(["--listen", "127.0.0.1:0", "--fault-listen", "0.0.0.0:0"])

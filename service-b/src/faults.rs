@@ -1,0 +1,113 @@
+//! Faults B plays on purpose at run time, when started with `--fault-listen` (loopback
+//! only): the labs' misconfigured B, whose per-attempt timeout is set below A's normal
+//! latency. `fault_injection_active{scenario}` shows what is on.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::get;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use telemetry::http::{Json, JsonBody};
+
+use crate::provider::Provider;
+
+/// A fault switched on at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Injected {
+    /// Its name, for the gauge's label: 1–32 of `a-z0-9-`.
+    pub scenario: String,
+    /// The per-attempt timeout to use instead of `--provider-timeout-ms`, 1–60000 ms.
+    #[serde(default)]
+    pub provider_timeout_ms: Option<u64>,
+}
+
+/// What is switched on, and what it acts on.
+#[derive(Debug)]
+pub struct FaultSwitch {
+    provider: Provider,
+    injected: RwLock<Option<Injected>>,
+    scenarios: telemetry::faults::Scenarios,
+}
+
+impl FaultSwitch {
+    /// Nothing switched on yet.
+    pub fn new(provider: Provider) -> Self {
+        Self {
+            provider,
+            injected: RwLock::new(None),
+            scenarios: telemetry::faults::Scenarios::default(),
+        }
+    }
+
+    /// Switches `fault` on (`None`: off), and says so in the gauge and the log.
+    pub fn set(&self, fault: Option<Injected>) -> Result<(), String> {
+        let timeout = fault.as_ref().and_then(|f| f.provider_timeout_ms);
+        if timeout.is_some_and(|ms| !(1..=60_000).contains(&ms)) {
+            return Err("provider_timeout_ms must be from 1 to 60000".into());
+        }
+        let mut injected = self.injected.write().unwrap_or_else(|p| p.into_inner());
+        self.scenarios
+            .switch(fault.as_ref().map(|f| f.scenario.as_str()))?;
+        self.provider
+            .override_timeout(timeout.map(Duration::from_millis));
+        match &fault {
+            Some(fault) => telemetry::event!(WARN, "fault_injected", scenario = %fault.scenario,
+                provider_timeout_ms = fault.provider_timeout_ms),
+            None => telemetry::event!(INFO, "fault_cleared"),
+        }
+        *injected = fault;
+        Ok(())
+    }
+
+    fn current(&self) -> Option<Injected> {
+        self.injected
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The fault endpoint's routes: `GET`, `PUT` and `DELETE /faults`.
+pub fn router(switch: Arc<FaultSwitch>) -> Router {
+    Router::new()
+        .route("/faults", get(current).put(switch_on).delete(switch_off))
+        .with_state(switch)
+}
+
+#[derive(Debug, Serialize)]
+struct Current {
+    injected: Option<Injected>,
+}
+
+async fn current(State(switch): State<Arc<FaultSwitch>>) -> Json<Current> {
+    Json(Current {
+        injected: switch.current(),
+    })
+}
+
+async fn switch_on(
+    State(switch): State<Arc<FaultSwitch>>,
+    body: Result<JsonBody<Injected>, telemetry::http::BodyError>,
+) -> Response {
+    let fault = match body {
+        Ok(JsonBody(fault)) => fault,
+        Err(error) => return error.into_response(),
+    };
+    match switch.set(Some(fault)) {
+        Ok(()) => Json(Current {
+            injected: switch.current(),
+        })
+        .into_response(),
+        Err(message) => telemetry::http::error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+async fn switch_off(State(switch): State<Arc<FaultSwitch>>) -> Json<Current> {
+    let _ = switch.set(None);
+    Json(Current { injected: None })
+}

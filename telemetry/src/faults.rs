@@ -1,0 +1,118 @@
+//! What both services' fault endpoints share (`--fault-listen`, the labs' way to break a
+//! service at run time): the loopback-only listener, the scenario names and the
+//! `fault_injection_active{scenario}` gauge that shows which is on. Each service decides
+//! what its faults do.
+
+use std::net::SocketAddr;
+use std::sync::RwLock;
+
+use tokio::net::TcpListener;
+
+/// The gauge of what is injected now: 1 for the active scenario, 0 for the others seen.
+pub const ACTIVE: &str = "fault_injection_active";
+
+/// At most this many scenario names over a process's life: each is a label value.
+pub const MAX_SCENARIOS: usize = 16;
+
+/// `--fault-listen` names an address other than loopback.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// Refused: the endpoint breaks the service on request, so only this host may reach it.
+    #[error("--fault-listen {0}: the fault endpoint listens on a loopback address only")]
+    NotLoopback(SocketAddr),
+    /// The address could not be bound.
+    #[error(transparent)]
+    Bind(#[from] crate::server::BindError),
+}
+
+/// Binds the fault endpoint's listener: loopback addresses only.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
+    if !addr.ip().is_loopback() {
+        return Err(ListenError::NotLoopback(addr));
+    }
+    Ok(crate::server::bind(addr).await?)
+}
+
+/// Serves `router` (the service's `/faults` routes) on `listener` in the background, and
+/// says where in the log.
+pub fn serve(listener: TcpListener, router: axum::Router) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    tracing::warn!(event = "fault_endpoint", addr = %addr,
+        "faults can be switched on at run time: PUT http://{addr}/faults");
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(event = "fault_endpoint_failed", error = %error);
+        }
+    });
+}
+
+/// The scenario switched on now, and every name seen (bounded).
+#[derive(Debug, Default)]
+pub struct Scenarios {
+    seen: RwLock<Vec<String>>,
+    active: RwLock<Option<String>>,
+}
+
+impl Scenarios {
+    /// Makes `name` the active scenario (`None`: none), after checking it: 1–32 of
+    /// `a-z0-9-`, and at most [`MAX_SCENARIOS`] names ever. Sets the gauge.
+    pub fn switch(&self, name: Option<&str>) -> Result<(), String> {
+        if let Some(name) = name {
+            let valid = (1..=32).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err("scenario must be 1-32 characters of a-z, 0-9 and -".into());
+            }
+            let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+            if !seen.iter().any(|s| s == name) {
+                if seen.len() >= MAX_SCENARIOS {
+                    return Err(format!(
+                        "at most {MAX_SCENARIOS} scenario names per process"
+                    ));
+                }
+                seen.push(name.to_owned());
+            }
+        }
+        let mut active = self.active.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(before) = active.take() {
+            metrics::gauge!(ACTIVE, "scenario" => before).set(0.0);
+        }
+        if let Some(name) = name {
+            metrics::gauge!(ACTIVE, "scenario" => name.to_owned()).set(1.0);
+            *active = Some(name.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Describes the gauge (once, at start-up).
+    pub fn describe() {
+        metrics::describe_gauge!(
+            ACTIVE,
+            "1 for the fault scenario switched on now through the fault endpoint, 0 for others seen"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_and_bounded() {
+        let scenarios = Scenarios::default();
+        assert!(scenarios.switch(Some("Bad Name")).is_err());
+        assert!(scenarios.switch(Some("")).is_err());
+        for n in 0..MAX_SCENARIOS {
+            scenarios
+                .switch(Some(&format!("s{n}")))
+                .expect("within the cap");
+        }
+        assert!(scenarios.switch(Some("one-too-many")).is_err());
+        assert!(scenarios.switch(Some("s0")).is_ok(), "a name seen before");
+        assert!(scenarios.switch(None).is_ok());
+    }
+}
