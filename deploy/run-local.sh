@@ -13,11 +13,16 @@
 #   PROVIDER_TIMEOUT_MS=500 ./deploy/run-local.sh
 # Set A_ADDR / B_ADDR to move them off 127.0.0.1:8080 / 127.0.0.1:8081, and BIN_DIR to run
 # binaries already built there instead of building the release ones (the tests do).
+#
+# Both services also get their fault endpoint, on loopback only, for the labs (`lab list`):
+# A on 127.0.0.1:9180, B on 127.0.0.1:9181 (A_FAULT_LISTEN_ADDR / B_FAULT_LISTEN_ADDR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 A_ADDR=${A_ADDR:-127.0.0.1:8080}
 B_ADDR=${B_ADDR:-127.0.0.1:8081}
+export A_FAULT_LISTEN_ADDR=${A_FAULT_LISTEN_ADDR:-127.0.0.1:9180}
+export B_FAULT_LISTEN_ADDR=${B_FAULT_LISTEN_ADDR:-127.0.0.1:9181}
 
 say() { echo "run-local: $*" >&2; }
 
@@ -37,8 +42,8 @@ done
 if [[ -n ${BIN_DIR:-} ]]; then
     bin=$BIN_DIR
 else
-    say "building service-a and service-b (release; the first build takes a few minutes)"
-    cargo build --release --locked -p service-a -p service-b
+    say "building the services, the traffic generator and the labs (release; the first build takes a few minutes)"
+    cargo build --release --locked -p service-a -p service-b -p traffic -p lab
     bin=./target/release
 fi
 
@@ -86,6 +91,7 @@ cat >&2 <<MSG
   stop A alone (B stays up):  kill $a_pid
   start A again by hand:      $bin/service-a --listen $A_ADDR
                               (this script does not own it: stop it yourself afterwards)
+  labs (break them on purpose, find out what is wrong):  $bin/lab list
   Ctrl-C stops both.
 
 MSG

@@ -35,6 +35,8 @@ pub enum Kind {
     B,
     /// The traffic generator.
     Traffic,
+    /// The labs.
+    Lab,
 }
 
 impl Kind {
@@ -43,6 +45,7 @@ impl Kind {
             Self::A => "service-a",
             Self::B => "service-b",
             Self::Traffic => "traffic",
+            Self::Lab => "lab",
         }
     }
 }
@@ -79,6 +82,8 @@ pub fn binary(kind: Kind) -> PathBuf {
             "service-b",
             "-p",
             "traffic",
+            "-p",
+            "lab",
         ]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");

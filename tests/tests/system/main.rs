@@ -9,6 +9,7 @@ mod exemplars;
 mod failures;
 mod faults;
 mod hostile;
+mod labs;
 mod log_schema;
 mod metrics;
 mod openapi;

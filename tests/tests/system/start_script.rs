@@ -20,6 +20,8 @@ fn start_script(a: &str, b: &str, env: &[(&str, &str)]) -> (Child, mpsc::Receive
         .env("A_ADDR", a)
         .env("B_ADDR", b)
         .env("BIN_DIR", bin_dir)
+        .env("A_FAULT_LISTEN_ADDR", vacant_addr().to_string())
+        .env("B_FAULT_LISTEN_ADDR", vacant_addr().to_string())
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

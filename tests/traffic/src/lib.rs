@@ -42,13 +42,25 @@ impl Scenario {
     /// user: A throttles a username after 10 failed logins a minute, and a steady trickle of
     /// wrong passwords for `divya` would soon have every scenario answered 429. A name A does
     /// not know gets the same 401, by the same code path, as a wrong password.
-    pub fn body(self, n: u64, slow_ms: u64, timeout_ms: u64) -> serde_json::Value {
+    /// `guess_user` sends every wrong password to that one username instead (a brute-force
+    /// run, which A's throttle answers with 429).
+    pub fn body(
+        self,
+        n: u64,
+        slow_ms: u64,
+        timeout_ms: u64,
+        guess_user: Option<&str>,
+    ) -> serde_json::Value {
         let mut body =
             serde_json::json!({"username": "divya", "password": "pass123", "action": "ping"});
         match self {
             Self::Success => {}
             Self::WrongPassword => {
-                body["username"] = format!("guest-{}", n % GUESSED_USERS).into();
+                body["username"] = match guess_user {
+                    Some(user) => user.to_owned(),
+                    None => format!("guest-{}", n % GUESSED_USERS),
+                }
+                .into();
                 body["password"] = "wrong".into();
             }
             Self::Slow => body["delay_ms"] = slow_ms.into(),
@@ -135,11 +147,13 @@ mod tests {
     #[test]
     fn wrong_passwords_never_lock_out_the_demo_user() {
         let names: std::collections::HashSet<String> = (0..2 * GUESSED_USERS)
-            .map(|n| Scenario::WrongPassword.body(n, 0, 0)["username"].to_string())
+            .map(|n| Scenario::WrongPassword.body(n, 0, 0, None)["username"].to_string())
             .collect();
         assert_eq!(names.len() as u64, GUESSED_USERS);
         assert!(!names.contains("\"divya\""));
-        assert_eq!(Scenario::Success.body(7, 0, 0)["username"], "divya");
+        assert_eq!(Scenario::Success.body(7, 0, 0, None)["username"], "divya");
+        let guess = Scenario::WrongPassword.body(7, 0, 0, Some("divya"));
+        assert_eq!(guess["username"], "divya");
     }
 
     #[test]

@@ -45,6 +45,11 @@ struct Args {
     #[arg(long, env = "TRAFFIC_TIMEOUT_MS", default_value_t = 2000)]
     timeout_ms: u64,
 
+    /// Send every wrong password to this username (a brute-force run: A throttles it)
+    /// instead of spreading them over throwaway names.
+    #[arg(long, env = "TRAFFIC_GUESS_USER")]
+    guess_user: Option<String>,
+
     /// Most requests in flight at once; beyond it a tick is skipped (and counted), so a stuck
     /// B cannot make the generator grow without bound.
     #[arg(long, env = "TRAFFIC_MAX_IN_FLIGHT", default_value_t = 512)]
@@ -109,9 +114,12 @@ async fn main() -> std::process::ExitCode {
             results.lock().map(|mut r| r.skipped += 1).ok();
             continue;
         };
-        let request = client
-            .post(&url)
-            .json(&scenario.body(sent, args.slow_ms, args.timeout_ms));
+        let request = client.post(&url).json(&scenario.body(
+            sent,
+            args.slow_ms,
+            args.timeout_ms,
+            args.guess_user.as_deref(),
+        ));
         sent += 1;
         let results = results.clone();
         let bar = progress.clone();

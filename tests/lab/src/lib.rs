@@ -1,0 +1,165 @@
+//! The labs: seven ways the pair of services goes wrong, each a real fault switched on
+//! through the services' own fault endpoints (`--fault-listen`) plus generated traffic, and
+//! for each the question a student answers, where the evidence is, and how to tell it from
+//! the others. The `lab` binary runs them; the system tests check that each one's symptom
+//! shows in the metrics and the logs, and that a healthy system shows none of them.
+
+use serde_json::{Value, json};
+
+/// One lab.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Its name, and the answer `lab check` expects.
+    pub name: &'static str,
+    /// What is broken, in a few words (hidden in a mystery lab).
+    pub title: &'static str,
+    /// The question the student answers.
+    pub question: &'static str,
+    /// What service A's fault endpoint switches on (`PUT /faults`), if anything.
+    pub a_fault: Option<fn() -> Value>,
+    /// What service B's fault endpoint switches on, if anything.
+    pub b_fault: Option<fn() -> Value>,
+    /// The traffic generator's arguments (besides the target).
+    pub traffic: &'static [&'static str],
+    /// The dashboard panel to look at.
+    pub panel: &'static str,
+    /// The PromQL query that shows it.
+    pub promql: &'static str,
+    /// A PromQL expression that returns a series only while the symptom is there: what the
+    /// self-tests wait for, and what a healthy system must never show.
+    pub symptom: &'static str,
+    /// The log line that shows it.
+    pub log: &'static str,
+    /// The runbook of the alert it fires, in this repository.
+    pub runbook: &'static str,
+}
+
+/// The labs, in the order a class would take them.
+pub const SCENARIOS: [Scenario; 7] = [
+    Scenario {
+        name: "a-slow",
+        title: "A is slow, but answers within B's timeout",
+        question: "Users say B is slow, yet nothing fails. Is it B, A, or the network?",
+        a_fault: Some(|| json!({"scenario": "a-slow", "extra_latency_ms": 300})),
+        b_fault: None,
+        traffic: &["--rate", "10", "--mix", "success=1"],
+        panel: "A: p99 latency of POST /token, next to Latency p50 / p95 / p99 of B",
+        promql: r#"histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a", http_route="/token"}[1m])))"#,
+        symptom: r#"histogram_quantile(0.5, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a", http_route="/token"}[30s]))) > 0.25 and on() (sum(rate(provider_attempts_total{job="service-b", outcome="timeout"}[30s])) == 0)"#,
+        log: r#"A's request lines of POST /token with "latency_ms" above 300, and B's with about the same: the time is spent in A"#,
+        runbook: "deploy/runbooks/SLOErrorBudgetBurnFast.md",
+    },
+    Scenario {
+        name: "a-timeouts",
+        title: "A is slower than B's timeout on a share of requests",
+        question: "Some calls to B take two seconds and end in 503; most are fine. Why?",
+        a_fault: Some(|| json!({"scenario": "a-timeouts", "slow_share": 0.3, "slow_ms": 1500})),
+        b_fault: None,
+        traffic: &["--rate", "10", "--mix", "success=1"],
+        panel: "B's attempts to call A, by outcome (timeout), and A's abandoned requests (499)",
+        promql: r#"sum by (outcome) (rate(provider_attempts_total{job="service-b"}[1m]))"#,
+        symptom: r#"sum(rate(provider_attempts_total{job="service-b", outcome="timeout"}[30s])) > 0 and on() (histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a", http_route="/token"}[30s]))) > 0.5)"#,
+        log: r#"B: "event":"provider_call_failed","error":"timeout" (a retry after each); A: the same request ids with "status":499"#,
+        runbook: "deploy/runbooks/SLOErrorBudgetBurnFast.md",
+    },
+    Scenario {
+        name: "a-down",
+        title: "A is down",
+        question: "B answers 503 to everything, at once. What happened?",
+        a_fault: Some(|| json!({"scenario": "a-down", "down": true})),
+        b_fault: None,
+        traffic: &["--rate", "10", "--mix", "success=1"],
+        panel: "Is each service up?, and B's 503 rate, by the last failure's kind",
+        promql: r#"up{job="service-a"}"#,
+        symptom: r#"up{job="service-a"} == 0"#,
+        log: r#"B: "error":"connection_error" on both attempts, then "event":"circuit_opened"; A: nothing at all"#,
+        runbook: "deploy/runbooks/ServiceTargetDown.md",
+    },
+    Scenario {
+        name: "a-flaky",
+        title: "A fails a share of requests (5xx)",
+        question: "Almost every call to B succeeds, but A's error counters climb. What is B doing about it?",
+        a_fault: Some(|| json!({"scenario": "a-flaky", "failure_rate": 0.2})),
+        b_fault: None,
+        traffic: &["--rate", "10", "--mix", "success=1"],
+        panel: "B's attempts to call A, by outcome (bad_status), and Attempts per B request",
+        promql: r#"sum(rate(provider_attempts_total{job="service-b"}[1m])) / sum(rate(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action"}[1m]))"#,
+        symptom: r#"sum(rate(provider_attempts_total{job="service-b", outcome="bad_status"}[30s])) > 0 and on() (sum(rate(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action", http_response_status_code="200"}[30s])) > 0)"#,
+        log: r#"B: "event":"provider_call_failed","error":"bad_status" followed by a 200 request line for the same request id: a recovered call"#,
+        runbook: "deploy/runbooks/SLOErrorBudgetBurnSlow.md",
+    },
+    Scenario {
+        name: "retry-storm",
+        title: "A fails most requests under heavy load: retries would double it",
+        question: "Traffic is high and A is failing. Does B make it worse by retrying?",
+        a_fault: Some(|| json!({"scenario": "retry-storm", "failure_rate": 0.6})),
+        b_fault: None,
+        traffic: &["--rate", "60", "--mix", "success=1"],
+        panel: "Attempts per B request (held near 1.2 by the budget), B's 503 rate, by the last failure's kind",
+        promql: r#"sum(rate(provider_gave_up_total{job="service-b", reason="retry_budget_exhausted"}[1m]))"#,
+        symptom: r#"sum(rate(provider_gave_up_total{job="service-b", reason="retry_budget_exhausted"}[30s])) > 0"#,
+        log: r#"B: "event":"provider_gave_up","reason":"retry_budget_exhausted""#,
+        runbook: "deploy/runbooks/ProviderRetryBudgetExhausted.md",
+    },
+    Scenario {
+        name: "brute-force",
+        title: "Someone is guessing one user's password",
+        question: "divya cannot log in any more, although her password is right. Why?",
+        a_fault: None,
+        b_fault: None,
+        traffic: &[
+            "--rate",
+            "10",
+            "--mix",
+            "success=1,wrong_password=1",
+            "--guess-user",
+            "divya",
+        ],
+        panel: "A's token requests, by outcome (throttled)",
+        promql: r#"sum by (outcome) (rate(token_requests_total{job="service-a"}[1m]))"#,
+        symptom: r#"sum(rate(token_requests_total{job="service-a", outcome="throttled"}[30s])) > 0"#,
+        log: r#"A: POST /token lines with "status":429; B passes them on: its request lines with "status":429 and no provider_call_failed"#,
+        runbook: "deploy/runbooks/LoginThrottlingInBulk.md",
+    },
+    Scenario {
+        name: "b-misconfigured",
+        title: "B's timeout is below A's normal latency",
+        question: "A looks healthy on every panel, yet every call to B fails. Where is the fault?",
+        a_fault: None,
+        b_fault: Some(|| json!({"scenario": "b-misconfigured", "provider_timeout_ms": 25})),
+        // A's normal latency for these calls: 60 ms (the callers ask for it).
+        traffic: &["--rate", "10", "--mix", "slow=1", "--slow-ms", "60"],
+        panel: "Attempt duration p95, by outcome (timeouts at 25 ms), next to A: p99 latency of POST /token (60 ms)",
+        promql: r#"histogram_quantile(0.95, sum by (le) (rate(provider_attempt_duration_seconds_bucket{job="service-b", outcome="timeout"}[1m])))"#,
+        symptom: r#"histogram_quantile(0.95, sum by (le) (rate(provider_attempt_duration_seconds_bucket{job="service-b", outcome="timeout"}[30s]))) < 0.1"#,
+        log: r#"B: "event":"provider_call_failed","error":"timeout","timeout_secs":0.025; A: the same request ids answered 499 after about 25 ms"#,
+        runbook: "deploy/runbooks/SLOErrorBudgetBurnFast.md",
+    },
+];
+
+/// The lab named `name`.
+pub fn scenario(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_faults_are_named_after_them() {
+        for (i, s) in SCENARIOS.iter().enumerate() {
+            assert!(
+                SCENARIOS[..i].iter().all(|o| o.name != s.name),
+                "{}",
+                s.name
+            );
+            for fault in [s.a_fault, s.b_fault].into_iter().flatten() {
+                assert_eq!(fault()["scenario"], s.name);
+            }
+            assert!(s.question.ends_with('?'), "{}", s.name);
+        }
+        assert!(scenario("a-down").is_some());
+        assert!(scenario("nothing").is_none());
+    }
+}

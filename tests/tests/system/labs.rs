@@ -1,0 +1,258 @@
+//! The labs (`lab`, README "Labs"): each one's fault, switched on through the services'
+//! fault endpoints with generated traffic, shows within 90 s in the metrics (a real
+//! Prometheus scraping both services) and in the logs; `lab check` accepts the right answer
+//! and rejects a wrong one; `lab stop` clears the fault. A healthy system under healthy
+//! traffic shows none of the labs' symptoms.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use system_tests::prometheus::{Prometheus, scrape_config};
+use system_tests::{Kind, Service, binary, client, vacant_addr};
+
+/// How long a lab's symptom may take to show.
+const SYMPTOM_WITHIN: Duration = Duration::from_secs(90);
+
+/// A and B with their fault endpoints, and a Prometheus scraping both.
+struct Stack {
+    a: Service,
+    b: Service,
+    prometheus: Prometheus,
+    a_faults: String,
+    b_faults: String,
+    state: PathBuf,
+}
+
+impl Stack {
+    fn start() -> Option<Self> {
+        let (a_fault_addr, b_fault_addr) = (vacant_addr(), vacant_addr());
+        let a = Service::a(&["--fault-listen", &a_fault_addr.to_string()]);
+        let b = Service::b(&a.url(), &["--fault-listen", &b_fault_addr.to_string()]);
+        let prometheus = Prometheus::start(&scrape_config(&[
+            ("service-a", a.addr),
+            ("service-b", b.addr),
+        ]))?;
+        let state = std::env::temp_dir().join(format!(
+            "lab-state-{}-{}.json",
+            std::process::id(),
+            b.addr.port()
+        ));
+        Some(Self {
+            a_faults: format!("http://{a_fault_addr}/faults"),
+            b_faults: format!("http://{b_fault_addr}/faults"),
+            a,
+            b,
+            prometheus,
+            state,
+        })
+    }
+
+    /// Runs `lab <args>` against this stack.
+    fn lab(&self, args: &[&str]) -> Output {
+        Command::new(binary(Kind::Lab))
+            .args(args)
+            .args(["--b", &self.b.url(), "--a-faults", &self.a_faults])
+            .args([
+                "--b-faults",
+                &self.b_faults,
+                "--prometheus",
+                &self.prometheus.url,
+            ])
+            .arg("--state")
+            .arg(&self.state)
+            .output()
+            .expect("run lab")
+    }
+
+    /// Waits (bounded) until `promql` returns a series.
+    async fn wait_for_metric(&self, promql: &str) {
+        let deadline = Instant::now() + SYMPTOM_WITHIN;
+        while self.prometheus.query(promql).await.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "no {promql} within {SYMPTOM_WITHIN:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+fn said(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The log line each lab leaves, in A's or B's log.
+fn log_symptom(name: &str) -> (&'static str, fn(&Value) -> bool) {
+    match name {
+        "a-slow" => ("service-a", |l| {
+            l["endpoint"] == "POST /token" && l["latency_ms"].as_f64().is_some_and(|ms| ms > 250.0)
+        }),
+        "a-timeouts" => ("service-b", |l| {
+            l["event"] == "provider_call_failed" && l["error"] == "timeout"
+        }),
+        "a-down" => ("service-b", |l| {
+            l["event"] == "provider_call_failed" && l["error"] == "connection_error"
+        }),
+        "a-flaky" => ("service-b", |l| {
+            l["event"] == "provider_call_failed" && l["error"] == "bad_status"
+        }),
+        "retry-storm" => ("service-b", |l| {
+            l["event"] == "provider_gave_up" && l["reason"] == "retry_budget_exhausted"
+        }),
+        "brute-force" => ("service-a", |l| {
+            l["endpoint"] == "POST /token" && l["status"] == 429
+        }),
+        "b-misconfigured" => ("service-b", |l| {
+            l["event"] == "provider_call_failed"
+                && l["timeout_secs"].as_f64().is_some_and(|s| s < 0.1)
+        }),
+        other => panic!("no log symptom for {other}"),
+    }
+}
+
+async fn run_lab(name: &str) {
+    let Some(stack) = Stack::start() else {
+        return;
+    };
+    let scenario = lab::scenario(name).expect("a lab");
+    let started = stack.lab(&["start", name, "--duration", "120"]);
+    assert!(started.status.success(), "{}", said(&started));
+
+    stack.wait_for_metric(scenario.symptom).await;
+    let (service, symptom) = log_symptom(name);
+    let logs = if service == "service-a" {
+        &stack.a.logs
+    } else {
+        &stack.b.logs
+    };
+    logs.wait_for(symptom);
+    // The gauge says what is on, on the service it is on; an unplugged A cannot be scraped.
+    let unplugs = scenario
+        .a_fault
+        .is_some_and(|fault| fault()["down"] == true);
+    if (scenario.a_fault.is_some() || scenario.b_fault.is_some()) && !unplugs {
+        let gauge = format!(r#"fault_injection_active{{scenario="{name}"}} == 1"#);
+        stack.wait_for_metric(&gauge).await;
+    }
+
+    let right = stack.lab(&["check", name]);
+    assert!(right.status.success(), "{}", said(&right));
+    assert!(said(&right).starts_with("right"), "{}", said(&right));
+    assert!(said(&right).contains(scenario.runbook), "{}", said(&right));
+    let other = lab::SCENARIOS
+        .iter()
+        .find(|s| s.name != name)
+        .expect("another lab");
+    let wrong = stack.lab(&["check", other.name]);
+    assert_eq!(wrong.status.code(), Some(1), "{}", said(&wrong));
+    assert!(said(&wrong).starts_with("wrong"), "{}", said(&wrong));
+
+    let stopped = stack.lab(&["stop"]);
+    assert!(stopped.status.success(), "{}", said(&stopped));
+    for endpoint in [&stack.a_faults, &stack.b_faults] {
+        let now: Value = client()
+            .get(endpoint.as_str())
+            .send()
+            .await
+            .expect("fault endpoint")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(now["injected"], Value::Null, "{endpoint} cleared");
+    }
+    assert!(!stack.state.exists(), "lab stop forgets the lab");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_a_slow() {
+    run_lab("a-slow").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_a_timeouts() {
+    run_lab("a-timeouts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_a_down() {
+    run_lab("a-down").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_a_flaky() {
+    run_lab("a-flaky").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_retry_storm() {
+    run_lab("retry-storm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_brute_force() {
+    run_lab("brute-force").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_b_misconfigured() {
+    run_lab("b-misconfigured").await;
+}
+
+/// Healthy traffic on a healthy pair shows no lab's symptom, and a mystery lab's name stays
+/// hidden until `lab stop`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_system_shows_no_symptom_and_a_mystery_stays_hidden() {
+    let Some(stack) = Stack::start() else {
+        return;
+    };
+    let mut traffic = Command::new(binary(Kind::Traffic))
+        .args([
+            "--target",
+            &stack.b.url(),
+            "--rate",
+            "10",
+            "--duration",
+            "30",
+        ])
+        .args(["--mix", "success=1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("traffic");
+    // Enough scrapes for every 30 s window to hold data.
+    stack
+        .wait_for_metric(
+            r#"sum(increase(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action"}[30s])) > 50"#,
+        )
+        .await;
+    for scenario in &lab::SCENARIOS {
+        let found = stack.prometheus.query(scenario.symptom).await;
+        assert!(
+            found.is_empty(),
+            "{} shows on a healthy system: {found:?}",
+            scenario.name
+        );
+    }
+    let _ = traffic.kill();
+    let _ = traffic.wait();
+
+    let started = stack.lab(&["start", "--mystery", "--seed", "7", "--duration", "5"]);
+    let text = said(&started);
+    assert!(started.status.success(), "{text}");
+    assert!(
+        lab::SCENARIOS.iter().all(|s| !text.contains(s.title)),
+        "the mystery's name is hidden: {text}"
+    );
+    let stopped = stack.lab(&["stop"]);
+    assert!(
+        said(&stopped).contains("The lab was:"),
+        "{}",
+        said(&stopped)
+    );
+}
