@@ -145,13 +145,11 @@ async fn run_lab(name: &str) {
     assert!(right.status.success(), "{}", said(&right));
     assert!(said(&right).starts_with("right"), "{}", said(&right));
     assert!(said(&right).contains(scenario.runbook), "{}", said(&right));
-    let other = lab::SCENARIOS
-        .iter()
-        .find(|s| s.name != name)
-        .expect("another lab");
-    let wrong = stack.lab(&["check", other.name]);
-    assert_eq!(wrong.status.code(), Some(1), "{}", said(&wrong));
-    assert!(said(&wrong).starts_with("wrong"), "{}", said(&wrong));
+    for other in lab::SCENARIOS.iter().filter(|s| s.name != name) {
+        let wrong = stack.lab(&["check", other.name]);
+        assert_eq!(wrong.status.code(), Some(1), "{}", said(&wrong));
+        assert!(said(&wrong).starts_with("wrong"), "{}", said(&wrong));
+    }
 
     let stopped = stack.lab(&["stop"]);
     assert!(stopped.status.success(), "{}", said(&stopped));
