@@ -38,6 +38,12 @@ pub struct Config {
           value_parser = telemetry::cli::parse_share, allow_negative_numbers = true)]
     pub failure_rate: f64,
 
+    /// Teaching knob, off by default: a lab's fault from the start, as the fault endpoint's
+    /// JSON, e.g. '{"scenario":"a-slow","extra_latency_ms":300}' (how the labs break the
+    /// compose stack, whose fault endpoints are out of reach). Empty: none.
+    #[arg(long, env = "A_FAULT", value_parser = crate::faults::parse_fault)]
+    pub fault: Option<crate::faults::StartupFault>,
+
     /// Teaching knob, off by default: honour a token request's "fail_status": 500–599 (A
     /// answers that 5xx instead of a token). Off, such a request gets 400: otherwise any
     /// caller could make A fail at will.

@@ -55,6 +55,7 @@ pub struct Injected {
 
 impl Injected {
     fn check(&self) -> Result<(), String> {
+        telemetry::faults::check_name(&self.scenario)?;
         if !(0.0..=1.0).contains(&self.slow_share) || !(0.0..=1.0).contains(&self.failure_rate) {
             return Err("slow_share and failure_rate must be from 0.0 to 1.0".into());
         }
@@ -63,6 +64,20 @@ impl Injected {
         }
         Ok(())
     }
+}
+
+/// `--fault`: the fault endpoint's JSON, switched on at start-up; empty for none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartupFault(pub Option<Injected>);
+
+/// Parses `--fault` (`A_FAULT`).
+pub fn parse_fault(text: &str) -> Result<StartupFault, String> {
+    if text.trim().is_empty() {
+        return Ok(StartupFault(None));
+    }
+    let fault: Injected = serde_json::from_str(text).map_err(|e| format!("not a fault: {e}"))?;
+    fault.check()?;
+    Ok(StartupFault(Some(fault)))
 }
 
 /// One token request's share of the faults: how long to wait on top of `delay_ms`, and

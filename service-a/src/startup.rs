@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::faults::{FaultSwitch, Faults};
+use crate::faults::{FaultSwitch, Faults, StartupFault};
 use crate::routes::{AppState, router};
 use crate::throttle::LoginThrottle;
 use crate::users::{DEMO_USER, Users};
@@ -78,6 +78,10 @@ impl Application {
                 allow_fail_status: config.allow_fail_status,
             })),
         };
+        if let Some(StartupFault(Some(fault))) = &config.fault {
+            // Checked when the flag was parsed; a name cap cannot be hit by the first one.
+            let _ = state.faults.set(Some(fault.clone()));
+        }
         Ok(Self {
             listener,
             fault_listener,

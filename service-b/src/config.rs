@@ -42,6 +42,12 @@ pub struct Config {
     #[arg(long, env = "B_FAULT_LISTEN_ADDR", value_parser = telemetry::cli::parse_listen)]
     pub fault_listen: Option<std::net::SocketAddr>,
 
+    /// Teaching knob, off by default: a lab's fault from the start, as the fault endpoint's
+    /// JSON, e.g. '{"scenario":"b-misconfigured","provider_timeout_ms":25}' (how the labs
+    /// break the compose stack). Empty: none.
+    #[arg(long, env = "B_FAULT", value_parser = crate::faults::parse_fault)]
+    pub fault: Option<crate::faults::StartupFault>,
+
     /// Largest `delay_ms` B passes on to A, in milliseconds; a larger one gets 400 from B
     /// itself. The same variable as A's ceiling, so one setting bounds both.
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = 5000,

@@ -26,6 +26,26 @@ pub struct Injected {
     pub provider_timeout_ms: Option<u64>,
 }
 
+/// `--fault`: the fault endpoint's JSON, switched on at start-up; empty for none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartupFault(pub Option<Injected>);
+
+/// Parses `--fault` (`B_FAULT`).
+pub fn parse_fault(text: &str) -> Result<StartupFault, String> {
+    if text.trim().is_empty() {
+        return Ok(StartupFault(None));
+    }
+    let fault: Injected = serde_json::from_str(text).map_err(|e| format!("not a fault: {e}"))?;
+    telemetry::faults::check_name(&fault.scenario)?;
+    if fault
+        .provider_timeout_ms
+        .is_some_and(|ms| !(1..=60_000).contains(&ms))
+    {
+        return Err("provider_timeout_ms must be from 1 to 60000".into());
+    }
+    Ok(StartupFault(Some(fault)))
+}
+
 /// What is switched on, and what it acts on.
 #[derive(Debug)]
 pub struct FaultSwitch {

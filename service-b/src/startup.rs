@@ -33,6 +33,7 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     fault_listener: Option<TcpListener>,
+    faults: Arc<crate::faults::FaultSwitch>,
     config: Config,
     state: AppState,
     metrics: telemetry::metrics::Metrics,
@@ -51,6 +52,11 @@ impl Application {
             None => None,
         };
         crate::metrics::register();
+        let faults = Arc::new(crate::faults::FaultSwitch::new(provider.clone()));
+        if let Some(crate::faults::StartupFault(Some(fault))) = &config.fault {
+            // Checked when the flag was parsed.
+            let _ = faults.set(Some(fault.clone()));
+        }
         let state = AppState {
             provider,
             max_delay_ms: config.max_delay_ms,
@@ -58,6 +64,7 @@ impl Application {
         Ok(Self {
             listener,
             fault_listener,
+            faults,
             config,
             state,
             metrics,
@@ -85,8 +92,7 @@ impl Application {
             worst_case_call_ms = u64::try_from(self.config.provider.worst_case_call().as_millis()).unwrap_or(u64::MAX),
         );
         if let Some(fault_listener) = self.fault_listener {
-            let switch = crate::faults::FaultSwitch::new(self.state.provider.clone());
-            telemetry::faults::serve(fault_listener, crate::faults::router(Arc::new(switch)));
+            telemetry::faults::serve(fault_listener, crate::faults::router(self.faults.clone()));
         }
         let app = router(self.state, self.metrics);
         // Each request in flight may hold one connection to A.

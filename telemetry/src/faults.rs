@@ -48,6 +48,19 @@ pub fn serve(listener: TcpListener, router: axum::Router) {
     });
 }
 
+/// Checks a scenario name: 1–32 of `a-z0-9-` (it becomes a label value).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let valid = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err("scenario must be 1-32 characters of a-z, 0-9 and -".into())
+    }
+}
+
 /// The scenario switched on now, and every name seen (bounded).
 #[derive(Debug, Default)]
 pub struct Scenarios {
@@ -60,13 +73,7 @@ impl Scenarios {
     /// `a-z0-9-`, and at most [`MAX_SCENARIOS`] names ever. Sets the gauge.
     pub fn switch(&self, name: Option<&str>) -> Result<(), String> {
         if let Some(name) = name {
-            let valid = (1..=32).contains(&name.len())
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !valid {
-                return Err("scenario must be 1-32 characters of a-z, 0-9 and -".into());
-            }
+            check_name(name)?;
             let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
             if !seen.iter().any(|s| s == name) {
                 if seen.len() >= MAX_SCENARIOS {

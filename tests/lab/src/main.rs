@@ -57,6 +57,16 @@ struct Args {
     )]
     prometheus: String,
 
+    /// Break the compose stack in this compose file instead: its services have no fault
+    /// endpoint, so the lab recreates them with the fault as a start-up flag
+    /// (`A_FAULT`/`B_FAULT`), and `lab stop` recreates them without.
+    #[arg(long, global = true, env = "LAB_COMPOSE")]
+    compose: Option<PathBuf>,
+
+    /// With --compose: print the docker compose command instead of running it.
+    #[arg(long, global = true, requires = "compose")]
+    dry_run: bool,
+
     /// Where the running lab is remembered.
     #[arg(long, global = true, env = "LAB_STATE")]
     state: Option<PathBuf>,
@@ -191,8 +201,20 @@ async fn start(
         scenario(name).ok_or_else(|| format!("no lab called {name:?}: see `lab list`"))?
     };
     // Each service gets this lab's fault, or none (a previous one is cleared).
-    switch(&args.a_faults, chosen.a_fault.map(|f| f())).await?;
-    switch(&args.b_faults, chosen.b_fault.map(|f| f())).await?;
+    if let Some(compose) = &args.compose {
+        recreate(
+            compose,
+            chosen.a_fault.map(|f| f()),
+            chosen.b_fault.map(|f| f()),
+            args.dry_run,
+        )?;
+        if args.dry_run {
+            return Ok(true);
+        }
+    } else {
+        switch(&args.a_faults, chosen.a_fault.map(|f| f())).await?;
+        switch(&args.b_faults, chosen.b_fault.map(|f| f())).await?;
+    }
 
     let traffic = std::env::current_exe()
         .ok()
@@ -225,6 +247,48 @@ async fn start(
     Ok(true)
 }
 
+/// Recreates the compose stack's A and B with `a` and `b` as their start-up faults (`None`:
+/// none): `A_FAULT=… B_FAULT=… docker compose -f <file> up -d --no-deps service-a service-b`.
+fn recreate(
+    compose: &std::path::Path,
+    a: Option<Value>,
+    b: Option<Value>,
+    dry_run: bool,
+) -> Result<(), String> {
+    let env = [
+        ("A_FAULT", a.map(|f| f.to_string()).unwrap_or_default()),
+        ("B_FAULT", b.map(|f| f.to_string()).unwrap_or_default()),
+    ];
+    let file = compose.display().to_string();
+    let args = [
+        "compose",
+        "-f",
+        &file,
+        "up",
+        "-d",
+        "--no-deps",
+        "service-a",
+        "service-b",
+    ];
+    if dry_run {
+        for (name, value) in &env {
+            println!("{name}={value}");
+        }
+        println!("docker {}", args.join(" "));
+        return Ok(());
+    }
+    let status = Command::new("docker")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .status()
+        .map_err(|e| format!("cannot run docker compose: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("docker {} failed ({status})", args.join(" ")))
+    }
+}
+
 fn names() -> String {
     SCENARIOS
         .iter()
@@ -239,8 +303,13 @@ async fn stop(args: &Args) -> Result<bool, String> {
         .arg(state.traffic_pid.to_string())
         .stderr(Stdio::null())
         .status();
-    let a = switch(&args.a_faults, None).await;
-    let b = switch(&args.b_faults, None).await;
+    let (a, b) = match &args.compose {
+        Some(compose) => (recreate(compose, None, None, false), Ok(())),
+        None => (
+            switch(&args.a_faults, None).await,
+            switch(&args.b_faults, None).await,
+        ),
+    };
     std::fs::remove_file(state_path(args)).map_err(|e| e.to_string())?;
     if state.mystery {
         println!("The lab was: {}", state.scenario);

@@ -254,3 +254,110 @@ async fn a_healthy_system_shows_no_symptom_and_a_mystery_stays_hidden() {
         said(&stopped)
     );
 }
+
+/// On the compose stack, whose fault endpoints are out of reach, `lab start --compose`
+/// recreates A and B with the lab's fault as a start-up flag: for every lab, the compose
+/// file passes it to the right service, and that service accepts it.
+#[test]
+fn every_lab_breaks_the_compose_stack_through_start_up_flags() {
+    let compose = system_tests::repo_root().join("deploy/compose.yaml");
+    let have_compose =
+        system_tests::tools::executable("docker-compose", "apt-get install -y docker-compose");
+    for scenario in &lab::SCENARIOS {
+        let state = std::env::temp_dir().join(format!("lab-dry-{}.json", std::process::id()));
+        let output = Command::new(binary(Kind::Lab))
+            .args(["start", scenario.name, "--dry-run", "--compose"])
+            .arg(&compose)
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .expect("run lab");
+        let text = said(&output);
+        assert!(output.status.success(), "{text}");
+        assert!(!state.exists(), "a dry run starts nothing");
+        let env: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.ends_with("_FAULT"))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        assert_eq!(env.len(), 2, "{text}");
+        for (name, value) in &env {
+            let (kind, service) = if name == "A_FAULT" {
+                (Kind::A, "service-a")
+            } else {
+                (Kind::B, "service-b")
+            };
+            // The service parses it (a bad flag exits 2 before doing anything).
+            let parsed = Command::new(binary(kind))
+                .args(["--healthcheck", "--listen", "127.0.0.1:9"])
+                .env(name, value)
+                .output()
+                .expect("run the service");
+            assert_ne!(
+                parsed.status.code(),
+                Some(2),
+                "{name}={value}: {}",
+                said(&parsed)
+            );
+            if !have_compose {
+                continue;
+            }
+            let rendered = Command::new("docker-compose")
+                .arg("-f")
+                .arg(&compose)
+                .arg("config")
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .output()
+                .expect("docker-compose config");
+            assert!(rendered.status.success(), "{}", said(&rendered));
+            let file = std::env::temp_dir().join(format!("compose-{}.yaml", std::process::id()));
+            std::fs::write(&file, &rendered.stdout).expect("write");
+            if let Some(config) = system_tests::tools::yaml_as_json(&file) {
+                let passed = &config["services"][service]["environment"][name.as_str()];
+                let passed = passed.as_str().unwrap_or_default();
+                let wanted: Value = if value.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_str(value).expect("JSON")
+                };
+                let got: Value = serde_json::from_str(passed).unwrap_or(Value::Null);
+                assert_eq!(got, wanted, "{service} gets {name} for {}", scenario.name);
+            }
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// A fault given at start-up (`--fault`, what `lab start --compose` uses) acts from the
+/// first request and shows in the gauge.
+#[tokio::test]
+async fn a_start_up_fault_acts_from_the_first_request() {
+    let down = Service::a(&["--fault", r#"{"scenario":"a-down","down":true}"#]);
+    assert!(
+        client().get(down.at("/health")).send().await.is_err(),
+        "A started down"
+    );
+    let a = Service::a(&[]);
+    let b = Service::b(
+        &a.url(),
+        &[
+            "--fault",
+            r#"{"scenario":"b-misconfigured","provider_timeout_ms":25}"#,
+        ],
+    );
+    let reply = b
+        .protected_action(
+            system_tests::demo_login_with(serde_json::json!({"delay_ms": 60})),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    let metrics = system_tests::get(&b.at("/metrics?format=prometheus"))
+        .await
+        .text;
+    assert!(
+        metrics.contains(r#"fault_injection_active{scenario="b-misconfigured"} 1"#),
+        "{metrics}"
+    );
+}
