@@ -11,8 +11,9 @@
 //! - [`resilience`]: the retry budget and circuit breaker that keep retries from making an
 //!   outage worse.
 //! - [`routes`]: `GET /health`, `POST /protected-action`, `GET /metrics`, `GET /openapi.json`.
-//! - [`openapi`]: the API description of those routes.
 //! - [`error`]: every error B answers, and its status.
+//! - [`faults`]: the misconfiguration B plays on purpose for the labs (`--fault-listen`).
+//! - [`openapi`]: the API description of B's routes.
 //! - [`startup`]: binds the listener and serves until told to stop.
 //!
 //! B knows A only as a URL (`--provider-url`).
