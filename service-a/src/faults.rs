@@ -7,15 +7,10 @@
 //! a loopback address, and is not part of A's API: it is how a teacher's or a test's tools
 //! break A, never how a caller does.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::routing::get;
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use telemetry::http::{Json, JsonBody};
 
 /// What the flags set, for the whole life of the process.
 #[derive(Debug, Clone, Copy, Default)]
@@ -161,45 +156,16 @@ impl FaultSwitch {
     }
 }
 
-/// The fault endpoint's routes.
-pub fn router(switch: Arc<FaultSwitch>) -> Router {
-    Router::new()
-        .route("/faults", get(current).put(switch_on).delete(switch_off))
-        .with_state(switch)
-}
+impl telemetry::faults::Switch for FaultSwitch {
+    type Fault = Injected;
 
-#[derive(Debug, Serialize)]
-struct Current {
-    injected: Option<Injected>,
-}
-
-async fn current(State(switch): State<Arc<FaultSwitch>>) -> Json<Current> {
-    Json(Current {
-        injected: switch.current(),
-    })
-}
-
-async fn switch_on(
-    State(switch): State<Arc<FaultSwitch>>,
-    body: Result<JsonBody<Injected>, telemetry::http::BodyError>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    let fault = match body {
-        Ok(JsonBody(fault)) => fault,
-        Err(error) => return error.into_response(),
-    };
-    match switch.set(Some(fault)) {
-        Ok(()) => Json(Current {
-            injected: switch.current(),
-        })
-        .into_response(),
-        Err(message) => telemetry::http::error(StatusCode::BAD_REQUEST, message),
+    fn current(&self) -> Option<Injected> {
+        FaultSwitch::current(self)
     }
-}
 
-async fn switch_off(State(switch): State<Arc<FaultSwitch>>) -> Json<Current> {
-    let _ = switch.set(None);
-    Json(Current { injected: None })
+    fn set(&self, fault: Option<Injected>) -> Result<(), String> {
+        FaultSwitch::set(self, fault)
+    }
 }
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ impl Application {
             failure_rate = self.config.failure_rate,
         );
         if let Some(fault_listener) = self.fault_listener {
-            let faults = crate::faults::router(self.state.faults.clone());
+            let faults = telemetry::faults::router(self.state.faults.clone());
             telemetry::faults::serve(fault_listener, faults);
         }
         let app = router(self.state, self.metrics);

@@ -2,16 +2,10 @@
 //! only): the labs' misconfigured B, whose per-attempt timeout is set below A's normal
 //! latency. `fault_injection_active{scenario}` shows what is on.
 
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::response::{IntoResponse as _, Response};
-use axum::routing::get;
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
-use telemetry::http::{Json, JsonBody};
 
 use crate::provider::Provider;
 
@@ -83,6 +77,10 @@ impl FaultSwitch {
         *injected = fault;
         Ok(())
     }
+}
+
+impl telemetry::faults::Switch for FaultSwitch {
+    type Fault = Injected;
 
     fn current(&self) -> Option<Injected> {
         self.injected
@@ -90,44 +88,8 @@ impl FaultSwitch {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-}
 
-/// The fault endpoint's routes: `GET`, `PUT` and `DELETE /faults`.
-pub fn router(switch: Arc<FaultSwitch>) -> Router {
-    Router::new()
-        .route("/faults", get(current).put(switch_on).delete(switch_off))
-        .with_state(switch)
-}
-
-#[derive(Debug, Serialize)]
-struct Current {
-    injected: Option<Injected>,
-}
-
-async fn current(State(switch): State<Arc<FaultSwitch>>) -> Json<Current> {
-    Json(Current {
-        injected: switch.current(),
-    })
-}
-
-async fn switch_on(
-    State(switch): State<Arc<FaultSwitch>>,
-    body: Result<JsonBody<Injected>, telemetry::http::BodyError>,
-) -> Response {
-    let fault = match body {
-        Ok(JsonBody(fault)) => fault,
-        Err(error) => return error.into_response(),
-    };
-    match switch.set(Some(fault)) {
-        Ok(()) => Json(Current {
-            injected: switch.current(),
-        })
-        .into_response(),
-        Err(message) => telemetry::http::error(StatusCode::BAD_REQUEST, message),
+    fn set(&self, fault: Option<Injected>) -> Result<(), String> {
+        FaultSwitch::set(self, fault)
     }
-}
-
-async fn switch_off(State(switch): State<Arc<FaultSwitch>>) -> Json<Current> {
-    let _ = switch.set(None);
-    Json(Current { injected: None })
 }

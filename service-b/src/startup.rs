@@ -92,7 +92,10 @@ impl Application {
             worst_case_call_ms = u64::try_from(self.config.provider.worst_case_call().as_millis()).unwrap_or(u64::MAX),
         );
         if let Some(fault_listener) = self.fault_listener {
-            telemetry::faults::serve(fault_listener, crate::faults::router(self.faults.clone()));
+            telemetry::faults::serve(
+                fault_listener,
+                telemetry::faults::router(self.faults.clone()),
+            );
         }
         let app = router(self.state, self.metrics);
         // Each request in flight may hold one connection to A.

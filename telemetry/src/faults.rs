@@ -4,9 +4,18 @@
 //! what its faults do.
 
 use std::net::SocketAddr;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::get;
+use http::StatusCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
+
+use crate::http::{BodyError, Json, JsonBody};
 
 /// The gauge of what is injected now: 1 for the active scenario, 0 for the others seen.
 pub const ACTIVE: &str = "fault_injection_active";
@@ -31,6 +40,60 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
         return Err(ListenError::NotLoopback(addr));
     }
     Ok(crate::server::bind(addr).await?)
+}
+
+/// What a service's faults look like to its endpoint: the fault it takes as JSON, what is
+/// on now, and switching one on (`None`: off).
+pub trait Switch: Send + Sync + 'static {
+    /// A fault, as `PUT /faults` takes it.
+    type Fault: Serialize + DeserializeOwned + Send + 'static;
+    /// The fault switched on now.
+    fn current(&self) -> Option<Self::Fault>;
+    /// Switches `fault` on (`None`: off); an error says what is wrong with it.
+    fn set(&self, fault: Option<Self::Fault>) -> Result<(), String>;
+}
+
+/// The fault endpoint's routes: `GET /faults` (what is on), `PUT /faults` (switch one on),
+/// `DELETE /faults` (switch it off). Each answers `{"injected": <fault or null>}`.
+pub fn router<S: Switch>(switch: Arc<S>) -> Router {
+    Router::new()
+        .route(
+            "/faults",
+            get(current::<S>)
+                .put(switch_on::<S>)
+                .delete(switch_off::<S>),
+        )
+        .with_state(switch)
+}
+
+#[derive(Debug, Serialize)]
+struct Current<F> {
+    injected: Option<F>,
+}
+
+async fn current<S: Switch>(State(switch): State<Arc<S>>) -> Json<Current<S::Fault>> {
+    Json(Current {
+        injected: switch.current(),
+    })
+}
+
+async fn switch_on<S: Switch>(
+    State(switch): State<Arc<S>>,
+    body: Result<JsonBody<S::Fault>, BodyError>,
+) -> Response {
+    let fault = match body {
+        Ok(JsonBody(fault)) => fault,
+        Err(error) => return error.into_response(),
+    };
+    match switch.set(Some(fault)) {
+        Ok(()) => current(State(switch)).await.into_response(),
+        Err(message) => crate::http::error(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+async fn switch_off<S: Switch>(State(switch): State<Arc<S>>) -> Json<Current<S::Fault>> {
+    let _ = switch.set(None);
+    Json(Current { injected: None })
 }
 
 /// Serves `router` (the service's `/faults` routes) on `listener` in the background, and

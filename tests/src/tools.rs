@@ -58,6 +58,18 @@ pub fn yaml_as_json(path: &std::path::Path) -> Option<serde_json::Value> {
     Some(serde_json::from_slice(&output.stdout).expect("YAML as JSON"))
 }
 
+/// Runs `command`; panics with its output unless it succeeds. Returns its stdout.
+pub fn run_ok(command: &mut Command) -> String {
+    let output = command.output().expect("run");
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Reports a skipped check (panics in CI) and returns `false`.
 fn skipped(what: &str, install: &str) -> bool {
     assert!(

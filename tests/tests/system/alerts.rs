@@ -12,19 +12,8 @@ use serde_json::Value;
 use system_tests::prometheus::{
     Prometheus, project_rules, scrape_config, tool_available, with_rules,
 };
+use system_tests::tools::run_ok;
 use system_tests::{Kind, Service, TIMEOUT, binary, repo_root, tools};
-
-/// Runs `command`; panics with its output unless it succeeds. Returns its stdout.
-fn run_ok(command: &mut Command) -> String {
-    let output = command.output().expect("run");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn files_in(dir: &str, extension: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join(dir))

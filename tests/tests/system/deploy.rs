@@ -15,19 +15,8 @@ use serde_json::Value;
 use system_tests::prometheus::{
     Prometheus, project_rules, promtool_check_config, scrape_config, tool_available, with_rules,
 };
-use system_tests::tools;
+use system_tests::tools::{self, run_ok};
 use system_tests::{Kind, Service, TIMEOUT, binary, repo_root};
-
-fn run_ok(command: &mut Command) -> String {
-    let output = command.output().expect("run");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 #[test]
 fn compose_file_is_valid_and_pins_every_image() {
