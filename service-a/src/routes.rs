@@ -43,11 +43,13 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(25);
 /// does takes longer than --max-delay-ms plus --extra-latency-ms anyway).
 const MAX_CALLER_DEADLINE: Duration = Duration::from_secs(600);
 
-/// The whole HTTP surface of service A, with the shared telemetry layers. Every route here
-/// is described in [`crate::openapi`].
-pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
-    let description =
-        crate::openapi::description(state.max_delay_ms, state.faults.flags().allow_fail_status);
+/// The whole HTTP surface of service A, with the shared telemetry layers. `description`
+/// (served at `/openapi.json`) describes every route here: see `crate::openapi`.
+pub fn router(
+    state: AppState,
+    metrics: telemetry::metrics::Metrics,
+    description: serde_json::Value,
+) -> Router {
     let routes = Router::new()
         .route("/health", get(telemetry::http::health))
         .route("/token", post(issue_token))

@@ -115,7 +115,11 @@ impl Application {
             let faults = telemetry::faults::router(self.state.faults.clone());
             telemetry::faults::serve(fault_listener, faults);
         }
-        let app = router(self.state, self.metrics);
+        let description = crate::openapi::description(
+            self.state.max_delay_ms,
+            self.state.faults.flags().allow_fail_status,
+        );
+        let app = router(self.state, self.metrics, description);
         // A opens no connections of its own per request.
         telemetry::server::serve(self.listener, app, stop, &self.config.edge, 0).await?;
         Ok(())

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::provider::Provider;
-
 /// A fault switched on at run time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,19 +38,21 @@ pub fn parse_fault(text: &str) -> Result<StartupFault, String> {
     Ok(StartupFault(Some(fault)))
 }
 
+/// Sets (or, with `None`, restores) the per-attempt timeout of B's client for A.
+type SetTimeout = Box<dyn Fn(Option<Duration>) + Send + Sync>;
+
 /// What is switched on, and what it acts on.
-#[derive(Debug)]
 pub struct FaultSwitch {
-    provider: Provider,
+    set_timeout: SetTimeout,
     injected: RwLock<Option<Injected>>,
     scenarios: telemetry::faults::Scenarios,
 }
 
 impl FaultSwitch {
-    /// Nothing switched on yet.
-    pub fn new(provider: Provider) -> Self {
+    /// Nothing switched on yet; `set_timeout` changes the client's per-attempt timeout.
+    pub fn new(set_timeout: impl Fn(Option<Duration>) + Send + Sync + 'static) -> Self {
         Self {
-            provider,
+            set_timeout: Box::new(set_timeout),
             injected: RwLock::new(None),
             scenarios: telemetry::faults::Scenarios::default(),
         }
@@ -67,8 +67,7 @@ impl FaultSwitch {
         let mut injected = self.injected.write().unwrap_or_else(|p| p.into_inner());
         self.scenarios
             .switch(fault.as_ref().map(|f| f.scenario.as_str()))?;
-        self.provider
-            .override_timeout(timeout.map(Duration::from_millis));
+        (self.set_timeout)(timeout.map(Duration::from_millis));
         match &fault {
             Some(fault) => telemetry::event!(WARN, "fault_injected", scenario = %fault.scenario,
                 provider_timeout_ms = fault.provider_timeout_ms),
@@ -76,6 +75,14 @@ impl FaultSwitch {
         }
         *injected = fault;
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for FaultSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultSwitch")
+            .field("injected", &self.injected)
+            .finish_non_exhaustive()
     }
 }
 

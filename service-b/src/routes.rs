@@ -20,9 +20,13 @@ pub struct AppState {
     pub max_delay_ms: u64,
 }
 
-/// The whole HTTP surface of service B, with the shared telemetry layers. Every route here
-/// is described in [`crate::openapi`].
-pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
+/// The whole HTTP surface of service B, with the shared telemetry layers. `description`
+/// (served at `/openapi.json`) describes every route here: see `crate::openapi`.
+pub fn router(
+    state: AppState,
+    metrics: telemetry::metrics::Metrics,
+    description: serde_json::Value,
+) -> Router {
     let routes = Router::new()
         .route("/health", get(telemetry::http::health))
         .route("/protected-action", post(protected_action))
@@ -30,10 +34,7 @@ pub fn router(state: AppState, metrics: telemetry::metrics::Metrics) -> Router {
             "/metrics",
             telemetry::metrics::endpoint(metrics, crate::metrics::json_view),
         )
-        .route(
-            "/openapi.json",
-            telemetry::openapi::endpoint(crate::openapi::description(state.max_delay_ms)),
-        )
+        .route("/openapi.json", telemetry::openapi::endpoint(description))
         .with_state(state);
     telemetry::observe::instrument(routes, telemetry::observe::AttemptHeader::Ignored)
 }

@@ -52,7 +52,10 @@ impl Application {
             None => None,
         };
         crate::metrics::register();
-        let faults = Arc::new(crate::faults::FaultSwitch::new(provider.clone()));
+        let timeouts = provider.clone();
+        let faults = Arc::new(crate::faults::FaultSwitch::new(move |timeout| {
+            timeouts.override_timeout(timeout);
+        }));
         if let Some(crate::faults::StartupFault(Some(fault))) = &config.fault {
             // Checked when the flag was parsed.
             let _ = faults.set(Some(fault.clone()));
@@ -97,7 +100,8 @@ impl Application {
                 telemetry::faults::router(self.faults.clone()),
             );
         }
-        let app = router(self.state, self.metrics);
+        let description = crate::openapi::description(self.state.max_delay_ms);
+        let app = router(self.state, self.metrics, description);
         // Each request in flight may hold one connection to A.
         let outbound = self.config.edge.max_in_flight;
         telemetry::server::serve(self.listener, app, stop, &self.config.edge, outbound).await?;
