@@ -228,7 +228,12 @@ async fn start(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", traffic.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot start the traffic generator {} ({e}): build it beside lab with `cargo build --release -p traffic`",
+                traffic.display()
+            )
+        })?;
     let state = State {
         scenario: chosen.name.to_owned(),
         mystery,
