@@ -51,17 +51,18 @@ impl RetryBudget {
         self.with_current_slot(|slot| slot.calls += 1);
     }
 
-    /// Takes one retry from the budget; `false` when it is spent.
+    /// Takes one retry from the budget; `false` when it is spent. The check and the take
+    /// happen under one lock: two retries racing for the last unit cannot both get it.
     pub fn try_withdraw(&self) -> bool {
         let mut allowed = false;
-        self.with_slots(|slots| {
+        self.with_current_slot_and_all(|slots| {
             let calls: u32 = slots.iter().map(|s| s.calls).sum();
             let retries: u32 = slots.iter().map(|s| s.retries).sum();
             allowed = self.reserve + self.ratio * f64::from(calls) - f64::from(retries) >= 1.0;
+            if allowed && let Some(slot) = slots.back_mut() {
+                slot.retries += 1;
+            }
         });
-        if allowed {
-            self.with_current_slot(|slot| slot.retries += 1);
-        }
         allowed
     }
 
@@ -78,6 +79,16 @@ impl RetryBudget {
     }
 
     fn with_current_slot(&self, f: impl FnOnce(&mut Slot)) {
+        self.with_current_slot_and_all(|slots| {
+            if let Some(slot) = slots.back_mut() {
+                f(slot);
+            }
+        });
+    }
+
+    /// Runs `f` on the window's slots, the last one being the current slot (opened if
+    /// needed), under one lock.
+    fn with_current_slot_and_all(&self, f: impl FnOnce(&mut VecDeque<Slot>)) {
         let slot_length = self.window / 10;
         self.with_slots(|slots| {
             let now = Instant::now();
@@ -91,9 +102,7 @@ impl RetryBudget {
                     retries: 0,
                 });
             }
-            if let Some(slot) = slots.back_mut() {
-                f(slot);
-            }
+            f(slots);
         });
     }
 }
@@ -391,6 +400,20 @@ impl CircuitBreaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn racing_retries_never_overdraw_the_budget() {
+        // A reserve of 10 retries and nothing earned: exactly 10 of 64 racing retries go.
+        let budget = std::sync::Arc::new(RetryBudget::new(0.0, 1.0, Duration::from_secs(10)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let budget = budget.clone();
+                std::thread::spawn(move || (0..8).filter(|_| budget.try_withdraw()).count())
+            })
+            .collect();
+        let granted: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+        assert_eq!(granted, 10);
+    }
 
     fn breaker(consecutive: u32) -> CircuitBreaker {
         CircuitBreaker::new(BreakerPolicy {
