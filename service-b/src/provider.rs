@@ -417,7 +417,7 @@ impl Provider {
             let (histogram, exemplars) = client_duration(status, error_type(outcome, &result));
             histogram.record(took.as_secs_f64());
             if let Some(slots) = exemplars.filter(|_| ids.sampled) {
-                slots.record(took.as_secs_f64(), &ids.trace_id, &ids.span_id);
+                slots.record(took.as_secs_f64(), ids.trace_id(), ids.span_id());
             }
         }
         (outcome, result, took)
@@ -627,9 +627,7 @@ impl ReqwestOtelSpanBackend for AttemptSpan {
         let ids = telemetry::traces::span_ids(&span);
         telemetry::logging::LogContext {
             request_id: request_id.to_owned(),
-            trace_id: ids.trace_id.clone(),
-            span_id: ids.span_id.clone(),
-            sampled: ids.sampled,
+            ids,
         }
         .attach_to(&span);
         extensions.insert(ids);

@@ -38,12 +38,9 @@ const RESERVED: [&str; 7] = [
 pub struct LogContext {
     /// The request's `X-Request-ID` (validated or generated).
     pub request_id: String,
-    /// W3C trace id (32 hex digits), empty when no trace context exists.
-    pub trace_id: String,
-    /// W3C span id of the request's server span (16 hex digits), or empty.
-    pub span_id: String,
-    /// Whether the trace is sampled (exported).
-    pub sampled: bool,
+    /// The trace and span ids of the request's span (empty when no trace context exists)
+    /// and whether the trace is sampled (exported).
+    pub ids: crate::traces::SpanIds,
 }
 
 impl LogContext {
@@ -221,35 +218,57 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut line = ObjectWriter::new(event.metadata().name());
-        line.string("service", self.service);
-        event.record(&mut line);
+        LINE.with_borrow_mut(|buf| {
+            // A line logged while this one is being formatted finds the buffer taken and
+            // gets a fresh one.
+            let mut line = ObjectWriter::new(event.metadata().name(), std::mem::take(buf));
+            line.string("service", self.service);
+            event.record(&mut line);
 
-        let context = ctx.event_scope().and_then(|scope| {
-            scope
-                .into_iter()
-                .find_map(|span| span.extensions().get::<LogContext>().cloned())
-        });
-        if let Some(context) = &context {
-            line.string("request_id", &context.request_id);
-        }
-        line.string(
-            "ts",
-            &humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        );
-        line.string("level", event.metadata().level().as_str());
-        if let Some(context) = &context
-            && !context.trace_id.is_empty()
-        {
-            line.string("trace_id", &context.trace_id);
-            line.string("span_id", &context.span_id);
-            line.string("trace_flags", if context.sampled { "01" } else { "00" });
-        }
-        let mut line = line.finish();
-        line.push('\n');
-        writer.write_str(&line)
+            // Borrowed where it is stored: cloning it cost three allocations per line.
+            let holder = ctx.event_scope().and_then(|scope| {
+                scope
+                    .into_iter()
+                    .find(|span| span.extensions().get::<LogContext>().is_some())
+            });
+            let extensions = holder.as_ref().map(|span| span.extensions());
+            let context = extensions.as_ref().and_then(|e| e.get::<LogContext>());
+            if let Some(context) = context {
+                line.string("request_id", &context.request_id);
+            }
+            line.timestamp("ts", SystemTime::now());
+            line.string("level", event.metadata().level().as_str());
+            if let Some(context) = context
+                && !context.ids.trace_id().is_empty()
+            {
+                line.string("trace_id", context.ids.trace_id());
+                line.string("span_id", context.ids.span_id());
+                line.string("trace_flags", if context.ids.sampled { "01" } else { "00" });
+            }
+            let mut text = line.finish();
+            text.push('\n');
+            let written = writer.write_str(&text);
+            if text.capacity() <= MAX_KEPT_LINE {
+                text.clear();
+                *buf = text;
+            }
+            written
+        })
     }
 }
+
+thread_local! {
+    /// Each thread's line buffer, reused from line to line.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+
+    /// The current second as RFC 3339 text without the `Z` (`2026-11-30T07:45:59`): most
+    /// lines fall in the same second as the one before them.
+    static SECOND: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((0, String::new())) };
+}
+
+/// A line buffer grown past this is dropped after use instead of kept for the next line.
+const MAX_KEPT_LINE: usize = 16 * 1024;
 
 /// Builds one JSON object, keys in insertion order.
 struct ObjectWriter {
@@ -260,8 +279,9 @@ struct ObjectWriter {
 }
 
 impl ObjectWriter {
-    fn new(name: &'static str) -> Self {
-        let mut buf = String::with_capacity(256);
+    fn new(name: &'static str, mut buf: String) -> Self {
+        buf.clear();
+        buf.reserve(256);
         buf.push('{');
         Self { buf, name }
     }
@@ -277,6 +297,49 @@ impl ObjectWriter {
     fn string(&mut self, key: &str, value: &str) {
         self.key(key);
         push_json_string(&mut self.buf, value);
+    }
+
+    /// `value`'s `Debug` text (a `Display` value's for `%` fields) as a JSON string, written
+    /// in place: only text that needs escaping is copied out to be escaped.
+    fn debug(&mut self, key: &str, value: &dyn fmt::Debug) {
+        self.key(key);
+        self.buf.push('"');
+        let start = self.buf.len();
+        let _ = write!(self.buf, "{value:?}");
+        if needs_escaping(&self.buf[start..]) {
+            let text = self.buf.split_off(start);
+            self.buf.pop(); // the opening quote: serde_json writes its own
+            push_json_string(&mut self.buf, &text);
+        } else {
+            self.buf.push('"');
+        }
+    }
+
+    /// `value` as RFC 3339 UTC with milliseconds (`2026-11-30T07:45:59.677Z`), the second
+    /// formatted once per second and thread.
+    fn timestamp(&mut self, key: &str, value: SystemTime) {
+        self.key(key);
+        let since_epoch = value
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let seconds = since_epoch.as_secs();
+        SECOND.with_borrow_mut(|(cached, text)| {
+            if *cached != seconds || text.is_empty() {
+                text.clear();
+                let second = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+                let _ = write!(text, "{}", humantime::format_rfc3339_seconds(second));
+                text.pop(); // the `Z`, written after the milliseconds
+                *cached = seconds;
+            }
+            self.buf.push('"');
+            self.buf.push_str(text);
+        });
+        let millis = since_epoch.subsec_millis();
+        self.buf.push('.');
+        for digit in [millis / 100, millis / 10 % 10, millis % 10] {
+            self.buf.push(char::from(b'0' + digit as u8));
+        }
+        self.buf.push_str("Z\"");
     }
 
     fn raw(&mut self, key: &str, value: impl fmt::Display) {
@@ -295,8 +358,7 @@ impl ObjectWriter {
 /// control character (newlines too). Formatting every value through serde_json allocated
 /// once per field per line: the largest single cost of a log line (BENCHMARKS.md).
 fn push_json_string(buf: &mut String, value: &str) {
-    let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-    if plain {
+    if !needs_escaping(value) {
         buf.push('"');
         buf.push_str(value);
         buf.push('"');
@@ -306,6 +368,11 @@ fn push_json_string(buf: &mut String, value: &str) {
         Ok(escaped) => buf.push_str(&escaped),
         Err(_) => buf.push_str("\"\""),
     }
+}
+
+/// Whether `value` holds a quote, a backslash or a control character.
+fn needs_escaping(value: &str) -> bool {
+    value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn is_reserved(field: &Field) -> bool {
@@ -356,7 +423,7 @@ impl Visit for ObjectWriter {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if !is_reserved(field) {
-            self.string(field.name(), &format!("{value:?}"));
+            self.debug(field.name(), value);
         }
     }
 }
@@ -381,7 +448,7 @@ mod tests {
         }
     }
 
-    fn lines_of(body: impl FnOnce()) -> Vec<serde_json::Value> {
+    pub(super) fn lines_of(body: impl FnOnce()) -> Vec<serde_json::Value> {
         let capture = Capture::default();
         let sink = capture.clone();
         let subscriber = tracing_subscriber::registry().with(layer("svc", move || sink.clone()));
@@ -472,6 +539,19 @@ mod tests {
     }
 
     #[test]
+    fn display_and_debug_values_are_escaped_like_strings() {
+        let hostile = "GET /a\n{\"forged\":true}";
+        let lines = lines_of(|| {
+            tracing::info!(shown = %hostile, debugged = ?"plain", path = %"/token");
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["shown"], hostile);
+        assert_eq!(lines[0]["debugged"], "\"plain\"");
+        assert_eq!(lines[0]["path"], "/token");
+        assert!(lines[0].get("forged").is_none());
+    }
+
+    #[test]
     fn hostile_values_cannot_break_a_line_or_forge_a_field() {
         let lines = lines_of(|| {
             let span = tracing::info_span!("request");
@@ -500,9 +580,12 @@ mod tests {
             let outer = tracing::info_span!("request");
             LogContext {
                 request_id: "r1".into(),
-                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-                span_id: "00f067aa0ba902b7".into(),
-                sampled: true,
+                ids: crate::traces::SpanIds::new(
+                    opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
+                        .expect("trace id"),
+                    opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("span id"),
+                    true,
+                ),
             }
             .attach_to(&outer);
             outer.in_scope(|| {
@@ -549,5 +632,33 @@ mod batching_tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1000, "nothing lost at shutdown");
         assert_eq!(lines[999], "line 999");
+    }
+
+    #[test]
+    fn timestamps_match_rfc_3339_with_milliseconds_across_seconds() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_489_599_000);
+        // Across a second, a minute, a day and a year boundary, and back in time.
+        for offset_ms in [0, 1, 9, 10, 99, 100, 999, 1000, 1001, 61_000, 86_400_000, 3, 0] {
+            let at = start + Duration::from_millis(offset_ms);
+            let mut line = ObjectWriter::new("event", String::new());
+            line.timestamp("ts", at);
+            let expected = format!("{{\"ts\":\"{}\"}}", humantime::format_rfc3339_millis(at));
+            assert_eq!(line.finish(), expected);
+        }
+    }
+
+    #[test]
+    fn a_line_logged_while_formatting_another_is_whole() {
+        struct Nested;
+        impl fmt::Display for Nested {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                tracing::info!(inner = 1);
+                f.write_str("outer value")
+            }
+        }
+        // tracing drops the inner event (its dispatcher refuses re-entry); whatever it
+        // does, the outer line must come out whole.
+        let lines = tests::lines_of(|| tracing::info!(outer = %Nested));
+        assert_eq!(lines.last().expect("the outer line")["outer"], "outer value");
     }
 }

@@ -14,6 +14,7 @@
 //! `http.request.method_original`), and a path no route matches is `unmatched`.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -121,23 +122,21 @@ pub async fn observe(
 ) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let endpoint = format!(
-        "{} {}",
-        request.method(),
-        route.as_deref().unwrap_or(request.uri().path())
-    );
-    let span_method = if method == OTHER_METHOD {
-        "HTTP"
-    } else {
-        method
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let endpoint = Endpoint {
+        method: request.method().clone(),
+        target: match &route {
+            Some(route) => Target::Route(route.clone()),
+            None => Target::Path(request.uri().path().into()),
+        },
     };
-    let span_name = match &route {
-        Some(route) => format!("{span_method} {route}"),
-        None => span_method.to_owned(),
+    let span_name = SpanName {
+        method: if method == OTHER_METHOD {
+            "HTTP"
+        } else {
+            method
+        },
+        route: route.as_ref().map(MatchedPath::as_str),
     };
     let request_id = request_id::RequestId::from_headers(request.headers()).0;
     let attempt = match attempt_header {
@@ -148,7 +147,7 @@ pub async fn observe(
             .and_then(|v| v.parse::<u32>().ok()),
         AttemptHeader::Ignored => None,
     };
-    let method_original = (method == OTHER_METHOD).then(|| request.method().as_str().to_owned());
+    let method_original = (method == OTHER_METHOD).then(|| request.method().as_str());
     let headers = request.headers();
     let (server_address, server_port) = host_and_port(headers);
     let user_agent = headers
@@ -157,7 +156,7 @@ pub async fn observe(
     let client_address = request
         .extensions()
         .get::<crate::extensions::PeerAddr>()
-        .map(|peer| peer.0.ip().to_string());
+        .map(|peer| field::display(peer.0.ip()));
 
     // The OpenTelemetry HTTP server span (semantic conventions 1.26, stable attributes).
     // Numbers are recorded as i64: tracing-opentelemetry exports unsigned ones as text.
@@ -169,7 +168,7 @@ pub async fn observe(
         error.type = field::Empty,
         http.request.method = method,
         http.request.method_original = method_original,
-        http.route = route.as_deref(),
+        http.route = span_name.route,
         http.response.status_code = field::Empty,
         url.scheme = "http",
         url.path = request.uri().path(),
@@ -183,25 +182,11 @@ pub async fn observe(
         attempt = attempt.map(i64::from),
     );
     let ids = traces::join_caller_trace(&span, request.headers(), &request_id);
-    let traceresponse = ids.traceresponse();
-    LogContext {
-        request_id,
-        trace_id: ids.trace_id.clone(),
-        span_id: ids.span_id.clone(),
-        sampled: ids.sampled,
-    }
-    .attach_to(&span);
+    LogContext { request_id, ids }.attach_to(&span);
 
-    let shed = route.as_deref().is_none_or(|r| !NEVER_SHED.contains(&r));
-    let record = Record::start(
-        started,
-        span.clone(),
-        endpoint,
-        attempt,
-        method,
-        route,
-        &ids,
-    );
+    let shed = span_name.route.is_none_or(|r| !NEVER_SHED.contains(&r));
+    let handles = RouteHandles::of(span_name.route);
+    let record = Record::start(started, span.clone(), endpoint, attempt, method, handles, ids);
     let permit = match request.extensions().get::<InFlightLimit>() {
         Some(limit) if shed => match limit.try_admit() {
             Some(permit) => Some(permit),
@@ -236,7 +221,7 @@ pub async fn observe(
         None => handled.await,
     };
     drop(permit);
-    if let Some(value) = traceresponse.and_then(|v| HeaderValue::from_str(&v).ok()) {
+    if let Some(value) = ids.traceresponse() {
         response.headers_mut().insert(TRACERESPONSE, value);
     }
     record.finish(response.status().as_u16());
@@ -269,6 +254,44 @@ fn protocol_version(version: Version) -> &'static str {
     }
 }
 
+/// A server span's name: `{method} {route}`, or the method alone when no route matched
+/// (`HTTP` for a nonstandard one), as the OpenTelemetry HTTP conventions name it.
+struct SpanName<'a> {
+    method: &'static str,
+    route: Option<&'a str>,
+}
+
+impl fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.route {
+            Some(route) => write!(f, "{} {route}", self.method),
+            None => f.write_str(self.method),
+        }
+    }
+}
+
+/// What the access log line's `endpoint` shows: the method as sent and the matched route,
+/// or the raw path when no route matched (`POST /token`, `GET /nope`).
+struct Endpoint {
+    method: Method,
+    target: Target,
+}
+
+enum Target {
+    Route(MatchedPath),
+    Path(Box<str>),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = match &self.target {
+            Target::Route(route) => route.as_str(),
+            Target::Path(path) => path,
+        };
+        write!(f, "{} {target}", self.method)
+    }
+}
+
 /// `error.type` of a server span whose caller went away before the answer.
 pub const CALLER_GONE: &str = "client_disconnected";
 
@@ -281,13 +304,13 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// dropped midway because the client went away, by `Drop` with status 499.
 struct Record {
     span: tracing::Span,
-    endpoint: String,
+    endpoint: Endpoint,
     attempt: Option<u32>,
     method: &'static str,
     handles: RouteHandles,
     active: metrics::Gauge,
-    /// Trace and span id of a sampled request, for the duration's exemplar.
-    exemplar: Option<(String, String)>,
+    /// The span's ids: a sampled request's are the duration's exemplar.
+    ids: traces::SpanIds,
     started: Instant,
     finished: bool,
 }
@@ -296,13 +319,12 @@ impl Record {
     fn start(
         started: Instant,
         span: tracing::Span,
-        endpoint: String,
+        endpoint: Endpoint,
         attempt: Option<u32>,
         method: &'static str,
-        route: Option<String>,
-        ids: &traces::SpanIds,
+        handles: RouteHandles,
+        ids: traces::SpanIds,
     ) -> Self {
-        let handles = RouteHandles::of(route.as_deref());
         let active = active_requests(method);
         active.increment(1.0);
         Self {
@@ -312,9 +334,7 @@ impl Record {
             method,
             handles,
             active,
-            exemplar: ids
-                .sampled
-                .then(|| (ids.trace_id.clone(), ids.span_id.clone())),
+            ids,
             started,
             finished: false,
         }
@@ -356,8 +376,8 @@ impl Record {
         let outcome = self.handles.outcome(self.method, status, answered);
         outcome.requests.increment(1);
         outcome.duration.record(elapsed.as_secs_f64());
-        if let (Some((trace_id, span_id)), Some(slots)) = (&self.exemplar, &outcome.exemplars) {
-            slots.record(elapsed.as_secs_f64(), trace_id, span_id);
+        if let Some(slots) = outcome.exemplars.as_ref().filter(|_| self.ids.sampled) {
+            slots.record(elapsed.as_secs_f64(), self.ids.trace_id(), self.ids.span_id());
         }
     }
 }
@@ -409,19 +429,23 @@ struct RouteHandles {
 impl RouteHandles {
     /// The handles for `route` (the recorder is process-wide, so the cache is too).
     fn of(route: Option<&str>) -> Self {
-        static ROUTES: OnceLock<RwLock<HashMap<Option<String>, RouteHandles>>> = OnceLock::new();
+        static ROUTES: OnceLock<RwLock<HashMap<Box<str>, RouteHandles>>> = OnceLock::new();
+        static UNMATCHED: OnceLock<RouteHandles> = OnceLock::new();
+        let new = |route: Option<&str>| Self {
+            route: route.map(Arc::from),
+            outcomes: Arc::default(),
+        };
+        let Some(route) = route else {
+            return UNMATCHED.get_or_init(|| new(None)).clone();
+        };
         let routes = ROUTES.get_or_init(RwLock::default);
-        let key = route.map(str::to_owned);
-        if let Some(handles) = routes.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(handles) = routes.read().unwrap_or_else(|p| p.into_inner()).get(route) {
             return handles.clone();
         }
         let mut routes = routes.write().unwrap_or_else(|p| p.into_inner());
         routes
-            .entry(key)
-            .or_insert_with(|| Self {
-                route: route.map(Arc::from),
-                outcomes: Arc::default(),
-            })
+            .entry(route.into())
+            .or_insert_with(|| new(Some(route)))
             .clone()
     }
 

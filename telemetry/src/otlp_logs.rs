@@ -122,10 +122,10 @@ where
         if let Some(context) = context {
             record.add_attribute("request_id", context.request_id);
             if let (Ok(trace_id), Ok(span_id)) = (
-                TraceId::from_hex(&context.trace_id),
-                SpanId::from_hex(&context.span_id),
+                TraceId::from_hex(context.ids.trace_id()),
+                SpanId::from_hex(context.ids.span_id()),
             ) {
-                let flags = if context.sampled {
+                let flags = if context.ids.sampled {
                     TraceFlags::SAMPLED
                 } else {
                     TraceFlags::default()

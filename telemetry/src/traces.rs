@@ -22,10 +22,12 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use opentelemetry::baggage::{Baggage, BaggageExt as _};
 use opentelemetry::propagation::{Extractor, TextMapCompositePropagator};
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _};
+use opentelemetry::trace::{
+    Link, SpanId, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _,
+};
 use opentelemetry::{InstrumentationScope, Key, KeyValue, global};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
@@ -225,29 +227,65 @@ impl ShouldSample for SkipProbes {
     }
 }
 
-/// The ids of a request's server span, for log lines and the `traceresponse` header.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The ids of a request's server span, for log lines and the `traceresponse` header, as the
+/// lowercase hex W3C writes them. Held inline (it is `Copy`): every request's log lines,
+/// exemplar and `traceresponse` read them, and copying strings around cost six allocations
+/// per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpanIds {
-    /// W3C trace id, 32 hex digits; empty when tracing is not installed.
-    pub trace_id: String,
-    /// W3C span id, 16 hex digits; empty when tracing is not installed.
-    pub span_id: String,
+    trace_id: [u8; 32],
+    span_id: [u8; 16],
+    valid: bool,
     /// Whether the span is sampled (recorded and exported).
     pub sampled: bool,
 }
 
 impl SpanIds {
+    /// The ids of a valid span context.
+    pub fn new(trace_id: TraceId, span_id: SpanId, sampled: bool) -> Self {
+        let mut ids = Self {
+            valid: true,
+            sampled,
+            ..Self::default()
+        };
+        lower_hex(&trace_id.to_bytes(), &mut ids.trace_id);
+        lower_hex(&span_id.to_bytes(), &mut ids.span_id);
+        ids
+    }
+
+    /// W3C trace id, 32 hex digits; empty when tracing is not installed.
+    pub fn trace_id(&self) -> &str {
+        self.text(&self.trace_id)
+    }
+
+    /// W3C span id, 16 hex digits; empty when tracing is not installed.
+    pub fn span_id(&self) -> &str {
+        self.text(&self.span_id)
+    }
+
+    fn text<'a>(&self, hex: &'a [u8]) -> &'a str {
+        if self.valid {
+            std::str::from_utf8(hex).unwrap_or_default()
+        } else {
+            ""
+        }
+    }
+
     /// The W3C Trace Context Level 2 `traceresponse` value (`00-<trace>-<span>-<flags>`), so
     /// a caller can go from any response, a failed one included, to its trace.
-    pub fn traceresponse(&self) -> Option<String> {
-        (!self.trace_id.is_empty()).then(|| {
-            let flags = if self.sampled { "01" } else { "00" };
-            let mut value = String::with_capacity(55);
-            for part in ["00-", &self.trace_id, "-", &self.span_id, "-", flags] {
-                value.push_str(part);
-            }
-            value
-        })
+    pub fn traceresponse(&self) -> Option<HeaderValue> {
+        if !self.valid {
+            return None;
+        }
+        let mut value = [0_u8; 55];
+        let flags: &[u8] = if self.sampled { b"01" } else { b"00" };
+        let parts: [&[u8]; 6] = [b"00-", &self.trace_id, b"-", &self.span_id, b"-", flags];
+        let mut at = 0;
+        for part in parts {
+            value[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        HeaderValue::from_bytes(&value).ok()
     }
 }
 
@@ -281,26 +319,24 @@ pub fn span_ids(span: &Span) -> SpanIds {
     let span = context.span();
     let span_context = span.span_context();
     if span_context.is_valid() {
-        SpanIds {
-            trace_id: lower_hex(&span_context.trace_id().to_bytes()),
-            span_id: lower_hex(&span_context.span_id().to_bytes()),
-            sampled: span_context.is_sampled(),
-        }
+        SpanIds::new(
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.is_sampled(),
+        )
     } else {
         SpanIds::default()
     }
 }
 
-/// Lowercase hex of `bytes`, as W3C ids are written: the same text as the ids' `Display`,
-/// without the formatting machinery (it runs twice on every request).
-fn lower_hex(bytes: &[u8]) -> String {
+/// Writes `bytes` as lowercase hex into `text` (twice as long), as W3C ids are written: the
+/// same text as the ids' `Display`, without the formatting machinery.
+fn lower_hex(bytes: &[u8], text: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    for (byte, pair) in bytes.iter().zip(text.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
-    text
 }
 
 /// The W3C trace id of `span`, or `None` without tracing.
@@ -362,19 +398,23 @@ mod tests {
 
     #[test]
     fn ids_are_written_as_their_display_writes_them() {
-        let trace = opentelemetry::trace::TraceId::from_hex("0af7651916cd43dd8448eb211c80319c")
-            .expect("trace id");
-        let span = opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("span id");
-        assert_eq!(lower_hex(&trace.to_bytes()), trace.to_string());
-        assert_eq!(lower_hex(&span.to_bytes()), span.to_string());
-        let ids = SpanIds {
-            trace_id: trace.to_string(),
-            span_id: span.to_string(),
-            sampled: true,
-        };
+        let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("trace id");
+        let span = SpanId::from_hex("00f067aa0ba902b7").expect("span id");
+        let ids = SpanIds::new(trace, span, true);
+        assert_eq!(ids.trace_id(), trace.to_string());
+        assert_eq!(ids.span_id(), span.to_string());
         assert_eq!(
-            ids.traceresponse().as_deref(),
-            Some("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01")
+            ids.traceresponse().as_ref().map(HeaderValue::as_bytes),
+            Some(&b"00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"[..])
         );
+        let unsampled = SpanIds::new(trace, span, false).traceresponse();
+        assert!(unsampled.is_some_and(|v| v.as_bytes().ends_with(b"-00")));
+    }
+
+    #[test]
+    fn no_span_has_empty_ids_and_no_traceresponse() {
+        let ids = SpanIds::default();
+        assert_eq!((ids.trace_id(), ids.span_id()), ("", ""));
+        assert!(ids.traceresponse().is_none());
     }
 }
