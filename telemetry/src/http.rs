@@ -88,7 +88,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// A JSON request body whose every rejection is a JSON error with the right status:
 /// 400 malformed JSON, 415 not `application/json`, 422 wrong shape or types,
 /// 413 larger than [`BODY_LIMIT`], 408 not all received by the body deadline
-/// (`--body-timeout-ms`, see [`crate::extensions::BodyDeadline`]).
+/// (`--body-timeout-ms`, see [`crate::extensions::Served`]).
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
@@ -154,8 +154,8 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let deadline = req
             .extensions()
-            .get::<crate::extensions::BodyDeadline>()
-            .copied();
+            .get::<crate::extensions::Served>()
+            .map(|served| served.body_deadline);
         let read = axum::Json::<T>::from_request(req, state);
         let axum::Json(value) = match deadline {
             Some(deadline) => {

@@ -14,7 +14,6 @@
 //! `http.request.method_original`), and a path no route matches is `unmatched`.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -26,7 +25,7 @@ use axum::response::Response;
 use tower::ServiceBuilder;
 use tracing::{Instrument as _, field};
 
-use crate::extensions::{CutOff, InFlightLimit};
+use crate::extensions::{CutOff, Served};
 use crate::logging::LogContext;
 use crate::{http, request_id, traces};
 
@@ -122,22 +121,16 @@ pub async fn observe(
 ) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let endpoint = Endpoint {
-        method: request.method().clone(),
-        target: match &route {
-            Some(route) => Target::Route(route.clone()),
-            None => Target::Path(request.uri().path().into()),
-        },
+    let route = request.extensions().get::<MatchedPath>();
+    let handles = RouteHandles::of(route.map(MatchedPath::as_str));
+    // `POST /token`: the span's name and, for a standard method, the log's endpoint.
+    let span_name = handles.name(method);
+    let endpoint = match route {
+        Some(_) if method != OTHER_METHOD => None,
+        Some(route) => Some(format!("{} {}", request.method(), route.as_str())),
+        None => Some(format!("{} {}", request.method(), request.uri().path())),
     };
-    let span_name = SpanName {
-        method: if method == OTHER_METHOD {
-            "HTTP"
-        } else {
-            method
-        },
-        route: route.as_ref().map(MatchedPath::as_str),
-    };
+    let route = route.map(MatchedPath::as_str);
     let request_id = request_id::RequestId::from_headers(request.headers()).0;
     let attempt = match attempt_header {
         AttemptHeader::Trusted => request
@@ -153,22 +146,20 @@ pub async fn observe(
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    let client_address = request
-        .extensions()
-        .get::<crate::extensions::PeerAddr>()
-        .map(|peer| field::display(peer.0.ip()));
+    let served = request.extensions().get::<Served>();
+    let client_address = served.map(|served| field::display(served.peer.ip()));
 
     // The OpenTelemetry HTTP server span (semantic conventions 1.26, stable attributes).
     // Numbers are recorded as i64: tracing-opentelemetry exports unsigned ones as text.
     let span = tracing::info_span!(
         "request",
-        otel.name = %span_name,
+        otel.name = span_name,
         otel.kind = "server",
         otel.status_code = field::Empty,
         error.type = field::Empty,
         http.request.method = method,
         http.request.method_original = method_original,
-        http.route = span_name.route,
+        http.route = route,
         http.response.status_code = field::Empty,
         url.scheme = "http",
         url.path = request.uri().path(),
@@ -178,17 +169,16 @@ pub async fn observe(
         client.address = client_address,
         user_agent.original = user_agent,
         network.protocol.version = protocol_version(request.version()),
-        request.id = %request_id,
+        request.id = request_id.as_str(),
         attempt = attempt.map(i64::from),
     );
     let ids = traces::join_caller_trace(&span, request.headers(), &request_id);
     LogContext { request_id, ids }.attach_to(&span);
 
-    let shed = span_name.route.is_none_or(|r| !NEVER_SHED.contains(&r));
-    let handles = RouteHandles::of(span_name.route);
+    let shed = route.is_none_or(|r| !NEVER_SHED.contains(&r));
     let record = Record::start(started, span.clone(), endpoint, attempt, method, handles, ids);
-    let permit = match request.extensions().get::<InFlightLimit>() {
-        Some(limit) if shed => match limit.try_admit() {
+    let permit = match served {
+        Some(served) if shed => match served.in_flight_limit.try_admit() {
             Some(permit) => Some(permit),
             None => {
                 span.in_scope(|| crate::event!(WARN, "load_shed"));
@@ -206,7 +196,7 @@ pub async fn observe(
         },
         _ => None,
     };
-    let cut_off = request.extensions().get::<CutOff>().cloned();
+    let cut_off = served.map(|served| served.cut_off.clone());
     let handled = next.run(request).instrument(span.clone());
     let mut response = match cut_off {
         Some(CutOff(mut cut_off)) => tokio::select! {
@@ -228,19 +218,46 @@ pub async fn observe(
     response
 }
 
-/// `server.address` and `server.port` from the `Host` header (port 80 when it names none).
+/// `server.address` and `server.port` from the `Host` header (port 80 when it names none);
+/// neither when the header is not a valid `host[:port]` (RFC 9110 7.2: a registered name or
+/// IPv4 address, or an IP literal in brackets). Read in place: parsing it as an `Authority`
+/// copied it on every request.
 fn host_and_port(headers: &HeaderMap) -> (Option<&str>, Option<i64>) {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        return (None, None);
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(split_host)
+        .map_or((None, None), |(name, port)| {
+            (Some(name), Some(i64::from(port)))
+        })
+}
+
+fn split_host(host: &str) -> Option<(&str, u16)> {
+    let (name, port) = if host.starts_with('[') {
+        let end = host.find(']')? + 1;
+        let literal = &host[1..end - 1];
+        let ip_literal = !literal.is_empty()
+            && literal
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
+        (ip_literal.then_some(&host[..end])?, &host[end..])
+    } else {
+        let end = host.find(':').unwrap_or(host.len());
+        let name = &host[..end];
+        let reg_name = !name.is_empty()
+            && name.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+            });
+        (reg_name.then_some(name)?, &host[end..])
     };
-    match host.parse::<::http::uri::Authority>() {
-        Ok(authority) => {
-            let name = authority.host();
-            let address = host.get(..name.len()).filter(|h| *h == name);
-            (address, Some(authority.port_u16().map_or(80, i64::from)))
-        }
-        Err(_) => (None, None),
-    }
+    let port = match port.strip_prefix(':') {
+        None if port.is_empty() => 80,
+        None => return None,
+        Some("") => 80,
+        Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => digits.parse().ok()?,
+        Some(_) => return None,
+    };
+    Some((name, port))
 }
 
 /// `network.protocol.version`: "1.1", "1.0", ….
@@ -251,44 +268,6 @@ fn protocol_version(version: Version) -> &'static str {
         Version::HTTP_2 => "2",
         Version::HTTP_3 => "3",
         _ => "1.1",
-    }
-}
-
-/// A server span's name: `{method} {route}`, or the method alone when no route matched
-/// (`HTTP` for a nonstandard one), as the OpenTelemetry HTTP conventions name it.
-struct SpanName<'a> {
-    method: &'static str,
-    route: Option<&'a str>,
-}
-
-impl fmt::Display for SpanName<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.route {
-            Some(route) => write!(f, "{} {route}", self.method),
-            None => f.write_str(self.method),
-        }
-    }
-}
-
-/// What the access log line's `endpoint` shows: the method as sent and the matched route,
-/// or the raw path when no route matched (`POST /token`, `GET /nope`).
-struct Endpoint {
-    method: Method,
-    target: Target,
-}
-
-enum Target {
-    Route(MatchedPath),
-    Path(Box<str>),
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let target = match &self.target {
-            Target::Route(route) => route.as_str(),
-            Target::Path(path) => path,
-        };
-        write!(f, "{} {target}", self.method)
     }
 }
 
@@ -304,7 +283,9 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 /// dropped midway because the client went away, by `Drop` with status 499.
 struct Record {
     span: tracing::Span,
-    endpoint: Endpoint,
+    /// The log line's `endpoint` when it is not the span's name: the method as sent and
+    /// the raw path when no route matched (`GET /nope`), or a nonstandard method.
+    endpoint: Option<String>,
     attempt: Option<u32>,
     method: &'static str,
     handles: RouteHandles,
@@ -319,7 +300,7 @@ impl Record {
     fn start(
         started: Instant,
         span: tracing::Span,
-        endpoint: Endpoint,
+        endpoint: Option<String>,
         attempt: Option<u32>,
         method: &'static str,
         handles: RouteHandles,
@@ -367,7 +348,10 @@ impl Record {
         self.span.in_scope(|| {
             tracing::info!(
                 target: crate::ACCESS_LOG,
-                endpoint = %self.endpoint,
+                endpoint = self
+                    .endpoint
+                    .as_deref()
+                    .unwrap_or_else(|| self.handles.name(self.method)),
                 status,
                 latency_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0,
                 attempt = self.attempt,
@@ -420,10 +404,15 @@ struct OutcomeHandles {
 /// The metric handles of one route, registered once and reused: building label sets and
 /// looking them up in the recorders on every request is measurable (BENCHMARKS.md).
 #[derive(Clone)]
-struct RouteHandles {
+struct RouteHandles(Arc<Route>);
+
+struct Route {
     /// The matched route; `None` when no route matched.
-    route: Option<Arc<str>>,
-    outcomes: Arc<RwLock<HashMap<OutcomeKey, OutcomeHandles>>>,
+    route: Option<Box<str>>,
+    /// `{method} {route}` for each method label (KNOWN_METHODS, then `_OTHER`), made on
+    /// first use: every request's span name, and its log line's endpoint.
+    names: [OnceLock<Box<str>>; KNOWN_METHODS.len() + 1],
+    outcomes: RwLock<HashMap<OutcomeKey, OutcomeHandles>>,
 }
 
 impl RouteHandles {
@@ -431,9 +420,12 @@ impl RouteHandles {
     fn of(route: Option<&str>) -> Self {
         static ROUTES: OnceLock<RwLock<HashMap<Box<str>, RouteHandles>>> = OnceLock::new();
         static UNMATCHED: OnceLock<RouteHandles> = OnceLock::new();
-        let new = |route: Option<&str>| Self {
-            route: route.map(Arc::from),
-            outcomes: Arc::default(),
+        let new = |route: Option<&str>| {
+            Self(Arc::new(Route {
+                route: route.map(Box::from),
+                names: Default::default(),
+                outcomes: RwLock::default(),
+            }))
         };
         let Some(route) = route else {
             return UNMATCHED.get_or_init(|| new(None)).clone();
@@ -449,10 +441,25 @@ impl RouteHandles {
             .clone()
     }
 
+    /// The span name of a request with method label `method` on this route: `POST /token`,
+    /// `HTTP /token` for a nonstandard method, the method alone when no route matched.
+    fn name(&self, method: &'static str) -> &str {
+        let index = KNOWN_METHODS
+            .iter()
+            .position(|known| known.as_str() == method)
+            .unwrap_or(KNOWN_METHODS.len());
+        let prefix = if method == OTHER_METHOD { "HTTP" } else { method };
+        self.0.names[index].get_or_init(|| match &self.0.route {
+            Some(route) => format!("{prefix} {route}").into(),
+            None => prefix.into(),
+        })
+    }
+
     /// The handles for one method and status (`answered` false: the caller went away).
     fn outcome(&self, method: &'static str, status: u16, answered: bool) -> OutcomeHandles {
         let key = (method, status, answered);
         if let Some(handles) = self
+            .0
             .outcomes
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -460,7 +467,7 @@ impl RouteHandles {
         {
             return handles.clone();
         }
-        let route = self.route.as_deref();
+        let route = self.0.route.as_deref();
         let counter_labels = [
             ("method", method.to_owned()),
             ("route", route.unwrap_or(UNMATCHED_ROUTE).to_owned()),
@@ -488,7 +495,8 @@ impl RouteHandles {
             exemplars: crate::metrics::exemplars()
                 .map(|e| e.slots(crate::metrics::SERVER_DURATION, &duration_labels)),
         };
-        self.outcomes
+        self.0
+            .outcomes
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .entry(key)
@@ -501,6 +509,39 @@ impl Drop for Record {
     fn drop(&mut self) {
         if !self.finished {
             self.record(CLIENT_CLOSED_REQUEST, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_gives_address_and_port() {
+        for (host, expected) in [
+            ("localhost:8080", Some(("localhost", 8080))),
+            ("service-a", Some(("service-a", 80))),
+            ("127.0.0.1:8081", Some(("127.0.0.1", 8081))),
+            ("[::1]:8081", Some(("[::1]", 8081))),
+            ("[::1]", Some(("[::1]", 80))),
+            ("example.com:", Some(("example.com", 80))),
+            ("example.com:65535", Some(("example.com", 65535))),
+            ("example.com:65536", None),
+            ("example.com:80a", None),
+            ("example.com:-1", None),
+            ("a:1:2", None),
+            (":8080", None),
+            ("", None),
+            ("a b", None),
+            ("user@host", None),
+            ("[::1", None),
+            ("[]:80", None),
+            ("[::1]x", None),
+            ("[::1]:80:80", None),
+            ("host/path", None),
+        ] {
+            assert_eq!(split_host(host), expected, "{host:?}");
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::extract::{FromRequestParts, Request};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue};
 use opentelemetry::baggage::BaggageExt as _;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, SetRequestIdLayer};
 
 /// The header that carries the id, in requests and responses, and from B to A.
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -37,6 +37,10 @@ pub fn drop_invalid(mut request: Request) -> Request {
         return request;
     }
     headers.remove(HEADER);
+    // Most requests without an id carry no baggage either: skip the propagators.
+    if !headers.contains_key(http::header::HeaderName::from_static("baggage")) {
+        return request;
+    }
     let from_baggage = crate::traces::extract(headers)
         .baggage()
         .get(crate::traces::REQUEST_ID_BAGGAGE)
@@ -50,8 +54,21 @@ pub fn drop_invalid(mut request: Request) -> Request {
 }
 
 /// Generates ids for requests that arrive without a valid one.
-pub fn set_layer() -> SetRequestIdLayer<MakeRequestUuid> {
-    SetRequestIdLayer::new(HEADER, MakeRequestUuid)
+pub fn set_layer() -> SetRequestIdLayer<NewUuid> {
+    SetRequestIdLayer::new(HEADER, NewUuid)
+}
+
+/// Makes a random (version 4) UUID as the new id, in its hyphenated lowercase form. Like
+/// tower-http's `MakeRequestUuid`, without formatting the UUID into a `String` first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewUuid;
+
+impl MakeRequestId for NewUuid {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<tower_http::request_id::RequestId> {
+        let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(id).ok().map(tower_http::request_id::RequestId::new)
+    }
 }
 
 /// Copies the request's id onto its response.
@@ -90,6 +107,23 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_ids_are_distinct_v4_uuids_in_their_hyphenated_form() {
+        let request = http::Request::new(());
+        let mut make = NewUuid;
+        let [first, second] = [(); 2].map(|()| {
+            let id = make.make_request_id(&request).expect("an id");
+            id.header_value().to_str().expect("text").to_owned()
+        });
+        assert_ne!(first, second);
+        for id in [first, second] {
+            let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 4);
+            assert_eq!(parsed.hyphenated().to_string(), id, "lowercase, hyphenated");
+            assert!(is_valid(id.as_bytes()));
+        }
+    }
 
     #[test]
     fn accepts_the_allowed_alphabet_up_to_128() {

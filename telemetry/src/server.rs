@@ -498,14 +498,15 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             conn: self.conn.clone(),
             shared: self.shared.clone(),
         };
-        let extensions = request.extensions_mut();
-        extensions.insert(crate::extensions::BodyDeadline {
-            at: Instant::now() + self.shared.body_timeout,
-            timeout: self.shared.body_timeout,
+        request.extensions_mut().insert(crate::extensions::Served {
+            peer: self.peer,
+            body_deadline: crate::extensions::BodyDeadline {
+                at: Instant::now() + self.shared.body_timeout,
+                timeout: self.shared.body_timeout,
+            },
+            cut_off: self.shared.cut_off.clone(),
+            in_flight_limit: self.shared.in_flight_limit.clone(),
         });
-        extensions.insert(self.shared.cut_off.clone());
-        extensions.insert(self.shared.in_flight_limit.clone());
-        extensions.insert(crate::extensions::PeerAddr(self.peer));
         let response = self
             .shared
             .router
