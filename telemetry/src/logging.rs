@@ -638,7 +638,9 @@ mod batching_tests {
     fn timestamps_match_rfc_3339_with_milliseconds_across_seconds() {
         let start = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_489_599_000);
         // Across a second, a minute, a day and a year boundary, and back in time.
-        for offset_ms in [0, 1, 9, 10, 99, 100, 999, 1000, 1001, 61_000, 86_400_000, 3, 0] {
+        for offset_ms in [
+            0, 1, 9, 10, 99, 100, 999, 1000, 1001, 61_000, 86_400_000, 3, 0,
+        ] {
             let at = start + Duration::from_millis(offset_ms);
             let mut line = ObjectWriter::new("event", String::new());
             line.timestamp("ts", at);
@@ -659,6 +661,9 @@ mod batching_tests {
         // tracing drops the inner event (its dispatcher refuses re-entry); whatever it
         // does, the outer line must come out whole.
         let lines = tests::lines_of(|| tracing::info!(outer = %Nested));
-        assert_eq!(lines.last().expect("the outer line")["outer"], "outer value");
+        assert_eq!(
+            lines.last().expect("the outer line")["outer"],
+            "outer value"
+        );
     }
 }

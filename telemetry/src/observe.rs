@@ -176,7 +176,15 @@ pub async fn observe(
     LogContext { request_id, ids }.attach_to(&span);
 
     let shed = route.is_none_or(|r| !NEVER_SHED.contains(&r));
-    let record = Record::start(started, span.clone(), endpoint, attempt, method, handles, ids);
+    let record = Record::start(
+        started,
+        span.clone(),
+        endpoint,
+        attempt,
+        method,
+        handles,
+        ids,
+    );
     let permit = match served {
         Some(served) if shed => match served.in_flight_limit.try_admit() {
             Some(permit) => Some(permit),
@@ -245,9 +253,9 @@ fn split_host(host: &str) -> Option<(&str, u16)> {
         let end = host.find(':').unwrap_or(host.len());
         let name = &host[..end];
         let reg_name = !name.is_empty()
-            && name.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
-            });
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
         (reg_name.then_some(name)?, &host[end..])
     };
     let port = match port.strip_prefix(':') {
@@ -361,7 +369,11 @@ impl Record {
         outcome.requests.increment(1);
         outcome.duration.record(elapsed.as_secs_f64());
         if let Some(slots) = outcome.exemplars.as_ref().filter(|_| self.ids.sampled) {
-            slots.record(elapsed.as_secs_f64(), self.ids.trace_id(), self.ids.span_id());
+            slots.record(
+                elapsed.as_secs_f64(),
+                self.ids.trace_id(),
+                self.ids.span_id(),
+            );
         }
     }
 }
@@ -448,7 +460,11 @@ impl RouteHandles {
             .iter()
             .position(|known| known.as_str() == method)
             .unwrap_or(KNOWN_METHODS.len());
-        let prefix = if method == OTHER_METHOD { "HTTP" } else { method };
+        let prefix = if method == OTHER_METHOD {
+            "HTTP"
+        } else {
+            method
+        };
         self.0.names[index].get_or_init(|| match &self.0.route {
             Some(route) => format!("{prefix} {route}").into(),
             None => prefix.into(),

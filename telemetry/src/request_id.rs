@@ -64,10 +64,15 @@ pub fn set_layer() -> SetRequestIdLayer<NewUuid> {
 pub struct NewUuid;
 
 impl MakeRequestId for NewUuid {
-    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<tower_http::request_id::RequestId> {
+    fn make_request_id<B>(
+        &mut self,
+        _: &http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
         let mut text = [0_u8; uuid::fmt::Hyphenated::LENGTH];
         let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
-        HeaderValue::from_str(id).ok().map(tower_http::request_id::RequestId::new)
+        HeaderValue::from_str(id)
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
     }
 }
 

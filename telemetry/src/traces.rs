@@ -174,6 +174,11 @@ impl Traces {
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer_with_scope(scope))
             .with_tracked_inactivity(false)
+            // Parents come from the tracing span stack, and propagation reads a span's own
+            // context (`OpenTelemetrySpanExt::context`), so nothing here reads the
+            // OpenTelemetry "current context": attaching it on every enter of every span
+            // (each poll of an instrumented future) was paid for nothing.
+            .with_context_activation(false)
             .with_threads(false)
             .with_location(false)
             .with_target(false)
