@@ -15,8 +15,10 @@
 //!   `provider_circuit_transitions_total{to}`.
 //! - `provider_retry_budget_exhausted_total`, `provider_deadline_exceeded_total`.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use metrics::{Counter, Histogram};
 use serde_json::{Value, json};
 use telemetry::metrics::Tally;
 
@@ -107,9 +109,23 @@ pub fn register() {
 
 /// Counts one attempt and its duration.
 pub fn attempt(outcome: AttemptOutcome, took: Duration) {
-    let label = outcome.label();
-    metrics::counter!(PROVIDER_ATTEMPTS, "outcome" => label).increment(1);
-    metrics::histogram!(PROVIDER_ATTEMPT_DURATION, "outcome" => label).record(took.as_secs_f64());
+    // One pair of handles per outcome, looked up in the recorder once (after it is
+    // installed, at the first attempt): finding a labelled series on every attempt cost
+    // more than recording into it.
+    static HANDLES: OnceLock<[(Counter, Histogram); AttemptOutcome::ALL.len()]> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        AttemptOutcome::ALL.map(|o| {
+            (
+                metrics::counter!(PROVIDER_ATTEMPTS, "outcome" => o.label()),
+                metrics::histogram!(PROVIDER_ATTEMPT_DURATION, "outcome" => o.label()),
+            )
+        })
+    });
+    let index = AttemptOutcome::ALL.iter().position(|o| *o == outcome);
+    if let Some((attempts, duration)) = index.and_then(|i| handles.get(i)) {
+        attempts.increment(1);
+        duration.record(took.as_secs_f64());
+    }
 }
 
 /// Counts a call answered 503 after its attempts failed, by the last failure's kind, and
