@@ -3,7 +3,6 @@
 //! nothing of this crate, so [`crate::server`], [`crate::observe`] and [`crate::http`] can all
 //! read it without importing each other.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +13,9 @@ use tokio::time::Instant;
 /// [`crate::server`] (one insert instead of four: each costs an allocation).
 #[derive(Debug, Clone)]
 pub struct Served {
-    /// The caller's address, for the span's `client.address`.
-    pub peer: SocketAddr,
+    /// The caller's IP as text, for the span's `client.address` (written once per
+    /// connection).
+    pub peer_ip: Arc<str>,
     /// When the body must have arrived.
     pub body_deadline: BodyDeadline,
     /// The shutdown cut-off.

@@ -147,7 +147,7 @@ pub async fn observe(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
     let served = request.extensions().get::<Served>();
-    let client_address = served.map(|served| field::display(served.peer.ip()));
+    let client_address = served.map(|served| &*served.peer_ip);
 
     // The OpenTelemetry HTTP server span (semantic conventions 1.26, stable attributes).
     // Numbers are recorded as i64: tracing-opentelemetry exports unsigned ones as text.

@@ -409,7 +409,7 @@ impl Shared {
         let service = ConnService {
             shared: self.clone(),
             conn: conn.clone(),
-            peer,
+            peer_ip: peer.ip().to_string().into(),
         };
         let connection = self.http.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
@@ -481,7 +481,8 @@ fn classify(error: &hyper::Error, conn: &Conn) -> Option<ConnEvent> {
 struct ConnService {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
-    peer: SocketAddr,
+    /// The peer's IP as text, written once per connection rather than once per request.
+    peer_ip: Arc<str>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnService {
@@ -499,7 +500,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             shared: self.shared.clone(),
         };
         request.extensions_mut().insert(crate::extensions::Served {
-            peer: self.peer,
+            peer_ip: self.peer_ip.clone(),
             body_deadline: crate::extensions::BodyDeadline {
                 at: Instant::now() + self.shared.body_timeout,
                 timeout: self.shared.body_timeout,
