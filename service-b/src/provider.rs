@@ -3,7 +3,7 @@
 //!
 //! 1. ask the circuit breaker (open: 503 at once, A is not called);
 //! 2. for each attempt: what is left of the deadline bounds its timeout; send it (one
-//!    client span each, from reqwest-tracing's middleware, which also injects
+//!    client span each, from the client's [`AttemptSpan`] middleware, which also injects
 //!    `traceparent`); classify the result once ([`AttemptOutcome`]); record it, in one
 //!    place, on the attempt's span, in its log line and in the metrics;
 //! 3. decide: stop on an answer, or on a failure that is not retryable, or when the
@@ -18,10 +18,9 @@ use std::time::{Duration, SystemTime};
 
 use http::Extensions;
 use reqwest::{Response, StatusCode, Url};
-use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{RetryDecision, RetryPolicy as _};
-use reqwest_tracing::{ReqwestOtelSpanBackend, TracingMiddleware};
 use serde::{Deserialize, Serialize};
 use telemetry::secret::Password;
 use tokio::time::Instant;
@@ -227,9 +226,7 @@ impl Provider {
             .no_proxy()
             .build()?;
         // One client span per attempt, with `traceparent` injected (see AttemptSpan).
-        let http = ClientBuilder::new(client)
-            .with(TracingMiddleware::<AttemptSpan>::new())
-            .build();
+        let http = ClientBuilder::new(client).with(AttemptSpan).build();
         let (min, max) = config.retry_backoff();
         let mut token_url = config.provider_url.clone();
         // Config only admits http:// URLs, which always have a path.
@@ -588,54 +585,70 @@ struct AttemptSpanHandle {
     span: Span,
 }
 
-/// One OpenTelemetry HTTP client span per attempt (semantic conventions 1.26): named
-/// `POST /token` after its `url.template`, numbers as integers, `http.request.resend_count`
-/// only on resends. [`Provider::attempt`] records the outcome on it; log lines inside it
-/// carry the attempt's own span id.
+/// The client's one middleware: one OpenTelemetry HTTP client span per attempt (semantic
+/// conventions 1.26), named `POST /token` after its `url.template`, numbers as integers,
+/// `http.request.resend_count` only on resends, and the span's trace context injected into
+/// the request (`traceparent`, and the `baggage` carrying the request id). The span is not
+/// entered while the request runs: nothing inside logs, and entering it on every poll was
+/// most of what a middleware cost. [`Provider::attempt`] records the outcome on it and ends
+/// it; log lines inside it carry the attempt's own span id.
 #[derive(Debug, Clone, Copy)]
 pub struct AttemptSpan;
 
-impl ReqwestOtelSpanBackend for AttemptSpan {
-    fn on_request_start(request: &reqwest::Request, extensions: &mut Extensions) -> Span {
+#[async_trait::async_trait]
+impl Middleware for AttemptSpan {
+    async fn handle(
+        &self,
+        mut request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<Response> {
         let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
-        let url = request.url();
-        let header = |name: &str| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v: &http::HeaderValue| v.to_str().ok())
-        };
-        let request_id = header(telemetry::request_id::HEADER.as_str()).unwrap_or_default();
-        let span = tracing::info_span!(
-            "HTTP request",
-            otel.name = %format_args!("{} {}", request.method(), url.path()),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-            http.request.method = request.method().as_str(),
-            http.response.status_code = tracing::field::Empty,
-            http.request.resend_count = (attempt > 1).then(|| i64::from(attempt - 1)),
-            url.full = %url,
-            url.template = url.path(),
-            server.address = url.host_str(),
-            server.port = url.port_or_known_default().map(i64::from),
-            network.protocol.version = "1.1",
-            user_agent.original = header("user-agent"),
-            request.id = request_id,
-            attempt = i64::from(attempt),
-        );
-        let ids = telemetry::traces::span_ids(&span);
+        let span = attempt_span(&request, attempt);
+        let ids = telemetry::traces::inject(&span, request.headers_mut());
+        let request_id = request
+            .headers()
+            .get(&telemetry::request_id::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         telemetry::logging::LogContext {
             request_id: request_id.to_owned(),
             ids,
         }
         .attach_to(&span);
         extensions.insert(ids);
-        extensions.insert(AttemptSpanHandle { span: span.clone() });
-        span
+        extensions.insert(AttemptSpanHandle { span });
+        next.run(request, extensions).await
     }
+}
 
-    fn on_request_end(_: &Span, _: &reqwest_middleware::Result<Response>, _: &mut Extensions) {}
+/// The span of attempt number `attempt`, sending `request`.
+fn attempt_span(request: &reqwest::Request, attempt: u32) -> Span {
+    let url = request.url();
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    tracing::info_span!(
+        "HTTP request",
+        otel.name = %format_args!("{} {}", request.method(), url.path()),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        http.request.method = request.method().as_str(),
+        http.response.status_code = tracing::field::Empty,
+        http.request.resend_count = (attempt > 1).then(|| i64::from(attempt - 1)),
+        url.full = url.as_str(),
+        url.template = url.path(),
+        server.address = url.host_str(),
+        server.port = url.port_or_known_default().map(i64::from),
+        network.protocol.version = "1.1",
+        user_agent.original = header("user-agent"),
+        request.id = header(telemetry::request_id::HEADER.as_str()).unwrap_or_default(),
+        attempt = i64::from(attempt),
+    )
 }
 
 /// `http_client_request_duration_seconds` (OpenTelemetry `http.client.request.duration`) for

@@ -132,7 +132,7 @@ pub fn init(
         // The same lines, as OTLP log records, when OTEL_LOGS_EXPORTER=otlp.
         .with(records)
         // Spans at INFO and above become OpenTelemetry spans whatever RUST_LOG says: a
-        // filter on this layer that disabled reqwest-tracing's span would stop `traceparent`
+        // filter on this layer that disabled B's attempt span would stop `traceparent`
         // from being sent. DEBUG and TRACE callsites from dependencies stay disabled for both
         // layers, so they cost nothing. Left off the spans: the access log line (the span
         // says it all) and reqwest-retry's free-text retry warnings (B's attempt spans carry

@@ -24,11 +24,12 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::baggage::{Baggage, BaggageExt as _};
-use opentelemetry::propagation::{Extractor, TextMapCompositePropagator};
+use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::{
     Link, SpanId, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _,
 };
 use opentelemetry::{InstrumentationScope, Key, KeyValue, global};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
@@ -303,6 +304,15 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
     global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
 }
 
+/// Writes the trace context of `span` (`traceparent`, with `tracestate` and `baggage` when
+/// there are any) into `headers`, for a call made on the span's behalf, and returns the
+/// span's ids.
+pub fn inject(span: &Span, headers: &mut HeaderMap) -> SpanIds {
+    let context = span.context();
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut HeaderInjector(headers)));
+    ids_of(&context)
+}
+
 /// Makes `span` a child of the trace context the caller sent in `headers` (a new trace when
 /// there is none or it is invalid), adds `request_id` to the baggage that travels onwards,
 /// and returns the span's ids.
@@ -320,7 +330,10 @@ pub fn join_caller_trace(span: &Span, headers: &HeaderMap, request_id: &str) -> 
 
 /// The ids of `span` (empty without tracing).
 pub fn span_ids(span: &Span) -> SpanIds {
-    let context = span.context();
+    ids_of(&span.context())
+}
+
+fn ids_of(context: &opentelemetry::Context) -> SpanIds {
     let span = context.span();
     let span_context = span.span_context();
     if span_context.is_valid() {
@@ -351,18 +364,6 @@ pub fn trace_id(span: &Span) -> Option<String> {
     span_context
         .is_valid()
         .then(|| span_context.trace_id().to_string())
-}
-
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
 }
 
 /// Wraps the OTLP exporter to count failed exports, so a broken collector shows on
