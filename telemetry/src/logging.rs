@@ -575,6 +575,20 @@ mod tests {
     }
 
     #[test]
+    fn context_is_found_from_an_explicit_parent() {
+        let lines = lines_of(|| {
+            let span = tracing::info_span!("request");
+            LogContext {
+                request_id: "r2".into(),
+                ..LogContext::default()
+            }
+            .attach_to(&span);
+            tracing::info!(parent: &span, status = 200);
+        });
+        assert_eq!(lines[0]["request_id"], "r2");
+    }
+
+    #[test]
     fn context_is_found_from_nested_spans() {
         let lines = lines_of(|| {
             let outer = tracing::info_span!("request");
