@@ -17,8 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Span, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, Registry};
 
 /// Keys the format writes itself; an event field with one of these names is dropped rather
@@ -172,52 +173,32 @@ impl Write for &Shared {
     }
 }
 
-/// Formats no span fields. The JSON lines read request-scoped values from [`LogContext`],
-/// so rendering every span's fields to text (the fmt layer's default) would be wasted work
-/// on every request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoSpanFields;
-
-impl<'w> FormatFields<'w> for NoSpanFields {
-    fn format_fields<R: tracing_subscriber::field::RecordFields>(
-        &self,
-        _: Writer<'w>,
-        _: R,
-    ) -> fmt::Result {
-        Ok(())
-    }
+/// The log layer for `service`: every event as one JSON line (see the module docs for the
+/// field order), written to `writer`.
+pub fn layer<W>(service: &'static str, writer: W) -> JsonLines<W>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    JsonLines { service, writer }
 }
 
-/// The formatting layer for `service`, writing to `writer`.
-pub fn layer<S, W>(service: &'static str, writer: W) -> impl tracing_subscriber::Layer<S>
+/// A layer that writes each event as one JSON line and does nothing for spans: the lines
+/// read request-scoped values from [`LogContext`], so unlike tracing-subscriber's fmt layer
+/// it keeps no text of span fields (an allocation per span) and has no work on span entry,
+/// exit or close.
+#[derive(Debug, Clone)]
+pub struct JsonLines<W> {
+    /// The value of the `service` field on every line.
+    service: &'static str,
+    writer: W,
+}
+
+impl<S, W> Layer<S> for JsonLines<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt::layer()
-        .event_format(JsonLine { service })
-        .fmt_fields(NoSpanFields)
-        .with_writer(writer)
-}
-
-/// Formats an event as one JSON line. See the module docs for the field order.
-#[derive(Debug, Clone, Copy)]
-pub struct JsonLine {
-    /// The value of the `service` field on every line.
-    pub service: &'static str,
-}
-
-impl<S, N> FormatEvent<S, N> for JsonLine
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         LINE.with_borrow_mut(|buf| {
             // A line logged while this one is being formatted finds the buffer taken and
             // gets a fresh one.
@@ -226,7 +207,7 @@ where
             event.record(&mut line);
 
             // Borrowed where it is stored: cloning it cost three allocations per line.
-            let holder = ctx.event_scope().and_then(|scope| {
+            let holder = ctx.event_scope(event).and_then(|scope| {
                 scope
                     .into_iter()
                     .find(|span| span.extensions().get::<LogContext>().is_some())
@@ -247,13 +228,13 @@ where
             }
             let mut text = line.finish();
             text.push('\n');
-            let written = writer.write_str(&text);
+            // Nowhere to report a failed log write; keep serving.
+            let _ = self.writer.make_writer().write_all(text.as_bytes());
             if text.capacity() <= MAX_KEPT_LINE {
                 text.clear();
                 *buf = text;
             }
-            written
-        })
+        });
     }
 }
 
