@@ -351,9 +351,13 @@ fn push_json_string(buf: &mut String, value: &str) {
     }
 }
 
-/// Whether `value` holds a quote, a backslash or a control character.
+/// Whether `value` holds a quote, a backslash or a control character. Written as a fold
+/// with no early exit so that the compiler checks many bytes at a time: values are short,
+/// and this runs for every field of every line.
 fn needs_escaping(value: &str) -> bool {
-    value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
+    value
+        .bytes()
+        .fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\'))
 }
 
 fn is_reserved(field: &Field) -> bool {
