@@ -32,10 +32,12 @@ use crate::outcome::{AttemptOutcome, StopReason};
 use crate::resilience::{Admission, CircuitBreaker, CircuitState, Evidence, RetryBudget};
 
 /// Header that tells A which attempt it is serving (1-based).
-pub const ATTEMPT_HEADER: &str = telemetry::observe::ATTEMPT_HEADER;
+pub const ATTEMPT_HEADER: http::HeaderName =
+    http::HeaderName::from_static(telemetry::observe::ATTEMPT_HEADER);
 
 /// Header that tells A how many milliseconds B will wait for this attempt.
-pub const TIMEOUT_HEADER: &str = telemetry::observe::TIMEOUT_HEADER;
+pub const TIMEOUT_HEADER: http::HeaderName =
+    http::HeaderName::from_static(telemetry::observe::TIMEOUT_HEADER);
 
 /// What B says it is, in `User-Agent` (and so in A's spans as `user_agent.original`).
 pub const USER_AGENT: &str = concat!("service-b/", env!("CARGO_PKG_VERSION"));
@@ -360,6 +362,38 @@ impl Provider {
         Err(ProviderError::Unavailable(failures))
     }
 
+    /// Attempt number `number` of `POST /token`: the JSON body, `User-Agent`, the attempt's
+    /// number and timeout for A, the request id, and room for the trace context headers
+    /// [`AttemptSpan`] adds (a header map that grows is copied and rehashed).
+    fn token_request(
+        &self,
+        number: u32,
+        timeout: Duration,
+        request: &TokenRequest<'_>,
+        request_id: &telemetry::RequestId,
+    ) -> Result<reqwest::Request, serde_json::Error> {
+        let mut headers = http::HeaderMap::with_capacity(16);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        );
+        headers.insert(ATTEMPT_HEADER, http::HeaderValue::from(number));
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        headers.insert(TIMEOUT_HEADER, http::HeaderValue::from(timeout_ms));
+        if let Some(id) = request_id.header_value() {
+            headers.insert(telemetry::request_id::HEADER, id);
+        }
+        let mut built = reqwest::Request::new(http::Method::POST, self.token_url.clone());
+        *built.body_mut() = Some(serde_json::to_vec(request)?.into());
+        *built.headers_mut() = headers;
+        *built.timeout_mut() = Some(timeout);
+        Ok(built)
+    }
+
     /// One attempt: sends it within `timeout`, then classifies and records what happened
     /// (the attempt's span, its `provider_call_failed` line, the client duration histogram).
     async fn attempt(
@@ -373,27 +407,16 @@ impl Provider {
         reqwest_middleware::Result<Response>,
         Duration,
     ) {
-        let mut builder = self
-            .http
-            .post(self.token_url.clone())
-            .timeout(timeout)
-            .header(http::header::USER_AGENT, USER_AGENT)
-            .header(ATTEMPT_HEADER, number)
-            .header(TIMEOUT_HEADER, timeout.as_millis().to_string())
-            .json(request);
-        if let Some(id) = request_id.header_value() {
-            builder = builder.header(telemetry::request_id::HEADER, id);
-        }
         let sent = Instant::now();
         let mut extensions = Extensions::new();
         extensions.insert(AttemptNumber(number));
-        let result = match builder.build() {
+        let result = match self.token_request(number, timeout, request, request_id) {
             Ok(built) => {
                 self.http
                     .execute_with_extensions(built, &mut extensions)
                     .await
             }
-            Err(e) => Err(reqwest_middleware::Error::Reqwest(e)),
+            Err(e) => Err(reqwest_middleware::Error::middleware(e)),
         };
         let took = sent.elapsed();
         let outcome = classify(&result);
