@@ -355,9 +355,9 @@ fn push_json_string(buf: &mut String, value: &str) {
 /// with no early exit so that the compiler checks many bytes at a time: values are short,
 /// and this runs for every field of every line.
 fn needs_escaping(value: &str) -> bool {
-    value
-        .bytes()
-        .fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\'))
+    value.bytes().fold(false, |found, b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
 }
 
 fn is_reserved(field: &Field) -> bool {

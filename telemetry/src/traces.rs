@@ -344,13 +344,23 @@ const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate")
 /// and returns the span's ids.
 pub fn join_caller_trace(span: &Span, headers: &HeaderMap, request_id: &str) -> SpanIds {
     let parent = extract(headers);
-    let mut baggage: Baggage = parent
+    let carried = parent
         .baggage()
-        .iter()
-        .map(|(key, (value, metadata))| (key.clone(), (value.clone(), metadata.clone())))
-        .collect();
-    let _ = baggage.insert(REQUEST_ID_BAGGAGE, request_id.to_owned());
-    let _ = span.set_parent(parent.with_baggage(baggage));
+        .get(REQUEST_ID_BAGGAGE)
+        .is_some_and(|id| id.as_str() == request_id);
+    let parent = if carried {
+        // A caller of ours (B calling A) already sent this id onwards: nothing to add.
+        parent
+    } else {
+        let mut baggage: Baggage = parent
+            .baggage()
+            .iter()
+            .map(|(key, (value, metadata))| (key.clone(), (value.clone(), metadata.clone())))
+            .collect();
+        let _ = baggage.insert(REQUEST_ID_BAGGAGE, request_id.to_owned());
+        parent.with_baggage(baggage)
+    };
+    let _ = span.set_parent(parent);
     span_ids(span)
 }
 
@@ -498,6 +508,42 @@ mod tests {
                     .map(|v| v.as_str().to_owned()),
                 Some("blue".to_owned())
             );
+        });
+    }
+
+    #[test]
+    fn the_request_id_travels_on_in_baggage_next_to_the_callers_entries() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+        tracing::subscriber::with_default(subscriber, || {
+            for (sent, expected_tenant) in [
+                (None, None),
+                (Some("tenant=blue"), Some("blue")),
+                (Some("request.id=ours,tenant=blue"), Some("blue")),
+                (Some("request.id=theirs"), None),
+            ] {
+                let mut headers = HeaderMap::new();
+                if let Some(baggage) = sent {
+                    headers.insert("baggage", HeaderValue::from_static(baggage));
+                }
+                let span = tracing::info_span!("request");
+                let _ = join_caller_trace(&span, &headers, "ours");
+                let context = span.context();
+                let baggage = context.baggage();
+                let value = |key: &str| baggage.get(key).map(|v| v.as_str().to_owned());
+                assert_eq!(
+                    value(REQUEST_ID_BAGGAGE).as_deref(),
+                    Some("ours"),
+                    "{sent:?}"
+                );
+                assert_eq!(value("tenant").as_deref(), expected_tenant, "{sent:?}");
+            }
         });
     }
 }
