@@ -113,25 +113,38 @@ pub fn stdout_writer() -> (BatchedStdout, FlushGuard) {
 }
 
 fn flush_loop(shared: &Shared, out: &mut impl Write) {
+    // Two buffers take turns: requests fill one while this thread writes the other, so
+    // neither is reallocated from batch to batch.
+    let mut batch = Vec::new();
     loop {
-        let batch = {
+        {
             let mut queued = shared.queued.lock().unwrap_or_else(|p| p.into_inner());
-            if queued.is_empty() && !shared.closing.load(Ordering::Acquire) {
+            // Lines wait up to FLUSH_INTERVAL to leave together, in one write. Only a large
+            // backlog or shutdown cuts the wait short: taking whatever was queued at once
+            // made this thread spin under load, a write and a wake-up every few lines.
+            if queued.len() < FLUSH_EARLY_AT && !shared.closing.load(Ordering::Acquire) {
                 queued = shared
                     .wake_flusher
                     .wait_timeout(queued, FLUSH_INTERVAL)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
-            std::mem::take(&mut *queued)
-        };
-        shared.drained.notify_all();
+            std::mem::swap(&mut *queued, &mut batch);
+        }
+        if batch.len() > MAX_QUEUED {
+            // Requests may be waiting for room (see `write`).
+            shared.drained.notify_all();
+        }
         if !batch.is_empty() {
             // Nowhere to report a failed write to stdout; keep serving.
             let _ = out.write_all(&batch).and_then(|()| out.flush());
         }
         if batch.is_empty() && shared.closing.load(Ordering::Acquire) {
             return;
+        }
+        batch.clear();
+        if batch.capacity() > 2 * FLUSH_EARLY_AT {
+            batch = Vec::new();
         }
     }
 }
