@@ -297,7 +297,7 @@ struct Record {
     attempt: Option<u32>,
     method: &'static str,
     handles: RouteHandles,
-    active: metrics::Gauge,
+    active: &'static metrics::Gauge,
     /// The span's ids: a sampled request's are the duration's exemplar.
     ids: traces::SpanIds,
     started: Instant,
@@ -366,38 +366,41 @@ impl Record {
             latency_ms = (elapsed.as_secs_f64() * 100_000.0).round() / 100.0,
             attempt = self.attempt,
         );
-        let outcome = self.handles.outcome(self.method, status, answered);
-        outcome.requests.increment(1);
-        outcome.duration.record(elapsed.as_secs_f64());
-        if let Some(slots) = outcome.exemplars.as_ref().filter(|_| self.ids.sampled) {
-            slots.record(
-                elapsed.as_secs_f64(),
-                self.ids.trace_id(),
-                self.ids.span_id(),
-            );
-        }
+        self.handles
+            .with_outcome(self.method, status, answered, |outcome| {
+                outcome.requests.increment(1);
+                outcome.duration.record(elapsed.as_secs_f64());
+                if let Some(slots) = outcome.exemplars.as_ref().filter(|_| self.ids.sampled) {
+                    slots.record(
+                        elapsed.as_secs_f64(),
+                        self.ids.trace_id(),
+                        self.ids.span_id(),
+                    );
+                }
+            });
     }
 }
 
-/// `http_server_active_requests` for one method (registered once per method).
-fn active_requests(method: &'static str) -> metrics::Gauge {
-    static GAUGES: OnceLock<RwLock<HashMap<&'static str, metrics::Gauge>>> = OnceLock::new();
-    let gauges = GAUGES.get_or_init(RwLock::default);
-    if let Some(gauge) = gauges.read().unwrap_or_else(|p| p.into_inner()).get(method) {
-        return gauge.clone();
-    }
-    gauges
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(method)
-        .or_insert_with(|| {
-            metrics::gauge!(
-                crate::metrics::SERVER_ACTIVE,
-                "http_request_method" => method,
-                "url_scheme" => "http",
-            )
-        })
-        .clone()
+/// `http_server_active_requests` for one method label (registered once per label). Read
+/// without a lock: every request changes it, on whichever core it runs.
+fn active_requests(method: &'static str) -> &'static metrics::Gauge {
+    static GAUGES: [OnceLock<metrics::Gauge>; KNOWN_METHODS.len() + 1] =
+        [const { OnceLock::new() }; KNOWN_METHODS.len() + 1];
+    GAUGES[method_index(method)].get_or_init(|| {
+        metrics::gauge!(
+            crate::metrics::SERVER_ACTIVE,
+            "http_request_method" => method,
+            "url_scheme" => "http",
+        )
+    })
+}
+
+/// The position of a method label: in KNOWN_METHODS, `_OTHER` last.
+fn method_index(method: &'static str) -> usize {
+    KNOWN_METHODS
+        .iter()
+        .position(|known| known.as_str() == method)
+        .unwrap_or(KNOWN_METHODS.len())
 }
 
 /// Method, status, and whether the status was sent (false: the caller went away).
@@ -457,10 +460,7 @@ impl RouteHandles {
     /// The span name of a request with method label `method` on this route: `POST /token`,
     /// `HTTP /token` for a nonstandard method, the method alone when no route matched.
     fn name(&self, method: &'static str) -> &str {
-        let index = KNOWN_METHODS
-            .iter()
-            .position(|known| known.as_str() == method)
-            .unwrap_or(KNOWN_METHODS.len());
+        let index = method_index(method);
         let prefix = if method == OTHER_METHOD {
             "HTTP"
         } else {
@@ -472,8 +472,16 @@ impl RouteHandles {
         })
     }
 
-    /// The handles for one method and status (`answered` false: the caller went away).
-    fn outcome(&self, method: &'static str, status: u16, answered: bool) -> OutcomeHandles {
+    /// Runs `record` with the handles for one method and status (`answered` false: the
+    /// caller went away), lent rather than cloned: cloning meant three reference counts
+    /// shared by every request, moved between cores on each.
+    fn with_outcome(
+        &self,
+        method: &'static str,
+        status: u16,
+        answered: bool,
+        record: impl FnOnce(&OutcomeHandles),
+    ) {
         let key = (method, status, answered);
         if let Some(handles) = self
             .0
@@ -482,7 +490,7 @@ impl RouteHandles {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
         {
-            return handles.clone();
+            return record(handles);
         }
         let route = self.0.route.as_deref();
         let counter_labels = [
@@ -512,13 +520,14 @@ impl RouteHandles {
             exemplars: crate::metrics::exemplars()
                 .map(|e| e.slots(crate::metrics::SERVER_DURATION, &duration_labels)),
         };
-        self.0
-            .outcomes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_insert(handles)
-            .clone()
+        record(
+            self.0
+                .outcomes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_insert(handles),
+        );
     }
 }
 
