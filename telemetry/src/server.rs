@@ -29,7 +29,9 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -202,9 +204,10 @@ pub async fn serve(
     let (open_tx, open) = watch::channel(0usize);
     let mut http = hyper::server::conn::http1::Builder::new();
     let max_header = edge.max_header_bytes as usize;
+    // hyper's buffer also bounds what one read may hold; 8 KiB is its minimum.
+    let head_buffer = max_header.max(8 * 1024);
     http.max_header_size(max_header)
-        // hyper's buffer also bounds what one read may hold; 8 KiB is its minimum.
-        .max_buf_size(max_header.max(8 * 1024))
+        .max_buf_size(head_buffer)
         .header_read_timeout(None);
     let shared = Arc::new(Shared {
         router,
@@ -213,6 +216,7 @@ pub async fn serve(
         http,
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         header_timeout: Duration::from_millis(edge.header_timeout_ms),
+        head_buffer,
         idle_timeout: Duration::from_millis(edge.idle_timeout_ms),
         body_timeout: Duration::from_millis(edge.body_timeout_ms),
         conns: Mutex::default(),
@@ -315,6 +319,9 @@ struct Shared {
     http: hyper::server::conn::http1::Builder,
     max_connections: usize,
     header_timeout: Duration,
+    /// hyper's read buffer: `--max-header-bytes`, at least 8 KiB. A head that fills it
+    /// without ending is refused.
+    head_buffer: usize,
     idle_timeout: Duration,
     body_timeout: Duration,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
@@ -337,6 +344,11 @@ struct Conn {
     idle_since: AtomicU64,
     /// Which of its timers fired, if one did ([`Phase`] as u8).
     timed_out: AtomicU8,
+    /// Whether a request head on it outgrew `--max-header-bytes`. hyper reports that as a
+    /// parse error, unless writing its 431 fails first (a client still sending its head
+    /// gets reset by the kernel): then hyper's error is the failed write, and this tells
+    /// what happened.
+    head_overflowed: AtomicBool,
     /// Told to close now: evicted, or the server is stopping and it is idle.
     close: Notify,
 }
@@ -403,6 +415,8 @@ impl Shared {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             head: None,
+            head_bytes: 0,
+            head_buffer: self.head_buffer,
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
             armed: None,
         };
@@ -462,7 +476,11 @@ fn classify(error: &hyper::Error, conn: &Conn) -> Option<ConnEvent> {
     if conn.timed_out.load(Relaxed) == Phase::Head as u8 {
         return Some(ConnEvent::HeaderTimeout);
     }
-    if error.is_parse_too_large() {
+    // Too large as hyper says, or as this connection saw when hyper's 431 could not be
+    // written (then hyper's error is the failed write).
+    let too_large =
+        error.is_parse_too_large() || (!error.is_parse() && conn.head_overflowed.load(Relaxed));
+    if too_large {
         // hyper reports an over-long URI as "too large" too; its message tells them apart.
         if error.to_string().contains("URI too long") {
             return Some(ConnEvent::UriTooLong);
@@ -558,6 +576,9 @@ struct ClockedIo {
     idle_timeout: Duration,
     /// When the current head started arriving, and the request count then.
     head: Option<(Instant, u64)>,
+    /// Bytes read since the current head started arriving.
+    head_bytes: usize,
+    head_buffer: usize,
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
 }
@@ -605,11 +626,23 @@ impl AsyncRead for ClockedIo {
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let started_a_head = buf.filled().len() > before
-                    && this.head.is_none()
-                    && this.conn.busy.load(Relaxed) == 0;
+                let read = buf.filled().len() - before;
+                let started_a_head =
+                    read > 0 && this.head.is_none() && this.conn.busy.load(Relaxed) == 0;
                 if started_a_head {
                     this.head = Some((Instant::now(), this.conn.requests.load(Relaxed)));
+                    this.head_bytes = 0;
+                }
+                let in_head = this
+                    .head
+                    .is_some_and(|(_, at)| at == this.conn.requests.load(Relaxed));
+                if in_head {
+                    this.head_bytes = this.head_bytes.saturating_add(read);
+                    // hyper reads a head into a buffer of this size at most: a head
+                    // still incomplete when it is full is refused.
+                    if this.head_bytes >= this.head_buffer {
+                        this.conn.head_overflowed.store(true, Relaxed);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
