@@ -124,10 +124,10 @@ pub struct TokenGrant {
 pub async fn issue_token(
     State(state): State<AppState>,
     request_id: telemetry::RequestId,
-    headers: HeaderMap,
+    CallerDeadline(deadline): CallerDeadline,
     body: Result<JsonBody<TokenRequest>, telemetry::http::BodyError>,
 ) -> Result<Json<TokenGrant>, ApiError> {
-    let outcome = token_outcome(&state, &request_id, &headers, body).await;
+    let outcome = token_outcome(&state, &request_id, deadline, body).await;
     m::token_request(match &outcome {
         Ok(_) => TokenOutcome::Issued,
         Err(ApiError::InvalidCredentials) => TokenOutcome::InvalidCredentials,
@@ -146,7 +146,7 @@ pub async fn issue_token(
 async fn token_outcome(
     state: &AppState,
     request_id: &telemetry::RequestId,
-    headers: &HeaderMap,
+    deadline: Option<Duration>,
     body: Result<JsonBody<TokenRequest>, telemetry::http::BodyError>,
 ) -> Result<Json<TokenGrant>, ApiError> {
     let JsonBody(request) = body?;
@@ -155,7 +155,6 @@ async fn token_outcome(
     if fail_status.is_some() && !state.faults.flags().allow_fail_status {
         return Err(ApiError::FailStatusOff);
     }
-    let deadline = caller_deadline(headers);
     // Counted now, before any wait: a burst of guesses cannot all get through.
     let guess = state
         .throttle
@@ -213,6 +212,22 @@ async fn token_outcome(
 /// exports unsigned numbers as text.
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// How long the caller will wait, if it said (see [`caller_deadline`]). An extractor of its
+/// own: taking the whole `HeaderMap` copied every header of every request.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerDeadline(pub Option<Duration>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerDeadline {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(caller_deadline(&parts.headers)))
+    }
 }
 
 /// How long the caller will wait, from `x-request-timeout-ms`, clamped to A's own limit.
