@@ -628,17 +628,14 @@ impl Middleware for AttemptSpan {
     ) -> reqwest_middleware::Result<Response> {
         let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
         let span = attempt_span(&request, attempt);
-        let ids = telemetry::traces::inject(&span, request.headers_mut());
         let request_id = request
             .headers()
             .get(&telemetry::request_id::HEADER)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        telemetry::logging::LogContext {
-            request_id: request_id.to_owned(),
-            ids,
-        }
-        .attach_to(&span);
+            .unwrap_or_default()
+            .to_owned();
+        let ids = telemetry::traces::inject(&span, request.headers_mut(), &request_id);
+        telemetry::logging::LogContext { request_id, ids }.attach_to(&span);
         extensions.insert(ids);
         extensions.insert(AttemptSpanHandle { span });
         next.run(request, extensions).await

@@ -172,7 +172,7 @@ pub async fn observe(
         request.id = request_id.as_str(),
         attempt = attempt.map(i64::from),
     );
-    let ids = traces::join_caller_trace(&span, request.headers(), &request_id);
+    let ids = traces::join_caller_trace(&span, request.headers());
     LogContext { request_id, ids }.attach_to(&span);
 
     let shed = route.is_none_or(|r| !NEVER_SHED.contains(&r));

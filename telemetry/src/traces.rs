@@ -310,14 +310,17 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
     global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
 }
 
-/// Writes the trace context of `span` (`traceparent`, with `tracestate` and `baggage` when
-/// there are any) into `headers`, for a call made on the span's behalf, and returns the
-/// span's ids.
+/// Writes the trace context of `span` into `headers`, for a call made on the span's behalf,
+/// and returns the span's ids: `traceparent`, `tracestate` when there is one, and `baggage`:
+/// what the caller of this service sent, with `request_id` as `request.id` (so the callee
+/// knows it even if a proxy drops `X-Request-ID`).
 ///
 /// `traceparent` is written from the ids already in hand (the text `traceresponse` uses,
 /// which W3C defines the same way); `tracestate` and `baggage` by the OpenTelemetry
 /// propagators. Going through the composite propagator for all three cost twice as much.
-pub fn inject(span: &Span, headers: &mut HeaderMap) -> SpanIds {
+/// The request id joins the baggage here, on the way out, rather than on every request that
+/// comes in: most requests call nothing onwards.
+pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds {
     let context = span.context();
     let ids = ids_of(&context);
     if let Some(traceparent) = ids.traceparent() {
@@ -329,6 +332,21 @@ pub fn inject(span: &Span, headers: &mut HeaderMap) -> SpanIds {
             headers.insert(TRACESTATE, value);
         }
     }
+    let carried = context
+        .baggage()
+        .get(REQUEST_ID_BAGGAGE)
+        .is_some_and(|id| id.as_str() == request_id);
+    let context = if carried || request_id.is_empty() {
+        context
+    } else {
+        let mut baggage: Baggage = context
+            .baggage()
+            .iter()
+            .map(|(key, (value, metadata))| (key.clone(), (value.clone(), metadata.clone())))
+            .collect();
+        let _ = baggage.insert(REQUEST_ID_BAGGAGE, request_id.to_owned());
+        context.with_baggage(baggage)
+    };
     BaggagePropagator::new().inject_context(&context, &mut HeaderInjector(headers));
     ids
 }
@@ -340,27 +358,10 @@ const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent
 const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 /// Makes `span` a child of the trace context the caller sent in `headers` (a new trace when
-/// there is none or it is invalid), adds `request_id` to the baggage that travels onwards,
-/// and returns the span's ids.
-pub fn join_caller_trace(span: &Span, headers: &HeaderMap, request_id: &str) -> SpanIds {
-    let parent = extract(headers);
-    let carried = parent
-        .baggage()
-        .get(REQUEST_ID_BAGGAGE)
-        .is_some_and(|id| id.as_str() == request_id);
-    let parent = if carried {
-        // A caller of ours (B calling A) already sent this id onwards: nothing to add.
-        parent
-    } else {
-        let mut baggage: Baggage = parent
-            .baggage()
-            .iter()
-            .map(|(key, (value, metadata))| (key.clone(), (value.clone(), metadata.clone())))
-            .collect();
-        let _ = baggage.insert(REQUEST_ID_BAGGAGE, request_id.to_owned());
-        parent.with_baggage(baggage)
-    };
-    let _ = span.set_parent(parent);
+/// there is none or it is invalid), keeping the caller's baggage for calls onwards (see
+/// [`inject`]), and returns the span's ids.
+pub fn join_caller_trace(span: &Span, headers: &HeaderMap) -> SpanIds {
+    let _ = span.set_parent(extract(headers));
     span_ids(span)
 }
 
@@ -487,7 +488,7 @@ mod tests {
             let _ = span.set_parent(parent);
 
             let mut outgoing = HeaderMap::new();
-            let ids = inject(&span, &mut outgoing);
+            let ids = inject(&span, &mut outgoing, "r1");
 
             let read = TraceContextPropagator::new().extract(&HeaderExtractor(&outgoing));
             let read = read.span().span_context().clone();
@@ -533,8 +534,10 @@ mod tests {
                     headers.insert("baggage", HeaderValue::from_static(baggage));
                 }
                 let span = tracing::info_span!("request");
-                let _ = join_caller_trace(&span, &headers, "ours");
-                let context = span.context();
+                let _ = join_caller_trace(&span, &headers);
+                let mut onwards = HeaderMap::new();
+                let _ = inject(&span, &mut onwards, "ours");
+                let context = BaggagePropagator::new().extract(&HeaderExtractor(&onwards));
                 let baggage = context.baggage();
                 let value = |key: &str| baggage.get(key).map(|v| v.as_str().to_owned());
                 assert_eq!(
