@@ -27,7 +27,8 @@ use clap::{Parser, Subcommand};
     about,
     after_help = "A default run takes about two minutes after the release build: 3 rounds × \
                   5 configurations × 5 s of load, then the failure-path and start-up samples. \
-                  --smoke takes about 15 s; --instructions about 20 s."
+                  --smoke takes about 15 s; --instructions about 20 s. The full run also \
+                  counts instructions per request (a minute or two more, with valgrind)."
 )]
 struct Args {
     #[command(subcommand)]
@@ -63,7 +64,8 @@ struct Args {
     #[arg(long)]
     instructions: bool,
 
-    /// With --instructions: sequential requests per measurement.
+    /// Sequential requests per instruction count (--instructions, and the full run's
+    /// instructions column).
     #[arg(long, default_value_t = 2000)]
     requests: u64,
 
@@ -155,6 +157,9 @@ pub struct Row {
     pub peak_rss_kib: u64,
     /// Errors seen by wrk over all rounds.
     pub errors: u64,
+    /// Instructions per request (callgrind), when counted: not in `--smoke` runs, nor
+    /// without valgrind.
+    pub instructions: Option<u64>,
 }
 
 /// The failure paths and start-up.
@@ -237,7 +242,7 @@ async fn run(args: &Args) -> Result<(), String> {
             measured.push((config, load, rss));
         }
     }
-    let rows: Vec<Row> = Config::ALL
+    let mut rows: Vec<Row> = Config::ALL
         .iter()
         .map(|&config| {
             let runs: Vec<&(Config, wrk::Load, u64)> =
@@ -249,17 +254,40 @@ async fn run(args: &Args) -> Result<(), String> {
                 p99: median(runs.iter().map(|r| r.1.p99).collect()),
                 peak_rss_kib: runs.iter().map(|r| r.2).max().unwrap_or(0),
                 errors: runs.iter().map(|r| r.1.errors).sum(),
+                instructions: None,
             }
         })
         .collect();
     eprintln!("failure paths and start-up");
     let extras = extras(&bins, samples, &scratch).await?;
+    // Not in a smoke run: debug binaries under valgrind take minutes and say nothing.
+    if !args.smoke && instructions::available() {
+        for row in &mut rows {
+            eprintln!("counting instructions: {}", row.config.label());
+            row.instructions = Some(
+                instructions::per_request(row.config, &bins, &sink, &scratch, args.requests)
+                    .await?,
+            );
+        }
+    } else if !args.smoke {
+        eprintln!(
+            "valgrind is not installed: no instructions per request (apt-get install -y valgrind)"
+        );
+    }
 
     let table = report::table(&rows, &extras);
     println!("{table}");
     if args.report {
         let root = workspace_root();
-        report::write(&root, &rows, &extras, rounds, duration, args.connections)?;
+        report::write(
+            &root,
+            &rows,
+            &extras,
+            rounds,
+            duration,
+            args.connections,
+            args.requests,
+        )?;
         eprintln!("wrote BENCHMARKS.md and tests/bench/benchmark.svg");
     }
     let _ = std::fs::remove_dir_all(&scratch);

@@ -29,22 +29,44 @@ fn ratios(rows: &[Row], row: &Row) -> Option<(f64, f64)> {
     ))
 }
 
+/// Instructions per request of a row against its baseline's.
+fn instructions_ratio(rows: &[Row], row: &Row) -> Option<f64> {
+    let base = row_of(rows, row.config.baseline()?)?.instructions?;
+    Some(row.instructions? as f64 / base.max(1) as f64)
+}
+
+/// `12345` as `12,345`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 /// The results as a Markdown table (readable in a terminal too).
 pub fn table(rows: &[Row], extras: &Extras) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| configuration | req/s | vs baseline | p50 | p99 | p99 vs baseline | peak RSS | errors |"
+        "| configuration | req/s | vs baseline | p50 | p99 | p99 vs baseline | instructions per request | vs baseline | peak RSS | errors |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let (rps_ratio, p99_ratio) = ratios(rows, row)
             .map_or(("—".to_owned(), "—".to_owned()), |(r, p)| {
                 (format!("{r:.2}×"), format!("{p:.2}×"))
             });
+        let instructions = row.instructions.map_or("—".to_owned(), thousands);
+        let instructions_ratio =
+            instructions_ratio(rows, row).map_or("—".to_owned(), |r| format!("{r:.2}×"));
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {rps_ratio} | {} | {} | {p99_ratio} | {:.1} MiB | {} |",
+            "| {} | {:.0} | {rps_ratio} | {} | {} | {p99_ratio} | {instructions} | {instructions_ratio} | {:.1} MiB | {} |",
             row.config.label(),
             row.rps,
             ms(row.p50),
@@ -148,6 +170,7 @@ pub fn write(
     rounds: usize,
     duration: Duration,
     connections: u32,
+    requests: u64,
 ) -> Result<(), String> {
     let path = root.join("BENCHMARKS.md");
     let existing = std::fs::read_to_string(&path)
@@ -160,13 +183,13 @@ pub fn write(
     let _ = writeln!(block, "Measured {} on {}.", today(), machine());
     let _ = writeln!(
         block,
-        "{rounds} interleaved rounds of {} s per configuration, wrk with 1 thread and {connections} connections; medians over the rounds; peak RSS is the highest over the rounds.\n",
+        "{rounds} interleaved rounds of {} s per configuration, wrk with 1 thread and {connections} connections; medians over the rounds; peak RSS is the highest over the rounds. Instructions per request: callgrind on the measured process (B's rows: B alone), {requests} sequential requests over one keep-alive connection, start-up subtracted.\n",
         duration.as_secs()
     );
     block.push_str(&table(rows, extras));
     let _ = writeln!(
         block,
-        "\n![throughput and p99, service vs baseline]({CHART})\n"
+        "\n![throughput, p99 and instructions per request, service vs baseline]({CHART})\n"
     );
     block.push_str(&targets(rows, extras));
     let _ = write!(block, "\n{END}");
@@ -212,20 +235,24 @@ fn machine() -> String {
     format!("{cores} cores of {cpu}, {mem_gib:.0} GiB")
 }
 
-/// Two horizontal bar charts side by side: throughput and p99, one bar per configuration.
+/// Three horizontal bar charts side by side: throughput, p99 and instructions per request,
+/// one bar per configuration.
 fn chart(rows: &[Row]) -> String {
-    let (width, bar_h, gap, label_w, plot_w) = (900.0, 22.0, 8.0, 260.0, 260.0);
+    let (width, bar_h, gap, label_w, plot_w) = (1240.0, 22.0, 8.0, 260.0, 260.0);
     let height = 50.0 + rows.len() as f64 * (bar_h + gap);
     let max_rps = rows.iter().map(|r| r.rps).fold(1.0, f64::max);
     let max_p99 = rows
         .iter()
         .map(|r| r.p99.as_secs_f64() * 1000.0)
         .fold(0.001, f64::max);
+    let max_instructions = rows.iter().filter_map(|r| r.instructions).fold(1, u64::max) as f64;
+    let x3 = label_w + 2.0 * (plot_w + 60.0);
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
 <text x="{label_w}" y="20" font-weight="bold">throughput (requests/s, higher is better)</text>
 <text x="{}" y="20" font-weight="bold">p99 latency (ms, lower is better)</text>
+<text x="{x3}" y="20" font-weight="bold">instructions per request (lower is better)</text>
 "#,
         label_w + plot_w + 60.0
     );
@@ -257,7 +284,37 @@ fn chart(rows: &[Row]) -> String {
             x2 + p99_w + 4.0,
             y + 15.0,
         );
+        if let Some(instructions) = row.instructions {
+            let w = plot_w * instructions as f64 / max_instructions;
+            let _ = write!(
+                svg,
+                r#"<rect x="{x3}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{color}"/>
+<text x="{:.1}" y="{}">{}</text>
+"#,
+                x3 + w + 4.0,
+                y + 15.0,
+                thousands(instructions),
+            );
+        }
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_are_separated() {
+        for (n, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (106_512, "106,512"),
+            (1_234_567, "1,234,567"),
+        ] {
+            assert_eq!(thousands(n), text);
+        }
+    }
 }
