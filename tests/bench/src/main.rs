@@ -15,6 +15,8 @@ mod wrk;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
@@ -223,22 +225,27 @@ async fn run(args: &Args) -> Result<(), String> {
     };
     let scratch = std::env::temp_dir().join(format!("bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-    let sink = otlp_sink().await?;
+    let otlp = otlp_sink().await?;
+    let sink = otlp.url.as_str();
 
     let mut measured: Vec<(Config, wrk::Load, u64)> = Vec::new();
     for round in 1..=rounds {
         for config in Config::ALL {
             eprintln!("round {round}/{rounds}: {}", config.label());
+            let exported = otlp.received();
             let (load, rss) = measure(
                 config,
                 &bins,
-                &sink,
+                sink,
                 duration,
                 args.connections,
                 &scratch,
                 !args.smoke,
             )
             .await?;
+            if config == Config::ServiceBOtlp {
+                otlp.check_exported(exported)?;
+            }
             measured.push((config, load, rss));
         }
     }
@@ -264,10 +271,13 @@ async fn run(args: &Args) -> Result<(), String> {
     if !args.smoke && instructions::available() {
         for row in &mut rows {
             eprintln!("counting instructions: {}", row.config.label());
+            let exported = otlp.received();
             row.instructions = Some(
-                instructions::per_request(row.config, &bins, &sink, &scratch, args.requests)
-                    .await?,
+                instructions::per_request(row.config, &bins, sink, &scratch, args.requests).await?,
             );
+            if row.config == Config::ServiceBOtlp {
+                otlp.check_exported(exported)?;
+            }
         }
     } else if !args.smoke {
         eprintln!(
@@ -302,7 +312,8 @@ async fn run_instructions(args: &Args) -> Result<(), String> {
     let bins = binaries(args)?;
     let scratch = std::env::temp_dir().join(format!("bench-ir-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
-    let sink = otlp_sink().await?;
+    let otlp = otlp_sink().await?;
+    let sink = otlp.url.as_str();
     // A budget is the highest of three runs: counts still move by a few percent from run to
     // run (hash seeds, ids, timers), and a budget taken from a low run would fail later
     // ones that are no worse.
@@ -317,7 +328,7 @@ async fn run_instructions(args: &Args) -> Result<(), String> {
         for run in 1..=runs {
             eprintln!("counting instructions: {} ({run}/{runs})", config.label());
             let value =
-                instructions::per_request(config, &bins, &sink, &scratch, args.requests).await?;
+                instructions::per_request(config, &bins, sink, &scratch, args.requests).await?;
             highest = highest.max(value);
         }
         measured.push((config, highest));
@@ -426,8 +437,17 @@ fn spawn(command: &mut Command, log: Option<&Path>) -> Result<Process, String> {
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(Stdio::null())
-        .env_remove("RUST_LOG")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("RUST_LOG");
+    // Nothing exports unless the configuration says so, whatever the benchmark's own
+    // environment holds. (Removing it unconditionally, after the export configuration had
+    // set it, once meant that configuration exported nothing.)
+    let exports = command
+        .get_envs()
+        .any(|(name, value)| name == "OTEL_EXPORTER_OTLP_ENDPOINT" && value.is_some());
+    if !exports {
+        command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    }
+    command
         .spawn()
         .map(Process)
         .map_err(|e| format!("cannot start {command:?}: {e}"))
@@ -587,7 +607,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 /// A stand-in collector that accepts OTLP/HTTP and discards it.
-async fn otlp_sink() -> Result<String, String> {
+async fn otlp_sink() -> Result<Sink, String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
@@ -595,14 +615,45 @@ async fn otlp_sink() -> Result<String, String> {
         "http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
     );
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
     let app = axum::Router::new().route(
         "/v1/traces",
-        axum::routing::post(|_: axum::body::Bytes| async { "" }),
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            counter.fetch_add(body.len() as u64, Ordering::Relaxed);
+            ""
+        }),
     );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok(url)
+    Ok(Sink { url, received })
+}
+
+/// The OTLP receiver of the export configuration: it takes every batch and counts its bytes,
+/// so the benchmark can tell that the export configuration did export.
+struct Sink {
+    url: String,
+    received: Arc<AtomicU64>,
+}
+
+impl Sink {
+    /// Bytes received so far.
+    fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// An error unless more than `before` bytes have arrived.
+    fn check_exported(&self, before: u64) -> Result<(), String> {
+        if self.received() > before {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: no spans reached the OTLP receiver",
+                Config::ServiceBOtlp.label()
+            ))
+        }
+    }
 }
 
 async fn extras(bins: &Path, samples: usize, scratch: &Path) -> Result<Extras, String> {
