@@ -176,20 +176,14 @@ pub async fn observe(
     LogContext { request_id, ids }.attach_to(&span);
 
     let shed = route.is_none_or(|r| !NEVER_SHED.contains(&r));
-    let record = Record::start(
-        started,
-        span.clone(),
-        endpoint,
-        attempt,
-        method,
-        handles,
-        ids,
-    );
+    // The record owns the span; the handler's future gets the only other handle (each
+    // handle is counted, and dropped, through every layer).
+    let record = Record::start(started, span, endpoint, attempt, method, handles, ids);
     let permit = match served {
         Some(served) if shed => match served.in_flight_limit.try_admit() {
             Some(permit) => Some(permit),
             None => {
-                span.in_scope(|| crate::event!(WARN, "load_shed"));
+                record.span.in_scope(|| crate::event!(WARN, "load_shed"));
                 metrics::counter!(REQUESTS_SHED).increment(1);
                 let mut response = http::error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -205,12 +199,12 @@ pub async fn observe(
         _ => None,
     };
     let cut_off = served.map(|served| served.cut_off.clone());
-    let handled = next.run(request).instrument(span.clone());
+    let handled = next.run(request).instrument(record.span.clone());
     let mut response = match cut_off {
         Some(CutOff(mut cut_off)) => tokio::select! {
             response = handled => response,
             _ = cut_off.wait_for(|cut| *cut) => {
-                span.in_scope(|| crate::event!(WARN, "shutdown_cut_off"));
+                record.span.in_scope(|| crate::event!(WARN, "shutdown_cut_off"));
                 let mut response = http::error(StatusCode::SERVICE_UNAVAILABLE, "server shutting down: request cut off");
                 response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 response

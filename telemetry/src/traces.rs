@@ -305,10 +305,19 @@ impl SpanIds {
 /// even if a proxy drops `X-Request-ID`.
 pub const REQUEST_ID_BAGGAGE: &str = "request.id";
 
-/// Reads the caller's trace context (`traceparent`, `baggage`) from `headers`.
+/// Reads the caller's trace context (`traceparent`, `baggage`) from `headers`. A request
+/// with neither header (a client outside the trace) skips the propagators: the ones
+/// installed here read nothing else.
 pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
+    if !headers.contains_key(TRACEPARENT) && !headers.contains_key(BAGGAGE) {
+        // What the propagators start from and would give back unchanged.
+        return opentelemetry::Context::current();
+    }
     global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
 }
+
+/// The W3C `baggage` header.
+const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
 
 /// Writes the trace context of `span` into `headers`, for a call made on the span's behalf,
 /// and returns the span's ids: `traceparent`, `tracestate` when there is one, and `baggage`:
