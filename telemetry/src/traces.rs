@@ -341,6 +341,13 @@ pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds
             headers.insert(TRACESTATE, value);
         }
     }
+    if context.baggage().is_empty()
+        && let Some(only_the_id) = request_id_baggage(request_id)
+    {
+        // The usual case: nothing came in, so the id is all there is to send.
+        headers.insert(BAGGAGE, only_the_id);
+        return ids;
+    }
     let carried = context
         .baggage()
         .get(REQUEST_ID_BAGGAGE)
@@ -358,6 +365,24 @@ pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds
     };
     BaggagePropagator::new().inject_context(&context, &mut HeaderInjector(headers));
     ids
+}
+
+/// `baggage: request.id=<id>`, written directly when the id needs no percent-encoding (a
+/// valid `X-Request-ID` never does): what the baggage propagator writes for a baggage of
+/// that one entry, without building the baggage first.
+fn request_id_baggage(request_id: &str) -> Option<HeaderValue> {
+    let plain = !request_id.is_empty()
+        && request_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if !plain {
+        return None;
+    }
+    let mut value = String::with_capacity(REQUEST_ID_BAGGAGE.len() + 1 + request_id.len());
+    for part in [REQUEST_ID_BAGGAGE, "=", request_id] {
+        value.push_str(part);
+    }
+    HeaderValue::from_str(&value).ok()
 }
 
 /// The W3C `traceparent` request header.
@@ -557,5 +582,21 @@ mod tests {
                 assert_eq!(value("tenant").as_deref(), expected_tenant, "{sent:?}");
             }
         });
+    }
+
+    #[test]
+    fn the_direct_request_id_baggage_is_what_the_propagator_writes() {
+        for id in ["r1", "a.b_c:d-E9", "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"] {
+            let direct = request_id_baggage(id).expect("a plain id");
+            let mut baggage = Baggage::new();
+            let _ = baggage.insert(REQUEST_ID_BAGGAGE, id.to_owned());
+            let context = opentelemetry::Context::new().with_baggage(baggage);
+            let mut headers = HeaderMap::new();
+            BaggagePropagator::new().inject_context(&context, &mut HeaderInjector(&mut headers));
+            assert_eq!(Some(&direct), headers.get("baggage"), "{id}");
+        }
+        for not_plain in ["", "with space", "a=b", "é"] {
+            assert!(request_id_baggage(not_plain).is_none(), "{not_plain:?}");
+        }
     }
 }
