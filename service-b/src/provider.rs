@@ -627,13 +627,8 @@ impl Middleware for AttemptSpan {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
-        let span = attempt_span(&request, attempt);
-        let request_id = request
-            .headers()
-            .get(&telemetry::request_id::HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let request_id = telemetry::RequestId::from_headers(request.headers()).0;
+        let span = attempt_span(&request, attempt, &request_id);
         let ids = telemetry::traces::inject(&span, request.headers_mut(), &request_id);
         telemetry::logging::LogContext { request_id, ids }.attach_to(&span);
         extensions.insert(ids);
@@ -642,8 +637,8 @@ impl Middleware for AttemptSpan {
     }
 }
 
-/// The span of attempt number `attempt`, sending `request`.
-fn attempt_span(request: &reqwest::Request, attempt: u32) -> Span {
+/// The span of attempt number `attempt`, sending `request` for request `request_id`.
+fn attempt_span(request: &reqwest::Request, attempt: u32, request_id: &str) -> Span {
     let url = request.url();
     let header = |name: &str| {
         request
@@ -666,7 +661,7 @@ fn attempt_span(request: &reqwest::Request, attempt: u32) -> Span {
         server.port = url.port_or_known_default().map(i64::from),
         network.protocol.version = "1.1",
         user_agent.original = header("user-agent"),
-        request.id = header(telemetry::request_id::HEADER.as_str()).unwrap_or_default(),
+        request.id = request_id,
         attempt = i64::from(attempt),
     )
 }

@@ -45,6 +45,26 @@ pub struct LogContext {
 }
 
 impl LogContext {
+    /// Runs `read` with the context of the request `event` belongs to (found on the event's
+    /// span or the nearest ancestor that has one), borrowed where it is stored: cloning it
+    /// cost three allocations per line.
+    pub fn of_event<S, R>(
+        event: &Event<'_>,
+        ctx: &Context<'_, S>,
+        read: impl FnOnce(Option<&LogContext>) -> R,
+    ) -> R
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let holder = ctx.event_scope(event).and_then(|scope| {
+            scope
+                .into_iter()
+                .find(|span| span.extensions().get::<LogContext>().is_some())
+        });
+        let extensions = holder.as_ref().map(|span| span.extensions());
+        read(extensions.as_ref().and_then(|e| e.get::<LogContext>()))
+    }
+
     /// Attaches this context to `span`, so every event recorded inside it carries the fields.
     pub fn attach_to(self, span: &Span) {
         span.with_subscriber(|(id, dispatch)| {
@@ -219,26 +239,20 @@ where
             line.string("service", self.service);
             event.record(&mut line);
 
-            // Borrowed where it is stored: cloning it cost three allocations per line.
-            let holder = ctx.event_scope(event).and_then(|scope| {
-                scope
-                    .into_iter()
-                    .find(|span| span.extensions().get::<LogContext>().is_some())
+            LogContext::of_event(event, &ctx, |context| {
+                if let Some(context) = context {
+                    line.string("request_id", &context.request_id);
+                }
+                line.timestamp("ts", SystemTime::now());
+                line.string("level", event.metadata().level().as_str());
+                if let Some(context) = context
+                    && !context.ids.trace_id().is_empty()
+                {
+                    line.string("trace_id", context.ids.trace_id());
+                    line.string("span_id", context.ids.span_id());
+                    line.string("trace_flags", if context.ids.sampled { "01" } else { "00" });
+                }
             });
-            let extensions = holder.as_ref().map(|span| span.extensions());
-            let context = extensions.as_ref().and_then(|e| e.get::<LogContext>());
-            if let Some(context) = context {
-                line.string("request_id", &context.request_id);
-            }
-            line.timestamp("ts", SystemTime::now());
-            line.string("level", event.metadata().level().as_str());
-            if let Some(context) = context
-                && !context.ids.trace_id().is_empty()
-            {
-                line.string("trace_id", context.ids.trace_id());
-                line.string("span_id", context.ids.span_id());
-                line.string("trace_flags", if context.ids.sampled { "01" } else { "00" });
-            }
             let mut text = line.finish();
             text.push('\n');
             // Nowhere to report a failed log write; keep serving.
@@ -446,6 +460,17 @@ mod tests {
         }
     }
 
+    /// A request span carrying `request_id` (and no trace ids) for its lines.
+    fn request_span(request_id: &str) -> Span {
+        let span = tracing::info_span!("request");
+        LogContext {
+            request_id: request_id.into(),
+            ..LogContext::default()
+        }
+        .attach_to(&span);
+        span
+    }
+
     pub(super) fn lines_of(body: impl FnOnce()) -> Vec<serde_json::Value> {
         let capture = Capture::default();
         let sink = capture.clone();
@@ -462,12 +487,7 @@ mod tests {
     #[test]
     fn fields_come_in_the_labs_order() {
         let lines = lines_of(|| {
-            let span = tracing::info_span!("request");
-            LogContext {
-                request_id: "demo-123".into(),
-                ..LogContext::default()
-            }
-            .attach_to(&span);
+            let span = request_span("demo-123");
             span.in_scope(|| {
                 tracing::info!(endpoint = "POST /token", status = 200u16, latency_ms = 0.15)
             });
@@ -552,12 +572,7 @@ mod tests {
     #[test]
     fn hostile_values_cannot_break_a_line_or_forge_a_field() {
         let lines = lines_of(|| {
-            let span = tracing::info_span!("request");
-            LogContext {
-                request_id: "x\",\"level\":\"ERROR".into(),
-                ..LogContext::default()
-            }
-            .attach_to(&span);
+            let span = request_span("x\",\"level\":\"ERROR");
             span.in_scope(|| {
                 tracing::info!(endpoint = "GET /a\n{\"forged\":true}", service = "evil")
             });
@@ -575,12 +590,7 @@ mod tests {
     #[test]
     fn context_is_found_from_an_explicit_parent() {
         let lines = lines_of(|| {
-            let span = tracing::info_span!("request");
-            LogContext {
-                request_id: "r2".into(),
-                ..LogContext::default()
-            }
-            .attach_to(&span);
+            let span = request_span("r2");
             tracing::info!(parent: &span, status = 200);
         });
         assert_eq!(lines[0]["request_id"], "r2");

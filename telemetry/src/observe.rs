@@ -401,7 +401,6 @@ fn method_index(method: &'static str) -> usize {
 type OutcomeKey = (&'static str, u16, bool);
 
 /// What one request's outcome records into.
-#[derive(Clone)]
 struct OutcomeHandles {
     /// `http_requests_total{method,route,status}`.
     requests: metrics::Counter,

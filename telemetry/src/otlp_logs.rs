@@ -114,13 +114,9 @@ where
         if let Some(body) = body {
             record.set_body(AnyValue::from(body));
         }
-        let context = ctx.event_scope(event).and_then(|scope| {
-            scope
-                .into_iter()
-                .find_map(|span| span.extensions().get::<LogContext>().cloned())
-        });
-        if let Some(context) = context {
-            record.add_attribute("request_id", context.request_id);
+        LogContext::of_event(event, &ctx, |context| {
+            let Some(context) = context else { return };
+            record.add_attribute("request_id", context.request_id.clone());
             if let (Ok(trace_id), Ok(span_id)) = (
                 TraceId::from_hex(context.ids.trace_id()),
                 SpanId::from_hex(context.ids.span_id()),
@@ -132,7 +128,7 @@ where
                 };
                 record.set_trace_context(trace_id, span_id, Some(flags));
             }
-        }
+        });
         self.logger.emit(record);
     }
 }

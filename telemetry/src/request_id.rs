@@ -37,10 +37,6 @@ pub fn drop_invalid(mut request: Request) -> Request {
         return request;
     }
     headers.remove(HEADER);
-    // Most requests without an id carry no baggage either: skip the propagators.
-    if !headers.contains_key(http::header::HeaderName::from_static("baggage")) {
-        return request;
-    }
     let from_baggage = crate::traces::extract(headers)
         .baggage()
         .get(crate::traces::REQUEST_ID_BAGGAGE)

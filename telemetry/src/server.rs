@@ -344,8 +344,9 @@ struct Conn {
     idle_since: AtomicU64,
     /// Which of its timers fired, if one did ([`Phase`] as u8).
     timed_out: AtomicU8,
-    /// Whether a request head on it outgrew `--max-header-bytes`. hyper reports that as a
-    /// parse error, unless writing its 431 fails first (a client still sending its head
+    /// Whether a request head on it filled hyper's read buffer without ending, which hyper
+    /// refuses as too large. hyper reports that as a parse error, unless writing its 431
+    /// fails first (a client still sending its head
     /// gets reset by the kernel): then hyper's error is the failed write, and this tells
     /// what happened.
     head_overflowed: AtomicBool,

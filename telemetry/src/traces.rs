@@ -371,11 +371,8 @@ pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds
 /// valid `X-Request-ID` never does): what the baggage propagator writes for a baggage of
 /// that one entry, without building the baggage first.
 fn request_id_baggage(request_id: &str) -> Option<HeaderValue> {
-    let plain = !request_id.is_empty()
-        && request_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-    if !plain {
+    // The request id alphabet is all baggage-safe.
+    if !crate::request_id::is_valid(request_id.as_bytes()) {
         return None;
     }
     let mut value = String::with_capacity(REQUEST_ID_BAGGAGE.len() + 1 + request_id.len());
