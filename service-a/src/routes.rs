@@ -43,14 +43,14 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(25);
 /// does takes longer than --max-delay-ms plus --extra-latency-ms anyway).
 const MAX_CALLER_DEADLINE: Duration = Duration::from_secs(600);
 
-/// The whole HTTP surface of service A, with the shared telemetry layers. `description`
+/// The whole HTTP surface of service A (the server adds the shared layers). `description`
 /// (served at `/openapi.json`) describes every route here: see `crate::openapi`.
 pub fn router(
     state: AppState,
     metrics: telemetry::metrics::Metrics,
     description: serde_json::Value,
 ) -> Router {
-    let routes = Router::new()
+    Router::new()
         .route("/health", get(telemetry::http::health))
         .route("/token", post(issue_token))
         .route(
@@ -58,8 +58,7 @@ pub fn router(
             telemetry::metrics::endpoint(metrics, m::json_view),
         )
         .route("/openapi.json", telemetry::openapi::endpoint(description))
-        .with_state(state);
-    telemetry::observe::instrument(routes, telemetry::observe::AttemptHeader::Trusted)
+        .with_state(state)
 }
 
 // Its `Debug` output never shows the password (see `Password`).

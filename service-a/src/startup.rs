@@ -120,8 +120,14 @@ impl Application {
             self.state.faults.flags().allow_fail_status,
         );
         let app = router(self.state, self.metrics, description);
-        // A opens no connections of its own per request.
-        telemetry::server::serve(self.listener, app, stop, &self.config.edge, 0).await?;
+        let serving = telemetry::server::Serving {
+            edge: &self.config.edge,
+            // A opens no connections of its own per request.
+            outbound: 0,
+            // B numbers its attempts; A shows the number on its span and log line.
+            attempt_header: telemetry::observe::AttemptHeader::Trusted,
+        };
+        telemetry::server::serve(self.listener, app, stop, serving).await?;
         Ok(())
     }
 }

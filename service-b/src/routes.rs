@@ -20,14 +20,14 @@ pub struct AppState {
     pub max_delay_ms: u64,
 }
 
-/// The whole HTTP surface of service B, with the shared telemetry layers. `description`
+/// The whole HTTP surface of service B (the server adds the shared layers). `description`
 /// (served at `/openapi.json`) describes every route here: see `crate::openapi`.
 pub fn router(
     state: AppState,
     metrics: telemetry::metrics::Metrics,
     description: serde_json::Value,
 ) -> Router {
-    let routes = Router::new()
+    Router::new()
         .route("/health", get(telemetry::http::health))
         .route("/protected-action", post(protected_action))
         .route(
@@ -35,8 +35,7 @@ pub fn router(
             telemetry::metrics::endpoint(metrics, crate::metrics::json_view),
         )
         .route("/openapi.json", telemetry::openapi::endpoint(description))
-        .with_state(state);
-    telemetry::observe::instrument(routes, telemetry::observe::AttemptHeader::Ignored)
+        .with_state(state)
 }
 
 // Its `Debug` output never shows the password (see `Password`).

@@ -102,9 +102,14 @@ impl Application {
         }
         let description = crate::openapi::description(self.state.max_delay_ms);
         let app = router(self.state, self.metrics, description);
-        // Each request in flight may hold one connection to A.
-        let outbound = self.config.edge.max_in_flight;
-        telemetry::server::serve(self.listener, app, stop, &self.config.edge, outbound).await?;
+        let serving = telemetry::server::Serving {
+            edge: &self.config.edge,
+            // Each request in flight may hold one connection to A.
+            outbound: self.config.edge.max_in_flight,
+            // B is an edge anyone may call: a caller cannot write its own attempt number.
+            attempt_header: telemetry::observe::AttemptHeader::Ignored,
+        };
+        telemetry::server::serve(self.listener, app, stop, serving).await?;
         Ok(())
     }
 }

@@ -97,11 +97,16 @@ async fn switch_off<S: Switch>(State(switch): State<Arc<S>>) -> Json<Current<S::
 }
 
 /// Serves `router` (the service's `/faults` routes) on `listener` in the background, and
-/// says where in the log.
+/// says where in the log. Only requests naming this endpoint by a loopback name and its
+/// port in `Host`, and carrying no `Origin`, are served (see [`only_local`]).
 pub fn serve(listener: TcpListener, router: axum::Router) {
     let Ok(addr) = listener.local_addr() else {
         return;
     };
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        addr.port(),
+        only_local,
+    ));
     tracing::warn!(event = "fault_endpoint", addr = %addr,
         "faults can be switched on at run time: PUT http://{addr}/faults");
     tokio::spawn(async move {
@@ -109,6 +114,39 @@ pub fn serve(listener: TcpListener, router: axum::Router) {
             tracing::error!(event = "fault_endpoint_failed", error = %error);
         }
     });
+}
+
+/// Refuses what a web page could send to the endpoint: a browser on this machine can reach
+/// loopback, and through DNS rebinding a page of any site can, but it sends its own host
+/// name in `Host`, and an `Origin` on any cross-site or scripted request. Allowed: `Host` of
+/// `localhost`, `127.0.0.1` or `[::1]` with this endpoint's port, and no `Origin`; anything
+/// else gets 403.
+async fn only_local(
+    State(port): State<u16>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let host_is_local = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|host| is_local_host(host, port));
+    if !host_is_local || headers.contains_key(http::header::ORIGIN) {
+        return crate::http::error(
+            StatusCode::FORBIDDEN,
+            "the fault endpoint answers only local tools: Host must be localhost, 127.0.0.1 or [::1] with its port, and no Origin",
+        );
+    }
+    next.run(request).await
+}
+
+/// Whether `host` (a `Host` header) names this machine's loopback with `port`.
+fn is_local_host(host: &str, port: u16) -> bool {
+    let Some((name, given)) = host.rsplit_once(':') else {
+        return false;
+    };
+    let name = name.to_ascii_lowercase();
+    matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]") && given == port.to_string()
 }
 
 /// Checks a scenario name: 1–32 of `a-z0-9-` (it becomes a label value).
@@ -170,6 +208,24 @@ impl Scenarios {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_loopback_names_with_the_port_are_local() {
+        for (host, local) in [
+            ("127.0.0.1:9180", true),
+            ("localhost:9180", true),
+            ("LOCALHOST:9180", true),
+            ("[::1]:9180", true),
+            ("127.0.0.1", false),
+            ("127.0.0.1:80", false),
+            ("evil.example.com:9180", false),
+            ("evil.example.com", false),
+            ("127.0.0.1.evil.example.com:9180", false),
+            ("", false),
+        ] {
+            assert_eq!(is_local_host(host, 9180), local, "{host:?}");
+        }
+    }
 
     #[test]
     fn names_are_checked_and_bounded() {

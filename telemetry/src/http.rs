@@ -86,9 +86,9 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// A JSON request body whose every rejection is a JSON error with the right status:
-/// 400 malformed JSON, 415 not `application/json`, 422 wrong shape or types,
-/// 413 larger than [`BODY_LIMIT`], 408 not all received by the body deadline
-/// (`--body-timeout-ms`, see [`crate::extensions::Served`]).
+/// 400 malformed JSON, 415 not `application/json`, 422 wrong shape or types, 413 larger
+/// than [`BODY_LIMIT`]. (The server reads bodies whole before handlers run, with the 408 of
+/// `--body-timeout-ms`: see [`crate::limits`].)
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
@@ -152,25 +152,7 @@ where
     type Rejection = BodyError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let deadline = req
-            .extensions()
-            .get::<crate::extensions::Served>()
-            .map(|served| served.body_deadline);
-        let read = axum::Json::<T>::from_request(req, state);
-        let axum::Json(value) = match deadline {
-            Some(deadline) => {
-                tokio::time::timeout_at(deadline.at, read)
-                    .await
-                    .map_err(|_| BodyError {
-                        status: StatusCode::REQUEST_TIMEOUT,
-                        message: format!(
-                            "request body not received within {} ms",
-                            deadline.timeout.as_millis()
-                        ),
-                    })??
-            }
-            None => read.await?,
-        };
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
         Ok(Self(value))
     }
 }

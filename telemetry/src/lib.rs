@@ -1,8 +1,9 @@
 //! What service A and service B share about being observed and operated, written once:
 //! JSON log lines, request ids, per-request spans and metrics, traces, and graceful shutdown.
 //!
-//! A service calls [`init`] once in `main`, wraps its router with [`observe::instrument`],
-//! serves `/metrics` with [`metrics::endpoint`], and serves and stops through [`server::serve`].
+//! A service calls [`init`] once in `main`, serves `/metrics` with [`metrics::endpoint`], and
+//! serves its routes and stops through [`server::serve`], which adds the protections of
+//! [`limits`] and the observation of [`observe`].
 //! Nothing here knows which service it runs in beyond the name it is given.
 //!
 //! "The lab" in comments is the walkthrough the README shows with this implementation's real
@@ -10,11 +11,15 @@
 
 pub mod cli;
 pub mod exemplars;
+pub mod export_queue;
 pub mod extensions;
 pub mod faults;
 pub mod health;
 pub mod http;
+pub mod limits;
+pub mod log_writer;
 pub mod logging;
+pub mod losses;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
@@ -75,7 +80,8 @@ pub struct TelemetryArgs {
 /// Call [`Telemetry::shutdown`] after the server has drained.
 #[derive(Debug)]
 pub struct Telemetry {
-    log_guard: logging::FlushGuard,
+    log_guard: log_writer::FlushGuard,
+    notices: losses::Notices,
     traces: traces::Traces,
     logs: Option<otlp_logs::OtlpLogs>,
     /// The process's metrics: counters for `/metrics` in both formats.
@@ -99,9 +105,11 @@ pub enum InitError {
 /// Installs logging, tracing and metrics for the whole process. Call once, from `main`,
 /// inside the Tokio runtime (metrics upkeep runs as a task on it).
 ///
-/// - Logs: one JSON object per line on stdout, batched and written by a background thread
-///   (see [`logging::BatchedStdout`]), so a slow terminal never stalls a request. `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]) filters *this output only*:
-///   spans are still created for tracing, so a quiet log never breaks trace propagation.
+/// - Logs: one JSON object per line on stdout, queued and written by a background thread
+///   (see [`log_writer`]): a slow, blocked or closed stdout never stalls a request; what
+///   it cannot take is dropped and counted (see [`losses`]). `RUST_LOG` (default
+///   [`DEFAULT_LOG_FILTER`]) filters *this output only*: spans are still created for
+///   tracing, so a quiet log never breaks trace propagation.
 /// - Traces: see [`traces`]. Ids are real W3C ids even when nothing is exported.
 /// - Metrics: see [`metrics`].
 ///
@@ -112,7 +120,7 @@ pub fn init(
     args: &TelemetryArgs,
     timeouts: &[std::time::Duration],
 ) -> Result<Telemetry, InitError> {
-    let (writer, log_guard) = logging::stdout_writer();
+    let (writer, log_guard) = log_writer::stdout_writer();
     let log_filter = || match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives),
         _ => EnvFilter::try_new(DEFAULT_LOG_FILTER),
@@ -152,6 +160,7 @@ pub fn init(
         metrics::Metrics::install(timeouts, &resource).map_err(InitError::AlreadyInitialised)?;
     Ok(Telemetry {
         log_guard,
+        notices: losses::Notices::start(service),
         traces,
         logs,
         metrics,
@@ -191,14 +200,23 @@ where
     }
 }
 
+/// How long each sink gets to take what is still queued at shutdown: the span and log
+/// record exporters (together), then stdout. A sink that is stuck or gone cannot hold the
+/// process longer; what it did not take is counted (see [`losses`]).
+pub const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Telemetry {
-    /// Flushes spans still in the batch, then the log lines still queued. Blocks on the
-    /// exporter in a blocking task, so it is safe to await on the runtime.
+    /// Flushes spans and log records still in their batches, then the log lines still
+    /// queued, each within [`FLUSH_GRACE`], and says on stderr what was lost, if anything.
     pub async fn shutdown(self) {
-        self.traces.shutdown().await;
-        if let Some(logs) = self.logs {
-            logs.shutdown().await;
-        }
-        drop(self.log_guard);
+        let spans = self.traces.shutdown(FLUSH_GRACE);
+        let records = async {
+            if let Some(logs) = self.logs {
+                logs.shutdown(FLUSH_GRACE).await;
+            }
+        };
+        tokio::join!(spans, records);
+        self.log_guard.finish(FLUSH_GRACE);
+        self.notices.finish(std::time::Duration::from_millis(200));
     }
 }

@@ -11,8 +11,6 @@
 
 use std::fmt::{self, Write as _};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tracing::field::{Field, Visit};
@@ -74,135 +72,6 @@ impl LogContext {
                 span.extensions_mut().insert(self);
             }
         });
-    }
-}
-
-/// How long a log line may wait in memory before it is written out.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-
-/// Queued bytes that wake the flusher before its interval is up.
-const FLUSH_EARLY_AT: usize = 256 * 1024;
-
-/// Queued bytes beyond which a request waits for the flusher instead of adding more: memory
-/// stays bounded and no line is ever dropped.
-const MAX_QUEUED: usize = 4 * 1024 * 1024;
-
-/// Log output to stdout, batched: a request appends its line to a shared buffer (one short
-/// lock, no system call, no thread wake-up) and a flusher thread writes the buffer out every
-/// [`FLUSH_INTERVAL`]. A writer thread woken for every line (as tracing-appender does) costs
-/// a futex wake and a context switch per request, which on two cores is most of the logging
-/// bill; see BENCHMARKS.md.
-#[derive(Debug, Clone)]
-pub struct BatchedStdout {
-    shared: Arc<Shared>,
-}
-
-/// Flushes what is queued and stops the flusher when dropped (at shutdown).
-#[derive(Debug)]
-pub struct FlushGuard {
-    shared: Arc<Shared>,
-    flusher: Option<std::thread::JoinHandle<()>>,
-}
-
-/// The queue of log bytes between requests and the flusher; [`BatchedStdout`] hands out
-/// references to it as writers.
-#[derive(Debug, Default)]
-pub struct Shared {
-    queued: Mutex<Vec<u8>>,
-    wake_flusher: Condvar,
-    drained: Condvar,
-    closing: AtomicBool,
-}
-
-/// Batched stdout and its guard.
-pub fn stdout_writer() -> (BatchedStdout, FlushGuard) {
-    let shared = Arc::new(Shared::default());
-    let flusher = {
-        let shared = shared.clone();
-        std::thread::Builder::new()
-            .name("log-flusher".into())
-            .spawn(move || flush_loop(&shared, &mut std::io::stdout()))
-            .ok()
-    };
-    (
-        BatchedStdout {
-            shared: shared.clone(),
-        },
-        FlushGuard { shared, flusher },
-    )
-}
-
-fn flush_loop(shared: &Shared, out: &mut impl Write) {
-    // Two buffers take turns: requests fill one while this thread writes the other, so
-    // neither is reallocated from batch to batch.
-    let mut batch = Vec::new();
-    loop {
-        {
-            let mut queued = shared.queued.lock().unwrap_or_else(|p| p.into_inner());
-            // Lines wait up to FLUSH_INTERVAL to leave together, in one write. Only a large
-            // backlog or shutdown cuts the wait short: taking whatever was queued at once
-            // made this thread spin under load, a write and a wake-up every few lines.
-            if queued.len() < FLUSH_EARLY_AT && !shared.closing.load(Ordering::Acquire) {
-                queued = shared
-                    .wake_flusher
-                    .wait_timeout(queued, FLUSH_INTERVAL)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
-            std::mem::swap(&mut *queued, &mut batch);
-        }
-        if batch.len() > MAX_QUEUED {
-            // Requests may be waiting for room (see `write`).
-            shared.drained.notify_all();
-        }
-        if !batch.is_empty() {
-            // Nowhere to report a failed write to stdout; keep serving.
-            let _ = out.write_all(&batch).and_then(|()| out.flush());
-        }
-        if batch.is_empty() && shared.closing.load(Ordering::Acquire) {
-            return;
-        }
-        batch.clear();
-        if batch.capacity() > 2 * FLUSH_EARLY_AT {
-            batch = Vec::new();
-        }
-    }
-}
-
-impl Drop for FlushGuard {
-    fn drop(&mut self) {
-        self.shared.closing.store(true, Ordering::Release);
-        self.shared.wake_flusher.notify_all();
-        if let Some(flusher) = self.flusher.take() {
-            let _ = flusher.join();
-        }
-    }
-}
-
-impl<'a> MakeWriter<'a> for BatchedStdout {
-    type Writer = &'a Shared;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        &self.shared
-    }
-}
-
-impl Write for &Shared {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        while queued.len() > MAX_QUEUED && !self.closing.load(Ordering::Acquire) {
-            self.wake_flusher.notify_one();
-            queued = self.drained.wait(queued).unwrap_or_else(|p| p.into_inner());
-        }
-        queued.extend_from_slice(bytes);
-        if queued.len() >= FLUSH_EARLY_AT {
-            self.wake_flusher.notify_one();
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -623,38 +492,8 @@ mod tests {
 }
 
 #[cfg(test)]
-mod batching_tests {
+mod format_tests {
     use super::*;
-
-    #[test]
-    fn lines_are_written_in_order_and_all_flushed_at_exit() {
-        let shared = Arc::new(Shared::default());
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let flusher = {
-            let (shared, out) = (shared.clone(), out.clone());
-            std::thread::spawn(move || {
-                let mut sink = Vec::new();
-                flush_loop(&shared, &mut sink);
-                out.lock().expect("out").extend(sink);
-            })
-        };
-        let writer = BatchedStdout {
-            shared: shared.clone(),
-        };
-        for n in 0..1000 {
-            let mut w = writer.make_writer();
-            w.write_all(format!("line {n}\n").as_bytes())
-                .expect("write");
-        }
-        drop(FlushGuard {
-            shared,
-            flusher: Some(flusher),
-        });
-        let text = String::from_utf8(out.lock().expect("out").clone()).expect("utf-8");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 1000, "nothing lost at shutdown");
-        assert_eq!(lines[999], "line 999");
-    }
 
     #[test]
     fn timestamps_match_rfc_3339_with_milliseconds_across_seconds() {

@@ -154,6 +154,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
         self.process.collect();
+        crate::losses::publish();
         self.prometheus.render()
     }
 
@@ -221,17 +222,9 @@ fn describe_shared() {
         metrics::Unit::Seconds,
         "Duration of outbound HTTP requests, each attempt on its own (OpenTelemetry http.client.request.duration)"
     );
-    metrics::describe_counter!(
-        "otel_span_export_failures_total",
-        "OTLP span batches the collector did not accept"
-    );
-    metrics::describe_counter!(
-        "otel_spans_dropped_total",
-        "Spans lost because their batch failed to export"
-    );
-    // At zero from the start, so "no failures" is a 0 on a dashboard, not "no data".
-    metrics::counter!("otel_span_export_failures_total").absolute(0);
-    metrics::counter!("otel_spans_dropped_total").absolute(0);
+    // What telemetry lost, at zero from the start, so "nothing lost" is a 0 on a
+    // dashboard, not "no data".
+    crate::losses::describe();
 }
 
 /// Plain counter totals by metric name and labels, readable at any time.

@@ -5,9 +5,8 @@
 //! (span joined to the caller's trace, seed-format log line, `http_requests_total` by route,
 //! `http_server_request_duration_seconds` by route with an exemplar for sampled requests,
 //! `http_server_active_requests`, never by raw path, and a `traceresponse` header naming
-//! the trace), shed load over
-//! `--max-in-flight`, answer 503 to requests still running when the shutdown grace ends,
-//! limit the body, and answer unknown routes and methods with JSON errors.
+//! the trace). The server applies it around the protections of [`crate::limits`], so their
+//! answers are observed like any other.
 //!
 //! Every label value and span name comes from a bounded set: a method outside the standard
 //! ones is `_OTHER` (the OpenTelemetry convention; the original is kept on the span as
@@ -17,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
-use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
+use ::http::{HeaderMap, HeaderName, Method, Version, header};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{Next, from_fn_with_state};
@@ -25,7 +24,7 @@ use axum::response::Response;
 use tower::ServiceBuilder;
 use tracing::{Instrument as _, field};
 
-use crate::extensions::{CutOff, Served};
+use crate::extensions::ClientAddress;
 use crate::logging::LogContext;
 use crate::{http, request_id, traces};
 
@@ -61,13 +60,6 @@ const KNOWN_METHODS: [Method; 9] = [
     Method::TRACE,
 ];
 
-/// Routes never shed by the in-flight limit: probes and scrapes must answer under overload,
-/// or an orchestrator restarts a busy service and monitoring goes blind when it matters.
-pub(crate) const NEVER_SHED: [&str; 3] = ["/health", "/metrics", "/openapi.json"];
-
-/// Requests shed because `--max-in-flight` were already being handled.
-pub const REQUESTS_SHED: &str = "http_requests_shed_total";
-
 /// Whether a service reads the caller's `x-attempt` header into its span and log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptHeader {
@@ -78,31 +70,19 @@ pub enum AttemptHeader {
     Ignored,
 }
 
-/// Adds the shared behaviour to `router`. Call it after all routes are added.
+/// Adds the shared behaviour to `router` (the server does, see [`crate::server::serve`]).
 pub fn instrument<S>(router: Router<S>, attempt_header: AttemptHeader) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    describe();
-    router
-        .fallback(http::not_found)
-        .method_not_allowed_fallback(http::method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .map_request(request_id::drop_invalid)
-                .layer(request_id::set_layer())
-                .layer(request_id::propagate_layer())
-                .layer(from_fn_with_state(attempt_header, observe))
-                .layer(DefaultBodyLimit::max(http::BODY_LIMIT)),
-        )
-}
-
-fn describe() {
-    metrics::describe_counter!(
-        REQUESTS_SHED,
-        "Requests answered 503 at once because --max-in-flight requests were being handled"
-    );
-    metrics::counter!(REQUESTS_SHED).absolute(0);
+    router.layer(
+        ServiceBuilder::new()
+            .map_request(request_id::drop_invalid)
+            .layer(request_id::set_layer())
+            .layer(request_id::propagate_layer())
+            .layer(from_fn_with_state(attempt_header, observe))
+            .layer(DefaultBodyLimit::max(http::BODY_LIMIT)),
+    )
 }
 
 /// The method's label value: its name if standard, `_OTHER` otherwise.
@@ -146,8 +126,10 @@ pub async fn observe(
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    let served = request.extensions().get::<Served>();
-    let client_address = served.map(|served| &*served.peer_ip);
+    let client_address = request
+        .extensions()
+        .get::<ClientAddress>()
+        .map(|client| &*client.0);
 
     // The OpenTelemetry HTTP server span (semantic conventions 1.26, stable attributes).
     // Numbers are recorded as i64: tracing-opentelemetry exports unsigned ones as text.
@@ -175,44 +157,10 @@ pub async fn observe(
     let ids = traces::join_caller_trace(&span, request.headers());
     LogContext { request_id, ids }.attach_to(&span);
 
-    let shed = route.is_none_or(|r| !NEVER_SHED.contains(&r));
     // The record owns the span; the handler's future gets the only other handle (each
     // handle is counted, and dropped, through every layer).
     let record = Record::start(started, span, endpoint, attempt, method, handles, ids);
-    let permit = match served {
-        Some(served) if shed => match served.in_flight_limit.try_admit() {
-            Some(permit) => Some(permit),
-            None => {
-                record.span.in_scope(|| crate::event!(WARN, "load_shed"));
-                metrics::counter!(REQUESTS_SHED).increment(1);
-                let mut response = http::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many requests in flight: try again later",
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                record.finish(response.status().as_u16());
-                return response;
-            }
-        },
-        _ => None,
-    };
-    let cut_off = served.map(|served| served.cut_off.clone());
-    let handled = next.run(request).instrument(record.span.clone());
-    let mut response = match cut_off {
-        Some(CutOff(mut cut_off)) => tokio::select! {
-            response = handled => response,
-            _ = cut_off.wait_for(|cut| *cut) => {
-                record.span.in_scope(|| crate::event!(WARN, "shutdown_cut_off"));
-                let mut response = http::error(StatusCode::SERVICE_UNAVAILABLE, "server shutting down: request cut off");
-                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                response
-            }
-        },
-        None => handled.await,
-    };
-    drop(permit);
+    let mut response = next.run(request).instrument(record.span.clone()).await;
     if let Some(value) = ids.traceresponse() {
         response.headers_mut().insert(TRACERESPONSE, value);
     }

@@ -86,7 +86,7 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
         return doc;
     };
     for (path, item) in paths.iter_mut() {
-        let probe = crate::observe::NEVER_SHED.contains(&path.as_str());
+        let probe = crate::limits::NEVER_SHED.contains(&path.as_str());
         let Some(item) = item.as_object_mut() else {
             continue;
         };

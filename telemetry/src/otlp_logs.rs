@@ -14,12 +14,15 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
 use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
 use opentelemetry::{InstrumentationScope, Key};
-use opentelemetry_sdk::logs::{SdkLogger, SdkLoggerProvider};
+use opentelemetry_sdk::logs::{
+    BatchConfigBuilder, BatchLogProcessor, SdkLogger, SdkLoggerProvider,
+};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::export_queue::{Counted, Gate, GatedLogs};
 use crate::logging::LogContext;
 
 /// Whether the environment asks for log records to be exported.
@@ -57,9 +60,18 @@ impl OtlpLogs {
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .build()
             .map_err(|e| e.to_string())?;
+        let capacity = crate::export_queue::capacity_from_env("OTEL_BLRP_MAX_QUEUE_SIZE")?;
+        let pipeline = &crate::losses::losses().log_records;
+        let batch = BatchLogProcessor::builder(Counted::new(exporter, pipeline))
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_max_queue_size(capacity)
+                    .build(),
+            )
+            .build();
         let provider = SdkLoggerProvider::builder()
             .with_resource(resource)
-            .with_batch_exporter(exporter)
+            .with_log_processor(GatedLogs::new(batch, Gate::new(pipeline, capacity)))
             .build();
         Ok(Some(Self { provider, service }))
     }
@@ -75,12 +87,14 @@ impl OtlpLogs {
         }
     }
 
-    /// Exports what is still batched. Blocks, so it runs on the blocking pool.
-    pub async fn shutdown(self) {
+    /// Exports what is still batched, waiting at most `grace`. Blocks, so it runs on the
+    /// blocking pool.
+    pub async fn shutdown(self, grace: Duration) {
         let provider = self.provider;
-        let _ = tokio::task::spawn_blocking(move || {
-            provider.shutdown_with_timeout(Duration::from_secs(5))
-        })
+        let _ = tokio::time::timeout(
+            grace + Duration::from_millis(100),
+            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(grace)),
+        )
         .await;
     }
 }

@@ -11,18 +11,20 @@
 //! | sends a URI over 64 KiB                       | 414 or 431, empty body (hyper's), closed  | `uri_too_long` / `header_too_large` |
 //! | sends a malformed head (control byte, two Content-Lengths, > 100 headers) | 400 or 431, empty body (hyper's), closed | `malformed_request` / `header_too_large` |
 //! | takes over `--header-timeout-ms` for its head | 408 JSON, closed                          | `header_timeout`             |
-//! | takes over `--body-timeout-ms` for its body   | 408 JSON (see [`crate::http::JsonBody`])  | (a 408 request)              |
+//! | takes over `--body-timeout-ms` for its body   | 408 JSON (see [`crate::limits`]); its body never holds an in-flight place | (a 408 request) |
 //! | stays idle over `--idle-timeout-ms`           | closed (not an error)                     |                              |
 //! | connects when `--max-connections` are open    | the longest-idle connection is closed to make room (`evicted`); if every one has a request in flight, 503 JSON with `Retry-After`, closed | `evicted` / `over_capacity` |
 //! | (the process runs out of file descriptors)    | waits in the kernel's backlog; accept backs off, logged once per burst | `accept_failed` |
 //!
 //! Every kind is also logged (`event: connection_rejected`), at most once a second per kind
 //! with the number left unlogged, so a flood cannot flood the log. Requests over
-//! `--max-in-flight` are shed by [`crate::observe`] (503 JSON).
+//! `--max-in-flight` (counted once their body has arrived) are shed (503 JSON): the server
+//! wraps the service's routes in the layers of [`crate::limits`] and observes them with
+//! [`crate::observe`].
 //!
 //! Shutdown: the listener closes; connections with no request in flight (idle, or a head
 //! still arriving) close at once; requests in flight get `--shutdown-grace-ms`; any still
-//! running then are answered 503 (`shutdown_cut_off`, see [`crate::observe`]).
+//! running then are answered 503 (`shutdown_cut_off`, see [`crate::limits`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -173,19 +175,34 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// and discarded (so the client reads the 503 instead of a reset); more are just closed.
 const LINGERING_REFUSALS: usize = 16;
 
-/// Serves `router` on `listener` with the limits in `edge` until `stop` resolves, then
-/// drains (see the module docs). Returns once every connection is closed, or when the
+/// How a service is served, besides its flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Serving<'a> {
+    /// The limits and timeouts.
+    pub edge: &'a EdgeArgs,
+    /// How many descriptors the service may hold for connections of its own (B: one per
+    /// request in flight, to call A); the connection cap leaves room for them.
+    pub outbound: u32,
+    /// Whether the caller's `x-attempt` header is shown on spans and log lines.
+    pub attempt_header: crate::observe::AttemptHeader,
+}
+
+/// Serves the service's `routes` on `listener` until `stop` resolves, then drains (see the
+/// module docs). The routes get JSON answers for unknown paths and methods, the
+/// protections of [`crate::limits`], and around them the observation of every request
+/// ([`crate::observe::instrument`]). Returns once every connection is closed, or when the
 /// answers to cut-off requests have had half a second to go out.
-///
-/// `outbound` is how many descriptors the service may hold for connections of its own
-/// (B: one per request in flight, to call A); the connection cap leaves room for them.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    routes: Router,
     stop: impl Future<Output = ()> + Send + 'static,
-    edge: &EdgeArgs,
-    outbound: u32,
+    serving: Serving<'_>,
 ) -> io::Result<()> {
+    let Serving {
+        edge,
+        outbound,
+        attempt_header,
+    } = serving;
     let max_connections = connection_cap(
         u64::from(edge.max_connections),
         fd_limit().map(|limit| limit.saturating_sub(u64::from(outbound))),
@@ -209,16 +226,22 @@ pub async fn serve(
     http.max_header_size(max_header)
         .max_buf_size(head_buffer)
         .header_read_timeout(None);
+    let routes = routes
+        .fallback(crate::http::not_found)
+        .method_not_allowed_fallback(crate::http::method_not_allowed);
+    let limits = crate::limits::Limits {
+        body_timeout: Duration::from_millis(edge.body_timeout_ms),
+        in_flight: Arc::new(Semaphore::new(edge.max_in_flight as usize)),
+        cut_off,
+    };
+    let router = crate::observe::instrument(crate::limits::apply(routes, limits), attempt_header);
     let shared = Arc::new(Shared {
         router,
-        cut_off: crate::extensions::CutOff(cut_off),
-        in_flight_limit: crate::extensions::InFlightLimit::new(edge.max_in_flight),
         http,
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         header_timeout: Duration::from_millis(edge.header_timeout_ms),
         head_buffer,
         idle_timeout: Duration::from_millis(edge.idle_timeout_ms),
-        body_timeout: Duration::from_millis(edge.body_timeout_ms),
         conns: Mutex::default(),
         next_id: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
@@ -314,8 +337,6 @@ fn fd_limit() -> Option<u64> {
 /// What every connection task shares.
 struct Shared {
     router: Router,
-    cut_off: crate::extensions::CutOff,
-    in_flight_limit: crate::extensions::InFlightLimit,
     http: hyper::server::conn::http1::Builder,
     max_connections: usize,
     header_timeout: Duration,
@@ -323,7 +344,6 @@ struct Shared {
     /// without ending is refused.
     head_buffer: usize,
     idle_timeout: Duration,
-    body_timeout: Duration,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
     in_flight: AtomicUsize,
@@ -494,8 +514,8 @@ fn classify(error: &hyper::Error, conn: &Conn) -> Option<ConnEvent> {
     None
 }
 
-/// The hyper service of one connection: counts the request as in flight on the connection
-/// and in the process, hands it the body deadline, and runs the router.
+/// The hyper service of one connection: counts the request as busy on the connection and in
+/// the process, tells it the caller's address, and runs the router.
 #[derive(Clone)]
 struct ConnService {
     shared: Arc<Shared>,
@@ -518,15 +538,9 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             conn: self.conn.clone(),
             shared: self.shared.clone(),
         };
-        request.extensions_mut().insert(crate::extensions::Served {
-            peer_ip: self.peer_ip.clone(),
-            body_deadline: crate::extensions::BodyDeadline {
-                at: Instant::now() + self.shared.body_timeout,
-                timeout: self.shared.body_timeout,
-            },
-            cut_off: self.shared.cut_off.clone(),
-            in_flight_limit: self.shared.in_flight_limit.clone(),
-        });
+        request
+            .extensions_mut()
+            .insert(crate::extensions::ClientAddress(self.peer_ip.clone()));
         let response = self
             .shared
             .router
@@ -836,32 +850,41 @@ impl EventLog {
     }
 }
 
-/// Resolves on the first SIGTERM (what `kill`, Docker and Kubernetes send) or Ctrl-C.
+/// Resolves on the first SIGTERM (what `kill`, Docker and Kubernetes send), SIGINT (Ctrl-C),
+/// SIGHUP (the terminal closed) or SIGQUIT: each drains and flushes the same way, so no
+/// answered request goes unlogged whichever one ends the process.
 pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let kinds = [
+            ("SIGTERM", SignalKind::terminate()),
+            ("SIGINT", SignalKind::interrupt()),
+            ("SIGHUP", SignalKind::hangup()),
+            ("SIGQUIT", SignalKind::quit()),
+        ];
+        let mut listening = Vec::new();
+        for (name, kind) in kinds {
+            match signal(kind) {
+                Ok(stream) => listening.push((name, stream)),
+                Err(e) => tracing::error!(error = %e, signal = name, "cannot listen for a signal"),
             }
         }
-    };
+        let received = std::future::poll_fn(|cx| {
+            for (name, stream) in &mut listening {
+                if stream.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*name);
+                }
+            }
+            std::task::Poll::Pending
+        });
+        let name = received.await;
+        tracing::info!(event = "signal_received", signal = name);
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::error!(error = %e, "cannot listen for Ctrl-C");
+        std::future::pending::<()>().await;
     }
 }
 

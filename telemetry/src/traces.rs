@@ -16,9 +16,10 @@
 //! otherwise be a large share of all traces. Their spans are sampled out (they keep ids for
 //! their log lines) unless `--trace-probes` is given.
 //!
-//! Export is batched on the SDK's own thread: a slow or absent collector never delays a
-//! request. Failed exports are logged by the SDK and counted in
-//! `otel_span_export_failures_total`.
+//! Export is batched on the SDK's own thread, behind a bounded queue
+//! (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048): a slow or absent collector never delays a
+//! request. Spans dropped at a full queue and spans the collector did not take are counted
+//! (see [`crate::export_queue`] and [`crate::losses`]); a failed batch is also logged.
 
 use std::time::Duration;
 
@@ -32,14 +33,16 @@ use opentelemetry::{InstrumentationScope, Key, KeyValue, global};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{
-    SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample, SpanData, SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, SamplingDecision, SamplingResult, SdkTracerProvider,
+    ShouldSample,
 };
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::registry::LookupSpan;
+
+use crate::export_queue::{Counted, Gate, GatedSpans, capacity_from_env};
 
 /// The tracer provider of this process. Shut it down to flush the last batch.
 #[derive(Debug)]
@@ -155,7 +158,17 @@ impl Traces {
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .build()
                 .map_err(|e| e.to_string())?;
-            provider = provider.with_batch_exporter(CountingExporter(exporter));
+            let capacity = capacity_from_env("OTEL_BSP_MAX_QUEUE_SIZE")?;
+            let pipeline = &crate::losses::losses().spans;
+            let batch = BatchSpanProcessor::builder(Counted::new(exporter, pipeline))
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_max_queue_size(capacity)
+                        .build(),
+                )
+                .build();
+            provider =
+                provider.with_span_processor(GatedSpans::new(batch, Gate::new(pipeline, capacity)));
         }
         Ok(Self {
             provider: provider.build(),
@@ -189,12 +202,17 @@ impl Traces {
             .with_error_records_to_exceptions(false)
     }
 
-    /// Exports what is still batched and stops the exporter thread. The SDK call blocks, so
-    /// it runs on the blocking pool.
-    pub async fn shutdown(self) {
+    /// Exports what is still batched and stops the exporter thread, waiting at most
+    /// `grace` (a collector that hangs cannot hold the process). The SDK call blocks, so it
+    /// runs on the blocking pool.
+    pub async fn shutdown(self, grace: Duration) {
         let provider = self.provider;
-        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
-        if let Ok(Err(e)) = flushed {
+        let flushed = tokio::time::timeout(
+            grace + Duration::from_millis(100),
+            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(grace)),
+        )
+        .await;
+        if let Ok(Ok(Err(e))) = flushed {
             // Nothing was configured to export, or the collector is gone: not fatal on exit.
             tracing::debug!(error = %e, "trace provider shutdown");
         }
@@ -364,8 +382,31 @@ pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds
         context.with_baggage(baggage)
     };
     BaggagePropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    let oversized = headers
+        .get(BAGGAGE)
+        .is_some_and(|value| value.len() > MAX_FORWARDED_BAGGAGE);
+    if oversized {
+        // The caller's entries would make the call too large for the callee to take (a
+        // value re-encoded grows up to three times): forward the request id alone.
+        crate::event!(
+            WARN,
+            "baggage_not_forwarded",
+            entries = context.baggage().len() as i64,
+            max_bytes = MAX_FORWARDED_BAGGAGE as i64,
+        );
+        match request_id_baggage(request_id) {
+            Some(only_the_id) => headers.insert(BAGGAGE, only_the_id),
+            None => headers.remove(BAGGAGE),
+        };
+    }
     ids
 }
+
+/// The largest `baggage` header passed on to a callee, in bytes. W3C Baggage asks that at
+/// least 8192 bytes be propagated, but a caller's entries re-encoded can grow past what the
+/// callee accepts in a whole request head (16 KiB by default here); a baggage that large is
+/// not what this system uses baggage for (the request id), so it is not passed on.
+pub const MAX_FORWARDED_BAGGAGE: usize = 4096;
 
 /// `baggage: request.id=<id>`, written directly when the id needs no percent-encoding (a
 /// valid `X-Request-ID` never does): what the baggage propagator writes for a baggage of
@@ -432,38 +473,6 @@ pub fn trace_id(span: &Span) -> Option<String> {
     span_context
         .is_valid()
         .then(|| span_context.trace_id().to_string())
-}
-
-/// Wraps the OTLP exporter to count failed exports, so a broken collector shows on
-/// `/metrics` instead of only in the SDK's own log.
-#[derive(Debug)]
-struct CountingExporter<E>(E);
-
-impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let spans = batch.len() as u64;
-        let result = self.0.export(batch).await;
-        if let Err(error) = &result {
-            metrics::counter!("otel_span_export_failures_total").increment(1);
-            metrics::counter!("otel_spans_dropped_total").increment(spans);
-            // At most one line per batch (every few seconds): the log says what the
-            // counters cannot, the collector's error.
-            crate::event!(WARN, "span_export_failed", error = %error, spans_dropped = spans);
-        }
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.0.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.0.set_resource(resource);
-    }
 }
 
 #[cfg(test)]
@@ -578,6 +587,37 @@ mod tests {
                 );
                 assert_eq!(value("tenant").as_deref(), expected_tenant, "{sent:?}");
             }
+        });
+    }
+
+    #[test]
+    fn an_oversized_baggage_is_not_passed_on_but_the_request_id_is() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+        tracing::subscriber::with_default(subscriber, || {
+            let forwarded = |quotes: usize| {
+                // Each quote is re-encoded as %22, three times its size.
+                let sent = format!("k={}", "\"".repeat(quotes));
+                let mut headers = HeaderMap::new();
+                headers.insert("baggage", HeaderValue::from_str(&sent).expect("header"));
+                let span = tracing::info_span!("request");
+                let _ = join_caller_trace(&span, &headers);
+                let mut onwards = HeaderMap::new();
+                let _ = inject(&span, &mut onwards, "ours");
+                onwards
+                    .get("baggage")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            };
+            let small = forwarded(100).expect("a baggage");
+            assert!(small.contains("k=%22"), "small entries go on: {small}");
+            assert!(small.contains("request.id=ours"), "{small}");
+            assert_eq!(forwarded(2000).as_deref(), Some("request.id=ours"));
         });
     }
 

@@ -144,6 +144,11 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Starts a receiver on a free loopback port.
     pub fn start() -> Self {
+        Self::start_slow(Duration::ZERO)
+    }
+
+    /// Starts a receiver that takes `delay` to answer each export (a collector under load).
+    pub fn start_slow(delay: Duration) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -159,7 +164,13 @@ impl OtlpReceiver {
                 let app = Router::new()
                     .route("/v1/traces", post(receive))
                     .route("/v1/logs", post(receive_logs))
-                    .with_state(shared);
+                    .with_state(shared)
+                    .layer(axum::middleware::from_fn(
+                        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                            tokio::time::sleep(delay).await;
+                            next.run(request).await
+                        },
+                    ));
                 let _ = axum::serve(listener, app).await;
             });
         });

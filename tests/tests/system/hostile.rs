@@ -668,3 +668,20 @@ async fn over_the_connection_cap_with_every_connection_busy_newcomers_get_503() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_trickling_in_hold_no_place_other_clients_need() {
+    let mut a = Service::a(&[]);
+    // 520 requests, more than --max-in-flight (512), each announcing a 100-byte body and
+    // sending one byte of it.
+    let head = b"POST /token HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    let trickling: Vec<TcpStream> = (0..520).map(|_| connect_and_send(&a, head)).collect();
+    // Everyone else is served as usual.
+    for n in 0..50 {
+        let reply = a.token(system_tests::demo_login(), None).await;
+        assert_eq!(reply.status, 200, "request {n}: {}", reply.text);
+    }
+    assert_eq!(a.series("http_requests_shed_total").await, 0.0);
+    assert_unharmed(&mut a, "520 trickling bodies").await;
+    drop(trickling);
+}

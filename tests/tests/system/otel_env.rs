@@ -91,7 +91,9 @@ fn the_export_timeout_comes_from_the_environment() {
     let rt = runtime();
     let started = Instant::now();
     rt.block_on(send(login(&a)));
-    while rt.block_on(a.series("otel_span_export_failures_total")) < 1.0 {
+    // A collector that never answers is a network error to the exporter.
+    let failed = "otel_sdk_exporter_span_exported_total{otel_component_type=\"otlp_http_span_exporter\",otel_component_name=\"otlp_http_span_exporter/0\",error_type=\"network_error\"}";
+    while rt.block_on(a.series(failed)) < 1.0 {
         assert!(
             Instant::now() < started + TIMEOUT,
             "no export failure counted"

@@ -70,6 +70,73 @@ async fn ctrl_c_drains_the_same_way() {
 }
 
 #[tokio::test]
+async fn sighup_and_sigquit_drain_the_same_way() {
+    drains_on("HUP").await;
+    drains_on("QUIT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_under_load_leaves_no_answered_request_unlogged() {
+    for signal in ["HUP", "TERM"] {
+        let mut a = Service::a(&[]);
+        let url = a.at("/token");
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let callers: Vec<_> = (0..16)
+            .map(|caller| {
+                let (url, answered) = (url.clone(), answered.clone());
+                tokio::spawn(async move {
+                    let client = system_tests::client();
+                    for n in 0..10_000 {
+                        let id = format!("{caller}-{n}");
+                        let sent = client
+                            .post(&url)
+                            .header("x-request-id", &id)
+                            .json(&system_tests::demo_login())
+                            .send()
+                            .await;
+                        match sent {
+                            Ok(reply) if reply.status() == 200 => {
+                                answered.lock().expect("answered").push(id);
+                            }
+                            _ => return, // the server has stopped
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Under way: some answers are in.
+        let deadline = Instant::now() + TIMEOUT;
+        while answered.lock().expect("answered").len() < 500 {
+            assert!(Instant::now() < deadline, "the load did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        a.signal(signal);
+        for caller in callers {
+            caller.await.expect("caller");
+        }
+        let status = tokio::task::spawn_blocking(move || (a.wait_exit(), a));
+        let (status, a) = status.await.expect("wait");
+        assert!(status.success(), "SIG{signal}: {status:?}");
+        a.logs.wait_for(|l| l["event"] == "shutdown_complete");
+        let logged: std::collections::HashSet<String> = a
+            .logs
+            .matching(|l| l["endpoint"] == "POST /token" && l["status"] == 200)
+            .iter()
+            .filter_map(|l| l["request_id"].as_str().map(str::to_owned))
+            .collect();
+        let answered = answered.lock().expect("answered").clone();
+        let unlogged: Vec<_> = answered.iter().filter(|id| !logged.contains(*id)).collect();
+        assert!(
+            unlogged.is_empty(),
+            "SIG{signal}: {} of {} answered requests have no log line, e.g. {:?}",
+            unlogged.len(),
+            answered.len(),
+            unlogged.first()
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_grace_period_bounds_the_drain() {
     let mut a = Service::a(&["--shutdown-grace-ms", "200"]);
     let url = a.at("/token");

@@ -317,10 +317,11 @@ fn failed_exports_are_counted_and_logged() {
         let text = rt
             .block_on(system_tests::get(&b.at("/metrics?format=prometheus")))
             .text;
-        if text
-            .lines()
-            .any(|l| l.starts_with("otel_span_export_failures_total ") && !l.ends_with(" 0"))
-        {
+        if text.lines().any(|l| {
+            l.starts_with("otel_sdk_exporter_span_exported_total{")
+                && l.contains("error_type=")
+                && !l.ends_with(" 0")
+        }) {
             break;
         }
         assert!(

@@ -1,0 +1,133 @@
+//! The protections the server puts around every route, as layers it owns (see
+//! [`crate::server::serve`]), outermost first:
+//!
+//! 1. **cut-off**: when the shutdown grace runs out, a request still running is answered
+//!    503 (`shutdown_cut_off`) and its handler dropped;
+//! 2. **body**: the request body is read whole before anything else, within
+//!    `--body-timeout-ms` (408) and [`BODY_LIMIT`] (413);
+//! 3. **load shed**: only then does the request take one of `--max-in-flight` places, or
+//!    get 503 with `Retry-After` (`load_shed`). A client trickling its body in holds a
+//!    connection, never a place other clients need. Probes and scrapes are never shed.
+//!
+//! Each answers with the JSON error every other error has; each runs inside the request's
+//! span, so what it did shows on the request's log line, span and metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use tokio::sync::{Semaphore, watch};
+
+use crate::http::{BODY_LIMIT, error};
+
+/// Routes never shed by the in-flight limit: probes and scrapes must answer under overload,
+/// or an orchestrator restarts a busy service and monitoring goes blind when it matters.
+pub const NEVER_SHED: [&str; 3] = ["/health", "/metrics", "/openapi.json"];
+
+/// Requests shed because `--max-in-flight` were already being handled.
+pub const REQUESTS_SHED: &str = "http_requests_shed_total";
+
+/// What the layers enforce.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long a body may take to arrive after its head.
+    pub body_timeout: Duration,
+    /// Places for requests being worked on.
+    pub in_flight: Arc<Semaphore>,
+    /// Turns true when the shutdown grace has run out.
+    pub cut_off: watch::Receiver<bool>,
+}
+
+/// `router` with the layers, in the order of the module docs.
+pub fn apply(router: Router, limits: Limits) -> Router {
+    metrics::describe_counter!(
+        REQUESTS_SHED,
+        "Requests answered 503 at once because --max-in-flight requests were being handled"
+    );
+    metrics::counter!(REQUESTS_SHED).absolute(0);
+    router
+        .layer(from_fn_with_state(limits.in_flight, shed))
+        .layer(from_fn_with_state(limits.body_timeout, read_body))
+        .layer(from_fn_with_state(limits.cut_off, cut_off))
+}
+
+async fn cut_off(
+    State(mut cut_off): State<watch::Receiver<bool>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    tokio::select! {
+        response = next.run(request) => response,
+        _ = cut_off.wait_for(|cut| *cut) => {
+            crate::event!(WARN, "shutdown_cut_off");
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server shutting down: request cut off",
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+async fn read_body(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    if http_body::Body::is_end_stream(&body) {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let read = Limited::new(body, BODY_LIMIT).collect();
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(whole)) => {
+            let body = Body::from(whole.to_bytes());
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {BODY_LIMIT} bytes"),
+        ),
+        Ok(Err(e)) => error(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
+        ),
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {} ms",
+                timeout.as_millis()
+            ),
+        ),
+    }
+}
+
+async fn shed(State(in_flight): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let exempt = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|route| NEVER_SHED.contains(&route.as_str()));
+    if exempt {
+        return next.run(request).await;
+    }
+    let Ok(place) = in_flight.try_acquire_owned() else {
+        crate::event!(WARN, "load_shed");
+        metrics::counter!(REQUESTS_SHED).increment(1);
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests in flight: try again later",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let response = next.run(request).await;
+    drop(place);
+    response
+}

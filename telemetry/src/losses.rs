@@ -1,0 +1,382 @@
+//! What telemetry lost, counted where it was lost. A sink that is slow, full or gone never
+//! holds up a request: the log line, span or log record is dropped instead, and counted
+//! here. Counting is one atomic add on the path that drops; the counts reach `/metrics` when
+//! it is read ([`publish`]) and stderr at most once every [`NOTICE_INTERVAL`] ([`Notices`]).
+//!
+//! | what was lost | series |
+//! |---|---|
+//! | a JSON log line for stdout | `log_lines_dropped_total{reason}`: `queue_full` (stdout is not read fast enough), `write_failed` (stdout is closed or broken), `shutdown` (still queued when the flush grace ran out) |
+//! | a span | `otel_sdk_processor_span_processed_total{error_type="queue_full"}` at the export queue, `otel_sdk_exporter_span_exported_total{error_type}` at the collector |
+//! | an OTLP log record | `otel_sdk_processor_log_processed_total{error_type="queue_full"}`, `otel_sdk_exporter_log_exported_total{error_type}` |
+//!
+//! The `otel_sdk_*` series follow the OpenTelemetry SDK self-observability conventions
+//! (`otel.sdk.processor.span.processed` and its kin): processed without `error_type` counts
+//! what was handed to the exporter, exported without `error_type` what the collector took.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// Log lines that never reached stdout, by reason.
+pub const LOG_LINES_DROPPED: &str = "log_lines_dropped_total";
+
+/// One counter, shared by the code that drops and the code that reports.
+#[derive(Debug, Default)]
+pub struct Count(AtomicU64);
+
+impl Count {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    /// The total so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// JSON log lines for stdout.
+#[derive(Debug, Default)]
+pub struct LogLines {
+    /// Dropped because the queue in front of stdout was full.
+    pub queue_full: Count,
+    /// Dropped because writing to stdout failed (closed, broken pipe).
+    pub write_failed: Count,
+    /// Still queued when the flush at shutdown ran out of time.
+    pub shutdown: Count,
+}
+
+/// One OpenTelemetry signal's pipeline: a bounded queue in front of an exporter.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    /// Handed to the exporter (processed without error).
+    pub processed: Count,
+    /// Dropped because the queue was full.
+    pub queue_full: Count,
+    /// Dropped because the pipeline had already shut down.
+    pub already_shutdown: Count,
+    /// Taken by the collector.
+    pub exported: Count,
+    /// Refused by the collector, or not delivered in time, by the exporter's error.
+    pub export_failed: [Count; ExportError::ALL.len()],
+    /// In the queue now: handed in, not yet handed on to the exporter.
+    pub queued: AtomicU64,
+    /// How many the queue holds at most (0: the signal is not exported).
+    pub capacity: AtomicU64,
+}
+
+impl Pipeline {
+    /// Items in the queue now: handed in, not yet handed on.
+    pub fn queue_size(&self) -> u64 {
+        self.queued.load(Relaxed)
+    }
+}
+
+/// Why an export failed, as `error_type`. The OTLP/HTTP exporter says little: a refused
+/// connection and a collector that never answers are both a "network error".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportError {
+    /// The collector was unreachable or did not answer in time.
+    Network,
+    /// The collector answered with an error status.
+    Rejected,
+    /// The export did not finish within the SDK's timeout.
+    Timeout,
+    /// The exporter was already shut down.
+    AlreadyShutdown,
+    /// Anything else (the batch could not even be encoded).
+    Internal,
+}
+
+impl ExportError {
+    /// Every kind, in the order of [`Pipeline::export_failed`].
+    pub const ALL: [Self; 5] = [
+        Self::Network,
+        Self::Rejected,
+        Self::Timeout,
+        Self::AlreadyShutdown,
+        Self::Internal,
+    ];
+
+    /// The kind of an SDK export error.
+    pub fn of(error: &opentelemetry_sdk::error::OTelSdkError) -> Self {
+        use opentelemetry_sdk::error::OTelSdkError;
+        match error {
+            OTelSdkError::Timeout(_) => Self::Timeout,
+            OTelSdkError::AlreadyShutdown => Self::AlreadyShutdown,
+            OTelSdkError::InternalFailure(message) if message.contains("network error") => {
+                Self::Network
+            }
+            OTelSdkError::InternalFailure(message) if message.contains("status code") => {
+                Self::Rejected
+            }
+            OTelSdkError::InternalFailure(message) if message.contains("already shutdown") => {
+                Self::AlreadyShutdown
+            }
+            OTelSdkError::InternalFailure(_) => Self::Internal,
+        }
+    }
+
+    /// The `error_type` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Network => "network_error",
+            Self::Rejected => "rejected",
+            Self::Timeout => "timeout",
+            Self::AlreadyShutdown => "already_shutdown",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// Everything this process lost, per signal.
+#[derive(Debug, Default)]
+pub struct Losses {
+    /// Stdout.
+    pub log_lines: LogLines,
+    /// OTLP spans.
+    pub spans: Pipeline,
+    /// OTLP log records.
+    pub log_records: Pipeline,
+}
+
+/// The process's losses. One per process, like the sinks it counts for.
+pub fn losses() -> &'static Losses {
+    static LOSSES: std::sync::OnceLock<Losses> = std::sync::OnceLock::new();
+    LOSSES.get_or_init(Losses::default)
+}
+
+/// The `otel.component.*` attributes of one pipeline's processor and exporter.
+struct Components {
+    processor_metric: &'static str,
+    processor_type: &'static str,
+    exporter_metric: &'static str,
+    exporter_type: &'static str,
+    queue_size: &'static str,
+    queue_capacity: &'static str,
+}
+
+const SPANS: Components = Components {
+    processor_metric: "otel_sdk_processor_span_processed_total",
+    processor_type: "batching_span_processor",
+    exporter_metric: "otel_sdk_exporter_span_exported_total",
+    exporter_type: "otlp_http_span_exporter",
+    queue_size: "otel_sdk_processor_span_queue_size",
+    queue_capacity: "otel_sdk_processor_span_queue_capacity",
+};
+
+const LOG_RECORDS: Components = Components {
+    processor_metric: "otel_sdk_processor_log_processed_total",
+    processor_type: "batching_log_processor",
+    exporter_metric: "otel_sdk_exporter_log_exported_total",
+    exporter_type: "otlp_http_log_exporter",
+    queue_size: "otel_sdk_processor_log_queue_size",
+    queue_capacity: "otel_sdk_processor_log_queue_capacity",
+};
+
+/// Help text for every series, once, at start-up.
+pub fn describe() {
+    metrics::describe_counter!(
+        LOG_LINES_DROPPED,
+        "JSON log lines that never reached stdout, by reason: queue_full (stdout not read fast enough), write_failed (stdout closed), shutdown (still queued when the flush grace ran out)"
+    );
+    for (components, what) in [(&SPANS, "spans"), (&LOG_RECORDS, "log records")] {
+        metrics::describe_counter!(
+            components.processor_metric,
+            format!(
+                "OTLP {what} handed to the exporter, or dropped with error_type (queue_full: the export queue was full)"
+            )
+        );
+        metrics::describe_counter!(
+            components.exporter_metric,
+            format!("OTLP {what} the collector took, or lost with error_type")
+        );
+        metrics::describe_gauge!(
+            components.queue_size,
+            format!("OTLP {what} waiting in the export queue")
+        );
+        metrics::describe_gauge!(
+            components.queue_capacity,
+            format!("Most OTLP {what} the export queue holds")
+        );
+    }
+    publish();
+}
+
+/// Writes the counts into the metrics recorder (called when `/metrics` is read, so nothing
+/// on the request path touches the recorder).
+pub fn publish() {
+    let losses = losses();
+    for (reason, count) in [
+        ("queue_full", &losses.log_lines.queue_full),
+        ("write_failed", &losses.log_lines.write_failed),
+        ("shutdown", &losses.log_lines.shutdown),
+    ] {
+        metrics::counter!(LOG_LINES_DROPPED, "reason" => reason).absolute(count.get());
+    }
+    publish_pipeline(&SPANS, &losses.spans);
+    publish_pipeline(&LOG_RECORDS, &losses.log_records);
+}
+
+fn publish_pipeline(components: &Components, pipeline: &Pipeline) {
+    let labels = |component: &'static str, error: Option<&'static str>| {
+        let mut labels = vec![
+            ("otel_component_type", component.to_owned()),
+            ("otel_component_name", format!("{component}/0")),
+        ];
+        if let Some(error) = error {
+            labels.push(("error_type", error.to_owned()));
+        }
+        labels
+    };
+    let processor = components.processor_type;
+    for (error, count) in [
+        (None, &pipeline.processed),
+        (Some("queue_full"), &pipeline.queue_full),
+        (Some("already_shutdown"), &pipeline.already_shutdown),
+    ] {
+        metrics::counter!(components.processor_metric, &labels(processor, error))
+            .absolute(count.get());
+    }
+    let exporter = components.exporter_type;
+    metrics::counter!(components.exporter_metric, &labels(exporter, None))
+        .absolute(pipeline.exported.get());
+    for (error, count) in ExportError::ALL.iter().zip(&pipeline.export_failed) {
+        metrics::counter!(
+            components.exporter_metric,
+            &labels(exporter, Some(error.label()))
+        )
+        .absolute(count.get());
+    }
+    metrics::gauge!(components.queue_size, &labels(processor, None))
+        .set(pipeline.queue_size() as f64);
+    metrics::gauge!(components.queue_capacity, &labels(processor, None))
+        .set(pipeline.capacity.load(Relaxed) as f64);
+}
+
+/// Shortest time between two lines on stderr about losses.
+pub const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The lost counts that stderr reports, in a fixed order with their names.
+fn totals() -> [(&'static str, u64); 9] {
+    let l = losses();
+    let failed = |p: &Pipeline| p.export_failed.iter().map(Count::get).sum::<u64>();
+    [
+        ("log_lines_queue_full", l.log_lines.queue_full.get()),
+        ("log_lines_write_failed", l.log_lines.write_failed.get()),
+        ("log_lines_shutdown", l.log_lines.shutdown.get()),
+        ("spans_queue_full", l.spans.queue_full.get()),
+        ("spans_export_failed", failed(&l.spans)),
+        ("spans_already_shutdown", l.spans.already_shutdown.get()),
+        ("log_records_queue_full", l.log_records.queue_full.get()),
+        ("log_records_export_failed", failed(&l.log_records)),
+        (
+            "log_records_already_shutdown",
+            l.log_records.already_shutdown.get(),
+        ),
+    ]
+}
+
+/// The thread that says on stderr what was lost: at most one line every
+/// [`NOTICE_INTERVAL`], with what was lost since the previous line, and a last one at
+/// shutdown. It is the only writer of stderr here, so a stderr nobody reads blocks nothing
+/// but this thread.
+#[derive(Debug)]
+pub struct Notices {
+    stop: mpsc::Sender<()>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Notices {
+    /// Starts the thread for `service`.
+    pub fn start(service: &'static str) -> Self {
+        let (stop, stopped) = mpsc::channel();
+        let (finished, done) = mpsc::channel();
+        let _ = std::thread::Builder::new()
+            .name("telemetry-notices".into())
+            .spawn(move || {
+                let mut reported = [0u64; 9];
+                let mut last = Instant::now() - NOTICE_INTERVAL;
+                loop {
+                    // A stop, or the service gone without one: report and end.
+                    let stopping = !matches!(
+                        stopped.recv_timeout(Duration::from_secs(1)),
+                        Err(RecvTimeoutError::Timeout)
+                    );
+                    if stopping || last.elapsed() >= NOTICE_INTERVAL {
+                        let now = totals();
+                        if now.iter().zip(&reported).any(|((_, n), r)| n > r) {
+                            notice(service, &now, &reported);
+                            reported = now.map(|(_, n)| n);
+                            last = Instant::now();
+                        }
+                    }
+                    if stopping {
+                        let _ = finished.send(());
+                        return;
+                    }
+                }
+            });
+        Self { stop, done }
+    }
+
+    /// Reports what is left to report, waiting at most `grace` for stderr.
+    pub fn finish(self, grace: Duration) {
+        let _ = self.stop.send(());
+        let _ = self.done.recv_timeout(grace);
+    }
+}
+
+/// One line on stderr: the losses since the previous one, as a JSON object.
+fn notice(service: &str, now: &[(&'static str, u64); 9], reported: &[u64; 9]) {
+    let mut line = serde_json::Map::new();
+    line.insert("service".into(), service.into());
+    line.insert("event".into(), "telemetry_lost".into());
+    for ((name, total), before) in now.iter().zip(reported) {
+        if total > before {
+            line.insert((*name).into(), (total - before).into());
+        }
+    }
+    line.insert(
+        "see".into(),
+        "log_lines_dropped_total and otel_sdk_* on /metrics".into(),
+    );
+    let text = serde_json::Value::Object(line).to_string();
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_errors_are_classified_by_what_the_exporter_says() {
+        use opentelemetry_sdk::error::OTelSdkError;
+        let failure = |text: &str| ExportError::of(&OTelSdkError::InternalFailure(text.into()));
+        // The texts of opentelemetry-otlp's HTTP exporter.
+        assert_eq!(
+            failure("HTTP export failed: network error"),
+            ExportError::Network
+        );
+        assert_eq!(
+            failure("HTTP export failed with status code: 503"),
+            ExportError::Rejected
+        );
+        assert_eq!(
+            failure("Exporter already shutdown"),
+            ExportError::AlreadyShutdown
+        );
+        assert_eq!(failure("encoding failed"), ExportError::Internal);
+        assert_eq!(
+            ExportError::of(&OTelSdkError::Timeout(Duration::from_secs(1))),
+            ExportError::Timeout
+        );
+        assert_eq!(
+            ExportError::of(&OTelSdkError::AlreadyShutdown),
+            ExportError::AlreadyShutdown
+        );
+    }
+}
