@@ -59,9 +59,7 @@ impl IntoResponse for ApiError {
             ),
             Self::Provider(ProviderError::CircuitOpen { retry_in, evidence }) => {
                 let details = format!(
-                    "circuit open: {} of the last {} calls failed; not calling the provider; next probe in {}ms",
-                    evidence.failures,
-                    evidence.calls,
+                    "circuit open: {evidence}; not calling the provider; next probe in {}ms",
                     retry_in.as_millis()
                 );
                 let mut response = (

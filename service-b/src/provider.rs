@@ -305,7 +305,7 @@ impl Provider {
             if !outcome.is_failure() {
                 // Any answer from A, a refusal included, shows A is reachable.
                 circuit_changed(permit.record(true));
-                return read_answer(result).await;
+                return read_answer(result);
             }
             failures.push(AttemptFailure {
                 attempt: number,
@@ -394,29 +394,30 @@ impl Provider {
         Ok(built)
     }
 
-    /// One attempt: sends it within `timeout`, then classifies and records what happened
-    /// (the attempt's span, its `provider_call_failed` line, the client duration histogram).
+    /// One attempt: sends it and reads A's whole answer within `timeout` (a body that
+    /// stalls or breaks off fails the attempt like a missing answer), then classifies and
+    /// records what happened (the attempt's span, its `provider_call_failed` line, the client
+    /// duration histogram).
     async fn attempt(
         &self,
         number: u32,
         timeout: Duration,
         request: &TokenRequest<'_>,
         request_id: &telemetry::RequestId,
-    ) -> (
-        AttemptOutcome,
-        reqwest_middleware::Result<Response>,
-        Duration,
-    ) {
+    ) -> (AttemptOutcome, AttemptResult, Duration) {
         let sent = Instant::now();
         let mut extensions = Extensions::new();
         extensions.insert(AttemptNumber(number));
         let result = match self.token_request(number, timeout, request, request_id) {
-            Ok(built) => {
-                self.http
-                    .execute_with_extensions(built, &mut extensions)
-                    .await
-            }
-            Err(e) => Err(reqwest_middleware::Error::middleware(e)),
+            Ok(built) => match self
+                .http
+                .execute_with_extensions(built, &mut extensions)
+                .await
+            {
+                Ok(response) => read_whole(response).await,
+                Err(e) => Err(AttemptError::Send(e)),
+            },
+            Err(e) => Err(AttemptError::Send(reqwest_middleware::Error::middleware(e))),
         };
         let took = sent.elapsed();
         let outcome = classify(&result);
@@ -433,7 +434,7 @@ impl Provider {
             span.in_scope(|| log_failure(&failure, timeout));
         }
         if let Some(ids) = extensions.remove::<telemetry::traces::SpanIds>() {
-            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            let status = result.as_ref().ok().map(|a| a.status.as_u16());
             let (histogram, exemplars) = client_duration(status, error_type(outcome, &result));
             histogram.record(took.as_secs_f64());
             if let Some(slots) = exemplars.filter(|_| ids.sampled) {
@@ -442,6 +443,59 @@ impl Provider {
         }
         (outcome, result, took)
     }
+}
+
+/// The largest answer B reads from A, in bytes. A's answers are a few dozen bytes; anything
+/// near this is not A speaking its API, and is refused before it is read (by its
+/// `Content-Length`) or as soon as it grows past this.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// A's answer to one attempt, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    /// Its status.
+    pub status: StatusCode,
+    /// Its `Retry-After`, if any.
+    pub retry_after: Option<http::HeaderValue>,
+    /// Its body, at most [`MAX_ANSWER_BYTES`].
+    pub body: bytes::Bytes,
+}
+
+/// Why an attempt got no whole answer.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The request was not sent, or no answer head came back.
+    Send(reqwest_middleware::Error),
+    /// The answer's body stalled or broke off.
+    Body(reqwest::Error),
+    /// The answer is larger than [`MAX_ANSWER_BYTES`] (its announced or read size).
+    TooLarge(u64),
+}
+
+/// What one attempt came to.
+pub type AttemptResult = Result<Answer, AttemptError>;
+
+/// Reads `response` whole, refusing more than [`MAX_ANSWER_BYTES`]. Runs within the
+/// attempt's timeout, which reqwest applies to the body too.
+async fn read_whole(mut response: Response) -> AttemptResult {
+    let limit = MAX_ANSWER_BYTES as u64;
+    if let Some(announced) = response.content_length().filter(|n| *n > limit) {
+        return Err(AttemptError::TooLarge(announced));
+    }
+    let status = response.status();
+    let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(AttemptError::Body)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(AttemptError::TooLarge((body.len() + chunk.len()) as u64));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer {
+        status,
+        retry_after,
+        body: body.freeze(),
+    })
 }
 
 /// Logs, counts and exports a breaker state change, if there was one.
@@ -458,14 +512,20 @@ fn circuit_changed(entered: Option<CircuitState>) {
 }
 
 /// How an attempt ended, decided once.
-pub fn classify(result: &reqwest_middleware::Result<Response>) -> AttemptOutcome {
+pub fn classify(result: &AttemptResult) -> AttemptOutcome {
     use reqwest_middleware::Error;
     match result {
-        Ok(response) if response.status().is_success() => AttemptOutcome::Ok,
-        Ok(response) if response.status().is_server_error() => AttemptOutcome::BadStatus,
+        Ok(answer) if answer.status.is_success() => AttemptOutcome::Ok,
+        Ok(answer) if answer.status.is_server_error() => AttemptOutcome::BadStatus,
         Ok(_) => AttemptOutcome::Rejected,
-        Err(Error::Reqwest(e)) if e.is_timeout() => AttemptOutcome::Timeout,
-        Err(Error::Reqwest(e)) if e.is_connect() || broke(e) => AttemptOutcome::ConnectionError,
+        Err(AttemptError::Send(Error::Reqwest(e)) | AttemptError::Body(e)) if e.is_timeout() => {
+            AttemptOutcome::Timeout
+        }
+        Err(AttemptError::Send(Error::Reqwest(e)) | AttemptError::Body(e))
+            if e.is_connect() || e.is_body() || broke(e) =>
+        {
+            AttemptOutcome::ConnectionError
+        }
         Err(_) => AttemptOutcome::ProtocolError,
     }
 }
@@ -489,28 +549,25 @@ fn broke(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// What happened, for people.
-fn summary(
-    outcome: AttemptOutcome,
-    result: &reqwest_middleware::Result<Response>,
-    timeout: Duration,
-) -> String {
+fn summary(outcome: AttemptOutcome, result: &AttemptResult, timeout: Duration) -> String {
     match (outcome, result) {
         (AttemptOutcome::Timeout, _) => format!("timed out after {}", humanize(timeout)),
-        (_, Ok(response)) => format!("provider answered {}", response.status()),
-        (_, Err(e)) => telemetry::http::innermost(e),
+        (_, Ok(answer)) => format!("provider answered {}", answer.status),
+        (_, Err(AttemptError::Send(e))) => telemetry::http::innermost(e),
+        (_, Err(AttemptError::Body(e))) => {
+            format!("answer broke off: {}", telemetry::http::innermost(e))
+        }
+        (_, Err(AttemptError::TooLarge(size))) => {
+            format!("answer of {size} bytes is over the {MAX_ANSWER_BYTES}-byte limit")
+        }
     }
 }
 
 /// `error.type`: the status code of a 4xx or 5xx answer, else the failure's kind.
-fn error_type(
-    outcome: AttemptOutcome,
-    result: &reqwest_middleware::Result<Response>,
-) -> Option<String> {
+fn error_type(outcome: AttemptOutcome, result: &AttemptResult) -> Option<String> {
     match result {
-        Ok(response)
-            if response.status().is_client_error() || response.status().is_server_error() =>
-        {
-            Some(response.status().as_str().to_owned())
+        Ok(answer) if answer.status.is_client_error() || answer.status.is_server_error() => {
+            Some(answer.status.as_str().to_owned())
         }
         Ok(_) => None,
         Err(_) => Some(outcome.label().to_owned()),
@@ -519,15 +576,11 @@ fn error_type(
 
 /// The attempt's outcome on its span: status code, and for any 4xx, 5xx or failure, ERROR
 /// with `error.type`.
-fn record_on_span(
-    span: &Span,
-    outcome: AttemptOutcome,
-    result: &reqwest_middleware::Result<Response>,
-) {
-    if let Ok(response) = result {
+fn record_on_span(span: &Span, outcome: AttemptOutcome, result: &AttemptResult) {
+    if let Ok(answer) = result {
         span.record(
             "http.response.status_code",
-            i64::from(response.status().as_u16()),
+            i64::from(answer.status.as_u16()),
         );
     }
     if let Some(error_type) = error_type(outcome, result) {
@@ -559,31 +612,55 @@ fn log_failure(failure: &AttemptFailure, timeout: Duration) {
     }
 }
 
-/// Turns A's answer (not a failure: 2xx or 4xx) into a grant or the matching error.
-async fn read_answer(result: reqwest_middleware::Result<Response>) -> Result<Grant, ProviderError> {
-    let response = result.map_err(|e| ProviderError::BadAnswer(telemetry::http::innermost(&e)))?;
-    match response.status() {
-        status if status.is_success() => response.json::<Grant>().await.map_err(|e| {
-            ProviderError::BadAnswer(format!("token body: {}", telemetry::http::innermost(&e)))
-        }),
+/// Turns A's answer (not a failure: 2xx or 4xx) into a grant or the matching error. When A
+/// refuses the request for any reason but wrong credentials or throttling, B's log says
+/// why (`provider_refused`): the status and A's own words, if it gave any.
+fn read_answer(result: AttemptResult) -> Result<Grant, ProviderError> {
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(AttemptError::Send(e)) => {
+            return Err(ProviderError::BadAnswer(telemetry::http::innermost(&e)));
+        }
+        Err(AttemptError::Body(e)) => {
+            return Err(ProviderError::BadAnswer(telemetry::http::innermost(&e)));
+        }
+        Err(AttemptError::TooLarge(size)) => {
+            return Err(ProviderError::BadAnswer(format!("answer of {size} bytes")));
+        }
+    };
+    match answer.status {
+        status if status.is_success() => serde_json::from_slice::<Grant>(&answer.body)
+            .map_err(|e| ProviderError::BadAnswer(format!("token body: {e}"))),
         StatusCode::UNAUTHORIZED => Err(ProviderError::InvalidCredentials),
         StatusCode::TOO_MANY_REQUESTS => Err(ProviderError::Throttled {
-            retry_after: response.headers().get(http::header::RETRY_AFTER).cloned(),
+            retry_after: answer.retry_after,
         }),
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
-            let reason = response
-                .json::<ErrorBody>()
-                .await
-                .map(|b| b.error)
-                .unwrap_or_else(|_| "the provider refused the request".to_owned());
-            Err(ProviderError::InvalidRequest(reason))
+        status => {
+            let reason = serde_json::from_slice::<ErrorBody>(&answer.body)
+                .ok()
+                .map(|b| b.error);
+            telemetry::event!(
+                WARN,
+                "provider_refused",
+                status = i64::from(status.as_u16()),
+                reason = reason.as_deref().unwrap_or("(no reason given)"),
+            );
+            match status {
+                StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                    Err(ProviderError::InvalidRequest(reason.unwrap_or_else(|| {
+                        "the provider refused the request".to_owned()
+                    })))
+                }
+                status => Err(ProviderError::BadAnswer(match reason {
+                    Some(reason) => format!("provider answered {status}: {reason}"),
+                    None => format!("provider answered {status}"),
+                })),
+            }
         }
-        status => Err(ProviderError::BadAnswer(format!(
-            "provider answered {status}"
-        ))),
     }
 }
 
+/// A's error body: `{"error": "..."}`.
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,

@@ -129,12 +129,13 @@ impl CircuitState {
     }
 }
 
-/// When the breaker opens: when at least `min_calls` calls were made over the last `window`
-/// and the share of them that failed reaches `failure_rate` (a busy client), or when
-/// `consecutive` calls in a row failed and nothing in the window succeeded (a quiet one,
-/// e.g. curl while A is down). A provider failing only part of the time under load stays
-/// below the rate, so the breaker never turns a partly healthy provider into a dead one; a
-/// provider that is down fails every call and trips it within a few calls at any traffic.
+/// When the breaker opens. A quiet client (one call at a time, fewer than `min_calls` over
+/// the last `window`, e.g. curl while A is down): when `consecutive` calls in a row failed,
+/// whatever succeeded before them. A busy one (at least `min_calls` calls in the window, or
+/// several at once): when the share of them that failed reaches `failure_rate`. Under load, runs of failures happen by
+/// chance on a provider failing part of the time, so there the rate alone decides, and the
+/// breaker never turns a partly healthy provider into a dead one; a provider that is down
+/// fails every call and trips it within a few calls at any traffic.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerPolicy {
     /// Failures in a row that count as enough evidence; 0 turns the breaker off.
@@ -216,13 +217,42 @@ impl State {
     }
 }
 
-/// What the window held when the breaker opened: said in B's 503 while it is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Evidence {
-    /// Failed calls in the window.
-    pub failures: u32,
-    /// Calls in the window.
-    pub calls: u32,
+/// What opened the breaker: said in B's 503 while it is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// This many calls in a row failed (a quiet client).
+    InARow(u32),
+    /// This many of the calls in the window failed (a busy client).
+    Rate {
+        /// Failed calls in the window.
+        failures: u32,
+        /// Calls in the window.
+        calls: u32,
+    },
+    /// The probe sent after the cool-down failed.
+    ProbeFailed,
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InARow(n) => write!(f, "{n} calls in a row failed"),
+            Self::Rate { failures, calls } => {
+                write!(f, "{failures} of the last {calls} calls failed")
+            }
+            Self::ProbeFailed => f.write_str("the probe after the cool-down failed"),
+        }
+    }
+}
+
+/// The breaker's state under its lock.
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    /// What opened it last.
+    evidence: Evidence,
+    /// Calls admitted and not yet reported: more than one at a time is a busy client.
+    in_flight: u32,
 }
 
 /// Fails fast when A is sick: opens as [`BreakerPolicy`] says and refuses calls for the
@@ -231,7 +261,7 @@ pub struct Evidence {
 #[derive(Debug)]
 pub struct CircuitBreaker {
     policy: BreakerPolicy,
-    state: Mutex<(State, Evidence)>,
+    state: Mutex<Inner>,
 }
 
 /// The breaker's answer to "may I call A?".
@@ -282,13 +312,17 @@ impl CircuitBreaker {
     pub fn new(policy: BreakerPolicy) -> Self {
         Self {
             policy,
-            state: Mutex::new((State::closed(), Evidence::default())),
+            state: Mutex::new(Inner {
+                state: State::closed(),
+                evidence: Evidence::ProbeFailed,
+                in_flight: 0,
+            }),
         }
     }
 
     /// The current state.
     pub fn state(&self) -> CircuitState {
-        match self.lock().0 {
+        match self.lock().state {
             State::Closed { .. } => CircuitState::Closed,
             State::Open { .. } => CircuitState::Open,
             State::HalfOpen => CircuitState::HalfOpen,
@@ -309,23 +343,26 @@ impl CircuitBreaker {
         if self.policy.consecutive == 0 {
             return allow(None);
         }
-        let mut guard = self.lock();
-        let (state, evidence) = &mut *guard;
-        match *state {
+        let mut inner = self.lock();
+        let admission = match inner.state {
             State::Closed { .. } => allow(None),
             State::Open { until } if Instant::now() < until => Admission::Refused {
                 retry_in: until - Instant::now(),
-                evidence: *evidence,
+                evidence: inner.evidence,
             },
             State::Open { .. } => {
-                *state = State::HalfOpen;
+                inner.state = State::HalfOpen;
                 allow(Some(CircuitState::HalfOpen))
             }
             State::HalfOpen => Admission::Refused {
                 retry_in: Duration::ZERO,
-                evidence: *evidence,
+                evidence: inner.evidence,
             },
+        };
+        if matches!(admission, Admission::Allowed(..)) {
+            inner.in_flight += 1;
         }
+        admission
     }
 
     fn record(&self, succeeded: bool) -> Option<CircuitState> {
@@ -333,8 +370,12 @@ impl CircuitBreaker {
             return None;
         }
         let policy = self.policy;
-        let mut guard = self.lock();
-        let (state, evidence) = &mut *guard;
+        let mut inner = self.lock();
+        inner.in_flight = inner.in_flight.saturating_sub(1);
+        let others_in_flight = inner.in_flight > 0;
+        let Inner {
+            state, evidence, ..
+        } = &mut *inner;
         let changed = match (&mut *state, succeeded) {
             (
                 State::Closed {
@@ -349,22 +390,26 @@ impl CircuitBreaker {
                     *consecutive_failures + 1
                 };
                 let (calls, failures) = outcomes.record(!succeeded, policy.window);
-                // A quiet client: every call in the window failed, `consecutive` of them in
-                // a row. A busy one: enough calls, and too many of them failed.
-                let all_failing = *consecutive_failures >= policy.consecutive && failures == calls;
-                let mostly_failing = calls >= policy.min_calls
-                    && f64::from(failures) >= policy.failure_rate * f64::from(calls);
-                (!succeeded && (all_failing || mostly_failing)).then(|| {
-                    *evidence = Evidence { failures, calls };
+                // Busy: enough calls in the window to judge by their rate, or other calls
+                // running at the same time (a loaded client, before its window fills).
+                let busy = calls >= policy.min_calls || others_in_flight;
+                let opened_by = if succeeded {
+                    None
+                } else if !busy && *consecutive_failures >= policy.consecutive {
+                    Some(Evidence::InARow(*consecutive_failures))
+                } else if busy && f64::from(failures) >= policy.failure_rate * f64::from(calls) {
+                    Some(Evidence::Rate { failures, calls })
+                } else {
+                    None
+                };
+                opened_by.map(|opened_by| {
+                    *evidence = opened_by;
                     CircuitState::Open
                 })
             }
             (State::HalfOpen, true) => Some(CircuitState::Closed),
             (State::HalfOpen, false) => {
-                *evidence = Evidence {
-                    failures: 1,
-                    calls: 1,
-                };
+                *evidence = Evidence::ProbeFailed;
                 Some(CircuitState::Open)
             }
             // A call admitted before the circuit opened, finishing late: already counted.
@@ -384,15 +429,19 @@ impl CircuitBreaker {
     /// A call ended without an outcome. Only a lost probe changes anything: the circuit goes
     /// back to open with its cool-down already over, so the next call probes at once.
     fn abandon(&self) {
-        let mut guard = self.lock();
-        if matches!(guard.0, State::HalfOpen) {
-            guard.0 = State::Open {
+        if self.policy.consecutive == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.in_flight = inner.in_flight.saturating_sub(1);
+        if matches!(inner.state, State::HalfOpen) {
+            inner.state = State::Open {
                 until: Instant::now(),
             };
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (State, Evidence)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -457,24 +506,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_success_in_the_window_keeps_a_quiet_client_closed_and_a_failed_probe_reopens() {
+    async fn a_quiet_client_opens_it_after_a_run_of_failures_whatever_succeeded_before() {
+        let breaker = breaker(5);
+        allowed(&breaker).expect("closed").record(true);
+        for _ in 0..4 {
+            allowed(&breaker).expect("closed").record(false);
+        }
+        assert_eq!(breaker.state(), CircuitState::Closed, "four in a row");
+        assert_eq!(
+            allowed(&breaker).expect("closed").record(false),
+            Some(CircuitState::Open),
+            "the fifth in a row opens it, although A answered earlier in the window"
+        );
+        match breaker.admit() {
+            Admission::Refused { evidence, .. } => {
+                assert_eq!(evidence, Evidence::InARow(5));
+                assert_eq!(evidence.to_string(), "5 calls in a row failed");
+            }
+            Admission::Allowed(..) => panic!("open"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_breaks_the_run_and_a_failed_probe_reopens() {
         let breaker = breaker(2);
         allowed(&breaker).expect("closed").record(false);
         allowed(&breaker).expect("closed").record(true);
         allowed(&breaker).expect("closed").record(false);
+        assert_eq!(breaker.state(), CircuitState::Closed, "one in a row");
         allowed(&breaker).expect("closed").record(false);
-        assert_eq!(
-            breaker.state(),
-            CircuitState::Closed,
-            "two in a row, but A answered within the window: 3 of 4 is too few calls to judge"
-        );
-        tokio::time::advance(Duration::from_secs(10)).await;
-        allowed(&breaker).expect("closed").record(false);
-        assert_eq!(
-            breaker.state(),
-            CircuitState::Open,
-            "the success left the window, and the run of failures went on"
-        );
+        assert_eq!(breaker.state(), CircuitState::Open, "two in a row");
 
         tokio::time::advance(Duration::from_secs(1)).await;
         allowed(&breaker).expect("probe").record(false);
@@ -483,7 +544,10 @@ mod tests {
             CircuitState::Open,
             "probe failed: open again"
         );
-        assert!(allowed(&breaker).is_none());
+        match breaker.admit() {
+            Admission::Refused { evidence, .. } => assert_eq!(evidence, Evidence::ProbeFailed),
+            Admission::Allowed(..) => panic!("open"),
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -519,15 +583,35 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_provider_failing_half_the_time_under_load_never_opens_it() {
         let breaker = breaker(5);
+        // Under load: eight calls in flight at any time, from the very first.
+        let mut in_flight: std::collections::VecDeque<Permit<'_>> =
+            (0..8).map(|_| allowed(&breaker).expect("closed")).collect();
         for n in 0..10_000 {
             // Runs of 9 failures, 45% failures overall: a flaky, busy provider.
             let failed = (n % 20) >= 11;
-            allowed(&breaker).expect("stays closed").record(!failed);
+            let oldest = in_flight.pop_front().expect("a call in flight");
+            assert_eq!(oldest.record(!failed), None, "call {n} changed the state");
+            in_flight.push_back(allowed(&breaker).expect("stays closed"));
             if n % 100 == 0 {
                 tokio::time::advance(Duration::from_millis(100)).await;
             }
         }
         assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_client_calling_one_at_a_time_is_judged_by_the_run() {
+        let breaker = breaker(5);
+        // The same flaky pattern, one call at a time, before the window holds 20 calls:
+        // nine failures in a row are five in a row.
+        let opened = (0..20).find_map(|n| {
+            let failed = (n % 20) >= 11;
+            allowed(&breaker)
+                .expect("closed until the run")
+                .record(!failed)
+                .map(|_| n)
+        });
+        assert_eq!(opened, Some(15), "the fifth failure in a row");
     }
 
     #[tokio::test(start_paused = true)]
@@ -547,11 +631,12 @@ mod tests {
             Admission::Refused { evidence, .. } => {
                 assert_eq!(
                     evidence,
-                    Evidence {
+                    Evidence::Rate {
                         failures: 100,
                         calls: 200
                     }
                 );
+                assert_eq!(evidence.to_string(), "100 of the last 200 calls failed");
             }
             Admission::Allowed(..) => panic!("open"),
         }

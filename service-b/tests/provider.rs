@@ -18,6 +18,15 @@ enum Stub {
     Reply(&'static str),
     /// Reads the request and never answers.
     Hang,
+    /// Answers this head and part of a body, waits, then sends the rest (or, with no rest,
+    /// closes the connection mid-body).
+    Stalled {
+        head_and_start: &'static str,
+        pause: Duration,
+        rest: Option<&'static str>,
+    },
+    /// Answers a 200 whose chunked body never ends.
+    Endless,
 }
 
 const TOKEN: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 38\r\nconnection: close\r\n\r\n{\"token\":\"token-divya\",\"user\":\"divya\"}";
@@ -53,6 +62,25 @@ async fn stub(behaviour: Stub) -> (String, Arc<AtomicUsize>) {
                         let _ = stream.write_all(raw.as_bytes()).await;
                     }
                     Stub::Hang => tokio::time::sleep(Duration::from_secs(60)).await,
+                    Stub::Stalled {
+                        head_and_start,
+                        pause,
+                        rest,
+                    } => {
+                        let _ = stream.write_all(head_and_start.as_bytes()).await;
+                        tokio::time::sleep(pause).await;
+                        if let Some(rest) = rest {
+                            let _ = stream.write_all(rest.as_bytes()).await;
+                        }
+                    }
+                    Stub::Endless => {
+                        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                        if stream.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let chunk = format!("1000\r\n{}\r\n", "x".repeat(0x1000));
+                        while stream.write_all(chunk.as_bytes()).await.is_ok() {}
+                    }
                 }
             });
         }
@@ -259,5 +287,86 @@ async fn a_timeout_the_caller_asked_for_does_not_open_the_breaker() {
         provider.circuit_state(),
         service_b::resilience::CircuitState::Open,
         "an unasked-for timeout is evidence"
+    );
+}
+
+/// A token answer whose head and first bytes arrive at once, and the rest after `pause`.
+fn token_in_two_parts(pause: Duration) -> Stub {
+    Stub::Stalled {
+        head_and_start: "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 38\r\nconnection: close\r\n\r\n{\"token\":",
+        pause,
+        rest: Some("\"token-divya\",\"user\":\"divya\"}"),
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_past_the_timeout_is_a_timeout_and_retried() {
+    let (url, seen) = stub(token_in_two_parts(Duration::from_millis(600))).await;
+    let failures =
+        unavailable(call(&provider(&url, &["--provider-timeout-ms", "300"]), None).await);
+    assert_eq!(kinds(&failures), [AttemptOutcome::Timeout; 2]);
+    assert_eq!(failures.details(), "timed out after 300ms on both attempts");
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_body_slower_than_its_head_but_within_the_timeout_is_a_token() {
+    let (url, _) = stub(token_in_two_parts(Duration::from_millis(50))).await;
+    assert_eq!(
+        call(&provider(&url, &["--provider-timeout-ms", "1000"]), None)
+            .await
+            .expect("token"),
+        "token-divya"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_is_a_connection_error_and_retried() {
+    let (url, seen) = stub(Stub::Stalled {
+        head_and_start: "HTTP/1.1 200 OK\r\ncontent-length: 38\r\n\r\n{\"tok",
+        pause: Duration::ZERO,
+        rest: None,
+    })
+    .await;
+    let failures = unavailable(call(&provider(&url, &[]), None).await);
+    assert_eq!(kinds(&failures), [AttemptOutcome::ConnectionError; 2]);
+    assert!(
+        failures.details().starts_with("answer broke off: "),
+        "{}",
+        failures.details()
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_answer_announced_larger_than_the_limit_is_refused_unread() {
+    let (url, seen) = stub(Stub::Reply(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2147483648\r\n\r\n{",
+    ))
+    .await;
+    let failures = unavailable(call(&provider(&url, &[]), None).await);
+    assert_eq!(kinds(&failures), [AttemptOutcome::ProtocolError]);
+    assert_eq!(
+        failures.details(),
+        "answer of 2147483648 bytes is over the 65536-byte limit on the only attempt; not retried: a protocol error would recur"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_refused_once_past_the_limit() {
+    let (url, _) = stub(Stub::Endless).await;
+    let started = Instant::now();
+    let failures = unavailable(call(&provider(&url, &[]), None).await);
+    assert_eq!(kinds(&failures), [AttemptOutcome::ProtocolError]);
+    assert!(
+        failures.details().contains("over the 65536-byte limit"),
+        "{}",
+        failures.details()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
     );
 }

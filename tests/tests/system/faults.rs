@@ -352,6 +352,32 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
 }
 
 #[tokio::test]
+async fn five_failed_calls_in_a_row_open_the_breaker_whatever_succeeded_before() {
+    let mut a = Service::a(&[]);
+    let b = Service::b(&a.url(), &[]);
+    assert_eq!(
+        b.protected_action(system_tests::demo_login(), None)
+            .await
+            .status,
+        200
+    );
+    a.stop();
+    for n in 1..=5 {
+        let reply = b.protected_action(system_tests::demo_login(), None).await;
+        assert_eq!(reply.status, 503, "call {n}: {}", reply.text);
+    }
+    b.logs.wait_for(|l| l["event"] == "circuit_opened");
+    let fast = b.protected_action(system_tests::demo_login(), None).await;
+    assert_eq!(fast.status, 503);
+    let details = fast.json["details"].as_str().unwrap_or_default();
+    assert!(
+        details.starts_with("circuit open: 5 calls in a row failed; "),
+        "{}",
+        fast.text
+    );
+}
+
+#[tokio::test]
 async fn the_eleventh_wrong_password_is_throttled_for_that_user_only() {
     let dir = std::env::temp_dir().join(format!("throttle-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -521,6 +547,33 @@ async fn faults_switch_on_and_off_at_run_time_on_loopback_only() {
     );
     a.logs
         .wait_for(|l| l["event"] == "fault_injected" && l["scenario"] == "a-flaky");
+
+    // What a web page could send (DNS rebinding, or a script on any site): refused.
+    let port = line["addr"]
+        .as_str()
+        .and_then(|a| a.rsplit_once(':'))
+        .map(|(_, p)| p.to_owned())
+        .expect("port");
+    for (header, value) in [
+        ("host", "evil.example.com".to_owned()),
+        ("host", format!("evil.example.com:{port}")),
+        ("origin", "http://evil.example.com".to_owned()),
+    ] {
+        let refused = client()
+            .put(&faults)
+            .header(header, value.as_str())
+            .json(&json!({"scenario": "a-slow", "extra_latency_ms": 300}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(refused.status(), 403, "{header}: {value}");
+    }
+    let still = client().get(&faults).send().await.expect("asked");
+    let still: serde_json::Value = still.json().await.expect("json");
+    assert_eq!(
+        still["injected"]["scenario"], "a-flaky",
+        "unchanged: {still}"
+    );
 
     let refused = client()
         .put(&faults)
