@@ -66,28 +66,41 @@ pub fn register() {
         "Simulated delay requested with delay_ms"
     );
     telemetry::faults::Scenarios::describe();
-    for outcome in TokenOutcome::ALL {
-        metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome.label()).absolute(0);
+    for counter in &handles().outcomes {
+        counter.absolute(0);
     }
+    // The histogram exists (all buckets at zero) before anyone asks for a delay: a
+    // restarted A never blanks the panel that reads it.
+    let _ = &handles().delay;
+}
+
+/// A's series, looked up in the recorder once (at start-up, after it is installed):
+/// finding a labelled series on every request cost more than counting.
+struct Handles {
+    outcomes: [metrics::Counter; TokenOutcome::ALL.len()],
+    delay: metrics::Histogram,
+}
+
+fn handles() -> &'static Handles {
+    static HANDLES: OnceLock<Handles> = OnceLock::new();
+    HANDLES.get_or_init(|| Handles {
+        outcomes: TokenOutcome::ALL
+            .map(|o| metrics::counter!(TOKEN_REQUESTS, "outcome" => o.label())),
+        delay: metrics::histogram!(TOKEN_DELAY),
+    })
 }
 
 /// Counts one token request.
 pub fn token_request(outcome: TokenOutcome) {
-    // One handle per outcome, looked up in the recorder once (after it is installed, at the
-    // first request): finding a labelled series on every request cost more than counting.
-    static COUNTERS: OnceLock<[metrics::Counter; TokenOutcome::ALL.len()]> = OnceLock::new();
-    let counters = COUNTERS.get_or_init(|| {
-        TokenOutcome::ALL.map(|o| metrics::counter!(TOKEN_REQUESTS, "outcome" => o.label()))
-    });
     let index = TokenOutcome::ALL.iter().position(|o| *o == outcome);
-    if let Some(counter) = index.and_then(|i| counters.get(i)) {
+    if let Some(counter) = index.and_then(|i| handles().outcomes.get(i)) {
         counter.increment(1);
     }
 }
 
 /// Records a requested delay.
 pub fn delay_requested(delay_ms: u64) {
-    metrics::histogram!(TOKEN_DELAY).record(delay_ms as f64 / 1000.0);
+    handles().delay.record(delay_ms as f64 / 1000.0);
 }
 
 /// The JSON body of `GET /metrics`: the lab's two keys, then the breakdown.

@@ -105,24 +105,29 @@ pub fn register() {
     metrics::gauge!(CIRCUIT_STATE).set(gauge_value(CircuitState::Closed));
     metrics::counter!(RETRY_BUDGET_EXHAUSTED).absolute(0);
     metrics::counter!(DEADLINE_EXCEEDED).absolute(0);
+    // Each outcome's attempt histogram exists (all buckets at zero) from the first scrape.
+    let _ = attempt_handles();
 }
 
-/// Counts one attempt and its duration.
-pub fn attempt(outcome: AttemptOutcome, took: Duration) {
-    // One pair of handles per outcome, looked up in the recorder once (after it is
-    // installed, at the first attempt): finding a labelled series on every attempt cost
-    // more than recording into it.
+/// One pair of handles per outcome, looked up in the recorder once (at start-up, after it
+/// is installed): finding a labelled series on every attempt cost more than recording
+/// into it.
+fn attempt_handles() -> &'static [(Counter, Histogram); AttemptOutcome::ALL.len()] {
     static HANDLES: OnceLock<[(Counter, Histogram); AttemptOutcome::ALL.len()]> = OnceLock::new();
-    let handles = HANDLES.get_or_init(|| {
+    HANDLES.get_or_init(|| {
         AttemptOutcome::ALL.map(|o| {
             (
                 metrics::counter!(PROVIDER_ATTEMPTS, "outcome" => o.label()),
                 metrics::histogram!(PROVIDER_ATTEMPT_DURATION, "outcome" => o.label()),
             )
         })
-    });
+    })
+}
+
+/// Counts one attempt and its duration.
+pub fn attempt(outcome: AttemptOutcome, took: Duration) {
     let index = AttemptOutcome::ALL.iter().position(|o| *o == outcome);
-    if let Some((attempts, duration)) = index.and_then(|i| handles.get(i)) {
+    if let Some((attempts, duration)) = index.and_then(|i| attempt_handles().get(i)) {
         attempts.increment(1);
         duration.record(took.as_secs_f64());
     }

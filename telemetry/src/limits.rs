@@ -1,5 +1,5 @@
-//! The protections the server puts around every route, as layers it owns (see
-//! [`crate::server::serve`]), outermost first:
+//! The protections the server puts around every route, as a layer it owns (see
+//! [`crate::server::serve`]), in this order:
 //!
 //! 1. **cut-off**: when the shutdown grace runs out, a request still running is answered
 //!    503 (`shutdown_cut_off`) and its handler dropped;
@@ -22,7 +22,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::http::{BODY_LIMIT, error};
 
@@ -33,7 +33,7 @@ pub const NEVER_SHED: [&str; 3] = ["/health", "/metrics", "/openapi.json"];
 /// Requests shed because `--max-in-flight` were already being handled.
 pub const REQUESTS_SHED: &str = "http_requests_shed_total";
 
-/// What the layers enforce.
+/// What the protections enforce.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// How long a body may take to arrive after its head.
@@ -44,26 +44,32 @@ pub struct Limits {
     pub cut_off: watch::Receiver<bool>,
 }
 
-/// `router` with the layers, in the order of the module docs.
+/// `router` with the protections of the module docs, as one layer: each is a step of one
+/// middleware (one future per request rather than three).
 pub fn apply(router: Router, limits: Limits) -> Router {
     metrics::describe_counter!(
         REQUESTS_SHED,
         "Requests answered 503 at once because --max-in-flight requests were being handled"
     );
     metrics::counter!(REQUESTS_SHED).absolute(0);
-    router
-        .layer(from_fn_with_state(limits.in_flight, shed))
-        .layer(from_fn_with_state(limits.body_timeout, read_body))
-        .layer(from_fn_with_state(limits.cut_off, cut_off))
+    router.layer(from_fn_with_state(Arc::new(limits), protect))
 }
 
-async fn cut_off(
-    State(mut cut_off): State<watch::Receiver<bool>>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn protect(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
+    let mut cut_off = limits.cut_off.clone();
+    let protected = async {
+        let request = match read_body(request, limits.body_timeout).await {
+            Ok(request) => request,
+            Err(refused) => return refused,
+        };
+        let _place = match take_place(&request, &limits.in_flight) {
+            Ok(place) => place,
+            Err(shed) => return shed,
+        };
+        next.run(request).await
+    };
     tokio::select! {
-        response = next.run(request) => response,
+        response = protected => response,
         _ = cut_off.wait_for(|cut| *cut) => {
             crate::event!(WARN, "shutdown_cut_off");
             let mut response = error(
@@ -78,56 +84,59 @@ async fn cut_off(
     }
 }
 
-async fn read_body(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+/// The request with its body read whole: 408 when it does not arrive within `timeout`,
+/// 413 when it is larger than [`BODY_LIMIT`].
+async fn read_body(request: Request, timeout: Duration) -> Result<Request, Response> {
     let (parts, body) = request.into_parts();
     if http_body::Body::is_end_stream(&body) {
-        return next.run(Request::from_parts(parts, body)).await;
+        return Ok(Request::from_parts(parts, body));
     }
     let read = Limited::new(body, BODY_LIMIT).collect();
     match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(whole)) => {
-            let body = Body::from(whole.to_bytes());
-            next.run(Request::from_parts(parts, body)).await
-        }
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => error(
+        Ok(Ok(whole)) => Ok(Request::from_parts(parts, Body::from(whole.to_bytes()))),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than {BODY_LIMIT} bytes"),
-        ),
-        Ok(Err(e)) => error(
+        )),
+        Ok(Err(e)) => Err(error(
             StatusCode::BAD_REQUEST,
             format!("could not read the request body: {e}"),
-        ),
-        Err(_) => error(
+        )),
+        Err(_) => Err(error(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "request body not received within {} ms",
                 timeout.as_millis()
             ),
-        ),
+        )),
     }
 }
 
-async fn shed(State(in_flight): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+/// One of the in-flight places (none needed for probes and scrapes), or 503.
+fn take_place(
+    request: &Request,
+    in_flight: &Arc<Semaphore>,
+) -> Result<Option<OwnedSemaphorePermit>, Response> {
     let exempt = request
         .extensions()
         .get::<MatchedPath>()
         .is_some_and(|route| NEVER_SHED.contains(&route.as_str()));
     if exempt {
-        return next.run(request).await;
+        return Ok(None);
     }
-    let Ok(place) = in_flight.try_acquire_owned() else {
-        crate::event!(WARN, "load_shed");
-        metrics::counter!(REQUESTS_SHED).increment(1);
-        let mut response = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many requests in flight: try again later",
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
-    };
-    let response = next.run(request).await;
-    drop(place);
-    response
+    match in_flight.clone().try_acquire_owned() {
+        Ok(place) => Ok(Some(place)),
+        Err(_) => {
+            crate::event!(WARN, "load_shed");
+            metrics::counter!(REQUESTS_SHED).increment(1);
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests in flight: try again later",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(response)
+        }
+    }
 }

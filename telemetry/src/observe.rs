@@ -75,6 +75,11 @@ pub fn instrument<S>(router: Router<S>, attempt_header: AttemptHeader) -> Router
 where
     S: Clone + Send + Sync + 'static,
 {
+    // The methods the services' routes serve: their gauges exist, at zero, from the first
+    // scrape.
+    for method in [Method::GET, Method::POST] {
+        active_requests(method_label(&method)).set(0.0);
+    }
     router.layer(
         ServiceBuilder::new()
             .map_request(request_id::drop_invalid)

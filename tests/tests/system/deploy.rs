@@ -7,7 +7,7 @@
 //! are installed by `.ci/run`; without them a test says so and checks nothing, except in
 //! CI, where a missing tool fails it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -165,42 +165,17 @@ fn every_dashboard_panel_says_what_question_it_answers() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_dashboard_query_returns_data() {
-    let a = Service::a(&[]);
-    let b = Service::b(&a.url(), &["--provider-timeout-ms", "300"]);
-    // With the SLO recording rules, which the SLO dashboard reads.
-    let config = scrape_config(&[("service-a", a.addr), ("service-b", b.addr)]);
-    let Some(prometheus) = Prometheus::start(&with_rules(config, &project_rules())) else {
-        return;
-    };
-    let mut traffic = Command::new(binary(Kind::Traffic))
-        .args([
-            "--target",
-            &b.url(),
-            "--rate",
-            "40",
-            "--duration",
-            "20",
-            "--slow-ms",
-            "100",
-            "--timeout-ms",
-            "600",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start traffic");
-
+/// Every expression of every dashboard, with Grafana's variables filled in as Grafana
+/// would for a 1 s scrape interval and `rate_interval`.
+fn dashboard_queries(rate_interval: &str) -> Vec<(PathBuf, String, String)> {
     let mut queries = Vec::new();
     for entry in std::fs::read_dir(repo_root().join("dashboards")).expect("dashboards/") {
         let path = entry.expect("entry").path();
         let dashboard: Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("JSON");
         for (title, expr) in expressions(&dashboard) {
-            // Grafana's own variables, as Grafana would fill them for this scrape interval.
             let expr = expr
-                .replace("$__rate_interval", "20s")
+                .replace("$__rate_interval", rate_interval)
                 .replace("$__interval", "5s");
             assert!(!expr.contains('$'), "{title}: unknown variable in {expr}");
             queries.push((path.clone(), title, expr));
@@ -211,8 +186,17 @@ async fn every_dashboard_query_returns_data() {
         "the dashboards have their queries: {}",
         queries.len()
     );
+    queries
+}
 
-    let deadline = Instant::now() + TIMEOUT + Duration::from_secs(10);
+/// Waits (bounded by `within`) until each of `queries` returns a finite value.
+async fn assert_every_query_has_data(
+    prometheus: &Prometheus,
+    queries: Vec<(PathBuf, String, String)>,
+    within: Duration,
+    when: &str,
+) {
+    let deadline = Instant::now() + within;
     let mut pending = queries;
     while !pending.is_empty() {
         let mut still = Vec::new();
@@ -226,7 +210,7 @@ async fn every_dashboard_query_returns_data() {
         if !pending.is_empty() {
             assert!(
                 Instant::now() < deadline,
-                "panels with no data (broken queries): {:#?}",
+                "{when}: panels with no data: {:#?}",
                 pending
                     .iter()
                     .map(|(p, t, e)| format!("{}: {t}: {e}", file_name(p)))
@@ -235,8 +219,72 @@ async fn every_dashboard_query_returns_data() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_returns_data_and_still_does_after_restarts() {
+    let mut a = Service::a(&[]);
+    let b_args = ["--provider-timeout-ms", "300"];
+    let mut b = Service::b(&a.url(), &b_args);
+    // With the SLO recording rules, which the SLO dashboard reads.
+    let config = scrape_config(&[("service-a", a.addr), ("service-b", b.addr)]);
+    let Some(prometheus) = Prometheus::start(&with_rules(config, &project_rules())) else {
+        return;
+    };
+    let mut traffic = Command::new(binary(Kind::Traffic))
+        .args([
+            "--target",
+            &b.url(),
+            "--rate",
+            "40",
+            "--duration",
+            "60",
+            "--slow-ms",
+            "100",
+            "--timeout-ms",
+            "600",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start traffic");
+    assert_every_query_has_data(
+        &prometheus,
+        dashboard_queries("20s"),
+        TIMEOUT + Duration::from_secs(10),
+        "under traffic",
+    )
+    .await;
     let _ = traffic.kill();
     let _ = traffic.wait();
+
+    // A restarts (five calls to B while it is down), then B; afterwards only plain calls,
+    // none asking for a delay or a timeout. Grafana's rate interval for a 1 s scrape is 4 s:
+    // once it has passed, every window holds only what the new processes exported.
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    a.stop();
+    for _ in 0..5 {
+        b.protected_action(system_tests::demo_login(), None).await;
+    }
+    let a = Service::start(Kind::A, &a_addr, &[], &[]);
+    b.stop();
+    let a_url = a.url();
+    let mut args = vec!["--provider-url", a_url.as_str()];
+    args.extend_from_slice(&b_args);
+    let b = Service::start(Kind::B, &b_addr, &args, &[]);
+    let restarted = Instant::now();
+    while restarted.elapsed() < Duration::from_secs(6) {
+        let reply = b.protected_action(system_tests::demo_login(), None).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_every_query_has_data(
+        &prometheus,
+        dashboard_queries("4s"),
+        Duration::from_secs(10),
+        "after A and B restarted",
+    )
+    .await;
 }
 
 fn file_name(path: &Path) -> String {

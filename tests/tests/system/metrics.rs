@@ -217,3 +217,55 @@ async fn unsampled_requests_leave_no_exemplar() {
         "no exemplar names a trace that does not exist: {text}"
     );
 }
+
+#[tokio::test]
+async fn a_fresh_service_exports_every_series_it_knows_of_at_zero() {
+    let a = Service::a(&[]);
+    let b = Service::b(&a.url(), &[]);
+    // The first scrape, before any other request: a restarted service never blanks a panel
+    // or breaks a rate().
+    let a_text = system_tests::get(&a.at("/metrics?format=prometheus"))
+        .await
+        .text;
+    let b_text = system_tests::get(&b.at("/metrics?format=prometheus"))
+        .await
+        .text;
+    let has = |text: &str, series: &str| {
+        text.lines()
+            .any(|l| l.starts_with(series) && l.ends_with(" 0"))
+    };
+    for series in [
+        "token_delay_seconds_count 0",
+        r#"token_requests_total{outcome="issued"} 0"#,
+        r#"token_requests_total{outcome="throttled"} 0"#,
+        r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 0"#,
+        r#"log_lines_dropped_total{reason="queue_full"} 0"#,
+        "http_requests_shed_total 0",
+    ] {
+        let name = series.rsplit_once(' ').map_or(series, |(n, _)| n);
+        assert!(has(&a_text, name), "A: no {series}:\n{a_text}");
+    }
+    for outcome in [
+        "ok",
+        "rejected",
+        "timeout",
+        "connection_error",
+        "bad_status",
+        "protocol_error",
+    ] {
+        for series in [
+            format!(r#"provider_attempt_duration_seconds_count{{outcome="{outcome}"}}"#),
+            format!(r#"provider_attempts_total{{outcome="{outcome}"}}"#),
+        ] {
+            assert!(has(&b_text, &series), "B: no {series} at 0:\n{b_text}");
+        }
+    }
+    for series in [
+        r#"provider_gave_up_total{reason="retry_budget_exhausted"}"#,
+        r#"provider_failures_total{kind="circuit_open"}"#,
+        "provider_circuit_state",
+        r#"otel_sdk_processor_span_processed_total{otel_component_type="batching_span_processor",otel_component_name="batching_span_processor/0",error_type="queue_full"}"#,
+    ] {
+        assert!(has(&b_text, series), "B: no {series} at 0:\n{b_text}");
+    }
+}
