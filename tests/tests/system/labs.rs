@@ -6,9 +6,11 @@
 //! of the labs' symptoms.
 //!
 //! For a class (`classroom`): a mystery lab is sealed, its key needs the class secret, and
-//! the results of a class make one report.
+//! the results of a class make one report. Without Docker (`local`): the whole lab on what
+//! `./deploy/run-local.sh --observe` starts.
 
 mod classroom;
+mod local;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
