@@ -423,3 +423,126 @@ async fn a_start_up_fault_acts_from_the_first_request() {
         "{metrics}"
     );
 }
+
+/// The README's labs section tells each lab's story as the lab does (question, alerts), its
+/// `lab key` and `lab report` samples are real output, and every restart command for A it
+/// gives keeps the fault endpoint the start script opens.
+#[test]
+fn the_readme_tells_each_labs_story() {
+    let readme =
+        std::fs::read_to_string(system_tests::repo_root().join("README.md")).expect("README.md");
+    let start = readme
+        .find("## Labs: something is wrong, find it")
+        .expect("a labs section");
+    let section = &readme[start..];
+    let section = &section[..section.find("\n## Kubernetes").expect("next section")];
+    for (n, scenario) in lab::SCENARIOS.iter().enumerate() {
+        let head = format!(
+            "| {} | `{}` | {} |",
+            n + 1,
+            scenario.name,
+            scenario.question
+        );
+        let row = section
+            .lines()
+            .find(|l| l.starts_with(&head))
+            .unwrap_or_else(|| panic!("README: no row {head}"));
+        for alert in scenario.alerts {
+            assert!(row.contains(alert.name), "{}: {row}", alert.name);
+            assert!(row.contains(alert.runbook), "{}: {row}", alert.runbook);
+            if let Some(slo) = alert.slo {
+                assert!(row.contains(&format!("`{slo}`")), "{slo}: {row}");
+            }
+        }
+    }
+
+    // A restarted by the README's command can still be broken by `lab`.
+    let script = std::fs::read_to_string(system_tests::repo_root().join("deploy/run-local.sh"))
+        .expect("run-local.sh");
+    assert!(
+        script.contains("A_FAULT_LISTEN_ADDR:-127.0.0.1:9180"),
+        "the start script's default fault endpoint for A"
+    );
+    let restarts: Vec<&str> = readme
+        .match_indices("./target/release/service-a")
+        .map(|(at, _)| &readme[at..])
+        .collect();
+    assert!(restarts.len() >= 3, "{restarts:?}");
+    for restart in restarts {
+        assert!(
+            restart.starts_with("./target/release/service-a --fault-listen 127.0.0.1:9180"),
+            "README: {}",
+            &restart[..60.min(restart.len())]
+        );
+    }
+
+    // The samples: `lab key` as printed, and `lab report` of two students' records.
+    let sample = |command: &str| -> Vec<String> {
+        let at = section
+            .find(&format!("$ {command}"))
+            .unwrap_or_else(|| panic!("README: no sample of {command}"));
+        section[at..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.trim() != "```")
+            .map(|l| l.strip_prefix("   ").unwrap_or(l).to_owned())
+            .collect()
+    };
+    let secret = section
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("$ export LAB_CLASS_SECRET="))
+        .expect("the sample's secret");
+    let key = Command::new(binary(Kind::Lab))
+        .args(["key", "--seed", "1-6"])
+        .env("LAB_CLASS_SECRET", secret)
+        .output()
+        .expect("run lab");
+    let printed: Vec<String> = String::from_utf8_lossy(&key.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(sample("./target/release/lab key --seed 1-6"), printed);
+
+    let dir = state_dir("readme-report");
+    std::fs::create_dir_all(dir.join("results")).expect("dir");
+    let record = |student: &str, run: &str, attempt: u32, answer: &str, right: bool, at: f64| {
+        serde_json::to_string(&lab::results::Record {
+            ts: format!(
+                "2026-12-01T10:{:02}:{:02}Z",
+                (at as u32) / 60,
+                (at as u32) % 60
+            ),
+            student: student.into(),
+            run: run.into(),
+            seed: Some(3),
+            lab: lab::results::SEALED.into(),
+            answer: answer.into(),
+            right,
+            attempt,
+            seconds: at,
+        })
+        .expect("JSON")
+            + "\n"
+    };
+    let ada = record("Ada Lovelace", "r1", 1, "a-slow", false, 190.0)
+        + &record("Ada Lovelace", "r1", 2, "a-timeouts", true, 412.0);
+    let alan = record("Alan Turing", "r2", 1, "a-down", false, 120.0)
+        + &record("Alan Turing", "r2", 2, "a-flaky", false, 300.0)
+        + &record("Alan Turing", "r2", 3, "retry-storm", false, 655.0);
+    std::fs::write(dir.join("results/ada.jsonl"), ada).expect("write");
+    std::fs::write(dir.join("results/alan.jsonl"), alan).expect("write");
+    let report = Command::new(binary(Kind::Lab))
+        .args(["report", "results/ada.jsonl", "results/alan.jsonl"])
+        .current_dir(&dir)
+        .env_remove("LAB_CLASS_SECRET")
+        .output()
+        .expect("run lab");
+    let printed: Vec<String> = String::from_utf8_lossy(&report.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        sample("./target/release/lab report results/*.jsonl"),
+        printed
+    );
+}
