@@ -514,10 +514,21 @@ fn recreate(
 
 async fn stop(args: &Args) -> Result<bool, String> {
     let state = read_state(args)?;
-    let _ = Command::new("kill")
-        .arg(state.traffic_pid.to_string())
-        .stderr(Stdio::null())
-        .status();
+    // Only the traffic generator this lab started: a process id can be reused once it ends.
+    let ours = std::fs::read(format!("/proc/{}/cmdline", state.traffic_pid)).map_or(
+        !Path::new("/proc/self").exists(),
+        |cmdline| {
+            cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == b"--args-from-stdin")
+        },
+    );
+    if ours {
+        let _ = Command::new("kill")
+            .arg(state.traffic_pid.to_string())
+            .stderr(Stdio::null())
+            .status();
+    }
     let (a, b) = match &args.compose {
         Some(compose) => (recreate(compose, None, None, false), Ok(())),
         None => (

@@ -372,7 +372,26 @@ async fn a_mystery_lab_shows_nothing_that_names_it() {
             "{}",
             said(&stopped)
         );
+        let deadline = Instant::now() + system_tests::TIMEOUT;
+        while alive(traffic_pid) {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: lab stop left its traffic running"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
+}
+
+/// Whether a process runs (a zombie, ended but not yet reaped, does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(") ")
+            .next()
+            .unwrap_or_default()
+            .starts_with('Z')
+    })
 }
 
 /// Without the class secret, no key: `lab key` and `lab start --seed` refuse, a short secret

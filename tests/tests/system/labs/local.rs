@@ -34,6 +34,7 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.script.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         let _ = self.script.wait();
         if let Some(a) = &mut self.restarted_a {
@@ -278,8 +279,9 @@ async fn the_whole_lab_runs_without_docker() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Its two telling panels read differently: B gives up within the 25 ms bucket, A is
-    // asked for 100 ms.
+    // Its two telling panels read differently: B gives up at 15 ms (read as about 24 ms,
+    // or below 50 ms on a loaded machine), A is asked for 100 ms (read as 0.0995 s): two
+    // buckets apart, where before both read 0.049 s.
     let mut readings = Vec::new();
     while readings.len() < 2 {
         readings.clear();
@@ -297,7 +299,7 @@ async fn the_whole_lab_runs_without_docker() {
     }
     let (attempts, asked) = (readings[0], readings[1]);
     assert!(
-        attempts <= 0.025 && asked > 0.05,
+        attempts < 0.05 && asked > 0.05,
         "attempt p95 {attempts} s, A's requested delay p99 {asked} s"
     );
 
