@@ -23,11 +23,41 @@ use system_tests::{Kind, Service, binary, client, vacant_addr};
 /// How long a lab's symptom may take to show.
 const SYMPTOM_WITHIN: Duration = Duration::from_secs(90);
 
-/// A directory of its own for one test's lab files (state, results, spans), emptied first.
-fn state_dir(name: &str) -> PathBuf {
+/// A directory of its own for one test's lab files (state, results, spans), emptied first
+/// and removed when dropped.
+#[derive(Debug)]
+struct StateDir(PathBuf);
+
+impl std::ops::Deref for StateDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for StateDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl AsRef<std::path::Path> for StateDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn state_dir(name: &str) -> StateDir {
     let dir = std::env::temp_dir().join(format!("lab-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    StateDir(dir)
 }
 
 /// A and B with their fault endpoints, and a Prometheus scraping both with the rules loaded.
@@ -37,7 +67,7 @@ struct Stack {
     prometheus: Prometheus,
     a_faults: String,
     b_faults: String,
-    state_dir: PathBuf,
+    state_dir: StateDir,
 }
 
 impl Stack {
