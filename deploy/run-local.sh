@@ -16,18 +16,68 @@
 #
 # Both services also get their fault endpoint, on loopback only, for the labs (`lab list`):
 # A on 127.0.0.1:9180, B on 127.0.0.1:9181 (A_FAULT_LISTEN_ADDR / B_FAULT_LISTEN_ADDR).
+#
+# With --observe it also starts, on loopback and with no Docker, what the labs read:
+#   - a Prometheus on PROMETHEUS_ADDR (127.0.0.1:9090) with deploy/prometheus/prometheus-local.yml
+#     (both services as jobs service-a and service-b, the project's alert and recording rules),
+#     when `prometheus` is installed (it says how to install it when it is not);
+#   - an Alertmanager on ALERTMANAGER_ADDR (127.0.0.1:9093) with deploy/alertmanager/, when
+#     `alertmanager` (Debian: prometheus-alertmanager) is installed;
+#   - the labs' span collector (`lab collect`) on OTLP_ADDR (127.0.0.1:4318), which both
+#     services export their spans to, for `lab trace` (unless OTEL_EXPORTER_OTLP_ENDPOINT
+#     already points them elsewhere, e.g. at a Jaeger).
+# Their data lives in a temporary directory removed on exit; Ctrl-C stops them too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+observe=''
+for arg in "$@"; do
+    case $arg in
+        --observe) observe=yes ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2; exit 0 ;;
+        *) echo "run-local: unknown argument $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
 
 A_ADDR=${A_ADDR:-127.0.0.1:8080}
 B_ADDR=${B_ADDR:-127.0.0.1:8081}
 export A_FAULT_LISTEN_ADDR=${A_FAULT_LISTEN_ADDR:-127.0.0.1:9180}
 export B_FAULT_LISTEN_ADDR=${B_FAULT_LISTEN_ADDR:-127.0.0.1:9181}
+PROMETHEUS_ADDR=${PROMETHEUS_ADDR:-127.0.0.1:9090}
+ALERTMANAGER_ADDR=${ALERTMANAGER_ADDR:-127.0.0.1:9093}
+OTLP_ADDR=${OTLP_ADDR:-127.0.0.1:4318}
 
 say() { echo "run-local: $*" >&2; }
 
+# What --observe starts: each tool only when it is installed, the span collector only when
+# the spans are not already going elsewhere.
+prometheus_bin='' alertmanager_bin='' collect=''
+if [[ -n $observe ]]; then
+    if command -v prometheus >/dev/null 2>&1; then
+        prometheus_bin=prometheus
+    else
+        say "prometheus is not installed: no local Prometheus, so \`lab check\` shows no values."
+        say "  Install it (Debian/Ubuntu: sudo apt-get install prometheus; macOS: brew install prometheus;"
+        say "  anywhere: the prometheus binary from https://prometheus.io/download/ on your PATH), then start again."
+    fi
+    for candidate in alertmanager prometheus-alertmanager; do
+        if command -v "$candidate" >/dev/null 2>&1; then alertmanager_bin=$candidate; break; fi
+    done
+    if [[ -n $prometheus_bin && -z $alertmanager_bin ]]; then
+        say "alertmanager is not installed: Prometheus shows the alerts at /alerts, nothing routes them."
+        say "  Install it (Debian/Ubuntu: sudo apt-get install prometheus-alertmanager; macOS: brew install alertmanager)."
+    fi
+    if [[ -z ${OTEL_EXPORTER_OTLP_ENDPOINT:-} && -z ${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-} ]]; then
+        collect=yes
+    fi
+fi
+
 # Refuse an address something already answers on, naming the process when ss can see it.
-for addr in "$A_ADDR" "$B_ADDR"; do
+addrs=("$A_ADDR" "$B_ADDR")
+[[ -n $prometheus_bin ]] && addrs+=("$PROMETHEUS_ADDR")
+[[ -n $prometheus_bin && -n $alertmanager_bin ]] && addrs+=("$ALERTMANAGER_ADDR")
+[[ -n $collect ]] && addrs+=("$OTLP_ADDR")
+for addr in "${addrs[@]}"; do
     (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null || continue
     users=$(ss -Hltnp "sport = :${addr##*:}" 2>/dev/null | grep -o 'users:((.*))' | head -1 || true)
     if [[ $users =~ \"([^\"]+)\",pid=([0-9]+) ]]; then
@@ -35,7 +85,7 @@ for addr in "$A_ADDR" "$B_ADDR"; do
     else
         say "$addr is already served (by a process ss cannot show this user): stop it first,"
     fi
-    say "or set A_ADDR / B_ADDR to other addresses (e.g. A_ADDR=127.0.0.1:18080 B_ADDR=127.0.0.1:18081 $0)"
+    say "or set A_ADDR / B_ADDR (PROMETHEUS_ADDR, ALERTMANAGER_ADDR, OTLP_ADDR) to other addresses (e.g. A_ADDR=127.0.0.1:18080 B_ADDR=127.0.0.1:18081 $0)"
     exit 1
 done
 
@@ -49,16 +99,65 @@ fi
 
 # Environment variables meant for one service only must not leak into the other.
 unset LISTEN_ADDR
-a_pid='' b_pid=''
+a_pid='' b_pid='' observers='' run_dir=''
 stop_all() {
     local pid
-    for pid in $a_pid $b_pid; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in $a_pid $b_pid $observers; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    [[ -n $run_dir ]] && rm -rf "$run_dir"
+    return 0
 }
-# Ctrl-C and SIGTERM are how this script is meant to end: stop our two, exit 0. Any other
-# way out (a failed start) stops them too and keeps its own status.
+# Ctrl-C and SIGTERM are how this script is meant to end: stop our two (and what --observe
+# started), exit 0. Any other way out (a failed start) stops them too and keeps its own status.
 trap 'stop_all; exit 0' INT TERM
 trap stop_all EXIT
+
+listening() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+alive() { kill -0 "$1" 2>/dev/null; }
+# Waits (up to 10 s) until $2 listens on $3, while pid $1 lives.
+await() {
+    local _
+    for _ in $(seq 1 100); do
+        alive "$1" || { say "$2 exited during start-up (its error is in ${4:-the lines above})"; exit 1; }
+        listening "$3" && return 0
+        sleep 0.1
+    done
+    say "$2 did not start listening on $3 in 10 s"; exit 1
+}
+
+if [[ -n $observe ]]; then
+    run_dir=$(mktemp -d "${TMPDIR:-/tmp}/run-local.XXXXXX")
+    if [[ -n $collect ]]; then
+        "$bin/lab" collect --listen "$OTLP_ADDR" 2>"$run_dir/collect.log" &
+        collect_pid=$!
+        observers+=" $collect_pid"
+        await "$collect_pid" "the span collector" "$OTLP_ADDR" "$run_dir/collect.log"
+        export OTEL_EXPORTER_OTLP_ENDPOINT="http://$OTLP_ADDR"
+        # Spans reach the collector within a second, so `lab trace` need not wait long.
+        export OTEL_BSP_SCHEDULE_DELAY=${OTEL_BSP_SCHEDULE_DELAY:-1000}
+    fi
+    if [[ -n $alertmanager_bin && -n $prometheus_bin ]]; then
+        # No cluster port: a lone Alertmanager on loopback gossips with nobody.
+        "$alertmanager_bin" --config.file=deploy/alertmanager/alertmanager.yml \
+            --storage.path="$run_dir/alertmanager" --web.listen-address="$ALERTMANAGER_ADDR" \
+            --cluster.listen-address= >"$run_dir/alertmanager.log" 2>&1 &
+        am_pid=$!
+        observers+=" $am_pid"
+        await "$am_pid" "Alertmanager" "$ALERTMANAGER_ADDR" "$run_dir/alertmanager.log"
+    fi
+    if [[ -n $prometheus_bin ]]; then
+        # The committed config, with this run's addresses and the rule files' full path.
+        sed -e "s|127\.0\.0\.1:8080|$A_ADDR|" -e "s|127\.0\.0\.1:8081|$B_ADDR|" \
+            -e "s|127\.0\.0\.1:9093|$ALERTMANAGER_ADDR|" -e "s|- rules/|- $PWD/deploy/prometheus/rules/|" \
+            deploy/prometheus/prometheus-local.yml >"$run_dir/prometheus.yml"
+        "$prometheus_bin" --config.file="$run_dir/prometheus.yml" --storage.tsdb.path="$run_dir/prometheus" \
+            --web.listen-address="$PROMETHEUS_ADDR" --enable-feature=exemplar-storage \
+            >"$run_dir/prometheus.log" 2>&1 &
+        prometheus_pid=$!
+        observers+=" $prometheus_pid"
+        await "$prometheus_pid" "Prometheus" "$PROMETHEUS_ADDR" "$run_dir/prometheus.log"
+    fi
+fi
 
 "$bin/service-a" --listen "$A_ADDR" &
 a_pid=$!
@@ -68,8 +167,6 @@ b_pid=$!
 # Ready = accepting connections (bash's /dev/tcp, so no curl needed). Nothing is asked of
 # the services, so the walkthrough's request counters start at 0; that nobody else served
 # the address was checked above, and that our two are still alive is checked below.
-listening() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
-alive() { kill -0 "$1" 2>/dev/null; }
 started=''
 for _ in $(seq 1 100); do
     alive "$a_pid" || { say "service A exited during start-up (its error is above)"; exit 1; }
@@ -81,19 +178,37 @@ done
 # Listening, and still ours: the sockets are the processes' started above.
 alive "$a_pid" && alive "$b_pid" || { say "a service exited during start-up"; exit 1; }
 
+# The command that starts A again as this script did: the same address, its fault endpoint
+# (the labs need it) and, when spans are collected, the same exporter settings.
+restart_a="$bin/service-a --listen $A_ADDR --fault-listen $A_FAULT_LISTEN_ADDR"
+if [[ -n $collect ]]; then
+    restart_a="OTEL_EXPORTER_OTLP_ENDPOINT=$OTEL_EXPORTER_OTLP_ENDPOINT OTEL_BSP_SCHEDULE_DELAY=$OTEL_BSP_SCHEDULE_DELAY $restart_a"
+fi
+observed=''
+[[ -n $prometheus_bin ]] && observed+="
+  Prometheus            http://$PROMETHEUS_ADDR   (alerts: /alerts; \`lab check\` reads it)"
+[[ -n $prometheus_bin && -n $alertmanager_bin ]] && observed+="
+  Alertmanager          http://$ALERTMANAGER_ADDR"
+[[ -n $collect ]] && observed+="
+  span collector        http://$OTLP_ADDR   (\`$bin/lab trace <trace_id>\` prints one trace)"
+
+stops=both
+[[ -n $observers ]] && stops='everything it started'
+
 cat >&2 <<MSG
 
   service A (provider)  http://$A_ADDR   pid $a_pid
-  service B (consumer)  http://$B_ADDR   pid $b_pid
+  service B (consumer)  http://$B_ADDR   pid $b_pid$observed
 
   try:   curl -i -X POST http://$B_ADDR/protected-action -H 'Content-Type: application/json' \\
               -d '{"username":"divya","password":"pass123","action":"ping"}'
   stop A alone (B stays up):  kill $a_pid
-  start A again by hand:      $bin/service-a --listen $A_ADDR
+  start A again by hand:      $restart_a
                               (this script does not own it: stop it yourself afterwards)
   labs (break them on purpose, find out what is wrong):  $bin/lab list
-  Ctrl-C stops both.
+  Ctrl-C stops $stops.
 
 MSG
-# Wait until both have exited (each may be stopped alone), or until Ctrl-C / SIGTERM.
-wait || true
+# Wait until both services have exited (each may be stopped alone), or until Ctrl-C /
+# SIGTERM; what --observe started goes with them.
+wait "$a_pid" "$b_pid" || true

@@ -1,7 +1,8 @@
 //! Faults A plays on purpose, to be a slow or flaky provider: the teaching flags
 //! (`--extra-latency-ms`, `--failure-rate`) and, when A is started with `--fault-listen`,
 //! faults switched on and off at run time through a small endpoint on loopback (the labs
-//! use it). Whatever is on shows as `fault_injection_active{scenario}`.
+//! use it). Whatever is on shows as `fault_injection_active{scenario}`; a sealed fault (a
+//! mystery lab's) shows there, in its log line and at `GET /faults` only as `sealed`.
 //!
 //! The endpoint (`GET`, `PUT`, `DELETE /faults`) exists only with the flag, listens only on
 //! a loopback address, and is not part of A's API: it is how a teacher's or a test's tools
@@ -46,6 +47,10 @@ pub struct Injected {
     /// A's port closes every connection unanswered: A is down.
     #[serde(default)]
     pub down: bool,
+    /// A mystery lab's fault: it acts as usual, but the gauge, the log line and `GET /faults`
+    /// say only `sealed`, never its name or settings.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
 }
 
 impl Injected {
@@ -142,10 +147,19 @@ impl FaultSwitch {
             fault.check()?;
         }
         let mut injected = self.injected.write().unwrap_or_else(|p| p.into_inner());
-        self.scenarios
-            .switch(fault.as_ref().map(|f| f.scenario.as_str()))?;
+        self.scenarios.switch(
+            fault
+                .as_ref()
+                .map(|f| telemetry::faults::shown_name(&f.scenario, f.sealed)),
+        )?;
         telemetry::server::unplug(fault.as_ref().is_some_and(|f| f.down));
         match &fault {
+            Some(fault) if fault.sealed => telemetry::event!(
+                WARN,
+                "fault_injected",
+                scenario = telemetry::faults::SEALED,
+                sealed = true
+            ),
             Some(fault) => telemetry::event!(WARN, "fault_injected", scenario = %fault.scenario,
                 extra_latency_ms = fault.extra_latency_ms, slow_share = fault.slow_share,
                 slow_ms = fault.slow_ms, failure_rate = fault.failure_rate, down = fault.down),
@@ -166,6 +180,10 @@ impl telemetry::faults::Switch for FaultSwitch {
     fn set(&self, fault: Option<Injected>) -> Result<(), String> {
         FaultSwitch::set(self, fault)
     }
+
+    fn is_sealed(fault: &Injected) -> bool {
+        fault.sealed
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +198,7 @@ mod tests {
             slow_ms: 0,
             failure_rate: 0.0,
             down: false,
+            sealed: false,
         }
     }
 
@@ -202,6 +221,22 @@ mod tests {
         switch.set(None).expect("off");
         assert_eq!(switch.draw().extra, Duration::from_millis(5));
         assert!(!switch.draw().fail);
+    }
+
+    #[test]
+    fn a_sealed_fault_acts_the_same() {
+        let switch = FaultSwitch::new(Faults::default());
+        let mut sealed = fault("anything");
+        sealed.extra_latency_ms = 300;
+        sealed.sealed = true;
+        switch.set(Some(sealed)).expect("valid");
+        assert_eq!(switch.draw().extra, Duration::from_millis(300));
+        let parsed = parse_fault(r#"{"scenario":"sealed","sealed":true,"failure_rate":1.0}"#)
+            .expect("parses");
+        assert!(parsed.0.is_some_and(|f| f.sealed && f.failure_rate == 1.0));
+        // Unsealed faults serialise as before, without the flag.
+        let open = serde_json::to_value(fault("a-slow")).expect("JSON");
+        assert!(open.get("sealed").is_none(), "{open}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Faults B plays on purpose at run time, when started with `--fault-listen` (loopback
 //! only): the labs' misconfigured B, whose per-attempt timeout is set below A's normal
-//! latency. `fault_injection_active{scenario}` shows what is on.
+//! latency. `fault_injection_active{scenario}` shows what is on; a sealed fault (a mystery
+//! lab's) shows there, in its log line and at `GET /faults` only as `sealed`.
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -16,6 +17,11 @@ pub struct Injected {
     /// The per-attempt timeout to use instead of `--provider-timeout-ms`, 1–60000 ms.
     #[serde(default)]
     pub provider_timeout_ms: Option<u64>,
+    /// A mystery lab's fault: it acts as usual, but the gauge, the log line and `GET /faults`
+    /// say only `sealed`, never its name or settings. A mystery lab switches one on in both
+    /// services, so which service logs a fault says nothing either.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
 }
 
 /// `--fault`: the fault endpoint's JSON, switched on at start-up; empty for none.
@@ -65,10 +71,19 @@ impl FaultSwitch {
             return Err("provider_timeout_ms must be from 1 to 60000".into());
         }
         let mut injected = self.injected.write().unwrap_or_else(|p| p.into_inner());
-        self.scenarios
-            .switch(fault.as_ref().map(|f| f.scenario.as_str()))?;
+        self.scenarios.switch(
+            fault
+                .as_ref()
+                .map(|f| telemetry::faults::shown_name(&f.scenario, f.sealed)),
+        )?;
         (self.set_timeout)(timeout.map(Duration::from_millis));
         match &fault {
+            Some(fault) if fault.sealed => telemetry::event!(
+                WARN,
+                "fault_injected",
+                scenario = telemetry::faults::SEALED,
+                sealed = true
+            ),
             Some(fault) => telemetry::event!(WARN, "fault_injected", scenario = %fault.scenario,
                 provider_timeout_ms = fault.provider_timeout_ms),
             None => telemetry::event!(INFO, "fault_cleared"),
@@ -98,5 +113,32 @@ impl telemetry::faults::Switch for FaultSwitch {
 
     fn set(&self, fault: Option<Injected>) -> Result<(), String> {
         FaultSwitch::set(self, fault)
+    }
+
+    fn is_sealed(fault: &Injected) -> bool {
+        fault.sealed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_sealed_fault_acts_the_same() {
+        let timeout = Arc::new(Mutex::new(None));
+        let seen = timeout.clone();
+        let switch = FaultSwitch::new(move |t| *seen.lock().expect("lock") = t);
+        let StartupFault(fault) =
+            parse_fault(r#"{"scenario":"sealed","sealed":true,"provider_timeout_ms":15}"#)
+                .expect("parses");
+        switch.set(fault).expect("valid");
+        assert_eq!(
+            *timeout.lock().expect("lock"),
+            Some(Duration::from_millis(15))
+        );
+        switch.set(None).expect("off");
+        assert_eq!(*timeout.lock().expect("lock"), None);
     }
 }

@@ -2,6 +2,11 @@
 //! service at run time): the loopback-only listener, the scenario names and the
 //! `fault_injection_active{scenario}` gauge that shows which is on. Each service decides
 //! what its faults do.
+//!
+//! A fault may be *sealed* (`"sealed": true`, what a mystery lab sends): it acts exactly as
+//! the same fault unsealed, but everything a student reads while diagnosing (the gauge's
+//! label, the `fault_injected` log line, `GET /faults`) says only that a sealed fault is on,
+//! never its name or its settings.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -13,6 +18,7 @@ use axum::routing::get;
 use http::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use crate::http::{BodyError, Json, JsonBody};
@@ -22,6 +28,14 @@ pub const ACTIVE: &str = "fault_injection_active";
 
 /// At most this many scenario names over a process's life: each is a label value.
 pub const MAX_SCENARIOS: usize = 16;
+
+/// The scenario name shown for a sealed fault, whatever name it was given.
+pub const SEALED: &str = "sealed";
+
+/// The scenario name to show for a fault called `name`: [`SEALED`] when it is sealed.
+pub fn shown_name(name: &str, sealed: bool) -> &str {
+    if sealed { SEALED } else { name }
+}
 
 /// `--fault-listen` names an address other than loopback.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +65,13 @@ pub trait Switch: Send + Sync + 'static {
     fn current(&self) -> Option<Self::Fault>;
     /// Switches `fault` on (`None`: off); an error says what is wrong with it.
     fn set(&self, fault: Option<Self::Fault>) -> Result<(), String>;
+    /// Whether `fault` is sealed: `GET /faults` then shows only that a sealed fault is on.
+    fn is_sealed(fault: &Self::Fault) -> bool;
 }
 
 /// The fault endpoint's routes: `GET /faults` (what is on), `PUT /faults` (switch one on),
-/// `DELETE /faults` (switch it off). Each answers `{"injected": <fault or null>}`.
+/// `DELETE /faults` (switch it off). Each answers `{"injected": <fault or null>}`; a sealed
+/// fault as `{"scenario":"sealed","sealed":true}` only.
 pub fn router<S: Switch>(switch: Arc<S>) -> Router {
     Router::new()
         .route(
@@ -67,13 +84,22 @@ pub fn router<S: Switch>(switch: Arc<S>) -> Router {
 }
 
 #[derive(Debug, Serialize)]
-struct Current<F> {
-    injected: Option<F>,
+struct Current {
+    injected: Value,
 }
 
-async fn current<S: Switch>(State(switch): State<Arc<S>>) -> Json<Current<S::Fault>> {
+/// What the endpoint shows of `fault`: all of it, or only that a sealed fault is on.
+fn shown<S: Switch>(fault: Option<S::Fault>) -> Value {
+    match fault {
+        None => Value::Null,
+        Some(fault) if S::is_sealed(&fault) => json!({"scenario": SEALED, "sealed": true}),
+        Some(fault) => serde_json::to_value(fault).unwrap_or(Value::Null),
+    }
+}
+
+async fn current<S: Switch>(State(switch): State<Arc<S>>) -> Json<Current> {
     Json(Current {
-        injected: switch.current(),
+        injected: shown::<S>(switch.current()),
     })
 }
 
@@ -91,9 +117,11 @@ async fn switch_on<S: Switch>(
     }
 }
 
-async fn switch_off<S: Switch>(State(switch): State<Arc<S>>) -> Json<Current<S::Fault>> {
+async fn switch_off<S: Switch>(State(switch): State<Arc<S>>) -> Json<Current> {
     let _ = switch.set(None);
-    Json(Current { injected: None })
+    Json(Current {
+        injected: Value::Null,
+    })
 }
 
 /// Serves `router` (the service's `/faults` routes) on `listener` in the background, and
@@ -171,7 +199,8 @@ pub struct Scenarios {
 
 impl Scenarios {
     /// Makes `name` the active scenario (`None`: none), after checking it: 1–32 of
-    /// `a-z0-9-`, and at most [`MAX_SCENARIOS`] names ever. Sets the gauge.
+    /// `a-z0-9-`, and at most [`MAX_SCENARIOS`] names ever. Sets the gauge. For a sealed
+    /// fault, pass [`shown_name`]'s answer: the label must not name it.
     pub fn switch(&self, name: Option<&str>) -> Result<(), String> {
         if let Some(name) = name {
             check_name(name)?;
@@ -240,5 +269,33 @@ mod tests {
         assert!(scenarios.switch(Some("one-too-many")).is_err());
         assert!(scenarios.switch(Some("s0")).is_ok(), "a name seen before");
         assert!(scenarios.switch(None).is_ok());
+    }
+
+    #[test]
+    fn a_sealed_fault_shows_only_that_it_is_sealed() {
+        #[derive(Debug)]
+        struct Fake;
+        impl Switch for Fake {
+            type Fault = Value;
+            fn current(&self) -> Option<Value> {
+                None
+            }
+            fn set(&self, _: Option<Value>) -> Result<(), String> {
+                Ok(())
+            }
+            fn is_sealed(fault: &Value) -> bool {
+                fault["sealed"] == true
+            }
+        }
+        let open = json!({"scenario": "a-slow", "extra_latency_ms": 300});
+        assert_eq!(shown::<Fake>(Some(open.clone())), open);
+        let sealed = json!({"scenario": "a-slow", "extra_latency_ms": 300, "sealed": true});
+        assert_eq!(
+            shown::<Fake>(Some(sealed)),
+            json!({"scenario": "sealed", "sealed": true})
+        );
+        assert_eq!(shown::<Fake>(None), Value::Null);
+        assert_eq!(shown_name("a-slow", true), SEALED);
+        assert_eq!(shown_name("a-slow", false), "a-slow");
     }
 }

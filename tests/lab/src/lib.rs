@@ -2,9 +2,41 @@
 //! through the services' own fault endpoints (`--fault-listen`) plus generated traffic, and
 //! for each the question a student answers, where the evidence is, and how to tell it from
 //! the others. The `lab` binary runs them; the system tests check that each one's symptom
-//! shows in the metrics and the logs, and that a healthy system shows none of them.
+//! shows in the metrics, the alerts and the logs, and that a healthy system shows none of
+//! them.
+//!
+//! The rest of the crate is what a class needs around them: [`key`] (which lab a mystery
+//! seed hides, known only with the class secret), [`results`] (what `lab check` records and
+//! `lab report` tabulates), [`spans`] (a loopback span collector and `lab trace`'s
+//! waterfall), [`paths`] (per-user files) and [`out`] (output that survives a closed pipe).
+
+pub mod key;
+pub mod out;
+pub mod paths;
+pub mod results;
+pub mod spans;
 
 use serde_json::{Value, json};
+
+/// One dashboard panel and the PromQL query behind it: what `lab check` shows.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence {
+    /// The panel of the dashboard *Service A and B* (`dashboards/services.json`).
+    pub panel: &'static str,
+    /// The query, over the last minute.
+    pub promql: &'static str,
+}
+
+/// An alert a lab fires (pending at once, firing after its `for:`), and its runbook.
+#[derive(Debug, Clone, Copy)]
+pub struct Alert {
+    /// The alert's name in `deploy/prometheus/rules/`.
+    pub name: &'static str,
+    /// Its `slo` label, for the SLO alerts.
+    pub slo: Option<&'static str>,
+    /// Its runbook, in this repository.
+    pub runbook: &'static str,
+}
 
 /// One lab.
 #[derive(Debug, Clone, Copy)]
@@ -21,18 +53,21 @@ pub struct Scenario {
     pub b_fault: Option<fn() -> Value>,
     /// The traffic generator's arguments (besides the target).
     pub traffic: &'static [&'static str],
-    /// The dashboard panel to look at.
-    pub panel: &'static str,
-    /// The PromQL query that shows it.
-    pub promql: &'static str,
+    /// What `lab check`'s example request asks of B, like the traffic does (default: the
+    /// demo user's plain login).
+    pub request: Option<fn() -> Value>,
+    /// The panels that show it, the telling one first.
+    pub evidence: &'static [Evidence],
     /// A PromQL expression that returns a series only while the symptom is there: what the
     /// self-tests wait for, and what a healthy system must never show.
     pub symptom: &'static str,
     /// The log line that shows it.
     pub log: &'static str,
-    /// The runbook of the alert it fires, in this repository.
-    pub runbook: &'static str,
+    /// The alerts it fires (the system tests check each one goes pending).
+    pub alerts: &'static [Alert],
 }
+
+const BURN_FAST: &str = "deploy/runbooks/SLOErrorBudgetBurnFast.md";
 
 /// The labs, in the order a class would take them.
 pub const SCENARIOS: [Scenario; 7] = [
@@ -43,11 +78,24 @@ pub const SCENARIOS: [Scenario; 7] = [
         a_fault: Some(|| json!({"scenario": "a-slow", "extra_latency_ms": 300})),
         b_fault: None,
         traffic: &["--rate", "10", "--mix", "success=1"],
-        panel: "A: p99 latency of POST /token, next to Latency p50 / p95 / p99 of B",
-        promql: r#"histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a", http_route="/token"}[1m])))"#,
+        request: None,
+        evidence: &[
+            Evidence {
+                panel: "A: p99 latency of POST /token",
+                promql: r#"histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a", http_route="/token"}[1m])))"#,
+            },
+            Evidence {
+                panel: "Latency p50 / p95 / p99 (B's POST /protected-action, p99)",
+                promql: r#"histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-b", http_route="/protected-action"}[1m])))"#,
+            },
+        ],
         symptom: r#"histogram_quantile(0.5, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a", http_route="/token"}[30s]))) > 0.25 and on() (sum(rate(provider_attempts_total{job="service-b", outcome="timeout"}[30s])) == 0)"#,
         log: r#"A's request lines of POST /token with "latency_ms" above 300, and B's with about the same: the time is spent in A"#,
-        runbook: "deploy/runbooks/SLOErrorBudgetBurnFast.md",
+        alerts: &[Alert {
+            name: "SLOErrorBudgetBurnFast",
+            slo: Some("b-latency"),
+            runbook: BURN_FAST,
+        }],
     },
     Scenario {
         name: "a-timeouts",
@@ -56,11 +104,36 @@ pub const SCENARIOS: [Scenario; 7] = [
         a_fault: Some(|| json!({"scenario": "a-timeouts", "slow_share": 0.3, "slow_ms": 1500})),
         b_fault: None,
         traffic: &["--rate", "10", "--mix", "success=1"],
-        panel: "B's attempts to call A, by outcome (timeout), and A's abandoned requests (499)",
-        promql: r#"sum by (outcome) (rate(provider_attempts_total{job="service-b"}[1m]))"#,
+        request: None,
+        evidence: &[
+            Evidence {
+                panel: "B's attempts to call A, by outcome",
+                promql: r#"sum by (outcome) (rate(provider_attempts_total{job="service-b"}[1m]))"#,
+            },
+            Evidence {
+                panel: "A's abandoned requests (499)",
+                promql: r#"sum(rate(http_requests_total{job="service-a", status="499"}[1m]))"#,
+            },
+        ],
         symptom: r#"sum(rate(provider_attempts_total{job="service-b", outcome="timeout"}[30s])) > 0 and on() (histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a", http_route="/token"}[30s]))) > 0.5)"#,
         log: r#"B: "event":"provider_call_failed","error":"timeout" (a retry after each); A: the same request ids with "status":499"#,
-        runbook: "deploy/runbooks/SLOErrorBudgetBurnFast.md",
+        alerts: &[
+            Alert {
+                name: "SLOErrorBudgetBurnFast",
+                slo: Some("b-availability"),
+                runbook: BURN_FAST,
+            },
+            Alert {
+                name: "SLOErrorBudgetBurnFast",
+                slo: Some("b-latency"),
+                runbook: BURN_FAST,
+            },
+            Alert {
+                name: "SLOErrorBudgetBurnFast",
+                slo: Some("a-availability"),
+                runbook: BURN_FAST,
+            },
+        ],
     },
     Scenario {
         name: "a-down",
@@ -69,11 +142,36 @@ pub const SCENARIOS: [Scenario; 7] = [
         a_fault: Some(|| json!({"scenario": "a-down", "down": true})),
         b_fault: None,
         traffic: &["--rate", "10", "--mix", "success=1"],
-        panel: "Is each service up?, and B's 503 rate, by the last failure's kind",
-        promql: r#"up{job="service-a"}"#,
+        request: None,
+        evidence: &[
+            Evidence {
+                panel: "Is each service up?",
+                promql: r#"up{job="service-a"}"#,
+            },
+            Evidence {
+                panel: "B's 503 rate, by the last failure's kind",
+                promql: r#"sum by (kind) (rate(provider_failures_total{job="service-b"}[1m]))"#,
+            },
+        ],
         symptom: r#"up{job="service-a"} == 0"#,
         log: r#"B: "error":"connection_error" on both attempts, then "event":"circuit_opened"; A: nothing at all"#,
-        runbook: "deploy/runbooks/ServiceTargetDown.md",
+        alerts: &[
+            Alert {
+                name: "ServiceTargetDown",
+                slo: None,
+                runbook: "deploy/runbooks/ServiceTargetDown.md",
+            },
+            Alert {
+                name: "ProviderCircuitOpen",
+                slo: None,
+                runbook: "deploy/runbooks/ProviderCircuitOpen.md",
+            },
+            Alert {
+                name: "SLOErrorBudgetBurnFast",
+                slo: Some("b-availability"),
+                runbook: BURN_FAST,
+            },
+        ],
     },
     Scenario {
         name: "a-flaky",
@@ -82,11 +180,24 @@ pub const SCENARIOS: [Scenario; 7] = [
         a_fault: Some(|| json!({"scenario": "a-flaky", "failure_rate": 0.2})),
         b_fault: None,
         traffic: &["--rate", "10", "--mix", "success=1"],
-        panel: "B's attempts to call A, by outcome (bad_status), and Attempts per B request",
-        promql: r#"sum(rate(provider_attempts_total{job="service-b"}[1m])) / sum(rate(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action"}[1m]))"#,
+        request: None,
+        evidence: &[
+            Evidence {
+                panel: "Attempts per B request",
+                promql: r#"sum(rate(provider_attempts_total{job="service-b"}[1m])) / sum(rate(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action"}[1m]))"#,
+            },
+            Evidence {
+                panel: "B's attempts to call A, by outcome",
+                promql: r#"sum by (outcome) (rate(provider_attempts_total{job="service-b"}[1m]))"#,
+            },
+        ],
         symptom: r#"sum(rate(provider_attempts_total{job="service-b", outcome="bad_status"}[30s])) > 0 and on() (sum(rate(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action", http_response_status_code="200"}[30s])) > 0)"#,
         log: r#"B: "event":"provider_call_failed","error":"bad_status" followed by a 200 request line for the same request id: a recovered call"#,
-        runbook: "deploy/runbooks/SLOErrorBudgetBurnSlow.md",
+        alerts: &[Alert {
+            name: "SLOErrorBudgetBurnFast",
+            slo: Some("a-availability"),
+            runbook: BURN_FAST,
+        }],
     },
     Scenario {
         name: "retry-storm",
@@ -95,11 +206,36 @@ pub const SCENARIOS: [Scenario; 7] = [
         a_fault: Some(|| json!({"scenario": "retry-storm", "failure_rate": 0.6})),
         b_fault: None,
         traffic: &["--rate", "60", "--mix", "success=1"],
-        panel: "Attempts per B request (held near 1.2 by the budget), B's 503 rate, by the last failure's kind",
-        promql: r#"sum(rate(provider_gave_up_total{job="service-b", reason="retry_budget_exhausted"}[1m]))"#,
+        request: None,
+        evidence: &[
+            Evidence {
+                panel: "Attempts per B request (held near 1.2 by the budget)",
+                promql: r#"sum(rate(provider_attempts_total{job="service-b"}[1m])) / sum(rate(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action"}[1m]))"#,
+            },
+            Evidence {
+                panel: "B's 503 rate, by the last failure's kind (and why B gave up)",
+                promql: r#"sum by (reason) (rate(provider_gave_up_total{job="service-b"}[1m]))"#,
+            },
+        ],
         symptom: r#"sum(rate(provider_gave_up_total{job="service-b", reason="retry_budget_exhausted"}[30s])) > 0"#,
         log: r#"B: "event":"provider_gave_up","reason":"retry_budget_exhausted""#,
-        runbook: "deploy/runbooks/ProviderRetryBudgetExhausted.md",
+        alerts: &[
+            Alert {
+                name: "ProviderRetryBudgetExhausted",
+                slo: None,
+                runbook: "deploy/runbooks/ProviderRetryBudgetExhausted.md",
+            },
+            Alert {
+                name: "SLOErrorBudgetBurnFast",
+                slo: Some("b-availability"),
+                runbook: BURN_FAST,
+            },
+            Alert {
+                name: "SLOErrorBudgetBurnFast",
+                slo: Some("a-availability"),
+                runbook: BURN_FAST,
+            },
+        ],
     },
     Scenario {
         name: "brute-force",
@@ -115,31 +251,87 @@ pub const SCENARIOS: [Scenario; 7] = [
             "--guess-user",
             "divya",
         ],
-        panel: "A's token requests, by outcome (throttled)",
-        promql: r#"sum by (outcome) (rate(token_requests_total{job="service-a"}[1m]))"#,
+        request: None,
+        evidence: &[Evidence {
+            panel: "A's token requests, by outcome",
+            promql: r#"sum by (outcome) (rate(token_requests_total{job="service-a"}[1m]))"#,
+        }],
         symptom: r#"sum(rate(token_requests_total{job="service-a", outcome="throttled"}[30s])) > 0"#,
         log: r#"A: POST /token lines with "status":429; B passes them on: its request lines with "status":429 and no provider_call_failed"#,
-        runbook: "deploy/runbooks/LoginThrottlingInBulk.md",
+        alerts: &[Alert {
+            name: "LoginThrottlingInBulk",
+            slo: None,
+            runbook: "deploy/runbooks/LoginThrottlingInBulk.md",
+        }],
     },
     Scenario {
         name: "b-misconfigured",
         title: "B's timeout is below A's normal latency",
-        question: "A looks healthy on every panel, yet every call to B fails. Where is the fault?",
+        question: "A's own signals are clean (up, no errors, quick answers), yet every call to B fails and the a-availability page blames A. Where is the fault?",
         a_fault: None,
-        b_fault: Some(|| json!({"scenario": "b-misconfigured", "provider_timeout_ms": 25})),
-        // A's normal latency for these calls: 60 ms (the callers ask for it).
-        traffic: &["--rate", "10", "--mix", "slow=1", "--slow-ms", "60"],
-        panel: "Attempt duration p95, by outcome (timeouts at 25 ms), next to A: p99 latency of POST /token (60 ms)",
-        promql: r#"histogram_quantile(0.95, sum by (le) (rate(provider_attempt_duration_seconds_bucket{job="service-b", outcome="timeout"}[1m])))"#,
+        b_fault: Some(|| json!({"scenario": "b-misconfigured", "provider_timeout_ms": 15})),
+        // A's normal latency for these calls: 100 ms (the callers ask for it). B gives up
+        // after 15 ms, which the histogram's 25 ms boundary tells apart from A's 100 ms.
+        traffic: &["--rate", "10", "--mix", "slow=1", "--slow-ms", "100"],
+        request: Some(|| json!({"username": "divya", "password": "pass123", "delay_ms": 100})),
+        evidence: &[
+            Evidence {
+                panel: "Attempt duration p95, by outcome (timeouts under 25 ms, not B's 1 s)",
+                promql: r#"histogram_quantile(0.95, sum by (le) (rate(provider_attempt_duration_seconds_bucket{job="service-b", outcome="timeout"}[1m])))"#,
+            },
+            Evidence {
+                panel: "A's requested delay (the callers ask for 100 ms)",
+                promql: r#"histogram_quantile(0.99, sum by (le) (rate(token_delay_seconds_bucket{job="service-a"}[1m])))"#,
+            },
+            Evidence {
+                panel: "A's abandoned requests (499): B hangs up on every one",
+                promql: r#"sum(rate(http_requests_total{job="service-a", status="499"}[1m]))"#,
+            },
+        ],
         symptom: r#"histogram_quantile(0.95, sum by (le) (rate(provider_attempt_duration_seconds_bucket{job="service-b", outcome="timeout"}[30s]))) < 0.1"#,
-        log: r#"B: "event":"provider_call_failed","error":"timeout","timeout_secs":0.025; A: the same request ids answered 499 after about 25 ms"#,
-        runbook: "deploy/runbooks/SLOErrorBudgetBurnFast.md",
+        log: r#"B: "event":"provider_call_failed","error":"timeout","timeout_secs":0.015; A: the same request ids answered 499 after about 15 ms"#,
+        alerts: &[
+            Alert {
+                name: "SLOErrorBudgetBurnFast",
+                slo: Some("b-availability"),
+                runbook: BURN_FAST,
+            },
+            Alert {
+                name: "SLOErrorBudgetBurnFast",
+                slo: Some("a-availability"),
+                runbook: BURN_FAST,
+            },
+            Alert {
+                name: "ProviderRetryBudgetExhausted",
+                slo: None,
+                runbook: "deploy/runbooks/ProviderRetryBudgetExhausted.md",
+            },
+        ],
     },
 ];
 
 /// The lab named `name`.
 pub fn scenario(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
+}
+
+/// Every lab's name, comma-separated.
+pub fn names() -> String {
+    SCENARIOS
+        .iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a mystery lab switches on in a service: the lab's fault there, sealed, or a sealed
+/// fault that changes nothing. Both services always get one, so that which service logs a
+/// `fault_injected` line says nothing about the lab.
+pub fn sealed(fault: Option<fn() -> Value>) -> Value {
+    let mut sealed = fault.map_or_else(|| json!({}), |f| f());
+    sealed["scenario"] = "sealed".into();
+    sealed["sealed"] = true.into();
+    sealed
 }
 
 #[cfg(test)]
@@ -158,8 +350,19 @@ mod tests {
                 assert_eq!(fault()["scenario"], s.name);
             }
             assert!(s.question.ends_with('?'), "{}", s.name);
+            assert!(!s.evidence.is_empty() && !s.alerts.is_empty(), "{}", s.name);
         }
         assert!(scenario("a-down").is_some());
         assert!(scenario("nothing").is_none());
+    }
+
+    #[test]
+    fn a_sealed_fault_keeps_the_settings_and_hides_the_name() {
+        let a = sealed(scenario("a-slow").and_then(|s| s.a_fault));
+        assert_eq!(
+            a,
+            json!({"scenario": "sealed", "sealed": true, "extra_latency_ms": 300})
+        );
+        assert_eq!(sealed(None), json!({"scenario": "sealed", "sealed": true}));
     }
 }

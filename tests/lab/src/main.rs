@@ -1,18 +1,26 @@
 //! `lab`: break the running services on purpose, find what is wrong from their signals, and
-//! check the answer. See README.md, "Labs".
+//! check the answer; for a class, a sealed mystery, its answer key, a record of every check,
+//! and a report; and a span collector with a trace waterfall, so that no Docker is needed.
+//! See README.md, "Labs".
 //!
 //! It needs the services started with their fault endpoints (`--fault-listen`, loopback
-//! only): `./deploy/run-local.sh` does that. It keeps what it started in a small state file,
-//! so `lab stop` undoes exactly that.
+//! only): `./deploy/run-local.sh` does that. It keeps what it started in a per-user state
+//! file, so `lab stop` undoes exactly that.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use lab::{SCENARIOS, Scenario, scenario};
+use lab::key::{Code, check_secret, parse_seeds};
+use lab::paths::{RESULTS_FILE, SPANS_FILE, STATE_FILE};
+use lab::results::{Record, SEALED};
+use lab::{SCENARIOS, Scenario, complain, names, say, scenario};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 /// Break the services on purpose, find what is wrong, check the answer.
 #[derive(Debug, Parser)]
@@ -48,7 +56,8 @@ struct Args {
     )]
     b_faults: String,
 
-    /// Prometheus, for `lab check`'s evidence (the compose stack's by default).
+    /// Prometheus, for `lab check`'s evidence: the one `./deploy/run-local.sh --observe`
+    /// starts, or the compose stack's.
     #[arg(
         long,
         global = true,
@@ -67,9 +76,20 @@ struct Args {
     #[arg(long, global = true, requires = "compose")]
     dry_run: bool,
 
-    /// Where the running lab is remembered.
-    #[arg(long, global = true, env = "LAB_STATE")]
-    state: Option<PathBuf>,
+    /// Where the lab keeps its files (the running lab, the results, the spans), readable by
+    /// you only. Default: $XDG_STATE_HOME/first-distributed-system, or
+    /// ~/.local/state/first-distributed-system.
+    #[arg(long, global = true, env = "LAB_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// The results file `lab check` appends to (default: results.jsonl in the state
+    /// directory). A teacher collects these.
+    #[arg(long, global = true, env = "LAB_RESULTS")]
+    results: Option<PathBuf>,
+
+    /// Your name, as the results record it (default: your login name).
+    #[arg(long, global = true, env = "LAB_STUDENT")]
+    student: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,31 +101,116 @@ enum Cmd {
         /// The lab (see `lab list`).
         #[arg(required_unless_present = "mystery")]
         name: Option<String>,
-        /// A lab chosen at random, its name hidden: for a class.
+        /// A lab whose name stays hidden until you find it: from a code your teacher gives
+        /// you (--code), from a seed and the class secret (--seed), or at random.
         #[arg(long, conflicts_with = "name")]
         mystery: bool,
-        /// Seed of the random choice, so a teacher can give every student the same one.
+        /// The code of a mystery lab, as `lab key` prints it (e.g. 42-0123abcd9e).
+        #[arg(long, requires = "mystery", conflicts_with = "seed")]
+        code: Option<String>,
+        /// The seed of a mystery lab: with the class secret, it picks the lab `lab key`
+        /// lists for it.
         #[arg(long, requires = "mystery")]
         seed: Option<u64>,
+        /// The class secret (the teacher's), for --seed.
+        #[arg(long, env = "LAB_CLASS_SECRET", hide_env_values = true)]
+        class_secret: Option<String>,
         /// Seconds of traffic (0: until `lab stop`).
         #[arg(long, default_value_t = 0)]
         duration: u64,
     },
     /// Clear the fault and stop the traffic.
     Stop,
-    /// Say what you think is wrong: right or wrong, then the evidence.
+    /// Say what you think is wrong: right or wrong, and what to look at; recorded.
     Check {
         /// A lab's name (see `lab list`).
         answer: String,
     },
+    /// For the teacher: the lab each seed hides, and the code to hand out for it.
+    Key {
+        /// Seeds: `42`, `1-30` or `1-5,9`; may be repeated.
+        #[arg(long, required = true)]
+        seed: Vec<String>,
+        /// The class secret: without it, nobody can list the key.
+        #[arg(long, env = "LAB_CLASS_SECRET", hide_env_values = true)]
+        class_secret: Option<String>,
+    },
+    /// For the teacher: a class's results files as one table, one row per student and lab.
+    Report {
+        /// The results files (each student's results.jsonl).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
+        /// The class secret: names the labs nobody found yet.
+        #[arg(long, env = "LAB_CLASS_SECRET", hide_env_values = true)]
+        class_secret: Option<String>,
+    },
+    /// Collect spans: an OTLP/HTTP receiver on loopback for the services' traces, kept for
+    /// `lab trace` (`./deploy/run-local.sh --observe` starts one).
+    Collect {
+        /// Where to listen (loopback only); the services' OTEL_EXPORTER_OTLP_ENDPOINT.
+        #[arg(long, env = "LAB_OTLP_LISTEN", default_value = "127.0.0.1:4318")]
+        listen: SocketAddr,
+    },
+    /// One trace as a waterfall: B's span, each attempt with its outcome and duration, A's
+    /// span under each.
+    Trace {
+        /// The trace id (from a log line's trace_id, or a traceresponse header).
+        trace_id: String,
+        /// Seconds to wait for its spans to arrive (they are exported in batches).
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
 }
 
-/// What `lab start` started.
+/// What `lab start` started. A mystery's name is not in it: only a digest that `lab check`
+/// compares an answer with.
 #[derive(Debug, Serialize, Deserialize)]
 struct State {
-    scenario: String,
+    /// A named lab's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scenario: Option<String>,
+    /// Whether the lab is a mystery.
     mystery: bool,
+    /// A mystery's digest: SHA-256 of the run id, `:` and the lab's name, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
+    /// The mystery's seed.
+    #[serde(default)]
+    seed: Option<u64>,
+    /// This run, random.
+    run: String,
+    /// Who started it.
+    #[serde(default)]
+    student: Option<String>,
+    /// When, in Unix seconds.
+    started_at: f64,
+    /// Answers so far.
+    #[serde(default)]
+    attempts: u32,
     traffic_pid: u32,
+}
+
+impl State {
+    /// Whether `answer` names the lab that runs.
+    fn is(&self, answer: &str) -> bool {
+        match (&self.scenario, &self.digest) {
+            (Some(name), _) => name == answer,
+            (None, Some(digest)) => *digest == sealed_digest(&self.run, answer),
+            (None, None) => false,
+        }
+    }
+
+    /// The lab that runs (a mystery's found by trying every name against the digest).
+    fn lab(&self) -> Option<&'static Scenario> {
+        SCENARIOS.iter().find(|s| self.is(s.name))
+    }
+}
+
+fn sealed_digest(run: &str, name: &str) -> String {
+    lab::key::hex(&Sha256::digest(format!("{run}:{name}").as_bytes()))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -119,17 +224,41 @@ async fn main() -> ExitCode {
         Cmd::Start {
             name,
             mystery,
+            code,
             seed,
+            class_secret,
             duration,
-        } => start(&args, name.as_deref(), *mystery, *seed, *duration).await,
+        } => {
+            let choice = Choice {
+                name: name.as_deref(),
+                mystery: *mystery,
+                code: code.as_deref(),
+                seed: *seed,
+                secret: class_secret.as_deref(),
+            };
+            start(&args, &choice, *duration).await
+        }
         Cmd::Stop => stop(&args).await,
         Cmd::Check { answer } => check(&args, answer).await,
+        Cmd::Key { seed, class_secret } => key(seed, class_secret.as_deref()),
+        Cmd::Report {
+            files,
+            csv,
+            class_secret,
+        } => report(files, *csv, class_secret.as_deref()),
+        Cmd::Collect { listen } => match state_dir(&args) {
+            Ok(dir) => lab::spans::collect(*listen, dir.join(SPANS_FILE))
+                .await
+                .map(|()| true),
+            Err(e) => Err(e),
+        },
+        Cmd::Trace { trace_id, wait } => trace(&args, trace_id, *wait).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
-            eprintln!("lab: {message}");
+            complain!("lab: {message}");
             ExitCode::from(2)
         }
     }
@@ -137,21 +266,55 @@ async fn main() -> ExitCode {
 
 fn list() {
     for (n, s) in SCENARIOS.iter().enumerate() {
-        println!("{}. {:<16} {}\n   {}\n", n + 1, s.name, s.title, s.question);
+        say!("{}. {:<16} {}\n   {}\n", n + 1, s.name, s.title, s.question);
     }
 }
 
-fn state_path(args: &Args) -> PathBuf {
-    args.state
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("first-distributed-system-lab.json"))
+fn state_dir(args: &Args) -> Result<PathBuf, String> {
+    match &args.state_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => lab::paths::default_dir(),
+    }
+}
+
+fn state_path(args: &Args) -> Result<PathBuf, String> {
+    Ok(state_dir(args)?.join(STATE_FILE))
+}
+
+fn results_path(args: &Args) -> Result<PathBuf, String> {
+    match &args.results {
+        Some(file) => Ok(file.clone()),
+        None => Ok(state_dir(args)?.join(RESULTS_FILE)),
+    }
 }
 
 fn read_state(args: &Args) -> Result<State, String> {
-    let path = state_path(args);
+    let path = state_path(args)?;
     let text = std::fs::read_to_string(&path)
         .map_err(|_| format!("no lab is running (nothing in {})", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write_state(args: &Args, state: &State) -> Result<(), String> {
+    let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
+    lab::paths::replace(&state_path(args)?, text.as_bytes())
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Who answers: `--student`, whoever started the lab, or the login name.
+fn student(args: &Args, state: &State) -> String {
+    args.student
+        .clone()
+        .or_else(|| state.student.clone())
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn client() -> reqwest::Client {
@@ -169,7 +332,11 @@ async fn switch(endpoint: &str, fault: Option<Value>) -> Result<(), String> {
         None => client().delete(endpoint),
     };
     let reply = request.send().await.map_err(|e| {
-        format!("cannot reach the fault endpoint {endpoint} ({e}): start the services with --fault-listen (./deploy/run-local.sh does)")
+        format!(
+            "cannot reach the fault endpoint {endpoint} ({e}): start the services with --fault-listen \
+             (./deploy/run-local.sh does; to restart A alone, run the command it printed, which keeps \
+             the endpoint: ./target/release/service-a --fault-listen 127.0.0.1:9180)"
+        )
     })?;
     if !reply.status().is_success() {
         let status = reply.status();
@@ -179,41 +346,77 @@ async fn switch(endpoint: &str, fault: Option<Value>) -> Result<(), String> {
     Ok(())
 }
 
-async fn start(
-    args: &Args,
-    name: Option<&str>,
+/// How `lab start` was asked to choose.
+#[derive(Debug)]
+struct Choice<'a> {
+    name: Option<&'a str>,
     mystery: bool,
+    code: Option<&'a str>,
     seed: Option<u64>,
-    duration: u64,
-) -> Result<bool, String> {
-    let path = state_path(args);
+    secret: Option<&'a str>,
+}
+
+impl Choice<'_> {
+    /// The lab, and a mystery's seed.
+    fn pick(&self) -> Result<(&'static Scenario, Option<u64>), String> {
+        if !self.mystery {
+            let name = self.name.unwrap_or_default();
+            let chosen =
+                scenario(name).ok_or_else(|| format!("no lab called {name:?}: see `lab list`"))?;
+            return Ok((chosen, None));
+        }
+        match (self.code, self.seed) {
+            (Some(code), _) => {
+                let code = Code::parse(code)?;
+                Ok((code.lab(), Some(code.seed)))
+            }
+            (None, Some(seed)) => {
+                let secret = self.secret.ok_or(
+                    "--seed needs the class secret (--class-secret or LAB_CLASS_SECRET): \
+                     without it a seed picks nothing. A student starts from the code the \
+                     teacher gives out (--code)",
+                )?;
+                check_secret(secret)?;
+                Ok((Code::new(secret, seed).lab(), Some(seed)))
+            }
+            (None, None) => Ok((&SCENARIOS[fastrand::usize(..SCENARIOS.len())], None)),
+        }
+    }
+}
+
+async fn start(args: &Args, choice: &Choice<'_>, duration: u64) -> Result<bool, String> {
+    let path = state_path(args)?;
     if path.exists() {
         return Err(format!(
             "a lab is already running ({}): `lab stop` first",
             path.display()
         ));
     }
-    let chosen: &Scenario = if mystery {
-        let mut rng = seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
-        &SCENARIOS[rng.usize(..SCENARIOS.len())]
+    if choice.mystery && args.dry_run {
+        return Err("--dry-run would print the mystery's fault: run it without".into());
+    }
+    let (chosen, seed) = choice.pick()?;
+    // A named lab's faults as they are. A mystery's sealed, and one for each service, so
+    // that neither which service says "fault_injected" nor what it says gives it away.
+    let (a, b) = if choice.mystery {
+        (
+            Some(lab::sealed(chosen.a_fault)),
+            Some(lab::sealed(chosen.b_fault)),
+        )
     } else {
-        let name = name.unwrap_or_default();
-        scenario(name).ok_or_else(|| format!("no lab called {name:?}: see `lab list`"))?
+        (chosen.a_fault.map(|f| f()), chosen.b_fault.map(|f| f()))
     };
-    // Each service gets this lab's fault, or none (a previous one is cleared).
     if let Some(compose) = &args.compose {
-        recreate(
-            compose,
-            chosen.a_fault.map(|f| f()),
-            chosen.b_fault.map(|f| f()),
-            args.dry_run,
-        )?;
+        recreate(compose, a, b, args.dry_run)?;
         if args.dry_run {
             return Ok(true);
         }
     } else {
-        switch(&args.a_faults, chosen.a_fault.map(|f| f())).await?;
-        switch(&args.b_faults, chosen.b_fault.map(|f| f())).await?;
+        switch(&args.a_faults, a).await?;
+        if let Err(e) = switch(&args.b_faults, b).await {
+            let _ = switch(&args.a_faults, None).await;
+            return Err(e);
+        }
     }
 
     let traffic = std::env::current_exe()
@@ -221,10 +424,13 @@ async fn start(
         .and_then(|exe| exe.parent().map(|dir| dir.join("traffic")))
         .filter(|path| path.exists())
         .unwrap_or_else(|| PathBuf::from("traffic"));
-    let child = Command::new(&traffic)
+    // The lab's own arguments go through standard input: `ps` shows the same command line
+    // for every lab. Nothing of lab's environment that a student should not see goes along.
+    let mut child = Command::new(&traffic)
         .args(["--target", &args.b, "--duration", &duration.to_string()])
-        .args(chosen.traffic)
-        .stdin(Stdio::null())
+        .arg("--args-from-stdin")
+        .env_remove("LAB_CLASS_SECRET")
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -234,20 +440,32 @@ async fn start(
                 traffic.display()
             )
         })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let lines: String = chosen.traffic.iter().map(|a| format!("{a}\n")).collect();
+        stdin
+            .write_all(lines.as_bytes())
+            .map_err(|e| format!("cannot hand the traffic generator its arguments: {e}"))?;
+    }
+    let run = format!("{:016x}", fastrand::u64(..));
     let state = State {
-        scenario: chosen.name.to_owned(),
-        mystery,
+        scenario: (!choice.mystery).then(|| chosen.name.to_owned()),
+        mystery: choice.mystery,
+        digest: choice.mystery.then(|| sealed_digest(&run, chosen.name)),
+        seed,
+        run,
+        student: args.student.clone(),
+        started_at: now(),
+        attempts: 0,
         traffic_pid: child.id(),
     };
-    std::fs::write(&path, serde_json::to_string(&state).unwrap_or_default())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if mystery {
-        println!("A mystery lab is running: something is wrong. Find out what.");
-        println!("Your answer: `lab check <name>`, one of: {}", names());
+    write_state(args, &state)?;
+    if choice.mystery {
+        say!("A mystery lab is running: something is wrong. Find out what.");
+        say!("Your answer: `lab check <name>`, one of: {}", names());
     } else {
-        println!("Lab {}: {}", chosen.name, chosen.title);
-        println!("Question: {}", chosen.question);
-        println!("When you know: `lab check <name>`; `lab stop` ends it.");
+        say!("Lab {}: {}", chosen.name, chosen.title);
+        say!("Question: {}", chosen.question);
+        say!("When you know: `lab check <name>`; `lab stop` ends it.");
     }
     Ok(true)
 }
@@ -255,7 +473,7 @@ async fn start(
 /// Recreates the compose stack's A and B with `a` and `b` as their start-up faults (`None`:
 /// none): `A_FAULT=… B_FAULT=… docker compose -f <file> up -d --no-deps service-a service-b`.
 fn recreate(
-    compose: &std::path::Path,
+    compose: &Path,
     a: Option<Value>,
     b: Option<Value>,
     dry_run: bool,
@@ -277,9 +495,9 @@ fn recreate(
     ];
     if dry_run {
         for (name, value) in &env {
-            println!("{name}={value}");
+            say!("{name}={value}");
         }
-        println!("docker {}", args.join(" "));
+        say!("docker {}", args.join(" "));
         return Ok(());
     }
     let status = Command::new("docker")
@@ -294,20 +512,23 @@ fn recreate(
     }
 }
 
-fn names() -> String {
-    SCENARIOS
-        .iter()
-        .map(|s| s.name)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 async fn stop(args: &Args) -> Result<bool, String> {
     let state = read_state(args)?;
-    let _ = Command::new("kill")
-        .arg(state.traffic_pid.to_string())
-        .stderr(Stdio::null())
-        .status();
+    // Only the traffic generator this lab started: a process id can be reused once it ends.
+    let ours = std::fs::read(format!("/proc/{}/cmdline", state.traffic_pid)).map_or(
+        !Path::new("/proc/self").exists(),
+        |cmdline| {
+            cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == b"--args-from-stdin")
+        },
+    );
+    if ours {
+        let _ = Command::new("kill")
+            .arg(state.traffic_pid.to_string())
+            .stderr(Stdio::null())
+            .status();
+    }
     let (a, b) = match &args.compose {
         Some(compose) => (recreate(compose, None, None, false), Ok(())),
         None => (
@@ -315,61 +536,183 @@ async fn stop(args: &Args) -> Result<bool, String> {
             switch(&args.b_faults, None).await,
         ),
     };
-    std::fs::remove_file(state_path(args)).map_err(|e| e.to_string())?;
+    let path = state_path(args)?;
+    std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     if state.mystery {
-        println!("The lab was: {}", state.scenario);
+        match state.lab() {
+            Some(lab) => say!("The lab was: {}", lab.name),
+            None => say!("The lab was not one this version of lab knows."),
+        }
     }
-    println!("Lab stopped: faults cleared, traffic stopped.");
+    say!("Lab stopped: faults cleared, traffic stopped.");
     a.and(b).map(|()| true)
 }
 
+/// What to look at next after a wrong answer to a mystery: the same for every lab.
+const LOOK_NEXT: &[&str] = &[
+    "Is each service up? (up{job=~\"service-a|service-b\"})",
+    "What does B answer, and how fast? (B's 503 rate, by the last failure's kind; Latency p50 / p95 / p99)",
+    "How do B's attempts to call A end, and after how long? (B's attempts to call A, by outcome; Attempts per B request; Attempt duration p95, by outcome)",
+    "What does A say about itself? (A: p99 latency; A's token requests, by outcome; A's requested delay; A's abandoned requests (499))",
+    "Which alerts are pending or firing, and what do their runbooks say? (Prometheus' /alerts)",
+    "The logs: B's provider_call_failed and provider_gave_up lines (their error, timeout_secs, reason), and A's lines for the same request_id",
+    "One request end to end: `lab trace <trace_id>` of a request that went wrong",
+];
+
 async fn check(args: &Args, answer: &str) -> Result<bool, String> {
-    let state = read_state(args)?;
-    let Some(actual) = scenario(&state.scenario) else {
-        return Err(format!(
-            "unknown lab {:?} in the state file",
-            state.scenario
-        ));
-    };
+    let mut state = read_state(args)?;
     if scenario(answer).is_none() {
         return Err(format!("no lab called {answer:?}: one of {}", names()));
     }
-    let right = answer == actual.name;
-    if right {
-        println!("right: {}", actual.title);
+    let right = state.is(answer);
+    state.attempts += 1;
+    write_state(args, &state)?;
+    let record = Record {
+        ts: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        student: student(args, &state),
+        run: state.run.clone(),
+        seed: state.seed,
+        lab: state.scenario.clone().unwrap_or_else(|| SEALED.to_owned()),
+        answer: answer.to_owned(),
+        right,
+        attempt: state.attempts,
+        seconds: ((now() - state.started_at) * 10.0).round() / 10.0,
+    };
+    let recorded = results_path(args).and_then(|path| {
+        let line = serde_json::to_string(&record).map_err(|e| e.to_string())? + "\n";
+        lab::paths::append(&path, line.as_bytes()).map(|()| path)
+    });
+
+    // A named lab, or a right answer: the lab's own evidence. A wrong answer to a mystery:
+    // never the lab's evidence, only what the guess would show and where to look next.
+    let shown = if right || !state.mystery {
+        state.lab()
     } else {
-        println!("wrong: it is not {answer}. Look again at the evidence below.");
+        None
+    };
+    match (right, shown) {
+        (true, Some(lab)) => say!("right: {}", lab.title),
+        (false, Some(_)) => say!("wrong: it is not {answer}. Look again at the evidence below."),
+        (_, None) => say!("wrong: it is not {answer}."),
     }
-    println!();
-    println!("Dashboard panel: {}", actual.panel);
-    println!("PromQL:          {}", actual.promql);
-    match query(&args.prometheus, actual.promql).await {
-        Ok(value) => println!("Its value now:   {value}"),
-        Err(why) => println!(
-            "Its value now:   (no answer from {}: {why})",
-            args.prometheus
+    match &recorded {
+        Ok(path) => say!(
+            "(answer {} of this lab, {:.0} s after it started: recorded in {})",
+            record.attempt,
+            record.seconds,
+            path.display()
         ),
+        Err(why) => complain!("lab: the answer was not recorded: {why}"),
     }
-    println!("Log:             {}", actual.log);
-    match example(&args.b).await {
-        Ok(example) => println!("An example now:  {example}"),
-        Err(why) => println!("An example now:  (B did not answer: {why})"),
+    say!();
+    match shown {
+        Some(lab) => evidence(args, lab).await,
+        None => {
+            let guess = scenario(answer).unwrap_or(&SCENARIOS[0]);
+            let telling = &guess.evidence[0];
+            say!("Had it been {answer}, this would show it:");
+            say!("Dashboard panel: {}", telling.panel);
+            say!("PromQL:          {}", telling.promql);
+            say!("Its value now:   {}", value_now(args, telling.promql).await);
+            say!();
+            say!("Look next:");
+            for (n, step) in LOOK_NEXT.iter().enumerate() {
+                say!("  {}. {step}", n + 1);
+            }
+            say!("An example now:  {}", example_now(&args.b, None).await);
+        }
     }
-    println!("Runbook:         {}", actual.runbook);
     Ok(right)
 }
 
-/// The value of `promql` now, one `{labels} value` per series.
-async fn query(prometheus: &str, promql: &str) -> Result<String, String> {
+/// Everything that shows `lab`: its panels and their queries' values now, the log line, a
+/// fresh example request, the alerts and their runbooks.
+async fn evidence(args: &Args, lab: &Scenario) {
+    for (n, shown) in lab.evidence.iter().enumerate() {
+        if n > 0 {
+            say!();
+        }
+        say!("Dashboard panel: {}", shown.panel);
+        say!("PromQL:          {}", shown.promql);
+        say!("Its value now:   {}", value_now(args, shown.promql).await);
+    }
+    say!();
+    say!("Log:             {}", lab.log);
+    say!(
+        "An example now:  {}",
+        example_now(&args.b, lab.request.map(|f| f())).await
+    );
+    for alert in lab.alerts {
+        let slo = alert.slo.map(|s| format!(" (slo {s})")).unwrap_or_default();
+        say!(
+            "Alert:           {}{slo}: {}; runbook {}",
+            alert.name,
+            alert_state(args, alert).await,
+            alert.runbook
+        );
+    }
+}
+
+/// Whether `alert` is pending or firing now, as Prometheus says.
+async fn alert_state(args: &Args, alert: &lab::Alert) -> String {
+    let selector = match alert.slo {
+        Some(slo) => format!(r#"ALERTS{{alertname="{}", slo="{slo}"}}"#, alert.name),
+        None => format!(r#"ALERTS{{alertname="{}"}}"#, alert.name),
+    };
+    match query_series(&args.prometheus, &selector).await {
+        Ok(series) => {
+            let states: Vec<&str> = series
+                .iter()
+                .filter_map(|s| s["metric"]["alertstate"].as_str())
+                .collect();
+            if states.contains(&"firing") {
+                "firing now".into()
+            } else if states.contains(&"pending") {
+                "pending now (it fires once it has lasted its `for:`)".into()
+            } else {
+                "not active now".into()
+            }
+        }
+        Err(why) => format!("(no answer from {}: {why})", args.prometheus),
+    }
+}
+
+async fn value_now(args: &Args, promql: &str) -> String {
+    match query(&args.prometheus, promql).await {
+        Ok(value) => value,
+        Err(why) => format!(
+            "(no answer from {}: {why}; ./deploy/run-local.sh --observe starts one)",
+            args.prometheus
+        ),
+    }
+}
+
+async fn example_now(b: &str, body: Option<Value>) -> String {
+    match example(b, body).await {
+        Ok(example) => example,
+        Err(why) => format!("(B did not answer: {why})"),
+    }
+}
+
+/// The series `promql` returns now.
+async fn query_series(prometheus: &str, promql: &str) -> Result<Vec<Value>, String> {
     let mut url =
         reqwest::Url::parse(&format!("{prometheus}/api/v1/query")).map_err(|e| e.to_string())?;
     url.query_pairs_mut().append_pair("query", promql);
     let reply = client().get(url).send().await.map_err(|e| e.to_string())?;
     let body: Value = reply.json().await.map_err(|e| e.to_string())?;
-    let series = body["data"]["result"]
+    if body["status"] != "success" {
+        return Err(format!("the query failed: {}", body["error"]));
+    }
+    Ok(body["data"]["result"]
         .as_array()
         .cloned()
-        .unwrap_or_default();
+        .unwrap_or_default())
+}
+
+/// The value of `promql` now, one `{labels} value` per series.
+async fn query(prometheus: &str, promql: &str) -> Result<String, String> {
+    let series = query_series(prometheus, promql).await?;
     if series.is_empty() {
         return Ok("no data".into());
     }
@@ -380,12 +723,14 @@ async fn query(prometheus: &str, promql: &str) -> Result<String, String> {
         .join("; "))
 }
 
-/// One call to B like the traffic's: its status, request id and trace id, to look up in
-/// the logs and in Jaeger.
-async fn example(b: &str) -> Result<String, String> {
+/// One call to B (`body`, or the demo user's plain login): its status, request id and trace
+/// id, to look up in the logs and with `lab trace`.
+async fn example(b: &str, body: Option<Value>) -> Result<String, String> {
+    let body =
+        body.unwrap_or_else(|| serde_json::json!({"username": "divya", "password": "pass123"}));
     let reply = client()
         .post(format!("{b}/protected-action"))
-        .json(&serde_json::json!({"username": "divya", "password": "pass123"}))
+        .json(&body)
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -403,9 +748,95 @@ async fn example(b: &str) -> Result<String, String> {
         .unwrap_or("-")
         .to_owned();
     Ok(format!(
-        "{} for request id {} (grep it in both logs), trace {} (open it in Jaeger)",
+        "{} for request id {} (grep it in both logs), trace {trace_id} (`lab trace {trace_id}`, or Jaeger)",
         reply.status(),
         header("x-request-id"),
-        trace_id
     ))
+}
+
+fn key(seeds: &[String], secret: Option<&str>) -> Result<bool, String> {
+    let secret = secret.ok_or(
+        "lab key needs the class secret (--class-secret or LAB_CLASS_SECRET): without it nobody can list the key",
+    )?;
+    check_secret(secret)?;
+    let mut all = Vec::new();
+    for text in seeds {
+        all.extend(parse_seeds(text)?);
+    }
+    say!(
+        "{:>6}  {:<16} code (lab start --mystery --code …)",
+        "seed",
+        "lab"
+    );
+    for seed in all {
+        let code = Code::new(secret, seed);
+        say!("{seed:>6}  {:<16} {code}", code.lab().name);
+    }
+    Ok(true)
+}
+
+fn report(files: &[PathBuf], csv: bool, secret: Option<&str>) -> Result<bool, String> {
+    if let Some(secret) = secret {
+        check_secret(secret)?;
+    }
+    let mut records = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let (mut read, warnings) = lab::results::read(&text, &file.display().to_string());
+        for warning in warnings {
+            complain!("lab report: {warning}");
+        }
+        records.append(&mut read);
+    }
+    let rows = lab::results::rows(&records, secret);
+    let text = if csv {
+        lab::results::csv(&rows)
+    } else {
+        lab::results::table(&rows)
+    };
+    for line in text.lines() {
+        say!("{line}");
+    }
+    Ok(true)
+}
+
+async fn trace(args: &Args, text: &str, wait: u64) -> Result<bool, String> {
+    let id = lab::spans::trace_id(text)?;
+    let file = state_dir(args)?.join(SPANS_FILE);
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    // Spans come in batches from two processes: once the root is there, wait until none has
+    // arrived for a moment (unless the trace is old), bounded by --wait.
+    let mut last_count = 0;
+    let mut last_change = Instant::now();
+    loop {
+        let spans = lab::spans::read_trace(&file, &id);
+        if spans.len() != last_count {
+            last_count = spans.len();
+            last_change = Instant::now();
+        }
+        let has_root = spans.iter().any(|s| s.parent.is_empty());
+        let newest_end = spans.iter().map(|s| s.end_ns).max().unwrap_or(0) as f64 / 1e9;
+        let recent = now() - newest_end < 5.0;
+        let settled = !recent || last_change.elapsed() >= Duration::from_millis(1500);
+        let out_of_time = Instant::now() >= deadline;
+        if (has_root && settled) || (out_of_time && !spans.is_empty()) {
+            for line in lab::spans::waterfall(&id, &spans).lines() {
+                say!("{line}");
+            }
+            if !has_root {
+                say!("(the trace's first span has not arrived: some spans are missing)");
+            }
+            return Ok(true);
+        }
+        if out_of_time {
+            complain!(
+                "lab trace: no span of trace {id} in {} after {wait} s: is the span collector running \
+                 (`./deploy/run-local.sh --observe` starts it), and do the services export to it \
+                 (OTEL_EXPORTER_OTLP_ENDPOINT)?",
+                file.display()
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -1,51 +1,89 @@
 //! The labs (`lab`, README "Labs"): each one's fault, switched on through the services'
 //! fault endpoints with generated traffic, shows within 90 s in the metrics (a real
-//! Prometheus scraping both services) and in the logs; `lab check` accepts the right answer
-//! and rejects a wrong one; `lab stop` clears the fault. A healthy system under healthy
-//! traffic shows none of the labs' symptoms.
+//! Prometheus scraping both services, with the project's rules loaded), in the alerts the
+//! lab says it fires, and in the logs; `lab check` accepts the right answer and rejects a
+//! wrong one; `lab stop` clears the fault. A healthy system under healthy traffic shows none
+//! of the labs' symptoms.
+//!
+//! For a class (`classroom`): a mystery lab is sealed, its key needs the class secret, and
+//! the results of a class make one report. Without Docker (`local`): the whole lab on what
+//! `./deploy/run-local.sh --observe` starts.
+
+mod classroom;
+mod local;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use system_tests::prometheus::{Prometheus, scrape_config};
+use system_tests::prometheus::{Prometheus, project_rules, scrape_config, with_rules};
 use system_tests::{Kind, Service, binary, client, vacant_addr};
 
 /// How long a lab's symptom may take to show.
 const SYMPTOM_WITHIN: Duration = Duration::from_secs(90);
 
-/// A and B with their fault endpoints, and a Prometheus scraping both.
+/// A directory of its own for one test's lab files (state, results, spans), emptied first
+/// and removed when dropped.
+#[derive(Debug)]
+struct StateDir(PathBuf);
+
+impl std::ops::Deref for StateDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for StateDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl AsRef<std::path::Path> for StateDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn state_dir(name: &str) -> StateDir {
+    let dir = std::env::temp_dir().join(format!("lab-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    StateDir(dir)
+}
+
+/// A and B with their fault endpoints, and a Prometheus scraping both with the rules loaded.
 struct Stack {
     a: Service,
     b: Service,
     prometheus: Prometheus,
     a_faults: String,
     b_faults: String,
-    state: PathBuf,
+    state_dir: StateDir,
 }
 
 impl Stack {
-    fn start() -> Option<Self> {
+    fn start(name: &str) -> Option<Self> {
         let (a_fault_addr, b_fault_addr) = (vacant_addr(), vacant_addr());
         let a = Service::a(&["--fault-listen", &a_fault_addr.to_string()]);
         let b = Service::b(&a.url(), &["--fault-listen", &b_fault_addr.to_string()]);
-        let prometheus = Prometheus::start(&scrape_config(&[
-            ("service-a", a.addr),
-            ("service-b", b.addr),
-        ]))?;
-        let state = std::env::temp_dir().join(format!(
-            "lab-state-{}-{}.json",
-            std::process::id(),
-            b.addr.port()
-        ));
+        let config = scrape_config(&[("service-a", a.addr), ("service-b", b.addr)]);
+        let prometheus = Prometheus::start(&with_rules(config, &project_rules()))?;
         Some(Self {
             a_faults: format!("http://{a_fault_addr}/faults"),
             b_faults: format!("http://{b_fault_addr}/faults"),
             a,
             b,
             prometheus,
-            state,
+            state_dir: state_dir(name),
         })
     }
 
@@ -60,10 +98,39 @@ impl Stack {
                 "--prometheus",
                 &self.prometheus.url,
             ])
-            .arg("--state")
-            .arg(&self.state)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .env_remove("LAB_CLASS_SECRET")
+            .env_remove("LAB_STUDENT")
             .output()
             .expect("run lab")
+    }
+
+    /// Waits (bounded) until each alert `lab` says it fires is pending or firing.
+    async fn wait_for_alerts(&self, lab: &lab::Scenario) {
+        let deadline = Instant::now() + SYMPTOM_WITHIN;
+        loop {
+            let active = self.prometheus.alerts().await;
+            let missing: Vec<&lab::Alert> = lab
+                .alerts
+                .iter()
+                .filter(|alert| {
+                    !active.iter().any(|(labels, _)| {
+                        labels["alertname"] == alert.name
+                            && alert.slo.is_none_or(|slo| labels["slo"] == slo)
+                    })
+                })
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {missing:?} not pending within {SYMPTOM_WITHIN:?}; active: {active:?}",
+                lab.name
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Waits (bounded) until `promql` returns a series.
@@ -79,7 +146,7 @@ impl Stack {
     }
 }
 
-fn said(output: &Output) -> String {
+pub(crate) fn said(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -88,7 +155,7 @@ fn said(output: &Output) -> String {
 }
 
 /// The log line each lab leaves, in A's or B's log.
-fn log_symptom(name: &str) -> (&'static str, fn(&Value) -> bool) {
+pub(crate) fn log_symptom(name: &str) -> (&'static str, fn(&Value) -> bool) {
     match name {
         "a-slow" => ("service-a", |l| {
             l["endpoint"] == "POST /token" && l["latency_ms"].as_f64().is_some_and(|ms| ms > 250.0)
@@ -117,7 +184,7 @@ fn log_symptom(name: &str) -> (&'static str, fn(&Value) -> bool) {
 }
 
 async fn run_lab(name: &str) {
-    let Some(stack) = Stack::start() else {
+    let Some(stack) = Stack::start(name) else {
         return;
     };
     let scenario = lab::scenario(name).expect("a lab");
@@ -141,14 +208,20 @@ async fn run_lab(name: &str) {
         stack.wait_for_metric(&gauge).await;
     }
 
+    stack.wait_for_alerts(scenario).await;
+
     let right = stack.lab(&["check", name]);
     assert!(right.status.success(), "{}", said(&right));
     assert!(said(&right).starts_with("right"), "{}", said(&right));
-    assert!(said(&right).contains(scenario.runbook), "{}", said(&right));
+    for alert in scenario.alerts {
+        assert!(said(&right).contains(alert.runbook), "{}", said(&right));
+    }
+    // A named lab's wrong answer still shows the lab's evidence, as it always did.
     for other in lab::SCENARIOS.iter().filter(|s| s.name != name) {
         let wrong = stack.lab(&["check", other.name]);
         assert_eq!(wrong.status.code(), Some(1), "{}", said(&wrong));
         assert!(said(&wrong).starts_with("wrong"), "{}", said(&wrong));
+        assert!(said(&wrong).contains(scenario.log), "{}", said(&wrong));
     }
 
     let stopped = stack.lab(&["stop"]);
@@ -164,7 +237,15 @@ async fn run_lab(name: &str) {
             .expect("JSON");
         assert_eq!(now["injected"], Value::Null, "{endpoint} cleared");
     }
-    assert!(!stack.state.exists(), "lab stop forgets the lab");
+    assert!(
+        !stack.state_dir.join(lab::paths::STATE_FILE).exists(),
+        "lab stop forgets the lab"
+    );
+    let results = std::fs::read_to_string(stack.state_dir.join(lab::paths::RESULTS_FILE))
+        .expect("lab check records its answers");
+    let (records, _) = lab::results::read(&results, "results");
+    assert_eq!(records.len(), lab::SCENARIOS.len(), "{results}");
+    assert!(records.iter().all(|r| r.lab == name), "{results}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,7 +287,7 @@ async fn lab_b_misconfigured() {
 /// hidden until `lab stop`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_system_shows_no_symptom_and_a_mystery_stays_hidden() {
-    let Some(stack) = Stack::start() else {
+    let Some(stack) = Stack::start("healthy") else {
         return;
     };
     let mut traffic = Command::new(binary(Kind::Traffic))
@@ -237,10 +318,21 @@ async fn a_healthy_system_shows_no_symptom_and_a_mystery_stays_hidden() {
             scenario.name
         );
     }
+    let alerts = stack.prometheus.alerts().await;
+    assert!(alerts.is_empty(), "alerts on a healthy system: {alerts:?}");
     let _ = traffic.kill();
     let _ = traffic.wait();
 
-    let started = stack.lab(&["start", "--mystery", "--seed", "7", "--duration", "5"]);
+    let started = stack.lab(&[
+        "start",
+        "--mystery",
+        "--seed",
+        "7",
+        "--class-secret",
+        "a class secret",
+        "--duration",
+        "5",
+    ]);
     let text = said(&started);
     assert!(started.status.success(), "{text}");
     assert!(
@@ -263,12 +355,12 @@ fn every_lab_breaks_the_compose_stack_through_start_up_flags() {
     let compose = system_tests::repo_root().join("deploy/compose.yaml");
     let have_compose =
         system_tests::tools::executable("docker-compose", "apt-get install -y docker-compose");
+    let state = state_dir("dry-run");
     for scenario in &lab::SCENARIOS {
-        let state = std::env::temp_dir().join(format!("lab-dry-{}.json", std::process::id()));
         let output = Command::new(binary(Kind::Lab))
             .args(["start", scenario.name, "--dry-run", "--compose"])
             .arg(&compose)
-            .arg("--state")
+            .arg("--state-dir")
             .arg(&state)
             .output()
             .expect("run lab");
@@ -359,5 +451,128 @@ async fn a_start_up_fault_acts_from_the_first_request() {
     assert!(
         metrics.contains(r#"fault_injection_active{scenario="b-misconfigured"} 1"#),
         "{metrics}"
+    );
+}
+
+/// The README's labs section tells each lab's story as the lab does (question, alerts), its
+/// `lab key` and `lab report` samples are real output, and every restart command for A it
+/// gives keeps the fault endpoint the start script opens.
+#[test]
+fn the_readme_tells_each_labs_story() {
+    let readme =
+        std::fs::read_to_string(system_tests::repo_root().join("README.md")).expect("README.md");
+    let start = readme
+        .find("## Labs: something is wrong, find it")
+        .expect("a labs section");
+    let section = &readme[start..];
+    let section = &section[..section.find("\n## Kubernetes").expect("next section")];
+    for (n, scenario) in lab::SCENARIOS.iter().enumerate() {
+        let head = format!(
+            "| {} | `{}` | {} |",
+            n + 1,
+            scenario.name,
+            scenario.question
+        );
+        let row = section
+            .lines()
+            .find(|l| l.starts_with(&head))
+            .unwrap_or_else(|| panic!("README: no row {head}"));
+        for alert in scenario.alerts {
+            assert!(row.contains(alert.name), "{}: {row}", alert.name);
+            assert!(row.contains(alert.runbook), "{}: {row}", alert.runbook);
+            if let Some(slo) = alert.slo {
+                assert!(row.contains(&format!("`{slo}`")), "{slo}: {row}");
+            }
+        }
+    }
+
+    // A restarted by the README's command can still be broken by `lab`.
+    let script = std::fs::read_to_string(system_tests::repo_root().join("deploy/run-local.sh"))
+        .expect("run-local.sh");
+    assert!(
+        script.contains("A_FAULT_LISTEN_ADDR:-127.0.0.1:9180"),
+        "the start script's default fault endpoint for A"
+    );
+    let restarts: Vec<&str> = readme
+        .match_indices("./target/release/service-a")
+        .map(|(at, _)| &readme[at..])
+        .collect();
+    assert!(restarts.len() >= 3, "{restarts:?}");
+    for restart in restarts {
+        assert!(
+            restart.starts_with("./target/release/service-a --fault-listen 127.0.0.1:9180"),
+            "README: {}",
+            &restart[..60.min(restart.len())]
+        );
+    }
+
+    // The samples: `lab key` as printed, and `lab report` of two students' records.
+    let sample = |command: &str| -> Vec<String> {
+        let at = section
+            .find(&format!("$ {command}"))
+            .unwrap_or_else(|| panic!("README: no sample of {command}"));
+        section[at..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.trim() != "```")
+            .map(|l| l.strip_prefix("   ").unwrap_or(l).to_owned())
+            .collect()
+    };
+    let secret = section
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("$ export LAB_CLASS_SECRET="))
+        .expect("the sample's secret");
+    let key = Command::new(binary(Kind::Lab))
+        .args(["key", "--seed", "1-6"])
+        .env("LAB_CLASS_SECRET", secret)
+        .output()
+        .expect("run lab");
+    let printed: Vec<String> = String::from_utf8_lossy(&key.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(sample("./target/release/lab key --seed 1-6"), printed);
+
+    let dir = state_dir("readme-report");
+    std::fs::create_dir_all(dir.join("results")).expect("dir");
+    let record = |student: &str, run: &str, attempt: u32, answer: &str, right: bool, at: f64| {
+        serde_json::to_string(&lab::results::Record {
+            ts: format!(
+                "2026-12-01T10:{:02}:{:02}Z",
+                (at as u32) / 60,
+                (at as u32) % 60
+            ),
+            student: student.into(),
+            run: run.into(),
+            seed: Some(3),
+            lab: lab::results::SEALED.into(),
+            answer: answer.into(),
+            right,
+            attempt,
+            seconds: at,
+        })
+        .expect("JSON")
+            + "\n"
+    };
+    let ada = record("Ada Lovelace", "r1", 1, "a-slow", false, 190.0)
+        + &record("Ada Lovelace", "r1", 2, "a-timeouts", true, 412.0);
+    let alan = record("Alan Turing", "r2", 1, "a-down", false, 120.0)
+        + &record("Alan Turing", "r2", 2, "a-flaky", false, 300.0)
+        + &record("Alan Turing", "r2", 3, "retry-storm", false, 655.0);
+    std::fs::write(dir.join("results/ada.jsonl"), ada).expect("write");
+    std::fs::write(dir.join("results/alan.jsonl"), alan).expect("write");
+    let report = Command::new(binary(Kind::Lab))
+        .args(["report", "results/ada.jsonl", "results/alan.jsonl"])
+        .current_dir(&dir)
+        .env_remove("LAB_CLASS_SECRET")
+        .output()
+        .expect("run lab");
+    let printed: Vec<String> = String::from_utf8_lossy(&report.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        sample("./target/release/lab report results/*.jsonl"),
+        printed
     );
 }

@@ -54,6 +54,27 @@ struct Args {
     /// B cannot make the generator grow without bound.
     #[arg(long, env = "TRAFFIC_MAX_IN_FLIGHT", default_value_t = 512)]
     max_in_flight: usize,
+
+    /// Read more of these arguments from standard input, one per line, after the command
+    /// line's: what `lab start` uses, so that `ps` shows no mystery lab's traffic.
+    #[arg(long)]
+    args_from_stdin: bool,
+}
+
+/// The command line's arguments, and with `--args-from-stdin` those read from standard
+/// input (one per line, to the end), parsed together.
+fn parse_args() -> Args {
+    let mut all: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if Args::parse_from(&all).args_from_stdin {
+        all.extend(
+            std::io::stdin()
+                .lines()
+                .map_while(Result::ok)
+                .filter(|line| !line.is_empty())
+                .map(Into::into),
+        );
+    }
+    Args::parse_from(all)
 }
 
 #[derive(Default)]
@@ -65,7 +86,7 @@ struct Results {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args = parse_args();
     if !(args.rate > 0.0 && args.rate.is_finite()) {
         eprintln!("traffic: --rate must be above 0");
         return std::process::ExitCode::FAILURE;
