@@ -9,7 +9,7 @@ use std::path::PathBuf;
 pub struct Config {
     /// Where to listen, and the health probe.
     #[command(flatten)]
-    pub serve: telemetry::server::ListenArgs<8080>,
+    pub serve: telemetry::edge::ListenArgs<8080>,
 
     /// File of extra users, one `username:password` per line (blank lines and lines starting
     /// with `#` are skipped). They are added to the demo user divya / pass123.
@@ -23,19 +23,19 @@ pub struct Config {
     /// Largest `delay_ms` a caller may ask for, in milliseconds. Larger values get 400, so a
     /// caller cannot hold a connection open for long.
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = 5000,
-          value_parser = telemetry::cli::whole::<u64>(0, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(0, 3_600_000), allow_negative_numbers = true)]
     pub max_delay_ms: u64,
 
     /// Teaching knob, off by default: latency added to every token request, in
     /// milliseconds, on top of any delay_ms (a provider that is slow for everyone).
     #[arg(long, env = "EXTRA_LATENCY_MS", default_value_t = 0,
-          value_parser = telemetry::cli::whole::<u64>(0, 600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(0, 600_000), allow_negative_numbers = true)]
     pub extra_latency_ms: u64,
 
     /// Teaching knob, off by default: share of token requests (0.0–1.0) answered with an
     /// injected 503, to act like a flaky provider.
     #[arg(long, env = "FAILURE_RATE", default_value_t = 0.0,
-          value_parser = telemetry::cli::parse_share, allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_share, allow_negative_numbers = true)]
     pub failure_rate: f64,
 
     /// Teaching knob, off by default: a lab's fault from the start, as the fault endpoint's
@@ -53,23 +53,23 @@ pub struct Config {
     /// Teaching knob, off by default: also listen on this loopback address (e.g.
     /// 127.0.0.1:9180) for `PUT`/`DELETE /faults`, which switch faults on and off at run time
     /// (the labs use it). Never part of A's API; refused on any other address.
-    #[arg(long, env = "A_FAULT_LISTEN_ADDR", value_parser = telemetry::cli::parse_listen)]
+    #[arg(long, env = "A_FAULT_LISTEN_ADDR", value_parser = telemetry::edge::parse_listen)]
     pub fault_listen: Option<std::net::SocketAddr>,
 
     /// Failed logins for one username within --login-failure-window-ms after which that
     /// username gets 429 with Retry-After until the window frees up. 0 turns it off.
     #[arg(long, env = "MAX_LOGIN_FAILURES", default_value_t = 10,
-          value_parser = telemetry::cli::whole::<u32>(0, 100_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u32>(0, 100_000), allow_negative_numbers = true)]
     pub max_login_failures: u32,
 
     /// The window over which failed logins are counted, in milliseconds.
     #[arg(long, env = "LOGIN_FAILURE_WINDOW_MS", default_value_t = 60_000,
-          value_parser = telemetry::cli::whole::<u64>(10, 86_400_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(10, 86_400_000), allow_negative_numbers = true)]
     pub login_failure_window_ms: u64,
 
     /// Connection limits, timeouts and the shutdown grace, shared with the other service.
     #[command(flatten)]
-    pub edge: telemetry::server::EdgeArgs,
+    pub edge: telemetry::edge::EdgeArgs,
 
     /// Telemetry settings, shared with the other service.
     #[command(flatten)]

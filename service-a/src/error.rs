@@ -3,7 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use telemetry::http::BodyError;
+use telemetry::edge::BodyError;
 
 /// What can go wrong with a request to service A.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +53,11 @@ impl IntoResponse for ApiError {
             Self::InjectedFailure(status) => *status,
             Self::Body(body) => body.status,
         };
-        let mut response = telemetry::http::error(status, self.to_string());
+        let mut response = telemetry::edge::error(status, self.to_string());
         if let Self::Throttled { retry_after } = self {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
-                telemetry::http::retry_after(retry_after),
+                telemetry::edge::retry_after(retry_after),
             );
         }
         response

@@ -96,6 +96,8 @@ pub struct FaultSwitch {
     flags: Faults,
     injected: RwLock<Option<Injected>>,
     scenarios: telemetry::faults::Scenarios,
+    /// Pulled while a fault says A is down (see `telemetry::unplug`).
+    plug: telemetry::unplug::Plug,
 }
 
 impl FaultSwitch {
@@ -105,7 +107,14 @@ impl FaultSwitch {
             flags,
             injected: RwLock::new(None),
             scenarios: telemetry::faults::Scenarios::default(),
+            plug: telemetry::unplug::Plug::default(),
         }
+    }
+
+    /// What a fault that takes A down pulls: the server's listener is wrapped in it when A
+    /// is started with a fault endpoint or a start-up fault.
+    pub fn plug(&self) -> &telemetry::unplug::Plug {
+        &self.plug
     }
 
     /// What the flags set.
@@ -152,7 +161,8 @@ impl FaultSwitch {
                 .as_ref()
                 .map(|f| telemetry::faults::shown_name(&f.scenario, f.sealed)),
         )?;
-        telemetry::server::unplug(fault.as_ref().is_some_and(|f| f.down));
+        self.plug
+            .set_unplugged(fault.as_ref().is_some_and(|f| f.down));
         match &fault {
             Some(fault) if fault.sealed => telemetry::event!(
                 WARN,

@@ -7,13 +7,13 @@ use service_a::{SERVICE_NAME, config::Config, startup::Application};
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     if config.serve.healthcheck {
-        return telemetry::health::probe_exit_code(config.serve.listen);
+        return telemetry::edge::probe_exit_code(config.serve.listen);
     }
     let args = config.telemetry.clone();
     telemetry::run(SERVICE_NAME, &args, &[], |metrics| async move {
         Application::build(config, metrics)
             .await?
-            .run_until_stopped(telemetry::server::signal())
+            .run_until_stopped(telemetry::edge::signal())
             .await
     })
     .await

@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
-use telemetry::metrics::Tally;
+use telemetry::observe::Tally;
 
 /// Token requests by how they ended.
 pub const TOKEN_REQUESTS: &str = "token_requests_total";

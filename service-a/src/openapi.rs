@@ -15,11 +15,11 @@ use utoipa::OpenApi as _;
     ),
     paths(
         crate::routes::issue_token,
-        telemetry::http::health,
-        telemetry::metrics::endpoint,
-        telemetry::openapi::endpoint,
+        telemetry::edge::health,
+        telemetry::edge::metrics_endpoint,
+        telemetry::edge::openapi_endpoint,
     ),
-    components(schemas(telemetry::http::ErrorBody, telemetry::metrics::MetricsFormat)),
+    components(schemas(telemetry::edge::ErrorBody, telemetry::edge::MetricsFormat)),
     tags(
         (name = "provider", description = "Tokens."),
         (name = "probes", description = "Health, metrics and this description."),
@@ -30,7 +30,7 @@ struct ApiDoc;
 /// The description of this A, as its flags make it: `delay_ms` up to its `--max-delay-ms`,
 /// and `fail_status` only with `--allow-fail-status` (otherwise it must be absent or null).
 pub fn description(max_delay_ms: u64, allow_fail_status: bool) -> Value {
-    let mut doc = telemetry::openapi::finish(ApiDoc::openapi());
+    let mut doc = telemetry::edge::openapi_description(ApiDoc::openapi());
     doc["info"]["version"] = env!("CARGO_PKG_VERSION").into();
     let body = &mut doc["components"]["schemas"]["TokenRequest"]["properties"];
     body["delay_ms"]["maximum"] = max_delay_ms.into();

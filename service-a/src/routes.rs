@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use telemetry::http::{Json, JsonBody};
+use telemetry::edge::{Json, JsonBody};
 use tracing::Instrument as _;
 
 use crate::error::ApiError;
@@ -30,8 +30,8 @@ pub struct AppState {
     pub faults: Arc<FaultSwitch>,
 }
 
+use telemetry::edge::Password;
 use telemetry::observe::TIMEOUT_HEADER;
-use telemetry::secret::Password;
 
 /// Added to the caller's deadline. The caller's clock started first (before the request
 /// crossed the network), so with this grace the caller's own timeout always fires first and
@@ -47,17 +47,20 @@ const MAX_CALLER_DEADLINE: Duration = Duration::from_secs(600);
 /// (served at `/openapi.json`) describes every route here: see `crate::openapi`.
 pub fn router(
     state: AppState,
-    metrics: telemetry::metrics::Metrics,
+    metrics: telemetry::observe::Metrics,
     description: serde_json::Value,
 ) -> Router {
     Router::new()
-        .route("/health", get(telemetry::http::health))
+        .route("/health", get(telemetry::edge::health))
         .route("/token", post(issue_token))
         .route(
             "/metrics",
-            telemetry::metrics::endpoint(metrics, m::json_view),
+            telemetry::edge::metrics_endpoint(metrics, m::json_view),
         )
-        .route("/openapi.json", telemetry::openapi::endpoint(description))
+        .route(
+            "/openapi.json",
+            telemetry::edge::openapi_endpoint(description),
+        )
         .with_state(state)
 }
 
@@ -108,23 +111,23 @@ pub struct TokenGrant {
     responses(
         (status = 200, description = "A token for these credentials.", body = TokenGrant),
         (status = 400, description = "`delay_ms` or `fail_status` outside its range, or `fail_status` while A does not allow it.",
-         body = telemetry::http::ErrorBody),
+         body = telemetry::edge::ErrorBody),
         (status = 401, description = "Unknown user or wrong password: one answer for both.",
-         body = telemetry::http::ErrorBody),
+         body = telemetry::edge::ErrorBody),
         (status = 429, description = "Too many failed logins for this username in the window; `Retry-After` says when the oldest leaves it.",
-         body = telemetry::http::ErrorBody,
+         body = telemetry::edge::ErrorBody,
          headers(("Retry-After" = u64, description = "Seconds until this username may try again."))),
         (status = 504, description = "The caller's deadline (`x-request-timeout-ms`) passed first.",
-         body = telemetry::http::ErrorBody),
+         body = telemetry::edge::ErrorBody),
         (status = "5XX", description = "A failure injected on purpose: the `fail_status` asked for (with `--allow-fail-status`), or 503 at the `--failure-rate`.",
-         body = telemetry::http::ErrorBody),
+         body = telemetry::edge::ErrorBody),
     ),
 )]
 pub async fn issue_token(
     State(state): State<AppState>,
     request_id: telemetry::RequestId,
     CallerDeadline(deadline): CallerDeadline,
-    body: Result<JsonBody<TokenRequest>, telemetry::http::BodyError>,
+    body: Result<JsonBody<TokenRequest>, telemetry::edge::BodyError>,
 ) -> Result<Json<TokenGrant>, ApiError> {
     let outcome = token_outcome(&state, &request_id, deadline, body).await;
     m::token_request(match &outcome {
@@ -146,7 +149,7 @@ async fn token_outcome(
     state: &AppState,
     request_id: &telemetry::RequestId,
     deadline: Option<Duration>,
-    body: Result<JsonBody<TokenRequest>, telemetry::http::BodyError>,
+    body: Result<JsonBody<TokenRequest>, telemetry::edge::BodyError>,
 ) -> Result<Json<TokenGrant>, ApiError> {
     let JsonBody(request) = body?;
     let delay_ms = parse_delay(request.delay_ms.as_ref(), state.max_delay_ms)?;
@@ -247,7 +250,7 @@ fn caller_deadline(headers: &HeaderMap) -> Option<Duration> {
 fn parse_fail_status(value: Option<&serde_json::Value>) -> Result<Option<StatusCode>, ApiError> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => telemetry::http::whole_number(v)
+        Some(v) => telemetry::edge::whole_number(v)
             .filter(|code| (500..=599).contains(code))
             .and_then(|code| StatusCode::from_u16(code as u16).ok())
             .map(Some)
@@ -259,7 +262,7 @@ fn parse_fail_status(value: Option<&serde_json::Value>) -> Result<Option<StatusC
 fn parse_delay(value: Option<&serde_json::Value>, max: u64) -> Result<Option<u64>, ApiError> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => match telemetry::http::whole_number(v) {
+        Some(v) => match telemetry::edge::whole_number(v) {
             Some(ms) if ms <= max => Ok(Some(ms)),
             _ => Err(ApiError::InvalidDelay { max }),
         },

@@ -24,7 +24,7 @@ pub enum StartupError {
     NoUsers,
     /// The listen address cannot be bound (in use, or not ours).
     #[error(transparent)]
-    Bind(#[from] telemetry::server::BindError),
+    Bind(#[from] telemetry::edge::BindError),
     /// The fault endpoint cannot listen where `--fault-listen` says.
     #[error(transparent)]
     Faults(#[from] telemetry::faults::ListenError),
@@ -40,14 +40,14 @@ pub struct Application {
     fault_listener: Option<TcpListener>,
     config: Config,
     state: AppState,
-    metrics: telemetry::metrics::Metrics,
+    metrics: telemetry::observe::Metrics,
 }
 
 impl Application {
     /// Loads users and binds the listener (port 0 picks a free port: see [`Self::local_addr`]).
     pub async fn build(
         config: Config,
-        metrics: telemetry::metrics::Metrics,
+        metrics: telemetry::observe::Metrics,
     ) -> Result<Self, StartupError> {
         let mut users = Users::default();
         if !config.no_demo_user {
@@ -59,7 +59,7 @@ impl Application {
         if users.is_empty() {
             return Err(StartupError::NoUsers);
         }
-        let listener = telemetry::server::bind(config.serve.listen).await?;
+        let listener = telemetry::edge::bind(config.serve.listen).await?;
         let fault_listener = match config.fault_listen {
             Some(addr) => Some(telemetry::faults::bind(addr).await?),
             None => None,
@@ -119,15 +119,23 @@ impl Application {
             self.state.max_delay_ms,
             self.state.faults.flags().allow_fail_status,
         );
+        let plug = self.state.faults.plug().clone();
         let app = router(self.state, self.metrics, description);
-        let serving = telemetry::server::Serving {
+        let serving = telemetry::edge::Serving {
             edge: &self.config.edge,
             // A opens no connections of its own per request.
             outbound: 0,
             // B numbers its attempts; A shows the number on its span and log line.
             attempt_header: telemetry::observe::AttemptHeader::Trusted,
         };
-        telemetry::server::serve(self.listener, app, stop, serving).await?;
+        // Only a lab can take A down: its listener is pluggable only when a lab may ask.
+        let lab = self.config.fault_listen.is_some() || self.config.fault.is_some();
+        if lab {
+            let listener = plug.wrap(self.listener);
+            telemetry::edge::serve(listener, app, stop, serving).await?;
+        } else {
+            telemetry::edge::serve(self.listener, app, stop, serving).await?;
+        }
         Ok(())
     }
 }

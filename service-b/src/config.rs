@@ -30,7 +30,7 @@ use reqwest::Url;
 pub struct Config {
     /// Where to listen, and the health probe.
     #[command(flatten)]
-    pub serve: telemetry::server::ListenArgs<8081>,
+    pub serve: telemetry::edge::ListenArgs<8081>,
 
     /// How B calls A: URL, timeouts, retries, budget, breaker, pool.
     #[command(flatten)]
@@ -39,7 +39,7 @@ pub struct Config {
     /// Teaching knob, off by default: also listen on this loopback address (e.g.
     /// 127.0.0.1:9181) for `PUT`/`DELETE /faults`, which switch faults on and off at run time
     /// (the labs use it). Never part of B's API; refused on any other address.
-    #[arg(long, env = "B_FAULT_LISTEN_ADDR", value_parser = telemetry::cli::parse_listen)]
+    #[arg(long, env = "B_FAULT_LISTEN_ADDR", value_parser = telemetry::edge::parse_listen)]
     pub fault_listen: Option<std::net::SocketAddr>,
 
     /// Teaching knob, off by default: a lab's fault from the start, as the fault endpoint's
@@ -51,12 +51,12 @@ pub struct Config {
     /// Largest `delay_ms` B passes on to A, in milliseconds; a larger one gets 400 from B
     /// itself. The same variable as A's ceiling, so one setting bounds both.
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = 5000,
-          value_parser = telemetry::cli::whole::<u64>(0, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(0, 3_600_000), allow_negative_numbers = true)]
     pub max_delay_ms: u64,
 
     /// Connection limits, timeouts and the shutdown grace, shared with the other service.
     #[command(flatten)]
-    pub edge: telemetry::server::EdgeArgs,
+    pub edge: telemetry::edge::EdgeArgs,
 
     /// Telemetry settings, shared with the other service.
     #[command(flatten)]
@@ -75,51 +75,51 @@ pub struct ProviderConfig {
     /// Timeout of each attempt to call A, in milliseconds (connect, send and read the whole
     /// answer). The lab's "strict 1 s timeout".
     #[arg(long, env = "PROVIDER_TIMEOUT_MS", default_value_t = 1000,
-          value_parser = telemetry::cli::whole::<u64>(1, 60_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(1, 60_000), allow_negative_numbers = true)]
     pub provider_timeout_ms: u64,
 
     /// Attempts in total per request (1 means no retry). Timeouts, refused or reset
     /// connections and 5xx answers are retried; A's 4xx answers never are.
     #[arg(long, env = "PROVIDER_ATTEMPTS", default_value_t = 2,
-          value_parser = telemetry::cli::whole::<u32>(1, 10), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u32>(1, 10), allow_negative_numbers = true)]
     pub provider_attempts: u32,
 
     /// Base of the wait before a retry, in milliseconds. The wait before retry n (from 0) is
     /// jittered between half of this and min(max, this × 2ⁿ): 5–10 ms with the defaults.
     #[arg(long, env = "RETRY_BACKOFF_MIN_MS", default_value_t = 10,
-          value_parser = telemetry::cli::whole::<u64>(0, 60_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(0, 60_000), allow_negative_numbers = true)]
     pub retry_backoff_min_ms: u64,
 
     /// Upper bound of the wait before a retry, in milliseconds (raised to the base if lower).
     #[arg(long, env = "RETRY_BACKOFF_MAX_MS", default_value_t = 50,
-          value_parser = telemetry::cli::whole::<u64>(0, 60_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(0, 60_000), allow_negative_numbers = true)]
     pub retry_backoff_max_ms: u64,
 
     /// Deadline over all attempts of one call to A, in milliseconds. Default: the worst case
     /// of the settings above plus 40 ms (2050 ms with the defaults). B tells A how long it
     /// will wait (header x-request-timeout-ms), so A can stop work nobody waits for.
     #[arg(long, env = "PROVIDER_DEADLINE_MS",
-          value_parser = telemetry::cli::whole::<u64>(1, 600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(1, 600_000), allow_negative_numbers = true)]
     pub provider_deadline_ms: Option<u64>,
 
     /// Retries may add at most this share of calls (0.0–1.0; 0.2: 20%), over a 10 s
     /// window...
     #[arg(long, env = "RETRY_BUDGET_RATIO", default_value_t = 0.2,
-          value_parser = telemetry::cli::parse_share, allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_share, allow_negative_numbers = true)]
     pub retry_budget_ratio: f64,
 
     /// ...plus this many retries per second whatever the traffic, so a single call still
     /// retries. When the budget is spent, failed attempts are not retried
     /// (`provider_gave_up` with reason `retry_budget_exhausted` in the log).
     #[arg(long, env = "RETRY_BUDGET_MIN_PER_SEC", default_value_t = 1.0,
-          value_parser = telemetry::cli::non_negative, allow_negative_numbers = true)]
+          value_parser = telemetry::edge::non_negative, allow_negative_numbers = true)]
     pub retry_budget_min_per_sec: f64,
 
     /// Failed calls in a row (every attempt failed) that open the breaker when nothing in
     /// --breaker-window-ms succeeded: B then stops calling A for --breaker-cooldown-ms and
     /// answers 503 at once. 0 turns the breaker off.
     #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5,
-          value_parser = telemetry::cli::whole::<u32>(0, 10_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u32>(0, 10_000), allow_negative_numbers = true)]
     pub breaker_threshold: u32,
 
     /// Share of failed calls over --breaker-window-ms (0.0–1.0) that opens the breaker once
@@ -127,28 +127,28 @@ pub struct ProviderConfig {
     /// failing half its answers fails about 40% of B's calls (some are retried), and over a
     /// few dozen calls chance alone often lifts that to 50%; it must not look dead.
     #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.8,
-          value_parser = telemetry::cli::parse_share, allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_share, allow_negative_numbers = true)]
     pub breaker_failure_rate: f64,
 
     /// Calls in --breaker-window-ms before the failure rate can open the breaker.
     #[arg(long, env = "BREAKER_MIN_CALLS", default_value_t = 20,
-          value_parser = telemetry::cli::whole::<u32>(1, 1_000_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u32>(1, 1_000_000), allow_negative_numbers = true)]
     pub breaker_min_calls: u32,
 
     /// The sliding window the breaker measures calls over, in milliseconds.
     #[arg(long, env = "BREAKER_WINDOW_MS", default_value_t = 10_000,
-          value_parser = telemetry::cli::whole::<u64>(10, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(10, 3_600_000), allow_negative_numbers = true)]
     pub breaker_window_ms: u64,
 
     /// How long the open breaker refuses calls before letting one probe through, in ms.
     #[arg(long, env = "BREAKER_COOLDOWN_MS", default_value_t = 1000,
-          value_parser = telemetry::cli::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub breaker_cooldown_ms: u64,
 
     /// How long an idle pooled connection to A is kept, in milliseconds. Keep it below A's
     /// (or a proxy's) idle keep-alive timeout, so B never reuses a connection A has closed.
     #[arg(long, env = "POOL_IDLE_TIMEOUT_MS", default_value_t = 15_000,
-          value_parser = telemetry::cli::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub pool_idle_timeout_ms: u64,
 }
 

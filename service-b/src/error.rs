@@ -3,7 +3,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
-use telemetry::http::{BodyError, ErrorBody, Json};
+use telemetry::edge::{BodyError, ErrorBody, Json};
 
 use crate::provider::ProviderError;
 
@@ -46,7 +46,7 @@ impl IntoResponse for ApiError {
             }
             Self::Provider(ProviderError::Throttled { retry_after }) => {
                 let mut response =
-                    telemetry::http::error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+                    telemetry::edge::error(StatusCode::TOO_MANY_REQUESTS, "too many requests");
                 if let Some(value) = retry_after {
                     response.headers_mut().insert(header::RETRY_AFTER, value);
                 }
@@ -72,7 +72,7 @@ impl IntoResponse for ApiError {
                     .into_response();
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, telemetry::http::retry_after(retry_in));
+                    .insert(header::RETRY_AFTER, telemetry::edge::retry_after(retry_in));
                 return response;
             }
             Self::Provider(ProviderError::BadAnswer(what)) => (

@@ -7,7 +7,7 @@ use service_b::{SERVICE_NAME, config::Config, startup::Application};
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     if config.serve.healthcheck {
-        return telemetry::health::probe_exit_code(config.serve.listen);
+        return telemetry::edge::probe_exit_code(config.serve.listen);
     }
     // B's own timeouts get histogram bucket boundaries of their own.
     let timeouts = [
@@ -18,7 +18,7 @@ async fn main() -> std::process::ExitCode {
     telemetry::run(SERVICE_NAME, &args, &timeouts, |metrics| async move {
         Application::build(config, metrics)
             .await?
-            .run_until_stopped(telemetry::server::signal())
+            .run_until_stopped(telemetry::edge::signal())
             .await
     })
     .await

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Histogram};
 use serde_json::{Value, json};
-use telemetry::metrics::Tally;
+use telemetry::observe::Tally;
 
 use crate::outcome::{AttemptOutcome, StopReason};
 use crate::resilience::CircuitState;

@@ -15,11 +15,11 @@ use utoipa::OpenApi as _;
     ),
     paths(
         crate::routes::protected_action,
-        telemetry::http::health,
-        telemetry::metrics::endpoint,
-        telemetry::openapi::endpoint,
+        telemetry::edge::health,
+        telemetry::edge::metrics_endpoint,
+        telemetry::edge::openapi_endpoint,
     ),
-    components(schemas(telemetry::http::ErrorBody, telemetry::metrics::MetricsFormat)),
+    components(schemas(telemetry::edge::ErrorBody, telemetry::edge::MetricsFormat)),
     tags(
         (name = "consumer", description = "The action that needs a token from A."),
         (name = "probes", description = "Health, metrics and this description."),
@@ -29,7 +29,7 @@ struct ApiDoc;
 
 /// The description of this B: `delay_ms` up to its `--max-delay-ms`.
 pub fn description(max_delay_ms: u64) -> Value {
-    let mut doc = telemetry::openapi::finish(ApiDoc::openapi());
+    let mut doc = telemetry::edge::openapi_description(ApiDoc::openapi());
     doc["info"]["version"] = env!("CARGO_PKG_VERSION").into();
     doc["components"]["schemas"]["ActionRequest"]["properties"]["delay_ms"]["maximum"] =
         max_delay_ms.into();

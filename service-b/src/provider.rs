@@ -22,7 +22,7 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{RetryDecision, RetryPolicy as _};
 use serde::{Deserialize, Serialize};
-use telemetry::secret::Password;
+use telemetry::edge::Password;
 use tokio::time::Instant;
 use tracing::Span;
 
@@ -385,7 +385,7 @@ impl Provider {
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         headers.insert(TIMEOUT_HEADER, http::HeaderValue::from(timeout_ms));
         if let Some(id) = request_id.header_value() {
-            headers.insert(telemetry::request_id::HEADER, id);
+            headers.insert(telemetry::observe::REQUEST_ID_HEADER, id);
         }
         let mut built = reqwest::Request::new(http::Method::POST, self.token_url.clone());
         *built.body_mut() = Some(serde_json::to_vec(request)?.into());
@@ -433,7 +433,7 @@ impl Provider {
             };
             span.in_scope(|| log_failure(&failure, timeout));
         }
-        if let Some(ids) = extensions.remove::<telemetry::traces::SpanIds>() {
+        if let Some(ids) = extensions.remove::<telemetry::observe::SpanIds>() {
             let status = result.as_ref().ok().map(|a| a.status.as_u16());
             let (histogram, exemplars) = client_duration(status, error_type(outcome, &result));
             histogram.record(took.as_secs_f64());
@@ -553,9 +553,9 @@ fn summary(outcome: AttemptOutcome, result: &AttemptResult, timeout: Duration) -
     match (outcome, result) {
         (AttemptOutcome::Timeout, _) => format!("timed out after {}", humanize(timeout)),
         (_, Ok(answer)) => format!("provider answered {}", answer.status),
-        (_, Err(AttemptError::Send(e))) => telemetry::http::innermost(e),
+        (_, Err(AttemptError::Send(e))) => telemetry::edge::innermost(e),
         (_, Err(AttemptError::Body(e))) => {
-            format!("answer broke off: {}", telemetry::http::innermost(e))
+            format!("answer broke off: {}", telemetry::edge::innermost(e))
         }
         (_, Err(AttemptError::TooLarge(size))) => {
             format!("answer of {size} bytes is over the {MAX_ANSWER_BYTES}-byte limit")
@@ -619,10 +619,10 @@ fn read_answer(result: AttemptResult) -> Result<Grant, ProviderError> {
     let answer = match result {
         Ok(answer) => answer,
         Err(AttemptError::Send(e)) => {
-            return Err(ProviderError::BadAnswer(telemetry::http::innermost(&e)));
+            return Err(ProviderError::BadAnswer(telemetry::edge::innermost(&e)));
         }
         Err(AttemptError::Body(e)) => {
-            return Err(ProviderError::BadAnswer(telemetry::http::innermost(&e)));
+            return Err(ProviderError::BadAnswer(telemetry::edge::innermost(&e)));
         }
         Err(AttemptError::TooLarge(size)) => {
             return Err(ProviderError::BadAnswer(format!("answer of {size} bytes")));
@@ -706,8 +706,8 @@ impl Middleware for AttemptSpan {
         let attempt = extensions.get::<AttemptNumber>().map_or(1, |a| a.0);
         let request_id = telemetry::RequestId::from_headers(request.headers()).0;
         let span = attempt_span(&request, attempt, &request_id);
-        let ids = telemetry::traces::inject(&span, request.headers_mut(), &request_id);
-        telemetry::logging::LogContext { request_id, ids }.attach_to(&span);
+        let ids = telemetry::observe::inject(&span, request.headers_mut(), &request_id);
+        telemetry::observe::LogContext { request_id, ids }.attach_to(&span);
         extensions.insert(ids);
         extensions.insert(AttemptSpanHandle { span });
         next.run(request, extensions).await
@@ -750,8 +750,8 @@ fn attempt_span(request: &reqwest::Request, attempt: u32, request_id: &str) -> S
 fn client_duration(
     status: Option<u16>,
     error_type: Option<String>,
-) -> (metrics::Histogram, Option<Arc<telemetry::exemplars::Slots>>) {
-    type Handles = (metrics::Histogram, Option<Arc<telemetry::exemplars::Slots>>);
+) -> (metrics::Histogram, Option<Arc<telemetry::observe::Slots>>) {
+    type Handles = (metrics::Histogram, Option<Arc<telemetry::observe::Slots>>);
     type ByOutcome = std::collections::HashMap<(Option<u16>, Option<String>), Handles>;
     static HANDLES: std::sync::OnceLock<std::sync::RwLock<ByOutcome>> = std::sync::OnceLock::new();
     let handles = HANDLES.get_or_init(Default::default);
@@ -773,9 +773,9 @@ fn client_duration(
         labels.push(("error_type", error_type.clone()));
     }
     let created = (
-        metrics::histogram!(telemetry::metrics::CLIENT_DURATION, &labels),
-        telemetry::metrics::exemplars()
-            .map(|e| e.slots(telemetry::metrics::CLIENT_DURATION, &labels)),
+        metrics::histogram!(telemetry::observe::CLIENT_DURATION, &labels),
+        telemetry::observe::exemplar_store()
+            .map(|e| e.slots(telemetry::observe::CLIENT_DURATION, &labels)),
     );
     handles
         .write()

@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use telemetry::RequestId;
-use telemetry::http::{Json, JsonBody};
-use telemetry::secret::Password;
+use telemetry::edge::Password;
+use telemetry::edge::{Json, JsonBody};
 
 use crate::error::ApiError;
 use crate::provider::{Provider, TokenRequest};
@@ -24,17 +24,20 @@ pub struct AppState {
 /// (served at `/openapi.json`) describes every route here: see `crate::openapi`.
 pub fn router(
     state: AppState,
-    metrics: telemetry::metrics::Metrics,
+    metrics: telemetry::observe::Metrics,
     description: serde_json::Value,
 ) -> Router {
     Router::new()
-        .route("/health", get(telemetry::http::health))
+        .route("/health", get(telemetry::edge::health))
         .route("/protected-action", post(protected_action))
         .route(
             "/metrics",
-            telemetry::metrics::endpoint(metrics, crate::metrics::json_view),
+            telemetry::edge::metrics_endpoint(metrics, crate::metrics::json_view),
         )
-        .route("/openapi.json", telemetry::openapi::endpoint(description))
+        .route(
+            "/openapi.json",
+            telemetry::edge::openapi_endpoint(description),
+        )
         .with_state(state)
 }
 
@@ -86,29 +89,29 @@ pub struct ActionResult {
     responses(
         (status = 200, description = "A issued a token: B's result and A's grant.", body = ActionResult),
         (status = 400, description = "`delay_ms` is not a whole number within the ceiling, or A refused the request as invalid (its reason).",
-         body = telemetry::http::ErrorBody),
+         body = telemetry::edge::ErrorBody),
         (status = 401, description = "A says: unknown user or wrong password.",
-         body = telemetry::http::ErrorBody),
+         body = telemetry::edge::ErrorBody),
         (status = 429, description = "A is throttling this username; its `Retry-After` is passed through.",
-         body = telemetry::http::ErrorBody,
+         body = telemetry::edge::ErrorBody,
          headers(("Retry-After" = u64, description = "Seconds until this username may try again."))),
         (status = 502, description = "A answered something B cannot use (`details` says what).",
-         body = telemetry::http::ErrorBody),
+         body = telemetry::edge::ErrorBody),
         (status = 503, description = "`provider unavailable`: every attempt failed or the deadline passed (`details` says how, attempt by attempt), or the circuit breaker is open (then with `Retry-After`).",
-         body = telemetry::http::ErrorBody,
+         body = telemetry::edge::ErrorBody,
          headers(("Retry-After" = u64, description = "With an open breaker: seconds until the next probe of A."))),
     ),
 )]
 pub async fn protected_action(
     State(state): State<AppState>,
     request_id: RequestId,
-    body: Result<JsonBody<ActionRequest>, telemetry::http::BodyError>,
+    body: Result<JsonBody<ActionRequest>, telemetry::edge::BodyError>,
 ) -> Result<Json<ActionResult>, ApiError> {
     let JsonBody(request) = body?;
     let delay_ms = match &request.delay_ms {
         None | Some(serde_json::Value::Null) => None,
         Some(value) => Some(
-            telemetry::http::whole_number(value)
+            telemetry::edge::whole_number(value)
                 .filter(|ms| *ms <= state.max_delay_ms)
                 .ok_or(ApiError::InvalidDelay {
                     max: state.max_delay_ms,

@@ -19,7 +19,7 @@ pub enum StartupError {
     Client(#[from] reqwest::Error),
     /// The listen address cannot be bound (in use, or not ours).
     #[error(transparent)]
-    Bind(#[from] telemetry::server::BindError),
+    Bind(#[from] telemetry::edge::BindError),
     /// The fault endpoint cannot listen where `--fault-listen` says.
     #[error(transparent)]
     Faults(#[from] telemetry::faults::ListenError),
@@ -36,17 +36,17 @@ pub struct Application {
     faults: Arc<crate::faults::FaultSwitch>,
     config: Config,
     state: AppState,
-    metrics: telemetry::metrics::Metrics,
+    metrics: telemetry::observe::Metrics,
 }
 
 impl Application {
     /// Builds the client for A and binds the listener (port 0 picks a free port).
     pub async fn build(
         config: Config,
-        metrics: telemetry::metrics::Metrics,
+        metrics: telemetry::observe::Metrics,
     ) -> Result<Self, StartupError> {
         let provider = Provider::new(&config.provider)?;
-        let listener = telemetry::server::bind(config.serve.listen).await?;
+        let listener = telemetry::edge::bind(config.serve.listen).await?;
         let fault_listener = match config.fault_listen {
             Some(addr) => Some(telemetry::faults::bind(addr).await?),
             None => None,
@@ -102,14 +102,14 @@ impl Application {
         }
         let description = crate::openapi::description(self.state.max_delay_ms);
         let app = router(self.state, self.metrics, description);
-        let serving = telemetry::server::Serving {
+        let serving = telemetry::edge::Serving {
             edge: &self.config.edge,
             // Each request in flight may hold one connection to A.
             outbound: self.config.edge.max_in_flight,
             // B is an edge anyone may call: a caller cannot write its own attempt number.
             attempt_header: telemetry::observe::AttemptHeader::Ignored,
         };
-        telemetry::server::serve(self.listener, app, stop, serving).await?;
+        telemetry::edge::serve(self.listener, app, stop, serving).await?;
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::http::{BodyError, Json, JsonBody};
+use crate::edge::http::{BodyError, Json, JsonBody};
 
 /// The gauge of what is injected now: 1 for the active scenario, 0 for the others seen.
 pub const ACTIVE: &str = "fault_injection_active";
@@ -45,7 +45,7 @@ pub enum ListenError {
     NotLoopback(SocketAddr),
     /// The address could not be bound.
     #[error(transparent)]
-    Bind(#[from] crate::server::BindError),
+    Bind(#[from] crate::edge::server::BindError),
 }
 
 /// Binds the fault endpoint's listener: loopback addresses only.
@@ -53,7 +53,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
     if !addr.ip().is_loopback() {
         return Err(ListenError::NotLoopback(addr));
     }
-    Ok(crate::server::bind(addr).await?)
+    Ok(crate::edge::server::bind(addr).await?)
 }
 
 /// What a service's faults look like to its endpoint: the fault it takes as JSON, what is
@@ -113,7 +113,7 @@ async fn switch_on<S: Switch>(
     };
     match switch.set(Some(fault)) {
         Ok(()) => current(State(switch)).await.into_response(),
-        Err(message) => crate::http::error(StatusCode::BAD_REQUEST, message),
+        Err(message) => crate::edge::http::error(StatusCode::BAD_REQUEST, message),
     }
 }
 
@@ -160,7 +160,7 @@ async fn only_local(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|host| is_local_host(host, port));
     if !host_is_local || headers.contains_key(http::header::ORIGIN) {
-        return crate::http::error(
+        return crate::edge::http::error(
             StatusCode::FORBIDDEN,
             "the fault endpoint answers only local tools: Host must be localhost, 127.0.0.1 or [::1] with its port, and no Origin",
         );

@@ -4,7 +4,7 @@
 //! tracing backend, `"00"` when it is not and the ids lead nowhere). The schema of every
 //! line is `deploy/log-line.schema.json`.
 //!
-//! Request-scoped fields are not span fields formatted as text: [`observe`](crate::observe)
+//! Request-scoped fields are not span fields formatted as text: [`observe`](crate::observe::requests)
 //! attaches a [`LogContext`] to the request span, and every event inside that span (however
 //! deep) finds it by walking up its scope. Values are JSON-escaped, so no header or path can
 //! break a line or forge a field.
@@ -39,7 +39,7 @@ pub struct LogContext {
     pub request_id: String,
     /// The trace and span ids of the request's span (empty when no trace context exists)
     /// and whether the trace is sampled (exported).
-    pub ids: crate::traces::SpanIds,
+    pub ids: crate::observe::traces::SpanIds,
 }
 
 impl LogContext {
@@ -471,7 +471,7 @@ mod tests {
             let outer = tracing::info_span!("request");
             LogContext {
                 request_id: "r1".into(),
-                ids: crate::traces::SpanIds::new(
+                ids: crate::observe::traces::SpanIds::new(
                     opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
                         .expect("trace id"),
                     opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("span id"),

@@ -1,13 +1,10 @@
-//! Metrics, written once with the `metrics` macros and read three ways on `GET /metrics`:
-//! OpenMetrics 1.0 with exemplars or the Prometheus text format for a scrape, and a small
-//! JSON summary for `curl` (the lab's keys).
+//! Metrics, written once with the `metrics` macros and read three ways (served on
+//! `GET /metrics` by [`crate::edge::routes`]): OpenMetrics 1.0 with exemplars or the
+//! Prometheus text format for a scrape, and a small JSON summary for `curl` (the lab's keys).
 //!
 //! The process recorder is a fan-out: every increment goes to the Prometheus exporter and to
 //! a [`Tally`], which keeps plain totals the JSON view can read back (the exporter cannot).
-//! Histogram buckets carry exemplars (see [`crate::exemplars`]). Which format a request
-//! gets: `?format=json|prometheus|openmetrics` wins; otherwise an `Accept` header naming
-//! `application/openmetrics-text` (what Prometheus prefers) gets OpenMetrics, one naming
-//! `text/plain` the text format, and everything else (`*/*` from curl, no header) JSON.
+//! Histogram buckets carry exemplars (see [`crate::observe::exemplars`]).
 //!
 //! The HTTP series follow the OpenTelemetry semantic conventions as Prometheus exposes them
 //! (`http.server.request.duration` becomes `http_server_request_duration_seconds` with
@@ -20,17 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::Query;
-use axum::response::IntoResponse;
-use axum::routing::{MethodRouter, get};
-use http::{HeaderMap, StatusCode, header};
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::layers::FanoutBuilder;
 
-use serde::Deserialize;
-
-use crate::exemplars::{Exemplars, OPENMETRICS_CONTENT_TYPE, to_openmetrics};
+use crate::observe::exemplars::{Exemplars, to_openmetrics};
 
 /// Content type of the Prometheus text exposition format (Prometheus 3 refuses a scrape
 /// without a valid one).
@@ -154,7 +145,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
         self.process.collect();
-        crate::losses::publish();
+        crate::observe::losses::publish();
         self.prometheus.render()
     }
 
@@ -224,7 +215,7 @@ fn describe_shared() {
     );
     // What telemetry lost, at zero from the start, so "nothing lost" is a 0 on a
     // dashboard, not "no data".
-    crate::losses::describe();
+    crate::observe::losses::describe();
 }
 
 /// Plain counter totals by metric name and labels, readable at any time.
@@ -291,117 +282,6 @@ impl Recorder for Tally {
     }
 }
 
-/// Which representation a `/metrics` request gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// The service's JSON summary.
-    Json,
-    /// Prometheus text exposition format 0.0.4.
-    Prometheus,
-    /// OpenMetrics 1.0, with exemplars.
-    OpenMetrics,
-}
-
-impl Format {
-    /// Chooses from `?format=` (which wins) and the `Accept` header; see the module docs.
-    pub fn negotiate(query: Option<&str>, accept: Option<&str>) -> Result<Self, String> {
-        match query {
-            Some("json") => return Ok(Self::Json),
-            Some("prometheus") => return Ok(Self::Prometheus),
-            Some("openmetrics") => return Ok(Self::OpenMetrics),
-            Some(other) => {
-                return Err(format!(
-                    "unknown format {other:?}: use format=json, format=prometheus or format=openmetrics"
-                ));
-            }
-            None => {}
-        }
-        let names = |wanted: &str| {
-            accept.is_some_and(|accept| {
-                accept.split(',').any(|range| {
-                    let media = range.split(';').next().unwrap_or_default().trim();
-                    media.eq_ignore_ascii_case(wanted)
-                })
-            })
-        };
-        Ok(if names("application/openmetrics-text") {
-            Self::OpenMetrics
-        } else if names("text/plain") {
-            Self::Prometheus
-        } else {
-            Self::Json
-        })
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct MetricsQuery {
-    format: Option<String>,
-}
-
-/// `format` of `GET /metrics`, for the API description.
-#[derive(Debug, utoipa::ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum MetricsFormat {
-    /// The service's counters as JSON (the default for curl and browsers).
-    Json,
-    /// Prometheus text format 0.0.4.
-    Prometheus,
-    /// OpenMetrics 1.0, with exemplars.
-    Openmetrics,
-}
-
-/// The `GET /metrics` route. `json_view` builds the service's JSON summary from the tally.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    operation_id = "metrics",
-    tag = "probes",
-    summary = "The service's counters: JSON for curl, Prometheus text or OpenMetrics for a scrape",
-    params(
-        ("format" = Option<MetricsFormat>, Query,
-         description = "Forces a format; without it, `Accept` chooses (`application/openmetrics-text`, then `text/plain`; JSON otherwise)."),
-    ),
-    responses(
-        (status = 200, description = "The counters, in the format asked for.",
-         content(
-             (Object = "application/json"),
-             (String = "text/plain; version=0.0.4; charset=utf-8"),
-             (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
-         )),
-        (status = 400, description = "An unknown `format`, or a malformed query string.",
-         body = crate::http::ErrorBody),
-    ),
-)]
-pub fn endpoint<S>(metrics: Metrics, json_view: fn(&Tally) -> serde_json::Value) -> MethodRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    get(
-        move |query: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
-              headers: HeaderMap| async move {
-            let Ok(Query(query)) = query else {
-                return crate::http::error(StatusCode::BAD_REQUEST, "malformed query string");
-            };
-            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-            match Format::negotiate(query.format.as_deref(), accept) {
-                Ok(Format::Json) => crate::http::Json(json_view(metrics.tally())).into_response(),
-                Ok(Format::Prometheus) => (
-                    [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
-                    metrics.render_prometheus(),
-                )
-                    .into_response(),
-                Ok(Format::OpenMetrics) => (
-                    [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-                    metrics.render_openmetrics(),
-                )
-                    .into_response(),
-                Err(message) => crate::http::error(StatusCode::BAD_REQUEST, message),
-            }
-        },
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,48 +299,6 @@ mod tests {
             );
         }
         assert!(bounds.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
-    }
-
-    #[test]
-    fn curl_and_browsers_get_json() {
-        assert_eq!(Format::negotiate(None, Some("*/*")), Ok(Format::Json));
-        assert_eq!(Format::negotiate(None, None), Ok(Format::Json));
-        assert_eq!(
-            Format::negotiate(None, Some("application/json")),
-            Ok(Format::Json)
-        );
-    }
-
-    #[test]
-    fn a_prometheus_scrape_gets_text() {
-        let scrape = "application/openmetrics-text;version=1.0.0;q=0.5,\
-                      application/openmetrics-text;version=0.0.1;q=0.4,\
-                      text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
-        assert_eq!(
-            Format::negotiate(None, Some(scrape)),
-            Ok(Format::OpenMetrics)
-        );
-        assert_eq!(
-            Format::negotiate(None, Some("text/plain;version=0.0.4;q=0.3,*/*;q=0.2")),
-            Ok(Format::Prometheus)
-        );
-        assert_eq!(
-            Format::negotiate(None, Some("text/plain")),
-            Ok(Format::Prometheus)
-        );
-    }
-
-    #[test]
-    fn the_query_wins_and_unknown_formats_are_refused() {
-        assert_eq!(
-            Format::negotiate(Some("json"), Some("text/plain")),
-            Ok(Format::Json)
-        );
-        assert_eq!(
-            Format::negotiate(Some("prometheus"), None),
-            Ok(Format::Prometheus)
-        );
-        assert!(Format::negotiate(Some("xml"), None).is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The protections the server puts around every route, as a layer it owns (see
-//! [`crate::server::serve`]), in this order:
+//! [`crate::edge::server::serve`]), in this order:
 //!
 //! 1. **cut-off**: when the shutdown grace runs out, a request still running is answered
 //!    503 (`shutdown_cut_off`) and its handler dropped;
@@ -24,7 +24,7 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::http::{BODY_LIMIT, error};
+use crate::edge::http::{BODY_LIMIT, error};
 
 /// Routes never shed by the in-flight limit: probes and scrapes must answer under overload,
 /// or an orchestrator restarts a busy service and monitoring goes blind when it matters.

@@ -19,7 +19,7 @@
 //! Export is batched on the SDK's own thread, behind a bounded queue
 //! (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048): a slow or absent collector never delays a
 //! request. Spans dropped at a full queue and spans the collector did not take are counted
-//! (see [`crate::export_queue`] and [`crate::losses`]); a failed batch is also logged.
+//! (see [`crate::observe::export_queue`] and [`crate::observe::losses`]); a failed batch is also logged.
 
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::export_queue::{Counted, Gate, GatedSpans, capacity_from_env};
+use crate::observe::export_queue::{Counted, Gate, GatedSpans, capacity_from_env};
 
 /// The tracer provider of this process. Shut it down to flush the last batch.
 #[derive(Debug)]
@@ -159,7 +159,7 @@ impl Traces {
                 .build()
                 .map_err(|e| e.to_string())?;
             let capacity = capacity_from_env("OTEL_BSP_MAX_QUEUE_SIZE")?;
-            let pipeline = &crate::losses::losses().spans;
+            let pipeline = &crate::observe::losses::losses().spans;
             let batch = BatchSpanProcessor::builder(Counted::new(exporter, pipeline))
                 .with_batch_config(
                     BatchConfigBuilder::default()
@@ -413,7 +413,7 @@ pub const MAX_FORWARDED_BAGGAGE: usize = 4096;
 /// that one entry, without building the baggage first.
 fn request_id_baggage(request_id: &str) -> Option<HeaderValue> {
     // The request id alphabet is all baggage-safe.
-    if !crate::request_id::is_valid(request_id.as_bytes()) {
+    if !crate::observe::request_id::is_valid(request_id.as_bytes()) {
         return None;
     }
     let mut value = String::with_capacity(REQUEST_ID_BAGGAGE.len() + 1 + request_id.len());

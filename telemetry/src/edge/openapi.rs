@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 description each service serves at `GET /openapi.json`.
 //!
 //! A service describes its own routes with `#[utoipa::path]` on the handlers and
-//! `#[derive(ToSchema)]` on its bodies; [`finish`] adds, in one place, what every route of
+//! `#[derive(ToSchema)]` on its bodies; [`openapi_description`] adds, in one place, what every route of
 //! both services shares because the layers in this crate do it: the `X-Request-ID` request
 //! header, the `X-Request-ID` and `traceresponse` response headers, the errors of a JSON
 //! body (400, 408, 413, 415, 422), and the 503 of load shedding and shutdown.
@@ -10,38 +10,16 @@
 //! matches and 405 for a method a route does not serve, both `{"error": …}` with
 //! `X-Request-ID`.
 
-use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
 
-use crate::request_id;
+use crate::observe::request_id;
 
 /// Media type of every JSON body.
 pub const JSON: &str = "application/json";
 
-/// `GET /openapi.json`: this description, served as built at start-up.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    operation_id = "openapi",
-    tag = "probes",
-    summary = "This API description (OpenAPI 3.1)",
-    responses((status = 200, description = "The OpenAPI 3.1 description of this service.",
-               content_type = "application/json", body = Object)),
-)]
-pub fn endpoint<S>(description: Value) -> MethodRouter<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    let description = std::sync::Arc::new(description);
-    get(move || {
-        let description = description.clone();
-        async move { crate::http::Json(description.as_ref().clone()) }
-    })
-}
-
 /// Completes `doc` (a service's own paths and schemas) with what the shared layers add to
 /// every route. Load shedding spares the probes (`/health`, `/metrics`, `/openapi.json`).
-pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
+pub fn openapi_description(doc: utoipa::openapi::OpenApi) -> Value {
     let mut doc = serde_json::to_value(doc).unwrap_or_default();
     if let Some(description) = doc["info"]["description"].as_str() {
         doc["info"]["description"] = Value::from(format!("{description}\n\n{UNROUTED}"));
@@ -86,7 +64,7 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
         return doc;
     };
     for (path, item) in paths.iter_mut() {
-        let probe = crate::limits::NEVER_SHED.contains(&path.as_str());
+        let probe = crate::edge::limits::NEVER_SHED.contains(&path.as_str());
         let Some(item) = item.as_object_mut() else {
             continue;
         };
@@ -103,7 +81,7 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
                 }
                 let too_large = format!(
                     "The body is larger than the limit ({} bytes).",
-                    crate::http::BODY_LIMIT
+                    crate::edge::http::BODY_LIMIT
                 );
                 add_error(responses, "413", &too_large);
             }

@@ -37,9 +37,9 @@ pub fn drop_invalid(mut request: Request) -> Request {
         return request;
     }
     headers.remove(HEADER);
-    let from_baggage = crate::traces::extract(headers)
+    let from_baggage = crate::observe::traces::extract(headers)
         .baggage()
-        .get(crate::traces::REQUEST_ID_BAGGAGE)
+        .get(crate::observe::traces::REQUEST_ID_BAGGAGE)
         .map(|v| v.as_str().to_owned())
         .filter(|id| is_valid(id.as_bytes()))
         .and_then(|id| HeaderValue::from_str(&id).ok());

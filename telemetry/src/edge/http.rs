@@ -88,7 +88,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// A JSON request body whose every rejection is a JSON error with the right status:
 /// 400 malformed JSON, 415 not `application/json`, 422 wrong shape or types, 413 larger
 /// than [`BODY_LIMIT`]. (The server reads bodies whole before handlers run, with the 408 of
-/// `--body-timeout-ms`: see [`crate::limits`].)
+/// `--body-timeout-ms`: see [`crate::edge::limits`].)
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
@@ -155,28 +155,6 @@ where
         let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
         Ok(Self(value))
     }
-}
-
-/// Body of `GET /health`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Health {
-    /// Always `"ok"` while the process serves requests.
-    #[schema(value_type = String, pattern = "^ok$")]
-    pub status: &'static str,
-}
-
-/// `GET /health`: 200 `{"status":"ok"}` while the process serves requests. It checks
-/// nothing beyond the process itself: B stays healthy while A is down (and says why in its
-/// 503s), so an orchestrator never restarts B for A's outage.
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = "probes",
-    summary = "Liveness: the process serves requests",
-    responses((status = 200, description = "The process serves requests.", body = Health)),
-)]
-pub async fn health() -> Json<Health> {
-    Json(Health { status: "ok" })
 }
 
 /// 404 for any path no route matches.

@@ -22,8 +22,8 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::export_queue::{Counted, Gate, GatedLogs};
-use crate::logging::LogContext;
+use crate::observe::export_queue::{Counted, Gate, GatedLogs};
+use crate::observe::logging::LogContext;
 
 /// Whether the environment asks for log records to be exported.
 pub fn configured() -> bool {
@@ -35,7 +35,7 @@ pub fn configured() -> bool {
     ]
     .iter()
     .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()));
-    wanted && endpoint && !crate::traces::sdk_disabled()
+    wanted && endpoint && !crate::observe::traces::sdk_disabled()
 }
 
 /// The log provider of this process. Shut it down to flush the last batch.
@@ -60,8 +60,8 @@ impl OtlpLogs {
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .build()
             .map_err(|e| e.to_string())?;
-        let capacity = crate::export_queue::capacity_from_env("OTEL_BLRP_MAX_QUEUE_SIZE")?;
-        let pipeline = &crate::losses::losses().log_records;
+        let capacity = crate::observe::export_queue::capacity_from_env("OTEL_BLRP_MAX_QUEUE_SIZE")?;
+        let pipeline = &crate::observe::losses::losses().log_records;
         let batch = BatchLogProcessor::builder(Counted::new(exporter, pipeline))
             .with_batch_config(
                 BatchConfigBuilder::default()
@@ -80,7 +80,7 @@ impl OtlpLogs {
     pub fn layer(&self) -> RecordLayer {
         let scope = InstrumentationScope::builder(self.service)
             .with_version(env!("CARGO_PKG_VERSION"))
-            .with_schema_url(crate::traces::SCHEMA_URL)
+            .with_schema_url(crate::observe::traces::SCHEMA_URL)
             .build();
         RecordLayer {
             logger: self.provider.logger_with_scope(scope),

@@ -7,7 +7,7 @@
 //! dropped and counted (`log_lines_dropped_total{reason="queue_full"}`); only the flusher
 //! waits on stdout. When stdout is closed (`| head`), every line the flusher cannot write is
 //! counted (`write_failed`). At shutdown the flusher gets a bounded time to write what is
-//! queued; what it could not is counted (`shutdown`). See [`crate::losses`].
+//! queued; what it could not is counted (`shutdown`). See [`crate::observe::losses`].
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::losses::losses;
+use crate::observe::losses::losses;
 
 /// How long a log line may wait in memory before it is written out.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);

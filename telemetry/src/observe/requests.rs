@@ -5,7 +5,7 @@
 //! (span joined to the caller's trace, seed-format log line, `http_requests_total` by route,
 //! `http_server_request_duration_seconds` by route with an exemplar for sampled requests,
 //! `http_server_active_requests`, never by raw path, and a `traceresponse` header naming
-//! the trace). The server applies it around the protections of [`crate::limits`], so their
+//! the trace). The server applies it around the protections of [`crate::edge::limits`], so their
 //! answers are observed like any other.
 //!
 //! Every label value and span name comes from a bounded set: a method outside the standard
@@ -24,9 +24,14 @@ use axum::response::Response;
 use tower::ServiceBuilder;
 use tracing::{Instrument as _, field};
 
-use crate::extensions::ClientAddress;
-use crate::logging::LogContext;
-use crate::{http, request_id, traces};
+use crate::edge::http;
+use crate::observe::logging::LogContext;
+use crate::observe::{request_id, traces};
+
+/// The caller's IP as text, for the span's `client.address`: the server puts it on each
+/// request (written once per connection).
+#[derive(Debug, Clone)]
+pub struct ClientAddress(pub std::sync::Arc<str>);
 
 /// Response header naming the request's trace (W3C Trace Context Level 2).
 pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
@@ -70,7 +75,7 @@ pub enum AttemptHeader {
     Ignored,
 }
 
-/// Adds the shared behaviour to `router` (the server does, see [`crate::server::serve`]).
+/// Adds the shared behaviour to `router` (the server does, see [`crate::edge::server::serve`]).
 pub fn instrument<S>(router: Router<S>, attempt_header: AttemptHeader) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -303,7 +308,7 @@ impl Record {
         // The span is the line's explicit parent (where the line finds the request's ids)
         // rather than entered around it: entering and leaving cost more than the lookup.
         tracing::info!(
-            target: crate::ACCESS_LOG,
+            target: crate::observe::ACCESS_LOG,
             parent: &self.span,
             endpoint = self
                 .endpoint
@@ -335,7 +340,7 @@ fn active_requests(method: &'static str) -> &'static metrics::Gauge {
         [const { OnceLock::new() }; KNOWN_METHODS.len() + 1];
     GAUGES[method_index(method)].get_or_init(|| {
         metrics::gauge!(
-            crate::metrics::SERVER_ACTIVE,
+            crate::observe::metrics::SERVER_ACTIVE,
             "http_request_method" => method,
             "url_scheme" => "http",
         )
@@ -360,7 +365,7 @@ struct OutcomeHandles {
     /// `http_server_request_duration_seconds{…}`.
     duration: metrics::Histogram,
     /// That histogram series' exemplars (`None` without an installed recorder).
-    exemplars: Option<Arc<crate::exemplars::Slots>>,
+    exemplars: Option<Arc<crate::observe::exemplars::Slots>>,
 }
 
 /// The metric handles of one route, registered once and reused: building label sets and
@@ -462,9 +467,12 @@ impl RouteHandles {
         }
         let handles = OutcomeHandles {
             requests: metrics::counter!("http_requests_total", &counter_labels),
-            duration: metrics::histogram!(crate::metrics::SERVER_DURATION, &duration_labels),
-            exemplars: crate::metrics::exemplars()
-                .map(|e| e.slots(crate::metrics::SERVER_DURATION, &duration_labels)),
+            duration: metrics::histogram!(
+                crate::observe::metrics::SERVER_DURATION,
+                &duration_labels
+            ),
+            exemplars: crate::observe::metrics::exemplars()
+                .map(|e| e.slots(crate::observe::metrics::SERVER_DURATION, &duration_labels)),
         };
         record(
             self.0

@@ -1,0 +1,556 @@
+//! One connection: its head and idle timers, the request it is serving, how it ends and what
+//! that says about the client (see the table in [`crate::edge::server`]). Works on any
+//! stream a [`crate::edge::server::Listener`] accepts.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed,
+};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt as _;
+
+/// A connection's byte stream: a TCP stream, or one a lab's fault wraps.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub(crate) router: Router,
+    pub(crate) http: hyper::server::conn::http1::Builder,
+    pub(crate) max_connections: usize,
+    pub(crate) header_timeout: Duration,
+    /// hyper's read buffer: `--max-header-bytes`, at least 8 KiB. A head that fills it
+    /// without ending is refused.
+    pub(crate) head_buffer: usize,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) open: watch::Sender<usize>,
+    pub(crate) stopping: watch::Receiver<bool>,
+    pub(crate) refusals: Arc<Semaphore>,
+    pub(crate) events: EventLog,
+}
+
+/// One open connection, as the accept loop and its own task see it.
+#[derive(Debug, Default)]
+pub(crate) struct Conn {
+    /// Requests on it being handled now.
+    busy: AtomicU32,
+    /// Requests it has carried so far (a new one resets the head clock).
+    requests: AtomicU64,
+    /// When it last had nothing to do, in milliseconds since [`epoch`].
+    idle_since: AtomicU64,
+    /// Which of its timers fired, if one did ([`Phase`] as u8).
+    timed_out: AtomicU8,
+    /// Whether a request head on it filled hyper's read buffer without ending, which hyper
+    /// refuses as too large. hyper reports that as a parse error, unless writing its 431
+    /// fails first (a client still sending its head
+    /// gets reset by the kernel): then hyper's error is the failed write, and this tells
+    /// what happened.
+    head_overflowed: AtomicBool,
+    /// Told to close now: evicted, or the server is stopping and it is idle.
+    close: Notify,
+}
+
+impl Shared {
+    /// Takes a new connection: evicts the longest-idle one when at the cap, or refuses the
+    /// newcomer when every open connection is busy.
+    pub(crate) fn admit<I: Io>(self: &Arc<Self>, stream: I, peer: SocketAddr) {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let conn = Arc::new(Conn::default());
+        conn.idle_since.store(now_ms(), Relaxed);
+        {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            if conns.len() >= self.max_connections {
+                let victim = conns
+                    .iter()
+                    .filter(|(_, c)| c.busy.load(Relaxed) == 0)
+                    .min_by_key(|(_, c)| c.idle_since.load(Relaxed))
+                    .map(|(id, _)| *id);
+                match victim.and_then(|id| conns.remove(&id)) {
+                    Some(victim) => {
+                        victim.close.notify_one();
+                        self.events.record(ConnEvent::Evicted, Some(peer));
+                    }
+                    None => {
+                        drop(conns);
+                        self.events.record(ConnEvent::OverCapacity, Some(peer));
+                        self.refuse(stream);
+                        return;
+                    }
+                }
+            }
+            conns.insert(id, conn.clone());
+            self.open.send_replace(conns.len());
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let ended = shared.run(stream, peer, conn).await;
+            let mut conns = shared.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.remove(&id);
+            shared.open.send_replace(conns.len());
+            drop(conns);
+            if let Some(event) = ended {
+                shared.events.record(event, Some(peer));
+            }
+        });
+    }
+
+    /// Serves one connection until it ends; returns the rejection to record, if any.
+    async fn run<I: Io>(
+        self: &Arc<Self>,
+        stream: I,
+        peer: SocketAddr,
+        conn: Arc<Conn>,
+    ) -> Option<ConnEvent> {
+        let io = ClockedIo {
+            io: stream,
+            conn: conn.clone(),
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            head: None,
+            head_bytes: 0,
+            head_buffer: self.head_buffer,
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+        };
+        let service = ConnService {
+            shared: self.clone(),
+            conn: conn.clone(),
+            peer_ip: peer.ip().to_string().into(),
+        };
+        let connection = self.http.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let mut stopping = self.stopping.clone();
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => return result.err().and_then(|e| classify(&e, &conn)),
+                () = conn.close.notified() => return None,
+                changed = stopping.wait_for(|s| *s), if !draining => {
+                    if changed.is_err() || conn.busy.load(Relaxed) == 0 {
+                        return None;
+                    }
+                    // Finish the request in flight, then close.
+                    connection.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            }
+        }
+    }
+
+    /// Answers a connection over capacity with a 503 and closes it. While few are lingering,
+    /// its request is read and discarded first, so the client sees the answer, not a reset.
+    fn refuse<I: Io>(&self, mut stream: I) {
+        write_now(&mut stream, over_capacity_response());
+        let Ok(permit) = self.refusals.clone().try_acquire_owned() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(Duration::from_millis(250), async {
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        });
+    }
+}
+
+/// What hyper's error says about the client, when it is the client's fault.
+fn classify(error: &hyper::Error, conn: &Conn) -> Option<ConnEvent> {
+    if conn.timed_out.load(Relaxed) == Phase::Head as u8 {
+        return Some(ConnEvent::HeaderTimeout);
+    }
+    // Too large as hyper says, or as this connection saw when hyper's 431 could not be
+    // written (then hyper's error is the failed write).
+    let too_large =
+        error.is_parse_too_large() || (!error.is_parse() && conn.head_overflowed.load(Relaxed));
+    if too_large {
+        // hyper reports an over-long URI as "too large" too; its message tells them apart.
+        if error.to_string().contains("URI too long") {
+            return Some(ConnEvent::UriTooLong);
+        }
+        return Some(ConnEvent::HeaderTooLarge);
+    }
+    if error.is_parse() {
+        return Some(ConnEvent::MalformedRequest);
+    }
+    None
+}
+
+/// The hyper service of one connection: counts the request as busy on the connection and in
+/// the process, tells it the caller's address, and runs the router.
+#[derive(Clone)]
+struct ConnService {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    /// The peer's IP as text, written once per connection rather than once per request.
+    peer_ip: Arc<str>,
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for ConnService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
+        self.conn.requests.fetch_add(1, Relaxed);
+        self.conn.busy.fetch_add(1, Relaxed);
+        self.shared.in_flight.fetch_add(1, Relaxed);
+        let busy = Busy {
+            conn: self.conn.clone(),
+            shared: self.shared.clone(),
+        };
+        request
+            .extensions_mut()
+            .insert(crate::observe::requests::ClientAddress(
+                self.peer_ip.clone(),
+            ));
+        let response = self
+            .shared
+            .router
+            .clone()
+            .oneshot(request.map(axum::body::Body::new));
+        Box::pin(async move {
+            let response = response.await;
+            drop(busy);
+            response
+        })
+    }
+}
+
+/// A request in flight; dropped when it is answered or abandoned.
+struct Busy {
+    conn: Arc<Conn>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.shared.in_flight.fetch_sub(1, Relaxed);
+        if self.conn.busy.fetch_sub(1, Relaxed) == 1 {
+            self.conn.idle_since.store(now_ms(), Relaxed);
+        }
+    }
+}
+
+/// Which timer of a connection is running: none while a request is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    /// Waiting for a request; nothing of it has arrived.
+    Idle = 1,
+    /// Part of a request head has arrived.
+    Head = 2,
+}
+
+/// The connection's socket, with its head and idle timers: while no request is in flight,
+/// a read that would wait past the running timer's deadline fails instead (after a JSON
+/// 408 for a head that stalled), which ends the connection. The timer is armed wherever
+/// hyper touches the socket while waiting (a read that would block, the flush of a
+/// response), so its expiry always wakes the connection.
+struct ClockedIo<I> {
+    io: I,
+    conn: Arc<Conn>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    /// When the current head started arriving, and the request count then.
+    head: Option<(Instant, u64)>,
+    /// Bytes read since the current head started arriving.
+    head_bytes: usize,
+    head_buffer: usize,
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl<I: Io> ClockedIo<I> {
+    /// The running timer's phase and deadline, or `None` while a request is in flight.
+    fn deadline(&mut self) -> Option<(Phase, Instant)> {
+        if self.conn.busy.load(Relaxed) > 0 {
+            return None;
+        }
+        let requests = self.conn.requests.load(Relaxed);
+        match self.head {
+            Some((started, at)) if at == requests => {
+                Some((Phase::Head, started + self.header_timeout))
+            }
+            _ => {
+                self.head = None;
+                let idle_since =
+                    epoch() + Duration::from_millis(self.conn.idle_since.load(Relaxed));
+                Some((Phase::Idle, idle_since + self.idle_timeout))
+            }
+        }
+    }
+}
+
+impl<I: Io> ClockedIo<I> {
+    /// Arms the running timer and polls it: the phase whose deadline has passed, if one has.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Option<Phase> {
+        let (phase, deadline) = self.deadline()?;
+        if self.armed != Some(deadline) {
+            self.sleep.as_mut().reset(deadline);
+            self.armed = Some(deadline);
+        }
+        self.sleep.as_mut().poll(cx).is_ready().then_some(phase)
+    }
+}
+
+impl<I: Io> AsyncRead for ClockedIo<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                let started_a_head =
+                    read > 0 && this.head.is_none() && this.conn.busy.load(Relaxed) == 0;
+                if started_a_head {
+                    this.head = Some((Instant::now(), this.conn.requests.load(Relaxed)));
+                    this.head_bytes = 0;
+                }
+                let in_head = this
+                    .head
+                    .is_some_and(|(_, at)| at == this.conn.requests.load(Relaxed));
+                if in_head {
+                    this.head_bytes = this.head_bytes.saturating_add(read);
+                    // hyper reads a head into a buffer of this size at most: a head
+                    // still incomplete when it is full is refused.
+                    if this.head_bytes >= this.head_buffer {
+                        this.conn.head_overflowed.store(true, Relaxed);
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some(phase) = this.poll_timer(cx) else {
+                    return Poll::Pending;
+                };
+                this.conn.timed_out.store(phase as u8, Relaxed);
+                if phase == Phase::Head {
+                    let message = format!(
+                        "request head not received within {} ms",
+                        this.header_timeout.as_millis()
+                    );
+                    write_now(
+                        &mut this.io,
+                        &canned_response("408 Request Timeout", &message, false),
+                    );
+                }
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    match phase {
+                        Phase::Idle => "idle timeout",
+                        Phase::Head => "request head timeout",
+                    },
+                )))
+            }
+        }
+    }
+}
+
+impl<I: Io> AsyncWrite for ClockedIo<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let flushed = Pin::new(&mut self.io).poll_flush(cx);
+        // A response has gone out. Hyper does not read again until the socket is readable,
+        // so the idle timer is armed here, where it wakes the connection when it fires.
+        if flushed.is_ready() && self.poll_timer(cx).is_some() {
+            cx.waker().wake_by_ref();
+        }
+        flushed
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Writes what the socket takes of `bytes` now, without waiting: the best effort for an
+/// answer written before closing (a client that reads nothing gets nothing).
+fn write_now<I: Io>(io: &mut I, bytes: &[u8]) {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let _ = Pin::new(io).poll_write(&mut cx, bytes);
+}
+
+/// A whole HTTP/1.1 response with a JSON error body, for the answers written before or
+/// instead of hyper's (the connection closes after it).
+fn canned_response(status: &str, error: &str, retry_after: bool) -> Vec<u8> {
+    let body = crate::edge::http::error_body(error);
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    if retry_after {
+        response.push_str("retry-after: 1\r\n");
+    }
+    response.push_str("\r\n");
+    let mut bytes = response.into_bytes();
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// The 503 for a connection over `--max-connections`, built once.
+fn over_capacity_response() -> &'static [u8] {
+    static RESPONSE: OnceLock<Vec<u8>> = OnceLock::new();
+    RESPONSE.get_or_init(|| {
+        canned_response(
+            "503 Service Unavailable",
+            "server at its connection limit: try again later",
+            true,
+        )
+    })
+}
+
+/// Milliseconds since [`epoch`].
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A fixed instant early in the process, so connection timestamps fit in an atomic.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Connections refused or closed because of what the client did, by kind.
+pub const CONNECTION_ERRORS: &str = "http_connection_errors_total";
+
+/// A connection-level event worth counting and logging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnEvent {
+    HeaderTooLarge,
+    UriTooLong,
+    MalformedRequest,
+    HeaderTimeout,
+    OverCapacity,
+    Evicted,
+    AcceptFailed,
+}
+
+impl ConnEvent {
+    const ALL: [Self; 7] = [
+        Self::HeaderTooLarge,
+        Self::UriTooLong,
+        Self::MalformedRequest,
+        Self::HeaderTimeout,
+        Self::OverCapacity,
+        Self::Evicted,
+        Self::AcceptFailed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::HeaderTooLarge => "header_too_large",
+            Self::UriTooLong => "uri_too_long",
+            Self::MalformedRequest => "malformed_request",
+            Self::HeaderTimeout => "header_timeout",
+            Self::OverCapacity => "over_capacity",
+            Self::Evicted => "evicted",
+            Self::AcceptFailed => "accept_failed",
+        }
+    }
+}
+
+pub(crate) fn register_metrics() {
+    metrics::describe_counter!(
+        CONNECTION_ERRORS,
+        "Connections refused or closed because of what the client sent or how many there were, by kind"
+    );
+    for event in ConnEvent::ALL {
+        metrics::counter!(CONNECTION_ERRORS, "kind" => event.label()).absolute(0);
+    }
+}
+
+/// Counts every connection event, and logs at most one line a second per kind, carrying
+/// how many went unlogged since the previous line.
+#[derive(Debug, Default)]
+pub(crate) struct EventLog {
+    /// Per kind: the second (since [`epoch`]) of the last line, plus one (0: never).
+    last_logged: [AtomicU64; ConnEvent::ALL.len()],
+    /// Per kind: events not logged since the last line.
+    unlogged: [AtomicU64; ConnEvent::ALL.len()],
+}
+
+impl EventLog {
+    pub(crate) fn record(&self, event: ConnEvent, peer: Option<SocketAddr>) {
+        metrics::counter!(CONNECTION_ERRORS, "kind" => event.label()).increment(1);
+        if event == ConnEvent::AcceptFailed {
+            return; // the accept loop logs its bursts itself
+        }
+        let index = event as usize;
+        let second = now_ms() / 1000 + 1;
+        let last = self.last_logged[index].load(Relaxed);
+        let due = last != second
+            && self.last_logged[index]
+                .compare_exchange(last, second, Relaxed, Relaxed)
+                .is_ok();
+        if !due {
+            self.unlogged[index].fetch_add(1, Relaxed);
+            return;
+        }
+        let unlogged = self.unlogged[index].swap(0, Relaxed);
+        tracing::warn!(
+            event = "connection_rejected",
+            kind = event.label(),
+            peer = peer.map(|p| p.to_string()),
+            unlogged,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canned_answers_are_whole_json_responses() {
+        let response = String::from_utf8(canned_response("503 Service Unavailable", "busy", true))
+            .expect("utf-8");
+        let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(head.contains("\r\nretry-after: 1"));
+        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())));
+        assert_eq!(body, "{\"error\":\"busy\"}\n");
+    }
+}

@@ -1,0 +1,411 @@
+//! The connection edge both services share: accepts TCP connections and serves HTTP/1.1 on
+//! them with hyper, with every quantity a client controls bounded, and drains on shutdown.
+//!
+//! `axum::serve` exposes none of these limits, so the accept loop is written here, over
+//! hyper's own connection builder (which enforces the header limits). What each hostile or
+//! careless client gets:
+//!
+//! | the client…                                   | gets                                      | counted as `http_connection_errors_total{kind}` |
+//! |-----------------------------------------------|-------------------------------------------|------------------------------|
+//! | sends a head over `--max-header-bytes`        | 431, empty body (hyper's), closed         | `header_too_large`           |
+//! | sends a URI over 64 KiB                       | 414 or 431, empty body (hyper's), closed  | `uri_too_long` / `header_too_large` |
+//! | sends a malformed head (control byte, two Content-Lengths, > 100 headers) | 400 or 431, empty body (hyper's), closed | `malformed_request` / `header_too_large` |
+//! | takes over `--header-timeout-ms` for its head | 408 JSON, closed                          | `header_timeout`             |
+//! | takes over `--body-timeout-ms` for its body   | 408 JSON (see [`crate::edge::limits`]); its body never holds an in-flight place | (a 408 request) |
+//! | stays idle over `--idle-timeout-ms`           | closed (not an error)                     |                              |
+//! | connects when `--max-connections` are open    | the longest-idle connection is closed to make room (`evicted`); if every one has a request in flight, 503 JSON with `Retry-After`, closed | `evicted` / `over_capacity` |
+//! | (the process runs out of file descriptors)    | waits in the kernel's backlog; accept backs off, logged once per burst | `accept_failed` |
+//!
+//! Every kind is also logged (`event: connection_rejected`), at most once a second per kind
+//! with the number left unlogged, so a flood cannot flood the log. Requests over
+//! `--max-in-flight` (counted once their body has arrived) are shed (503 JSON): the server
+//! wraps the service's routes in the layers of [`crate::edge::limits`] and observes them with
+//! [`crate::observe::requests`].
+//!
+//! Shutdown: the listener closes; connections with no request in flight (idle, or a head
+//! still arriving) close at once; requests in flight get `--shutdown-grace-ms`; any still
+//! running then are answered 503 (`shutdown_cut_off`, see [`crate::edge::limits`]).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::edge::connection::{ConnEvent, EventLog, Io, Shared, register_metrics};
+
+/// What the server accepts connections from: a TCP listener, or one a lab's fault wraps
+/// (see [`crate::faults`]).
+pub trait Listener: Send + 'static {
+    /// One accepted connection's stream.
+    type Io: Io;
+    /// The next connection, and who it is from.
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Io = TcpStream;
+
+    async fn accept(&mut self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = TcpListener::accept(self).await?;
+        // Answers are small and written whole: send them without waiting for more.
+        let _ = stream.set_nodelay(true);
+        Ok((stream, peer))
+    }
+}
+
+/// Where a service listens, and its container health probe: both services flatten these
+/// into their flags, each with its own default port.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct ListenArgs<const PORT: u16> {
+    /// Address and port to listen on (default 127.0.0.1 and the service's port), as IP:PORT
+    /// or localhost:PORT. Use `0.0.0.0:<port>` in a container; port 0 picks a free port (the chosen address is logged
+    /// in the `listening` event).
+    #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT)),
+          value_parser = crate::edge::cli::parse_listen)]
+    pub listen: SocketAddr,
+
+    /// Instead of serving, check that the server on --listen answers GET /health with 200,
+    /// and exit 0 if so, 1 if not. For container healthchecks: no curl needed in the image.
+    #[arg(long)]
+    pub healthcheck: bool,
+}
+
+/// The listen address could not be bound (in use, or not ours).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why.
+    pub source: io::Error,
+}
+
+/// Binds `addr` (port 0 picks a free port), saying which address failed and why.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })
+}
+
+/// The server's limits and timeouts; both services flatten these into their flags.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct EdgeArgs {
+    /// Largest request head (request line and headers) in bytes; a larger one gets 431 and
+    /// the connection is closed.
+    #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+          value_parser = crate::edge::cli::whole::<u32>(1024, 1024 * 1024), allow_negative_numbers = true)]
+    pub max_header_bytes: u32,
+
+    /// How long a client may take to send a request head once it has started, in
+    /// milliseconds (slow-loris defence); then 408 and the connection is closed.
+    #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = crate::edge::cli::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+    pub header_timeout_ms: u64,
+
+    /// How long a client may take to send a request body after its head, in milliseconds;
+    /// then 408.
+    #[arg(long, env = "BODY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = crate::edge::cli::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+    pub body_timeout_ms: u64,
+
+    /// How long a keep-alive connection may sit with no request before it is closed, in
+    /// milliseconds. Keep callers' pool idle timeouts shorter (B's is 15 s), so they never
+    /// reuse a connection the server is closing.
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = crate::edge::cli::whole::<u64>(1, 86_400_000), allow_negative_numbers = true)]
+    pub idle_timeout_ms: u64,
+
+    /// Most connections open at once (lowered to fit the file-descriptor limit). A new
+    /// connection beyond it closes the longest-idle one, or gets 503 if all are busy.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = crate::edge::cli::whole::<u32>(1, 1_000_000), allow_negative_numbers = true)]
+    pub max_connections: u32,
+
+    /// Most requests in flight at once (`/health` and `/metrics` excepted, so probes and
+    /// scrapes still answer under overload); beyond it, 503 with `Retry-After`. Keep it
+    /// below --max-connections, so a new connection always finds room.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 512,
+          value_parser = crate::edge::cli::whole::<u32>(1, 1_000_000), allow_negative_numbers = true)]
+    pub max_in_flight: u32,
+
+    /// How long in-flight requests may run after SIGTERM before they are answered 503 and
+    /// cut off, in milliseconds. Idle connections are closed at once.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000,
+          value_parser = crate::edge::cli::whole::<u64>(0, 3_600_000), allow_negative_numbers = true)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for EdgeArgs {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
+            max_in_flight: 512,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl EdgeArgs {
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// File descriptors kept free for everything that is not an inbound connection and not
+/// counted by the caller of [`serve`]: the runtime, the listener, log output, the span
+/// exporter, and connections refused over capacity while they linger.
+const RESERVED_FDS: u64 = 64;
+
+/// How long the answers to cut-off requests get to reach their clients after the grace.
+const CUT_OFF_FLUSH: Duration = Duration::from_millis(500);
+
+/// Longest pause of the accept loop after an accept error.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Connections refused over capacity that may linger at once while their request is read
+/// and discarded (so the client reads the 503 instead of a reset); more are just closed.
+const LINGERING_REFUSALS: usize = 16;
+
+/// How a service is served, besides its flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Serving<'a> {
+    /// The limits and timeouts.
+    pub edge: &'a EdgeArgs,
+    /// How many descriptors the service may hold for connections of its own (B: one per
+    /// request in flight, to call A); the connection cap leaves room for them.
+    pub outbound: u32,
+    /// Whether the caller's `x-attempt` header is shown on spans and log lines.
+    pub attempt_header: crate::observe::requests::AttemptHeader,
+}
+
+/// Serves the service's `routes` on `listener` until `stop` resolves, then drains (see the
+/// module docs). The routes get JSON answers for unknown paths and methods, the
+/// protections of [`crate::edge::limits`], and around them the observation of every request
+/// ([`crate::observe::requests::instrument`]). Returns once every connection is closed, or when the
+/// answers to cut-off requests have had half a second to go out.
+pub async fn serve(
+    mut listener: impl Listener,
+    routes: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+    serving: Serving<'_>,
+) -> io::Result<()> {
+    let Serving {
+        edge,
+        outbound,
+        attempt_header,
+    } = serving;
+    let max_connections = connection_cap(
+        u64::from(edge.max_connections),
+        fd_limit().map(|limit| limit.saturating_sub(u64::from(outbound))),
+    );
+    tracing::info!(
+        event = "edge_limits",
+        max_connections,
+        max_in_flight = edge.max_in_flight,
+        max_header_bytes = edge.max_header_bytes,
+        header_timeout_ms = edge.header_timeout_ms,
+        body_timeout_ms = edge.body_timeout_ms,
+        idle_timeout_ms = edge.idle_timeout_ms,
+    );
+    let (stopping_tx, stopping) = watch::channel(false);
+    let (cut_off_tx, cut_off) = watch::channel(false);
+    let (open_tx, open) = watch::channel(0usize);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    let max_header = edge.max_header_bytes as usize;
+    // hyper's buffer also bounds what one read may hold; 8 KiB is its minimum.
+    let head_buffer = max_header.max(8 * 1024);
+    http.max_header_size(max_header)
+        .max_buf_size(head_buffer)
+        .header_read_timeout(None);
+    let routes = routes
+        .fallback(crate::edge::http::not_found)
+        .method_not_allowed_fallback(crate::edge::http::method_not_allowed);
+    let limits = crate::edge::limits::Limits {
+        body_timeout: Duration::from_millis(edge.body_timeout_ms),
+        in_flight: Arc::new(Semaphore::new(edge.max_in_flight as usize)),
+        cut_off,
+    };
+    let router = crate::observe::requests::instrument(
+        crate::edge::limits::apply(routes, limits),
+        attempt_header,
+    );
+    let shared = Arc::new(Shared {
+        router,
+        http,
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        header_timeout: Duration::from_millis(edge.header_timeout_ms),
+        head_buffer,
+        idle_timeout: Duration::from_millis(edge.idle_timeout_ms),
+        conns: Mutex::default(),
+        next_id: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        open: open_tx,
+        stopping,
+        refusals: Arc::new(Semaphore::new(LINGERING_REFUSALS)),
+        events: EventLog::default(),
+    });
+    register_metrics();
+
+    tokio::pin!(stop);
+    let mut accept_failures: Option<(u64, Duration)> = None;
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            accepted = Listener::accept(&mut listener) => match accepted {
+                Ok((stream, peer)) => {
+                    if let Some((failures, _)) = accept_failures.take() {
+                        tracing::info!(event = "accept_recovered", failures);
+                    }
+                    shared.admit(stream, peer);
+                }
+                Err(error) => {
+                    // Out of file descriptors (or memory): the kernel keeps the connection in
+                    // its backlog. Pause instead of spinning, and say so once per burst.
+                    shared.events.record(ConnEvent::AcceptFailed, None);
+                    let (failures, backoff) = accept_failures.get_or_insert_with(|| {
+                        tracing::warn!(event = "accept_failed", error = %error,
+                            "cannot accept connections; backing off until it recovers");
+                        (0, Duration::from_millis(5))
+                    });
+                    *failures += 1;
+                    let pause = *backoff;
+                    *backoff = (*backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    tokio::select! {
+                        () = &mut stop => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+    drop(listener);
+
+    let grace = Duration::from_millis(edge.shutdown_grace_ms);
+    tracing::info!(
+        event = "shutdown_started",
+        grace_ms = edge.shutdown_grace_ms,
+        in_flight = shared.in_flight.load(Relaxed),
+        connections = *open.borrow(),
+    );
+    let _ = stopping_tx.send(true);
+    let all_closed = || {
+        let mut open = open.clone();
+        async move {
+            let _ = open.wait_for(|n| *n == 0).await;
+        }
+    };
+    if tokio::time::timeout(grace, all_closed()).await.is_err() {
+        let cut_off = shared.in_flight.load(Relaxed);
+        tracing::warn!(
+            event = "shutdown_grace_expired",
+            cut_off,
+            "requests still in flight were answered 503 and cut off"
+        );
+        let _ = cut_off_tx.send(true);
+        let _ = tokio::time::timeout(CUT_OFF_FLUSH, all_closed()).await;
+    }
+    tracing::info!(event = "shutdown_complete");
+    Ok(())
+}
+
+/// `--max-connections`, lowered so that inbound connections leave [`RESERVED_FDS`] free
+/// under the process's file-descriptor limit.
+fn connection_cap(configured: u64, fd_limit: Option<u64>) -> u64 {
+    match fd_limit {
+        Some(limit) => configured.min(limit.saturating_sub(RESERVED_FDS).max(1)),
+        None => configured,
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux; `None` elsewhere).
+fn fd_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Resolves on the first SIGTERM (what `kill`, Docker and Kubernetes send), SIGINT (Ctrl-C),
+/// SIGHUP (the terminal closed) or SIGQUIT: each drains and flushes the same way, so no
+/// answered request goes unlogged whichever one ends the process.
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let kinds = [
+            ("SIGTERM", SignalKind::terminate()),
+            ("SIGINT", SignalKind::interrupt()),
+            ("SIGHUP", SignalKind::hangup()),
+            ("SIGQUIT", SignalKind::quit()),
+        ];
+        let mut listening = Vec::new();
+        for (name, kind) in kinds {
+            match signal(kind) {
+                Ok(stream) => listening.push((name, stream)),
+                Err(e) => tracing::error!(error = %e, signal = name, "cannot listen for a signal"),
+            }
+        }
+        let received = std::future::poll_fn(|cx| {
+            for (name, stream) in &mut listening {
+                if stream.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*name);
+                }
+            }
+            std::task::Poll::Pending
+        });
+        let name = received.await;
+        tracing::info!(event = "signal_received", signal = name);
+    }
+    #[cfg(not(unix))]
+    if let Err(e) = tokio::signal::ctrl_c().await {
+        tracing::error!(error = %e, "cannot listen for Ctrl-C");
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_descriptors_free() {
+        assert_eq!(connection_cap(1024, None), 1024);
+        assert_eq!(connection_cap(1024, Some(20_000)), 1024);
+        assert_eq!(connection_cap(1024, Some(256)), 192);
+        assert_eq!(connection_cap(1024, Some(10)), 1, "never zero");
+    }
+
+    #[test]
+    fn the_fd_limit_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(fd_limit().is_some_and(|n| n > 0));
+        }
+    }
+
+    #[test]
+    fn edge_defaults_match_the_flags() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            edge: EdgeArgs,
+        }
+        let cli = Cli::try_parse_from(["x"]).expect("defaults parse");
+        assert_eq!(cli.edge, EdgeArgs::default());
+        assert!(Cli::try_parse_from(["x", "--max-header-bytes", "10"]).is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! Observation: what happens in a service is seen, in logs, traces and metrics, and what
+//! telemetry itself could not deliver is counted. The entry point is [`init`] (the
+//! crate's `run` calls it); everything a service names is re-exported here.
+//!
+//! | file | what |
+//! |---|---|
+//! | [`requests`] | one request in: one server span, one log line, one set of metric samples |
+//! | [`request_id`] | `X-Request-ID`: validated or generated, echoed |
+//! | [`logging`] | the JSON log line format, and the request context every line carries |
+//! | [`log_writer`] | stdout behind a bounded queue |
+//! | [`otlp_logs`] | the same lines as OTLP log records, when asked for |
+//! | [`traces`] | spans as OpenTelemetry spans, W3C trace context in and out, OTLP export |
+//! | [`export_queue`] | the bounded, counted queues in front of the OTLP exporters |
+//! | [`metrics`] | the recorder and its three renderings |
+//! | [`exemplars`] | the trace behind a histogram bucket, and OpenMetrics |
+//! | [`losses`] | what telemetry lost, counted where it was lost |
+
+pub mod exemplars;
+pub mod export_queue;
+pub mod log_writer;
+pub mod logging;
+pub mod losses;
+pub mod metrics;
+pub mod otlp_logs;
+pub mod request_id;
+pub mod requests;
+pub mod traces;
+
+pub use exemplars::Slots;
+pub use logging::LogContext;
+pub use metrics::exemplars as exemplar_store;
+pub use metrics::{CLIENT_DURATION, Metrics, Tally};
+pub use request_id::{HEADER as REQUEST_ID_HEADER, RequestId};
+pub use requests::{ATTEMPT_HEADER, AttemptHeader, ClientAddress, TIMEOUT_HEADER};
+pub use traces::{SpanIds, inject};
+
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _};
+
+/// The log filter when `RUST_LOG` is unset: INFO, except reqwest-retry's own free-text
+/// "Retry attempt #n" warnings, which service B replaces with structured
+/// `provider_call_failed` events.
+pub const DEFAULT_LOG_FILTER: &str = "info,reqwest_retry=error";
+
+/// Target of the per-request log line: it is the span's own summary, so it goes to the log
+/// only, not onto the span as an event.
+pub const ACCESS_LOG: &str = "access_log";
+
+/// Telemetry settings both services take as flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct TelemetryArgs {
+    /// Also trace `GET /health` and `GET /metrics` (off: probes and scrapes would otherwise
+    /// be a large share of all traces; their log lines keep trace ids either way).
+    #[arg(long, env = "TRACE_PROBES")]
+    pub trace_probes: bool,
+}
+
+/// Owns what must be flushed on the way out: the log writer thread and the span exporter.
+/// Call [`Telemetry::shutdown`] after the server has drained.
+#[derive(Debug)]
+pub struct Telemetry {
+    log_guard: log_writer::FlushGuard,
+    notices: losses::Notices,
+    traces: traces::Traces,
+    logs: Option<otlp_logs::OtlpLogs>,
+    /// The process's metrics: counters for `/metrics` in both formats.
+    pub metrics: metrics::Metrics,
+}
+
+/// Why telemetry could not start. Every case is a start-up misconfiguration.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// `RUST_LOG` does not parse as a filter.
+    #[error("RUST_LOG is not a valid filter: {0}")]
+    LogFilter(#[from] tracing_subscriber::filter::ParseError),
+    /// A global subscriber or recorder was already installed in this process.
+    #[error("telemetry was already initialised in this process: {0}")]
+    AlreadyInitialised(String),
+    /// The OTLP exporter settings are unusable.
+    #[error("trace export is misconfigured: {0}")]
+    Traces(String),
+}
+
+/// Installs logging, tracing and metrics for the whole process. Call once, from `main`,
+/// inside the Tokio runtime (metrics upkeep runs as a task on it).
+///
+/// - Logs: one JSON object per line on stdout, queued and written by a background thread
+///   (see [`log_writer`]): a slow, blocked or closed stdout never stalls a request; what
+///   it cannot take is dropped and counted (see [`losses`]). `RUST_LOG` (default
+///   [`DEFAULT_LOG_FILTER`]) filters *this output only*: spans are still created for
+///   tracing, so a quiet log never breaks trace propagation.
+/// - Traces: see [`traces`]. Ids are real W3C ids even when nothing is exported.
+/// - Metrics: see [`metrics`].
+///
+/// `timeouts` are the service's own timeouts: each gets a histogram bucket boundary at and
+/// just above it (see [`metrics::timeout_bounds`]).
+pub fn init(
+    service: &'static str,
+    args: &TelemetryArgs,
+    timeouts: &[std::time::Duration],
+) -> Result<Telemetry, InitError> {
+    let (writer, log_guard) = log_writer::stdout_writer();
+    let log_filter = || match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives),
+        _ => EnvFilter::try_new(DEFAULT_LOG_FILTER),
+    };
+    // One resource for spans, log records and target_info: one service.instance.id.
+    let resource = traces::resource(service);
+    let traces = traces::Traces::init(service, resource.clone(), args.trace_probes)
+        .map_err(InitError::Traces)?;
+    let logs = otlp_logs::OtlpLogs::init(service, resource.clone()).map_err(InitError::Traces)?;
+    let records = match &logs {
+        Some(logs) => Some(logs.layer().with_filter(log_filter()?)),
+        None => None,
+    };
+
+    let subscriber = tracing_subscriber::registry()
+        .with(logging::layer(service, writer).with_filter(log_filter()?))
+        // The same lines, as OTLP log records, when OTEL_LOGS_EXPORTER=otlp.
+        .with(records)
+        // Spans at INFO and above become OpenTelemetry spans whatever RUST_LOG says: a
+        // filter on this layer that disabled B's attempt span would stop `traceparent`
+        // from being sent. DEBUG and TRACE callsites from dependencies stay disabled for both
+        // layers, so they cost nothing. Left off the spans: the access log line (the span
+        // says it all) and reqwest-retry's free-text retry warnings (B's attempt spans carry
+        // structured ones).
+        .with(
+            traces.layer().with_filter(
+                Targets::new()
+                    .with_default(LevelFilter::INFO)
+                    .with_target(ACCESS_LOG, LevelFilter::OFF)
+                    .with_target("reqwest_retry", LevelFilter::OFF),
+            ),
+        );
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|e| InitError::AlreadyInitialised(e.to_string()))?;
+
+    let metrics =
+        metrics::Metrics::install(timeouts, &resource).map_err(InitError::AlreadyInitialised)?;
+    Ok(Telemetry {
+        log_guard,
+        notices: losses::Notices::start(service),
+        traces,
+        logs,
+        metrics,
+    })
+}
+
+/// How long each sink gets to take what is still queued at shutdown: the span and log
+/// record exporters (together), then stdout. A sink that is stuck or gone cannot hold the
+/// process longer; what it did not take is counted (see [`losses`]).
+pub const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Telemetry {
+    /// Flushes spans and log records still in their batches, then the log lines still
+    /// queued, each within [`FLUSH_GRACE`], and says on stderr what was lost, if anything.
+    pub async fn shutdown(self) {
+        let spans = self.traces.shutdown(FLUSH_GRACE);
+        let records = async {
+            if let Some(logs) = self.logs {
+                logs.shutdown(FLUSH_GRACE).await;
+            }
+        };
+        tokio::join!(spans, records);
+        self.log_guard.finish(FLUSH_GRACE);
+        self.notices.finish(std::time::Duration::from_millis(200));
+    }
+}
