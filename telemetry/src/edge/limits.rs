@@ -22,7 +22,7 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 
 use crate::edge::http::{BODY_LIMIT, error};
 
@@ -62,9 +62,8 @@ async fn protect(State(limits): State<Arc<Limits>>, request: Request, next: Next
             Ok(request) => request,
             Err(refused) => return refused,
         };
-        let _place = match take_place(&request, &limits.in_flight) {
-            Ok(place) => place,
-            Err(shed) => return shed,
+        let Ok(_place) = take_place(&request, &limits.in_flight) else {
+            return shed();
         };
         next.run(request).await
     };
@@ -112,11 +111,12 @@ async fn read_body(request: Request, timeout: Duration) -> Result<Request, Respo
     }
 }
 
-/// One of the in-flight places (none needed for probes and scrapes), or 503.
+/// One of the in-flight places (none needed for probes and scrapes), or `Err` when all
+/// are taken.
 fn take_place(
     request: &Request,
     in_flight: &Arc<Semaphore>,
-) -> Result<Option<OwnedSemaphorePermit>, Response> {
+) -> Result<Option<OwnedSemaphorePermit>, TryAcquireError> {
     let exempt = request
         .extensions()
         .get::<MatchedPath>()
@@ -124,19 +124,20 @@ fn take_place(
     if exempt {
         return Ok(None);
     }
-    match in_flight.clone().try_acquire_owned() {
-        Ok(place) => Ok(Some(place)),
-        Err(_) => {
-            crate::event!(WARN, "load_shed");
-            metrics::counter!(REQUESTS_SHED).increment(1);
-            let mut response = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many requests in flight: try again later",
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            Err(response)
-        }
-    }
+    in_flight.clone().try_acquire_owned().map(Some)
+}
+
+/// The answer to a request shed because every in-flight place is taken: logged, counted,
+/// 503 with `Retry-After`.
+fn shed() -> Response {
+    crate::event!(WARN, "load_shed");
+    metrics::counter!(REQUESTS_SHED).increment(1);
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many requests in flight: try again later",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
