@@ -141,7 +141,7 @@ pub fn gave_up(last: AttemptOutcome, reason: StopReason) {
     match reason {
         StopReason::BudgetSpent => metrics::counter!(RETRY_BUDGET_EXHAUSTED).increment(1),
         StopReason::Deadline => metrics::counter!(DEADLINE_EXCEEDED).increment(1),
-        StopReason::AttemptsSpent | StopReason::NotRetryable => {}
+        StopReason::AttemptsSpent | StopReason::NotRetryable | StopReason::CircuitOpen => {}
     }
 }
 

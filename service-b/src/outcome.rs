@@ -30,6 +30,17 @@ impl AttemptOutcome {
         Self::ProtocolError,
     ];
 
+    /// How an attempt that got an answer with `status` ended.
+    pub fn of_answer(status: http::StatusCode) -> Self {
+        if status.is_success() {
+            Self::Ok
+        } else if status.is_server_error() {
+            Self::BadStatus
+        } else {
+            Self::Rejected
+        }
+    }
+
     /// The name in logs (`error`), metric labels (`outcome`, `kind`) and spans
     /// (`error.type`, for failures without a status code).
     pub fn label(self) -> &'static str {
@@ -70,15 +81,19 @@ pub enum StopReason {
     Deadline,
     /// The last failure is not worth retrying.
     NotRetryable,
+    /// The circuit breaker opened while this call was under way (other calls found A
+    /// failing): no further attempt adds to A's load.
+    CircuitOpen,
 }
 
 impl StopReason {
     /// Every reason, for registering metric series.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::AttemptsSpent,
         Self::BudgetSpent,
         Self::Deadline,
         Self::NotRetryable,
+        Self::CircuitOpen,
     ];
 
     /// The name in logs (`reason`) and metric labels.
@@ -88,6 +103,7 @@ impl StopReason {
             Self::BudgetSpent => "retry_budget_exhausted",
             Self::Deadline => "deadline_exceeded",
             Self::NotRetryable => "not_retryable",
+            Self::CircuitOpen => "circuit_open",
         }
     }
 }

@@ -370,3 +370,48 @@ async fn an_endless_answer_is_refused_once_past_the_limit() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn two_providers_in_one_process_keep_their_own_labels() {
+    let (metrics, recorder) = telemetry::observe::Metrics::build(&[]).expect("recorder");
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let (first, _) = stub(Stub::Reply(TOKEN)).await;
+    let (second, _) = stub(Stub::Reply(UNAVAILABLE)).await;
+    let one = provider(&first, &[]);
+    let two = provider(&format!("{second}/v2/"), &["--provider-attempts", "1"]);
+    call(&one, None).await.expect("a token from the first");
+    unavailable(call(&two, None).await);
+
+    let text = metrics.render_prometheus();
+    let count = |labels: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("http_client_request_duration_seconds_count") && l.contains(labels)
+            })
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, n)| n.to_owned())
+    };
+    let port = |url: &str| {
+        url.rsplit_once(':')
+            .map(|(_, p)| p.to_owned())
+            .expect("port")
+    };
+    assert_eq!(
+        count(&format!(
+            r#"server_port="{}",url_template="/token",http_response_status_code="200""#,
+            port(&first)
+        ))
+        .as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        count(&format!(
+            r#"server_port="{}",url_template="/v2/token",http_response_status_code="503",error_type="503""#,
+            port(&second)
+        ))
+        .as_deref(),
+        Some("1"),
+        "{text}"
+    );
+}

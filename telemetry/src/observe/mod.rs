@@ -9,6 +9,7 @@
 //! | [`logging`] | the JSON log line format, and the request context every line carries |
 //! | [`log_writer`] | stdout behind a bounded queue |
 //! | [`otlp_logs`] | the same lines as OTLP log records, when asked for |
+//! | [`outbound`] | one outbound call: client span, trace context on the request, duration |
 //! | [`traces`] | spans as OpenTelemetry spans, W3C trace context in and out, OTLP export |
 //! | [`export_queue`] | the bounded, counted queues in front of the OTLP exporters |
 //! | [`metrics`] | the recorder and its three renderings |
@@ -22,6 +23,7 @@ pub mod logging;
 pub mod losses;
 pub mod metrics;
 pub mod otlp_logs;
+pub mod outbound;
 pub mod request_id;
 pub mod requests;
 pub mod traces;
@@ -30,6 +32,7 @@ pub use exemplars::Slots;
 pub use logging::LogContext;
 pub use metrics::exemplars as exemplar_store;
 pub use metrics::{CLIENT_DURATION, Metrics, Tally};
+pub use outbound::{Call, ClientCalls, Outcomes};
 pub use request_id::{HEADER as REQUEST_ID_HEADER, RequestId};
 pub use requests::{ATTEMPT_HEADER, AttemptHeader, ClientAddress, TIMEOUT_HEADER};
 pub use traces::{SpanIds, inject};

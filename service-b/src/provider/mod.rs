@@ -1,0 +1,375 @@
+//! The client for service A, and everything B does when A is slow, down or failing. The
+//! whole call is [`Provider::issue_token`], one loop that sends, asks and records:
+//!
+//! 1. ask the circuit breaker (open: 503 at once, A is not called);
+//! 2. send an attempt, its timeout bounded by what is left of the deadline
+//!    ([`attempt`]: the request, A's answer read whole, the failure built once and logged
+//!    inside the attempt's span);
+//! 3. on an answer, stop; on a failure, ask [`decision::next_step`] whether to retry after
+//!    a wait or to stop and why ([`StopReason`]), and record it.
+//!
+//! How the call ended is a [`ProviderError`] ([`answer`]); the route turns it into B's
+//! answer.
+
+pub mod answer;
+pub mod attempt;
+pub mod decision;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, SystemTime};
+
+use reqwest::{Response, Url};
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::{RetryDecision, RetryPolicy as _};
+use serde::Serialize;
+use telemetry::edge::Password;
+use telemetry::observe::ClientCalls;
+use tokio::time::Instant;
+
+pub use answer::{Failures, Grant, ProviderError, describe};
+pub use attempt::{AttemptFailure, MAX_ANSWER_BYTES};
+
+use crate::config::ProviderConfig;
+use crate::metrics as m;
+use crate::outcome::{AttemptOutcome, StopReason};
+use crate::resilience::{Admission, CircuitBreaker, CircuitState, RetryBudget};
+use attempt::{Attempts, ReadWhole};
+use decision::{Situation, Step};
+
+/// Header that tells A which attempt it is serving (1-based).
+pub const ATTEMPT_HEADER: http::HeaderName =
+    http::HeaderName::from_static(telemetry::observe::ATTEMPT_HEADER);
+
+/// Header that tells A how many milliseconds B will wait for this attempt.
+pub const TIMEOUT_HEADER: http::HeaderName =
+    http::HeaderName::from_static(telemetry::observe::TIMEOUT_HEADER);
+
+/// What B says it is, in `User-Agent` (and so in A's spans as `user_agent.original`).
+pub const USER_AGENT: &str = concat!("service-b/", env!("CARGO_PKG_VERSION"));
+
+/// Sliding window of the retry budget.
+const RETRY_BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+/// What B sends to A's `POST /token`. Its `Debug` output never shows the password (see
+/// [`Password`]).
+#[derive(Debug, Serialize)]
+pub struct TokenRequest<'a> {
+    /// Who asks.
+    pub username: &'a str,
+    /// Their password, passed through untouched.
+    pub password: &'a Password,
+    /// Simulated latency to ask A for, when the caller asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+}
+
+/// The client for service A.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    http: ClientWithMiddleware,
+    token_url: Url,
+    timeout: Duration,
+    /// A per-attempt timeout switched on at run time (the labs' misconfigured B), in
+    /// milliseconds; 0 when none is.
+    timeout_override: Arc<AtomicU64>,
+    deadline: Duration,
+    max_attempts: u32,
+    backoff: ExponentialBackoff,
+    breaker: Arc<CircuitBreaker>,
+    budget: Arc<RetryBudget>,
+}
+
+impl Provider {
+    /// A client for A with the timeouts, retry policy, budget and breaker of `config`.
+    pub fn new(config: &ProviderConfig) -> Result<Self, reqwest::Error> {
+        let timeout = config.provider_timeout();
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
+            // B talks to A directly; a proxy from the environment would only add a hop
+            // that fails on its own.
+            .no_proxy()
+            .build()?;
+        let mut token_url = config.provider_url.clone();
+        // Config only admits http:// URLs, which always have a path.
+        if let Ok(mut segments) = token_url.path_segments_mut() {
+            segments.pop_if_empty().push("token");
+        }
+        let http = ClientBuilder::new(client)
+            .with(ClientCalls::new(&token_url, Attempts))
+            .with(ReadWhole)
+            .build();
+        let (min, max) = config.retry_backoff();
+        Ok(Self {
+            http,
+            token_url,
+            timeout,
+            timeout_override: Arc::default(),
+            deadline: config.provider_deadline(),
+            max_attempts: config.provider_attempts,
+            backoff: ExponentialBackoff::builder()
+                .retry_bounds(min, max)
+                .jitter(reqwest_retry::Jitter::Bounded)
+                .build_with_max_retries(config.provider_attempts.saturating_sub(1)),
+            breaker: Arc::new(CircuitBreaker::new(config.breaker_policy())),
+            budget: Arc::new(RetryBudget::new(
+                config.retry_budget_ratio,
+                config.retry_budget_min_per_sec,
+                RETRY_BUDGET_WINDOW,
+            )),
+        })
+    }
+
+    /// The per-attempt timeout: `--provider-timeout-ms`, unless one was switched on at run
+    /// time through the fault endpoint.
+    pub fn attempt_timeout(&self) -> Duration {
+        match self.timeout_override.load(Relaxed) {
+            0 => self.timeout,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    /// Switches the per-attempt timeout to `timeout` (`None`: back to the flag's).
+    pub fn override_timeout(&self, timeout: Option<Duration>) {
+        let ms = timeout.map_or(0, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        self.timeout_override.store(ms, Relaxed);
+    }
+
+    /// The circuit breaker's current state.
+    pub fn circuit_state(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    /// The URL B calls.
+    pub fn token_url(&self) -> &Url {
+        &self.token_url
+    }
+
+    /// Asks A for a token: the whole call, as the module docs list it. `request_id` is
+    /// forwarded as `X-Request-ID` so A's log lines carry the same id.
+    pub async fn issue_token(
+        &self,
+        request: &TokenRequest<'_>,
+        request_id: &telemetry::RequestId,
+    ) -> Result<Grant, ProviderError> {
+        let permit = match self.breaker.admit() {
+            Admission::Refused { retry_in, evidence } => {
+                m::circuit_refused();
+                return Err(ProviderError::CircuitOpen { retry_in, evidence });
+            }
+            Admission::Allowed(permit, entered) => {
+                circuit_changed(entered);
+                permit
+            }
+        };
+        self.budget.deposit();
+        let deadline = Instant::now() + self.deadline;
+        let mut failures: Vec<AttemptFailure> = Vec::new();
+
+        let stopped = loop {
+            let number = failures.len() as u32 + 1;
+            let timeout = self
+                .attempt_timeout()
+                .min(deadline.saturating_duration_since(Instant::now()));
+            if timeout.is_zero() {
+                break StopReason::Deadline;
+            }
+            let sent = Instant::now();
+            let failure = match self.attempt(number, timeout, request, request_id).await {
+                Ok(answer) => {
+                    m::attempt(AttemptOutcome::of_answer(answer.status()), sent.elapsed());
+                    // Any answer from A, a refusal included, shows A is reachable.
+                    circuit_changed(permit.record(true));
+                    return answer::read_answer(answer).await;
+                }
+                Err(failure) => failure,
+            };
+            m::attempt(failure.kind, sent.elapsed());
+            let situation = Situation {
+                outcome: failure.kind,
+                attempts: number,
+                max_attempts: self.max_attempts,
+                now: Instant::now(),
+                deadline,
+                backoff: backoff_wait(&self.backoff, number - 1),
+                breaker_open: self.breaker.state() == CircuitState::Open,
+            };
+            failures.push(failure);
+            match decision::next_step(&situation, || self.budget.try_withdraw()) {
+                Step::RetryAfter(wait) => tokio::time::sleep(wait).await,
+                Step::Stop(reason) => break reason,
+            }
+        };
+
+        let failures = Failures {
+            attempts: failures,
+            stopped,
+            deadline: self.deadline,
+        };
+        telemetry::event!(
+            WARN,
+            "provider_gave_up",
+            reason = stopped.label(),
+            attempts = failures.attempts.len() as i64,
+        );
+        m::gave_up(failures.last_kind(), stopped);
+        if self.says_nothing_of_a(request, &failures) {
+            drop(permit);
+        } else {
+            circuit_changed(permit.record(false));
+        }
+        Err(ProviderError::Unavailable(failures))
+    }
+
+    /// Whether the failures of a call say nothing about A's health: a caller who asks A to
+    /// wait at least as long as B waits has asked for the timeouts it got. Such a call is
+    /// answered as any timeout, but not counted by the breaker, so nobody can open it for
+    /// everyone by asking for slow answers.
+    fn says_nothing_of_a(&self, request: &TokenRequest<'_>, failures: &Failures) -> bool {
+        let asked_for_timeouts = request
+            .delay_ms
+            .is_some_and(|ms| Duration::from_millis(ms) >= self.attempt_timeout());
+        asked_for_timeouts
+            && failures
+                .attempts
+                .iter()
+                .all(|f| f.kind == AttemptOutcome::Timeout)
+    }
+
+    /// Attempt number `number`, within `timeout`: A's answer (2xx or 4xx, read whole), or
+    /// how the attempt failed.
+    async fn attempt(
+        &self,
+        number: u32,
+        timeout: Duration,
+        request: &TokenRequest<'_>,
+        request_id: &telemetry::RequestId,
+    ) -> Result<Response, AttemptFailure> {
+        let built = self.token_request(number, timeout, request, request_id);
+        match self.http.execute(built).await {
+            Ok(answer) => Ok(answer),
+            // A failure comes back built, and already logged inside the attempt's span
+            // (`attempt::Attempts`); anything else would be classified here the same way.
+            Err(reqwest_middleware::Error::Middleware(e)) if e.is::<AttemptFailure>() => {
+                Err(e.downcast().unwrap_or_else(|e| {
+                    let result = Err(reqwest_middleware::Error::Middleware(e));
+                    AttemptFailure::new(number, attempt::classify(&result), &result, timeout)
+                }))
+            }
+            Err(e) => {
+                let result = Err(e);
+                Err(AttemptFailure::new(
+                    number,
+                    attempt::classify(&result),
+                    &result,
+                    timeout,
+                ))
+            }
+        }
+    }
+
+    /// Attempt number `number` of `POST /token`: the JSON body, `User-Agent`, the attempt's
+    /// number and timeout for A, and the request id, with room for the trace context
+    /// headers telemetry adds (a header map that grows is copied and rehashed).
+    fn token_request(
+        &self,
+        number: u32,
+        timeout: Duration,
+        request: &TokenRequest<'_>,
+        request_id: &telemetry::RequestId,
+    ) -> reqwest::Request {
+        let mut headers = http::HeaderMap::with_capacity(16);
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        );
+        headers.insert(ATTEMPT_HEADER, http::HeaderValue::from(number));
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        headers.insert(TIMEOUT_HEADER, http::HeaderValue::from(timeout_ms));
+        if let Some(id) = request_id.header_value() {
+            headers.insert(telemetry::observe::REQUEST_ID_HEADER, id);
+        }
+        let mut built = reqwest::Request::new(http::Method::POST, self.token_url.clone());
+        // A struct of two strings and a number always serialises.
+        *built.body_mut() = Some(serde_json::to_vec(request).unwrap_or_default().into());
+        *built.headers_mut() = headers;
+        *built.timeout_mut() = Some(timeout);
+        built
+    }
+}
+
+/// The wait before retry number `past_retries + 1` reqwest-retry's exponential backoff asks
+/// for, or `None` when it allows no more. The policy speaks in wall-clock times; the wait
+/// is their difference, and B's own clock takes it from here.
+fn backoff_wait(policy: &ExponentialBackoff, past_retries: u32) -> Option<Duration> {
+    let now = SystemTime::now();
+    match policy.should_retry(now, past_retries) {
+        RetryDecision::Retry { execute_after } => {
+            Some(execute_after.duration_since(now).unwrap_or_default())
+        }
+        RetryDecision::DoNotRetry => None,
+    }
+}
+
+/// Logs, counts and exports a breaker state change, if there was one.
+fn circuit_changed(entered: Option<CircuitState>) {
+    let Some(to) = entered else {
+        return;
+    };
+    match to {
+        CircuitState::Open => telemetry::event!(WARN, "circuit_opened"),
+        CircuitState::HalfOpen => telemetry::event!(INFO, "circuit_half_open"),
+        CircuitState::Closed => telemetry::event!(INFO, "circuit_closed"),
+    }
+    m::circuit_transition(to);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_url_is_built_from_the_base() {
+        use clap::Parser as _;
+        for (base, expected) in [
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/token"),
+            ("http://a:1/prefix/", "http://a:1/prefix/token"),
+        ] {
+            let config =
+                crate::config::Config::try_parse_from(["service-b", "--provider-url", base])
+                    .expect("parses");
+            let provider = Provider::new(&config.provider).expect("client");
+            assert_eq!(provider.token_url().as_str(), expected);
+        }
+    }
+
+    #[test]
+    fn the_backoff_waits_within_its_bounds_and_ends() {
+        let policy = ExponentialBackoff::builder()
+            .retry_bounds(Duration::from_millis(10), Duration::from_millis(50))
+            .jitter(reqwest_retry::Jitter::Bounded)
+            .build_with_max_retries(1);
+        let wait = backoff_wait(&policy, 0).expect("one retry");
+        assert!(wait <= Duration::from_millis(10), "{wait:?}");
+        assert_eq!(backoff_wait(&policy, 1), None);
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let password: Password = serde_json::from_str("\"pass123\"").expect("password");
+        let request = TokenRequest {
+            username: "divya",
+            password: &password,
+            delay_ms: None,
+        };
+        assert!(!format!("{request:?}").contains("pass123"));
+    }
+}
