@@ -8,7 +8,7 @@
 //! a loopback address, and is not part of A's API: it is how a teacher's or a test's tools
 //! break A, never how a caller does.
 
-use std::sync::RwLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -53,9 +53,16 @@ pub struct Injected {
     pub sealed: bool,
 }
 
-impl Injected {
+impl telemetry::faults::Fault for Injected {
+    fn scenario(&self) -> &str {
+        &self.scenario
+    }
+
+    fn sealed(&self) -> bool {
+        self.sealed
+    }
+
     fn check(&self) -> Result<(), String> {
-        telemetry::faults::check_name(&self.scenario)?;
         if !(0.0..=1.0).contains(&self.slow_share) || !(0.0..=1.0).contains(&self.failure_rate) {
             return Err("slow_share and failure_rate must be from 0.0 to 1.0".into());
         }
@@ -72,12 +79,15 @@ pub struct StartupFault(pub Option<Injected>);
 
 /// Parses `--fault` (`A_FAULT`).
 pub fn parse_fault(text: &str) -> Result<StartupFault, String> {
-    if text.trim().is_empty() {
-        return Ok(StartupFault(None));
-    }
-    let fault: Injected = serde_json::from_str(text).map_err(|e| format!("not a fault: {e}"))?;
-    fault.check()?;
-    Ok(StartupFault(Some(fault)))
+    Switch::parse(text).map(StartupFault)
+}
+
+/// The switch of A's run-time faults.
+pub type Switch = telemetry::faults::FaultSwitch<Injected>;
+
+/// A new switch; a fault that says A is down pulls `plug`.
+pub fn switch(plug: telemetry::faults::Plug) -> Switch {
+    Switch::new(move |fault: Option<&Injected>| plug.set_unplugged(fault.is_some_and(|f| f.down)))
 }
 
 /// One token request's share of the faults: how long to wait on top of `delay_ms`, and
@@ -92,29 +102,15 @@ pub struct Draw {
 
 /// The flags' faults and the one switched on at run time, if any.
 #[derive(Debug)]
-pub struct FaultSwitch {
+pub struct Teaching {
     flags: Faults,
-    injected: RwLock<Option<Injected>>,
-    scenarios: telemetry::faults::Scenarios,
-    /// Pulled while a fault says A is down (see `telemetry::unplug`).
-    plug: telemetry::unplug::Plug,
+    switch: Arc<Switch>,
 }
 
-impl FaultSwitch {
-    /// The faults of the flags, nothing injected.
-    pub fn new(flags: Faults) -> Self {
-        Self {
-            flags,
-            injected: RwLock::new(None),
-            scenarios: telemetry::faults::Scenarios::default(),
-            plug: telemetry::unplug::Plug::default(),
-        }
-    }
-
-    /// What a fault that takes A down pulls: the server's listener is wrapped in it when A
-    /// is started with a fault endpoint or a start-up fault.
-    pub fn plug(&self) -> &telemetry::unplug::Plug {
-        &self.plug
+impl Teaching {
+    /// The faults of `flags`, and those `switch` turns on.
+    pub fn new(flags: Faults, switch: Arc<Switch>) -> Self {
+        Self { flags, switch }
     }
 
     /// What the flags set.
@@ -122,18 +118,9 @@ impl FaultSwitch {
         self.flags
     }
 
-    /// The fault switched on now.
-    pub fn current(&self) -> Option<Injected> {
-        self.injected
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Draws one token request's faults.
     pub fn draw(&self) -> Draw {
-        let injected = self.injected.read().unwrap_or_else(|p| p.into_inner());
-        let (extra, failure_rate) = match injected.as_ref() {
+        let (extra, failure_rate) = self.switch.read(|injected| match injected {
             None => (self.flags.extra_latency, self.flags.failure_rate),
             Some(fault) => {
                 let slow = fault.slow_share > 0.0 && fastrand::f64() < fault.slow_share;
@@ -143,56 +130,11 @@ impl FaultSwitch {
                     fault.failure_rate,
                 )
             }
-        };
+        });
         Draw {
             extra,
             fail: failure_rate > 0.0 && fastrand::f64() < failure_rate,
         }
-    }
-
-    /// Switches `fault` on (`None`: off), and says so in the gauge and the log.
-    pub fn set(&self, fault: Option<Injected>) -> Result<(), String> {
-        if let Some(fault) = &fault {
-            fault.check()?;
-        }
-        let mut injected = self.injected.write().unwrap_or_else(|p| p.into_inner());
-        self.scenarios.switch(
-            fault
-                .as_ref()
-                .map(|f| telemetry::faults::shown_name(&f.scenario, f.sealed)),
-        )?;
-        self.plug
-            .set_unplugged(fault.as_ref().is_some_and(|f| f.down));
-        match &fault {
-            Some(fault) if fault.sealed => telemetry::event!(
-                WARN,
-                "fault_injected",
-                scenario = telemetry::faults::SEALED,
-                sealed = true
-            ),
-            Some(fault) => telemetry::event!(WARN, "fault_injected", scenario = %fault.scenario,
-                extra_latency_ms = fault.extra_latency_ms, slow_share = fault.slow_share,
-                slow_ms = fault.slow_ms, failure_rate = fault.failure_rate, down = fault.down),
-            None => telemetry::event!(INFO, "fault_cleared"),
-        }
-        *injected = fault;
-        Ok(())
-    }
-}
-
-impl telemetry::faults::Switch for FaultSwitch {
-    type Fault = Injected;
-
-    fn current(&self) -> Option<Injected> {
-        FaultSwitch::current(self)
-    }
-
-    fn set(&self, fault: Option<Injected>) -> Result<(), String> {
-        FaultSwitch::set(self, fault)
-    }
-
-    fn is_sealed(fault: &Injected) -> bool {
-        fault.sealed
     }
 }
 
@@ -212,35 +154,40 @@ mod tests {
         }
     }
 
+    fn teaching(flags: Faults) -> (Teaching, Arc<Switch>) {
+        let switch = Arc::new(switch(telemetry::faults::Plug::default()));
+        (Teaching::new(flags, switch.clone()), switch)
+    }
+
     #[test]
     fn an_injected_fault_replaces_the_flags_until_cleared() {
-        let switch = FaultSwitch::new(Faults {
+        let (knobs, switch) = teaching(Faults {
             extra_latency: Duration::from_millis(5),
             ..Faults::default()
         });
-        assert_eq!(switch.draw().extra, Duration::from_millis(5));
+        assert_eq!(knobs.draw().extra, Duration::from_millis(5));
         let mut slow = fault("a-slow");
         slow.extra_latency_ms = 300;
         switch.set(Some(slow.clone())).expect("valid");
         assert_eq!(switch.current(), Some(slow));
-        assert_eq!(switch.draw().extra, Duration::from_millis(300));
+        assert_eq!(knobs.draw().extra, Duration::from_millis(300));
         let mut failing = fault("a-flaky");
         failing.failure_rate = 1.0;
         switch.set(Some(failing)).expect("valid");
-        assert!(switch.draw().fail);
+        assert!(knobs.draw().fail);
         switch.set(None).expect("off");
-        assert_eq!(switch.draw().extra, Duration::from_millis(5));
-        assert!(!switch.draw().fail);
+        assert_eq!(knobs.draw().extra, Duration::from_millis(5));
+        assert!(!knobs.draw().fail);
     }
 
     #[test]
     fn a_sealed_fault_acts_the_same() {
-        let switch = FaultSwitch::new(Faults::default());
+        let (knobs, switch) = teaching(Faults::default());
         let mut sealed = fault("anything");
         sealed.extra_latency_ms = 300;
         sealed.sealed = true;
         switch.set(Some(sealed)).expect("valid");
-        assert_eq!(switch.draw().extra, Duration::from_millis(300));
+        assert_eq!(knobs.draw().extra, Duration::from_millis(300));
         let parsed = parse_fault(r#"{"scenario":"sealed","sealed":true,"failure_rate":1.0}"#)
             .expect("parses");
         assert!(parsed.0.is_some_and(|f| f.sealed && f.failure_rate == 1.0));
@@ -251,7 +198,7 @@ mod tests {
 
     #[test]
     fn nonsense_is_refused() {
-        let switch = FaultSwitch::new(Faults::default());
+        let (_, switch) = teaching(Faults::default());
         assert!(switch.set(Some(fault("Bad Name"))).is_err());
         let mut share = fault("x");
         share.slow_share = 1.5;

@@ -65,7 +65,6 @@ pub fn register() {
         metrics::Unit::Seconds,
         "Simulated delay requested with delay_ms"
     );
-    telemetry::faults::Scenarios::describe();
     for counter in &handles().outcomes {
         counter.absolute(0);
     }

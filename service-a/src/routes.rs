@@ -12,7 +12,7 @@ use telemetry::edge::{Json, JsonBody};
 use tracing::Instrument as _;
 
 use crate::error::ApiError;
-use crate::faults::FaultSwitch;
+use crate::faults::Teaching;
 use crate::metrics::{self as m, TokenOutcome};
 use crate::throttle::LoginThrottle;
 use crate::users::Users;
@@ -27,7 +27,7 @@ pub struct AppState {
     /// Ceiling for `delay_ms`.
     pub max_delay_ms: u64,
     /// The teaching knobs, from the flags and from the fault endpoint.
-    pub faults: Arc<FaultSwitch>,
+    pub faults: Arc<Teaching>,
 }
 
 use telemetry::edge::Password;

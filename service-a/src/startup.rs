@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::faults::{FaultSwitch, Faults, StartupFault};
+use crate::faults::{Faults, Injected, StartupFault, Teaching};
 use crate::routes::{AppState, router};
 use crate::throttle::LoginThrottle;
 use crate::users::{DEMO_USER, Users};
@@ -37,7 +37,9 @@ pub enum StartupError {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
-    fault_listener: Option<TcpListener>,
+    lab: telemetry::faults::Lab<Injected>,
+    /// What a lab's "A is down" pulls (see `telemetry::faults::unplug`).
+    plug: telemetry::faults::Plug,
     config: Config,
     state: AppState,
     metrics: telemetry::observe::Metrics,
@@ -60,11 +62,15 @@ impl Application {
             return Err(StartupError::NoUsers);
         }
         let listener = telemetry::edge::bind(config.serve.listen).await?;
-        let fault_listener = match config.fault_listen {
-            Some(addr) => Some(telemetry::faults::bind(addr).await?),
-            None => None,
-        };
         crate::metrics::register();
+        let plug = telemetry::faults::Plug::default();
+        let startup = config.fault.clone().and_then(|StartupFault(fault)| fault);
+        let lab = telemetry::faults::Lab::start(
+            config.fault_listen,
+            crate::faults::switch(plug.clone()),
+            startup,
+        )
+        .await?;
         let state = AppState {
             users: Arc::new(users),
             throttle: Arc::new(LoginThrottle::new(
@@ -72,19 +78,19 @@ impl Application {
                 Duration::from_millis(config.login_failure_window_ms),
             )),
             max_delay_ms: config.max_delay_ms,
-            faults: Arc::new(FaultSwitch::new(Faults {
-                extra_latency: Duration::from_millis(config.extra_latency_ms),
-                failure_rate: config.failure_rate,
-                allow_fail_status: config.allow_fail_status,
-            })),
+            faults: Arc::new(Teaching::new(
+                Faults {
+                    extra_latency: Duration::from_millis(config.extra_latency_ms),
+                    failure_rate: config.failure_rate,
+                    allow_fail_status: config.allow_fail_status,
+                },
+                lab.switch.clone(),
+            )),
         };
-        if let Some(StartupFault(Some(fault))) = &config.fault {
-            // Checked when the flag was parsed; a name cap cannot be hit by the first one.
-            let _ = state.faults.set(Some(fault.clone()));
-        }
         Ok(Self {
             listener,
-            fault_listener,
+            lab,
+            plug,
             config,
             state,
             metrics,
@@ -99,7 +105,7 @@ impl Application {
     /// Serves until `stop` resolves, then drains in-flight requests (bounded by
     /// `--shutdown-grace-ms`).
     pub async fn run_until_stopped(
-        self,
+        mut self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let addr = self.local_addr()?;
@@ -111,15 +117,11 @@ impl Application {
             extra_latency_ms = self.config.extra_latency_ms,
             failure_rate = self.config.failure_rate,
         );
-        if let Some(fault_listener) = self.fault_listener {
-            let faults = telemetry::faults::router(self.state.faults.clone());
-            telemetry::faults::serve(fault_listener, faults);
-        }
+        self.lab.serve();
         let description = crate::openapi::description(
             self.state.max_delay_ms,
             self.state.faults.flags().allow_fail_status,
         );
-        let plug = self.state.faults.plug().clone();
         let app = router(self.state, self.metrics, description);
         let serving = telemetry::edge::Serving {
             edge: &self.config.edge,
@@ -129,9 +131,8 @@ impl Application {
             attempt_header: telemetry::observe::AttemptHeader::Trusted,
         };
         // Only a lab can take A down: its listener is pluggable only when a lab may ask.
-        let lab = self.config.fault_listen.is_some() || self.config.fault.is_some();
-        if lab {
-            let listener = plug.wrap(self.listener);
+        if self.lab.asked() {
+            let listener = self.plug.wrap(self.listener);
             telemetry::edge::serve(listener, app, stop, serving).await?;
         } else {
             telemetry::edge::serve(self.listener, app, stop, serving).await?;

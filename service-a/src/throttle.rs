@@ -23,6 +23,7 @@ use std::hash::{BuildHasher as _, RandomState};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use telemetry::edge::{SlidingWindow, SlotClock};
 use tokio::time::Instant;
 
 /// Counters per row (a power of two). 2 rows × 65,536 counters × 32 bytes = 4 MiB at most,
@@ -34,79 +35,54 @@ const COLUMNS: usize = 65_536;
 /// Slots one window is divided into; a counter's resolution is window / SLOTS.
 const SLOTS: usize = 10;
 
-/// One counter: failures per slot, in a ring of the last window's slots and the current one.
-/// Plain integers only, so a table of them is allocated zeroed (see [`COLUMNS`]).
-#[derive(Debug, Clone, Copy)]
-struct Cell {
-    /// Index of the newest slot written (slots count from the throttle's start).
-    newest: u64,
-    counts: [u16; SLOTS + 1],
-}
+/// One counter: failures per slot over the window and the slot in progress.
+type Cell = SlidingWindow<u16, { SLOTS + 1 }>;
 
 /// A [`Cell`] as it is stored: `[newest as four u16, counts…]`. Arrays of integers are what
 /// `vec![0; n]` can allocate zeroed instead of writing every page.
 type StoredCell = [u16; 4 + SLOTS + 1];
 
-impl Cell {
-    fn load(stored: &StoredCell) -> Self {
-        let mut newest = 0u64;
-        for (i, part) in stored[..4].iter().enumerate() {
-            newest |= u64::from(*part) << (16 * i);
-        }
-        let mut counts = [0; SLOTS + 1];
-        counts.copy_from_slice(&stored[4..]);
-        Self { newest, counts }
+fn load(stored: &StoredCell) -> Cell {
+    let mut newest = 0u64;
+    for (i, part) in stored[..4].iter().enumerate() {
+        newest |= u64::from(*part) << (16 * i);
     }
-
-    fn store(&self, stored: &mut StoredCell) {
-        for (i, part) in stored[..4].iter_mut().enumerate() {
-            *part = (self.newest >> (16 * i)) as u16;
-        }
-        stored[4..].copy_from_slice(&self.counts);
-    }
+    let mut counts = [0; SLOTS + 1];
+    counts.copy_from_slice(&stored[4..]);
+    Cell::from_parts(newest, counts)
 }
 
-impl Cell {
-    /// Forgets slots that have left the window by `slot`.
-    fn advance(&mut self, slot: u64) {
-        if slot <= self.newest {
-            return;
-        }
-        let stale = (slot - self.newest).min(self.counts.len() as u64);
-        for k in 1..=stale {
-            self.counts[ring(self.newest + k)] = 0;
-        }
-        self.newest = slot;
+fn store(cell: &Cell, stored: &mut StoredCell) {
+    let (newest, counts) = cell.parts();
+    for (i, part) in stored[..4].iter_mut().enumerate() {
+        *part = (newest >> (16 * i)) as u16;
     }
-
-    fn total(&self) -> u32 {
-        self.counts.iter().map(|&c| u32::from(c)).sum()
-    }
-
-    /// The first slot whose leaving the window brings the total under `max`.
-    fn frees_at(&self, max: u32) -> u64 {
-        let oldest = self.newest.saturating_sub(SLOTS as u64);
-        let mut total = self.total();
-        for slot in oldest..=self.newest {
-            total -= u32::from(self.counts[ring(slot)]);
-            if total < max {
-                return slot;
-            }
-        }
-        self.newest
-    }
+    stored[4..].copy_from_slice(counts);
 }
 
-fn ring(slot: u64) -> usize {
-    (slot % (SLOTS as u64 + 1)) as usize
+fn total(cell: &Cell) -> u32 {
+    cell.iter().map(|(_, &count)| u32::from(count)).sum()
+}
+
+/// The first slot whose leaving the window brings the total under `max`.
+fn frees_at(cell: &Cell, max: u32) -> u64 {
+    let mut left = total(cell);
+    let mut last = 0;
+    for (slot, &count) in cell.iter() {
+        left -= u32::from(count);
+        last = slot;
+        if left < max {
+            return slot;
+        }
+    }
+    last
 }
 
 /// Failed logins per username over a sliding window, in fixed memory (see the module docs).
 #[derive(Debug)]
 pub struct LoginThrottle {
     max_failures: u32,
-    slot_length: Duration,
-    started: Instant,
+    clock: SlotClock,
     key: RandomState,
     rows: Mutex<Vec<StoredCell>>,
 }
@@ -139,7 +115,6 @@ impl Drop for Guess<'_> {
 impl LoginThrottle {
     /// At most `max_failures` failures per username within `window` (0: no limit).
     pub fn new(max_failures: u32, window: Duration) -> Self {
-        let slot_length = (window / SLOTS as u32).max(Duration::from_millis(1));
         let rows = if max_failures == 0 {
             Vec::new()
         } else {
@@ -147,8 +122,7 @@ impl LoginThrottle {
         };
         Self {
             max_failures,
-            slot_length,
-            started: Instant::now(),
+            clock: SlotClock::new(window / SLOTS as u32),
             key: RandomState::new(),
             rows: Mutex::new(rows),
         }
@@ -164,30 +138,30 @@ impl LoginThrottle {
             });
         }
         let cells = self.cells(username);
-        let slot = self.slot();
+        let now = Instant::now();
+        let slot = self.clock.slot(now);
         let mut rows = self.lock();
-        let mut counters = cells.map(|c| Cell::load(&rows[c]));
+        let mut counters = cells.map(|c| load(&rows[c]));
         for counter in &mut counters {
             counter.advance(slot);
         }
-        let count = counters.iter().map(Cell::total).min().unwrap_or(0);
+        let count = counters.iter().map(total).min().unwrap_or(0);
         if count >= self.max_failures {
             let frees_at = counters
                 .iter()
-                .map(|c| c.frees_at(self.max_failures))
+                .map(|c| frees_at(c, self.max_failures))
                 .min()
                 .unwrap_or(slot);
             // The slot leaves the window when slot + SLOTS + 1 begins.
-            let at =
-                self.slot_length * u32::try_from(frees_at + SLOTS as u64 + 1).unwrap_or(u32::MAX);
+            let at = self.clock.start_of(frees_at + SLOTS as u64 + 1);
             return Err(at
-                .saturating_sub(self.started.elapsed())
+                .saturating_duration_since(now)
                 .max(Duration::from_millis(1)));
         }
         for (counter, cell) in counters.iter_mut().zip(cells) {
-            let count = &mut counter.counts[ring(slot)];
+            let count = counter.at(slot);
             *count = count.saturating_add(1);
-            counter.store(&mut rows[cell]);
+            store(counter, &mut rows[cell]);
         }
         Ok(Guess {
             throttle: self,
@@ -198,12 +172,11 @@ impl LoginThrottle {
     fn refund(&self, cells: [usize; 2], slot: u64) {
         let mut rows = self.lock();
         for cell in cells {
-            let mut counter = Cell::load(&rows[cell]);
-            // Only if the slot is still in the ring (it may have been reused since).
-            if counter.newest < slot + SLOTS as u64 + 1 {
-                let count = &mut counter.counts[ring(slot)];
+            let mut counter = load(&rows[cell]);
+            // Only if the slot is still in the window (its place may have been reused since).
+            if let Some(count) = counter.earlier(slot) {
                 *count = count.saturating_sub(1);
-                counter.store(&mut rows[cell]);
+                store(&counter, &mut rows[cell]);
             }
         }
     }
@@ -213,11 +186,6 @@ impl LoginThrottle {
         let hash = self.key.hash_one(username);
         let column = |bits: u64| (bits as usize) & (COLUMNS - 1);
         [column(hash), COLUMNS + column(hash >> 32)]
-    }
-
-    fn slot(&self) -> u64 {
-        let elapsed = self.started.elapsed().as_nanos();
-        u64::try_from(elapsed / self.slot_length.as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<StoredCell>> {
@@ -324,14 +292,13 @@ mod tests {
 
     #[test]
     fn a_stored_cell_round_trips() {
-        let cell = Cell {
-            newest: 0x0123_4567_89ab_cdef,
-            counts: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, u16::MAX],
-        };
+        let cell = Cell::from_parts(
+            0x0123_4567_89ab_cdef,
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, u16::MAX],
+        );
         let mut stored = [0; 4 + SLOTS + 1];
-        cell.store(&mut stored);
-        let back = Cell::load(&stored);
-        assert_eq!((back.newest, back.counts), (cell.newest, cell.counts));
+        store(&cell, &mut stored);
+        assert_eq!(load(&stored), cell);
     }
 
     #[tokio::test(start_paused = true)]

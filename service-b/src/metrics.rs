@@ -50,7 +50,6 @@ const CIRCUIT_OPEN: &str = "circuit_open";
 /// Describes the series and registers each at zero, so dashboards and `rate()` see them
 /// before the first failure.
 pub fn register() {
-    telemetry::faults::Scenarios::describe();
     metrics::describe_counter!(PROVIDER_ATTEMPTS, "Attempts to call service A, by outcome");
     metrics::describe_histogram!(
         PROVIDER_ATTEMPT_DURATION,

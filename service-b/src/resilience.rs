@@ -3,10 +3,10 @@
 //! record nothing themselves: the breaker returns its state changes, and
 //! [`provider`](crate::provider), which wires both into the call to A, logs and counts them.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use telemetry::edge::{SlidingWindow, SlotClock};
 use tokio::time::Instant;
 
 /// Caps retries at a share of recent calls (Finagle's and Linkerd's retry budget): over a
@@ -23,16 +23,31 @@ use tokio::time::Instant;
 pub struct RetryBudget {
     ratio: f64,
     reserve: f64,
-    window: Duration,
-    slots: Mutex<VecDeque<Slot>>,
+    clock: SlotClock,
+    /// Calls and retries per tenth of the window.
+    counts: Mutex<SlidingWindow<CallsAnd, WINDOW_SLOTS>>,
 }
 
-/// Calls and retries within one tenth of the window.
-#[derive(Debug, Clone, Copy)]
-struct Slot {
-    start: Instant,
+/// Slots a window of the budget and of the breaker is cut into: a call counts until the
+/// window has passed since its slot began.
+const WINDOW_SLOTS: usize = 10;
+
+/// Calls, and something about them (retries for the budget, failures for the breaker),
+/// within one slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CallsAnd {
     calls: u32,
-    retries: u32,
+    of_which: u32,
+}
+
+/// The totals of a window of [`CallsAnd`].
+fn totals(window: &SlidingWindow<CallsAnd, WINDOW_SLOTS>) -> CallsAnd {
+    window
+        .iter()
+        .fold(CallsAnd::default(), |sum, (_, slot)| CallsAnd {
+            calls: sum.calls + slot.calls,
+            of_which: sum.of_which + slot.of_which,
+        })
 }
 
 impl RetryBudget {
@@ -41,69 +56,36 @@ impl RetryBudget {
         Self {
             ratio: ratio.max(0.0),
             reserve: min_per_sec.max(0.0) * window.as_secs_f64(),
-            window,
-            slots: Mutex::new(VecDeque::new()),
+            clock: SlotClock::new(window / WINDOW_SLOTS as u32),
+            counts: Mutex::default(),
         }
     }
 
     /// Records a call (every call earns the budget `ratio` retries).
     pub fn deposit(&self) {
-        self.with_current_slot(|slot| slot.calls += 1);
+        let now = self.clock.now();
+        self.lock().at(now).calls += 1;
     }
 
     /// Takes one retry from the budget; `false` when it is spent. The check and the take
     /// happen under one lock: two retries racing for the last unit cannot both get it.
     pub fn try_withdraw(&self) -> bool {
-        let mut allowed = false;
-        self.with_current_slot_and_all(|slots| {
-            let calls: u32 = slots.iter().map(|s| s.calls).sum();
-            let retries: u32 = slots.iter().map(|s| s.retries).sum();
-            allowed = self.reserve + self.ratio * f64::from(calls) - f64::from(retries) >= 1.0;
-            if allowed && let Some(slot) = slots.back_mut() {
-                slot.retries += 1;
-            }
-        });
+        let now = self.clock.now();
+        let mut counts = self.lock();
+        counts.advance(now);
+        let CallsAnd {
+            calls,
+            of_which: retries,
+        } = totals(&counts);
+        let allowed = self.reserve + self.ratio * f64::from(calls) - f64::from(retries) >= 1.0;
+        if allowed {
+            counts.at(now).of_which += 1;
+        }
         allowed
     }
 
-    fn with_slots(&self, f: impl FnOnce(&mut VecDeque<Slot>)) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        while slots
-            .front()
-            .is_some_and(|s| now.duration_since(s.start) >= self.window)
-        {
-            slots.pop_front();
-        }
-        f(&mut slots);
-    }
-
-    fn with_current_slot(&self, f: impl FnOnce(&mut Slot)) {
-        self.with_current_slot_and_all(|slots| {
-            if let Some(slot) = slots.back_mut() {
-                f(slot);
-            }
-        });
-    }
-
-    /// Runs `f` on the window's slots, the last one being the current slot (opened if
-    /// needed), under one lock.
-    fn with_current_slot_and_all(&self, f: impl FnOnce(&mut VecDeque<Slot>)) {
-        let slot_length = self.window / 10;
-        self.with_slots(|slots| {
-            let now = Instant::now();
-            if slots
-                .back()
-                .is_none_or(|s| now.duration_since(s.start) >= slot_length)
-            {
-                slots.push_back(Slot {
-                    start: now,
-                    calls: 0,
-                    retries: 0,
-                });
-            }
-            f(slots);
-        });
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlidingWindow<CallsAnd, WINDOW_SLOTS>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -150,56 +132,12 @@ pub struct BreakerPolicy {
     pub cooldown: Duration,
 }
 
-/// Calls and failures over a sliding window, in ten slots.
-#[derive(Debug, Default)]
-struct Outcomes {
-    slots: VecDeque<OutcomeSlot>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct OutcomeSlot {
-    start: Instant,
-    calls: u32,
-    failures: u32,
-}
-
-impl Outcomes {
-    /// Counts one call, then returns (calls, failures) over the window.
-    fn record(&mut self, failed: bool, window: Duration) -> (u32, u32) {
-        let now = Instant::now();
-        while self
-            .slots
-            .front()
-            .is_some_and(|s| now.duration_since(s.start) >= window)
-        {
-            self.slots.pop_front();
-        }
-        if self
-            .slots
-            .back()
-            .is_none_or(|s| now.duration_since(s.start) >= window / 10)
-        {
-            self.slots.push_back(OutcomeSlot {
-                start: now,
-                calls: 0,
-                failures: 0,
-            });
-        }
-        if let Some(slot) = self.slots.back_mut() {
-            slot.calls += 1;
-            slot.failures += u32::from(failed);
-        }
-        self.slots.iter().fold((0, 0), |(calls, failures), s| {
-            (calls + s.calls, failures + s.failures)
-        })
-    }
-}
-
 #[derive(Debug)]
 enum State {
     Closed {
         consecutive_failures: u32,
-        outcomes: Outcomes,
+        /// Calls and failures per tenth of the window.
+        outcomes: SlidingWindow<CallsAnd, WINDOW_SLOTS>,
     },
     Open {
         until: Instant,
@@ -212,7 +150,7 @@ impl State {
     fn closed() -> Self {
         Self::Closed {
             consecutive_failures: 0,
-            outcomes: Outcomes::default(),
+            outcomes: SlidingWindow::default(),
         }
     }
 }
@@ -261,6 +199,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct CircuitBreaker {
     policy: BreakerPolicy,
+    clock: SlotClock,
     state: Mutex<Inner>,
 }
 
@@ -312,6 +251,7 @@ impl CircuitBreaker {
     pub fn new(policy: BreakerPolicy) -> Self {
         Self {
             policy,
+            clock: SlotClock::new(policy.window / WINDOW_SLOTS as u32),
             state: Mutex::new(Inner {
                 state: State::closed(),
                 evidence: Evidence::ProbeFailed,
@@ -389,7 +329,13 @@ impl CircuitBreaker {
                 } else {
                     *consecutive_failures + 1
                 };
-                let (calls, failures) = outcomes.record(!succeeded, policy.window);
+                let slot = outcomes.at(self.clock.now());
+                slot.calls += 1;
+                slot.of_which += u32::from(!succeeded);
+                let CallsAnd {
+                    calls,
+                    of_which: failures,
+                } = totals(outcomes);
                 // Busy: enough calls in the window to judge by their rate, or other calls
                 // running at the same time (a loaded client, before its window fills).
                 let busy = calls >= policy.min_calls || others_in_flight;

@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
@@ -32,8 +31,7 @@ pub enum StartupError {
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
-    fault_listener: Option<TcpListener>,
-    faults: Arc<crate::faults::FaultSwitch>,
+    lab: telemetry::faults::Lab<crate::faults::Injected>,
     config: Config,
     state: AppState,
     metrics: telemetry::observe::Metrics,
@@ -47,27 +45,24 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let provider = Provider::new(&config.provider)?;
         let listener = telemetry::edge::bind(config.serve.listen).await?;
-        let fault_listener = match config.fault_listen {
-            Some(addr) => Some(telemetry::faults::bind(addr).await?),
-            None => None,
-        };
         crate::metrics::register();
-        let timeouts = provider.clone();
-        let faults = Arc::new(crate::faults::FaultSwitch::new(move |timeout| {
-            timeouts.override_timeout(timeout);
-        }));
-        if let Some(crate::faults::StartupFault(Some(fault))) = &config.fault {
-            // Checked when the flag was parsed.
-            let _ = faults.set(Some(fault.clone()));
-        }
+        let startup = config
+            .fault
+            .clone()
+            .and_then(|crate::faults::StartupFault(fault)| fault);
+        let lab = telemetry::faults::Lab::start(
+            config.fault_listen,
+            crate::faults::switch(provider.clone()),
+            startup,
+        )
+        .await?;
         let state = AppState {
             provider,
             max_delay_ms: config.max_delay_ms,
         };
         Ok(Self {
             listener,
-            fault_listener,
-            faults,
+            lab,
             config,
             state,
             metrics,
@@ -82,7 +77,7 @@ impl Application {
     /// Serves until `stop` resolves, then drains in-flight requests (bounded by
     /// `--shutdown-grace-ms`).
     pub async fn run_until_stopped(
-        self,
+        mut self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let addr = self.local_addr()?;
@@ -94,12 +89,7 @@ impl Application {
             provider_attempts = self.config.provider.provider_attempts,
             worst_case_call_ms = u64::try_from(self.config.provider.worst_case_call().as_millis()).unwrap_or(u64::MAX),
         );
-        if let Some(fault_listener) = self.fault_listener {
-            telemetry::faults::serve(
-                fault_listener,
-                telemetry::faults::router(self.faults.clone()),
-            );
-        }
+        self.lab.serve();
         let description = crate::openapi::description(self.state.max_delay_ms);
         let app = router(self.state, self.metrics, description);
         let serving = telemetry::edge::Serving {

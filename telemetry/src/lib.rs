@@ -10,8 +10,8 @@
 //!   `/metrics`, `/openapi.json`), flag parsers, and graceful shutdown on a signal.
 //!
 //! The edge observes every request it serves through [`observe`]; [`observe`] knows nothing
-//! of the edge. [`faults`] and [`unplug`] are the labs' ways to break a service, which it
-//! adds only when asked to (`--fault-listen`, `--fault`). Nothing here knows which service it runs in beyond the
+//! of the edge. [`faults`] holds the labs' ways to break a service, which it adds only
+//! when asked to (`--fault-listen`, `--fault`). Nothing here knows which service it runs in beyond the
 //! name it is given.
 //!
 //! "The lab" in comments is the walkthrough the README shows with this implementation's real
@@ -20,7 +20,6 @@
 pub mod edge;
 pub mod faults;
 pub mod observe;
-pub mod unplug;
 
 pub use observe::{RequestId, TelemetryArgs};
 

@@ -12,6 +12,7 @@
 //! | [`health`] | the `--healthcheck` probe for containers |
 //! | [`cli`] | flag value parsers with messages that say what is allowed |
 //! | [`secret`] | a password that never shows in logs or spans |
+//! | [`window`] | the sliding window of time slots every protection counts in |
 
 pub mod cli;
 pub mod connection;
@@ -22,6 +23,7 @@ pub mod openapi;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod window;
 
 pub use cli::{non_negative, parse_listen, parse_share, whole};
 pub use health::{probe, probe_exit_code};
@@ -32,3 +34,4 @@ pub use openapi::openapi_description;
 pub use routes::*;
 pub use secret::Password;
 pub use server::{BindError, EdgeArgs, ListenArgs, Serving, bind, serve, signal};
+pub use window::{SlidingWindow, SlotClock};

@@ -3,7 +3,7 @@
 //! one fails its next read or write (a waiting one is woken to fail), so callers see
 //! connections refused or reset, as if the process were gone, and monitoring sees a
 //! target down. The production server knows nothing of it: a service wraps its listener in
-//! [`Pluggable`] only when it is started with a fault endpoint or a start-up fault.
+//! [`Pluggable`] only when a lab may break it ([`super::Lab::asked`]).
 
 use std::future::Future;
 use std::io;
