@@ -5,6 +5,7 @@ mod alerts;
 mod bad_input;
 mod cli;
 mod deploy;
+mod docs;
 mod exemplars;
 mod failures;
 mod faults;
