@@ -1,7 +1,7 @@
 //! Service A's own metrics, and the JSON summary `GET /metrics` shows to curl.
 //!
 //! Prometheus series (besides the shared HTTP, process and build series of
-//! `telemetry::metrics`): `token_requests_total{outcome}` with outcome `issued`,
+//! `telemetry::observe`): `token_requests_total{outcome}` with outcome `issued`,
 //! `invalid_credentials`, `invalid_request` (a bad `delay_ms` or `fail_status`), `throttled`
 //! (too many failed logins), `deadline_exceeded` (the caller's deadline passed and the work
 //! was abandoned) or `injected_failure`; and `token_delay_seconds`, the delays callers asked

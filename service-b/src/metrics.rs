@@ -1,7 +1,7 @@
 //! Service B's own metrics, and the JSON summary `GET /metrics` shows to curl.
 //!
 //! Prometheus series (besides the shared HTTP, process and build series of
-//! `telemetry::metrics`, and `http_client_request_duration_seconds`, recorded per attempt
+//! `telemetry::observe`, and `http_client_request_duration_seconds`, recorded per attempt
 //! by `provider`):
 //! - `provider_attempts_total{outcome}`: every attempt to call A, by outcome `ok`,
 //!   `rejected` (A answered 4xx), `timeout`, `connection_error`, `bad_status` or

@@ -79,3 +79,28 @@ where
         Err(_) => std::process::ExitCode::FAILURE,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The direction of the two parts: the edge uses observe, observe names nothing of the
+    /// edge (two folders of one crate, so this test is what holds it).
+    #[test]
+    fn observe_names_nothing_of_the_edge() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/observe");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).expect("src/observe") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("source");
+            read += 1;
+            for (n, line) in text.lines().enumerate() {
+                assert!(
+                    !line.contains("crate::edge") && !line.contains("super::super::edge"),
+                    "{}:{}: observe names the edge: {line}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+        assert!(read >= 10, "read observe's files: {read}");
+    }
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
@@ -52,7 +52,10 @@ pub fn apply(router: Router, limits: Limits) -> Router {
         "Requests answered 503 at once because --max-in-flight requests were being handled"
     );
     metrics::counter!(REQUESTS_SHED).absolute(0);
-    router.layer(from_fn_with_state(Arc::new(limits), protect))
+    router
+        .layer(from_fn_with_state(Arc::new(limits), protect))
+        // The JSON extractor's own limit, the same as the body read's.
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
 async fn protect(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {

@@ -1,5 +1,5 @@
-//! Metrics, written once with the `metrics` macros and read three ways (served on
-//! `GET /metrics` by [`crate::edge::routes`]): OpenMetrics 1.0 with exemplars or the
+//! Metrics, written once with the `metrics` macros and read three ways (the edge serves
+//! them on `GET /metrics`): OpenMetrics 1.0 with exemplars or the
 //! Prometheus text format for a scrape, and a small JSON summary for `curl` (the lab's keys).
 //!
 //! The process recorder is a fan-out: every increment goes to the Prometheus exporter and to

@@ -5,7 +5,7 @@
 //! (span joined to the caller's trace, seed-format log line, `http_requests_total` by route,
 //! `http_server_request_duration_seconds` by route with an exemplar for sampled requests,
 //! `http_server_active_requests`, never by raw path, and a `traceresponse` header naming
-//! the trace). The server applies it around the protections of [`crate::edge::limits`], so their
+//! the trace). The server applies it around its protections, so their
 //! answers are observed like any other.
 //!
 //! Every label value and span name comes from a bounded set: a method outside the standard
@@ -18,13 +18,12 @@ use std::time::Instant;
 
 use ::http::{HeaderMap, HeaderName, Method, Version, header};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use tower::ServiceBuilder;
 use tracing::{Instrument as _, field};
 
-use crate::edge::http;
 use crate::observe::logging::LogContext;
 use crate::observe::{request_id, traces};
 
@@ -75,7 +74,7 @@ pub enum AttemptHeader {
     Ignored,
 }
 
-/// Adds the shared behaviour to `router` (the server does, see [`crate::edge::server::serve`]).
+/// Adds the shared behaviour to `router` (the server does, around everything it serves).
 pub fn instrument<S>(router: Router<S>, attempt_header: AttemptHeader) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -90,8 +89,7 @@ where
             .map_request(request_id::drop_invalid)
             .layer(request_id::set_layer())
             .layer(request_id::propagate_layer())
-            .layer(from_fn_with_state(attempt_header, observe))
-            .layer(DefaultBodyLimit::max(http::BODY_LIMIT)),
+            .layer(from_fn_with_state(attempt_header, observe)),
     )
 }
 

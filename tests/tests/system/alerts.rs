@@ -1,4 +1,4 @@
-//! The SLO and cause alerts (README, "Alerts and runbooks"): the rule files pass promtool's
+//! The SLO and cause alerts (docs/alerts.md): the rule files pass promtool's
 //! checks and their unit tests, every alert carries what a responder needs and links a
 //! runbook that exists, Alertmanager's routing is valid and routes as documented, and a
 //! drill with a real Prometheus, the real services and generated traffic sees the alerts

@@ -2,7 +2,7 @@
 //! exporting to a receiver built on the official OTLP protobuf definitions, and every span
 //! is checked as an OpenTelemetry expert would read it in Jaeger: name, kind, parent,
 //! status, and every attribute's *type* and value (HTTP semantic conventions 1.26, stable).
-//! The README's "Traces" table is written from these expectations.
+//! The attributes tables in docs/traces.md are written from these expectations.
 
 use std::collections::HashMap;
 use std::time::Duration;
