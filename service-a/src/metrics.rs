@@ -7,8 +7,6 @@
 //! was abandoned) or `injected_failure`; and `token_delay_seconds`, the delays callers asked
 //! for.
 
-use std::sync::OnceLock;
-
 use serde_json::{Value, json};
 use telemetry::observe::Tally;
 
@@ -56,50 +54,48 @@ impl TokenOutcome {
     }
 }
 
-/// Describes the series and registers each at zero, so dashboards and `rate()` see them
-/// before the first request.
-pub fn register() {
-    metrics::describe_counter!(TOKEN_REQUESTS, "POST /token requests by outcome");
-    metrics::describe_histogram!(
-        TOKEN_DELAY,
-        metrics::Unit::Seconds,
-        "Simulated delay requested with delay_ms"
-    );
-    for counter in &handles().outcomes {
-        counter.absolute(0);
-    }
-    // The histogram exists (all buckets at zero) before anyone asks for a delay: a
-    // restarted A never blanks the panel that reads it.
-    let _ = &handles().delay;
-}
-
-/// A's series, looked up in the recorder once (at start-up, after it is installed):
-/// finding a labelled series on every request cost more than counting.
-struct Handles {
+/// A's series, registered once at start-up (all at zero, so dashboards and `rate()` see
+/// them before the first request) and kept by whoever records into them.
+#[derive(Debug)]
+pub struct TokenMetrics {
     outcomes: [metrics::Counter; TokenOutcome::ALL.len()],
     delay: metrics::Histogram,
 }
 
-fn handles() -> &'static Handles {
-    static HANDLES: OnceLock<Handles> = OnceLock::new();
-    HANDLES.get_or_init(|| Handles {
-        outcomes: TokenOutcome::ALL
-            .map(|o| metrics::counter!(TOKEN_REQUESTS, "outcome" => o.label())),
-        delay: metrics::histogram!(TOKEN_DELAY),
-    })
-}
-
-/// Counts one token request.
-pub fn token_request(outcome: TokenOutcome) {
-    let index = TokenOutcome::ALL.iter().position(|o| *o == outcome);
-    if let Some(counter) = index.and_then(|i| handles().outcomes.get(i)) {
-        counter.increment(1);
+impl TokenMetrics {
+    /// Describes and registers A's series (after the recorder is installed).
+    pub fn register() -> Self {
+        metrics::describe_counter!(TOKEN_REQUESTS, "POST /token requests by outcome");
+        metrics::describe_histogram!(
+            TOKEN_DELAY,
+            metrics::Unit::Seconds,
+            "Simulated delay requested with delay_ms"
+        );
+        let outcomes =
+            TokenOutcome::ALL.map(|o| metrics::counter!(TOKEN_REQUESTS, "outcome" => o.label()));
+        for counter in &outcomes {
+            counter.absolute(0);
+        }
+        Self {
+            outcomes,
+            // The histogram exists (all buckets at zero) before anyone asks for a delay: a
+            // restarted A never blanks the panel that reads it.
+            delay: metrics::histogram!(TOKEN_DELAY),
+        }
     }
-}
 
-/// Records a requested delay.
-pub fn delay_requested(delay_ms: u64) {
-    handles().delay.record(delay_ms as f64 / 1000.0);
+    /// Counts one token request.
+    pub fn token_request(&self, outcome: TokenOutcome) {
+        let index = TokenOutcome::ALL.iter().position(|o| *o == outcome);
+        if let Some(counter) = index.and_then(|i| self.outcomes.get(i)) {
+            counter.increment(1);
+        }
+    }
+
+    /// Records a requested delay.
+    pub fn delay_requested(&self, delay_ms: u64) {
+        self.delay.record(delay_ms as f64 / 1000.0);
+    }
 }
 
 /// The JSON body of `GET /metrics`: the lab's two keys, then the breakdown.

@@ -28,6 +28,8 @@ pub struct AppState {
     pub max_delay_ms: u64,
     /// The teaching knobs, from the flags and from the fault endpoint.
     pub faults: Arc<Teaching>,
+    /// A's own series.
+    pub token_metrics: Arc<crate::metrics::TokenMetrics>,
 }
 
 use telemetry::edge::Password;
@@ -130,7 +132,7 @@ pub async fn issue_token(
     body: Result<JsonBody<TokenRequest>, telemetry::edge::BodyError>,
 ) -> Result<Json<TokenGrant>, ApiError> {
     let outcome = token_outcome(&state, &request_id, deadline, body).await;
-    m::token_request(match &outcome {
+    state.token_metrics.token_request(match &outcome {
         Ok(_) => TokenOutcome::Issued,
         Err(ApiError::InvalidCredentials) => TokenOutcome::InvalidCredentials,
         Err(ApiError::Throttled { .. }) => TokenOutcome::Throttled,
@@ -164,7 +166,7 @@ async fn token_outcome(
         .map_err(|retry_after| ApiError::Throttled { retry_after })?;
 
     if let Some(delay_ms) = delay_ms {
-        m::delay_requested(delay_ms);
+        state.token_metrics.delay_requested(delay_ms);
     }
     let draw = state.faults.draw();
     let wait = Duration::from_millis(delay_ms.unwrap_or(0)) + draw.extra;

@@ -62,7 +62,6 @@ impl Application {
             return Err(StartupError::NoUsers);
         }
         let listener = telemetry::edge::bind(config.serve.listen).await?;
-        crate::metrics::register();
         let plug = telemetry::faults::Plug::default();
         let startup = config.fault.clone().and_then(|StartupFault(fault)| fault);
         let lab = telemetry::faults::Lab::start(
@@ -78,6 +77,7 @@ impl Application {
                 Duration::from_millis(config.login_failure_window_ms),
             )),
             max_delay_ms: config.max_delay_ms,
+            token_metrics: Arc::new(crate::metrics::TokenMetrics::register()),
             faults: Arc::new(Teaching::new(
                 Faults {
                     extra_latency: Duration::from_millis(config.extra_latency_ms),

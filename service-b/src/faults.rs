@@ -55,12 +55,12 @@ pub fn parse_fault(text: &str) -> Result<StartupFault, String> {
 /// The switch of B's run-time faults.
 pub type Switch = telemetry::faults::FaultSwitch<Injected>;
 
-/// A new switch; a fault sets `provider`'s per-attempt timeout (and clearing it restores
-/// `--provider-timeout-ms`).
-pub fn switch(provider: crate::provider::Provider) -> Switch {
+/// A new switch; a fault sets the per-attempt timeout through `set_timeout` (`None`:
+/// back to `--provider-timeout-ms`).
+pub fn switch(set_timeout: impl Fn(Option<Duration>) + Send + Sync + 'static) -> Switch {
     Switch::new(move |fault: Option<&Injected>| {
         let timeout = fault.and_then(|f| f.provider_timeout_ms);
-        provider.override_timeout(timeout.map(Duration::from_millis));
+        set_timeout(timeout.map(Duration::from_millis));
     })
 }
 
@@ -70,17 +70,19 @@ mod tests {
 
     #[test]
     fn a_sealed_fault_acts_the_same() {
-        use clap::Parser as _;
-        let config = crate::config::Config::try_parse_from(["service-b"]).expect("defaults");
-        let provider = crate::provider::Provider::new(&config.provider).expect("client");
-        let switch = switch(provider.clone());
+        let timeout = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = timeout.clone();
+        let switch = switch(move |t| *seen.lock().expect("lock") = t);
         let StartupFault(fault) =
             parse_fault(r#"{"scenario":"sealed","sealed":true,"provider_timeout_ms":15}"#)
                 .expect("parses");
         switch.set(fault).expect("valid");
-        assert_eq!(provider.attempt_timeout(), Duration::from_millis(15));
+        assert_eq!(
+            *timeout.lock().expect("lock"),
+            Some(Duration::from_millis(15))
+        );
         switch.set(None).expect("off");
-        assert_eq!(provider.attempt_timeout(), Duration::from_secs(1));
+        assert_eq!(*timeout.lock().expect("lock"), None);
         assert!(parse_fault(r#"{"scenario":"x","provider_timeout_ms":0}"#).is_err());
     }
 }

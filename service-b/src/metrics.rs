@@ -15,10 +15,9 @@
 //!   `provider_circuit_transitions_total{to}`.
 //! - `provider_retry_budget_exhausted_total`, `provider_deadline_exceeded_total`.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Counter, Histogram};
+use metrics::{Counter, Gauge, Histogram};
 use serde_json::{Value, json};
 use telemetry::observe::Tally;
 
@@ -47,9 +46,116 @@ pub const DEADLINE_EXCEEDED: &str = "provider_deadline_exceeded_total";
 /// The `kind` label of a call refused by the open breaker.
 const CIRCUIT_OPEN: &str = "circuit_open";
 
-/// Describes the series and registers each at zero, so dashboards and `rate()` see them
-/// before the first failure.
-pub fn register() {
+/// B's series, registered once at start-up (all at zero, so dashboards and `rate()` see
+/// them before the first failure) and kept by the client for A, which records into them.
+#[derive(Debug)]
+pub struct ProviderMetrics {
+    /// Attempts and their durations, per outcome.
+    attempts: [(Counter, Histogram); AttemptOutcome::ALL.len()],
+    /// Calls answered 503, per last failure (failure outcomes, then `circuit_open`).
+    failures: [Counter; FAILURE_KINDS],
+    /// Why B stopped, per reason.
+    gave_up: [Counter; StopReason::ALL.len()],
+    retry_budget_exhausted: Counter,
+    deadline_exceeded: Counter,
+    /// State changes, per state entered.
+    transitions: [Counter; CircuitState::ALL.len()],
+    circuit_state: Gauge,
+}
+
+/// Failure outcomes, and `circuit_open`.
+const FAILURE_KINDS: usize = 5;
+
+impl ProviderMetrics {
+    /// Describes and registers B's series (after the recorder is installed).
+    pub fn register() -> Self {
+        describe();
+        let failed: Vec<&'static str> = AttemptOutcome::ALL
+            .into_iter()
+            .filter(|o| o.is_failure())
+            .map(AttemptOutcome::label)
+            .chain([CIRCUIT_OPEN])
+            .collect();
+        let metrics = Self {
+            attempts: AttemptOutcome::ALL.map(|o| {
+                (
+                    metrics::counter!(PROVIDER_ATTEMPTS, "outcome" => o.label()),
+                    metrics::histogram!(PROVIDER_ATTEMPT_DURATION, "outcome" => o.label()),
+                )
+            }),
+            failures: std::array::from_fn(
+                |i| metrics::counter!(PROVIDER_FAILURES, "kind" => failed.get(i).copied().unwrap_or(CIRCUIT_OPEN)),
+            ),
+            gave_up: StopReason::ALL
+                .map(|r| metrics::counter!(PROVIDER_GAVE_UP, "reason" => r.label())),
+            retry_budget_exhausted: metrics::counter!(RETRY_BUDGET_EXHAUSTED),
+            deadline_exceeded: metrics::counter!(DEADLINE_EXCEEDED),
+            transitions: CircuitState::ALL
+                .map(|to| metrics::counter!(CIRCUIT_TRANSITIONS, "to" => to.label())),
+            circuit_state: metrics::gauge!(CIRCUIT_STATE),
+        };
+        for counter in metrics
+            .attempts
+            .iter()
+            .map(|(c, _)| c)
+            .chain(&metrics.failures)
+            .chain(&metrics.gave_up)
+            .chain(&metrics.transitions)
+            .chain([&metrics.retry_budget_exhausted, &metrics.deadline_exceeded])
+        {
+            counter.absolute(0);
+        }
+        metrics.circuit_state.set(gauge_value(CircuitState::Closed));
+        metrics
+    }
+
+    /// Counts one attempt and its duration.
+    pub fn attempt(&self, outcome: AttemptOutcome, took: Duration) {
+        let index = AttemptOutcome::ALL.iter().position(|o| *o == outcome);
+        if let Some((attempts, duration)) = index.and_then(|i| self.attempts.get(i)) {
+            attempts.increment(1);
+            duration.record(took.as_secs_f64());
+        }
+    }
+
+    /// Counts a call answered 503 after its attempts failed, by the last failure's kind,
+    /// and why B stopped.
+    pub fn gave_up(&self, last: AttemptOutcome, reason: StopReason) {
+        let failures = AttemptOutcome::ALL.into_iter().filter(|o| o.is_failure());
+        if let Some(counter) = failures
+            .zip(&self.failures)
+            .find_map(|(kind, counter)| (kind == last).then_some(counter))
+        {
+            counter.increment(1);
+        }
+        if let Some(index) = StopReason::ALL.iter().position(|r| *r == reason) {
+            self.gave_up[index].increment(1);
+        }
+        match reason {
+            StopReason::BudgetSpent => self.retry_budget_exhausted.increment(1),
+            StopReason::Deadline => self.deadline_exceeded.increment(1),
+            StopReason::AttemptsSpent | StopReason::NotRetryable | StopReason::CircuitOpen => {}
+        }
+    }
+
+    /// Counts a call the open breaker refused.
+    pub fn circuit_refused(&self) {
+        if let Some(counter) = self.failures.last() {
+            counter.increment(1);
+        }
+    }
+
+    /// Counts and exports a breaker state change.
+    pub fn circuit_transition(&self, to: CircuitState) {
+        if let Some(index) = CircuitState::ALL.iter().position(|s| *s == to) {
+            self.transitions[index].increment(1);
+        }
+        self.circuit_state.set(gauge_value(to));
+    }
+}
+
+/// Help text for B's series.
+fn describe() {
     metrics::describe_counter!(PROVIDER_ATTEMPTS, "Attempts to call service A, by outcome");
     metrics::describe_histogram!(
         PROVIDER_ATTEMPT_DURATION,
@@ -64,20 +170,6 @@ pub fn register() {
         PROVIDER_GAVE_UP,
         "Calls to service A that B stopped retrying, by why"
     );
-    for outcome in AttemptOutcome::ALL {
-        metrics::counter!(PROVIDER_ATTEMPTS, "outcome" => outcome.label()).absolute(0);
-    }
-    for kind in AttemptOutcome::ALL
-        .into_iter()
-        .filter(|o| o.is_failure())
-        .map(AttemptOutcome::label)
-        .chain([CIRCUIT_OPEN])
-    {
-        metrics::counter!(PROVIDER_FAILURES, "kind" => kind).absolute(0);
-    }
-    for reason in StopReason::ALL {
-        metrics::counter!(PROVIDER_GAVE_UP, "reason" => reason.label()).absolute(0);
-    }
     metrics::describe_gauge!(
         CIRCUIT_STATE,
         "Circuit breaker state: 0 closed, 1 open, 2 half-open"
@@ -94,65 +186,6 @@ pub fn register() {
         DEADLINE_EXCEEDED,
         "Calls to service A cut short by the overall deadline"
     );
-    for to in [
-        CircuitState::Open,
-        CircuitState::HalfOpen,
-        CircuitState::Closed,
-    ] {
-        metrics::counter!(CIRCUIT_TRANSITIONS, "to" => to.label()).absolute(0);
-    }
-    metrics::gauge!(CIRCUIT_STATE).set(gauge_value(CircuitState::Closed));
-    metrics::counter!(RETRY_BUDGET_EXHAUSTED).absolute(0);
-    metrics::counter!(DEADLINE_EXCEEDED).absolute(0);
-    // Each outcome's attempt histogram exists (all buckets at zero) from the first scrape.
-    let _ = attempt_handles();
-}
-
-/// One pair of handles per outcome, looked up in the recorder once (at start-up, after it
-/// is installed): finding a labelled series on every attempt cost more than recording
-/// into it.
-fn attempt_handles() -> &'static [(Counter, Histogram); AttemptOutcome::ALL.len()] {
-    static HANDLES: OnceLock<[(Counter, Histogram); AttemptOutcome::ALL.len()]> = OnceLock::new();
-    HANDLES.get_or_init(|| {
-        AttemptOutcome::ALL.map(|o| {
-            (
-                metrics::counter!(PROVIDER_ATTEMPTS, "outcome" => o.label()),
-                metrics::histogram!(PROVIDER_ATTEMPT_DURATION, "outcome" => o.label()),
-            )
-        })
-    })
-}
-
-/// Counts one attempt and its duration.
-pub fn attempt(outcome: AttemptOutcome, took: Duration) {
-    let index = AttemptOutcome::ALL.iter().position(|o| *o == outcome);
-    if let Some((attempts, duration)) = index.and_then(|i| attempt_handles().get(i)) {
-        attempts.increment(1);
-        duration.record(took.as_secs_f64());
-    }
-}
-
-/// Counts a call answered 503 after its attempts failed, by the last failure's kind, and
-/// why B stopped.
-pub fn gave_up(last: AttemptOutcome, reason: StopReason) {
-    metrics::counter!(PROVIDER_FAILURES, "kind" => last.label()).increment(1);
-    metrics::counter!(PROVIDER_GAVE_UP, "reason" => reason.label()).increment(1);
-    match reason {
-        StopReason::BudgetSpent => metrics::counter!(RETRY_BUDGET_EXHAUSTED).increment(1),
-        StopReason::Deadline => metrics::counter!(DEADLINE_EXCEEDED).increment(1),
-        StopReason::AttemptsSpent | StopReason::NotRetryable | StopReason::CircuitOpen => {}
-    }
-}
-
-/// Counts a call the open breaker refused.
-pub fn circuit_refused() {
-    metrics::counter!(PROVIDER_FAILURES, "kind" => CIRCUIT_OPEN).increment(1);
-}
-
-/// Counts and exports a breaker state change.
-pub fn circuit_transition(to: CircuitState) {
-    metrics::counter!(CIRCUIT_TRANSITIONS, "to" => to.label()).increment(1);
-    metrics::gauge!(CIRCUIT_STATE).set(gauge_value(to));
 }
 
 fn gauge_value(state: CircuitState) -> f64 {

@@ -43,16 +43,21 @@ impl Application {
         config: Config,
         metrics: telemetry::observe::Metrics,
     ) -> Result<Self, StartupError> {
-        let provider = Provider::new(&config.provider)?;
+        let provider = Provider::new(
+            &config.provider,
+            std::sync::Arc::new(crate::metrics::ProviderMetrics::register()),
+        )?;
         let listener = telemetry::edge::bind(config.serve.listen).await?;
-        crate::metrics::register();
         let startup = config
             .fault
             .clone()
             .and_then(|crate::faults::StartupFault(fault)| fault);
         let lab = telemetry::faults::Lab::start(
             config.fault_listen,
-            crate::faults::switch(provider.clone()),
+            {
+                let provider = provider.clone();
+                crate::faults::switch(move |timeout| provider.override_timeout(timeout))
+            },
             startup,
         )
         .await?;

@@ -91,7 +91,12 @@ async fn stub(behaviour: Stub) -> (String, Arc<AtomicUsize>) {
 fn provider(url: &str, flags: &[&str]) -> Provider {
     let mut args = vec!["service-b", "--provider-url", url];
     args.extend_from_slice(flags);
-    Provider::new(&Config::try_parse_from(args).expect("flags").provider).expect("client")
+    let metrics = std::sync::Arc::new(service_b::metrics::ProviderMetrics::register());
+    Provider::new(
+        &Config::try_parse_from(args).expect("flags").provider,
+        metrics,
+    )
+    .expect("client")
 }
 
 async fn call(provider: &Provider, delay_ms: Option<u64>) -> Result<String, ProviderError> {

@@ -32,7 +32,7 @@ pub use answer::{Failures, Grant, ProviderError, describe};
 pub use attempt::{AttemptFailure, MAX_ANSWER_BYTES};
 
 use crate::config::ProviderConfig;
-use crate::metrics as m;
+use crate::metrics::ProviderMetrics;
 use crate::outcome::{AttemptOutcome, StopReason};
 use crate::resilience::{Admission, CircuitBreaker, CircuitState, RetryBudget};
 use attempt::{Attempts, ReadWhole};
@@ -79,11 +79,16 @@ pub struct Provider {
     backoff: ExponentialBackoff,
     breaker: Arc<CircuitBreaker>,
     budget: Arc<RetryBudget>,
+    metrics: Arc<ProviderMetrics>,
 }
 
 impl Provider {
-    /// A client for A with the timeouts, retry policy, budget and breaker of `config`.
-    pub fn new(config: &ProviderConfig) -> Result<Self, reqwest::Error> {
+    /// A client for A with the timeouts, retry policy, budget and breaker of `config`,
+    /// recording into `metrics`.
+    pub fn new(
+        config: &ProviderConfig,
+        metrics: Arc<ProviderMetrics>,
+    ) -> Result<Self, reqwest::Error> {
         let timeout = config.provider_timeout();
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
@@ -119,6 +124,7 @@ impl Provider {
                 config.retry_budget_min_per_sec,
                 RETRY_BUDGET_WINDOW,
             )),
+            metrics,
         })
     }
 
@@ -158,11 +164,11 @@ impl Provider {
     ) -> Result<Grant, ProviderError> {
         let permit = match self.breaker.admit() {
             Admission::Refused { retry_in, evidence } => {
-                m::circuit_refused();
+                self.metrics.circuit_refused();
                 return Err(ProviderError::CircuitOpen { retry_in, evidence });
             }
             Admission::Allowed(permit, entered) => {
-                circuit_changed(entered);
+                self.circuit_changed(entered);
                 permit
             }
         };
@@ -181,14 +187,15 @@ impl Provider {
             let sent = Instant::now();
             let failure = match self.attempt(number, timeout, request, request_id).await {
                 Ok(answer) => {
-                    m::attempt(AttemptOutcome::of_answer(answer.status()), sent.elapsed());
+                    let outcome = AttemptOutcome::of_answer(answer.status());
+                    self.metrics.attempt(outcome, sent.elapsed());
                     // Any answer from A, a refusal included, shows A is reachable.
-                    circuit_changed(permit.record(true));
+                    self.circuit_changed(permit.record(true));
                     return answer::read_answer(answer).await;
                 }
                 Err(failure) => failure,
             };
-            m::attempt(failure.kind, sent.elapsed());
+            self.metrics.attempt(failure.kind, sent.elapsed());
             let situation = Situation {
                 outcome: failure.kind,
                 attempts: number,
@@ -216,11 +223,11 @@ impl Provider {
             reason = stopped.label(),
             attempts = failures.attempts.len() as i64,
         );
-        m::gave_up(failures.last_kind(), stopped);
+        self.metrics.gave_up(failures.last_kind(), stopped);
         if self.says_nothing_of_a(request, &failures) {
             drop(permit);
         } else {
-            circuit_changed(permit.record(false));
+            self.circuit_changed(permit.record(false));
         }
         Err(ProviderError::Unavailable(failures))
     }
@@ -306,6 +313,21 @@ impl Provider {
     }
 }
 
+impl Provider {
+    /// Logs, counts and exports a breaker state change, if there was one.
+    fn circuit_changed(&self, entered: Option<CircuitState>) {
+        let Some(to) = entered else {
+            return;
+        };
+        match to {
+            CircuitState::Open => telemetry::event!(WARN, "circuit_opened"),
+            CircuitState::HalfOpen => telemetry::event!(INFO, "circuit_half_open"),
+            CircuitState::Closed => telemetry::event!(INFO, "circuit_closed"),
+        }
+        self.metrics.circuit_transition(to);
+    }
+}
+
 /// The wait before retry number `past_retries + 1` reqwest-retry's exponential backoff asks
 /// for, or `None` when it allows no more. The policy speaks in wall-clock times; the wait
 /// is their difference, and B's own clock takes it from here.
@@ -317,19 +339,6 @@ fn backoff_wait(policy: &ExponentialBackoff, past_retries: u32) -> Option<Durati
         }
         RetryDecision::DoNotRetry => None,
     }
-}
-
-/// Logs, counts and exports a breaker state change, if there was one.
-fn circuit_changed(entered: Option<CircuitState>) {
-    let Some(to) = entered else {
-        return;
-    };
-    match to {
-        CircuitState::Open => telemetry::event!(WARN, "circuit_opened"),
-        CircuitState::HalfOpen => telemetry::event!(INFO, "circuit_half_open"),
-        CircuitState::Closed => telemetry::event!(INFO, "circuit_closed"),
-    }
-    m::circuit_transition(to);
 }
 
 #[cfg(test)]
@@ -346,7 +355,8 @@ mod tests {
             let config =
                 crate::config::Config::try_parse_from(["service-b", "--provider-url", base])
                     .expect("parses");
-            let provider = Provider::new(&config.provider).expect("client");
+            let provider = Provider::new(&config.provider, Arc::new(ProviderMetrics::register()))
+                .expect("client");
             assert_eq!(provider.token_url().as_str(), expected);
         }
     }

@@ -21,6 +21,8 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt as _;
 
+pub(crate) use crate::edge::rejections::{ConnEvent, EventLog, register_metrics};
+
 /// A connection's byte stream: a TCP stream, or one a lab's fault wraps.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
@@ -451,92 +453,6 @@ fn now_ms() -> u64 {
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
-}
-
-/// Connections refused or closed because of what the client did, by kind.
-pub const CONNECTION_ERRORS: &str = "http_connection_errors_total";
-
-/// A connection-level event worth counting and logging.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConnEvent {
-    HeaderTooLarge,
-    UriTooLong,
-    MalformedRequest,
-    HeaderTimeout,
-    OverCapacity,
-    Evicted,
-    AcceptFailed,
-}
-
-impl ConnEvent {
-    const ALL: [Self; 7] = [
-        Self::HeaderTooLarge,
-        Self::UriTooLong,
-        Self::MalformedRequest,
-        Self::HeaderTimeout,
-        Self::OverCapacity,
-        Self::Evicted,
-        Self::AcceptFailed,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::HeaderTooLarge => "header_too_large",
-            Self::UriTooLong => "uri_too_long",
-            Self::MalformedRequest => "malformed_request",
-            Self::HeaderTimeout => "header_timeout",
-            Self::OverCapacity => "over_capacity",
-            Self::Evicted => "evicted",
-            Self::AcceptFailed => "accept_failed",
-        }
-    }
-}
-
-pub(crate) fn register_metrics() {
-    metrics::describe_counter!(
-        CONNECTION_ERRORS,
-        "Connections refused or closed because of what the client sent or how many there were, by kind"
-    );
-    for event in ConnEvent::ALL {
-        metrics::counter!(CONNECTION_ERRORS, "kind" => event.label()).absolute(0);
-    }
-}
-
-/// Counts every connection event, and logs at most one line a second per kind, carrying
-/// how many went unlogged since the previous line.
-#[derive(Debug, Default)]
-pub(crate) struct EventLog {
-    /// Per kind: the second (since [`epoch`]) of the last line, plus one (0: never).
-    last_logged: [AtomicU64; ConnEvent::ALL.len()],
-    /// Per kind: events not logged since the last line.
-    unlogged: [AtomicU64; ConnEvent::ALL.len()],
-}
-
-impl EventLog {
-    pub(crate) fn record(&self, event: ConnEvent, peer: Option<SocketAddr>) {
-        metrics::counter!(CONNECTION_ERRORS, "kind" => event.label()).increment(1);
-        if event == ConnEvent::AcceptFailed {
-            return; // the accept loop logs its bursts itself
-        }
-        let index = event as usize;
-        let second = now_ms() / 1000 + 1;
-        let last = self.last_logged[index].load(Relaxed);
-        let due = last != second
-            && self.last_logged[index]
-                .compare_exchange(last, second, Relaxed, Relaxed)
-                .is_ok();
-        if !due {
-            self.unlogged[index].fetch_add(1, Relaxed);
-            return;
-        }
-        let unlogged = self.unlogged[index].swap(0, Relaxed);
-        tracing::warn!(
-            event = "connection_rejected",
-            kind = event.label(),
-            peer = peer.map(|p| p.to_string()),
-            unlogged,
-        );
-    }
 }
 
 #[cfg(test)]

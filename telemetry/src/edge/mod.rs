@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`server`] | accepts connections, serves HTTP/1.1 with the head, idle and connection limits, drains on shutdown |
 //! | [`connection`] | one connection: its timers, and what its end says about the client |
+//! | [`rejections`] | connections refused for what the client did: counted, and logged without flooding |
 //! | [`limits`] | the protections around every route: shutdown cut-off, body read, in-flight limit |
 //! | [`http`] | JSON bodies in and out, and a JSON error for every bad input |
 //! | [`routes`] | `/health`, `/metrics`, `/openapi.json` |
@@ -20,6 +21,7 @@ pub mod health;
 pub mod http;
 pub mod limits;
 pub mod openapi;
+pub mod rejections;
 pub mod routes;
 pub mod secret;
 pub mod server;

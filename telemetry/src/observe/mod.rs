@@ -5,19 +5,24 @@
 //! | file | what |
 //! |---|---|
 //! | [`requests`] | one request in: one server span, one log line, one set of metric samples |
+//! | [`request_metrics`] | the server's request series, registered once per route and outcome |
 //! | [`request_id`] | `X-Request-ID`: validated or generated, echoed |
 //! | [`logging`] | the JSON log line format, and the request context every line carries |
+//! | [`log_line`] | one JSON line, written in place and escaped only where needed |
 //! | [`log_writer`] | stdout behind a bounded queue |
 //! | [`otlp_logs`] | the same lines as OTLP log records, when asked for |
 //! | [`outbound`] | one outbound call: client span, trace context on the request, duration |
-//! | [`traces`] | spans as OpenTelemetry spans, W3C trace context in and out, OTLP export |
+//! | [`traces`] | spans as OpenTelemetry spans, their sampling and OTLP export |
+//! | [`context`] | W3C trace context in and out of headers, and a span's ids |
 //! | [`export_queue`] | the bounded, counted queues in front of the OTLP exporters |
 //! | [`metrics`] | the recorder and its three renderings |
 //! | [`exemplars`] | the trace behind a histogram bucket, and OpenMetrics |
 //! | [`losses`] | what telemetry lost, counted where it was lost |
 
+pub mod context;
 pub mod exemplars;
 pub mod export_queue;
+pub mod log_line;
 pub mod log_writer;
 pub mod logging;
 pub mod losses;
@@ -25,9 +30,11 @@ pub mod metrics;
 pub mod otlp_logs;
 pub mod outbound;
 pub mod request_id;
+pub mod request_metrics;
 pub mod requests;
 pub mod traces;
 
+pub use context::{SpanIds, inject};
 pub use exemplars::Slots;
 pub use logging::LogContext;
 pub use metrics::exemplars as exemplar_store;
@@ -35,7 +42,6 @@ pub use metrics::{CLIENT_DURATION, Metrics, Tally};
 pub use outbound::{Call, ClientCalls, Outcomes};
 pub use request_id::{HEADER as REQUEST_ID_HEADER, RequestId};
 pub use requests::{ATTEMPT_HEADER, AttemptHeader, ClientAddress, TIMEOUT_HEADER};
-pub use traces::{SpanIds, inject};
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _};

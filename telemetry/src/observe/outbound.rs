@@ -25,12 +25,12 @@ use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Middleware, Next};
 use tracing::Span;
 
+use crate::observe::context;
 use crate::observe::exemplars::Slots;
 use crate::observe::logging::LogContext;
 use crate::observe::metrics::{CLIENT_DURATION, exemplars};
 use crate::observe::request_id::HEADER as REQUEST_ID;
 use crate::observe::requests::{ATTEMPT_HEADER, method_label};
-use crate::observe::traces;
 
 /// What one call's result means to the service that made it.
 pub trait Outcomes: Send + Sync + 'static {
@@ -188,7 +188,7 @@ impl<O: Outcomes> Middleware for ClientCalls<O> {
         let request_id = header(REQUEST_ID.as_str()).unwrap_or_default();
         let method = method_label(request.method());
         let span = client_span(&request, attempt, &request_id);
-        let ids = traces::inject(&span, request.headers_mut(), &request_id);
+        let ids = context::inject(&span, request.headers_mut(), &request_id);
         LogContext { request_id, ids }.attach_to(&span);
         let timeout = request.timeout().copied();
 

@@ -10,10 +10,17 @@ use axum::extract::{FromRequestParts, Request};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue};
 use opentelemetry::baggage::BaggageExt as _;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry_http::HeaderExtractor;
+use opentelemetry_sdk::propagation::BaggagePropagator;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, SetRequestIdLayer};
 
 /// The header that carries the id, in requests and responses, and from B to A.
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The baggage key that carries the request id from service to service, so the callee
+/// knows it even if a proxy drops `X-Request-ID`.
+pub const BAGGAGE_KEY: &str = "request.id";
 
 /// Longest id accepted from a caller.
 pub const MAX_LEN: usize = 128;
@@ -37,9 +44,10 @@ pub fn drop_invalid(mut request: Request) -> Request {
         return request;
     }
     headers.remove(HEADER);
-    let from_baggage = crate::observe::traces::extract(headers)
+    let from_baggage = BaggagePropagator::new()
+        .extract(&HeaderExtractor(headers))
         .baggage()
-        .get(crate::observe::traces::REQUEST_ID_BAGGAGE)
+        .get(BAGGAGE_KEY)
         .map(|v| v.as_str().to_owned())
         .filter(|id| is_valid(id.as_bytes()))
         .and_then(|id| HeaderValue::from_str(&id).ok());

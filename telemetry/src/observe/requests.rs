@@ -12,8 +12,7 @@
 //! ones is `_OTHER` (the OpenTelemetry convention; the original is kept on the span as
 //! `http.request.method_original`), and a path no route matches is `unmatched`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use ::http::{HeaderMap, HeaderName, Method, Version, header};
@@ -25,7 +24,8 @@ use tower::ServiceBuilder;
 use tracing::{Instrument as _, field};
 
 use crate::observe::logging::LogContext;
-use crate::observe::{request_id, traces};
+use crate::observe::request_metrics::{RequestMetrics, RouteHandles};
+use crate::observe::{context, request_id};
 
 /// The caller's IP as text, for the span's `client.address`: the server puts it on each
 /// request (written once per connection).
@@ -52,7 +52,7 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 pub const OTHER_METHOD: &str = "_OTHER";
 
 /// The methods of RFC 9110 and PATCH: the only method label values besides `_OTHER`.
-const KNOWN_METHODS: [Method; 9] = [
+pub(crate) const KNOWN_METHODS: [Method; 9] = [
     Method::CONNECT,
     Method::DELETE,
     Method::GET,
@@ -81,15 +81,13 @@ where
 {
     // The methods the services' routes serve: their gauges exist, at zero, from the first
     // scrape.
-    for method in [Method::GET, Method::POST] {
-        active_requests(method_label(&method)).set(0.0);
-    }
+    let metrics = Arc::new(RequestMetrics::new(&[Method::GET, Method::POST]));
     router.layer(
         ServiceBuilder::new()
             .map_request(request_id::drop_invalid)
             .layer(request_id::set_layer())
             .layer(request_id::propagate_layer())
-            .layer(from_fn_with_state(attempt_header, observe)),
+            .layer(from_fn_with_state((attempt_header, metrics), observe)),
     )
 }
 
@@ -103,14 +101,17 @@ pub fn method_label(method: &Method) -> &'static str {
 
 /// The middleware behind [`instrument`]: see the module docs.
 pub async fn observe(
-    axum::extract::State(attempt_header): axum::extract::State<AttemptHeader>,
+    axum::extract::State((attempt_header, metrics)): axum::extract::State<(
+        AttemptHeader,
+        Arc<RequestMetrics>,
+    )>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>();
-    let handles = RouteHandles::of(route.map(MatchedPath::as_str));
+    let handles = metrics.route(route.map(MatchedPath::as_str));
     // `POST /token`: the span's name and, for a standard method, the log's endpoint.
     let span_name = handles.name(method);
     let endpoint = match route {
@@ -162,12 +163,24 @@ pub async fn observe(
         request.id = request_id.as_str(),
         attempt = attempt.map(i64::from),
     );
-    let ids = traces::join_caller_trace(&span, request.headers());
+    let ids = context::join_caller_trace(&span, request.headers());
     LogContext { request_id, ids }.attach_to(&span);
 
     // The record owns the span; the handler's future gets the only other handle (each
     // handle is counted, and dropped, through every layer).
-    let record = Record::start(started, span, endpoint, attempt, method, handles, ids);
+    let active = metrics.active(method).clone();
+    active.increment(1.0);
+    let record = Record {
+        span,
+        endpoint,
+        attempt,
+        method,
+        handles,
+        active,
+        ids,
+        started,
+        finished: false,
+    };
     let mut response = next.run(request).instrument(record.span.clone()).await;
     if let Some(value) = ids.traceresponse() {
         response.headers_mut().insert(TRACERESPONSE, value);
@@ -236,7 +249,7 @@ pub const CALLER_GONE: &str = "client_disconnected";
 /// connection closed, so the server dropped the handler): nginx's "client closed request".
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
-/// One request being observed: counted in `http_server_active_requests` from the start, and
+/// One request being observed: counted in `http_server_active_requests` from its start, and
 /// logged and counted exactly once at the end: by [`Record::finish`], or, if the handler is
 /// dropped midway because the client went away, by `Drop` with status 499.
 struct Record {
@@ -247,38 +260,14 @@ struct Record {
     attempt: Option<u32>,
     method: &'static str,
     handles: RouteHandles,
-    active: &'static metrics::Gauge,
+    active: metrics::Gauge,
     /// The span's ids: a sampled request's are the duration's exemplar.
-    ids: traces::SpanIds,
+    ids: context::SpanIds,
     started: Instant,
     finished: bool,
 }
 
 impl Record {
-    fn start(
-        started: Instant,
-        span: tracing::Span,
-        endpoint: Option<String>,
-        attempt: Option<u32>,
-        method: &'static str,
-        handles: RouteHandles,
-        ids: traces::SpanIds,
-    ) -> Self {
-        let active = active_requests(method);
-        active.increment(1.0);
-        Self {
-            span,
-            endpoint,
-            attempt,
-            method,
-            handles,
-            active,
-            ids,
-            started,
-            finished: false,
-        }
-    }
-
     fn finish(mut self, status: u16) {
         self.record(status, true);
         self.finished = true;
@@ -328,158 +317,6 @@ impl Record {
                     );
                 }
             });
-    }
-}
-
-/// `http_server_active_requests` for one method label (registered once per label). Read
-/// without a lock: every request changes it, on whichever core it runs.
-fn active_requests(method: &'static str) -> &'static metrics::Gauge {
-    static GAUGES: [OnceLock<metrics::Gauge>; KNOWN_METHODS.len() + 1] =
-        [const { OnceLock::new() }; KNOWN_METHODS.len() + 1];
-    GAUGES[method_index(method)].get_or_init(|| {
-        metrics::gauge!(
-            crate::observe::metrics::SERVER_ACTIVE,
-            "http_request_method" => method,
-            "url_scheme" => "http",
-        )
-    })
-}
-
-/// The position of a method label: in KNOWN_METHODS, `_OTHER` last.
-fn method_index(method: &'static str) -> usize {
-    KNOWN_METHODS
-        .iter()
-        .position(|known| known.as_str() == method)
-        .unwrap_or(KNOWN_METHODS.len())
-}
-
-/// Method, status, and whether the status was sent (false: the caller went away).
-type OutcomeKey = (&'static str, u16, bool);
-
-/// What one request's outcome records into.
-struct OutcomeHandles {
-    /// `http_requests_total{method,route,status}`.
-    requests: metrics::Counter,
-    /// `http_server_request_duration_seconds{…}`.
-    duration: metrics::Histogram,
-    /// That histogram series' exemplars (`None` without an installed recorder).
-    exemplars: Option<Arc<crate::observe::exemplars::Slots>>,
-}
-
-/// The metric handles of one route, registered once and reused: building label sets and
-/// looking them up in the recorders on every request is measurable (BENCHMARKS.md).
-#[derive(Clone)]
-struct RouteHandles(Arc<Route>);
-
-struct Route {
-    /// The matched route; `None` when no route matched.
-    route: Option<Box<str>>,
-    /// `{method} {route}` for each method label (KNOWN_METHODS, then `_OTHER`), made on
-    /// first use: every request's span name, and its log line's endpoint.
-    names: [OnceLock<Box<str>>; KNOWN_METHODS.len() + 1],
-    outcomes: RwLock<HashMap<OutcomeKey, OutcomeHandles>>,
-}
-
-impl RouteHandles {
-    /// The handles for `route` (the recorder is process-wide, so the cache is too).
-    fn of(route: Option<&str>) -> Self {
-        static ROUTES: OnceLock<RwLock<HashMap<Box<str>, RouteHandles>>> = OnceLock::new();
-        static UNMATCHED: OnceLock<RouteHandles> = OnceLock::new();
-        let new = |route: Option<&str>| {
-            Self(Arc::new(Route {
-                route: route.map(Box::from),
-                names: Default::default(),
-                outcomes: RwLock::default(),
-            }))
-        };
-        let Some(route) = route else {
-            return UNMATCHED.get_or_init(|| new(None)).clone();
-        };
-        let routes = ROUTES.get_or_init(RwLock::default);
-        if let Some(handles) = routes.read().unwrap_or_else(|p| p.into_inner()).get(route) {
-            return handles.clone();
-        }
-        let mut routes = routes.write().unwrap_or_else(|p| p.into_inner());
-        routes
-            .entry(route.into())
-            .or_insert_with(|| new(Some(route)))
-            .clone()
-    }
-
-    /// The span name of a request with method label `method` on this route: `POST /token`,
-    /// `HTTP /token` for a nonstandard method, the method alone when no route matched.
-    fn name(&self, method: &'static str) -> &str {
-        let index = method_index(method);
-        let prefix = if method == OTHER_METHOD {
-            "HTTP"
-        } else {
-            method
-        };
-        self.0.names[index].get_or_init(|| match &self.0.route {
-            Some(route) => format!("{prefix} {route}").into(),
-            None => prefix.into(),
-        })
-    }
-
-    /// Runs `record` with the handles for one method and status (`answered` false: the
-    /// caller went away), lent rather than cloned: cloning meant three reference counts
-    /// shared by every request, moved between cores on each.
-    fn with_outcome(
-        &self,
-        method: &'static str,
-        status: u16,
-        answered: bool,
-        record: impl FnOnce(&OutcomeHandles),
-    ) {
-        let key = (method, status, answered);
-        if let Some(handles) = self
-            .0
-            .outcomes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return record(handles);
-        }
-        let route = self.0.route.as_deref();
-        let counter_labels = [
-            ("method", method.to_owned()),
-            ("route", route.unwrap_or(UNMATCHED_ROUTE).to_owned()),
-            ("status", status.to_string()),
-        ];
-        // The OpenTelemetry attributes of http.server.request.duration, as Prometheus
-        // labels: http.route only when a route matched, the status only when one was sent,
-        // error.type on failures.
-        let mut duration_labels = vec![("http_request_method", method.to_owned())];
-        if let Some(route) = route {
-            duration_labels.push(("http_route", route.to_owned()));
-        }
-        if answered {
-            duration_labels.push(("http_response_status_code", status.to_string()));
-        }
-        duration_labels.push(("url_scheme", "http".to_owned()));
-        if !answered {
-            duration_labels.push(("error_type", CALLER_GONE.to_owned()));
-        } else if status >= 500 {
-            duration_labels.push(("error_type", status.to_string()));
-        }
-        let handles = OutcomeHandles {
-            requests: metrics::counter!("http_requests_total", &counter_labels),
-            duration: metrics::histogram!(
-                crate::observe::metrics::SERVER_DURATION,
-                &duration_labels
-            ),
-            exemplars: crate::observe::metrics::exemplars()
-                .map(|e| e.slots(crate::observe::metrics::SERVER_DURATION, &duration_labels)),
-        };
-        record(
-            self.0
-                .outcomes
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(key)
-                .or_insert(handles),
-        );
     }
 }
 

@@ -1,7 +1,4 @@
-//! What stops B's retries from making an outage worse: a retry budget and a circuit breaker.
-//! Both are small state machines on Tokio's clock, so their tests run on paused time. They
-//! record nothing themselves: the breaker returns its state changes, and
-//! [`provider`](crate::provider), which wires both into the call to A, logs and counts them.
+//! The circuit breaker: see [`CircuitBreaker`].
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,85 +6,7 @@ use std::time::Duration;
 use telemetry::edge::{SlidingWindow, SlotClock};
 use tokio::time::Instant;
 
-/// Caps retries at a share of recent calls (Finagle's and Linkerd's retry budget): over a
-/// sliding `window`, retries may not exceed `ratio` × calls + `min_per_sec` × window. The
-/// floor lets a quiet client (one curl at a time) still retry; the ratio stops a busy one
-/// from doubling its load on a provider that is already failing.
-///
-/// tower's `retry::budget::TpsBudget` is the same design, and was tried in its place: it
-/// rounds the ratio to 1/n (`--retry-budget-ratio 0.3` would allow 33%, 0.15 allow 16.7%),
-/// takes whole retries per second, and keeps what its first time slot holds for up to one
-/// slot longer than the window (the test below that slides the window by exactly 10 s fails
-/// with it). The flags say exact figures, so this small version stays.
-#[derive(Debug)]
-pub struct RetryBudget {
-    ratio: f64,
-    reserve: f64,
-    clock: SlotClock,
-    /// Calls and retries per tenth of the window.
-    counts: Mutex<SlidingWindow<CallsAnd, WINDOW_SLOTS>>,
-}
-
-/// Slots a window of the budget and of the breaker is cut into: a call counts until the
-/// window has passed since its slot began.
-const WINDOW_SLOTS: usize = 10;
-
-/// Calls, and something about them (retries for the budget, failures for the breaker),
-/// within one slot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct CallsAnd {
-    calls: u32,
-    of_which: u32,
-}
-
-/// The totals of a window of [`CallsAnd`].
-fn totals(window: &SlidingWindow<CallsAnd, WINDOW_SLOTS>) -> CallsAnd {
-    window
-        .iter()
-        .fold(CallsAnd::default(), |sum, (_, slot)| CallsAnd {
-            calls: sum.calls + slot.calls,
-            of_which: sum.of_which + slot.of_which,
-        })
-}
-
-impl RetryBudget {
-    /// A budget of `ratio` retries per call, plus `min_per_sec`, over `window`.
-    pub fn new(ratio: f64, min_per_sec: f64, window: Duration) -> Self {
-        Self {
-            ratio: ratio.max(0.0),
-            reserve: min_per_sec.max(0.0) * window.as_secs_f64(),
-            clock: SlotClock::new(window / WINDOW_SLOTS as u32),
-            counts: Mutex::default(),
-        }
-    }
-
-    /// Records a call (every call earns the budget `ratio` retries).
-    pub fn deposit(&self) {
-        let now = self.clock.now();
-        self.lock().at(now).calls += 1;
-    }
-
-    /// Takes one retry from the budget; `false` when it is spent. The check and the take
-    /// happen under one lock: two retries racing for the last unit cannot both get it.
-    pub fn try_withdraw(&self) -> bool {
-        let now = self.clock.now();
-        let mut counts = self.lock();
-        counts.advance(now);
-        let CallsAnd {
-            calls,
-            of_which: retries,
-        } = totals(&counts);
-        let allowed = self.reserve + self.ratio * f64::from(calls) - f64::from(retries) >= 1.0;
-        if allowed {
-            counts.at(now).of_which += 1;
-        }
-        allowed
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlidingWindow<CallsAnd, WINDOW_SLOTS>> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+use super::{CallsAnd, WINDOW_SLOTS, totals};
 
 /// The breaker's state, as exported in the `provider_circuit_state` gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +20,9 @@ pub enum CircuitState {
 }
 
 impl CircuitState {
+    /// Every state, for registering metric series.
+    pub const ALL: [Self; 3] = [Self::Closed, Self::Open, Self::HalfOpen];
+
     /// The state's name in logs and metric labels.
     pub fn label(self) -> &'static str {
         match self {
@@ -396,20 +318,6 @@ impl CircuitBreaker {
 mod tests {
     use super::*;
 
-    #[test]
-    fn racing_retries_never_overdraw_the_budget() {
-        // A reserve of 10 retries and nothing earned: exactly 10 of 64 racing retries go.
-        let budget = std::sync::Arc::new(RetryBudget::new(0.0, 1.0, Duration::from_secs(10)));
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let budget = budget.clone();
-                std::thread::spawn(move || (0..8).filter(|_| budget.try_withdraw()).count())
-            })
-            .collect();
-        let granted: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
-        assert_eq!(granted, 10);
-    }
-
     fn breaker(consecutive: u32) -> CircuitBreaker {
         CircuitBreaker::new(BreakerPolicy {
             consecutive,
@@ -426,7 +334,6 @@ mod tests {
             Admission::Refused { .. } => None,
         }
     }
-
     #[tokio::test(start_paused = true)]
     async fn breaker_opens_after_the_threshold_and_probes_after_the_cooldown() {
         let breaker = breaker(3);
@@ -586,28 +493,5 @@ mod tests {
             }
             Admission::Allowed(..) => panic!("open"),
         }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn budget_floor_lets_a_quiet_client_retry() {
-        let budget = RetryBudget::new(0.2, 1.0, Duration::from_secs(10));
-        budget.deposit();
-        assert!(
-            budget.try_withdraw(),
-            "one call, one retry: within the floor"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn budget_caps_retries_at_the_ratio_plus_floor() {
-        let budget = RetryBudget::new(0.2, 1.0, Duration::from_secs(10));
-        for _ in 0..100 {
-            budget.deposit();
-        }
-        let granted = (0..100).filter(|_| budget.try_withdraw()).count();
-        assert_eq!(granted, 30, "0.2 × 100 calls + 1/s × 10 s");
-
-        tokio::time::advance(Duration::from_secs(10)).await;
-        assert!(budget.try_withdraw(), "the window slid: the floor is back");
     }
 }

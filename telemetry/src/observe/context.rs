@@ -1,0 +1,394 @@
+//! W3C trace context in and out of HTTP headers: a request's span joins its caller's trace
+//! (`traceparent`, `tracestate`, `baggage`), and a call made on its behalf carries the
+//! span's context onwards, with the request id in the baggage. [`SpanIds`] are a span's ids
+//! as the log lines, `traceresponse` and exemplars write them.
+
+use http::{HeaderMap, HeaderValue};
+use opentelemetry::baggage::{Baggage, BaggageExt as _};
+use opentelemetry::global;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_sdk::propagation::BaggagePropagator;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::observe::request_id::{self, BAGGAGE_KEY as REQUEST_ID_BAGGAGE};
+
+/// The ids of a request's server span, for log lines and the `traceresponse` header, as the
+/// lowercase hex W3C writes them. Held inline (it is `Copy`): every request's log lines,
+/// exemplar and `traceresponse` read them, and copying strings around cost six allocations
+/// per request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanIds {
+    trace_id: [u8; 32],
+    span_id: [u8; 16],
+    valid: bool,
+    /// Whether the span is sampled (recorded and exported).
+    pub sampled: bool,
+}
+
+impl SpanIds {
+    /// The ids of a valid span context.
+    pub fn new(trace_id: TraceId, span_id: SpanId, sampled: bool) -> Self {
+        let mut ids = Self {
+            valid: true,
+            sampled,
+            ..Self::default()
+        };
+        lower_hex(&trace_id.to_bytes(), &mut ids.trace_id);
+        lower_hex(&span_id.to_bytes(), &mut ids.span_id);
+        ids
+    }
+
+    /// W3C trace id, 32 hex digits; empty when tracing is not installed.
+    pub fn trace_id(&self) -> &str {
+        self.text(&self.trace_id)
+    }
+
+    /// W3C span id, 16 hex digits; empty when tracing is not installed.
+    pub fn span_id(&self) -> &str {
+        self.text(&self.span_id)
+    }
+
+    fn text<'a>(&self, hex: &'a [u8]) -> &'a str {
+        if self.valid {
+            std::str::from_utf8(hex).unwrap_or_default()
+        } else {
+            ""
+        }
+    }
+
+    /// The W3C Trace Context Level 2 `traceresponse` value (`00-<trace>-<span>-<flags>`), so
+    /// a caller can go from any response, a failed one included, to its trace.
+    pub fn traceresponse(&self) -> Option<HeaderValue> {
+        self.traceparent()
+    }
+
+    /// The W3C `traceparent` value naming this span as the parent of a call
+    /// (`00-<trace>-<span>-<flags>`, the same text as [`Self::traceresponse`]).
+    pub fn traceparent(&self) -> Option<HeaderValue> {
+        if !self.valid {
+            return None;
+        }
+        let mut value = [0_u8; 55];
+        let flags: &[u8] = if self.sampled { b"01" } else { b"00" };
+        let parts: [&[u8]; 6] = [b"00-", &self.trace_id, b"-", &self.span_id, b"-", flags];
+        let mut at = 0;
+        for part in parts {
+            value[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        HeaderValue::from_bytes(&value).ok()
+    }
+}
+
+/// Reads the caller's trace context (`traceparent`, `baggage`) from `headers`. A request
+/// with neither header (a client outside the trace) skips the propagators: the ones
+/// installed here read nothing else.
+pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
+    if !headers.contains_key(TRACEPARENT) && !headers.contains_key(BAGGAGE) {
+        // What the propagators start from and would give back unchanged.
+        return opentelemetry::Context::current();
+    }
+    global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+}
+
+/// The W3C `baggage` header.
+const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+
+/// Writes the trace context of `span` into `headers`, for a call made on the span's behalf,
+/// and returns the span's ids: `traceparent`, `tracestate` when there is one, and `baggage`:
+/// what the caller of this service sent, with `request_id` as `request.id` (so the callee
+/// knows it even if a proxy drops `X-Request-ID`).
+///
+/// `traceparent` is written from the ids already in hand (the text `traceresponse` uses,
+/// which W3C defines the same way); `tracestate` and `baggage` by the OpenTelemetry
+/// propagators. Going through the composite propagator for all three cost twice as much.
+/// The request id joins the baggage here, on the way out, rather than on every request that
+/// comes in: most requests call nothing onwards.
+pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds {
+    let context = span.context();
+    let ids = ids_of(&context);
+    if let Some(traceparent) = ids.traceparent() {
+        headers.insert(TRACEPARENT, traceparent);
+        let state = context.span().span_context().trace_state().header();
+        if !state.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&state)
+        {
+            headers.insert(TRACESTATE, value);
+        }
+    }
+    if context.baggage().is_empty()
+        && let Some(only_the_id) = request_id_baggage(request_id)
+    {
+        // The usual case: nothing came in, so the id is all there is to send.
+        headers.insert(BAGGAGE, only_the_id);
+        return ids;
+    }
+    let carried = context
+        .baggage()
+        .get(REQUEST_ID_BAGGAGE)
+        .is_some_and(|id| id.as_str() == request_id);
+    let context = if carried || request_id.is_empty() {
+        context
+    } else {
+        let mut baggage: Baggage = context
+            .baggage()
+            .iter()
+            .map(|(key, (value, metadata))| (key.clone(), (value.clone(), metadata.clone())))
+            .collect();
+        let _ = baggage.insert(REQUEST_ID_BAGGAGE, request_id.to_owned());
+        context.with_baggage(baggage)
+    };
+    BaggagePropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    let oversized = headers
+        .get(BAGGAGE)
+        .is_some_and(|value| value.len() > MAX_FORWARDED_BAGGAGE);
+    if oversized {
+        // The caller's entries would make the call too large for the callee to take (a
+        // value re-encoded grows up to three times): forward the request id alone.
+        crate::event!(
+            WARN,
+            "baggage_not_forwarded",
+            entries = context.baggage().len() as i64,
+            max_bytes = MAX_FORWARDED_BAGGAGE as i64,
+        );
+        match request_id_baggage(request_id) {
+            Some(only_the_id) => headers.insert(BAGGAGE, only_the_id),
+            None => headers.remove(BAGGAGE),
+        };
+    }
+    ids
+}
+
+/// The largest `baggage` header passed on to a callee, in bytes. W3C Baggage asks that at
+/// least 8192 bytes be propagated, but a caller's entries re-encoded can grow past what the
+/// callee accepts in a whole request head (16 KiB by default here); a baggage that large is
+/// not what this system uses baggage for (the request id), so it is not passed on.
+pub const MAX_FORWARDED_BAGGAGE: usize = 4096;
+
+/// `baggage: request.id=<id>`, written directly when the id needs no percent-encoding (a
+/// valid `X-Request-ID` never does): what the baggage propagator writes for a baggage of
+/// that one entry, without building the baggage first.
+fn request_id_baggage(request_id: &str) -> Option<HeaderValue> {
+    // The request id alphabet is all baggage-safe.
+    if !request_id::is_valid(request_id.as_bytes()) {
+        return None;
+    }
+    let mut value = String::with_capacity(REQUEST_ID_BAGGAGE.len() + 1 + request_id.len());
+    for part in [REQUEST_ID_BAGGAGE, "=", request_id] {
+        value.push_str(part);
+    }
+    HeaderValue::from_str(&value).ok()
+}
+
+/// The W3C `traceparent` request header.
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// The W3C `tracestate` request header.
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
+/// Makes `span` a child of the trace context the caller sent in `headers` (a new trace when
+/// there is none or it is invalid), keeping the caller's baggage for calls onwards (see
+/// [`inject`]), and returns the span's ids.
+pub fn join_caller_trace(span: &Span, headers: &HeaderMap) -> SpanIds {
+    let _ = span.set_parent(extract(headers));
+    span_ids(span)
+}
+
+/// The ids of `span` (empty without tracing).
+pub fn span_ids(span: &Span) -> SpanIds {
+    ids_of(&span.context())
+}
+
+fn ids_of(context: &opentelemetry::Context) -> SpanIds {
+    let span = context.span();
+    let span_context = span.span_context();
+    if span_context.is_valid() {
+        SpanIds::new(
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.is_sampled(),
+        )
+    } else {
+        SpanIds::default()
+    }
+}
+
+/// Writes `bytes` as lowercase hex into `text` (twice as long), as W3C ids are written: the
+/// same text as the ids' `Display`, without the formatting machinery.
+fn lower_hex(bytes: &[u8], text: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(text.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::propagation::TextMapCompositePropagator;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    #[test]
+    fn ids_are_written_as_their_display_writes_them() {
+        let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("trace id");
+        let span = SpanId::from_hex("00f067aa0ba902b7").expect("span id");
+        let ids = SpanIds::new(trace, span, true);
+        assert_eq!(ids.trace_id(), trace.to_string());
+        assert_eq!(ids.span_id(), span.to_string());
+        assert_eq!(
+            ids.traceresponse().as_ref().map(HeaderValue::as_bytes),
+            Some(&b"00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"[..])
+        );
+        let unsampled = SpanIds::new(trace, span, false).traceresponse();
+        assert!(unsampled.is_some_and(|v| v.as_bytes().ends_with(b"-00")));
+    }
+
+    #[test]
+    fn no_span_has_empty_ids_and_no_traceresponse() {
+        let ids = SpanIds::default();
+        assert_eq!((ids.trace_id(), ids.span_id()), ("", ""));
+        assert!(ids.traceresponse().is_none());
+    }
+
+    #[test]
+    fn inject_writes_what_the_standard_propagators_read_back() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut incoming = HeaderMap::new();
+            for (name, value) in [
+                (
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ),
+                ("tracestate", "vendor=value"),
+                ("baggage", "tenant=blue"),
+            ] {
+                incoming.insert(name, HeaderValue::from_static(value));
+            }
+            let parent = TextMapCompositePropagator::new(vec![
+                Box::new(TraceContextPropagator::new()),
+                Box::new(BaggagePropagator::new()),
+            ])
+            .extract(&HeaderExtractor(&incoming));
+            let span = tracing::info_span!("call");
+            let _ = span.set_parent(parent);
+
+            let mut outgoing = HeaderMap::new();
+            let ids = inject(&span, &mut outgoing, "r1");
+
+            let read = TraceContextPropagator::new().extract(&HeaderExtractor(&outgoing));
+            let read = read.span().span_context().clone();
+            assert_eq!(read.trace_id().to_string(), ids.trace_id());
+            assert_eq!(
+                ids.trace_id(),
+                "0af7651916cd43dd8448eb211c80319c",
+                "same trace"
+            );
+            assert_eq!(read.span_id().to_string(), ids.span_id());
+            assert!(read.is_sampled() && ids.sampled);
+            assert_eq!(read.trace_state().header(), "vendor=value");
+            let baggage = BaggagePropagator::new().extract(&HeaderExtractor(&outgoing));
+            assert_eq!(
+                baggage
+                    .baggage()
+                    .get("tenant")
+                    .map(|v| v.as_str().to_owned()),
+                Some("blue".to_owned())
+            );
+        });
+    }
+
+    #[test]
+    fn the_request_id_travels_on_in_baggage_next_to_the_callers_entries() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+        tracing::subscriber::with_default(subscriber, || {
+            for (sent, expected_tenant) in [
+                (None, None),
+                (Some("tenant=blue"), Some("blue")),
+                (Some("request.id=ours,tenant=blue"), Some("blue")),
+                (Some("request.id=theirs"), None),
+            ] {
+                let mut headers = HeaderMap::new();
+                if let Some(baggage) = sent {
+                    headers.insert("baggage", HeaderValue::from_static(baggage));
+                }
+                let span = tracing::info_span!("request");
+                let _ = join_caller_trace(&span, &headers);
+                let mut onwards = HeaderMap::new();
+                let _ = inject(&span, &mut onwards, "ours");
+                let context = BaggagePropagator::new().extract(&HeaderExtractor(&onwards));
+                let baggage = context.baggage();
+                let value = |key: &str| baggage.get(key).map(|v| v.as_str().to_owned());
+                assert_eq!(
+                    value(REQUEST_ID_BAGGAGE).as_deref(),
+                    Some("ours"),
+                    "{sent:?}"
+                );
+                assert_eq!(value("tenant").as_deref(), expected_tenant, "{sent:?}");
+            }
+        });
+    }
+
+    #[test]
+    fn an_oversized_baggage_is_not_passed_on_but_the_request_id_is() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+        tracing::subscriber::with_default(subscriber, || {
+            let forwarded = |quotes: usize| {
+                // Each quote is re-encoded as %22, three times its size.
+                let sent = format!("k={}", "\"".repeat(quotes));
+                let mut headers = HeaderMap::new();
+                headers.insert("baggage", HeaderValue::from_str(&sent).expect("header"));
+                let span = tracing::info_span!("request");
+                let _ = join_caller_trace(&span, &headers);
+                let mut onwards = HeaderMap::new();
+                let _ = inject(&span, &mut onwards, "ours");
+                onwards
+                    .get("baggage")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            };
+            let small = forwarded(100).expect("a baggage");
+            assert!(small.contains("k=%22"), "small entries go on: {small}");
+            assert!(small.contains("request.id=ours"), "{small}");
+            assert_eq!(forwarded(2000).as_deref(), Some("request.id=ours"));
+        });
+    }
+
+    #[test]
+    fn the_direct_request_id_baggage_is_what_the_propagator_writes() {
+        for id in ["r1", "a.b_c:d-E9", "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"] {
+            let direct = request_id_baggage(id).expect("a plain id");
+            let mut baggage = Baggage::new();
+            let _ = baggage.insert(REQUEST_ID_BAGGAGE, id.to_owned());
+            let context = opentelemetry::Context::new().with_baggage(baggage);
+            let mut headers = HeaderMap::new();
+            BaggagePropagator::new().inject_context(&context, &mut HeaderInjector(&mut headers));
+            assert_eq!(Some(&direct), headers.get("baggage"), "{id}");
+        }
+        for not_plain in ["", "with space", "a=b", "é"] {
+            assert!(request_id_baggage(not_plain).is_none(), "{not_plain:?}");
+        }
+    }
+}

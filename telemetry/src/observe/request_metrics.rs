@@ -1,0 +1,200 @@
+//! The server's per-request series, registered once per route and outcome and kept by
+//! the instrumented router ([`RequestMetrics`]): `http_requests_total{method,route,status}`,
+//! `http_server_request_duration_seconds` by the OpenTelemetry attributes (with exemplar
+//! slots), and `http_server_active_requests` by method. Every label value comes from a
+//! bounded set: method labels are the standard methods or `_OTHER`, routes are the
+//! router's own or `unmatched`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use http::Method;
+
+use crate::observe::requests::{
+    CALLER_GONE, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, method_label,
+};
+
+/// The server's request series, for one instrumented router: each handle looked up in the
+/// recorder once and kept here (building label sets and looking them up on every request is
+/// measurable).
+#[derive(Debug, Default)]
+pub struct RequestMetrics {
+    /// `http_server_active_requests` per method label (KNOWN_METHODS, then `_OTHER`), made
+    /// on first use; read without a lock, since every request changes it.
+    active: [OnceLock<metrics::Gauge>; KNOWN_METHODS.len() + 1],
+    /// Per route.
+    routes: RwLock<HashMap<Box<str>, RouteHandles>>,
+    /// For requests no route matched.
+    unmatched: OnceLock<RouteHandles>,
+}
+
+impl RequestMetrics {
+    /// The series of a router whose routes serve `methods`: their gauges exist, at zero,
+    /// from the first scrape.
+    pub fn new(methods: &[Method]) -> Self {
+        let metrics = Self::default();
+        for method in methods {
+            metrics.active(method_label(method)).set(0.0);
+        }
+        metrics
+    }
+
+    /// `http_server_active_requests` for one method label.
+    pub fn active(&self, method: &'static str) -> &metrics::Gauge {
+        self.active[method_index(method)].get_or_init(|| {
+            metrics::gauge!(
+                crate::observe::metrics::SERVER_ACTIVE,
+                "http_request_method" => method,
+                "url_scheme" => "http",
+            )
+        })
+    }
+
+    /// The handles of `route` (`None`: no route matched).
+    pub fn route(&self, route: Option<&str>) -> RouteHandles {
+        let new = |route: Option<&str>| {
+            RouteHandles(Arc::new(Route {
+                route: route.map(Box::from),
+                names: Default::default(),
+                outcomes: RwLock::default(),
+            }))
+        };
+        let Some(route) = route else {
+            return self.unmatched.get_or_init(|| new(None)).clone();
+        };
+        if let Some(handles) = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(route)
+        {
+            return handles.clone();
+        }
+        self.routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(route.into())
+            .or_insert_with(|| new(Some(route)))
+            .clone()
+    }
+}
+
+/// The position of a method label: in KNOWN_METHODS, `_OTHER` last.
+pub(crate) fn method_index(method: &'static str) -> usize {
+    KNOWN_METHODS
+        .iter()
+        .position(|known| known.as_str() == method)
+        .unwrap_or(KNOWN_METHODS.len())
+}
+
+/// Method, status, and whether the status was sent (false: the caller went away).
+type OutcomeKey = (&'static str, u16, bool);
+
+/// What one request's outcome records into.
+#[derive(Debug)]
+pub struct OutcomeHandles {
+    /// `http_requests_total{method,route,status}`.
+    pub requests: metrics::Counter,
+    /// `http_server_request_duration_seconds{…}`.
+    pub duration: metrics::Histogram,
+    /// That histogram series' exemplars (`None` without an installed recorder).
+    pub exemplars: Option<Arc<crate::observe::exemplars::Slots>>,
+}
+
+/// The metric handles of one route, registered once and reused: building label sets and
+/// looking them up in the recorders on every request is measurable (BENCHMARKS.md).
+#[derive(Clone)]
+pub struct RouteHandles(Arc<Route>);
+
+impl std::fmt::Debug for RouteHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RouteHandles").field(&self.0.route).finish()
+    }
+}
+
+struct Route {
+    /// The matched route; `None` when no route matched.
+    route: Option<Box<str>>,
+    /// `{method} {route}` for each method label (KNOWN_METHODS, then `_OTHER`), made on
+    /// first use: every request's span name, and its log line's endpoint.
+    names: [OnceLock<Box<str>>; KNOWN_METHODS.len() + 1],
+    outcomes: RwLock<HashMap<OutcomeKey, OutcomeHandles>>,
+}
+
+impl RouteHandles {
+    /// The span name of a request with method label `method` on this route: `POST /token`,
+    /// `HTTP /token` for a nonstandard method, the method alone when no route matched.
+    pub fn name(&self, method: &'static str) -> &str {
+        let index = method_index(method);
+        let prefix = if method == OTHER_METHOD {
+            "HTTP"
+        } else {
+            method
+        };
+        self.0.names[index].get_or_init(|| match &self.0.route {
+            Some(route) => format!("{prefix} {route}").into(),
+            None => prefix.into(),
+        })
+    }
+
+    /// Runs `record` with the handles for one method and status (`answered` false: the
+    /// caller went away), lent rather than cloned: cloning meant three reference counts
+    /// shared by every request, moved between cores on each.
+    pub fn with_outcome(
+        &self,
+        method: &'static str,
+        status: u16,
+        answered: bool,
+        record: impl FnOnce(&OutcomeHandles),
+    ) {
+        let key = (method, status, answered);
+        if let Some(handles) = self
+            .0
+            .outcomes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return record(handles);
+        }
+        let route = self.0.route.as_deref();
+        let counter_labels = [
+            ("method", method.to_owned()),
+            ("route", route.unwrap_or(UNMATCHED_ROUTE).to_owned()),
+            ("status", status.to_string()),
+        ];
+        // The OpenTelemetry attributes of http.server.request.duration, as Prometheus
+        // labels: http.route only when a route matched, the status only when one was sent,
+        // error.type on failures.
+        let mut duration_labels = vec![("http_request_method", method.to_owned())];
+        if let Some(route) = route {
+            duration_labels.push(("http_route", route.to_owned()));
+        }
+        if answered {
+            duration_labels.push(("http_response_status_code", status.to_string()));
+        }
+        duration_labels.push(("url_scheme", "http".to_owned()));
+        if !answered {
+            duration_labels.push(("error_type", CALLER_GONE.to_owned()));
+        } else if status >= 500 {
+            duration_labels.push(("error_type", status.to_string()));
+        }
+        let handles = OutcomeHandles {
+            requests: metrics::counter!("http_requests_total", &counter_labels),
+            duration: metrics::histogram!(
+                crate::observe::metrics::SERVER_DURATION,
+                &duration_labels
+            ),
+            exemplars: crate::observe::metrics::exemplars()
+                .map(|e| e.slots(crate::observe::metrics::SERVER_DURATION, &duration_labels)),
+        };
+        record(
+            self.0
+                .outcomes
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_insert(handles),
+        );
+    }
+}
