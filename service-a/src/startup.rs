@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-
 use crate::config::Config;
 use crate::faults::{Faults, Injected, StartupFault, Teaching};
 use crate::routes::{AppState, router};
@@ -22,12 +20,9 @@ pub enum StartupError {
     /// `--no-demo-user` without any other user: every request would be refused.
     #[error("no users: --no-demo-user needs --users-file")]
     NoUsers,
-    /// The listen address cannot be bound (in use, or not ours).
+    /// The listen address or the fault endpoint's cannot be bound.
     #[error(transparent)]
-    Bind(#[from] telemetry::edge::BindError),
-    /// The fault endpoint cannot listen where `--fault-listen` says.
-    #[error(transparent)]
-    Faults(#[from] telemetry::faults::ListenError),
+    Bind(#[from] telemetry::service::BoundError),
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
@@ -36,10 +31,7 @@ pub enum StartupError {
 /// A bound, ready-to-serve service A.
 #[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
-    lab: telemetry::faults::Lab<Injected>,
-    /// What a lab's "A is down" pulls (see `telemetry::faults::unplug`).
-    plug: telemetry::faults::Plug,
+    bound: telemetry::service::Bound<Injected>,
     config: Config,
     state: AppState,
     metrics: telemetry::observe::Metrics,
@@ -61,13 +53,14 @@ impl Application {
         if users.is_empty() {
             return Err(StartupError::NoUsers);
         }
-        let listener = telemetry::edge::bind(config.serve.listen).await?;
+        // What a lab's "A is down" pulls (see `telemetry::faults::unplug`).
         let plug = telemetry::faults::Plug::default();
-        let startup = config.fault.clone().and_then(|StartupFault(fault)| fault);
-        let lab = telemetry::faults::Lab::start(
+        let bound = telemetry::service::Bound::bind(
+            config.serve.listen,
             config.fault_listen,
             crate::faults::switch(plug.clone()),
-            startup,
+            config.fault.clone().and_then(|StartupFault(fault)| fault),
+            Some(plug),
         )
         .await?;
         let state = AppState {
@@ -84,13 +77,11 @@ impl Application {
                     failure_rate: config.failure_rate,
                     allow_fail_status: config.allow_fail_status,
                 },
-                lab.switch.clone(),
+                bound.faults(),
             )),
         };
         Ok(Self {
-            listener,
-            lab,
-            plug,
+            bound,
             config,
             state,
             metrics,
@@ -99,13 +90,13 @@ impl Application {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.bound.local_addr()
     }
 
     /// Serves until `stop` resolves, then drains in-flight requests (bounded by
     /// `--shutdown-grace-ms`).
     pub async fn run_until_stopped(
-        mut self,
+        self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let addr = self.local_addr()?;
@@ -117,7 +108,6 @@ impl Application {
             extra_latency_ms = self.config.extra_latency_ms,
             failure_rate = self.config.failure_rate,
         );
-        self.lab.serve();
         let description = crate::openapi::description(
             self.state.max_delay_ms,
             self.state.faults.flags().allow_fail_status,
@@ -130,13 +120,7 @@ impl Application {
             // B numbers its attempts; A shows the number on its span and log line.
             attempt_header: telemetry::observe::AttemptHeader::Trusted,
         };
-        // Only a lab can take A down: its listener is pluggable only when a lab may ask.
-        if self.lab.asked() {
-            let listener = self.plug.wrap(self.listener);
-            telemetry::edge::serve(listener, app, stop, serving).await?;
-        } else {
-            telemetry::edge::serve(self.listener, app, stop, serving).await?;
-        }
+        self.bound.serve(app, stop, serving).await?;
         Ok(())
     }
 }

@@ -4,8 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use tokio::net::TcpListener;
-
 use crate::config::Config;
 use crate::provider::Provider;
 use crate::routes::{AppState, router};
@@ -16,12 +14,9 @@ pub enum StartupError {
     /// The HTTP client for A could not be built.
     #[error("cannot build the client for service A: {0}")]
     Client(#[from] reqwest::Error),
-    /// The listen address cannot be bound (in use, or not ours).
+    /// The listen address or the fault endpoint's cannot be bound.
     #[error(transparent)]
-    Bind(#[from] telemetry::edge::BindError),
-    /// The fault endpoint cannot listen where `--fault-listen` says.
-    #[error(transparent)]
-    Faults(#[from] telemetry::faults::ListenError),
+    Bind(#[from] telemetry::service::BoundError),
     /// Serving failed.
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
@@ -30,8 +25,7 @@ pub enum StartupError {
 /// A bound, ready-to-serve service B.
 #[derive(Debug)]
 pub struct Application {
-    listener: TcpListener,
-    lab: telemetry::faults::Lab<crate::faults::Injected>,
+    bound: telemetry::service::Bound<crate::faults::Injected>,
     config: Config,
     state: AppState,
     metrics: telemetry::observe::Metrics,
@@ -47,18 +41,17 @@ impl Application {
             &config.provider,
             std::sync::Arc::new(crate::metrics::ProviderMetrics::register()),
         )?;
-        let listener = telemetry::edge::bind(config.serve.listen).await?;
-        let startup = config
-            .fault
-            .clone()
-            .and_then(|crate::faults::StartupFault(fault)| fault);
-        let lab = telemetry::faults::Lab::start(
+        let timeouts = provider.clone();
+        let bound = telemetry::service::Bound::bind(
+            config.serve.listen,
             config.fault_listen,
-            {
-                let provider = provider.clone();
-                crate::faults::switch(move |timeout| provider.override_timeout(timeout))
-            },
-            startup,
+            crate::faults::switch(move |timeout| timeouts.override_timeout(timeout)),
+            config
+                .fault
+                .clone()
+                .and_then(|crate::faults::StartupFault(fault)| fault),
+            // B's faults never take it down.
+            None,
         )
         .await?;
         let state = AppState {
@@ -66,8 +59,7 @@ impl Application {
             max_delay_ms: config.max_delay_ms,
         };
         Ok(Self {
-            listener,
-            lab,
+            bound,
             config,
             state,
             metrics,
@@ -76,13 +68,13 @@ impl Application {
 
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.bound.local_addr()
     }
 
     /// Serves until `stop` resolves, then drains in-flight requests (bounded by
     /// `--shutdown-grace-ms`).
     pub async fn run_until_stopped(
-        mut self,
+        self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let addr = self.local_addr()?;
@@ -94,7 +86,6 @@ impl Application {
             provider_attempts = self.config.provider.provider_attempts,
             worst_case_call_ms = u64::try_from(self.config.provider.worst_case_call().as_millis()).unwrap_or(u64::MAX),
         );
-        self.lab.serve();
         let description = crate::openapi::description(self.state.max_delay_ms);
         let app = router(self.state, self.metrics, description);
         let serving = telemetry::edge::Serving {
@@ -104,7 +95,7 @@ impl Application {
             // B is an edge anyone may call: a caller cannot write its own attempt number.
             attempt_header: telemetry::observe::AttemptHeader::Ignored,
         };
-        telemetry::edge::serve(self.listener, app, stop, serving).await?;
+        self.bound.serve(app, stop, serving).await?;
         Ok(())
     }
 }

@@ -11,7 +11,8 @@
 //!
 //! The edge observes every request it serves through [`observe`]; [`observe`] knows nothing
 //! of the edge. [`faults`] holds the labs' ways to break a service, which it adds only
-//! when asked to (`--fault-listen`, `--fault`). Nothing here knows which service it runs in beyond the
+//! when asked to (`--fault-listen`, `--fault`); [`service`] is the shape both services
+//! start in (bind, then serve, with the lab when asked). Nothing here knows which service it runs in beyond the
 //! name it is given.
 //!
 //! "The lab" in comments is the walkthrough the README shows with this implementation's real
@@ -20,6 +21,7 @@
 pub mod edge;
 pub mod faults;
 pub mod observe;
+pub mod service;
 
 pub use observe::{RequestId, TelemetryArgs};
 

@@ -234,6 +234,20 @@ mod tests {
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use opentelemetry_sdk::trace::SdkTracerProvider;
 
+    /// Runs `body` with spans made into OpenTelemetry spans and the W3C propagators
+    /// installed, as `observe::init` sets them up.
+    fn with_tracing(body: impl FnOnce()) {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
+        tracing::subscriber::with_default(subscriber, body);
+    }
+
     #[test]
     fn ids_are_written_as_their_display_writes_them() {
         let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("trace id");
@@ -258,11 +272,7 @@ mod tests {
 
     #[test]
     fn inject_writes_what_the_standard_propagators_read_back() {
-        use tracing_subscriber::layer::SubscriberExt as _;
-        let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        tracing::subscriber::with_default(subscriber, || {
+        with_tracing(|| {
             let mut incoming = HeaderMap::new();
             for (name, value) in [
                 (
@@ -309,15 +319,7 @@ mod tests {
 
     #[test]
     fn the_request_id_travels_on_in_baggage_next_to_the_callers_entries() {
-        use tracing_subscriber::layer::SubscriberExt as _;
-        let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ]));
-        tracing::subscriber::with_default(subscriber, || {
+        with_tracing(|| {
             for (sent, expected_tenant) in [
                 (None, None),
                 (Some("tenant=blue"), Some("blue")),
@@ -347,15 +349,7 @@ mod tests {
 
     #[test]
     fn an_oversized_baggage_is_not_passed_on_but_the_request_id_is() {
-        use tracing_subscriber::layer::SubscriberExt as _;
-        let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ]));
-        tracing::subscriber::with_default(subscriber, || {
+        with_tracing(|| {
             let forwarded = |quotes: usize| {
                 // Each quote is re-encoded as %22, three times its size.
                 let sent = format!("k={}", "\"".repeat(quotes));

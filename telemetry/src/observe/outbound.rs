@@ -30,7 +30,8 @@ use crate::observe::exemplars::Slots;
 use crate::observe::logging::LogContext;
 use crate::observe::metrics::{CLIENT_DURATION, exemplars};
 use crate::observe::request_id::HEADER as REQUEST_ID;
-use crate::observe::requests::{ATTEMPT_HEADER, method_label};
+use crate::observe::request_metrics::method_label;
+use crate::observe::requests::ATTEMPT_HEADER;
 
 /// What one call's result means to the service that made it.
 pub trait Outcomes: Send + Sync + 'static {

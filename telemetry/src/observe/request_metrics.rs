@@ -10,9 +10,36 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use http::Method;
 
-use crate::observe::requests::{
-    CALLER_GONE, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, method_label,
-};
+/// Route label for requests that matched no route (their raw paths would explode the label
+/// set; the log line still shows the path).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Method label for any method outside the standard ones (OpenTelemetry's convention).
+pub const OTHER_METHOD: &str = "_OTHER";
+
+/// The methods of RFC 9110 and PATCH: the only method label values besides `_OTHER`.
+const KNOWN_METHODS: [Method; 9] = [
+    Method::CONNECT,
+    Method::DELETE,
+    Method::GET,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PATCH,
+    Method::POST,
+    Method::PUT,
+    Method::TRACE,
+];
+
+/// The method's label value: its name if standard, `_OTHER` otherwise.
+pub fn method_label(method: &Method) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|known| *known == method)
+        .map_or(OTHER_METHOD, |known| known.as_str())
+}
+
+/// `error.type` of a server span whose caller went away before the answer.
+pub const CALLER_GONE: &str = "client_disconnected";
 
 /// The server's request series, for one instrumented router: each handle looked up in the
 /// recorder once and kept here (building label sets and looking them up on every request is

@@ -24,7 +24,9 @@ use tower::ServiceBuilder;
 use tracing::{Instrument as _, field};
 
 use crate::observe::logging::LogContext;
-use crate::observe::request_metrics::{RequestMetrics, RouteHandles};
+use crate::observe::request_metrics::{
+    CALLER_GONE, OTHER_METHOD, RequestMetrics, RouteHandles, method_label,
+};
 use crate::observe::{context, request_id};
 
 /// The caller's IP as text, for the span's `client.address`: the server puts it on each
@@ -43,26 +45,6 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 /// attempt (like Envoy's `x-envoy-expected-rq-timeout-ms` or gRPC's `grpc-timeout`): B sends
 /// it, A stops work nobody will wait for.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
-
-/// Route label for requests that matched no route (their raw paths would explode the label
-/// set; the log line still shows the path).
-pub const UNMATCHED_ROUTE: &str = "unmatched";
-
-/// Method label for any method outside the standard ones (OpenTelemetry's convention).
-pub const OTHER_METHOD: &str = "_OTHER";
-
-/// The methods of RFC 9110 and PATCH: the only method label values besides `_OTHER`.
-pub(crate) const KNOWN_METHODS: [Method; 9] = [
-    Method::CONNECT,
-    Method::DELETE,
-    Method::GET,
-    Method::HEAD,
-    Method::OPTIONS,
-    Method::PATCH,
-    Method::POST,
-    Method::PUT,
-    Method::TRACE,
-];
 
 /// Whether a service reads the caller's `x-attempt` header into its span and log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,14 +71,6 @@ where
             .layer(request_id::propagate_layer())
             .layer(from_fn_with_state((attempt_header, metrics), observe)),
     )
-}
-
-/// The method's label value: its name if standard, `_OTHER` otherwise.
-pub fn method_label(method: &Method) -> &'static str {
-    KNOWN_METHODS
-        .iter()
-        .find(|known| *known == method)
-        .map_or(OTHER_METHOD, |known| known.as_str())
 }
 
 /// The middleware behind [`instrument`]: see the module docs.
@@ -241,9 +215,6 @@ fn protocol_version(version: Version) -> &'static str {
         _ => "1.1",
     }
 }
-
-/// `error.type` of a server span whose caller went away before the answer.
-pub const CALLER_GONE: &str = "client_disconnected";
 
 /// Status logged and counted for a request whose caller went away before the answer (the
 /// connection closed, so the server dropped the handler): nginx's "client closed request".

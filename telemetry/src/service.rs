@@ -1,0 +1,81 @@
+//! The shape both services start in: bind the listener (and, when a lab asks, the fault
+//! endpoint), then serve the service's routes until a signal. A service's `startup.rs`
+//! builds its state and routes; [`Bound`] does the rest the same way for both.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::edge::{BindError, Serving};
+use crate::faults::{Fault, FaultSwitch, Lab, ListenError, Plug};
+
+/// Why a service could not bind.
+#[derive(Debug, thiserror::Error)]
+pub enum BoundError {
+    /// The listen address cannot be bound (in use, or not ours).
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The fault endpoint cannot listen where `--fault-listen` says.
+    #[error(transparent)]
+    Faults(#[from] ListenError),
+}
+
+/// A service bound to its address, with its lab (fault endpoint and start-up fault, when
+/// asked for), ready to serve.
+#[derive(Debug)]
+pub struct Bound<F> {
+    listener: TcpListener,
+    lab: Lab<F>,
+    /// Pulled by a fault that takes the service down; the listener is wrapped in it only
+    /// when a lab may ask.
+    plug: Option<Plug>,
+}
+
+impl<F: Fault> Bound<F> {
+    /// Binds `listen` (port 0 picks a free port), starts the lab with `switch` (the fault
+    /// endpoint on `fault_listen`, and `startup` switched on), and keeps `plug` for a fault
+    /// that takes the service down.
+    pub async fn bind(
+        listen: SocketAddr,
+        fault_listen: Option<SocketAddr>,
+        switch: FaultSwitch<F>,
+        startup: Option<F>,
+        plug: Option<Plug>,
+    ) -> Result<Self, BoundError> {
+        let listener = crate::edge::bind(listen).await?;
+        let lab = Lab::start(fault_listen, switch, startup).await?;
+        Ok(Self {
+            listener,
+            lab,
+            plug,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The lab's switch, for the service's handlers.
+    pub fn faults(&self) -> std::sync::Arc<FaultSwitch<F>> {
+        self.lab.switch.clone()
+    }
+
+    /// Serves `routes` as `serving` says until `stop` resolves (see [`crate::edge::serve`]),
+    /// with the fault endpoint beside it when there is one.
+    pub async fn serve(
+        mut self,
+        routes: Router,
+        stop: impl Future<Output = ()> + Send + 'static,
+        serving: Serving<'_>,
+    ) -> io::Result<()> {
+        self.lab.serve();
+        match self.plug.filter(|_| self.lab.asked()) {
+            Some(plug) => crate::edge::serve(plug.wrap(self.listener), routes, stop, serving).await,
+            None => crate::edge::serve(self.listener, routes, stop, serving).await,
+        }
+    }
+}
