@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(
             failures(both.to_vec(), StopReason::AttemptsSpent).details(),
             "timed out after 1s on both attempts",
-            "the seed's details, when B simply ran out of attempts"
+            "the lab's details, when B simply ran out of attempts"
         );
     }
 

@@ -17,8 +17,7 @@ use crate::observe::request_id::{self, BAGGAGE_KEY as REQUEST_ID_BAGGAGE};
 
 /// The ids of a request's server span, for log lines and the `traceresponse` header, as the
 /// lowercase hex W3C writes them. Held inline (it is `Copy`): every request's log lines,
-/// exemplar and `traceresponse` read them, and copying strings around cost six allocations
-/// per request.
+/// exemplar and `traceresponse` read them without a copy of their text.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpanIds {
     trace_id: [u8; 32],
@@ -104,9 +103,8 @@ const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
 ///
 /// `traceparent` is written from the ids already in hand (the text `traceresponse` uses,
 /// which W3C defines the same way); `tracestate` and `baggage` by the OpenTelemetry
-/// propagators. Going through the composite propagator for all three cost twice as much.
-/// The request id joins the baggage here, on the way out, rather than on every request that
-/// comes in: most requests call nothing onwards.
+/// propagators. The request id joins the baggage here, on the way out, rather than on every
+/// request that comes in: most requests call nothing onwards.
 pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds {
     let context = span.context();
     let ids = ids_of(&context);

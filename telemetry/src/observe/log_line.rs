@@ -7,17 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use tracing::field::{Field, Visit};
 
-/// Keys the format writes itself; an event field with one of these names is dropped rather
-/// than written twice.
-const RESERVED: [&str; 7] = [
-    "service",
-    "request_id",
-    "ts",
-    "level",
-    "trace_id",
-    "span_id",
-    "trace_flags",
-];
+/// Keys the format writes itself (with the request's context fields); an event field with
+/// one of these names is dropped rather than written twice.
+const RESERVED: [&str; 3] = ["service", "ts", "level"];
 
 thread_local! {
     /// Each thread's line buffer, reused from line to line.
@@ -117,8 +109,7 @@ impl ObjectWriter {
 
 /// Appends `value` as a JSON string. Most values need no escaping and are copied as they
 /// are; the others go through serde_json, which escapes quotes, backslashes and every
-/// control character (newlines too). Formatting every value through serde_json allocated
-/// once per field per line: the largest single cost of a log line (BENCHMARKS.md).
+/// control character (newlines too): a plain value costs a copy, never an allocation.
 fn push_json_string(buf: &mut String, value: &str) {
     if !needs_escaping(value) {
         buf.push('"');
@@ -143,6 +134,9 @@ fn needs_escaping(value: &str) -> bool {
 
 fn is_reserved(field: &Field) -> bool {
     RESERVED.contains(&field.name())
+        || crate::observe::logging::CONTEXT_FIELDS
+            .iter()
+            .any(|f| f.key == field.name())
 }
 
 impl Visit for ObjectWriter {

@@ -2,7 +2,8 @@
 //! (`service`, the event's own fields, `request_id`, `ts`, `level`, then `trace_id`,
 //! `span_id` and `trace_flags`: `"01"` when the trace is sampled, so it exists in the
 //! tracing backend, `"00"` when it is not and the ids lead nowhere). The schema of every
-//! line is `deploy/log-line.schema.json`.
+//! line is `deploy/log-line.schema.json`. The request's fields are listed once, in
+//! [`CONTEXT_FIELDS`]; the OTLP records (`otlp_logs`) are written from the same list.
 //!
 //! Request-scoped fields are not span fields formatted as text: [`observe`](crate::observe::requests)
 //! attaches a [`LogContext`] to the request span, and every event inside that span (however
@@ -30,10 +31,78 @@ pub struct LogContext {
     pub ids: crate::observe::context::SpanIds,
 }
 
+/// Where a context field stands on a JSON line: before `ts` (the lab's `request_id`), or
+/// after `level` (the trace ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Between the event's own fields and `ts`.
+    BeforeTimestamp,
+    /// After `level`, at the end of the line.
+    AfterLevel,
+}
+
+/// How a context field travels on an OTLP log record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRecord {
+    /// As an attribute of this name (the name the request's span gives it).
+    Attribute(&'static str),
+    /// As the record's own trace context.
+    TraceContext,
+}
+
+/// One field every line of a request carries: its key on the JSON line, where it stands
+/// there, how it travels on an OTLP record, and how to read it.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextField {
+    /// The key on the JSON line.
+    pub key: &'static str,
+    /// Where it stands on the JSON line.
+    pub place: Place,
+    /// How it travels on an OTLP log record.
+    pub on_record: OnRecord,
+    /// Its value for a request (`None`: the line leaves it out).
+    pub read: fn(&LogContext) -> Option<&str>,
+}
+
+/// The fields a [`LogContext`] puts on every line of its request: the one list the JSON
+/// line and the OTLP record are both written from. A field added here (and to the line's
+/// schema, `deploy/log-line.schema.json`) is on both.
+pub const CONTEXT_FIELDS: [ContextField; 4] = [
+    ContextField {
+        key: "request_id",
+        place: Place::BeforeTimestamp,
+        on_record: OnRecord::Attribute("request.id"),
+        read: |c| Some(&c.request_id),
+    },
+    ContextField {
+        key: "trace_id",
+        place: Place::AfterLevel,
+        on_record: OnRecord::TraceContext,
+        read: |c| c.traced().map(|ids| ids.trace_id()),
+    },
+    ContextField {
+        key: "span_id",
+        place: Place::AfterLevel,
+        on_record: OnRecord::TraceContext,
+        read: |c| c.traced().map(|ids| ids.span_id()),
+    },
+    ContextField {
+        key: "trace_flags",
+        place: Place::AfterLevel,
+        on_record: OnRecord::TraceContext,
+        read: |c| c.traced().map(|ids| if ids.sampled { "01" } else { "00" }),
+    },
+];
+
 impl LogContext {
+    /// The span's ids, when there is a trace context.
+    fn traced(&self) -> Option<&crate::observe::context::SpanIds> {
+        (!self.ids.trace_id().is_empty()).then_some(&self.ids)
+    }
+
     /// Runs `read` with the context of the request `event` belongs to (found on the event's
-    /// span or the nearest ancestor that has one), borrowed where it is stored: cloning it
-    /// cost three allocations per line.
+    /// span or the nearest ancestor that has one), borrowed where it is stored: a line
+    /// copies nothing of it.
     pub fn of_event<S, R>(
         event: &Event<'_>,
         ctx: &Context<'_, S>,
@@ -97,18 +166,18 @@ where
             event.record(&mut line);
 
             LogContext::of_event(event, &ctx, |context| {
-                if let Some(context) = context {
-                    line.string("request_id", &context.request_id);
-                }
+                let write_context = |line: &mut ObjectWriter, place: Place| {
+                    let fields = CONTEXT_FIELDS.iter().filter(|f| f.place == place);
+                    for field in fields {
+                        if let Some(value) = context.and_then(field.read) {
+                            line.string(field.key, value);
+                        }
+                    }
+                };
+                write_context(&mut line, Place::BeforeTimestamp);
                 line.timestamp("ts", SystemTime::now());
                 line.string("level", event.metadata().level().as_str());
-                if let Some(context) = context
-                    && !context.ids.trace_id().is_empty()
-                {
-                    line.string("trace_id", context.ids.trace_id());
-                    line.string("span_id", context.ids.span_id());
-                    line.string("trace_flags", if context.ids.sampled { "01" } else { "00" });
-                }
+                write_context(&mut line, Place::AfterLevel);
             });
             let mut text = line.finish();
             text.push('\n');
@@ -201,7 +270,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_named_event_keeps_the_seed_s_fields_and_no_message() {
+    fn a_named_event_keeps_the_labs_fields_and_no_message() {
         let lines = lines_of(|| {
             crate::event!(
                 ERROR,
@@ -245,6 +314,55 @@ pub(crate) mod tests {
             "reserved keys cannot be overwritten"
         );
         assert!(lines[0].get("forged").is_none());
+    }
+
+    #[test]
+    fn every_context_field_is_on_the_line_in_its_place_and_in_the_schema() {
+        let capture = Capture::default();
+        let sink = capture.clone();
+        let subscriber = tracing_subscriber::registry().with(layer("svc", move || sink.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request");
+            LogContext {
+                request_id: "r1".into(),
+                ids: crate::observe::context::SpanIds::new(
+                    opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
+                        .expect("trace id"),
+                    opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("span id"),
+                    false,
+                ),
+            }
+            .attach_to(&span);
+            tracing::info!(parent: &span, status = 200);
+        });
+        let text = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf-8");
+        // The keys in the order the line has them.
+        let mut keys: Vec<(usize, &str)> = ["service", "status", "ts", "level"]
+            .into_iter()
+            .chain(CONTEXT_FIELDS.iter().map(|f| f.key))
+            .map(|k| (text.find(&format!("\"{k}\":")).expect(k), k))
+            .collect();
+        keys.sort_unstable();
+        let keys: Vec<&str> = keys.into_iter().map(|(_, k)| k).collect();
+        let before = |field: &ContextField| field.place == Place::BeforeTimestamp;
+        let mut expected = vec!["service", "status"];
+        expected.extend(CONTEXT_FIELDS.iter().filter(|f| before(f)).map(|f| f.key));
+        expected.extend(["ts", "level"]);
+        expected.extend(CONTEXT_FIELDS.iter().filter(|f| !before(f)).map(|f| f.key));
+        assert_eq!(keys, expected, "written from CONTEXT_FIELDS, in place");
+
+        let schema_path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/log-line.schema.json");
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(schema_path).expect("the schema"))
+                .expect("JSON");
+        for field in CONTEXT_FIELDS {
+            assert!(
+                schema["properties"].get(field.key).is_some(),
+                "{} is in deploy/log-line.schema.json",
+                field.key
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `/v1/logs` appended, or `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`; headers, timeout and
 //! compression as for spans). Stdout keeps its JSON lines, unchanged, either way.
 //!
-//! A record carries what its JSON line carries: the event's fields and `request_id` as
+//! A record carries what its JSON line carries: the event's fields and `request.id` as
 //! attributes, the level as severity, the time, the service on the resource, and the trace
 //! and span ids (with the sampled flag) as the record's trace context, so a backend links it
 //! to its span. opentelemetry-appender-tracing sees only the event's own fields, not the
@@ -23,7 +23,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::observe::export_queue::{Counted, Gate, GatedLogs};
-use crate::observe::logging::LogContext;
+use crate::observe::logging::{CONTEXT_FIELDS, LogContext, OnRecord};
 
 /// Whether the environment asks for log records to be exported.
 pub fn configured() -> bool {
@@ -130,7 +130,13 @@ where
         }
         LogContext::of_event(event, &ctx, |context| {
             let Some(context) = context else { return };
-            record.add_attribute("request_id", context.request_id.clone());
+            for field in &CONTEXT_FIELDS {
+                if let (OnRecord::Attribute(name), Some(value)) =
+                    (field.on_record, (field.read)(context))
+                {
+                    record.add_attribute(name, value.to_owned());
+                }
+            }
             if let (Ok(trace_id), Ok(span_id)) = (
                 TraceId::from_hex(context.ids.trace_id()),
                 SpanId::from_hex(context.ids.span_id()),

@@ -221,9 +221,9 @@ impl<O: Outcomes> Middleware for ClientCalls<O> {
     }
 }
 
-/// The client span of `request`, attempt number `attempt`, for request `request_id`. Not
-/// entered while the request runs (nothing inside logs, and entering on every poll cost
-/// more than the rest of the middleware).
+/// The client span of `request`, attempt number `attempt`, for request `request_id`. It is
+/// not entered while the request runs: nothing inside logs, and what the service logs about
+/// the call runs inside it once the call has ended.
 fn client_span(request: &Request, attempt: u32, request_id: &str) -> Span {
     let url = request.url();
     let user_agent = request

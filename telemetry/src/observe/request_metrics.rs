@@ -42,8 +42,7 @@ pub fn method_label(method: &Method) -> &'static str {
 pub const CALLER_GONE: &str = "client_disconnected";
 
 /// The server's request series, for one instrumented router: each handle looked up in the
-/// recorder once and kept here (building label sets and looking them up on every request is
-/// measurable).
+/// recorder once and kept here, so a request builds no label set and looks nothing up.
 #[derive(Debug, Default)]
 pub struct RequestMetrics {
     /// `http_server_active_requests` per method label (KNOWN_METHODS, then `_OTHER`), made
@@ -128,8 +127,7 @@ pub struct OutcomeHandles {
     pub exemplars: Option<Arc<crate::observe::exemplars::Slots>>,
 }
 
-/// The metric handles of one route, registered once and reused: building label sets and
-/// looking them up in the recorders on every request is measurable (BENCHMARKS.md).
+/// The metric handles of one route, registered once and reused.
 #[derive(Clone)]
 pub struct RouteHandles(Arc<Route>);
 

@@ -2,7 +2,7 @@
 //!
 //! [`instrument`] wraps a service's router with everything both services do to every request,
 //! outermost first: validate or generate `X-Request-ID` and echo it, observe the request
-//! (span joined to the caller's trace, seed-format log line, `http_requests_total` by route,
+//! (span joined to the caller's trace, log line in the lab's format, `http_requests_total` by route,
 //! `http_server_request_duration_seconds` by route with an exemplar for sampled requests,
 //! `http_server_active_requests`, never by raw path, and a `traceresponse` header naming
 //! the trace). The server applies it around its protections, so their
@@ -264,7 +264,7 @@ impl Record {
             self.span.record("error.type", CALLER_GONE);
         }
         // The span is the line's explicit parent (where the line finds the request's ids)
-        // rather than entered around it: entering and leaving cost more than the lookup.
+        // rather than entered around it.
         tracing::info!(
             target: crate::observe::ACCESS_LOG,
             parent: &self.span,

@@ -206,7 +206,7 @@ fn log_records_carry_what_the_json_line_carries_on_the_right_span() {
     let request_id = Typed::Str("logs-timeout".into());
     let record = otlp.wait_for_logs(1, |r| {
         r.service == "service-b"
-            && r.attributes.get("request_id") == Some(&request_id)
+            && r.attributes.get("request.id") == Some(&request_id)
             && r.attributes.contains_key("endpoint")
     })[0]
         .clone();
@@ -238,7 +238,7 @@ fn log_records_carry_what_the_json_line_carries_on_the_right_span() {
         assert_eq!(record.body, "provider_call_failed");
         assert_eq!(record.attributes["error"], Typed::Str("timeout".into()));
         assert_eq!(record.attributes["timeout_secs"], Typed::Double(1.0));
-        assert_eq!(record.attributes["request_id"], request_id);
+        assert_eq!(record.attributes["request.id"], request_id);
         assert!(!record.attributes.contains_key("message"));
         assert_eq!(
             record.span_id,
