@@ -105,6 +105,10 @@ pub struct ReceivedLog {
     pub severity: (String, i32),
     /// The body, when it is a string.
     pub body: String,
+    /// The record's event name (the logs data model's `EventName`).
+    pub event_name: String,
+    /// The instrumentation scope's name.
+    pub scope: String,
     /// Attributes, typed.
     pub attributes: HashMap<String, Typed>,
     /// Trace id and span id, hex (empty when none).
@@ -273,6 +277,11 @@ async fn receive_logs(
             .unwrap_or_default();
         let service = resource.get("service.name").cloned().unwrap_or_default();
         for scope_logs in resource_logs.scope_logs {
+            let scope = scope_logs
+                .scope
+                .as_ref()
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
             for record in scope_logs.log_records {
                 let body = match record.body.as_ref().and_then(|b| b.value.as_ref()) {
                     Some(any_value::Value::StringValue(s)) => s.clone(),
@@ -282,6 +291,8 @@ async fn receive_logs(
                     service: service.clone(),
                     severity: (record.severity_text.clone(), record.severity_number),
                     body,
+                    event_name: record.event_name.clone(),
+                    scope: scope.clone(),
                     attributes: typed(&record.attributes),
                     trace_id: hex(&record.trace_id),
                     span_id: hex(&record.span_id),

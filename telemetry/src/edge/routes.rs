@@ -73,36 +73,90 @@ pub enum Format {
     OpenMetrics,
 }
 
+/// Why no representation was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `?format=` names no format: 400.
+    UnknownFormat(String),
+    /// `Accept` allows none of the three (every one at `q=0`, or none named): 406.
+    NotAcceptable,
+}
+
 impl Format {
-    /// Chooses from `?format=` (which wins) and the `Accept` header; see the module docs.
-    pub fn negotiate(query: Option<&str>, accept: Option<&str>) -> Result<Self, String> {
+    /// Each format with the media type it is served as, in the order that breaks a tie
+    /// (`*/*` from curl gets JSON).
+    const BY_PREFERENCE: [(Self, &'static str); 3] = [
+        (Self::Json, "application/json"),
+        (Self::OpenMetrics, "application/openmetrics-text"),
+        (Self::Prometheus, "text/plain"),
+    ];
+
+    /// Chooses from `?format=` (which wins) and the `Accept` header (RFC 9110 12.5.1): each
+    /// format gets the `q` of the most specific media range that matches it (`type/subtype`
+    /// over `type/*` over `*/*`), `q=0` meaning not acceptable; the highest wins, ties by
+    /// [`Self::BY_PREFERENCE`]. No header, or an empty one, accepts anything.
+    pub fn negotiate(query: Option<&str>, accept: Option<&str>) -> Result<Self, Refusal> {
         match query {
             Some("json") => return Ok(Self::Json),
             Some("prometheus") => return Ok(Self::Prometheus),
             Some("openmetrics") => return Ok(Self::OpenMetrics),
-            Some(other) => {
-                return Err(format!(
-                    "unknown format {other:?}: use format=json, format=prometheus or format=openmetrics"
-                ));
-            }
+            Some(other) => return Err(Refusal::UnknownFormat(other.to_owned())),
             None => {}
         }
-        let names = |wanted: &str| {
-            accept.is_some_and(|accept| {
-                accept.split(',').any(|range| {
-                    let media = range.split(';').next().unwrap_or_default().trim();
-                    media.eq_ignore_ascii_case(wanted)
-                })
-            })
+        let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+            return Ok(Self::Json);
         };
-        Ok(if names("application/openmetrics-text") {
-            Self::OpenMetrics
-        } else if names("text/plain") {
-            Self::Prometheus
-        } else {
-            Self::Json
-        })
+        let ranges: Vec<(&str, &str, f64)> = accept.split(',').filter_map(media_range).collect();
+        let q_of = |media: &str| {
+            let (kind, subtype) = media.split_once('/').unwrap_or((media, ""));
+            ranges
+                .iter()
+                .filter_map(|(k, s, q)| {
+                    let specificity = match (*k, *s) {
+                        (k, s)
+                            if k.eq_ignore_ascii_case(kind) && s.eq_ignore_ascii_case(subtype) =>
+                        {
+                            2
+                        }
+                        (k, "*") if k.eq_ignore_ascii_case(kind) => 1,
+                        ("*", "*") => 0,
+                        _ => return None,
+                    };
+                    Some((specificity, *q))
+                })
+                .max_by(|a, b| a.0.cmp(&b.0))
+                .map_or(0.0, |(_, q)| q)
+        };
+        let mut best: Option<(Self, f64)> = None;
+        for (format, media) in Self::BY_PREFERENCE {
+            let q = q_of(media);
+            if q > 0.0 && best.is_none_or(|(_, top)| q > top) {
+                best = Some((format, q));
+            }
+        }
+        best.map(|(format, _)| format).ok_or(Refusal::NotAcceptable)
     }
+}
+
+/// One media range of an `Accept` header: type, subtype, and its `q` (1 when absent; a
+/// malformed `q` counts as 0, not acceptable).
+fn media_range(range: &str) -> Option<(&str, &str, f64)> {
+    let mut parts = range.split(';').map(str::trim);
+    let (kind, subtype) = parts.next()?.split_once('/')?;
+    let mut q = 1.0;
+    for parameter in parts {
+        if let Some((name, value)) = parameter.split_once('=')
+            && name.trim().eq_ignore_ascii_case("q")
+        {
+            q = value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|q| (0.0..=1.0).contains(q))
+                .unwrap_or(0.0);
+        }
+    }
+    Some((kind.trim(), subtype.trim(), q))
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,7 +212,7 @@ where
                 return error(StatusCode::BAD_REQUEST, "malformed query string");
             };
             let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-            match Format::negotiate(query.format.as_deref(), accept) {
+            let mut response = match Format::negotiate(query.format.as_deref(), accept) {
                 Ok(Format::Json) => Json(json_view(metrics.tally())).into_response(),
                 Ok(Format::Prometheus) => (
                     [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
@@ -170,8 +224,22 @@ where
                     metrics.render_openmetrics(),
                 )
                     .into_response(),
-                Err(message) => error(StatusCode::BAD_REQUEST, message),
-            }
+                Err(Refusal::UnknownFormat(other)) => error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "unknown format {other:?}: use format=json, format=prometheus or format=openmetrics"
+                    ),
+                ),
+                Err(Refusal::NotAcceptable) => error(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "Accept allows none of application/json, application/openmetrics-text and text/plain",
+                ),
+            };
+            // The answer depends on Accept: caches must keep one per value.
+            response
+                .headers_mut()
+                .insert(header::VARY, http::HeaderValue::from_static("accept"));
+            response
         },
     )
 }
@@ -207,6 +275,31 @@ mod tests {
             Format::negotiate(None, Some("text/plain")),
             Ok(Format::Prometheus)
         );
+    }
+
+    #[test]
+    fn q_values_choose_and_q_zero_refuses() {
+        for (accept, chosen) in [
+            (
+                "application/openmetrics-text;q=0, text/plain",
+                Ok(Format::Prometheus),
+            ),
+            (
+                "text/plain;q=1, application/openmetrics-text;q=0.1",
+                Ok(Format::Prometheus),
+            ),
+            ("text/*;q=0.9, */*;q=0.1", Ok(Format::Prometheus)),
+            (
+                "text/html,application/xhtml+xml,*/*;q=0.8",
+                Ok(Format::Json),
+            ),
+            ("application/json;q=0, */*", Ok(Format::OpenMetrics)),
+            ("image/png", Err(Refusal::NotAcceptable)),
+            ("*/*;q=0", Err(Refusal::NotAcceptable)),
+            ("", Ok(Format::Json)),
+        ] {
+            assert_eq!(Format::negotiate(None, Some(accept)), chosen, "{accept:?}");
+        }
     }
 
     #[test]

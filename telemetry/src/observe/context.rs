@@ -13,6 +13,7 @@ use opentelemetry_sdk::propagation::BaggagePropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use crate::observe::otel_env;
 use crate::observe::request_id::{self, BAGGAGE_KEY as REQUEST_ID_BAGGAGE};
 
 /// The ids of a request's server span, for log lines and the `traceresponse` header, as the
@@ -86,7 +87,10 @@ impl SpanIds {
 /// with neither header (a client outside the trace) skips the propagators: the ones
 /// installed here read nothing else.
 pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
-    if !headers.contains_key(TRACEPARENT) && !headers.contains_key(BAGGAGE) {
+    let wanted = otel_env::current();
+    let present = (wanted.trace_context && headers.contains_key(TRACEPARENT))
+        || (wanted.baggage && headers.contains_key(BAGGAGE));
+    if !present {
         // What the propagators start from and would give back unchanged.
         return opentelemetry::Context::current();
     }
@@ -108,7 +112,10 @@ const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
 pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds {
     let context = span.context();
     let ids = ids_of(&context);
-    if let Some(traceparent) = ids.traceparent() {
+    let wanted = otel_env::current();
+    if wanted.trace_context
+        && let Some(traceparent) = ids.traceparent()
+    {
         headers.insert(TRACEPARENT, traceparent);
         let state = context.span().span_context().trace_state().header();
         if !state.is_empty()
@@ -116,6 +123,9 @@ pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds
         {
             headers.insert(TRACESTATE, value);
         }
+    }
+    if !wanted.baggage {
+        return ids;
     }
     if context.baggage().is_empty()
         && let Some(only_the_id) = request_id_baggage(request_id)

@@ -133,49 +133,119 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Rewrites the Prometheus text exposition `text` as OpenMetrics 1.0, with `exemplars` on
-/// histogram buckets.
+/// histogram buckets. Each family's metadata comes as `# TYPE`, `# UNIT` (for a name ending
+/// in a unit: `_seconds`, `_bytes`) and `# HELP`, in that order; `target_info` comes first,
+/// as the OpenTelemetry–Prometheus compatibility rules ask; `le` values are canonical
+/// floats (`1.0`, not `1`).
 pub fn to_openmetrics(text: &str, exemplars: &Exemplars) -> String {
+    let families = families(text);
     let mut out = String::with_capacity(text.len() + 512);
-    // Families whose samples carry a suffix the family name does not: counters (`_total`)
-    // and info metrics (`_info`).
-    let mut histograms: Vec<String> = Vec::new();
-    for line in text.lines() {
-        if line.is_empty() {
-            continue;
+    let (target, others): (Vec<&Family>, Vec<&Family>) =
+        families.iter().partition(|f| f.name == "target");
+    for family in target.into_iter().chain(others) {
+        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
+        if let Some(unit) = UNITS
+            .iter()
+            .find(|u| family.name.ends_with(&format!("_{u}")))
+        {
+            let _ = writeln!(out, "# UNIT {} {unit}", family.name);
         }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
-            let (name, kind) = family(name, kind);
-            if kind == "histogram" {
-                histograms.push(name.to_owned());
+        if let Some(help) = &family.help {
+            let _ = writeln!(out, "# HELP {} {help}", family.name);
+        }
+        for sample in &family.samples {
+            let sample = canonical_le(sample);
+            out.push_str(&sample);
+            if family.kind == "histogram"
+                && let Some(exemplar) = bucket_exemplar(&sample, &family.name, exemplars)
+            {
+                let _ = write!(
+                    out,
+                    " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
+                    exemplar.trace_id, exemplar.span_id, exemplar.value, exemplar.timestamp
+                );
             }
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            continue;
+            out.push('\n');
         }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// Units a family name may end in, given as `# UNIT`.
+const UNITS: [&str; 2] = ["seconds", "bytes"];
+
+/// One metric family of the text format: its OpenMetrics name and type, help, samples.
+#[derive(Debug, Default)]
+struct Family {
+    name: String,
+    kind: String,
+    help: Option<String>,
+    samples: Vec<String>,
+}
+
+/// The families of a text exposition, in order.
+fn families(text: &str) -> Vec<Family> {
+    let mut families: Vec<Family> = Vec::new();
+    // A family's metadata comes before its samples; a new name starts a new family.
+    let current = |families: &mut Vec<Family>, name: &str| {
+        if families.last().is_none_or(|f| f.name != name) {
+            families.push(Family {
+                name: name.to_owned(),
+                kind: "unknown".to_owned(),
+                ..Family::default()
+            });
+        }
+        families.len() - 1
+    };
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (name, kind) = family(name, kind);
+            let index = current(&mut families, name);
+            families[index].kind = kind.to_owned();
+        } else if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
             let name = name
                 .strip_suffix("_total")
                 .or_else(|| name.strip_suffix("_info"))
                 .unwrap_or(name);
-            let _ = writeln!(out, "# HELP {name} {help}");
-            continue;
+            let index = current(&mut families, name);
+            families[index].help = Some(help.to_owned());
+        } else if !line.starts_with('#') {
+            match families.last_mut() {
+                Some(family) => family.samples.push(line.to_owned()),
+                None => families.push(Family {
+                    name: String::new(),
+                    kind: "unknown".to_owned(),
+                    samples: vec![line.to_owned()],
+                    ..Family::default()
+                }),
+            }
         }
-        if line.starts_with('#') {
-            continue;
-        }
-        out.push_str(line);
-        if let Some(exemplar) = bucket_exemplar(line, &histograms, exemplars) {
-            let _ = write!(
-                out,
-                " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
-                exemplar.trace_id, exemplar.span_id, exemplar.value, exemplar.timestamp
-            );
-        }
-        out.push('\n');
     }
-    out.push_str("# EOF\n");
-    out
+    families
+}
+
+/// `sample` with its `le` label's value as a canonical float (`le="1"` becomes `le="1.0"`).
+fn canonical_le(sample: &str) -> String {
+    let Some(start) = sample.find("le=\"").map(|i| i + 4) else {
+        return sample.to_owned();
+    };
+    let Some(length) = sample[start..].find('"') else {
+        return sample.to_owned();
+    };
+    let value = &sample[start..start + length];
+    let canonical = match value.parse::<f64>() {
+        Ok(v) if v.is_finite() && v.fract() == 0.0 => format!("{v:.1}"),
+        Ok(v) if v.is_finite() => format!("{v}"),
+        _ => return sample.to_owned(),
+    };
+    format!(
+        "{}{canonical}{}",
+        &sample[..start],
+        &sample[start + length..]
+    )
 }
 
 /// The OpenMetrics family name and type of a text-format `# TYPE` line.
@@ -187,12 +257,12 @@ fn family<'a>(name: &'a str, kind: &'a str) -> (&'a str, &'a str) {
     }
 }
 
-/// The exemplar for a `…_bucket{…,le="x"} n` sample line, if it has one.
-fn bucket_exemplar(line: &str, histograms: &[String], exemplars: &Exemplars) -> Option<Exemplar> {
+/// The exemplar for a `…_bucket{…,le="x"} n` sample line of histogram `family`, if it has
+/// one.
+fn bucket_exemplar(line: &str, family: &str, exemplars: &Exemplars) -> Option<Exemplar> {
     let (series, _value) = line.rsplit_once(' ')?;
     let (name, labels) = series.split_once('{')?;
-    let family = name.strip_suffix("_bucket")?;
-    if !histograms.iter().any(|h| h == family) {
+    if name.strip_suffix("_bucket")? != family {
         return None;
     }
     let labels = parse_labels(labels.strip_suffix('}')?)?;
@@ -319,6 +389,36 @@ target_info{service_name=\"service-a\"} 1
     }
 
     #[test]
+    fn metadata_comes_type_unit_help_with_target_info_first_and_le_canonical() {
+        let text = to_openmetrics(TEXT, &store());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "# TYPE target info", "{text}");
+        let duration = lines
+            .iter()
+            .position(|l| l.starts_with("# TYPE http_server_request_duration_seconds "))
+            .expect("the histogram");
+        assert_eq!(
+            &lines[duration..duration + 3],
+            [
+                "# TYPE http_server_request_duration_seconds histogram",
+                "# UNIT http_server_request_duration_seconds seconds",
+                "# HELP http_server_request_duration_seconds Duration of HTTP server requests",
+            ]
+        );
+        assert!(text.contains("le=\"0.001\""), "{text}");
+        assert!(text.contains("le=\"1.05\""), "{text}");
+        assert!(text.contains("le=\"+Inf\""), "{text}");
+        assert_eq!(
+            canonical_le("x_bucket{a=\"b\",le=\"10\"} 3"),
+            "x_bucket{a=\"b\",le=\"10.0\"} 3"
+        );
+        assert!(
+            !text.contains("# UNIT token_requests"),
+            "no unit where the name has none"
+        );
+    }
+
+    #[test]
     fn label_values_with_escapes_are_read_back() {
         let labels = parse_labels(r#"a="x\"y",b="1\\2",le="0.5""#).expect("parses");
         assert_eq!(
@@ -334,7 +434,7 @@ target_info{service_name=\"service-a\"} 1
     #[test]
     fn unknown_series_and_plain_lines_get_no_exemplar() {
         let exemplars = Exemplars::new(&[1.0]);
-        assert!(bucket_exemplar("x_bucket{le=\"1\"} 3", &["x".into()], &exemplars).is_none());
-        assert!(bucket_exemplar("up 1", &[], &exemplars).is_none());
+        assert!(bucket_exemplar("x_bucket{le=\"1\"} 3", "x", &exemplars).is_none());
+        assert!(bucket_exemplar("up 1", "up", &exemplars).is_none());
     }
 }

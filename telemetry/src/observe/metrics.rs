@@ -28,12 +28,14 @@ use crate::observe::exemplars::{Exemplars, to_openmetrics};
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Histogram buckets in seconds, shared by every latency histogram: fine-grained below a
-/// millisecond, where healthy loopback calls land, then a coarse ladder up to 10 s. Each
-/// service adds a boundary at and just above each of its timeouts ([`timeout_bounds`]), so
-/// "timed out at 1 s" reads as about 1 s.
+/// millisecond, where healthy loopback calls land; the OpenTelemetry HTTP advice (…, 0.5,
+/// 0.75, 1, 2.5, 5, 7.5, 10 s); and 1.25, 1.5 and 2 s around B's 1 s timeout, so a p99 of
+/// calls that ended near it reads what the logs show. Each service adds a boundary at and
+/// just above each of its own timeouts ([`timeout_bounds`]), so "timed out at 1 s" reads
+/// as about 1 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 2.5, 5.0,
-    10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
+    1.0, 1.25, 1.5, 2.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
 /// How far above a timeout its upper bucket boundary lies: a timed-out call ends a little
@@ -85,14 +87,13 @@ pub fn exemplars() -> Option<&'static Exemplars> {
 /// How often the exporter's histograms are compacted (it does not do this on its own).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The process's metrics: the Prometheus renderer, the totals behind the JSON view, the
-/// exemplars, and the process collector.
+/// The process's metrics: the Prometheus renderer, the totals behind the JSON view, and the
+/// exemplars.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     prometheus: PrometheusHandle,
     tally: Tally,
     exemplars: Exemplars,
-    process: std::sync::Arc<metrics_process::Collector>,
 }
 
 impl Metrics {
@@ -107,7 +108,6 @@ impl Metrics {
         let _ = EXEMPLARS.set(metrics.exemplars.clone());
         describe_shared();
         describe_process(resource);
-        metrics.process.describe();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let handle = metrics.prometheus.clone();
             runtime.spawn(async move {
@@ -133,7 +133,6 @@ impl Metrics {
             prometheus: exporter.handle(),
             tally: tally.clone(),
             exemplars: Exemplars::new(&bounds),
-            process: std::sync::Arc::new(metrics_process::Collector::default()),
         };
         let recorder = FanoutBuilder::default()
             .add_recorder(exporter)
@@ -144,9 +143,10 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
-        self.process.collect();
         crate::observe::losses::publish();
-        self.prometheus.render()
+        let mut text = self.prometheus.render();
+        crate::observe::process::render(&mut text);
+        text
     }
 
     /// The OpenMetrics exposition of every metric, with exemplars.
@@ -184,13 +184,32 @@ fn describe_process(resource: &opentelemetry_sdk::Resource) {
         "target_info",
         "The OpenTelemetry resource of this process: 1"
     );
-    metrics::gauge!(
-        "target_info",
-        "service_name" => service,
-        "service_instance_id" => attribute("service.instance.id"),
-        "service_version" => attribute("service.version"),
-    )
-    .set(1.0);
+    // Every resource attribute as a label, its name as Prometheus allows it (the
+    // OpenTelemetry–Prometheus compatibility rule): OTEL_RESOURCE_ATTRIBUTES shows here too.
+    let mut labels: Vec<(String, String)> = resource
+        .iter()
+        .map(|(key, value)| (label_name(key.as_str()), value.as_str().into_owned()))
+        .collect();
+    labels.sort();
+    labels.dedup_by(|a, b| a.0 == b.0);
+    let labels: Vec<metrics::Label> = labels
+        .into_iter()
+        .map(|(k, v)| metrics::Label::new(k, v))
+        .collect();
+    metrics::gauge!("target_info", labels).set(1.0);
+}
+
+/// A resource attribute's name as a Prometheus label name: every character outside
+/// `[a-zA-Z0-9_]` becomes `_`, and a leading digit gets a `_` before it.
+fn label_name(key: &str) -> String {
+    let mut name: String = key
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    name
 }
 
 /// Help text for the series every service has.
@@ -299,6 +318,17 @@ mod tests {
             );
         }
         assert!(bounds.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+    }
+
+    #[test]
+    fn resource_attribute_names_become_label_names() {
+        assert_eq!(label_name("service.name"), "service_name");
+        assert_eq!(
+            label_name("deployment.environment.name"),
+            "deployment_environment_name"
+        );
+        assert_eq!(label_name("k8s.pod-name"), "k8s_pod_name");
+        assert_eq!(label_name("1x"), "_1x");
     }
 
     #[test]

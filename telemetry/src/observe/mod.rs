@@ -10,6 +10,8 @@
 //! | [`logging`] | the JSON log line format, and the request context every line carries |
 //! | [`log_line`] | one JSON line, written in place and escaped only where needed |
 //! | [`log_writer`] | stdout behind a bounded queue |
+//! | [`otel_env`] | the `OTEL_*` variables: each honoured or refused at start |
+//! | [`process`] | the process's CPU, memory, descriptors and threads, from `/proc` |
 //! | [`otlp_logs`] | the same lines as OTLP log records, when asked for |
 //! | [`outbound`] | one outbound call: client span, trace context on the request, duration |
 //! | [`traces`] | spans as OpenTelemetry spans, their sampling and OTLP export |
@@ -27,8 +29,10 @@ pub mod log_writer;
 pub mod logging;
 pub mod losses;
 pub mod metrics;
+pub mod otel_env;
 pub mod otlp_logs;
 pub mod outbound;
+pub mod process;
 pub mod request_id;
 pub mod request_metrics;
 pub mod requests;
@@ -85,6 +89,9 @@ pub enum InitError {
     /// A global subscriber or recorder was already installed in this process.
     #[error("telemetry was already initialised in this process: {0}")]
     AlreadyInitialised(String),
+    /// An `OTEL_*` variable asks for something this build cannot honour.
+    #[error("{0}")]
+    Environment(String),
     /// The OTLP exporter settings are unusable.
     #[error("trace export is misconfigured: {0}")]
     Traces(String),
@@ -114,10 +121,18 @@ pub fn init(
         _ => EnvFilter::try_new(DEFAULT_LOG_FILTER),
     };
     // One resource for spans, log records and target_info: one service.instance.id.
+    let env = otel_env::check().map_err(InitError::Environment)?;
+    if let Some(methods) = &env.known_methods {
+        request_metrics::set_known_methods(methods);
+    }
+    otel_env::set(env.clone());
     let resource = traces::resource(service);
-    let traces = traces::Traces::init(service, resource.clone(), args.trace_probes)
+    // One name everywhere: OTEL_SERVICE_NAME (or the resource's) on every line and scope.
+    let service = traces::service_name(&resource, service);
+    let traces = traces::Traces::init(service, resource.clone(), args.trace_probes, &env)
         .map_err(InitError::Traces)?;
-    let logs = otlp_logs::OtlpLogs::init(service, resource.clone()).map_err(InitError::Traces)?;
+    let logs =
+        otlp_logs::OtlpLogs::init(service, resource.clone(), &env).map_err(InitError::Traces)?;
     let records = match &logs {
         Some(logs) => Some(logs.layer().with_filter(log_filter()?)),
         None => None,

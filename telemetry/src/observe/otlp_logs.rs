@@ -25,10 +25,9 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::observe::export_queue::{Counted, Gate, GatedLogs};
 use crate::observe::logging::{CONTEXT_FIELDS, LogContext, OnRecord};
 
-/// Whether the environment asks for log records to be exported.
-pub fn configured() -> bool {
-    let wanted = std::env::var("OTEL_LOGS_EXPORTER")
-        .is_ok_and(|v| v.split(',').any(|e| e.trim().eq_ignore_ascii_case("otlp")));
+/// Whether log records are to be exported: `OTEL_LOGS_EXPORTER=otlp` and an endpoint.
+pub fn configured(env: &crate::observe::otel_env::OtelEnv) -> bool {
+    let wanted = env.export_logs;
     let endpoint = [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
@@ -50,8 +49,9 @@ impl OtlpLogs {
     pub fn init(
         service: &'static str,
         resource: opentelemetry_sdk::Resource,
+        env: &crate::observe::otel_env::OtelEnv,
     ) -> Result<Option<Self>, String> {
-        if !configured() {
+        if !configured(env) {
             return Ok(None);
         }
         use opentelemetry_otlp::WithExportConfig as _;
@@ -117,14 +117,26 @@ where
         record.set_observed_timestamp(now);
         record.set_severity_number(severity(*metadata.level()));
         record.set_severity_text(metadata.level().as_str());
-        record.set_target(metadata.target());
+        // A named event (`telemetry::event!`) is its name; the access log line is the
+        // `access_log` event.
+        let access_log = metadata.target() == crate::observe::ACCESS_LOG;
+        let name = if access_log {
+            crate::observe::ACCESS_LOG
+        } else {
+            metadata.name()
+        };
         let mut fields = Fields {
             record: &mut record,
-            name: metadata.name(),
+            name,
+            access_log,
+            named: false,
             body: None,
         };
         event.record(&mut fields);
-        let body = fields.body.take();
+        let (named, body) = (fields.named, fields.body.take());
+        if named || access_log {
+            record.set_event_name(name);
+        }
         if let Some(body) = body {
             record.set_body(AnyValue::from(body));
         }
@@ -163,24 +175,41 @@ fn severity(level: Level) -> Severity {
     }
 }
 
-/// The event's fields as typed attributes; the body is its message, else its `event`, else
-/// its `endpoint` (the access log line).
+/// The event's fields as typed attributes, named as on the spans where a convention names
+/// them (the access line's `status` is `http.response.status_code`). The event's name is
+/// the record's `EventName`, not an attribute; the body is a free-text message, if any.
 struct Fields<'a, R> {
     record: &'a mut R,
     name: &'static str,
+    access_log: bool,
+    /// Whether the event named itself (an `event` field equal to its name).
+    named: bool,
     body: Option<String>,
 }
 
 impl<R: opentelemetry::logs::LogRecord> Fields<'_, R> {
     fn add(&mut self, field: &Field, value: AnyValue) {
-        self.record.add_attribute(Key::new(field.name()), value);
+        let key = match field.name() {
+            "status" if self.access_log => "http.response.status_code",
+            name => name,
+        };
+        self.record.add_attribute(Key::new(key), value);
     }
 
-    fn body_from(&mut self, field: &Field, value: &str) {
+    /// Whether a text field only repeats what the record already says (its name), and
+    /// takes a free-text message as the body.
+    fn said_otherwise(&mut self, field: &Field, value: &str) -> bool {
         match field.name() {
-            "message" => self.body = Some(value.to_owned()),
-            "event" | "endpoint" if self.body.is_none() => self.body = Some(value.to_owned()),
-            _ => {}
+            "event" if value == self.name => {
+                self.named = true;
+                true
+            }
+            "message" if value == self.name => true,
+            "message" => {
+                self.body = Some(value.to_owned());
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -206,16 +235,15 @@ impl<R: opentelemetry::logs::LogRecord> Visit for Fields<'_, R> {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.body_from(field, value);
-        // A message that only repeats the event's name is its name, not a field.
-        if !(field.name() == "message" && value == self.name) {
+        if !self.said_otherwise(field, value) {
             self.add(field, AnyValue::from(value.to_owned()));
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         let text = format!("{value:?}");
-        self.body_from(field, &text);
-        self.add(field, AnyValue::from(text));
+        if !self.said_otherwise(field, &text) {
+            self.add(field, AnyValue::from(text));
+        }
     }
 }

@@ -44,6 +44,9 @@ pub fn drop_invalid(mut request: Request) -> Request {
         return request;
     }
     headers.remove(HEADER);
+    if !crate::observe::otel_env::current().baggage {
+        return request;
+    }
     let from_baggage = BaggagePropagator::new()
         .extract(&HeaderExtractor(headers))
         .baggage()

@@ -17,25 +17,39 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// Method label for any method outside the standard ones (OpenTelemetry's convention).
 pub const OTHER_METHOD: &str = "_OTHER";
 
-/// The methods of RFC 9110 and PATCH: the only method label values besides `_OTHER`.
-const KNOWN_METHODS: [Method; 9] = [
-    Method::CONNECT,
-    Method::DELETE,
-    Method::GET,
-    Method::HEAD,
-    Method::OPTIONS,
-    Method::PATCH,
-    Method::POST,
-    Method::PUT,
-    Method::TRACE,
+/// The methods of RFC 9110 and PATCH: the method label values besides `_OTHER`, unless
+/// `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` names others (a full override, as the HTTP
+/// semantic conventions ask).
+pub const DEFAULT_KNOWN_METHODS: [&str; 9] = [
+    "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
 ];
 
-/// The method's label value: its name if standard, `_OTHER` otherwise.
+/// The known methods of this process, set once at start-up (see [`set_known_methods`]).
+static KNOWN_METHODS: OnceLock<Vec<&'static str>> = OnceLock::new();
+
+/// Makes `methods` the known methods (`OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`). Called
+/// once, before the first request; later calls change nothing.
+pub fn set_known_methods(methods: &[String]) {
+    // Leaked once per process: each becomes a label value for the process's life.
+    let _ = KNOWN_METHODS.set(
+        methods
+            .iter()
+            .map(|m| &*Box::leak(m.clone().into_boxed_str()))
+            .collect(),
+    );
+}
+
+fn known_methods() -> &'static [&'static str] {
+    KNOWN_METHODS.get_or_init(|| DEFAULT_KNOWN_METHODS.to_vec())
+}
+
+/// The method's label value: its name if known, `_OTHER` otherwise.
 pub fn method_label(method: &Method) -> &'static str {
-    KNOWN_METHODS
+    known_methods()
         .iter()
-        .find(|known| *known == method)
-        .map_or(OTHER_METHOD, |known| known.as_str())
+        .find(|known| **known == method.as_str())
+        .copied()
+        .unwrap_or(OTHER_METHOD)
 }
 
 /// `error.type` of a server span whose caller went away before the answer.
@@ -43,11 +57,11 @@ pub const CALLER_GONE: &str = "client_disconnected";
 
 /// The server's request series, for one instrumented router: each handle looked up in the
 /// recorder once and kept here, so a request builds no label set and looks nothing up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestMetrics {
-    /// `http_server_active_requests` per method label (KNOWN_METHODS, then `_OTHER`), made
-    /// on first use; read without a lock, since every request changes it.
-    active: [OnceLock<metrics::Gauge>; KNOWN_METHODS.len() + 1],
+    /// `http_server_active_requests` per method label (the known methods, then `_OTHER`),
+    /// made on first use; read without a lock, since every request changes it.
+    active: Vec<OnceLock<metrics::Gauge>>,
     /// Per route.
     routes: RwLock<HashMap<Box<str>, RouteHandles>>,
     /// For requests no route matched.
@@ -58,7 +72,13 @@ impl RequestMetrics {
     /// The series of a router whose routes serve `methods`: their gauges exist, at zero,
     /// from the first scrape.
     pub fn new(methods: &[Method]) -> Self {
-        let metrics = Self::default();
+        let metrics = Self {
+            active: (0..=known_methods().len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            routes: RwLock::default(),
+            unmatched: OnceLock::new(),
+        };
         for method in methods {
             metrics.active(method_label(method)).set(0.0);
         }
@@ -81,7 +101,9 @@ impl RequestMetrics {
         let new = |route: Option<&str>| {
             RouteHandles(Arc::new(Route {
                 route: route.map(Box::from),
-                names: Default::default(),
+                names: (0..=known_methods().len())
+                    .map(|_| OnceLock::new())
+                    .collect(),
                 outcomes: RwLock::default(),
             }))
         };
@@ -105,12 +127,12 @@ impl RequestMetrics {
     }
 }
 
-/// The position of a method label: in KNOWN_METHODS, `_OTHER` last.
+/// The position of a method label: in the known methods, `_OTHER` last.
 pub(crate) fn method_index(method: &'static str) -> usize {
-    KNOWN_METHODS
+    known_methods()
         .iter()
-        .position(|known| known.as_str() == method)
-        .unwrap_or(KNOWN_METHODS.len())
+        .position(|known| *known == method)
+        .unwrap_or(known_methods().len())
 }
 
 /// Method, status, and whether the status was sent (false: the caller went away).
@@ -140,9 +162,9 @@ impl std::fmt::Debug for RouteHandles {
 struct Route {
     /// The matched route; `None` when no route matched.
     route: Option<Box<str>>,
-    /// `{method} {route}` for each method label (KNOWN_METHODS, then `_OTHER`), made on
+    /// `{method} {route}` for each method label (the known methods, then `_OTHER`), made on
     /// first use: every request's span name, and its log line's endpoint.
-    names: [OnceLock<Box<str>>; KNOWN_METHODS.len() + 1],
+    names: Vec<OnceLock<Box<str>>>,
     outcomes: RwLock<HashMap<OutcomeKey, OutcomeHandles>>,
 }
 

@@ -23,7 +23,7 @@
 
 use std::time::Duration;
 
-use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::{Link, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _};
 use opentelemetry::{InstrumentationScope, Key, KeyValue, global};
 use opentelemetry_otlp::WithExportConfig as _;
@@ -36,6 +36,7 @@ use opentelemetry_sdk::trace::{
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::observe::export_queue::{Counted, Gate, GatedSpans, capacity_from_env};
+use crate::observe::otel_env::OtelEnv;
 
 /// The tracer provider of this process. Shut it down to flush the last batch.
 #[derive(Debug)]
@@ -47,9 +48,6 @@ pub struct Traces {
 /// The semantic conventions the spans follow (the stable HTTP conventions), as the schema
 /// URL of the resource and of the instrumentation scope.
 pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.26.0";
-
-/// The one OTLP protocol built in.
-const PROTOCOL: &str = "http/protobuf";
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -69,23 +67,6 @@ pub fn export_configured() -> bool {
         ]
         .iter()
         .any(|name| env(name).is_some())
-}
-
-/// Refuses an OTLP protocol this build cannot speak, naming the one it can.
-fn check_protocol() -> Result<(), String> {
-    for name in [
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ] {
-        if let Some(protocol) = env(name)
-            && protocol.trim() != PROTOCOL
-        {
-            return Err(format!(
-                "{name}={protocol} is not supported: this build exports OTLP over HTTP as {PROTOCOL} only"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The process's resource: `service.name`, `service.version` and a `service.instance.id`
@@ -120,6 +101,18 @@ pub fn resource(service: &'static str) -> Resource {
     }
 }
 
+/// The `service.name` of `resource` (`default` when it has none), for the log lines and
+/// the instrumentation scopes: the name given by `OTEL_SERVICE_NAME` is the name
+/// everywhere. Kept for the process's life.
+pub fn service_name(resource: &Resource, default: &'static str) -> &'static str {
+    match resource.get(&Key::new("service.name")) {
+        Some(name) if name.as_str() != default => {
+            Box::leak(name.as_str().into_owned().into_boxed_str())
+        }
+        _ => default,
+    }
+}
+
 impl Traces {
     /// Builds the provider from the environment and installs the W3C propagators
     /// (TraceContext and Baggage) globally; without them nothing is injected or extracted.
@@ -127,12 +120,16 @@ impl Traces {
         service: &'static str,
         resource: Resource,
         trace_probes: bool,
+        env: &OtelEnv,
     ) -> Result<Self, String> {
-        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ]));
-        check_protocol()?;
+        let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
+        if env.trace_context {
+            propagators.push(Box::new(TraceContextPropagator::new()));
+        }
+        if env.baggage {
+            propagators.push(Box::new(BaggagePropagator::new()));
+        }
+        global::set_text_map_propagator(TextMapCompositePropagator::new(propagators));
 
         // The sampler OTEL_TRACES_SAMPLER asks for, as the SDK reads it.
         let configured = opentelemetry_sdk::trace::Config::default().sampler;
@@ -144,7 +141,7 @@ impl Traces {
         let mut provider = SdkTracerProvider::builder()
             .with_resource(resource)
             .with_sampler(sampler);
-        if export_configured() {
+        if env.export_traces && export_configured() {
             // Timeout, headers and compression come from the standard environment.
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -212,8 +209,16 @@ impl Traces {
     }
 }
 
-/// The span names of probes and scrapes, sampled out unless `--trace-probes` is given.
-const PROBE_SPANS: [&str; 2] = ["GET /health", "GET /metrics"];
+/// The routes of probes and scrapes, whose `GET` and `HEAD` spans are sampled out unless
+/// `--trace-probes` is given.
+const PROBE_ROUTES: [&str; 2] = ["/health", "/metrics"];
+
+/// Whether a server span named `name` (`GET /health`) is a probe's or a scrape's.
+fn is_probe(name: &str) -> bool {
+    name.split_once(' ').is_some_and(|(method, route)| {
+        matches!(method, "GET" | "HEAD") && PROBE_ROUTES.contains(&route)
+    })
+}
 
 /// Drops the server spans of `/health` and `/metrics`; asks the configured sampler about
 /// every other span.
@@ -230,7 +235,7 @@ impl ShouldSample for SkipProbes {
         attributes: &[KeyValue],
         links: &[Link],
     ) -> SamplingResult {
-        if *span_kind == SpanKind::Server && PROBE_SPANS.contains(&name) {
+        if *span_kind == SpanKind::Server && is_probe(name) {
             return SamplingResult {
                 decision: SamplingDecision::Drop,
                 attributes: Vec::new(),
@@ -241,5 +246,26 @@ impl ShouldSample for SkipProbes {
         }
         self.0
             .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_and_scrapes_by_get_or_head_are_probes() {
+        for (name, probe) in [
+            ("GET /health", true),
+            ("HEAD /health", true),
+            ("GET /metrics", true),
+            ("HEAD /metrics", true),
+            ("POST /health", false),
+            ("GET /token", false),
+            ("GET", false),
+            ("GET /healthz", false),
+        ] {
+            assert_eq!(is_probe(name), probe, "{name}");
+        }
     }
 }

@@ -210,13 +210,17 @@ fn log_records_carry_what_the_json_line_carries_on_the_right_span() {
             && r.attributes.contains_key("endpoint")
     })[0]
         .clone();
-    assert_eq!(record.body, "POST /protected-action");
+    assert_eq!(record.event_name, "access_log");
     assert_eq!(record.severity, ("INFO".to_owned(), 9));
     assert_eq!(
         record.attributes["endpoint"],
         Typed::Str("POST /protected-action".into())
     );
-    assert_eq!(record.attributes["status"], Typed::Int(503));
+    // Named as on the request's span.
+    assert_eq!(
+        record.attributes["http.response.status_code"],
+        Typed::Int(503)
+    );
     assert!(matches!(record.attributes["latency_ms"], Typed::Double(ms) if ms > 1000.0));
     assert_eq!(
         record.trace_id,
@@ -231,11 +235,14 @@ fn log_records_carry_what_the_json_line_carries_on_the_right_span() {
             .wait_for(|l| l["event"] == "provider_call_failed" && l["attempt"] == attempt);
         let record = otlp.wait_for_logs(1, |r| {
             r.attributes.get("attempt") == Some(&Typed::Int(attempt))
-                && r.attributes.get("event") == Some(&Typed::Str("provider_call_failed".into()))
+                && r.event_name == "provider_call_failed"
         })[0]
             .clone();
         assert_eq!(record.severity, ("ERROR".to_owned(), 17));
-        assert_eq!(record.body, "provider_call_failed");
+        // The logs data model's EventName names it; body and attributes do not repeat it.
+        assert_eq!(record.body, "");
+        assert!(!record.attributes.contains_key("event"), "{record:?}");
+        assert_eq!(record.scope, "service-b", "the scope is the service's");
         assert_eq!(record.attributes["error"], Typed::Str("timeout".into()));
         assert_eq!(record.attributes["timeout_secs"], Typed::Double(1.0));
         assert_eq!(record.attributes["request.id"], request_id);
