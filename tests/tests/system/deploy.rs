@@ -1,7 +1,7 @@
 //! The deployment files that need no external tool: every dashboard panel says what
 //! question it answers, the traffic generator runs its mix, and the Dockerfile's build
-//! command builds this workspace. The checks that run docker-compose, promtool, kubectl or a
-//! real Prometheus are in the `tools` target.
+//! command names this workspace's packages and binaries with a current lock file. The checks
+//! that run docker-compose, promtool, kubectl or a real Prometheus are in the `tools` target.
 
 use std::process::Command;
 
@@ -69,8 +69,20 @@ fn traffic_generator_runs_the_mix_and_summarises() {
     }
 }
 
-/// The Dockerfile builds with `cargo build --release --locked -p …`; that exact command must
-/// build here, from this workspace and its lock file.
+/// The Dockerfile builds with `cargo build --release --locked -p …` and copies the binaries
+/// from `target/release/`: that command must build here, from this workspace and its lock
+/// file, and make the binaries it copies.
+///
+/// Checked without compiling a release build (minutes on a cold machine), each part of that
+/// claim for what it is:
+/// - `--locked`: `cargo metadata --locked` resolves the whole workspace as the build does and
+///   fails, as the build would, when `Cargo.lock` is not current;
+/// - `-p <name>`: each names a package of this workspace, as cargo requires;
+/// - each copied `target/release/<name>` is a `bin` target of a package the command builds;
+/// - that those packages compile: the test command's own `cargo build --workspace` has just
+///   built them from the same sources and lock file. A release build differs only where code
+///   asks for the profile, so none of the workspace's code may (`debug_assertions`). `.ci/run`
+///   builds the services in release anyway, for the instruction budget.
 #[test]
 fn the_dockerfile_build_command_builds_this_workspace() {
     let dockerfile =
@@ -96,10 +108,80 @@ fn the_dockerfile_build_command_builds_this_workspace() {
             "{binary} not copied"
         );
     }
-    run_ok(
+
+    let metadata: Value = serde_json::from_str(&run_ok(
         Command::new(env!("CARGO"))
-            .args(&args)
-            .arg("--quiet")
+            .args(["metadata", "--locked", "--format-version", "1"])
             .current_dir(repo_root()),
-    );
+    ))
+    .expect("cargo metadata prints JSON");
+    let members = metadata["workspace_members"]
+        .as_array()
+        .expect("workspace members");
+    let workspace: Vec<&Value> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| members.contains(&p["id"]))
+        .collect();
+    let built: Vec<&Value> = args
+        .windows(2)
+        .filter(|w| w[0] == "-p")
+        .map(|w| {
+            *workspace
+                .iter()
+                .find(|p| p["name"] == w[1])
+                .unwrap_or_else(|| panic!("-p {}: no such package in this workspace", w[1]))
+        })
+        .collect();
+    let copied: Vec<&str> = dockerfile
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("target/release/"))
+        .collect();
+    assert!(!copied.is_empty(), "the Dockerfile copies the binaries");
+    for binary in copied {
+        assert!(
+            built.iter().any(|p| {
+                p["targets"].as_array().is_some_and(|targets| {
+                    targets
+                        .iter()
+                        .any(|t| t["name"] == binary && t["kind"][0] == "bin")
+                })
+            }),
+            "target/release/{binary} is no binary of a package the command builds: {line}"
+        );
+    }
+    for package in workspace {
+        let manifest = package["manifest_path"].as_str().expect("manifest path");
+        let src = std::path::Path::new(manifest)
+            .parent()
+            .expect("package directory")
+            .join("src");
+        for file in rust_files(&src) {
+            let text = std::fs::read_to_string(&file).expect("read source");
+            assert!(
+                !text.contains("debug_assertions"),
+                "{} depends on the build profile: the release build is then no longer the \
+                 debug build this test relies on (see its docs)",
+                file.display()
+            );
+        }
+    }
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
