@@ -4,6 +4,8 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -42,6 +44,19 @@ async fn wait_for_series(service: &Service, series: &str, at_least: f64) -> f64 
         }
         assert!(Instant::now() < deadline, "{series} stayed at {value}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (bounded) until an attack's requests answered so far reach `count`: it is under way.
+async fn wait_under_way(answered: &AtomicUsize, count: usize) {
+    let deadline = Instant::now() + TIMEOUT;
+    while answered.load(Ordering::Relaxed) < count {
+        assert!(
+            Instant::now() < deadline,
+            "the attack never got going: {} answered",
+            answered.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -84,13 +99,14 @@ fn made_up_method(n: u32) -> reqwest::Method {
 async fn twenty_thousand_made_up_methods_and_paths_add_no_series() {
     let mut a = Service::a(&[]);
     let http = client();
+    let answered = Arc::new(AtomicUsize::new(0));
     let spray = |from: u32, to: u32| {
-        let http = http.clone();
+        let (http, answered) = (http.clone(), answered.clone());
         let base = a.url();
         async move {
             let mut tasks = tokio::task::JoinSet::new();
             for worker in 0..16 {
-                let (http, base) = (http.clone(), base.clone());
+                let (http, base, answered) = (http.clone(), base.clone(), answered.clone());
                 tasks.spawn(async move {
                     for n in (from + worker..to).step_by(16) {
                         let path = if n % 2 == 0 {
@@ -101,6 +117,7 @@ async fn twenty_thousand_made_up_methods_and_paths_add_no_series() {
                         let reply =
                             send(http.request(made_up_method(n), format!("{base}{path}"))).await;
                         assert!(matches!(reply.status, 404 | 405), "{}", reply.text);
+                        answered.fetch_add(1, Ordering::Relaxed);
                     }
                 });
             }
@@ -116,7 +133,7 @@ async fn twenty_thousand_made_up_methods_and_paths_add_no_series() {
         .text;
 
     let attack = tokio::spawn(spray(200, 20_200));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_under_way(&answered, 200 + 1000).await;
     let during = a.health_latency().await;
     attack.await.expect("spray");
 
@@ -149,10 +166,11 @@ async fn a_spray_of_long_usernames_neither_frees_an_attacker_nor_grows_memory() 
     let mut a = Service::a(&[]);
     let url = a.at("/token");
     let http = client();
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     let workers = 16;
     for worker in 0..workers {
-        let (http, url) = (http.clone(), url.clone());
+        let (http, url, answered) = (http.clone(), url.clone(), answered.clone());
         tasks.spawn(async move {
             // 16,000-character usernames: the body still fits the 16 KiB limit.
             let padding = "u".repeat(16_000 - 8);
@@ -162,10 +180,11 @@ async fn a_spray_of_long_usernames_neither_frees_an_attacker_nor_grows_memory() 
                 // 429 when both of a name's counters are shared with names already at the
                 // limit: the throttle errs on the side of refusing.
                 assert!(matches!(reply.status, 401 | 429), "{}", reply.text);
+                answered.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_under_way(&answered, 1_000).await;
     let during = a.health_latency().await;
     tasks.join_all().await;
     assert!(
@@ -263,8 +282,10 @@ async fn timeouts_a_caller_asks_for_do_not_open_the_breaker() {
             })
         })
         .collect();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(4200) {
+    // A valid user is served all the while the slow callers time out.
+    let deadline = Instant::now() + TIMEOUT;
+    while !slow.iter().all(|task| task.is_finished()) {
+        assert!(Instant::now() < deadline, "the slow callers never finished");
         let reply = post_json(&url, system_tests::demo_login(), None).await;
         assert_eq!(reply.status, 200, "a valid user is served: {}", reply.text);
         tokio::time::sleep(Duration::from_millis(200)).await;

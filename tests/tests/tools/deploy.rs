@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -232,7 +234,10 @@ async fn every_dashboard_query_returns_data_and_still_does_after_restarts() {
 
     // A restarts (five calls to B while it is down), then B; afterwards only plain calls,
     // none asking for a delay or a timeout. Grafana's rate interval for a 1 s scrape is 4 s:
-    // once it has passed, every window holds only what the new processes exported.
+    // once that long has passed since the old B stopped (A stopped before it), no window
+    // holds a sample the old processes exported. That is the window's definition, not a
+    // wait for something to happen; the plain calls go on until every query has answered.
+    let rate_interval = Duration::from_secs(4);
     let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
     a.stop();
     for _ in 0..5 {
@@ -240,23 +245,34 @@ async fn every_dashboard_query_returns_data_and_still_does_after_restarts() {
     }
     let a = Service::start(Kind::A, &a_addr, &[], &[]);
     b.stop();
+    let old_ones_stopped = Instant::now();
     let a_url = a.url();
     let mut args = vec!["--provider-url", a_url.as_str()];
     args.extend_from_slice(&b_args);
     let b = Service::start(Kind::B, &b_addr, &args, &[]);
-    let restarted = Instant::now();
-    while restarted.elapsed() < Duration::from_secs(6) {
-        let reply = b.protected_action(system_tests::demo_login(), None).await;
-        assert_eq!(reply.status, 200, "{}", reply.text);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let answered = Arc::new(AtomicBool::new(false));
+    let plain_calls = {
+        let (url, answered) = (b.at("/protected-action"), answered.clone());
+        tokio::spawn(async move {
+            while !answered.load(Ordering::Relaxed) {
+                let reply = system_tests::post_json(&url, system_tests::demo_login(), None).await;
+                assert_eq!(reply.status, 200, "{}", reply.text);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+    tokio::time::sleep_until((old_ones_stopped + rate_interval).into()).await;
     assert_every_query_has_data(
         &prometheus,
-        dashboard_queries("4s"),
+        dashboard_queries(&format!("{}s", rate_interval.as_secs())),
         Duration::from_secs(10),
         "after A and B restarted",
     )
     .await;
+    answered.store(true, Ordering::Relaxed);
+    plain_calls
+        .await
+        .expect("plain calls to the restarted pair");
 }
 
 fn file_name(path: &Path) -> String {
