@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod labs;
 pub mod otlp;
 pub mod prometheus;
 pub mod stub;
@@ -465,6 +466,20 @@ impl Service {
     ) -> impl Future<Output = Reply> + Send + 'static + use<> {
         post_json(&self.at("/token"), body, request_id)
     }
+}
+
+/// `GET /metrics<query>` on `service`, with `accept` as the `Accept` header when given.
+pub async fn metrics_with(service: &Service, query: &str, accept: Option<&str>) -> Reply {
+    let mut request = client().get(service.at(&format!("/metrics{query}")));
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    send(request).await
+}
+
+/// The committed OpenAPI description of `service` (`deploy/openapi/<service>.json`).
+pub fn committed_openapi(service: &str) -> PathBuf {
+    repo_root().join(format!("deploy/openapi/{service}.json"))
 }
 
 /// `GET url`.

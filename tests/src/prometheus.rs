@@ -14,6 +14,9 @@ use serde_json::Value;
 
 use crate::{TIMEOUT, client, vacant_addr};
 
+/// The `Accept` header of a Prometheus scrape: OpenMetrics first, then the text format.
+pub const SCRAPE_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
 /// Whether `tool` (`prometheus` or `promtool`) can be run; a visible skip when not, a
 /// failure in CI.
 pub fn tool_available(tool: &str) -> bool {

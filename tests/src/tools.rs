@@ -1,5 +1,6 @@
-//! The external tools some tests drive (promtool, prometheus, amtool, docker-compose, kubectl,
-//! and Python modules from PyPI), each looked for the way `.ci/run` installs it.
+//! The external tools the `tools` target's checks drive (promtool, prometheus, amtool,
+//! docker-compose, kubectl, and Python modules from PyPI), each looked for the way `.ci/run`
+//! installs it.
 //!
 //! A missing tool skips the check it is needed for, and says so in the test command's
 //! normal output: the line goes straight to the process's standard error, past libtest's

@@ -106,7 +106,9 @@ async fn a_killed_under_load_gives_only_200_or_503_and_recovers() {
         system_tests::demo_login(),
     ));
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Under way: A has answered some of B's calls.
+    a.logs
+        .wait_for_n(16, |l| l["endpoint"] == "POST /token" && l["status"] == 200);
     drop(a); // SIGKILL, mid-load
     let replies = running.await.expect("load");
 

@@ -53,6 +53,22 @@ fn read_until(lines: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {
     panic!("no line with {needle:?} in {TIMEOUT:?}: {seen:#?}");
 }
 
+/// Every stderr line still to come, up to the end of the stream (bounded): the script has
+/// exited and started nothing, so its stderr closes.
+fn rest_of(lines: &mpsc::Receiver<String>) -> Vec<String> {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut rest = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => rest.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return rest,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                assert!(Instant::now() < deadline, "stderr still open: {rest:#?}");
+            }
+        }
+    }
+}
+
 fn wait_exit(child: &mut Child) -> ExitStatus {
     let deadline = Instant::now() + TIMEOUT;
     loop {
@@ -144,8 +160,7 @@ fn an_address_already_served_is_refused_naming_the_server() {
     let (mut script, lines) = start_script(&squatter.addr.to_string(), &b, &[]);
     let mut said = read_until(&lines, "already served");
     assert_eq!(wait_exit(&mut script).code(), Some(1));
-    std::thread::sleep(Duration::from_millis(100));
-    said.extend(lines.try_iter());
+    said.extend(rest_of(&lines));
     let said = said.join("\n");
     assert!(
         said.contains(&format!("service-a (pid {})", squatter.pid())),

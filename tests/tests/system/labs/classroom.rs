@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 use lab::key::Code;
 use lab::results::{Record, SEALED};
 use serde_json::Value;
+use system_tests::labs::{SYMPTOM_WITHIN, log_symptom, said, state_dir};
 use system_tests::otlp::OtlpReceiver;
 use system_tests::{Kind, Service, binary, client, vacant_addr};
-
-use super::{SYMPTOM_WITHIN, log_symptom, said, state_dir};
 
 const SECRET: &str = "the tests' class secret";
 

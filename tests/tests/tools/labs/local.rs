@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use lab::key::Code;
 use serde_json::Value;
+use system_tests::labs::{SYMPTOM_WITHIN, said, state_dir};
 use system_tests::prometheus::tool_available;
 use system_tests::{Kind, TIMEOUT, binary, client, repo_root, vacant_addr};
-
-use super::{SYMPTOM_WITHIN, said, state_dir};
 
 /// The lab this test runs: the one whose evidence was wrong before (two panels that read the
 /// same), and whose trace shows B's attempts and A's spans.
