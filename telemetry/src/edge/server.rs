@@ -86,10 +86,27 @@ pub struct BindError {
     pub source: io::Error,
 }
 
+/// How many connections the kernel may hold complete but not yet accepted. Tokio's `bind`
+/// asks for 128 (the standard library's figure); a burst of clients beyond that has its
+/// connection attempts dropped, and each retries only after a second. The kernel caps the
+/// figure at `net.core.somaxconn` (4096 on current Linux).
+const BACKLOG: u32 = 1024;
+
 /// Binds `addr` (port 0 picks a free port), saying which address failed and why.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr)
-        .await
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    };
+    socket
+        .and_then(|socket| {
+            // As tokio's `bind` does: a restarted service may bind while the old one's
+            // connections sit in TIME_WAIT.
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(BACKLOG)
+        })
         .map_err(|source| BindError { addr, source })
 }
 
@@ -380,6 +397,25 @@ pub async fn signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 600 clients connect at once to a listener that accepts none yet: every connection
+    /// completes at once. With a backlog of 128 the kernel drops the attempts past it, and
+    /// those clients would wait a second for their retry.
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_backlog() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..600 {
+            let connect = TcpStream::connect(addr);
+            let stream = tokio::time::timeout(Duration::from_millis(500), connect)
+                .await
+                .expect("a connection attempt was dropped: the backlog is too short")
+                .unwrap();
+            held.push(stream);
+        }
+        drop(listener);
+    }
 
     #[test]
     fn the_connection_cap_leaves_descriptors_free() {
