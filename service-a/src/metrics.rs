@@ -8,7 +8,7 @@
 //! for.
 
 use serde_json::{Value, json};
-use telemetry::observe::Tally;
+use telemetry::observe::{ExemplarHistogram, Tally};
 
 /// Token requests by how they ended.
 pub const TOKEN_REQUESTS: &str = "token_requests_total";
@@ -59,7 +59,7 @@ impl TokenOutcome {
 #[derive(Debug)]
 pub struct TokenMetrics {
     outcomes: [metrics::Counter; TokenOutcome::ALL.len()],
-    delay: metrics::Histogram,
+    delay: ExemplarHistogram,
 }
 
 impl TokenMetrics {
@@ -80,7 +80,7 @@ impl TokenMetrics {
             outcomes,
             // The histogram exists (all buckets at zero) before anyone asks for a delay: a
             // restarted A never blanks the panel that reads it.
-            delay: metrics::histogram!(TOKEN_DELAY),
+            delay: ExemplarHistogram::register(TOKEN_DELAY, &[]),
         }
     }
 
@@ -92,9 +92,10 @@ impl TokenMetrics {
         }
     }
 
-    /// Records a requested delay.
+    /// Records a requested delay; a sampled request is its bucket's exemplar.
     pub fn delay_requested(&self, delay_ms: u64) {
-        self.delay.record(delay_ms as f64 / 1000.0);
+        self.delay
+            .record(delay_ms as f64 / 1000.0, &telemetry::observe::current_ids());
     }
 }
 

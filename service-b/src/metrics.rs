@@ -17,9 +17,9 @@
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram};
+use metrics::{Counter, Gauge};
 use serde_json::{Value, json};
-use telemetry::observe::Tally;
+use telemetry::observe::{ExemplarHistogram, SpanIds, Tally};
 
 use crate::outcome::{AttemptOutcome, StopReason};
 use crate::resilience::CircuitState;
@@ -51,7 +51,7 @@ const CIRCUIT_OPEN: &str = "circuit_open";
 #[derive(Debug)]
 pub struct ProviderMetrics {
     /// Attempts and their durations, per outcome.
-    attempts: [(Counter, Histogram); AttemptOutcome::ALL.len()],
+    attempts: [(Counter, ExemplarHistogram); AttemptOutcome::ALL.len()],
     /// Calls answered 503, per last failure (failure outcomes, then `circuit_open`).
     failures: [Counter; FAILURE_KINDS],
     /// Why B stopped, per reason.
@@ -80,7 +80,10 @@ impl ProviderMetrics {
             attempts: AttemptOutcome::ALL.map(|o| {
                 (
                     metrics::counter!(PROVIDER_ATTEMPTS, "outcome" => o.label()),
-                    metrics::histogram!(PROVIDER_ATTEMPT_DURATION, "outcome" => o.label()),
+                    ExemplarHistogram::register(
+                        PROVIDER_ATTEMPT_DURATION,
+                        &[("outcome", o.label().to_owned())],
+                    ),
                 )
             }),
             failures: std::array::from_fn(
@@ -109,12 +112,13 @@ impl ProviderMetrics {
         metrics
     }
 
-    /// Counts one attempt and its duration.
-    pub fn attempt(&self, outcome: AttemptOutcome, took: Duration) {
+    /// Counts one attempt and its duration; a sampled attempt (its span's `ids`) is its
+    /// bucket's exemplar.
+    pub fn attempt(&self, outcome: AttemptOutcome, took: Duration, ids: &SpanIds) {
         let index = AttemptOutcome::ALL.iter().position(|o| *o == outcome);
         if let Some((attempts, duration)) = index.and_then(|i| self.attempts.get(i)) {
             attempts.increment(1);
-            duration.record(took.as_secs_f64());
+            duration.record(took.as_secs_f64(), ids);
         }
     }
 

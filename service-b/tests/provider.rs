@@ -403,7 +403,7 @@ async fn two_providers_in_one_process_keep_their_own_labels() {
     };
     assert_eq!(
         count(&format!(
-            r#"server_port="{}",url_template="/token",http_response_status_code="200""#,
+            r#"server_port="{}",url_template="/token",network_protocol_version="1.1",http_response_status_code="200""#,
             port(&first)
         ))
         .as_deref(),
@@ -412,7 +412,7 @@ async fn two_providers_in_one_process_keep_their_own_labels() {
     );
     assert_eq!(
         count(&format!(
-            r#"server_port="{}",url_template="/v2/token",http_response_status_code="503",error_type="503""#,
+            r#"server_port="{}",url_template="/v2/token",network_protocol_version="1.1",http_response_status_code="503",error_type="503""#,
             port(&second)
         ))
         .as_deref(),

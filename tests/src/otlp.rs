@@ -78,6 +78,8 @@ pub struct ReceivedSpan {
     pub status_unset: bool,
     /// Span events.
     pub events: Vec<ReceivedEvent>,
+    /// Span links: the trace and span id (hex) each links to.
+    pub links: Vec<(String, String)>,
     /// Attributes of the resource that exported it.
     pub resource: HashMap<String, String>,
     /// The resource's schema URL.
@@ -361,6 +363,11 @@ async fn receive(
                             name: e.name.clone(),
                             attributes: typed(&e.attributes),
                         })
+                        .collect(),
+                    links: span
+                        .links
+                        .iter()
+                        .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
                         .collect(),
                     resource: resource_attributes.clone(),
                     resource_schema_url: resource_schema_url.clone(),

@@ -13,6 +13,7 @@
 //! same value is what the call loop gets back.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -22,6 +23,7 @@ use reqwest::Response;
 use reqwest_middleware::{Middleware, Next};
 use telemetry::observe::{Call, Outcomes};
 
+use crate::metrics::ProviderMetrics;
 use crate::outcome::AttemptOutcome;
 
 /// The largest answer B reads from A, in bytes. A's answers are a few dozen bytes; anything
@@ -54,9 +56,7 @@ pub struct AnswerTooLarge(pub u64);
 pub fn classify(result: &reqwest_middleware::Result<Response>) -> AttemptOutcome {
     use reqwest_middleware::Error;
     match result {
-        Ok(response) if response.status().is_success() => AttemptOutcome::Ok,
-        Ok(response) if response.status().is_server_error() => AttemptOutcome::BadStatus,
-        Ok(_) => AttemptOutcome::Rejected,
+        Ok(response) => AttemptOutcome::of_answer(response.status()),
         Err(Error::Reqwest(e)) if e.is_timeout() => AttemptOutcome::Timeout,
         Err(Error::Reqwest(e)) if e.is_connect() || e.is_body() || broke(e) => {
             AttemptOutcome::ConnectionError
@@ -141,9 +141,19 @@ pub fn humanize(duration: Duration) -> String {
 }
 
 /// What an attempt's result means, for telemetry's [`ClientCalls`]: its `error.type`, and
-/// inside its span, the failure built, logged and handed back to the call loop.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Attempts;
+/// inside its span, the attempt counted (its span the duration's exemplar) and a failure
+/// built, logged and handed back to the call loop.
+#[derive(Debug, Clone)]
+pub struct Attempts {
+    metrics: Arc<ProviderMetrics>,
+}
+
+impl Attempts {
+    /// Recording into `metrics`.
+    pub fn new(metrics: Arc<ProviderMetrics>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl Outcomes for Attempts {
     fn error_type(
@@ -167,6 +177,7 @@ impl Outcomes for Attempts {
         result: reqwest_middleware::Result<Response>,
     ) -> reqwest_middleware::Result<Response> {
         let kind = classify(&result);
+        self.metrics.attempt(kind, call.took, &call.ids);
         if !kind.is_failure() {
             return result;
         }

@@ -3,8 +3,8 @@
 //!
 //! 1. ask the circuit breaker (open: 503 at once, A is not called);
 //! 2. send an attempt, its timeout bounded by what is left of the deadline
-//!    ([`attempt`]: the request, A's answer read whole, the failure built once and logged
-//!    inside the attempt's span);
+//!    ([`attempt`]: the request, A's answer read whole, the attempt counted and a failure
+//!    built once and logged inside the attempt's span);
 //! 3. on an answer, stop; on a failure, ask [`decision::next_step`] whether to retry after
 //!    a wait or to stop and why ([`StopReason`]), and record it.
 //!
@@ -103,7 +103,7 @@ impl Provider {
             segments.pop_if_empty().push("token");
         }
         let http = ClientBuilder::new(client)
-            .with(ClientCalls::new(&token_url, Attempts))
+            .with(ClientCalls::new(&token_url, Attempts::new(metrics.clone())))
             .with(ReadWhole)
             .build();
         let (min, max) = config.retry_backoff();
@@ -164,6 +164,14 @@ impl Provider {
     ) -> Result<Grant, ProviderError> {
         let permit = match self.breaker.admit() {
             Admission::Refused { retry_in, evidence } => {
+                // One line per refused call, as `provider_failures_total{kind="circuit_open"}`
+                // counts it, and an event on the request's span: A was not called.
+                telemetry::event!(
+                    WARN,
+                    "circuit_open",
+                    retry_in_ms = i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX),
+                    evidence = %evidence,
+                );
                 self.metrics.circuit_refused();
                 return Err(ProviderError::CircuitOpen { retry_in, evidence });
             }
@@ -184,18 +192,14 @@ impl Provider {
             if timeout.is_zero() {
                 break StopReason::Deadline;
             }
-            let sent = Instant::now();
             let failure = match self.attempt(number, timeout, request, request_id).await {
                 Ok(answer) => {
-                    let outcome = AttemptOutcome::of_answer(answer.status());
-                    self.metrics.attempt(outcome, sent.elapsed());
                     // Any answer from A, a refusal included, shows A is reachable.
                     self.circuit_changed(permit.record(true));
                     return answer::read_answer(answer).await;
                 }
                 Err(failure) => failure,
             };
-            self.metrics.attempt(failure.kind, sent.elapsed());
             let situation = Situation {
                 outcome: failure.kind,
                 attempts: number,

@@ -133,7 +133,10 @@ impl Shared {
         let service = ConnService {
             shared: self.clone(),
             conn: conn.clone(),
-            peer_ip: peer.ip().to_string().into(),
+            peer: crate::observe::requests::ClientAddress {
+                ip: peer.ip().to_string().into(),
+                port: peer.port(),
+            },
         };
         let connection = self.http.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
@@ -201,8 +204,9 @@ fn classify(error: &hyper::Error, conn: &Conn) -> Option<ConnEvent> {
 struct ConnService {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
-    /// The peer's IP as text, written once per connection rather than once per request.
-    peer_ip: Arc<str>,
+    /// The peer's address, its IP written as text once per connection rather than once
+    /// per request.
+    peer: crate::observe::requests::ClientAddress,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnService {
@@ -219,11 +223,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             conn: self.conn.clone(),
             shared: self.shared.clone(),
         };
-        request
-            .extensions_mut()
-            .insert(crate::observe::requests::ClientAddress(
-                self.peer_ip.clone(),
-            ));
+        request.extensions_mut().insert(self.peer.clone());
         let response = self
             .shared
             .router

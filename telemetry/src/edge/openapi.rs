@@ -43,8 +43,8 @@ pub fn openapi_description(doc: utoipa::openapi::OpenApi) -> Value {
             "schema": {"type": "string", "pattern": id_pattern()},
         },
         "traceresponse": {
-            "description": "W3C Trace Context Level 2: the request's trace id and the server's span id (`00-<trace-id>-<span-id>-<flags>`), to find its trace.",
-            "schema": {"type": "string", "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$"},
+            "description": "The W3C Trace Context Level 3 draft's `traceresponse`: the request's trace id and the server's span id (`00-<trace-id>-<span-id>-<flags>`, flags `sampled` 01 and `random` 02), to find its trace.",
+            "schema": {"type": "string", "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-0[0-3]$"},
         },
         "Retry-After": {
             "description": "Seconds to wait before trying again.",

@@ -403,15 +403,17 @@ mod tests {
     /// those clients would wait a second for their retry.
     #[tokio::test]
     async fn a_burst_of_connections_waits_in_the_backlog() {
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
         let mut held = Vec::new();
         for _ in 0..600 {
             let connect = TcpStream::connect(addr);
             let stream = tokio::time::timeout(Duration::from_millis(500), connect)
                 .await
                 .expect("a connection attempt was dropped: the backlog is too short")
-                .unwrap();
+                .expect("connected");
             held.push(stream);
         }
         drop(listener);

@@ -1,7 +1,16 @@
 //! W3C trace context in and out of HTTP headers: a request's span joins its caller's trace
-//! (`traceparent`, `tracestate`, `baggage`), and a call made on its behalf carries the
-//! span's context onwards, with the request id in the baggage. [`SpanIds`] are a span's ids
-//! as the log lines, `traceresponse` and exemplars write them.
+//! (`traceparent`, `tracestate`, `baggage`), restarts it with a link to the caller's span,
+//! or ignores it ([`CallerTraceContext`]), and a call made on its behalf carries the span's
+//! context onwards, with the request id in the baggage. [`SpanIds`] are a span's ids as the
+//! log lines, `traceresponse` and exemplars write them.
+//!
+//! The `traceparent` flags written are W3C Trace Context Level 2's: `sampled` (0x01) and
+//! `random` (0x02), set when the trace id is random. A trace started here has a random id
+//! (the SDK's generator); a joined trace keeps the flag its caller sent. The OpenTelemetry
+//! SDK keeps only the sampled bit of what it reads, so the caller's `random` bit is kept
+//! here, in the context, next to the caller's baggage.
+
+use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::baggage::{Baggage, BaggageExt as _};
@@ -16,6 +25,44 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::observe::otel_env;
 use crate::observe::request_id::{self, BAGGAGE_KEY as REQUEST_ID_BAGGAGE};
 
+/// How a service treats the trace context its callers send (`--caller-trace-context`).
+/// W3C Trace Context's security considerations: a service at the edge of a system should
+/// not let anyone outside choose its trace ids, sampling or baggage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CallerTraceContext {
+    /// Join the caller's trace: its span is the parent, its sampled flag decides (with the
+    /// parent-based sampler), its baggage goes on to calls onwards.
+    #[default]
+    Trust,
+    /// Start a new trace whose first span *links* to the caller's span (when it sent a
+    /// valid one): the two traces stay one click apart, but the caller's sampled flag and
+    /// baggage are not taken.
+    Restart,
+    /// Start a new trace; the caller's trace context and baggage are not read.
+    Ignore,
+}
+
+/// This process's [`CallerTraceContext`], set once at start-up.
+static CALLER_TRACE_CONTEXT: OnceLock<CallerTraceContext> = OnceLock::new();
+
+/// Makes `policy` how this process treats its callers' trace context. Called once, before
+/// the first request; later calls change nothing.
+pub fn set_caller_trace_context(policy: CallerTraceContext) {
+    let _ = CALLER_TRACE_CONTEXT.set(policy);
+}
+
+fn caller_trace_context() -> CallerTraceContext {
+    CALLER_TRACE_CONTEXT.get().copied().unwrap_or_default()
+}
+
+/// The W3C `random` flag the caller sent with the trace this process joined. Absent from
+/// a context, the trace was started here, with a random id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CallerRandomFlag(bool);
+
+/// The `random` trace flag (W3C Trace Context Level 2).
+const RANDOM_FLAG: u8 = 0x02;
+
 /// The ids of a request's server span, for log lines and the `traceresponse` header, as the
 /// lowercase hex W3C writes them. Held inline (it is `Copy`): every request's log lines,
 /// exemplar and `traceresponse` read them without a copy of their text.
@@ -26,14 +73,17 @@ pub struct SpanIds {
     valid: bool,
     /// Whether the span is sampled (recorded and exported).
     pub sampled: bool,
+    /// Whether the trace id is random (W3C Level 2's `random` flag).
+    pub random: bool,
 }
 
 impl SpanIds {
-    /// The ids of a valid span context.
-    pub fn new(trace_id: TraceId, span_id: SpanId, sampled: bool) -> Self {
+    /// The ids of a valid span context; `random` when the trace id is random.
+    pub fn new(trace_id: TraceId, span_id: SpanId, sampled: bool, random: bool) -> Self {
         let mut ids = Self {
             valid: true,
             sampled,
+            random,
             ..Self::default()
         };
         lower_hex(&trace_id.to_bytes(), &mut ids.trace_id);
@@ -59,20 +109,27 @@ impl SpanIds {
         }
     }
 
-    /// The W3C Trace Context Level 2 `traceresponse` value (`00-<trace>-<span>-<flags>`), so
-    /// a caller can go from any response, a failed one included, to its trace.
+    /// The `traceresponse` value (`00-<trace>-<span>-<flags>`, from the W3C Trace Context
+    /// Level 3 draft), so a caller can go from any response, a failed one included, to its
+    /// trace.
     pub fn traceresponse(&self) -> Option<HeaderValue> {
         self.traceparent()
     }
 
     /// The W3C `traceparent` value naming this span as the parent of a call
-    /// (`00-<trace>-<span>-<flags>`, the same text as [`Self::traceresponse`]).
+    /// (`00-<trace>-<span>-<flags>`, the same text as [`Self::traceresponse`]); the flags
+    /// are `sampled` and `random`.
     pub fn traceparent(&self) -> Option<HeaderValue> {
         if !self.valid {
             return None;
         }
         let mut value = [0_u8; 55];
-        let flags: &[u8] = if self.sampled { b"01" } else { b"00" };
+        let flags: &[u8] = match (self.random, self.sampled) {
+            (false, false) => b"00",
+            (false, true) => b"01",
+            (true, false) => b"02",
+            (true, true) => b"03",
+        };
         let parts: [&[u8]; 6] = [b"00-", &self.trace_id, b"-", &self.span_id, b"-", flags];
         let mut at = 0;
         for part in parts {
@@ -197,12 +254,58 @@ const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent
 /// The W3C `tracestate` request header.
 const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
-/// Makes `span` a child of the trace context the caller sent in `headers` (a new trace when
-/// there is none or it is invalid), keeping the caller's baggage for calls onwards (see
-/// [`inject`]), and returns the span's ids.
+/// Places `span` after the trace context the caller sent in `headers`, as this process's
+/// [`CallerTraceContext`] says: a child of the caller's span, keeping its baggage for calls
+/// onwards (see [`inject`]) and its `random` flag (`Trust`; a new trace when it sent none
+/// or an invalid one); the root of a new trace linked to the caller's span (`Restart`); or
+/// the root of a new trace (`Ignore`). Returns the span's ids.
 pub fn join_caller_trace(span: &Span, headers: &HeaderMap) -> SpanIds {
-    let _ = span.set_parent(extract(headers));
+    join(caller_trace_context(), span, headers)
+}
+
+fn join(policy: CallerTraceContext, span: &Span, headers: &HeaderMap) -> SpanIds {
+    match policy {
+        CallerTraceContext::Trust => {
+            let caller = extract(headers);
+            let _ = span.set_parent(match caller_random_flag(&caller, headers) {
+                Some(random) => caller.with_value(random),
+                None => caller,
+            });
+        }
+        CallerTraceContext::Restart => {
+            if wants_trace_context(headers) {
+                let caller = extract(headers);
+                span.add_link(caller.span().span_context().clone());
+            }
+        }
+        CallerTraceContext::Ignore => {}
+    }
     span_ids(span)
+}
+
+/// Whether the caller sent a `traceparent` this process reads.
+fn wants_trace_context(headers: &HeaderMap) -> bool {
+    otel_env::current().trace_context && headers.contains_key(TRACEPARENT)
+}
+
+/// The caller's `random` flag, when `caller` (extracted from `headers`) holds a valid span
+/// context read from its `traceparent`.
+fn caller_random_flag(
+    caller: &opentelemetry::Context,
+    headers: &HeaderMap,
+) -> Option<CallerRandomFlag> {
+    if !caller.span().span_context().is_valid() {
+        return None;
+    }
+    // `00-<trace>-<span>-<flags>`: the propagator accepted it, so the flags are hex.
+    let flags = headers
+        .get(TRACEPARENT)?
+        .to_str()
+        .ok()?
+        .split('-')
+        .nth(3)
+        .and_then(|hex| u8::from_str_radix(hex.get(..2)?, 16).ok())?;
+    Some(CallerRandomFlag(flags & RANDOM_FLAG != 0))
 }
 
 /// The ids of `span` (empty without tracing).
@@ -210,14 +313,23 @@ pub fn span_ids(span: &Span) -> SpanIds {
     ids_of(&span.context())
 }
 
+/// The ids of the span the caller runs in: in a handler, its request's.
+pub fn current_ids() -> SpanIds {
+    span_ids(&Span::current())
+}
+
 fn ids_of(context: &opentelemetry::Context) -> SpanIds {
     let span = context.span();
     let span_context = span.span_context();
     if span_context.is_valid() {
+        let random = context
+            .get::<CallerRandomFlag>()
+            .is_none_or(|caller| caller.0);
         SpanIds::new(
             span_context.trace_id(),
             span_context.span_id(),
             span_context.is_sampled(),
+            random,
         )
     } else {
         SpanIds::default()
@@ -260,15 +372,24 @@ mod tests {
     fn ids_are_written_as_their_display_writes_them() {
         let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("trace id");
         let span = SpanId::from_hex("00f067aa0ba902b7").expect("span id");
-        let ids = SpanIds::new(trace, span, true);
+        let ids = SpanIds::new(trace, span, true, false);
         assert_eq!(ids.trace_id(), trace.to_string());
         assert_eq!(ids.span_id(), span.to_string());
         assert_eq!(
             ids.traceresponse().as_ref().map(HeaderValue::as_bytes),
             Some(&b"00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"[..])
         );
-        let unsampled = SpanIds::new(trace, span, false).traceresponse();
-        assert!(unsampled.is_some_and(|v| v.as_bytes().ends_with(b"-00")));
+        for (sampled, random, flags) in [
+            (false, false, "-00"),
+            (false, true, "-02"),
+            (true, true, "-03"),
+        ] {
+            let value = SpanIds::new(trace, span, sampled, random).traceresponse();
+            assert!(
+                value.is_some_and(|v| v.as_bytes().ends_with(flags.as_bytes())),
+                "{flags}"
+            );
+        }
     }
 
     #[test]
@@ -321,6 +442,75 @@ mod tests {
                     .get("tenant")
                     .map(|v| v.as_str().to_owned()),
                 Some("blue".to_owned())
+            );
+        });
+    }
+
+    /// The `traceparent` a call from a request gets, when the request came with `sent`.
+    fn onwards(policy: CallerTraceContext, sent: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in sent {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        let request = tracing::info_span!("request");
+        let _ = join(policy, &request, &headers);
+        let call = tracing::info_span!(parent: &request, "call");
+        let mut onwards = HeaderMap::new();
+        let _ = inject(&call, &mut onwards, "r1");
+        onwards
+    }
+
+    fn flags(headers: &HeaderMap) -> String {
+        let value = headers["traceparent"].to_str().expect("text");
+        value.rsplit('-').next().expect("flags").to_owned()
+    }
+
+    fn trace_of(headers: &HeaderMap) -> String {
+        let value = headers["traceparent"].to_str().expect("text");
+        value.split('-').nth(1).expect("trace id").to_owned()
+    }
+
+    const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03";
+
+    #[test]
+    fn the_random_flag_is_set_on_new_traces_and_kept_from_the_caller() {
+        use CallerTraceContext::Trust;
+        with_tracing(|| {
+            assert_eq!(
+                flags(&onwards(Trust, &[])),
+                "03",
+                "a new trace's id is random"
+            );
+            let joined = onwards(Trust, &[("traceparent", CALLER)]);
+            assert_eq!(flags(&joined), "03");
+            assert_eq!(trace_of(&joined), "0af7651916cd43dd8448eb211c80319c");
+            let not_random = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+            assert_eq!(flags(&onwards(Trust, &[("traceparent", not_random)])), "01");
+            let invalid = "00-00000000000000000000000000000000-b7ad6b7169203331-01";
+            assert_eq!(
+                flags(&onwards(Trust, &[("traceparent", invalid)])),
+                "03",
+                "an invalid parent starts a new trace"
+            );
+        });
+    }
+
+    #[test]
+    fn an_untrusted_callers_trace_is_restarted_or_ignored_with_its_baggage() {
+        with_tracing(|| {
+            let sent = [("traceparent", CALLER), ("baggage", "tenant=blue")];
+            for policy in [CallerTraceContext::Restart, CallerTraceContext::Ignore] {
+                let onwards = onwards(policy, &sent);
+                assert_ne!(trace_of(&onwards), "0af7651916cd43dd8448eb211c80319c");
+                assert_eq!(flags(&onwards), "03", "{policy:?}: a new, random trace");
+                assert_eq!(onwards["baggage"], "request.id=r1", "{policy:?}");
+            }
+            let trusted = onwards(CallerTraceContext::Trust, &sent);
+            assert!(
+                trusted["baggage"]
+                    .to_str()
+                    .is_ok_and(|b| b.contains("tenant=blue")),
+                "{trusted:?}"
             );
         });
     }

@@ -14,6 +14,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
+use crate::observe::context::SpanIds;
+
 /// One sampled observation that fell in a bucket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exemplar {
@@ -68,6 +70,34 @@ impl Slots {
             .get(bucket)
             .cloned()
             .flatten()
+    }
+}
+
+/// One histogram series whose buckets keep, as exemplars, the latest *sampled*
+/// observations: what a service registers where a bucket should lead to a trace.
+#[derive(Debug, Clone)]
+pub struct ExemplarHistogram {
+    histogram: metrics::Histogram,
+    /// `None` without an installed recorder (unit tests).
+    exemplars: Option<Arc<Slots>>,
+}
+
+impl ExemplarHistogram {
+    /// Registers histogram `name` with `labels` and its exemplar slots.
+    pub fn register(name: &'static str, labels: &[(&'static str, String)]) -> Self {
+        Self {
+            histogram: metrics::histogram!(name, labels),
+            exemplars: crate::observe::metrics::exemplars().map(|e| e.slots(name, labels)),
+        }
+    }
+
+    /// Records `value`, observed in the span with `ids`: its bucket's exemplar when the span
+    /// is sampled (an unsampled span leads nowhere).
+    pub fn record(&self, value: f64, ids: &SpanIds) {
+        self.histogram.record(value);
+        if let Some(slots) = self.exemplars.as_ref().filter(|_| ids.sampled) {
+            slots.record(value, ids.trace_id(), ids.span_id());
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! The log line format: one flat JSON object per line, in the lab's field order
 //! (`service`, the event's own fields, `request_id`, `ts`, `level`, then `trace_id`,
 //! `span_id` and `trace_flags`: `"01"` when the trace is sampled, so it exists in the
-//! tracing backend, `"00"` when it is not and the ids lead nowhere). The schema of every
+//! tracing backend, `"00"` when it is not and the ids lead nowhere; only the sampled bit,
+//! as OpenTelemetry's log data model defines the field, even where `traceparent` also
+//! carries W3C's `random` flag). The schema of every
 //! line is `deploy/log-line.schema.json`. The request's fields are listed once, in
 //! [`CONTEXT_FIELDS`]; the OTLP records (`otlp_logs`) are written from the same list.
 //!
@@ -330,6 +332,7 @@ pub(crate) mod tests {
                         .expect("trace id"),
                     opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("span id"),
                     false,
+                    true,
                 ),
             }
             .attach_to(&span);
@@ -384,6 +387,7 @@ pub(crate) mod tests {
                     opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
                         .expect("trace id"),
                     opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("span id"),
+                    true,
                     true,
                 ),
             }

@@ -38,8 +38,8 @@ pub mod request_metrics;
 pub mod requests;
 pub mod traces;
 
-pub use context::{SpanIds, inject};
-pub use exemplars::Slots;
+pub use context::{CallerTraceContext, SpanIds, current_ids, inject};
+pub use exemplars::ExemplarHistogram;
 pub use logging::LogContext;
 pub use metrics::exemplars as exemplar_store;
 pub use metrics::{CLIENT_DURATION, Metrics, Tally};
@@ -66,6 +66,13 @@ pub struct TelemetryArgs {
     /// be a large share of all traces; their log lines keep trace ids either way).
     #[arg(long, env = "TRACE_PROBES")]
     pub trace_probes: bool,
+
+    /// How to treat the trace context callers send: `trust` joins the caller's trace
+    /// (honouring its sampled flag and passing its baggage on), `restart` starts a new trace
+    /// linked to the caller's span (for a service anyone outside may call), `ignore` starts
+    /// a new trace and reads nothing the caller sent.
+    #[arg(long, env = "CALLER_TRACE_CONTEXT", value_enum, default_value_t)]
+    pub caller_trace_context: context::CallerTraceContext,
 }
 
 /// Owns what must be flushed on the way out: the log writer thread and the span exporter.
@@ -126,6 +133,7 @@ pub fn init(
         request_metrics::set_known_methods(methods);
     }
     otel_env::set(env.clone());
+    context::set_caller_trace_context(args.caller_trace_context);
     let resource = traces::resource(service);
     // One name everywhere: OTEL_SERVICE_NAME (or the resource's) on every line and scope.
     let service = traces::service_name(&resource, service);

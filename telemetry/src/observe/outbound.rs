@@ -17,7 +17,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use http::Extensions;
@@ -25,13 +25,13 @@ use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Middleware, Next};
 use tracing::Span;
 
-use crate::observe::context;
-use crate::observe::exemplars::Slots;
+use crate::observe::context::{self, SpanIds};
+use crate::observe::exemplars::ExemplarHistogram;
 use crate::observe::logging::LogContext;
-use crate::observe::metrics::{CLIENT_DURATION, exemplars};
+use crate::observe::metrics::CLIENT_DURATION;
 use crate::observe::request_id::HEADER as REQUEST_ID;
 use crate::observe::request_metrics::method_label;
-use crate::observe::requests::ATTEMPT_HEADER;
+use crate::observe::requests::{ATTEMPT_HEADER, protocol_version};
 
 /// What one call's result means to the service that made it.
 pub trait Outcomes: Send + Sync + 'static {
@@ -72,6 +72,8 @@ pub struct Call {
     pub took: Duration,
     /// Its `error.type`, when it failed.
     pub error_type: Option<Cow<'static, str>>,
+    /// Its span's ids: a sampled call's are an exemplar for what the service records of it.
+    pub ids: SpanIds,
 }
 
 /// The middleware; see the module docs.
@@ -80,7 +82,7 @@ pub struct ClientCalls<O> {
     /// `server.address`, `server.port` and `url.template` of the one target this client
     /// calls, fixed when it is built: one client per callee, so its series are its own.
     target: Target,
-    durations: RwLock<HashMap<DurationKey, DurationSeries>>,
+    durations: RwLock<HashMap<DurationKey, ExemplarHistogram>>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,15 +92,14 @@ struct Target {
     template: String,
 }
 
-/// Method label, status code (none: no answer) and `error.type` of one duration series.
-type DurationKey = (&'static str, Option<u16>, Option<Cow<'static, str>>);
-
-/// A duration series and its exemplars.
-#[derive(Clone)]
-struct DurationSeries {
-    histogram: metrics::Histogram,
-    exemplars: Option<Arc<Slots>>,
-}
+/// Method label, protocol version, status code (none: no answer) and `error.type` of one
+/// duration series.
+type DurationKey = (
+    &'static str,
+    &'static str,
+    Option<u16>,
+    Option<Cow<'static, str>>,
+);
 
 impl<O> std::fmt::Debug for ClientCalls<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,7 +123,7 @@ impl<O: Outcomes> ClientCalls<O> {
             outcomes,
         };
         for (status, error_type) in calls.outcomes.known() {
-            let _ = calls.duration("POST", status, error_type);
+            let _ = calls.duration("POST", "1.1", status, error_type);
         }
         calls
     }
@@ -131,10 +132,11 @@ impl<O: Outcomes> ClientCalls<O> {
     fn duration(
         &self,
         method: &'static str,
+        version: &'static str,
         status: Option<u16>,
         error_type: Option<Cow<'static, str>>,
-    ) -> DurationSeries {
-        let key = (method, status, error_type);
+    ) -> ExemplarHistogram {
+        let key = (method, version, status, error_type);
         if let Some(found) = self
             .durations
             .read()
@@ -148,17 +150,15 @@ impl<O: Outcomes> ClientCalls<O> {
             ("server_address", self.target.address.clone()),
             ("server_port", self.target.port.to_string()),
             ("url_template", self.target.template.clone()),
+            ("network_protocol_version", version.to_owned()),
         ];
-        if let Some(status) = key.1 {
+        if let Some(status) = key.2 {
             labels.push(("http_response_status_code", status.to_string()));
         }
-        if let Some(error_type) = &key.2 {
+        if let Some(error_type) = &key.3 {
             labels.push(("error_type", error_type.to_string()));
         }
-        let created = DurationSeries {
-            histogram: metrics::histogram!(CLIENT_DURATION, &labels),
-            exemplars: exemplars().map(|e| e.slots(CLIENT_DURATION, &labels)),
-        };
+        let created = ExemplarHistogram::register(CLIENT_DURATION, &labels);
         self.durations
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -188,7 +188,8 @@ impl<O: Outcomes> Middleware for ClientCalls<O> {
             .unwrap_or(1);
         let request_id = header(REQUEST_ID.as_str()).unwrap_or_default();
         let method = method_label(request.method());
-        let span = client_span(&request, attempt, &request_id);
+        let version = protocol_version(request.version());
+        let span = client_span(&request, attempt, &request_id, version);
         let ids = context::inject(&span, request.headers_mut(), &request_id);
         LogContext { request_id, ids }.attach_to(&span);
         let timeout = request.timeout().copied();
@@ -202,20 +203,22 @@ impl<O: Outcomes> Middleware for ClientCalls<O> {
         if let Some(status) = status {
             span.record("http.response.status_code", i64::from(status));
         }
+        if let Some(peer) = result.as_ref().ok().and_then(Response::remote_addr) {
+            span.record("network.peer.address", peer.ip().to_string().as_str());
+            span.record("network.peer.port", i64::from(peer.port()));
+        }
         if let Some(error_type) = &error_type {
             span.record("error.type", error_type.as_ref());
             span.record("otel.status_code", "ERROR");
         }
-        let duration = self.duration(method, status, error_type.clone());
-        duration.histogram.record(took.as_secs_f64());
-        if let Some(slots) = duration.exemplars.filter(|_| ids.sampled) {
-            slots.record(took.as_secs_f64(), ids.trace_id(), ids.span_id());
-        }
+        self.duration(method, version, status, error_type.clone())
+            .record(took.as_secs_f64(), &ids);
         let call = Call {
             attempt,
             timeout,
             took,
             error_type,
+            ids,
         };
         span.in_scope(|| self.outcomes.ended(&call, result))
     }
@@ -224,7 +227,7 @@ impl<O: Outcomes> Middleware for ClientCalls<O> {
 /// The client span of `request`, attempt number `attempt`, for request `request_id`. It is
 /// not entered while the request runs: nothing inside logs, and what the service logs about
 /// the call runs inside it once the call has ended.
-fn client_span(request: &Request, attempt: u32, request_id: &str) -> Span {
+fn client_span(request: &Request, attempt: u32, request_id: &str, version: &str) -> Span {
     let url = request.url();
     let user_agent = request
         .headers()
@@ -243,7 +246,9 @@ fn client_span(request: &Request, attempt: u32, request_id: &str) -> Span {
         url.template = url.path(),
         server.address = url.host_str(),
         server.port = url.port_or_known_default().map(i64::from),
-        network.protocol.version = "1.1",
+        network.protocol.version = version,
+        network.peer.address = tracing::field::Empty,
+        network.peer.port = tracing::field::Empty,
         user_agent.original = user_agent,
         request.id = request_id,
         attempt = i64::from(attempt),
@@ -280,8 +285,8 @@ mod tests {
         });
         let text = metrics.render_prometheus();
         for expected in [
-            r#"server_address="10.0.0.1",server_port="8080",url_template="/token",http_response_status_code="200""#,
-            r#"server_address="provider.example",server_port="9000",url_template="/v2/token",error_type="timeout""#,
+            r#"server_address="10.0.0.1",server_port="8080",url_template="/token",network_protocol_version="1.1",http_response_status_code="200""#,
+            r#"server_address="provider.example",server_port="9000",url_template="/v2/token",network_protocol_version="1.1",error_type="timeout""#,
         ] {
             assert!(
                 text.lines().any(

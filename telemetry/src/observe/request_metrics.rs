@@ -135,18 +135,17 @@ pub(crate) fn method_index(method: &'static str) -> usize {
         .unwrap_or(known_methods().len())
 }
 
-/// Method, status, and whether the status was sent (false: the caller went away).
-type OutcomeKey = (&'static str, u16, bool);
+/// Method, protocol version, status, and whether the status was sent (false: the caller
+/// went away).
+type OutcomeKey = (&'static str, &'static str, u16, bool);
 
 /// What one request's outcome records into.
 #[derive(Debug)]
 pub struct OutcomeHandles {
     /// `http_requests_total{method,route,status}`.
     pub requests: metrics::Counter,
-    /// `http_server_request_duration_seconds{…}`.
-    pub duration: metrics::Histogram,
-    /// That histogram series' exemplars (`None` without an installed recorder).
-    pub exemplars: Option<Arc<crate::observe::exemplars::Slots>>,
+    /// `http_server_request_duration_seconds{…}`, with exemplars.
+    pub duration: crate::observe::exemplars::ExemplarHistogram,
 }
 
 /// The metric handles of one route, registered once and reused.
@@ -184,17 +183,18 @@ impl RouteHandles {
         })
     }
 
-    /// Runs `record` with the handles for one method and status (`answered` false: the
-    /// caller went away), lent rather than cloned: cloning meant three reference counts
-    /// shared by every request, moved between cores on each.
+    /// Runs `record` with the handles for one method, protocol version (`1.1`) and status
+    /// (`answered` false: the caller went away), lent rather than cloned: cloning meant three
+    /// reference counts shared by every request, moved between cores on each.
     pub fn with_outcome(
         &self,
         method: &'static str,
+        version: &'static str,
         status: u16,
         answered: bool,
         record: impl FnOnce(&OutcomeHandles),
     ) {
-        let key = (method, status, answered);
+        let key = (method, version, status, answered);
         if let Some(handles) = self
             .0
             .outcomes
@@ -221,6 +221,7 @@ impl RouteHandles {
             duration_labels.push(("http_response_status_code", status.to_string()));
         }
         duration_labels.push(("url_scheme", "http".to_owned()));
+        duration_labels.push(("network_protocol_version", version.to_owned()));
         if !answered {
             duration_labels.push(("error_type", CALLER_GONE.to_owned()));
         } else if status >= 500 {
@@ -228,12 +229,10 @@ impl RouteHandles {
         }
         let handles = OutcomeHandles {
             requests: metrics::counter!("http_requests_total", &counter_labels),
-            duration: metrics::histogram!(
+            duration: crate::observe::exemplars::ExemplarHistogram::register(
                 crate::observe::metrics::SERVER_DURATION,
-                &duration_labels
+                &duration_labels,
             ),
-            exemplars: crate::observe::metrics::exemplars()
-                .map(|e| e.slots(crate::observe::metrics::SERVER_DURATION, &duration_labels)),
         };
         record(
             self.0

@@ -29,12 +29,18 @@ use crate::observe::request_metrics::{
 };
 use crate::observe::{context, request_id};
 
-/// The caller's IP as text, for the span's `client.address`: the server puts it on each
-/// request (written once per connection).
+/// The connection's peer, for the span's `client.*` and `network.peer.*` attributes: the
+/// server puts it on each request (its IP written as text once per connection). No proxy
+/// stands before the services, so the peer is the client.
 #[derive(Debug, Clone)]
-pub struct ClientAddress(pub std::sync::Arc<str>);
+pub struct ClientAddress {
+    /// The peer's IP, as text.
+    pub ip: std::sync::Arc<str>,
+    /// The peer's port.
+    pub port: u16,
+}
 
-/// Response header naming the request's trace (W3C Trace Context Level 2).
+/// Response header naming the request's trace (W3C Trace Context Level 3, a draft).
 pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 
 /// Request header in which a retrying caller numbers its attempts (1, 2, …); shown as
@@ -109,10 +115,10 @@ pub async fn observe(
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    let client_address = request
-        .extensions()
-        .get::<ClientAddress>()
-        .map(|client| &*client.0);
+    let client = request.extensions().get::<ClientAddress>();
+    let client_address = client.map(|client| &*client.ip);
+    let client_port = client.map(|client| i64::from(client.port));
+    let version = protocol_version(request.version());
 
     // The OpenTelemetry HTTP server span (semantic conventions 1.26, stable attributes).
     // Numbers are recorded as i64: tracing-opentelemetry exports unsigned ones as text.
@@ -132,8 +138,11 @@ pub async fn observe(
         server.address = server_address,
         server.port = server_port,
         client.address = client_address,
+        client.port = client_port,
+        network.peer.address = client_address,
+        network.peer.port = client_port,
         user_agent.original = user_agent,
-        network.protocol.version = protocol_version(request.version()),
+        network.protocol.version = version,
         request.id = request_id.as_str(),
         attempt = attempt.map(i64::from),
     );
@@ -149,6 +158,7 @@ pub async fn observe(
         endpoint,
         attempt,
         method,
+        version,
         handles,
         active,
         ids,
@@ -206,7 +216,7 @@ fn split_host(host: &str) -> Option<(&str, u16)> {
 }
 
 /// `network.protocol.version`: "1.1", "1.0", ….
-fn protocol_version(version: Version) -> &'static str {
+pub(crate) fn protocol_version(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "0.9",
         Version::HTTP_10 => "1.0",
@@ -230,6 +240,8 @@ struct Record {
     endpoint: Option<String>,
     attempt: Option<u32>,
     method: &'static str,
+    /// `network.protocol.version`, a label of the duration histogram.
+    version: &'static str,
     handles: RouteHandles,
     active: metrics::Gauge,
     /// The span's ids: a sampled request's are the duration's exemplar.
@@ -277,16 +289,9 @@ impl Record {
             attempt = self.attempt,
         );
         self.handles
-            .with_outcome(self.method, status, answered, |outcome| {
+            .with_outcome(self.method, self.version, status, answered, |outcome| {
                 outcome.requests.increment(1);
-                outcome.duration.record(elapsed.as_secs_f64());
-                if let Some(slots) = outcome.exemplars.as_ref().filter(|_| self.ids.sampled) {
-                    slots.record(
-                        elapsed.as_secs_f64(),
-                        self.ids.trace_id(),
-                        self.ids.span_id(),
-                    );
-                }
+                outcome.duration.record(elapsed.as_secs_f64(), &self.ids);
             });
     }
 }

@@ -248,3 +248,35 @@ fn the_configuration_page_lists_every_flag() {
         }
     }
 }
+
+/// The configuration page names every `OTEL_*` variable the services honour: the list a
+/// service prints when it refuses one it does not read.
+#[test]
+fn the_configuration_page_lists_every_otel_variable() {
+    let page = std::fs::read_to_string(repo_root().join("docs/configuration.md"))
+        .expect("docs/configuration.md");
+    let refused = Command::new(binary(Kind::A))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("OTEL_NOT_A_SETTING", "1")
+        .output()
+        .expect("run service-a");
+    assert!(
+        !refused.status.success(),
+        "an unknown OTEL_ variable is refused"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let honoured: Vec<&str> = stderr
+        .split("it reads ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no list of what it reads: {stderr}"))
+        .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+        .filter(|word| word.starts_with("OTEL_"))
+        .collect();
+    assert!(honoured.len() > 30, "{honoured:?}");
+    for variable in honoured {
+        assert!(
+            page.contains(&format!("`{variable}`")),
+            "docs/configuration.md does not name {variable}"
+        );
+    }
+}

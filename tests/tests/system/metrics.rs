@@ -42,12 +42,25 @@ async fn prometheus_series_are_labelled_by_route_never_raw_path() {
     for path in ["/x1", "/x2", "/x3"] {
         system_tests::get(&a.at(path)).await;
     }
+    // One request in HTTP/1.0: `network_protocol_version` tells it apart.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut raw = tokio::net::TcpStream::connect(a.addr)
+            .await
+            .expect("connects");
+        raw.write_all(b"GET /x4 HTTP/1.0\r\nHost: a\r\n\r\n")
+            .await
+            .expect("sent");
+        let mut answer = Vec::new();
+        raw.read_to_end(&mut answer).await.expect("answered");
+        assert!(answer.starts_with(b"HTTP/1.0 404"), "{answer:?}");
+    }
     a.token(system_tests::demo_login(), None).await;
 
     let text = metrics_with(&a, "?format=prometheus", None).await.text;
 
     assert!(
-        text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 3"#),
+        text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 4"#),
         "{text}"
     );
     assert!(
@@ -56,12 +69,16 @@ async fn prometheus_series_are_labelled_by_route_never_raw_path() {
     );
     assert!(!text.contains("/x1"));
     assert!(
-        text.contains(r#"http_server_request_duration_seconds_bucket{http_request_method="POST",http_route="/token",http_response_status_code="200",url_scheme="http",le="0.0001"}"#),
+        text.contains(r#"http_server_request_duration_seconds_bucket{http_request_method="POST",http_route="/token",http_response_status_code="200",url_scheme="http",network_protocol_version="1.1",le="0.0001"}"#),
         "the convention's name and labels, sub-millisecond buckets: {text}"
     );
     assert!(
-        text.contains(r#"http_server_request_duration_seconds_bucket{http_request_method="GET",http_response_status_code="404",url_scheme="http",le="+Inf"} 3"#),
+        text.contains(r#"http_server_request_duration_seconds_bucket{http_request_method="GET",http_response_status_code="404",url_scheme="http",network_protocol_version="1.1",le="+Inf"} 3"#),
         "no http_route when no route matched: {text}"
+    );
+    assert!(
+        text.contains(r#"http_server_request_duration_seconds_bucket{http_request_method="GET",http_response_status_code="404",url_scheme="http",network_protocol_version="1.0",le="+Inf"} 1"#),
+        "the protocol version is a label: {text}"
     );
     assert!(
         text.contains(r#"token_requests_total{outcome="issued"} 1"#),
@@ -79,7 +96,7 @@ async fn unsampled_requests_leave_no_exemplar() {
     );
     let reply = a.token(system_tests::demo_login(), None).await;
     assert!(
-        reply.header("traceresponse").ends_with("-00"),
+        reply.header("traceresponse").ends_with("-02"),
         "not sampled"
     );
     let text = metrics_with(&a, "?format=openmetrics", None).await.text;
@@ -143,4 +160,158 @@ async fn a_fresh_service_exports_every_series_it_knows_of_at_zero() {
     ] {
         assert!(has(&b_text, series), "B: no {series} at 0:\n{b_text}");
     }
+}
+
+/// RFC 9110 negotiation: `q=0` is "not acceptable", the highest q wins, a response that
+/// varies by `Accept` says so, and nothing acceptable is a 406 that names what is.
+#[tokio::test]
+async fn the_format_is_negotiated_by_q_value_and_says_it_varies() {
+    let a = Service::a(&[]);
+    for (accept, content_type) in [
+        (
+            "application/openmetrics-text;q=0, text/plain",
+            PROMETHEUS_TYPE,
+        ),
+        (
+            "text/plain;q=1, application/openmetrics-text;q=0.1",
+            PROMETHEUS_TYPE,
+        ),
+        ("application/json;q=0, */*", OPENMETRICS_TYPE),
+        ("text/html,*/*;q=0.8", "application/json"),
+    ] {
+        let reply = metrics_with(&a, "", Some(accept)).await;
+        assert_eq!(reply.status, 200, "{accept}");
+        assert_eq!(reply.header("content-type"), content_type, "{accept}");
+        assert_eq!(reply.header("vary"), "accept", "{accept}");
+    }
+    let refused = metrics_with(&a, "", Some("image/png, */*;q=0")).await;
+    assert_eq!(refused.status, 406);
+    assert!(
+        refused.json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("application/openmetrics-text")),
+        "{}",
+        refused.text
+    );
+}
+
+/// OpenMetrics as its spec and the OpenTelemetry–Prometheus compatibility rules write it:
+/// `target_info` first, each family's `# TYPE`, `# UNIT` (for a unit suffix), `# HELP` in
+/// that order, and canonical `le` values. (That a real parser reads it is the `tools`
+/// target's check.)
+#[tokio::test]
+async fn openmetrics_metadata_comes_in_order_with_units_and_canonical_buckets() {
+    let a = Service::a(&[]);
+    a.token(system_tests::demo_login(), None).await;
+    let text = metrics_with(&a, "", Some(SCRAPE_ACCEPT)).await.text;
+    assert!(text.starts_with("# TYPE target info\n"), "{text}");
+    let family = "http_server_request_duration_seconds";
+    let at = |line: &str| {
+        text.find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in {text}"))
+    };
+    let (kind, unit, help) = (
+        at(&format!("# TYPE {family} histogram\n")),
+        at(&format!("# UNIT {family} seconds\n")),
+        at(&format!("# HELP {family} ")),
+    );
+    assert!(kind < unit && unit < help, "TYPE, UNIT, HELP: {text}");
+    assert!(
+        text.contains(r#"le="1.0"}"#) && text.contains(r#"le="10.0"}"#),
+        "canonical le: {text}"
+    );
+    assert!(!text.contains(r#"le="1"}"#) && !text.contains(r#"le="10"}"#));
+    assert!(
+        !text.contains("# UNIT http_requests "),
+        "a counter of requests has no unit: {text}"
+    );
+}
+
+/// Buckets follow the OpenTelemetry HTTP advice around a second, where B's timeout sits: an
+/// answer just over 1 s is not read as 2.44 s.
+#[tokio::test]
+async fn duration_buckets_have_the_advised_boundaries_around_a_second() {
+    let a = Service::a(&[]);
+    a.token(system_tests::demo_login(), None).await;
+    let text = metrics_with(&a, "?format=prometheus", None).await.text;
+    for le in ["0.75", "1", "1.25", "1.5", "2", "2.5"] {
+        assert!(
+            text.contains(&format!(
+                r#"http_server_request_duration_seconds_bucket{{http_request_method="POST",http_route="/token",http_response_status_code="200",url_scheme="http",network_protocol_version="1.1",le="{le}"}}"#
+            )),
+            "le={le}: {text}"
+        );
+    }
+}
+
+/// Process CPU time keeps its fraction of a second (the Go and Python clients' way): a
+/// service that has served requests has spent more than zero.
+#[tokio::test]
+async fn process_cpu_seconds_are_fractional() {
+    let a = Service::a(&[]);
+    for _ in 0..200 {
+        a.token(system_tests::demo_login(), None).await;
+    }
+    let cpu = a.series("process_cpu_seconds_total").await;
+    assert!(cpu > 0.0 && cpu < 60.0, "process_cpu_seconds_total {cpu}");
+}
+
+/// Resource attributes from `OTEL_RESOURCE_ATTRIBUTES`, and the name from
+/// `OTEL_SERVICE_NAME`, are labels of `target_info`; the same name is on every log line.
+#[tokio::test]
+async fn target_info_has_every_resource_attribute_and_the_one_service_name() {
+    let a = Service::start(
+        system_tests::Kind::A,
+        "127.0.0.1:0",
+        &[],
+        &[
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment.name=prod,service.namespace=shop",
+            ),
+            ("OTEL_SERVICE_NAME", "custom-a"),
+        ],
+    );
+    let reply = a.token(system_tests::demo_login(), None).await;
+    let text = metrics_with(&a, "?format=prometheus", None).await.text;
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("target_info{"))
+        .unwrap_or_else(|| panic!("no target_info: {text}"));
+    for label in [
+        r#"deployment_environment_name="prod""#,
+        r#"service_namespace="shop""#,
+        r#"service_name="custom-a""#,
+        r#"service_version=""#,
+        r#"service_instance_id=""#,
+    ] {
+        assert!(info.contains(label), "{label} in {info}");
+    }
+    let line = a.logs.request_line(reply.request_id());
+    assert_eq!(line["service"], "custom-a", "one name everywhere");
+}
+
+/// `OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS` replaces the known methods, as the HTTP
+/// conventions ask: a method it names keeps its name, one it leaves out is `_OTHER`.
+#[tokio::test]
+async fn the_known_methods_can_be_overridden() {
+    let a = Service::start(
+        system_tests::Kind::A,
+        "127.0.0.1:0",
+        &[],
+        &[("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "GET,POST,BREW")],
+    );
+    for method in ["BREW", "PUT"] {
+        let verb = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        system_tests::send(system_tests::client().request(verb, a.at("/health"))).await;
+    }
+    let text = metrics_with(&a, "?format=prometheus", None).await.text;
+    assert!(
+        text.contains(r#"http_requests_total{method="BREW",route="/health",status="405"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"http_requests_total{method="_OTHER",route="/health",status="405"} 1"#),
+        "PUT is not in the list: {text}"
+    );
 }

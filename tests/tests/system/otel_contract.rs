@@ -99,6 +99,21 @@ impl Stack {
         }
     }
 
+    /// A and B, B started with `b_env` added to its environment.
+    fn with_b_env(b_env: &[(&'static str, &'static str)]) -> Self {
+        let otlp = OtlpReceiver::start();
+        let a = Service::start(Kind::A, "127.0.0.1:0", &[], &otel_env(&otlp.url));
+        let mut env = otel_env(&otlp.url);
+        env.extend_from_slice(b_env);
+        let b = Service::start(Kind::B, "127.0.0.1:0", &["--provider-url", &a.url()], &env);
+        Self {
+            otlp,
+            a: Some(a),
+            b,
+            rt: runtime(),
+        }
+    }
+
     fn without_a() -> Self {
         let otlp = OtlpReceiver::start();
         let b = Service::start(
@@ -164,6 +179,9 @@ fn b_server_attributes(id: &str, status: i64, port: u16) -> Vec<(&'static str, W
         ("server.address", Want::Str("127.0.0.1")),
         ("server.port", Want::Int(i64::from(port))),
         ("client.address", Want::Str("127.0.0.1")),
+        ("client.port", Want::AnyInt),
+        ("network.peer.address", Want::Str("127.0.0.1")),
+        ("network.peer.port", Want::AnyInt),
         ("user_agent.original", Want::Str(TEST_AGENT)),
         ("network.protocol.version", Want::Str("1.1")),
         ("request.id", Want::Owned(id.to_owned())),
@@ -183,7 +201,10 @@ fn attempt_attributes(id: &str, attempt: i64, status: Option<i64>) -> Vec<(&'sta
         ("attempt", Want::Int(attempt)),
     ];
     if let Some(status) = status {
+        // An answer names the peer that gave it.
         wanted.push(("http.response.status_code", Want::Int(status)));
+        wanted.push(("network.peer.address", Want::Str("127.0.0.1")));
+        wanted.push(("network.peer.port", Want::AnyInt));
     }
     if attempt > 1 {
         wanted.push(("http.request.resend_count", Want::Int(attempt - 1)));
@@ -200,6 +221,9 @@ fn a_server_attributes(id: &str, attempt: i64, status: Option<i64>) -> Vec<(&'st
         ("server.address", Want::Str("127.0.0.1")),
         ("server.port", Want::AnyInt),
         ("client.address", Want::Str("127.0.0.1")),
+        ("client.port", Want::AnyInt),
+        ("network.peer.address", Want::Str("127.0.0.1")),
+        ("network.peer.port", Want::AnyInt),
         ("user_agent.original", Want::Str(B_AGENT)),
         ("network.protocol.version", Want::Str("1.1")),
         ("request.id", Want::Owned(id.to_owned())),
@@ -396,6 +420,41 @@ fn provider_down_gives_two_connection_errors_and_no_a_span() {
 }
 
 #[test]
+fn a_call_the_open_circuit_refuses_says_so_on_its_span_and_in_the_log() {
+    let stack = Stack::without_a();
+    // The breaker's default threshold: five calls in a row whose attempts all failed.
+    for n in 0..5 {
+        let (reply, _) = stack.call(system_tests::demo_login(), &format!("c-open-{n}"));
+        assert_eq!(reply.status, 503);
+    }
+    let id = "c-refused";
+    let (reply, trace) = stack.call(system_tests::demo_login(), id);
+    assert_eq!(reply.status, 503);
+    let spans = stack.otlp.wait_for_trace(&trace, 1);
+    let server = server_of(&spans, "service-b")[0];
+    assert_status(server, Some("503"));
+    assert!(attempts_of(&spans).is_empty(), "A is not called");
+    let names: Vec<&str> = server.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["circuit_open"], "{:#?}", server.events);
+    let event = &server.events[0].attributes;
+    assert_eq!(
+        event["evidence"],
+        Typed::Str("5 calls in a row failed".into())
+    );
+    assert!(
+        matches!(event["retry_in_ms"], Typed::Int(ms) if (1..=1000).contains(&ms)),
+        "{event:?}"
+    );
+    let line = stack
+        .b
+        .logs
+        .wait_for(|l| l["event"] == "circuit_open" && l["request_id"] == id);
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["evidence"], "5 calls in a row failed");
+    assert_eq!(line["trace_id"], trace.as_str());
+}
+
+#[test]
 fn a_call_that_recovered_on_retry_is_green_with_one_red_attempt() {
     let stack = Stack::start(&["--failure-rate", "0.5"]);
     // A fails half its answers at random: within 60 calls one fails once, then succeeds.
@@ -472,6 +531,9 @@ fn unmatched_paths_and_made_up_methods_make_bounded_span_names() {
             ("server.address", Want::Str("127.0.0.1")),
             ("server.port", Want::Int(i64::from(a.addr.port()))),
             ("client.address", Want::Str("127.0.0.1")),
+            ("client.port", Want::AnyInt),
+            ("network.peer.address", Want::Str("127.0.0.1")),
+            ("network.peer.port", Want::AnyInt),
             ("user_agent.original", Want::Str(TEST_AGENT)),
             ("network.protocol.version", Want::Str("1.1")),
             ("request.id", Want::Owned(not_found.request_id().to_owned())),
@@ -545,32 +607,127 @@ fn probes_and_scrapes_make_no_spans_unless_asked() {
         &otel_env(&otlp.url),
     );
     let rt = runtime();
+    let probes = [
+        ("GET", "/health"),
+        ("GET", "/metrics"),
+        ("HEAD", "/health"),
+        ("HEAD", "/metrics"),
+    ];
     let mut traces = HashMap::new();
     for (name, service) in [("quiet", &quiet), ("traced", &traced)] {
-        for path in ["/health", "/metrics"] {
-            let reply = rt.block_on(system_tests::get(&service.at(path)));
+        for (method, path) in probes {
+            let verb = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let reply = rt.block_on(send(client().request(verb, service.at(path))));
+            assert_eq!(reply.status, 200);
             let value = reply.header("traceresponse").to_owned();
-            traces.insert((name, path), value);
+            traces.insert((name, format!("{method} {path}")), value);
         }
     }
-    for path in ["/health", "/metrics"] {
-        let traced_id = traces[&("traced", path)]
-            .split('-')
-            .nth(1)
-            .expect("id")
-            .to_owned();
-        assert!(traces[&("traced", path)].ends_with("-01"));
+    for (method, path) in probes {
+        let probe = format!("{method} {path}");
+        let traced_value = &traces[&("traced", probe.clone())];
+        let traced_id = traced_value.split('-').nth(1).expect("id").to_owned();
+        assert!(traced_value.ends_with("-03"), "{probe}: {traced_value}");
         otlp.wait_for_trace(&traced_id, 1);
-        let quiet_value = &traces[&("quiet", path)];
-        assert!(quiet_value.ends_with("-00"), "sampled out: {quiet_value}");
-        let quiet_id = quiet_value.split('-').nth(1).expect("id");
-        assert!(otlp.spans().iter().all(|s| s.trace_id != quiet_id));
-        let line = quiet
-            .logs
-            .wait_for(|l| l["endpoint"] == format!("GET {path}"));
+        let quiet_value = &traces[&("quiet", probe.clone())];
+        assert!(
+            quiet_value.ends_with("-02"),
+            "{probe} sampled out: {quiet_value}"
+        );
+        let line = quiet.logs.wait_for(|l| l["endpoint"] == probe.as_str());
         assert_eq!(
             line["trace_flags"], "00",
             "its log line says the trace is not kept"
         );
     }
+    // Whatever the quiet service had queued is exported when it stops: none of it is a
+    // probe's span.
+    let quiet_ids: Vec<String> = probes
+        .iter()
+        .map(|(m, p)| traces[&("quiet", format!("{m} {p}"))].clone())
+        .map(|v| v.split('-').nth(1).expect("id").to_owned())
+        .collect();
+    let mut quiet = quiet;
+    assert!(quiet.stop().success());
+    assert!(
+        otlp.spans()
+            .iter()
+            .all(|s| !quiet_ids.contains(&s.trace_id)),
+        "{:#?}",
+        otlp.spans()
+    );
+}
+
+/// A caller B trusts (the default) joins its trace to B's; the W3C `random` flag it sent
+/// comes back in `traceresponse`, and a trace B starts has it set (its ids are random).
+#[test]
+fn the_w3c_random_flag_is_set_and_kept() {
+    let stack = Stack::start(&[]);
+    let call = |traceparent: Option<&str>| {
+        let mut request = client()
+            .post(stack.b.at("/protected-action"))
+            .json(&system_tests::demo_login());
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let reply = stack.rt.block_on(send(request));
+        assert_eq!(reply.status, 200);
+        reply.header("traceresponse").to_owned()
+    };
+    let fresh = call(None);
+    assert!(fresh.ends_with("-03"), "a new trace: {fresh}");
+    let caller = "0af7651916cd43dd8448eb211c80319c";
+    let random = call(Some(&format!("00-{caller}-b7ad6b7169203331-03")));
+    assert!(random.starts_with(&format!("00-{caller}-")), "{random}");
+    assert!(random.ends_with("-03"), "{random}");
+    let not_random = call(Some(&format!("00-{caller}-b7ad6b7169203331-01")));
+    assert!(not_random.ends_with("-01"), "{not_random}");
+    // A, called by B, keeps B's flags: its span is in the same trace, sampled.
+    let spans = stack.otlp.wait_for_trace(caller, 6);
+    assert!(spans.iter().any(|s| s.service == "service-a"));
+}
+
+/// With `CALLER_TRACE_CONTEXT=restart`, B starts its own trace for a caller's request, its
+/// server span links to the caller's span (that the caller's baggage goes no further is
+/// `context.rs`'s unit test).
+#[test]
+fn an_untrusted_callers_trace_is_restarted_with_a_link() {
+    let stack = Stack::with_b_env(&[("CALLER_TRACE_CONTEXT", "restart")]);
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "b7ad6b7169203331";
+    let reply = stack.rt.block_on(send(
+        client()
+            .post(stack.b.at("/protected-action"))
+            .header("traceparent", format!("00-{caller_trace}-{caller_span}-00"))
+            .header("baggage", "tenant=blue")
+            .header("x-request-id", "c-restart")
+            .json(&system_tests::demo_login()),
+    ));
+    assert_eq!(reply.status, 200);
+    let trace = reply
+        .header("traceresponse")
+        .split('-')
+        .nth(1)
+        .expect("traceresponse")
+        .to_owned();
+    assert_ne!(trace, caller_trace, "a trace of B's own");
+    // The caller said "not sampled"; B's sampler decided for itself: B's span, its
+    // attempt, A's span.
+    let spans = stack.otlp.wait_for_trace(&trace, 3);
+    let server = server_of(&spans, "service-b")[0];
+    assert!(server.parent_span_id.is_empty(), "a root span");
+    assert_eq!(
+        server.links,
+        [(caller_trace.to_owned(), caller_span.to_owned())]
+    );
+    assert!(
+        stack
+            .otlp
+            .spans()
+            .iter()
+            .all(|s| s.trace_id != caller_trace),
+        "nothing joined the caller's trace"
+    );
+    let line = stack.a().logs.request_line("c-restart");
+    assert_eq!(line["trace_id"], trace.as_str(), "A is in B's trace");
 }

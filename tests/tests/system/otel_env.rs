@@ -107,11 +107,32 @@ fn the_export_timeout_comes_from_the_environment() {
     );
 }
 
+/// Every `OTEL_*` variable is honoured or refused: a value this build cannot honour, or a
+/// variable it does not read, stops the service at start with a message naming the
+/// variable and what is supported.
 #[test]
-fn an_unsupported_protocol_is_refused_at_start_saying_what_is_supported() {
-    for (name, value) in [
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+fn what_cannot_be_honoured_is_refused_at_start_saying_what_is_supported() {
+    for (name, value, supported) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "http/protobuf"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "http/json",
+            "http/protobuf",
+        ),
+        ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "grpc", "http/protobuf"),
+        ("OTEL_PROPAGATORS", "b3", "tracecontext"),
+        ("OTEL_METRICS_EXPORTER", "otlp", "/metrics"),
+        ("OTEL_TRACES_EXPORTER", "zipkin", "otlp"),
+        (
+            "OTEL_TRACES_SAMPLER",
+            "jaeger_remote",
+            "parentbased_traceidratio",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "/ca.pem",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
     ] {
         let mut child = Command::new(binary(Kind::A))
             .args(["--listen", "127.0.0.1:0"])
@@ -135,14 +156,15 @@ fn an_unsupported_protocol_is_refused_at_start_saying_what_is_supported() {
         assert!(!status.success(), "{name}={value} was accepted");
         assert!(
             stderr.contains(&format!("{name}={value} is not supported"))
-                && stderr.contains("http/protobuf"),
-            "{stderr}"
+                || stderr.contains(&format!("{name} is not supported")),
+            "{name}={value}: {stderr}"
         );
+        assert!(stderr.contains(supported), "{name}={value}: {stderr}");
     }
 }
 
 #[test]
-fn sdk_disabled_exports_nothing_and_always_off_samples_nothing() {
+fn sdk_disabled_or_no_traces_exporter_exports_nothing_and_always_off_samples_nothing() {
     let otlp = OtlpReceiver::start();
     let env = |extra: (&'static str, &'static str)| {
         vec![
@@ -159,11 +181,16 @@ fn sdk_disabled_exports_nothing_and_always_off_samples_nothing() {
     let control = start(Kind::A, ("OTEL_TRACES_SAMPLER", "always_on"));
     let disabled = start(Kind::A, ("OTEL_SDK_DISABLED", "true"));
     let off = start(Kind::A, ("OTEL_TRACES_SAMPLER", "always_off"));
+    let no_exporter = start(Kind::A, ("OTEL_TRACES_EXPORTER", "none"));
     let rt = runtime();
 
     let silent = rt.block_on(send(login(&disabled)));
+    let not_exported = rt.block_on(send(login(&no_exporter)));
     let unsampled = rt.block_on(send(login(&off)));
-    assert!(unsampled.header("traceresponse").ends_with("-00"));
+    assert!(
+        unsampled.header("traceresponse").ends_with("-02"),
+        "not sampled, a random trace id"
+    );
     let line = off.logs.request_line(unsampled.request_id());
     assert_eq!(
         line["trace_flags"], "00",
@@ -175,7 +202,7 @@ fn sdk_disabled_exports_nothing_and_always_off_samples_nothing() {
     let later = rt.block_on(send(login(&control)));
     otlp.wait_for_trace(&trace_of(&later), 1);
     let spans = otlp.spans();
-    for quiet in [&silent, &unsampled] {
+    for quiet in [&silent, &unsampled, &not_exported] {
         let trace = trace_of(quiet);
         assert!(
             spans.iter().all(|s| s.trace_id != trace),

@@ -38,7 +38,8 @@ fn traceresponse(reply: &system_tests::Reply) -> (String, String) {
     let value = reply.header("traceresponse");
     let parts: Vec<&str> = value.split('-').collect();
     assert_eq!(parts.len(), 4, "traceresponse: {value:?}");
-    assert_eq!(parts[3], "01", "sampled");
+    let flags = u8::from_str_radix(parts[3], 16).expect("hex flags");
+    assert_eq!(flags & 0x01, 0x01, "sampled: {value}");
     (parts[1].to_owned(), parts[2].to_owned())
 }
 

@@ -84,6 +84,56 @@ async fn an_exemplar_leads_from_a_bucket_to_the_log_line_and_the_trace() {
         "the trace crosses to A"
     );
 
+    // Each timed-out attempt is an exemplar of B's attempt durations, naming the attempt's
+    // own span (the span its `provider_call_failed` line names); the delay the caller asked
+    // A for is one of A's `token_delay_seconds`, naming A's span in the same trace.
+    let wait_for_exemplar = async |promql: &str| {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let found = prometheus.query_exemplars(promql, 300).await;
+            if let Some((_, labels, value)) = found
+                .into_iter()
+                .find(|(_, labels, _)| labels["trace_id"] == trace_id.as_str())
+            {
+                break (labels, value);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exemplar of the trace on {promql}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let (attempt, value) = wait_for_exemplar(
+        r#"provider_attempt_duration_seconds_bucket{job="service-b",outcome="timeout"}"#,
+    )
+    .await;
+    assert!((1.0..1.1).contains(&value), "a 1 s attempt: {value}");
+    let failed: Vec<String> = b
+        .logs
+        .wait_for_n(2, |l| {
+            l["event"] == "provider_call_failed" && l["request_id"] == "exemplar-timeout"
+        })
+        .iter()
+        .map(|l| l["span_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|span| attempt["span_id"] == span.as_str()),
+        "the exemplar names an attempt's span: {attempt} vs {failed:?}"
+    );
+    assert_ne!(attempt["span_id"], labels["span_id"], "not B's server span");
+    let (delay, value) = wait_for_exemplar(r#"token_delay_seconds_bucket{job="service-a"}"#).await;
+    assert!((value - 2.0).abs() < 1e-9, "the 2 s asked for: {value}");
+    let a_lines = a.logs.wait_for_n(2, |l| {
+        l["request_id"] == "exemplar-timeout" && l.get("endpoint").is_some()
+    });
+    assert!(
+        a_lines.iter().any(|l| l["span_id"] == delay["span_id"]),
+        "the exemplar names one of A's request spans: {delay} vs {a_lines:?}"
+    );
+
     // Every fast call left an exemplar too, in a sub-millisecond to few-millisecond bucket,
     // each naming one of the five requests' traces.
     let fast: Vec<_> = exemplars.iter().filter(|(_, _, v)| *v < 0.1).collect();
