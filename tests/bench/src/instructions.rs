@@ -8,25 +8,30 @@
 //! within about 1%, where requests per second differ by 10–20% on this machine.
 //!
 //! The committed figures (`tests/bench/instructions.txt`) are a budget: `--check` fails when
-//! a service needs more than [`ALLOWANCE`] times its committed figure.
+//! a service, with every request sampled or at 1% sampling, needs more than [`ALLOWANCE`]
+//! times its committed figure, or has no figure there.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{Config, start_pair_under};
+use crate::{Build, Config, Side, Traces, start_pair_under};
 
 /// How far a service may grow over its committed figure before `--check` fails.
 pub const ALLOWANCE: f64 = 1.10;
 
-/// The configurations in the budget. The full run's report counts B with OTLP export too,
-/// but it stays out of the budget: its spans leave in batches, on a timer and at shutdown,
-/// so its count moves with how the batches fall.
-pub const CONFIGS: [Config; 4] = [
-    Config::BaselineA,
-    Config::ServiceA,
-    Config::BaselineB,
-    Config::ServiceB,
+/// The configurations in the budget: the services with every request sampled (the default)
+/// and at 1% sampling, and the baselines beside them as figures. The report counts the peer
+/// and the export configurations too, but they stay out: the peer is not this project's
+/// code, and exported spans leave in batches, on a timer and at shutdown, so those counts
+/// move with how the batches fall.
+pub const CONFIGS: [Config; 6] = [
+    Config::BASELINE_A,
+    Config::SERVICE_A,
+    Config::new(Side::A, Build::Service, Traces::OnePercent),
+    Config::BASELINE_B,
+    Config::SERVICE_B,
+    Config::new(Side::B, Build::Service, Traces::OnePercent),
 ];
 
 /// Runs per configuration when the budget is written; the budget is their highest count.
@@ -35,15 +40,24 @@ pub const BUDGET_RUNS: u32 = 3;
 /// The budget file, relative to the workspace root.
 pub const BUDGET_FILE: &str = "tests/bench/instructions.txt";
 
-/// The key of a configuration in the budget file.
-pub fn key(config: Config) -> &'static str {
-    match config {
-        Config::BaselineA => "baseline-a",
-        Config::ServiceA => "service-a",
-        Config::BaselineB => "baseline-b",
-        Config::ServiceB => "service-b",
-        Config::ServiceBOtlp => "service-b-otlp",
-    }
+/// The key of a configuration in the budget file: `service-a`, `service-a-1pct`,
+/// `baseline-b`, `peer-b-otlp`…
+pub fn key(config: Config) -> String {
+    let build = match config.build {
+        Build::Baseline => "baseline",
+        Build::Peer => "peer",
+        Build::Service => "service",
+    };
+    let side = match config.side {
+        Side::A => "a",
+        Side::B => "b",
+    };
+    let traces = match config.traces {
+        Traces::Sampled => "",
+        Traces::OnePercent => "-1pct",
+        Traces::Exported => "-otlp",
+    };
+    format!("{build}-{side}{traces}")
 }
 
 /// Whether valgrind can be run.
@@ -149,7 +163,8 @@ pub fn write_budget(measured: &[(Config, u64)], requests: u64) -> String {
         "# Instructions per request, counted by callgrind over {requests} requests (start-up\n\
          # subtracted), the highest of {BUDGET_RUNS} runs:\n\
          # `cargo run --release -p bench -- --instructions --write-budget`.\n\
-         # `--check` fails when a service needs more than {:.0}% of its figure here.\n",
+         # `--check` fails when a service needs more than {:.0}% of its figure here.\n\
+         # `-1pct`: with OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01.\n",
         ALLOWANCE * 100.0
     );
     for (config, value) in measured {
@@ -158,13 +173,20 @@ pub fn write_budget(measured: &[(Config, u64)], requests: u64) -> String {
     text
 }
 
-/// The services whose measure exceeds their budget by more than [`ALLOWANCE`].
+/// The services whose measure exceeds their budget by more than [`ALLOWANCE`], or that have
+/// no budget.
 pub fn over_budget(measured: &[(Config, u64)], budget: &[(String, u64)]) -> Vec<String> {
     measured
         .iter()
-        .filter(|(config, _)| config.baseline().is_some())
+        .filter(|(config, _)| config.build == Build::Service)
         .filter_map(|(config, value)| {
-            let (_, allowed) = budget.iter().find(|(k, _)| k == key(*config))?;
+            let Some((_, allowed)) = budget.iter().find(|(k, _)| *k == key(*config)) else {
+                return Some(format!(
+                    "{}: no figure for `{}` in {BUDGET_FILE} (--write-budget records one)",
+                    config.label(),
+                    key(*config)
+                ));
+            };
             let limit = *allowed as f64 * ALLOWANCE;
             (*value as f64 > limit).then(|| {
                 format!(
@@ -180,22 +202,55 @@ pub fn over_budget(measured: &[(Config, u64)], budget: &[(String, u64)]) -> Vec<
 mod tests {
     use super::*;
 
+    const SERVICE_A_1PCT: Config = Config::new(Side::A, Build::Service, Traces::OnePercent);
+
     #[test]
     fn the_budget_reads_back_and_a_growth_over_ten_percent_fails() {
         let text = write_budget(
-            &[(Config::ServiceA, 100_000), (Config::BaselineA, 30_000)],
+            &[
+                (Config::SERVICE_A, 100_000),
+                (SERVICE_A_1PCT, 50_000),
+                (Config::BASELINE_A, 30_000),
+            ],
             2000,
         );
         let budget = read_budget(&text);
         assert_eq!(budget[0], ("service-a".to_owned(), 100_000));
-        assert!(over_budget(&[(Config::ServiceA, 109_999)], &budget).is_empty());
+        assert_eq!(budget[1], ("service-a-1pct".to_owned(), 50_000));
+        assert!(over_budget(&[(Config::SERVICE_A, 109_999)], &budget).is_empty());
         assert_eq!(
-            over_budget(&[(Config::ServiceA, 110_001)], &budget).len(),
+            over_budget(&[(Config::SERVICE_A, 110_001)], &budget).len(),
             1
         );
+        assert!(over_budget(&[(SERVICE_A_1PCT, 54_999)], &budget).is_empty());
+        assert_eq!(over_budget(&[(SERVICE_A_1PCT, 55_001)], &budget).len(), 1);
         assert!(
-            over_budget(&[(Config::BaselineA, 90_000)], &budget).is_empty(),
+            over_budget(&[(Config::BASELINE_A, 90_000)], &budget).is_empty(),
             "baselines are figures, not budgets"
+        );
+    }
+
+    #[test]
+    fn a_service_without_a_figure_fails_the_check() {
+        let budget = read_budget("service-a 100000\n");
+        let over = over_budget(&[(Config::SERVICE_B, 1)], &budget);
+        assert_eq!(over.len(), 1, "{over:?}");
+        assert!(over[0].contains("service-b"), "{over:?}");
+    }
+
+    #[test]
+    fn the_budget_holds_every_service_at_both_samplings_and_no_peer() {
+        let keys: Vec<String> = CONFIGS.iter().map(|c| key(*c)).collect();
+        assert_eq!(
+            keys,
+            [
+                "baseline-a",
+                "service-a",
+                "service-a-1pct",
+                "baseline-b",
+                "service-b",
+                "service-b-1pct"
+            ]
         );
     }
 }

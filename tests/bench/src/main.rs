@@ -1,14 +1,16 @@
-//! `bench`: how fast are A and B next to the same work done with no instrumentation at all,
-//! on this machine, in this run? See BENCHMARKS.md for the latest figures and how to read
-//! them. Run with `cargo run --release -p bench` (add `-- --report` to rewrite
+//! `bench`: how fast are A and B next to the same work done with no instrumentation at all
+//! (`baseline.rs`), and next to the same work instrumented the way the ecosystem's docs do it
+//! (`peer.rs`), on this machine, in this run? See BENCHMARKS.md for the latest figures and
+//! how to read them. Run with `cargo run --release -p bench` (add `-- --report` to rewrite
 //! BENCHMARKS.md and its chart).
 //!
-//! Every configuration is measured in every round, interleaved (baseline A, service A,
-//! baseline B, service B, service B with OTLP export), and the table shows medians over the
-//! rounds, because a shared machine is noisy.
+//! Every configuration is measured in every round, interleaved (for A, then for B: baseline,
+//! peer, service, peer and service at 1% sampling, peer and service with OTLP export), and
+//! the table shows medians over the rounds, because a shared machine is noisy.
 
 mod baseline;
 mod instructions;
+mod peer;
 mod report;
 mod wrk;
 
@@ -21,16 +23,17 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-/// Benchmark services A and B against an uninstrumented baseline.
+/// Benchmark services A and B against an uninstrumented baseline and an idiomatic peer.
 #[derive(Debug, Parser)]
 #[command(
     name = "bench",
     version,
     about,
-    after_help = "A default run takes about two minutes after the release build: 3 rounds × \
-                  5 configurations × 5 s of load, then the failure-path and start-up samples. \
-                  --smoke takes about 15 s; --instructions about 20 s. The full run also \
-                  counts instructions per request (a minute or two more, with valgrind)."
+    after_help = "A default run takes about five minutes after the release build: 3 rounds × \
+                  14 configurations × 5 s of load, then the failure-path and start-up samples. \
+                  --smoke takes about 40 s. The full run also counts instructions per request \
+                  (several minutes more, with valgrind); --instructions counts them alone, \
+                  --instructions --check only the budget's configurations (about a minute)."
 )]
 struct Args {
     #[command(subcommand)]
@@ -62,7 +65,8 @@ struct Args {
     bin_dir: Option<PathBuf>,
 
     /// Count CPU instructions per request instead (valgrind's callgrind; steady where
-    /// requests per second are not): baselines and services, about 20 s.
+    /// requests per second are not): every configuration, or with --check or --write-budget
+    /// only those in the budget (baselines, services at 100% and 1% sampling).
     #[arg(long)]
     instructions: bool,
 
@@ -97,49 +101,146 @@ enum Role {
         #[arg(long)]
         provider: String,
     },
+    /// (internal) Serve the idiomatic peer A.
+    #[command(hide = true)]
+    PeerA {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// (internal) Serve the idiomatic peer B.
+    #[command(hide = true)]
+    PeerB {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        provider: String,
+    },
+}
+
+/// Which service a configuration measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// `POST /token`.
+    A,
+    /// `POST /protected-action`, B's process (A runs beside it, built the same way).
+    B,
+}
+
+/// Whose implementation serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// Uninstrumented (`src/baseline.rs`).
+    Baseline,
+    /// Instrumented the way the ecosystem's docs and examples do it (`src/peer.rs`).
+    Peer,
+    /// This project's service, with its defaults: JSON logs to a file, metrics, spans.
+    Service,
+}
+
+/// What happens to the traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traces {
+    /// The default: every request sampled, nothing exported.
+    Sampled,
+    /// One trace in a hundred sampled:
+    /// `OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01`.
+    OnePercent,
+    /// Every request sampled, and exported over OTLP/HTTP to the benchmark's receiver
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`), by both processes of the B configurations.
+    Exported,
 }
 
 /// One measured configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Config {
-    /// Uninstrumented A, `POST /token`.
-    BaselineA,
-    /// Service A, `POST /token`, JSON logs to a file, metrics, spans, no export.
-    ServiceA,
-    /// Uninstrumented B calling uninstrumented A.
-    BaselineB,
-    /// Service B calling service A, export off.
-    ServiceB,
-    /// Service B calling service A, both exporting spans over OTLP to a local receiver.
-    ServiceBOtlp,
+pub struct Config {
+    /// Which service.
+    pub side: Side,
+    /// Whose.
+    pub build: Build,
+    /// With which traces (always [`Traces::Sampled`] for the baseline, which has none).
+    pub traces: Traces,
 }
 
 impl Config {
-    const ALL: [Self; 5] = [
-        Self::BaselineA,
-        Self::ServiceA,
-        Self::BaselineB,
-        Self::ServiceB,
-        Self::ServiceBOtlp,
-    ];
-
-    /// Row label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::BaselineA => "baseline A  POST /token",
-            Self::ServiceA => "service A   POST /token",
-            Self::BaselineB => "baseline B  POST /protected-action",
-            Self::ServiceB => "service B   POST /protected-action",
-            Self::ServiceBOtlp => "service B   + OTLP export",
+    pub const fn new(side: Side, build: Build, traces: Traces) -> Self {
+        Self {
+            side,
+            build,
+            traces,
         }
     }
 
-    /// The baseline this configuration is compared with.
+    /// Uninstrumented A.
+    pub const BASELINE_A: Self = Self::new(Side::A, Build::Baseline, Traces::Sampled);
+    /// Service A with its defaults.
+    pub const SERVICE_A: Self = Self::new(Side::A, Build::Service, Traces::Sampled);
+    /// Uninstrumented B calling uninstrumented A.
+    pub const BASELINE_B: Self = Self::new(Side::B, Build::Baseline, Traces::Sampled);
+    /// Service B calling service A, both with their defaults.
+    pub const SERVICE_B: Self = Self::new(Side::B, Build::Service, Traces::Sampled);
+
+    /// Every configuration, in the order each round measures them (and the table lists
+    /// them): for each service, the baseline, then peer and service side by side in each
+    /// tracing setup.
+    pub const ALL: [Self; 14] = [
+        Self::BASELINE_A,
+        Self::new(Side::A, Build::Peer, Traces::Sampled),
+        Self::SERVICE_A,
+        Self::new(Side::A, Build::Peer, Traces::OnePercent),
+        Self::new(Side::A, Build::Service, Traces::OnePercent),
+        Self::new(Side::A, Build::Peer, Traces::Exported),
+        Self::new(Side::A, Build::Service, Traces::Exported),
+        Self::BASELINE_B,
+        Self::new(Side::B, Build::Peer, Traces::Sampled),
+        Self::SERVICE_B,
+        Self::new(Side::B, Build::Peer, Traces::OnePercent),
+        Self::new(Side::B, Build::Service, Traces::OnePercent),
+        Self::new(Side::B, Build::Peer, Traces::Exported),
+        Self::new(Side::B, Build::Service, Traces::Exported),
+    ];
+
+    /// Row label, e.g. `service A   1% sampled`.
+    pub fn label(self) -> String {
+        let side = match self.side {
+            Side::A => "A",
+            Side::B => "B",
+        };
+        let build = match self.build {
+            Build::Baseline => "baseline",
+            Build::Peer => "peer",
+            Build::Service => "service",
+        };
+        let what = match (self.traces, self.side) {
+            (Traces::Sampled, Side::A) => "POST /token",
+            (Traces::Sampled, Side::B) => "POST /protected-action",
+            (Traces::OnePercent, _) => "1% sampled",
+            (Traces::Exported, _) => "+ OTLP export",
+        };
+        format!("{:<12}{what}", format!("{build} {side}"))
+    }
+
+    /// The uninstrumented configuration this one is compared with.
     pub fn baseline(self) -> Option<Self> {
-        match self {
-            Self::ServiceA => Some(Self::BaselineA),
-            Self::ServiceB | Self::ServiceBOtlp => Some(Self::BaselineB),
-            _ => None,
+        (self.build != Build::Baseline)
+            .then(|| Self::new(self.side, Build::Baseline, Traces::Sampled))
+    }
+
+    /// The idiomatic peer in the same setup, which a service is compared with.
+    pub fn peer(self) -> Option<Self> {
+        (self.build == Build::Service).then(|| Self::new(self.side, Build::Peer, self.traces))
+    }
+
+    /// The environment the configuration's processes get (both of them, for B): the
+    /// variable names the services honour (`telemetry/src/observe/otel_env.rs`) and the
+    /// OpenTelemetry SDK reads for the peer.
+    fn env(self, sink: &str) -> Vec<(&'static str, String)> {
+        match self.traces {
+            Traces::Sampled => Vec::new(),
+            Traces::OnePercent => vec![
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".to_owned()),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.01".to_owned()),
+            ],
+            Traces::Exported => vec![("OTEL_EXPORTER_OTLP_ENDPOINT", sink.to_owned())],
         }
     }
 }
@@ -192,6 +293,12 @@ fn main() -> std::process::ExitCode {
         Some(Role::BaselineB { listen, provider }) => {
             return exit(runtime.block_on(baseline::serve_b(listen, provider)));
         }
+        Some(Role::PeerA { listen }) => {
+            return exit(runtime.block_on(peer::serve_a(listen)));
+        }
+        Some(Role::PeerB { listen, provider }) => {
+            return exit(runtime.block_on(peer::serve_b(listen, provider)));
+        }
         None => {}
     }
     match runtime.block_on(run(&args)) {
@@ -207,7 +314,7 @@ fn exit(result: std::io::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bench baseline: {e}");
+            eprintln!("bench: {e}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -243,8 +350,8 @@ async fn run(args: &Args) -> Result<(), String> {
                 !args.smoke,
             )
             .await?;
-            if config == Config::ServiceBOtlp {
-                otlp.check_exported(exported)?;
+            if config.traces == Traces::Exported {
+                otlp.check_exported(exported, config)?;
             }
             measured.push((config, load, rss));
         }
@@ -275,8 +382,8 @@ async fn run(args: &Args) -> Result<(), String> {
             row.instructions = Some(
                 instructions::per_request(row.config, &bins, sink, &scratch, args.requests).await?,
             );
-            if row.config == Config::ServiceBOtlp {
-                otlp.check_exported(exported)?;
+            if row.config.traces == Traces::Exported {
+                otlp.check_exported(exported, row.config)?;
             }
         }
     } else if !args.smoke {
@@ -322,29 +429,30 @@ async fn run_instructions(args: &Args) -> Result<(), String> {
     } else {
         1
     };
+    // The budget's configurations alone when checking or writing it (CI waits for this);
+    // every configuration otherwise.
+    let configs: &[Config] = if args.check || args.write_budget {
+        &instructions::CONFIGS
+    } else {
+        &Config::ALL
+    };
     let mut measured = Vec::new();
-    for config in instructions::CONFIGS {
+    for &config in configs {
         let mut highest = 0;
         for run in 1..=runs {
             eprintln!("counting instructions: {} ({run}/{runs})", config.label());
+            let exported = otlp.received();
             let value =
                 instructions::per_request(config, &bins, sink, &scratch, args.requests).await?;
+            if config.traces == Traces::Exported {
+                otlp.check_exported(exported, config)?;
+            }
             highest = highest.max(value);
         }
         measured.push((config, highest));
     }
     let _ = std::fs::remove_dir_all(&scratch);
-    println!("| configuration | instructions per request | × baseline |");
-    println!("|---|---:|---:|");
-    for (config, value) in &measured {
-        let ratio = config
-            .baseline()
-            .and_then(|b| measured.iter().find(|(c, _)| *c == b))
-            .map_or("—".to_owned(), |(_, base)| {
-                format!("{:.2}×", *value as f64 / (*base).max(1) as f64)
-            });
-        println!("| {} | {value} | {ratio} |", config.label());
-    }
+    print!("{}", report::instructions_table(&measured));
     let budget_path = workspace_root().join(instructions::BUDGET_FILE);
     if args.write_budget {
         std::fs::write(
@@ -371,11 +479,9 @@ async fn run_instructions(args: &Args) -> Result<(), String> {
 
 /// The path and body each configuration is measured with.
 pub(crate) fn request_of(config: Config) -> (&'static str, &'static str) {
-    match config {
-        Config::BaselineA | Config::ServiceA => {
-            ("/token", r#"{"username":"divya","password":"pass123"}"#)
-        }
-        _ => (
+    match config.side {
+        Side::A => ("/token", r#"{"username":"divya","password":"pass123"}"#),
+        Side::B => (
             "/protected-action",
             r#"{"username":"divya","password":"pass123","action":"ping"}"#,
         ),
@@ -438,14 +544,17 @@ fn spawn(command: &mut Command, log: Option<&Path>) -> Result<Process, String> {
         .stdout(stdout)
         .stderr(Stdio::null())
         .env_remove("RUST_LOG");
-    // Nothing exports unless the configuration says so, whatever the benchmark's own
-    // environment holds. (Removing it unconditionally, after the export configuration had
-    // set it, once meant that configuration exported nothing.)
-    let exports = command
-        .get_envs()
-        .any(|(name, value)| name == "OTEL_EXPORTER_OTLP_ENDPOINT" && value.is_some());
-    if !exports {
-        command.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+    // No OpenTelemetry setting (export, sampler) unless the configuration gives it,
+    // whatever the benchmark's own environment holds. (Removing the endpoint
+    // unconditionally, after the export configuration had set it, once meant that
+    // configuration exported nothing.)
+    for (name, _) in std::env::vars_os() {
+        let given = command
+            .get_envs()
+            .any(|(set, value)| set == name && value.is_some());
+        if name.to_string_lossy().starts_with("OTEL_") && !given {
+            command.env_remove(name);
+        }
     }
     command
         .spawn()
@@ -503,7 +612,7 @@ fn start_pair_under(
     scratch: &Path,
     wrapper: &[String],
 ) -> Result<(Vec<Process>, SocketAddr, u32), String> {
-    let measured_a = matches!(config, Config::BaselineA | Config::ServiceA);
+    let measured_a = config.side == Side::A;
     // The command for `program`, run by the wrapper when it is the measured process.
     let command = |program: &Path, measured: bool| match wrapper.split_first() {
         Some((first, rest)) if measured => {
@@ -515,52 +624,58 @@ fn start_pair_under(
     };
     let (a_addr, b_addr) = (free_addr()?, free_addr()?);
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut processes = Vec::new();
-    let with_otlp = |command: &mut Command| {
-        if config == Config::ServiceBOtlp {
-            command.env("OTEL_EXPORTER_OTLP_ENDPOINT", sink);
-        }
+    let env = config.env(sink);
+    // The logs of the peer and the services go to a file, as they would in production; the
+    // baseline writes none.
+    let log = |name: &str| {
+        let side = match config.side {
+            Side::A => "a",
+            Side::B => "b",
+        };
+        scratch.join(format!("{name}-{side}.log"))
     };
-    match config {
-        Config::BaselineA | Config::BaselineB => {
-            processes.push(spawn(
-                command(&me, measured_a).args(["baseline-a", "--listen", &a_addr.to_string()]),
-                None,
-            )?);
-        }
-        _ => {
-            let mut a = command(&bins.join("service-a"), measured_a);
-            a.args(["--listen", &a_addr.to_string()]);
-            with_otlp(&mut a);
-            processes.push(spawn(&mut a, Some(&scratch.join("service-a.log")))?);
-        }
-    }
-    let target = match config {
-        Config::BaselineA | Config::ServiceA => {
-            let pid = processes[0].0.id();
-            return Ok((processes, a_addr, pid));
-        }
-        Config::BaselineB => spawn(
-            command(&me, true).args([
-                "baseline-b",
-                "--listen",
-                &b_addr.to_string(),
-                "--provider",
-                &format!("http://{a_addr}"),
-            ]),
+    let a = match config.build {
+        Build::Baseline => spawn(
+            command(&me, measured_a).args(["baseline-a", "--listen", &a_addr.to_string()]),
             None,
         )?,
-        _ => {
-            let mut b = command(&bins.join("service-b"), true);
-            b.args([
-                "--listen",
-                &b_addr.to_string(),
-                "--provider-url",
-                &format!("http://{a_addr}"),
-            ]);
-            with_otlp(&mut b);
-            spawn(&mut b, Some(&scratch.join("service-b.log")))?
-        }
+        Build::Peer => spawn(
+            command(&me, measured_a)
+                .args(["peer-a", "--listen", &a_addr.to_string()])
+                .envs(env.iter().map(|(k, v)| (k, v))),
+            Some(&log("peer-a")),
+        )?,
+        Build::Service => spawn(
+            command(&bins.join("service-a"), measured_a)
+                .args(["--listen", &a_addr.to_string()])
+                .envs(env.iter().map(|(k, v)| (k, v))),
+            Some(&log("service-a")),
+        )?,
+    };
+    let mut processes = vec![a];
+    if config.side == Side::A {
+        let pid = processes[0].0.id();
+        return Ok((processes, a_addr, pid));
+    }
+    let provider = format!("http://{a_addr}");
+    let b_listen = b_addr.to_string();
+    let target = match config.build {
+        Build::Baseline => spawn(
+            command(&me, true).args(["baseline-b", "--listen", &b_listen, "--provider", &provider]),
+            None,
+        )?,
+        Build::Peer => spawn(
+            command(&me, true)
+                .args(["peer-b", "--listen", &b_listen, "--provider", &provider])
+                .envs(env.iter().map(|(k, v)| (k, v))),
+            Some(&log("peer-b")),
+        )?,
+        Build::Service => spawn(
+            command(&bins.join("service-b"), true)
+                .args(["--listen", &b_listen, "--provider-url", &provider])
+                .envs(env.iter().map(|(k, v)| (k, v))),
+            Some(&log("service-b")),
+        )?,
     };
     let pid = target.0.id();
     processes.push(target);
@@ -643,14 +758,14 @@ impl Sink {
         self.received.load(Ordering::Relaxed)
     }
 
-    /// An error unless more than `before` bytes have arrived.
-    fn check_exported(&self, before: u64) -> Result<(), String> {
+    /// An error unless more than `before` bytes have arrived since `config` started.
+    fn check_exported(&self, before: u64, config: Config) -> Result<(), String> {
         if self.received() > before {
             Ok(())
         } else {
             Err(format!(
                 "{}: no spans reached the OTLP receiver",
-                Config::ServiceBOtlp.label()
+                config.label()
             ))
         }
     }
