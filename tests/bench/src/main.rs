@@ -31,7 +31,7 @@ use clap::{Parser, Subcommand};
     about,
     after_help = "A default run takes about five minutes after the release build: 3 rounds × \
                   14 configurations × 5 s of load, then the failure-path and start-up samples. \
-                  --smoke takes about 40 s. The full run also counts instructions per request \
+                  --smoke takes about 20 s. The full run also counts instructions per request \
                   (several minutes more, with valgrind); --instructions counts them alone, \
                   --instructions --check only the budget's configurations (about a minute)."
 )]

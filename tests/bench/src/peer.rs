@@ -6,11 +6,13 @@
 //! - axum, with tower-http's `SetRequestIdLayer`, `TraceLayer` and `PropagateRequestIdLayer`
 //!   stacked as in axum's `request-id` example; the caller's W3C trace joined with the global
 //!   propagator and `OpenTelemetrySpanExt::set_parent`, as tracing-opentelemetry's docs show;
-//! - `tracing_subscriber::fmt::layer().json()` on stdout, one line per request (`TraceLayer`'s
-//!   response event at INFO), beside the `tracing-opentelemetry` layer over the SDK's tracer
-//!   provider. The sampler is the SDK's own default: parent-based always-on, or what
-//!   `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ask for. With
-//!   `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans leave over OTLP/HTTP through the batch processor;
+//! - `tracing_subscriber::fmt::layer().json()` on stdout, one line per request like the
+//!   services (`TraceLayer`'s response event raised to INFO under an `info` filter; the
+//!   examples' development filter, `tower_http=debug`, would log two), beside the
+//!   `tracing-opentelemetry` layer over the SDK's tracer provider. The sampler is the SDK's
+//!   own default: parent-based always-on, or what `OTEL_TRACES_SAMPLER` and
+//!   `OTEL_TRACES_SAMPLER_ARG` ask for. With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans leave
+//!   over OTLP/HTTP through the batch processor;
 //! - metrics-exporter-prometheus with the middleware of axum's `prometheus-metrics` example
 //!   (`http_requests_total`, `http_requests_duration_seconds` with its buckets, upkeep every
 //!   5 s) and `GET /metrics`;
