@@ -108,9 +108,14 @@ async fn main() -> std::process::ExitCode {
     let results = Arc::new(Mutex::new(Results::default()));
     let in_flight = Arc::new(Semaphore::new(args.max_in_flight));
     let started = Instant::now();
-    let stop_at = (args.duration > 0).then(|| started + Duration::from_secs(args.duration));
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // A run of a set length sends rate × duration requests, catching up on ticks a busy
+    // machine missed (as vegeta does); an endless one skips them rather than burst.
+    tick.set_missed_tick_behavior(if planned.is_some() {
+        tokio::time::MissedTickBehavior::Burst
+    } else {
+        tokio::time::MissedTickBehavior::Skip
+    });
     let mut schedule = args.mix.schedule();
     let mut sent: u64 = 0;
     let mut last_report = Instant::now();
@@ -123,9 +128,9 @@ async fn main() -> std::process::ExitCode {
             _ = tick.tick() => {}
             () = &mut stop => break,
         }
-        if stop_at.is_some_and(|t| Instant::now() >= t)
-            || planned.is_some_and(|n| progress.position() >= n)
-        {
+        // A planned request skipped at the in-flight limit counts towards the plan.
+        let skipped = results.lock().map_or(0, |r| r.skipped);
+        if planned.is_some_and(|n| sent + skipped >= n) {
             break;
         }
         let Some(scenario) = schedule.next() else {
