@@ -52,10 +52,15 @@ pub fn apply(router: Router, limits: Limits) -> Router {
         "Requests answered 503 at once because --max-in-flight requests were being handled"
     );
     metrics::counter!(REQUESTS_SHED).absolute(0);
-    router
-        .layer(from_fn_with_state(Arc::new(limits), protect))
-        // The JSON extractor's own limit, the same as the body read's.
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    // One layer on the router: each `Router::layer` wraps every route once more, and each
+    // wrapper is cloned for every request. The body reaching a handler is already read
+    // whole within BODY_LIMIT, so the extractors' own limit (another wrapper around the
+    // body) is off.
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(from_fn_with_state(Arc::new(limits), protect))
+            .layer(DefaultBodyLimit::disable()),
+    )
 }
 
 async fn protect(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
@@ -93,8 +98,15 @@ async fn read_body(request: Request, timeout: Duration) -> Result<Request, Respo
     if http_body::Body::is_end_stream(&body) {
         return Ok(Request::from_parts(parts, body));
     }
-    let read = Limited::new(body, BODY_LIMIT).collect();
-    match tokio::time::timeout(timeout, read).await {
+    // A small body usually arrived with its head and is read at once: no timer is set
+    // for it. One still on its way is read within `timeout`.
+    let mut read = std::pin::pin!(Limited::new(body, BODY_LIMIT).collect());
+    let at_once = std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+    let result = match at_once {
+        std::task::Poll::Ready(read) => Ok(read),
+        std::task::Poll::Pending => tokio::time::timeout(timeout, read).await,
+    };
+    match result {
         Ok(Ok(whole)) => Ok(Request::from_parts(parts, Body::from(whole.to_bytes()))),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -16,14 +16,17 @@ use http::{HeaderMap, HeaderValue};
 use opentelemetry::baggage::{Baggage, BaggageExt as _};
 use opentelemetry::global;
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceId};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::BaggagePropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::Registry;
+use tracing_subscriber::registry::LookupSpan as _;
 
 use crate::observe::otel_env;
 use crate::observe::request_id::{self, BAGGAGE_KEY as REQUEST_ID_BAGGAGE};
+use crate::observe::traces::{self, Decision};
 
 /// How a service treats the trace context its callers send (`--caller-trace-context`).
 /// W3C Trace Context's security considerations: a service at the edge of a system should
@@ -87,6 +90,13 @@ impl SpanIds {
             ..Self::default()
         };
         lower_hex(&trace_id.to_bytes(), &mut ids.trace_id);
+        lower_hex(&span_id.to_bytes(), &mut ids.span_id);
+        ids
+    }
+
+    /// The ids of another span of the same trace, with the same flags.
+    pub fn with_span_id(&self, span_id: SpanId) -> Self {
+        let mut ids = *self;
         lower_hex(&span_id.to_bytes(), &mut ids.span_id);
         ids
     }
@@ -167,8 +177,16 @@ const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
 /// propagators. The request id joins the baggage here, on the way out, rather than on every
 /// request that comes in: most requests call nothing onwards.
 pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds {
-    let context = span.context();
-    let ids = ids_of(&context);
+    let mut context = span.context();
+    let mut ids = ids_of(&context);
+    if !ids.valid
+        && let Some((request, caller)) = Unrecorded::around(span)
+    {
+        // An unsampled request's call: a span id of its own in the request's trace, and
+        // what the caller sent goes on as it would from a recorded span.
+        ids = request.with_span_id(traces::new_span_id());
+        context = caller;
+    }
     let wanted = otel_env::current();
     if wanted.trace_context
         && let Some(traceparent) = ids.traceparent()
@@ -254,33 +272,114 @@ const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent
 /// The W3C `tracestate` request header.
 const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
-/// Places `span` after the trace context the caller sent in `headers`, as this process's
-/// [`CallerTraceContext`] says: a child of the caller's span, keeping its baggage for calls
-/// onwards (see [`inject`]) and its `random` flag (`Trust`; a new trace when it sent none
-/// or an invalid one); the root of a new trace linked to the caller's span (`Restart`); or
-/// the root of a new trace (`Ignore`). Returns the span's ids.
-pub fn join_caller_trace(span: &Span, headers: &HeaderMap) -> SpanIds {
-    join(caller_trace_context(), span, headers)
+/// The trace context a request came with, as this process's [`CallerTraceContext`] reads
+/// it: the caller's context to join (`Trust`, with its baggage and its `random` flag), the
+/// caller's span to link to (`Restart`), or nothing (`Ignore`, or a caller that sent none).
+#[derive(Debug)]
+pub struct Caller {
+    /// The parent a new span joins: the caller's context, or an empty one.
+    parent: opentelemetry::Context,
+    /// The caller's span, linked to from a restarted trace.
+    link: Option<SpanContext>,
 }
 
-fn join(policy: CallerTraceContext, span: &Span, headers: &HeaderMap) -> SpanIds {
-    match policy {
-        CallerTraceContext::Trust => {
-            let caller = extract(headers);
-            let _ = span.set_parent(match caller_random_flag(&caller, headers) {
-                Some(random) => caller.with_value(random),
-                None => caller,
-            });
-        }
-        CallerTraceContext::Restart => {
-            if wants_trace_context(headers) {
-                let caller = extract(headers);
-                span.add_link(caller.span().span_context().clone());
-            }
-        }
-        CallerTraceContext::Ignore => {}
+impl Caller {
+    /// Reads the caller's trace context from `headers`.
+    pub fn read(headers: &HeaderMap) -> Self {
+        Self::read_as(caller_trace_context(), headers)
     }
-    span_ids(span)
+
+    fn read_as(policy: CallerTraceContext, headers: &HeaderMap) -> Self {
+        match policy {
+            CallerTraceContext::Trust => {
+                let caller = extract(headers);
+                let parent = match caller_random_flag(&caller, headers) {
+                    Some(random) => caller.with_value(random),
+                    None => caller,
+                };
+                Self { parent, link: None }
+            }
+            CallerTraceContext::Restart => Self {
+                parent: opentelemetry::Context::new(),
+                link: wants_trace_context(headers)
+                    .then(|| extract(headers).span().span_context().clone())
+                    .filter(SpanContext::is_valid),
+            },
+            CallerTraceContext::Ignore => Self {
+                parent: opentelemetry::Context::new(),
+                link: None,
+            },
+        }
+    }
+
+    /// The parent the sampler decides with (see [`crate::observe::traces::decide`]).
+    pub fn parent(&self) -> &opentelemetry::Context {
+        &self.parent
+    }
+
+    /// Starts the request's `span` as `decision` says, and returns its ids. A sampled span
+    /// becomes an OpenTelemetry span under the caller's (or linked to it), with the trace id
+    /// the decision was made with. An unsampled one gets ids of its own in the same trace,
+    /// kept on it ([`Unrecorded`]) with the caller's context, for calls made on its behalf.
+    pub fn start(self, span: &Span, decision: Decision) -> SpanIds {
+        if decision.sampled {
+            if let Some(link) = self.link {
+                span.add_link(link);
+            }
+            let _ = span.set_parent(self.parent);
+            return traces::with_trace_id(decision.trace_id, || span_ids(span));
+        }
+        let random = self
+            .parent
+            .get::<CallerRandomFlag>()
+            .is_none_or(|caller| caller.0);
+        let ids = SpanIds::new(decision.trace_id, traces::new_span_id(), false, random);
+        Unrecorded {
+            ids,
+            caller: self.parent,
+        }
+        .attach_to(span);
+        ids
+    }
+}
+
+/// What an unsampled request keeps in place of the OpenTelemetry span it does not have:
+/// its ids, and its caller's context (the `tracestate` and baggage a call onwards carries).
+#[derive(Debug)]
+struct Unrecorded {
+    ids: SpanIds,
+    caller: opentelemetry::Context,
+}
+
+impl Unrecorded {
+    fn attach_to(self, span: &Span) {
+        span.with_subscriber(|(id, dispatch)| {
+            if let Some(registry) = dispatch.downcast_ref::<Registry>()
+                && let Some(span) = registry.span(id)
+            {
+                span.extensions_mut().insert(self);
+            }
+        });
+    }
+
+    /// The ids and caller context of the unsampled request `span` belongs to (the span
+    /// itself or its nearest ancestor that has them).
+    fn around(span: &Span) -> Option<(SpanIds, opentelemetry::Context)> {
+        let mut found = None;
+        span.with_subscriber(|(id, dispatch)| {
+            let Some(registry) = dispatch.downcast_ref::<Registry>() else {
+                return;
+            };
+            found = registry.span(id).and_then(|span| {
+                span.scope().find_map(|s| {
+                    s.extensions()
+                        .get::<Self>()
+                        .map(|u| (u.ids, u.caller.clone()))
+                })
+            });
+        });
+        found
+    }
 }
 
 /// Whether the caller sent a `traceparent` this process reads.
@@ -357,10 +456,25 @@ mod tests {
     /// Runs `body` with spans made into OpenTelemetry spans and the W3C propagators
     /// installed, as `observe::init` sets them up.
     fn with_tracing(body: impl FnOnce()) {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
         use tracing_subscriber::layer::SubscriberExt as _;
         let provider = SdkTracerProvider::builder().build();
+        let seen = Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target(traces::UNRECORDED, LevelFilter::OFF)
+            .and(traces::InsideRecorded);
+        /// What the log layer is in the services: a layer that sees every span, so the
+        /// spans the OpenTelemetry layer does not see exist all the same.
+        struct SeesAll;
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SeesAll {}
         let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+            .with(SeesAll.with_filter(LevelFilter::INFO))
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("test"))
+                    .with_filter(seen),
+            );
         global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
             Box::new(BaggagePropagator::new()),
@@ -443,6 +557,59 @@ mod tests {
                     .map(|v| v.as_str().to_owned()),
                 Some("blue".to_owned())
             );
+        });
+    }
+
+    /// Starts `span` as a request's, as `observe` does (every request sampled: no sampler is
+    /// installed here).
+    fn join(policy: CallerTraceContext, span: &Span, headers: &HeaderMap) -> SpanIds {
+        let caller = Caller::read_as(policy, headers);
+        let decision = traces::decide(caller.parent(), "request");
+        caller.start(span, decision)
+    }
+
+    fn join_caller_trace(span: &Span, headers: &HeaderMap) -> SpanIds {
+        join(CallerTraceContext::Trust, span, headers)
+    }
+
+    /// An unsampled request has ids of its own in its caller's trace, with the caller's
+    /// `random` flag, and a call made for it carries them on with the caller's baggage and
+    /// `tracestate`, from a span id of the call's own.
+    #[test]
+    fn an_unsampled_request_keeps_its_ids_and_passes_the_context_on() {
+        with_tracing(|| {
+            let mut headers = HeaderMap::new();
+            headers.insert("traceparent", HeaderValue::from_static(CALLER));
+            headers.insert("tracestate", HeaderValue::from_static("vendor=value"));
+            headers.insert("baggage", HeaderValue::from_static("tenant=blue"));
+            let caller = Caller::read_as(CallerTraceContext::Trust, &headers);
+            let decision = Decision {
+                trace_id: TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("id"),
+                sampled: false,
+            };
+            let request = tracing::info_span!(target: traces::UNRECORDED, "request");
+            let ids = caller.start(&request, decision);
+            assert_eq!(ids.trace_id(), "0af7651916cd43dd8448eb211c80319c");
+            assert!(!ids.sampled && ids.random);
+            assert_ne!(ids.span_id(), "b7ad6b7169203331", "a span id of its own");
+            assert!(
+                span_ids(&request).trace_id().is_empty(),
+                "no OpenTelemetry span"
+            );
+
+            let call = request.in_scope(|| tracing::info_span!("call"));
+            assert!(span_ids(&call).trace_id().is_empty(), "nor inside it");
+            let mut onwards = HeaderMap::new();
+            let sent = inject(&call, &mut onwards, "r1");
+            assert_eq!(sent.trace_id(), ids.trace_id());
+            assert_ne!(sent.span_id(), ids.span_id());
+            assert_eq!(
+                onwards["traceparent"],
+                format!("00-{}-{}-02", ids.trace_id(), sent.span_id()).as_str()
+            );
+            assert_eq!(onwards["tracestate"], "vendor=value");
+            let baggage = onwards["baggage"].to_str().expect("text");
+            assert!(baggage.contains("tenant=blue") && baggage.contains("request.id=r1"));
         });
     }
 

@@ -47,7 +47,7 @@ pub use outbound::{Call, ClientCalls, Outcomes};
 pub use request_id::{HEADER as REQUEST_ID_HEADER, RequestId};
 pub use requests::{ATTEMPT_HEADER, AttemptHeader, ClientAddress, TIMEOUT_HEADER};
 
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
 use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _};
 
 /// The log filter when `RUST_LOG` is unset: INFO, except reqwest-retry's own free-text
@@ -154,14 +154,16 @@ pub fn init(
         // filter on this layer that disabled B's attempt span would stop `traceparent`
         // from being sent. DEBUG and TRACE callsites from dependencies stay disabled for both
         // layers, so they cost nothing. Left off the spans: the access log line (the span
-        // says it all) and reqwest-retry's free-text retry warnings (B's attempt spans carry
-        // structured ones).
+        // says it all), reqwest-retry's free-text retry warnings (B's attempt spans carry
+        // structured ones), and an unsampled request with all inside it (see `traces`).
         .with(
             traces.layer().with_filter(
                 Targets::new()
                     .with_default(LevelFilter::INFO)
                     .with_target(ACCESS_LOG, LevelFilter::OFF)
-                    .with_target("reqwest_retry", LevelFilter::OFF),
+                    .with_target("reqwest_retry", LevelFilter::OFF)
+                    .with_target(traces::UNRECORDED, LevelFilter::OFF)
+                    .and(traces::InsideRecorded),
             ),
         );
     tracing::subscriber::set_global_default(subscriber)

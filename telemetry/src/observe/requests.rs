@@ -27,7 +27,7 @@ use crate::observe::logging::LogContext;
 use crate::observe::request_metrics::{
     CALLER_GONE, OTHER_METHOD, RequestMetrics, RouteHandles, method_label,
 };
-use crate::observe::{context, request_id};
+use crate::observe::{context, request_id, traces};
 
 /// The connection's peer, for the span's `client.*` and `network.peer.*` attributes: the
 /// server puts it on each request (its IP written as text once per connection). No proxy
@@ -109,44 +109,25 @@ pub async fn observe(
             .and_then(|v| v.parse::<u32>().ok()),
         AttemptHeader::Ignored => None,
     };
-    let method_original = (method == OTHER_METHOD).then(|| request.method().as_str());
-    let headers = request.headers();
-    let (server_address, server_port) = host_and_port(headers);
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    let client = request.extensions().get::<ClientAddress>();
-    let client_address = client.map(|client| &*client.ip);
-    let client_port = client.map(|client| i64::from(client.port));
     let version = protocol_version(request.version());
-
-    // The OpenTelemetry HTTP server span (semantic conventions 1.26, stable attributes).
-    // Numbers are recorded as i64: tracing-opentelemetry exports unsigned ones as text.
-    let span = tracing::info_span!(
-        "request",
-        otel.name = span_name,
-        otel.kind = "server",
-        otel.status_code = field::Empty,
-        error.type = field::Empty,
-        http.request.method = method,
-        http.request.method_original = method_original,
-        http.route = route,
-        http.response.status_code = field::Empty,
-        url.scheme = "http",
-        url.path = request.uri().path(),
-        url.query = request.uri().query(),
-        server.address = server_address,
-        server.port = server_port,
-        client.address = client_address,
-        client.port = client_port,
-        network.peer.address = client_address,
-        network.peer.port = client_port,
-        user_agent.original = user_agent,
-        network.protocol.version = version,
-        request.id = request_id.as_str(),
-        attempt = attempt.map(i64::from),
-    );
-    let ids = context::join_caller_trace(&span, request.headers());
+    // Sampled first, then built: an unsampled request's span is a bare anchor for its log
+    // lines (see `traces`).
+    let caller = context::Caller::read(request.headers());
+    let decision = traces::decide(caller.parent(), span_name);
+    let span = if decision.sampled {
+        server_span(
+            &request,
+            span_name,
+            method,
+            route,
+            version,
+            &request_id,
+            attempt,
+        )
+    } else {
+        tracing::info_span!(target: traces::UNRECORDED, "request")
+    };
+    let ids = caller.start(&span, decision);
     LogContext { request_id, ids }.attach_to(&span);
 
     // The record owns the span; the handler's future gets the only other handle (each
@@ -171,6 +152,53 @@ pub async fn observe(
     }
     record.finish(response.status().as_u16());
     response
+}
+
+/// The OpenTelemetry HTTP server span of a sampled request (semantic conventions 1.26,
+/// stable attributes). Numbers are recorded as i64: tracing-opentelemetry exports unsigned
+/// ones as text.
+fn server_span(
+    request: &Request,
+    name: &str,
+    method: &'static str,
+    route: Option<&str>,
+    version: &'static str,
+    request_id: &str,
+    attempt: Option<u32>,
+) -> tracing::Span {
+    let method_original = (method == OTHER_METHOD).then(|| request.method().as_str());
+    let headers = request.headers();
+    let (server_address, server_port) = host_and_port(headers);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let client = request.extensions().get::<ClientAddress>();
+    let client_address = client.map(|client| &*client.ip);
+    let client_port = client.map(|client| i64::from(client.port));
+    tracing::info_span!(
+        "request",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = field::Empty,
+        error.type = field::Empty,
+        http.request.method = method,
+        http.request.method_original = method_original,
+        http.route = route,
+        http.response.status_code = field::Empty,
+        url.scheme = "http",
+        url.path = request.uri().path(),
+        url.query = request.uri().query(),
+        server.address = server_address,
+        server.port = server_port,
+        client.address = client_address,
+        client.port = client_port,
+        network.peer.address = client_address,
+        network.peer.port = client_port,
+        user_agent.original = user_agent,
+        network.protocol.version = version,
+        request.id = request_id,
+        attempt = attempt.map(i64::from),
+    )
 }
 
 /// `server.address` and `server.port` from the `Host` header (port 80 when it names none);

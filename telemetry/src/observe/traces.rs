@@ -16,23 +16,37 @@
 //! otherwise be a large share of all traces. Their spans are sampled out (they keep ids for
 //! their log lines) unless `--trace-probes` is given.
 //!
+//! **Sampled first, then built.** A request's sampling decision is made before its span
+//! exists ([`decide`], by the configured sampler, with the trace id the span will have). A
+//! sampled request's span is an OpenTelemetry span as the conventions describe it; an
+//! unsampled request's span is a bare `tracing` span (target [`UNRECORDED`]) that only
+//! anchors its log lines, and nothing inside it reaches the OpenTelemetry layer
+//! ([`InsideRecorded`]): its ids, metrics and propagation stay, and it pays for no span
+//! data it would throw away.
+//!
 //! Export is batched on the SDK's own thread, behind a bounded queue
 //! (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048): a slow or absent collector never delays a
 //! request. Spans dropped at a full queue and spans the collector did not take are counted
 //! (see [`crate::observe::export_queue`] and [`crate::observe::losses`]); a failed batch is also logged.
 
+use std::cell::Cell;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::{Link, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _};
+use opentelemetry::trace::{
+    Link, SpanId, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _,
+};
 use opentelemetry::{InstrumentationScope, Key, KeyValue, global};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SamplingDecision, SamplingResult, SdkTracerProvider,
-    ShouldSample,
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SamplingDecision,
+    SamplingResult, SdkTracerProvider, ShouldSample,
 };
+use tracing::{Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::observe::export_queue::{Counted, Gate, GatedSpans, capacity_from_env};
@@ -138,9 +152,11 @@ impl Traces {
         } else {
             Box::new(SkipProbes(configured))
         };
+        let _ = SAMPLER.set(sampler.clone());
         let mut provider = SdkTracerProvider::builder()
             .with_resource(resource)
-            .with_sampler(sampler);
+            .with_sampler(sampler)
+            .with_id_generator(DecidedIds);
         if env.export_traces && export_configured() {
             // Timeout, headers and compression come from the standard environment.
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -206,6 +222,94 @@ impl Traces {
             // Nothing was configured to export, or the collector is gone: not fatal on exit.
             tracing::debug!(error = %e, "trace provider shutdown");
         }
+    }
+}
+
+/// Target of the span of a request that is not sampled: a bare anchor for its log lines,
+/// which the OpenTelemetry layer never sees.
+pub const UNRECORDED: &str = "unrecorded";
+
+/// The sampler of this process (the one the tracer provider has), set by [`Traces::init`].
+static SAMPLER: OnceLock<Box<dyn ShouldSample>> = OnceLock::new();
+
+/// Whether a request is sampled, decided before its span exists, and the trace id it was
+/// decided with: its caller's, or a new random one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// The trace the request's span belongs to.
+    pub trace_id: TraceId,
+    /// Whether the span is recorded and exported.
+    pub sampled: bool,
+}
+
+/// Asks this process's sampler about a server span named `name` whose parent is `parent`
+/// (the caller's context; empty for a new trace). Without tracing installed, everything is
+/// "sampled", which there means nothing is kept either.
+pub fn decide(parent: &opentelemetry::Context, name: &str) -> Decision {
+    let remote = parent.span();
+    let trace_id = match remote.span_context() {
+        context if context.is_valid() => context.trace_id(),
+        _ => RandomIdGenerator::default().new_trace_id(),
+    };
+    let sampled = SAMPLER.get().is_none_or(|sampler| {
+        let result =
+            sampler.should_sample(Some(parent), trace_id, name, &SpanKind::Server, &[], &[]);
+        result.decision != SamplingDecision::Drop
+    });
+    Decision { trace_id, sampled }
+}
+
+/// A new random span id.
+pub fn new_span_id() -> SpanId {
+    RandomIdGenerator::default().new_span_id()
+}
+
+thread_local! {
+    /// The trace id [`decide`] chose for the span being started on this thread.
+    static DECIDED_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+/// Runs `start` (which starts a span) with `trace_id` as the id the SDK gives a new trace:
+/// a sampled request's span then has the trace id its sampling decision was made with, so
+/// the SDK's sampler, asked again, decides the same.
+pub fn with_trace_id<R>(trace_id: TraceId, start: impl FnOnce() -> R) -> R {
+    DECIDED_TRACE_ID.set(Some(trace_id));
+    let started = start();
+    DECIDED_TRACE_ID.set(None);
+    started
+}
+
+/// The SDK's id generator: random ids, except the trace id [`with_trace_id`] set.
+#[derive(Debug)]
+struct DecidedIds;
+
+impl IdGenerator for DecidedIds {
+    fn new_trace_id(&self) -> TraceId {
+        DECIDED_TRACE_ID
+            .take()
+            .unwrap_or_else(|| RandomIdGenerator::default().new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        new_span_id()
+    }
+}
+
+/// The OpenTelemetry layer's filter: a span or event inside a span that layer does not see
+/// (an unsampled request's, [`UNRECORDED`]) is not seen either. Without it, a span inside
+/// an unsampled request (B's call to A, A's delay) would start a trace of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct InsideRecorded;
+
+impl<S> Filter<S> for InsideRecorded
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn enabled(&self, _: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        // `span` looks through this layer's filters: `None` for a span it did not see.
+        cx.current_span()
+            .id()
+            .is_none_or(|id| cx.span(id).is_some())
     }
 }
 

@@ -731,3 +731,66 @@ fn an_untrusted_callers_trace_is_restarted_with_a_link() {
     let line = stack.a().logs.request_line("c-restart");
     assert_eq!(line["trace_id"], trace.as_str(), "A is in B's trace");
 }
+
+/// A request B's sampler turns down keeps one trace across both services without a span in
+/// it: the same trace id on B's and A's log lines (each with a span id of its own and
+/// `trace_flags` "00"), `traceparent` sent on to A unsampled, and nothing exported. A call
+/// that fails keeps the ids on every line it writes. A caller's sampled trace is still
+/// honoured (parent based), and exported whole.
+#[test]
+fn an_unsampled_request_keeps_its_trace_in_the_logs_and_exports_nothing() {
+    let mut stack = Stack::with_b_env(&[("OTEL_TRACES_SAMPLER", "parentbased_always_off")]);
+    let (reply, trace) = stack.call(system_tests::demo_login(), "unsampled-ok");
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.header("traceresponse").ends_with("-02"),
+        "not sampled, random"
+    );
+    let b_line = stack.b.logs.request_line("unsampled-ok");
+    let a_line = stack.a().logs.request_line("unsampled-ok");
+    for line in [&b_line, &a_line] {
+        assert_eq!(line["trace_id"], trace.as_str(), "{line}");
+        assert_eq!(line["trace_flags"], "00", "{line}");
+        assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
+    }
+    assert_ne!(b_line["span_id"], a_line["span_id"], "A's span is its own");
+
+    let caller = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sampled = stack.rt.block_on(send(
+        client()
+            .post(stack.b.at("/protected-action"))
+            .header("traceparent", format!("00-{caller}-00f067aa0ba902b7-01"))
+            .json(&system_tests::demo_login()),
+    ));
+    assert_eq!(sampled.status, 200);
+    assert!(sampled.header("traceresponse").contains(caller));
+    for service in ["service-a", "service-b"] {
+        stack
+            .otlp
+            .wait_for(1, |s| s.trace_id == caller && s.service == service);
+    }
+
+    drop(stack.a.take());
+    let (failed, failed_trace) = stack.call(system_tests::demo_login(), "unsampled-down");
+    assert_eq!(failed.status, 503);
+    let attempts = stack.b.logs.failed_attempts("unsampled-down");
+    assert!(!attempts.is_empty());
+    for line in attempts
+        .iter()
+        .chain([&stack.b.logs.request_line("unsampled-down")])
+    {
+        assert_eq!(line["trace_id"], failed_trace.as_str(), "{line}");
+        assert_eq!(line["trace_flags"], "00", "{line}");
+    }
+    // B's export queue is flushed when it stops: no span of either unsampled trace.
+    assert!(stack.b.stop().success());
+    assert!(
+        stack
+            .otlp
+            .spans()
+            .iter()
+            .all(|s| s.trace_id != trace && s.trace_id != failed_trace),
+        "{:#?}",
+        stack.otlp.spans()
+    );
+}
