@@ -2,10 +2,15 @@
 //!
 //! The measured process (A for the A configurations, B for the B ones; the other runs
 //! natively) runs under `valgrind --tool=callgrind`, which counts the instructions it
-//! executes. It gets one `GET /health` (the start-up check), then `n` sequential requests
-//! over one keep-alive connection, then SIGTERM; a second run with one request instead of
-//! `n` is subtracted, so start-up and shutdown cancel out. Two runs of the same binary agree
-//! within about 1%, where requests per second differ by 10–20% on this machine.
+//! executes. It gets the start-up check and [`WARM_UP`] requests, then its counters are
+//! zeroed (`callgrind_control --zero`), then `n` sequential requests over one keep-alive
+//! connection are counted and the counts dumped (`callgrind_control --dump`) before it
+//! stops. Only the requests are counted: start-up, lazy first-use work and shutdown are
+//! not. (Subtracting a run with one request, as this did before, left in the clock
+//! calibration of the `quanta` crate that the metrics exporter runs at start-up: it is
+//! bounded by time, not work, so under valgrind it moved the figure by up to 3k.) Two runs
+//! of the same binary agree within about 1%, where requests per second differ by 10–20% on
+//! this machine.
 //!
 //! The committed figures (`tests/bench/instructions.txt`) are a budget: `--check` fails when
 //! a service, with every request sampled or at 1% sampling, needs more than [`ALLOWANCE`]
@@ -76,21 +81,26 @@ pub async fn per_request(
     scratch: &Path,
     requests: u64,
 ) -> Result<u64, String> {
-    let base = total(config, bins, sink, scratch, 1).await?;
-    let loaded = total(config, bins, sink, scratch, requests + 1).await?;
-    Ok(loaded.saturating_sub(base) / requests)
+    Ok(counted(config, bins, sink, scratch, requests).await? / requests)
 }
 
-/// Instructions of one whole run of the measured process with `requests` requests.
-async fn total(
+/// Requests sent before counting starts: the first requests create metric series, fill
+/// buffers and pools that later ones reuse.
+pub const WARM_UP: u64 = 10;
+
+/// Instructions the measured process executes for `requests` requests, after [`WARM_UP`].
+async fn counted(
     config: Config,
     bins: &Path,
     sink: &str,
     scratch: &Path,
     requests: u64,
 ) -> Result<u64, String> {
-    let out = scratch.join(format!("callgrind.{}.{requests}", key(config)));
+    let out = scratch.join(format!("callgrind.{}", key(config)));
+    // Callgrind writes the dump asked for to `<out>.1`, and the rest at exit to `<out>`.
+    let dump = scratch.join(format!("callgrind.{}.1", key(config)));
     let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&dump);
     let wrapper = [
         "valgrind".to_owned(),
         "--tool=callgrind".to_owned(),
@@ -105,24 +115,31 @@ async fn total(
         .build()
         .map_err(|e| e.to_string())?;
     let url = format!("http://{addr}{path}");
-    for _ in 0..requests {
-        let response = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("{}: {e}", config.label()))?;
-        if !response.status().is_success() {
-            return Err(format!(
-                "{}: answered {}",
-                config.label(),
-                response.status()
-            ));
+    let (client, url) = (&client, &url);
+    let send = |n: u64| async move {
+        for _ in 0..n {
+            let response = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| format!("{}: {e}", config.label()))?;
+            if !response.status().is_success() {
+                return Err(format!(
+                    "{}: answered {}",
+                    config.label(),
+                    response.status()
+                ));
+            }
+            response.bytes().await.map_err(|e| e.to_string())?;
         }
-        response.bytes().await.map_err(|e| e.to_string())?;
-    }
-    // Callgrind writes its counts when the process exits.
+        Ok::<(), String>(())
+    };
+    send(WARM_UP).await?;
+    callgrind_control("--zero", pid)?;
+    send(requests).await?;
+    callgrind_control("--dump", pid)?;
     let status = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -134,15 +151,32 @@ async fn total(
         let _ = measured.0.wait();
     }
     drop(processes);
-    let text = std::fs::read_to_string(&out)
-        .map_err(|e| format!("no callgrind output for {}: {e}", config.label()))?;
+    let text = std::fs::read_to_string(&dump)
+        .map_err(|e| format!("no callgrind dump for {}: {e}", config.label()))?;
     text.lines()
         .find_map(|l| {
             l.strip_prefix("summary:")
                 .or_else(|| l.strip_prefix("totals:"))
         })
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| format!("no instruction total in {}", out.display()))
+        .ok_or_else(|| format!("no instruction total in {}", dump.display()))
+}
+
+/// Sends `command` (`--zero`, `--dump`) to the callgrind of process `pid`; it returns once
+/// the command is done.
+fn callgrind_control(command: &str, pid: u32) -> Result<(), String> {
+    let output = Command::new("callgrind_control")
+        .args([command, &pid.to_string()])
+        .output()
+        .map_err(|e| format!("callgrind_control: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "callgrind_control {command} {pid}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
 }
 
 /// Reads `key number` lines.
@@ -160,8 +194,8 @@ pub fn read_budget(text: &str) -> Vec<(String, u64)> {
 /// The budget file's text for `measured`.
 pub fn write_budget(measured: &[(Config, u64)], requests: u64) -> String {
     let mut text = format!(
-        "# Instructions per request, counted by callgrind over {requests} requests (start-up\n\
-         # subtracted), the highest of {BUDGET_RUNS} runs:\n\
+        "# Instructions per request, counted by callgrind over {requests} requests (after\n\
+         # {WARM_UP} not counted), the highest of {BUDGET_RUNS} runs:\n\
          # `cargo run --release -p bench -- --instructions --write-budget`.\n\
          # `--check` fails when a service needs more than {:.0}% of its figure here.\n\
          # `-1pct`: with OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01.\n",

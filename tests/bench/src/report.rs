@@ -283,8 +283,9 @@ pub fn write(
     let _ = writeln!(block, "Measured {} on {}.", today(), machine());
     let _ = writeln!(
         block,
-        "{rounds} interleaved rounds of {} s per configuration, wrk with 1 thread and {connections} connections; medians over the rounds; peak RSS is the highest over the rounds. Instructions per request: callgrind on the measured process (B's rows: B alone), {requests} sequential requests over one keep-alive connection, start-up subtracted. Each service row is set against the idiomatic peer in the same setup and against the uninstrumented baseline; \"1% sampled\" is `OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01`, \"+ OTLP export\" exports every span (both processes, for B) to a local receiver.\n",
-        duration.as_secs()
+        "{rounds} interleaved rounds of {} s per configuration, wrk with 1 thread and {connections} connections; medians over the rounds; peak RSS is the highest over the rounds. Instructions per request: callgrind on the measured process (B's rows: B alone), {requests} sequential requests over one keep-alive connection counted after {warm_up} uncounted ones (start-up and shutdown not counted). Each service row is set against the idiomatic peer in the same setup and against the uninstrumented baseline; \"1% sampled\" is `OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01`, \"+ OTLP export\" exports every span (both processes, for B) to a local receiver.\n",
+        duration.as_secs(),
+        warm_up = crate::instructions::WARM_UP,
     );
     block.push_str(&table(rows, extras));
     let _ = writeln!(
