@@ -12,17 +12,19 @@
 //! Each answers with the JSON error every other error has; each runs inside the request's
 //! span, so what it did shows on the request's log line, span and metrics.
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::middleware::{Next, from_fn_with_state};
+use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
+use tower::{Layer, Service};
 
 use crate::edge::http::{BODY_LIMIT, error};
 
@@ -44,26 +46,66 @@ pub struct Limits {
     pub cut_off: watch::Receiver<bool>,
 }
 
-/// `router` with the protections of the module docs, as one layer: each is a step of one
-/// middleware (one future per request rather than three).
-pub fn apply(router: Router, limits: Limits) -> Router {
-    metrics::describe_counter!(
-        REQUESTS_SHED,
-        "Requests answered 503 at once because --max-in-flight requests were being handled"
-    );
-    metrics::counter!(REQUESTS_SHED).absolute(0);
-    // One layer on the router: each `Router::layer` wraps every route once more, and each
-    // wrapper is cloned for every request. The body reaching a handler is already read
-    // whole within BODY_LIMIT, so the extractors' own limit (another wrapper around the
-    // body) is off.
-    router.layer(
-        tower::ServiceBuilder::new()
-            .layer(from_fn_with_state(Arc::new(limits), protect))
-            .layer(DefaultBodyLimit::disable()),
-    )
+/// The protections as a tower layer, for the server to put around its routes.
+#[derive(Debug, Clone)]
+pub struct Protections(Arc<Limits>);
+
+impl Protections {
+    /// The layer enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        metrics::describe_counter!(
+            REQUESTS_SHED,
+            "Requests answered 503 at once because --max-in-flight requests were being handled"
+        );
+        metrics::counter!(REQUESTS_SHED).absolute(0);
+        Self(Arc::new(limits))
+    }
 }
 
-async fn protect(State(limits): State<Arc<Limits>>, request: Request, next: Next) -> Response {
+impl<S> Layer<S> for Protections {
+    type Service = Protected<S>;
+
+    fn layer(&self, inner: S) -> Protected<S> {
+        Protected {
+            inner,
+            limits: Arc::clone(&self.0),
+        }
+    }
+}
+
+/// A service (a route) behind the [`Protections`].
+#[derive(Debug, Clone)]
+pub struct Protected<S> {
+    inner: S,
+    limits: Arc<Limits>,
+}
+
+impl<S> Service<Request> for Protected<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The clone made ready serves this request; a fresh one waits for the next.
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        let limits = Arc::clone(&self.limits);
+        Box::pin(async move { Ok(protect(limits, request, inner).await) })
+    }
+}
+
+async fn protect<S>(limits: Arc<Limits>, request: Request, mut inner: S) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let mut cut_off = limits.cut_off.clone();
     let protected = async {
         let request = match read_body(request, limits.body_timeout).await {
@@ -73,7 +115,8 @@ async fn protect(State(limits): State<Arc<Limits>>, request: Request, next: Next
         let Ok(_place) = take_place(&request, &limits.in_flight) else {
             return shed();
         };
-        next.run(request).await
+        let Ok(response) = inner.call(request).await;
+        response
     };
     tokio::select! {
         response = protected => response,

@@ -209,8 +209,9 @@ pub struct Serving<'a> {
 /// Serves the service's `routes` on `listener` until `stop` resolves, then drains (see the
 /// module docs). The routes get JSON answers for unknown paths and methods, the
 /// protections of [`crate::edge::limits`], and around them the observation of every request
-/// ([`crate::observe::requests::instrument`]). Returns once every connection is closed, or when the
-/// answers to cut-off requests have had half a second to go out.
+/// ([`crate::observe::requests::Observation`]), as one layer around every route. Returns once
+/// every connection is closed, or when the answers to cut-off requests have had half a second
+/// to go out.
 pub async fn serve(
     mut listener: impl Listener,
     routes: Router,
@@ -253,9 +254,16 @@ pub async fn serve(
         in_flight: Arc::new(Semaphore::new(edge.max_in_flight as usize)),
         cut_off,
     };
-    let router = crate::observe::requests::instrument(
-        crate::edge::limits::apply(routes, limits),
-        attempt_header,
+    // One layer around every route, outermost first: observation (so what the protections
+    // answer is logged, counted and traced like any other answer), then the protections.
+    // Each `Router::layer` would wrap every route once more, and each wrapper is cloned for
+    // every request. The body reaching a handler is already read whole within its limit,
+    // so the extractors' own limit (another wrapper around the body) is off.
+    let router = routes.layer(
+        tower::ServiceBuilder::new()
+            .layer(crate::observe::requests::Observation::new(attempt_header))
+            .layer(crate::edge::limits::Protections::new(limits))
+            .layer(axum::extract::DefaultBodyLimit::disable()),
     );
     let shared = Arc::new(Shared {
         router,

@@ -1,29 +1,33 @@
 //! One request in, one server span, one log line and one set of metric samples out.
 //!
-//! [`instrument`] wraps a service's router with everything both services do to every request,
-//! outermost first: validate or generate `X-Request-ID` and echo it, observe the request
-//! (span joined to the caller's trace, log line in the lab's format, `http_requests_total` by route,
-//! `http_server_request_duration_seconds` by route with an exemplar for sampled requests,
-//! `http_server_active_requests`, never by raw path, and a `traceresponse` header naming
-//! the trace). The server applies it around its protections, so their
-//! answers are observed like any other.
+//! [`Observation`] is the tower layer of everything both services do to every request,
+//! outermost first: validate or generate `X-Request-ID` and echo it (tower-http), observe the
+//! request (span joined to the caller's trace, log line in the lab's format,
+//! `http_requests_total` by route, `http_server_request_duration_seconds` by route with an
+//! exemplar for sampled requests, `http_server_active_requests`, never by raw path, and a
+//! `traceresponse` header naming the trace). The server puts it around its protections, so
+//! their answers are observed like any other.
 //!
 //! Every label value and span name comes from a bounded set: a method outside the standard
 //! ones is `_OTHER` (the OpenTelemetry convention; the original is kept on the span as
 //! `http.request.method_original`), and a path no route matches is `unmatched`.
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use ::http::{HeaderMap, HeaderName, Method, Version, header};
-use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
-use tower::ServiceBuilder;
+use tower::util::MapRequest;
+use tower::{Layer, Service, ServiceBuilder};
+use tower_http::request_id::{PropagateRequestId, SetRequestId};
 use tracing::{Instrument as _, field};
 
 use crate::observe::logging::LogContext;
+use crate::observe::request_id::NewUuid;
 use crate::observe::request_metrics::{
     CALLER_GONE, OTHER_METHOD, RequestMetrics, RouteHandles, method_label,
 };
@@ -62,32 +66,89 @@ pub enum AttemptHeader {
     Ignored,
 }
 
-/// Adds the shared behaviour to `router` (the server does, around everything it serves).
-pub fn instrument<S>(router: Router<S>, attempt_header: AttemptHeader) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    // The methods the services' routes serve: their gauges exist, at zero, from the first
-    // scrape.
-    let metrics = Arc::new(RequestMetrics::new(&[Method::GET, Method::POST]));
-    router.layer(
-        ServiceBuilder::new()
-            .map_request(request_id::drop_invalid)
-            .layer(request_id::set_layer())
-            .layer(request_id::propagate_layer())
-            .layer(from_fn_with_state((attempt_header, metrics), observe)),
-    )
+/// Everything both services do to every request, as one tower layer for the server to put
+/// around its routes (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Observation {
+    attempt_header: AttemptHeader,
+    metrics: Arc<RequestMetrics>,
 }
 
-/// The middleware behind [`instrument`]: see the module docs.
-pub async fn observe(
-    axum::extract::State((attempt_header, metrics)): axum::extract::State<(
-        AttemptHeader,
-        Arc<RequestMetrics>,
-    )>,
+impl Observation {
+    /// The layer; whether `x-attempt` is read depends on who calls the service.
+    pub fn new(attempt_header: AttemptHeader) -> Self {
+        Self {
+            attempt_header,
+            // The methods the services' routes serve: their gauges exist, at zero, from the
+            // first scrape.
+            metrics: Arc::new(RequestMetrics::new(&[Method::GET, Method::POST])),
+        }
+    }
+}
+
+/// A route behind [`Observation`]: request id checked (tower-http), made when missing and
+/// echoed, then [`Observed`].
+type WithRequestId<S> =
+    MapRequest<SetRequestId<PropagateRequestId<Observed<S>>, NewUuid>, fn(Request) -> Request>;
+
+impl<S> Layer<S> for Observation {
+    type Service = WithRequestId<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServiceBuilder::new()
+            .map_request(request_id::drop_invalid as fn(Request) -> Request)
+            .layer(request_id::set_layer())
+            .layer(request_id::propagate_layer())
+            .service(Observed {
+                inner,
+                observation: self.clone(),
+            })
+    }
+}
+
+/// A route whose requests are observed: see [`observe`].
+#[derive(Debug, Clone)]
+pub struct Observed<S> {
+    inner: S,
+    observation: Observation,
+}
+
+impl<S> Service<Request> for Observed<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The clone made ready serves this request; a fresh one waits for the next.
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        let Observation {
+            attempt_header,
+            metrics,
+        } = self.observation.clone();
+        Box::pin(async move { Ok(observe(attempt_header, &metrics, request, inner).await) })
+    }
+}
+
+/// One request observed: its span, log line, metrics and `traceresponse` (see the module
+/// docs) around `inner`'s answer.
+async fn observe<S>(
+    attempt_header: AttemptHeader,
+    metrics: &RequestMetrics,
     request: Request,
-    next: Next,
-) -> Response {
+    mut inner: S,
+) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let started = Instant::now();
     let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>();
@@ -146,7 +207,7 @@ pub async fn observe(
         started,
         finished: false,
     };
-    let mut response = next.run(request).instrument(record.span.clone()).await;
+    let Ok(mut response) = inner.call(request).instrument(record.span.clone()).await;
     if let Some(value) = ids.traceresponse() {
         response.headers_mut().insert(TRACERESPONSE, value);
     }
