@@ -29,11 +29,12 @@ use clap::{Parser, Subcommand};
     name = "bench",
     version,
     about,
-    after_help = "A default run takes about five minutes after the release build: 3 rounds × \
-                  14 configurations × 5 s of load, then the failure-path and start-up samples. \
-                  --smoke takes about 20 s. The full run also counts instructions per request \
-                  (several minutes more, with valgrind); --instructions counts them alone, \
-                  --instructions --check only the budget's configurations (about a minute)."
+    after_help = "A default run takes about five and a half minutes after the release build: \
+                  3 rounds × 14 configurations × 5 s of load, the failure-path and start-up \
+                  samples, then instructions per request for every configuration (with \
+                  valgrind, about a minute). --smoke takes about 20 s. --instructions counts \
+                  instructions alone; --instructions --check only the budget's six \
+                  configurations (about 25 s)."
 )]
 struct Args {
     #[command(subcommand)]
