@@ -45,7 +45,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SamplingDecision,
     SamplingResult, SdkTracerProvider, ShouldSample,
 };
-use tracing::{Metadata, Subscriber};
+use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -298,6 +298,10 @@ impl IdGenerator for DecidedIds {
 /// The OpenTelemetry layer's filter: a span or event inside a span that layer does not see
 /// (an unsampled request's, [`UNRECORDED`]) is not seen either. Without it, a span inside
 /// an unsampled request (B's call to A, A's delay) would start a trace of its own.
+///
+/// A span is judged by the span it is made in (the current one): a filter is asked before
+/// the span exists, without its explicit `parent:`. The services make spans only inside
+/// the span they belong to; an event's explicit parent is checked.
 #[derive(Debug, Clone, Copy)]
 pub struct InsideRecorded;
 
@@ -310,6 +314,10 @@ where
         cx.current_span()
             .id()
             .is_none_or(|id| cx.span(id).is_some())
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, cx: &Context<'_, S>) -> bool {
+        event.parent().is_none_or(|id| cx.span(id).is_some())
     }
 }
 
@@ -356,6 +364,56 @@ impl ShouldSample for SkipProbes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nothing made inside an unsampled request's span reaches the OpenTelemetry layer:
+    /// neither spans nor events in it, nor events naming it as their parent; what is made
+    /// inside a recorded span does.
+    #[test]
+    fn nothing_inside_an_unrecorded_span_is_seen() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tracing::span::{Attributes, Id};
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
+        use tracing_subscriber::layer::SubscriberExt as _;
+
+        /// Counts what it sees, as the OpenTelemetry layer would.
+        struct Seen(Arc<AtomicUsize>);
+        impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Seen {
+            fn on_new_span(&self, _: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+            fn on_event(&self, _: &Event<'_>, _: Context<'_, S>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        /// The log layer: it sees every span, so unrecorded ones exist.
+        struct All;
+        impl<S: Subscriber> Layer<S> for All {}
+
+        let seen = Arc::new(AtomicUsize::new(0));
+        let filter = Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target(UNRECORDED, LevelFilter::OFF)
+            .and(InsideRecorded);
+        let subscriber = tracing_subscriber::registry()
+            .with(All.with_filter(LevelFilter::INFO))
+            .with(Seen(Arc::clone(&seen)).with_filter(filter));
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!(target: UNRECORDED, "request");
+            request.in_scope(|| {
+                let _call = tracing::info_span!("call");
+                tracing::info!("inside");
+            });
+            tracing::info!(parent: &request, "named as parent");
+            assert_eq!(seen.load(Ordering::Relaxed), 0);
+
+            let recorded = tracing::info_span!("recorded");
+            recorded.in_scope(|| tracing::info!("inside"));
+            tracing::info!(parent: &recorded, "named as parent");
+            assert_eq!(seen.load(Ordering::Relaxed), 3);
+        });
+    }
 
     #[test]
     fn probes_and_scrapes_by_get_or_head_are_probes() {
