@@ -25,30 +25,6 @@ pub mod service;
 
 pub use observe::{RequestId, TelemetryArgs};
 
-/// A structured event named `$name`: `"event": $name` in the JSON log line, and the span
-/// event's name in OpenTelemetry (where an unnamed event would be named after its source
-/// line): `telemetry::event!(WARN, "load_shed", in_flight = 3)`. No free-text message.
-///
-/// The name travels as the event's `message` too, first: tracing-opentelemetry names span
-/// events from it, and an event named that way keeps a field called `error` as a plain
-/// attribute (an unnamed one is rewritten as an "exception" with a quoted value). The JSON
-/// line leaves out a message that only repeats the event's name.
-#[macro_export]
-macro_rules! event {
-    ($level:ident, $name:literal) => {
-        ::tracing::event!(name: $name, ::tracing::Level::$level, message = $name, event = $name)
-    };
-    ($level:ident, $name:literal, $($rest:tt)+) => {
-        ::tracing::event!(
-            name: $name,
-            ::tracing::Level::$level,
-            message = $name,
-            event = $name,
-            $($rest)+
-        )
-    };
-}
-
 /// A service's whole life after its flags are read: start telemetry (see [`init`]), run
 /// `serve` with the process's metrics until it returns (it serves until SIGTERM/Ctrl-C and
 /// drains), log a fatal error if it failed, flush logs and spans, and say how to exit.

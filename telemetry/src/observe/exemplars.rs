@@ -87,7 +87,7 @@ impl ExemplarHistogram {
     pub fn register(name: &'static str, labels: &[(&'static str, String)]) -> Self {
         Self {
             histogram: metrics::histogram!(name, labels),
-            exemplars: crate::observe::metrics::exemplars().map(|e| e.slots(name, labels)),
+            exemplars: installed().map(|e| e.slots(name, labels)),
         }
     }
 
@@ -99,6 +99,20 @@ impl ExemplarHistogram {
             slots.record(value, ids.trace_id(), ids.span_id());
         }
     }
+}
+
+/// The process-wide exemplar store, set when the metrics recorder is installed.
+static INSTALLED: std::sync::OnceLock<Exemplars> = std::sync::OnceLock::new();
+
+/// Makes `exemplars` the store histograms made from now on record into (the first call
+/// wins: there is one recorder per process).
+pub fn install(exemplars: Exemplars) {
+    let _ = INSTALLED.set(exemplars);
+}
+
+/// The installed exemplar store (`None` in tests without a recorder).
+pub fn installed() -> Option<&'static Exemplars> {
+    INSTALLED.get()
 }
 
 /// Every histogram series' exemplar slots, by metric name and label set.

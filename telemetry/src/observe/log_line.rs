@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use tracing::field::{Field, Visit};
 
-/// Keys the format writes itself (with the request's context fields); an event field with
-/// one of these names is dropped rather than written twice.
+/// Keys the format writes itself; an event field with one of these names (or one the
+/// writer's caller reserves) is dropped rather than written twice.
 const RESERVED: [&str; 3] = ["service", "ts", "level"];
 
 thread_local! {
@@ -30,14 +30,27 @@ pub(crate) struct ObjectWriter {
     /// The event's own name: a `message` that only repeats it is left out (see
     /// [`crate::event!`]).
     name: &'static str,
+    /// Keys the caller writes itself, besides [`RESERVED`]: event fields of these names
+    /// are dropped.
+    reserved: fn(&str) -> bool,
 }
 
 impl ObjectWriter {
-    pub(crate) fn new(name: &'static str, mut buf: String) -> Self {
+    /// A line for the event `name`, written into `buf`, dropping event fields whose key
+    /// the format writes or `reserved` says the caller writes.
+    pub(crate) fn new(name: &'static str, mut buf: String, reserved: fn(&str) -> bool) -> Self {
         buf.clear();
         buf.reserve(256);
         buf.push('{');
-        Self { buf, name }
+        Self {
+            buf,
+            name,
+            reserved,
+        }
+    }
+
+    fn is_reserved(&self, field: &Field) -> bool {
+        RESERVED.contains(&field.name()) || (self.reserved)(field.name())
     }
 
     fn key(&mut self, key: &str) {
@@ -132,16 +145,9 @@ fn needs_escaping(value: &str) -> bool {
     })
 }
 
-fn is_reserved(field: &Field) -> bool {
-    RESERVED.contains(&field.name())
-        || crate::observe::logging::CONTEXT_FIELDS
-            .iter()
-            .any(|f| f.key == field.name())
-}
-
 impl Visit for ObjectWriter {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if is_reserved(field) {
+        if self.is_reserved(field) {
             return;
         }
         match serde_json::Number::from_f64(value) {
@@ -151,38 +157,38 @@ impl Visit for ObjectWriter {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if !is_reserved(field) {
+        if !self.is_reserved(field) {
             self.raw(field.name(), value);
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if !is_reserved(field) {
+        if !self.is_reserved(field) {
             self.raw(field.name(), value);
         }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if !is_reserved(field) {
+        if !self.is_reserved(field) {
             self.raw(field.name(), value);
         }
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
         let repeats_name = field.name() == "message" && value == self.name;
-        if !is_reserved(field) && !repeats_name {
+        if !self.is_reserved(field) && !repeats_name {
             self.string(field.name(), value);
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if !is_reserved(field) {
+        if !self.is_reserved(field) {
             self.string(field.name(), &value.to_string());
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if !is_reserved(field) {
+        if !self.is_reserved(field) {
             self.debug(field.name(), value);
         }
     }
@@ -222,7 +228,7 @@ mod tests {
             0, 1, 9, 10, 99, 100, 999, 1000, 1001, 61_000, 86_400_000, 3, 0,
         ] {
             let at = start + Duration::from_millis(offset_ms);
-            let mut line = ObjectWriter::new("event", String::new());
+            let mut line = ObjectWriter::new("event", String::new(), |_| false);
             line.timestamp("ts", at);
             let expected = format!("{{\"ts\":\"{}\"}}", humantime::format_rfc3339_millis(at));
             assert_eq!(line.finish(), expected);

@@ -96,6 +96,12 @@ pub const CONTEXT_FIELDS: [ContextField; 4] = [
     },
 ];
 
+/// Whether `key` is one of the [`CONTEXT_FIELDS`], which a line writes from its request's
+/// context rather than from the event.
+fn is_context_field(key: &str) -> bool {
+    CONTEXT_FIELDS.iter().any(|f| f.key == key)
+}
+
 impl LogContext {
     /// The span's ids, when there is a trace context.
     fn traced(&self) -> Option<&crate::observe::context::SpanIds> {
@@ -163,7 +169,11 @@ where
         LINE.with_borrow_mut(|buf| {
             // A line logged while this one is being formatted finds the buffer taken and
             // gets a fresh one.
-            let mut line = ObjectWriter::new(event.metadata().name(), std::mem::take(buf));
+            let mut line = ObjectWriter::new(
+                event.metadata().name(),
+                std::mem::take(buf),
+                is_context_field,
+            );
             line.string("service", self.service);
             event.record(&mut line);
 

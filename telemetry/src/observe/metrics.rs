@@ -76,14 +76,6 @@ pub const SERVER_ACTIVE: &str = "http_server_active_requests";
 /// The histogram of outbound call durations (OpenTelemetry `http.client.request.duration`).
 pub const CLIENT_DURATION: &str = "http_client_request_duration_seconds";
 
-/// The process-wide exemplar store, set when the recorder is installed.
-static EXEMPLARS: std::sync::OnceLock<Exemplars> = std::sync::OnceLock::new();
-
-/// The exemplar store of the installed recorder (`None` in tests without one).
-pub fn exemplars() -> Option<&'static Exemplars> {
-    EXEMPLARS.get()
-}
-
 /// How often the exporter's histograms are compacted (it does not do this on its own).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -105,7 +97,7 @@ impl Metrics {
     ) -> Result<Self, String> {
         let (metrics, recorder) = Self::build(&timeout_bounds(timeouts))?;
         metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
-        let _ = EXEMPLARS.set(metrics.exemplars.clone());
+        crate::observe::exemplars::install(metrics.exemplars.clone());
         describe_shared();
         describe_process(resource);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -38,10 +38,33 @@ pub mod request_metrics;
 pub mod requests;
 pub mod traces;
 
+/// A structured event named `$name`: `"event": $name` in the JSON log line, and the span
+/// event's name in OpenTelemetry (where an unnamed event would be named after its source
+/// line): `telemetry::event!(WARN, "load_shed", in_flight = 3)`. No free-text message.
+///
+/// The name travels as the event's `message` too, first: tracing-opentelemetry names span
+/// events from it, and an event named that way keeps a field called `error` as a plain
+/// attribute (an unnamed one is rewritten as an "exception" with a quoted value). The JSON
+/// line leaves out a message that only repeats the event's name.
+#[macro_export]
+macro_rules! event {
+    ($level:ident, $name:literal) => {
+        ::tracing::event!(name: $name, ::tracing::Level::$level, message = $name, event = $name)
+    };
+    ($level:ident, $name:literal, $($rest:tt)+) => {
+        ::tracing::event!(
+            name: $name,
+            ::tracing::Level::$level,
+            message = $name,
+            event = $name,
+            $($rest)+
+        )
+    };
+}
+
 pub use context::{CallerTraceContext, SpanIds, current_ids, inject};
 pub use exemplars::ExemplarHistogram;
 pub use logging::LogContext;
-pub use metrics::exemplars as exemplar_store;
 pub use metrics::{CLIENT_DURATION, Metrics, Tally};
 pub use outbound::{Call, ClientCalls, Outcomes};
 pub use request_id::{HEADER as REQUEST_ID_HEADER, RequestId};
