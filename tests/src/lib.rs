@@ -239,12 +239,19 @@ impl Service {
                 }
             }
         });
-        let listening = logs.wait_for(|l| l["event"] == "listening");
-        let addr = listening["addr"]
+        // Owned before the wait, so a service that never says where it listens is killed
+        // with the failing test rather than left running.
+        let mut service = Self {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            logs,
+        };
+        let listening = service.logs.wait_for(|l| l["event"] == "listening");
+        service.addr = listening["addr"]
             .as_str()
             .and_then(|a| a.parse().ok())
             .expect("listening line names the address");
-        Self { child, addr, logs }
+        service
     }
 
     /// `http://<addr>`.

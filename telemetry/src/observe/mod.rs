@@ -70,7 +70,9 @@ pub use outbound::{Call, ClientCalls, Outcomes};
 pub use request_id::{HEADER as REQUEST_ID_HEADER, RequestId};
 pub use requests::{ATTEMPT_HEADER, AttemptHeader, ClientAddress, TIMEOUT_HEADER};
 
-use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
+use tracing_subscriber::layer::Filter;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _};
 
 /// The log filter when `RUST_LOG` is unset: INFO, except reqwest-retry's own free-text
@@ -133,8 +135,10 @@ pub enum InitError {
 /// - Logs: one JSON object per line on stdout, queued and written by a background thread
 ///   (see [`log_writer`]): a slow, blocked or closed stdout never stalls a request; what
 ///   it cannot take is dropped and counted (see [`losses`]). `RUST_LOG` (default
-///   [`DEFAULT_LOG_FILTER`]) filters *this output only*: spans are still created for
-///   tracing, so a quiet log never breaks trace propagation.
+///   [`DEFAULT_LOG_FILTER`]) chooses the *lines* of this output (and of the OTLP log
+///   records) only: spans at INFO and above are created whatever it says, so a quiet log
+///   never breaks trace propagation, and a warning inside a request still carries the
+///   request's id and trace ids.
 /// - Traces: see [`traces`]. Ids are real W3C ids even when nothing is exported.
 /// - Metrics: see [`metrics`].
 ///
@@ -146,10 +150,6 @@ pub fn init(
     timeouts: &[std::time::Duration],
 ) -> Result<Telemetry, InitError> {
     let (writer, log_guard) = log_writer::stdout_writer();
-    let log_filter = || match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives),
-        _ => EnvFilter::try_new(DEFAULT_LOG_FILTER),
-    };
     // One resource for spans, log records and target_info: one service.instance.id.
     let env = otel_env::check().map_err(InitError::Environment)?;
     if let Some(methods) = &env.known_methods {
@@ -201,6 +201,24 @@ pub fn init(
         logs,
         metrics,
     })
+}
+
+/// The filter of a log output (the JSON lines, the OTLP log records): `RUST_LOG` (default
+/// [`DEFAULT_LOG_FILTER`]) chooses the lines, and every span at INFO and above is kept
+/// whatever it says, for the context it carries: a request's id and trace ids on every line
+/// inside it, and, for an unsampled request, the ids a call onwards sends (no other layer
+/// keeps that span: see [`traces`]).
+fn log_filter<S>() -> Result<impl Filter<S>, tracing_subscriber::filter::ParseError>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let lines = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives),
+        _ => EnvFilter::try_new(DEFAULT_LOG_FILTER),
+    }?;
+    Ok(lines.or(filter_fn(|meta| {
+        meta.is_span() && *meta.level() <= tracing::Level::INFO
+    })))
 }
 
 /// How long each sink gets to take what is still queued at shutdown: the span and log

@@ -794,3 +794,61 @@ fn an_unsampled_request_keeps_its_trace_in_the_logs_and_exports_nothing() {
         stack.otlp.spans()
     );
 }
+
+/// A quiet log (`RUST_LOG=warn`, log records over OTLP too) changes none of that: the spans
+/// that carry a request's context exist whatever the log filter says, so the unsampled
+/// caller's trace still reaches A with its `tracestate`, and an error line inside the
+/// request carries the request's id and trace ids.
+#[test]
+fn a_quiet_log_keeps_an_unsampled_requests_context() {
+    let mut stack = Stack::with_b_env(&[
+        ("OTEL_TRACES_SAMPLER", "parentbased_always_off"),
+        // Quiet but for the line that says where B listens.
+        ("RUST_LOG", "warn,service_b::startup=info"),
+        ("OTEL_LOGS_EXPORTER", "otlp"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "50"),
+    ]);
+    let caller = "0af7651916cd43dd8448eb211c80319c";
+    let reply = stack.rt.block_on(send(
+        client()
+            .post(stack.b.at("/protected-action"))
+            .header("x-request-id", "quiet-ok")
+            .header("traceparent", format!("00-{caller}-b7ad6b7169203331-00"))
+            .header("tracestate", "vendor=value")
+            .json(&system_tests::demo_login()),
+    ));
+    assert_eq!(reply.status, 200);
+    assert!(reply.header("traceresponse").contains(caller));
+    let a_line = stack.a().logs.request_line("quiet-ok");
+    assert_eq!(a_line["trace_id"], caller, "{a_line}");
+    assert_eq!(a_line["trace_flags"], "00", "{a_line}");
+
+    drop(stack.a.take());
+    let (failed, failed_trace) = stack.call(system_tests::demo_login(), "quiet-down");
+    assert_eq!(failed.status, 503);
+    let line = stack
+        .b
+        .logs
+        .wait_for(|l| l["event"] == "provider_call_failed" && l["request_id"] == "quiet-down");
+    assert_eq!(line["trace_id"], failed_trace.as_str(), "{line}");
+    assert_eq!(line["trace_flags"], "00", "{line}");
+    assert!(
+        stack
+            .b
+            .logs
+            .all()
+            .iter()
+            .all(|l| l["level"] != "INFO" || l["event"] == "listening"),
+        "RUST_LOG=warn holds back the INFO lines"
+    );
+    assert!(stack.b.stop().success());
+    assert!(
+        stack
+            .otlp
+            .spans()
+            .iter()
+            .all(|s| s.trace_id != caller && s.trace_id != failed_trace),
+        "{:#?}",
+        stack.otlp.spans()
+    );
+}
