@@ -9,7 +9,7 @@
 //! not. (Subtracting a run with one request, as this did before, left in the clock
 //! calibration of the `quanta` crate that the metrics exporter runs at start-up: it is
 //! bounded by time, not work, so under valgrind it moved the figure by up to 3k.) Two runs
-//! of the same binary agree within about 1%, where requests per second differ by 10–20% on
+//! of the same binary agree within 1–3%, where requests per second differ by 10–20% on
 //! this machine.
 //!
 //! The committed figures (`tests/bench/instructions.txt`) are a budget: `--check` fails when
