@@ -216,9 +216,9 @@ where
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives),
         _ => EnvFilter::try_new(DEFAULT_LOG_FILTER),
     }?;
-    Ok(lines.or(filter_fn(|meta| {
-        meta.is_span() && *meta.level() <= tracing::Level::INFO
-    })))
+    let spans = filter_fn(|meta| meta.is_span() && *meta.level() <= tracing::Level::INFO)
+        .with_max_level_hint(LevelFilter::INFO);
+    Ok(lines.or(spans))
 }
 
 /// How long each sink gets to take what is still queued at shutdown: the span and log
