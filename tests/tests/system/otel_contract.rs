@@ -134,6 +134,17 @@ impl Stack {
         self.a.as_ref().expect("A runs")
     }
 
+    /// Stops B (its export queue is flushed on the way out) and asserts that no span of
+    /// `traces` was exported.
+    fn stop_b_and_assert_not_exported(&mut self, traces: &[&str]) {
+        assert!(self.b.stop().success());
+        let spans = self.otlp.spans();
+        assert!(
+            spans.iter().all(|s| !traces.contains(&s.trace_id.as_str())),
+            "{spans:#?}"
+        );
+    }
+
     /// Calls B and returns the reply and the trace id its `traceresponse` names.
     fn call(&self, body: serde_json::Value, id: &str) -> (system_tests::Reply, String) {
         let reply = self.rt.block_on(send(
@@ -782,17 +793,7 @@ fn an_unsampled_request_keeps_its_trace_in_the_logs_and_exports_nothing() {
         assert_eq!(line["trace_id"], failed_trace.as_str(), "{line}");
         assert_eq!(line["trace_flags"], "00", "{line}");
     }
-    // B's export queue is flushed when it stops: no span of either unsampled trace.
-    assert!(stack.b.stop().success());
-    assert!(
-        stack
-            .otlp
-            .spans()
-            .iter()
-            .all(|s| s.trace_id != trace && s.trace_id != failed_trace),
-        "{:#?}",
-        stack.otlp.spans()
-    );
+    stack.stop_b_and_assert_not_exported(&[&trace, &failed_trace]);
 }
 
 /// A quiet log (`RUST_LOG=warn`, log records over OTLP too) changes none of that: the spans
@@ -841,14 +842,5 @@ fn a_quiet_log_keeps_an_unsampled_requests_context() {
             .all(|l| l["level"] != "INFO" || l["event"] == "listening"),
         "RUST_LOG=warn holds back the INFO lines"
     );
-    assert!(stack.b.stop().success());
-    assert!(
-        stack
-            .otlp
-            .spans()
-            .iter()
-            .all(|s| s.trace_id != caller && s.trace_id != failed_trace),
-        "{:#?}",
-        stack.otlp.spans()
-    );
+    stack.stop_b_and_assert_not_exported(&[caller, &failed_trace]);
 }
