@@ -144,10 +144,10 @@ async fn read_body(request: Request, timeout: Duration) -> Result<Request, Respo
     // A small body usually arrived with its head and is read at once: no timer is set
     // for it. One still on its way is read within `timeout`.
     let mut read = std::pin::pin!(Limited::new(body, BODY_LIMIT).collect());
-    let at_once = std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+    let at_once = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
     let result = match at_once {
-        std::task::Poll::Ready(read) => Ok(read),
-        std::task::Poll::Pending => tokio::time::timeout(timeout, read).await,
+        Poll::Ready(read) => Ok(read),
+        Poll::Pending => tokio::time::timeout(timeout, read).await,
     };
     match result {
         Ok(Ok(whole)) => Ok(Request::from_parts(parts, Body::from(whole.to_bytes()))),
