@@ -97,18 +97,19 @@ pub struct TokenGrant {
     pub user: String,
 }
 
-/// `POST /token`. In order: validate the body; count the guess, or refuse a username with
-/// too many recent failed logins (429); wait `delay_ms` plus `--extra-latency-ms`, but never past the
-/// caller's deadline (`x-request-timeout-ms`; then 504, work abandoned); answer an injected
-/// failure if one is asked for or drawn; then 200 with a token for valid credentials, 401
-/// otherwise. The wait does not depend on the credentials.
+/// `POST /token`. In order: validate the body; refuse a username with too many recent failed
+/// logins (429), or check the password and count it if wrong; wait `delay_ms` plus
+/// `--extra-latency-ms`, but never past the caller's deadline (`x-request-timeout-ms`; then
+/// 504, work abandoned); answer an injected failure if one is asked for or drawn; then 200
+/// with a token for valid credentials, 401 otherwise. The wait does not depend on the
+/// credentials.
 #[utoipa::path(
     post,
     path = "/token",
     operation_id = "token",
     tag = "provider",
     summary = "A token for valid credentials",
-    description = "Validates the body; counts the guess, or refuses a username with too many recent failed logins (429); waits `delay_ms` (plus `--extra-latency-ms`), never past the caller's deadline; then answers a token for valid credentials, 401 otherwise. A caller may say how long it will wait in the header `x-request-timeout-ms` (milliseconds; service B sends it): when that passes first, A stops and answers 504.",
+    description = "Validates the body; refuses a username with too many recent failed logins (429), or checks the password and counts a wrong one; waits `delay_ms` (plus `--extra-latency-ms`), never past the caller's deadline; then answers a token for valid credentials, 401 otherwise. A caller may say how long it will wait in the header `x-request-timeout-ms` (milliseconds; service B sends it): when that passes first, A stops and answers 504.",
     request_body(content = TokenRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "A token for these credentials.", body = TokenGrant),
@@ -159,11 +160,22 @@ async fn token_outcome(
     if fail_status.is_some() && !state.faults.flags().allow_fail_status {
         return Err(ApiError::FailStatusOff);
     }
-    // Counted now, before any wait: a burst of guesses cannot all get through.
+    // The login's outcome is decided now, before any wait: the guess takes its place in the
+    // count and is settled at once, so a wrong guess stays counted however many arrive
+    // together, and a right password never holds a place while it waits (other logins of
+    // the same user in flight cannot get it throttled).
     let guess = state
         .throttle
         .begin(&request.username)
         .map_err(|retry_after| ApiError::Throttled { retry_after })?;
+    let valid = state
+        .users
+        .verify(&request.username, request.password.expose());
+    if valid {
+        drop(guess);
+    } else {
+        guess.failed();
+    }
 
     if let Some(delay_ms) = delay_ms {
         state.token_metrics.delay_requested(delay_ms);
@@ -198,14 +210,9 @@ async fn token_outcome(
     if let Some(status) = injected {
         return Err(ApiError::InjectedFailure(status));
     }
-    if !state
-        .users
-        .verify(&request.username, request.password.expose())
-    {
-        guess.failed();
+    if !valid {
         return Err(ApiError::InvalidCredentials);
     }
-    drop(guess);
     Ok(Json(TokenGrant {
         token: format!("token-{}", request.username),
         user: request.username,

@@ -3,11 +3,13 @@
 //! refused with 429 and `Retry-After` until its oldest counted failure leaves the window.
 //!
 //! Three properties a client cannot get around:
-//! - **Counted before checked.** A guess takes its place in the count before the password is
-//!   looked at (and before any `delay_ms`), so however many guesses arrive at once, at most
-//!   the limit are evaluated. A guess that turns out right, or is never evaluated (the caller
-//!   hung up, an injected failure), gives its place back. A right password does *not* clear
-//!   the earlier failures: a correct login cannot buy an attacker more guesses.
+//! - **Counted before checked, settled at once.** A guess takes its place in the count
+//!   before the password is looked at, so however many guesses arrive at once, at most the
+//!   limit are evaluated; the route checks the password right away, before any `delay_ms`,
+//!   and a wrong one stays counted while a right one gives its place back. Only failures
+//!   count, then: right passwords in flight never throttle their owner. A right password
+//!   does *not* clear the earlier failures: a correct login cannot buy an attacker more
+//!   guesses.
 //! - **Fixed memory.** Failures are counted in a count-min sketch: two rows of counters,
 //!   each username mapping to one counter per row through a hash keyed with random keys
 //!   at start-up (so nobody can pick names that collide on purpose). Its size does not
@@ -104,7 +106,7 @@ impl Guess<'_> {
 }
 
 impl Drop for Guess<'_> {
-    /// Right password, or never evaluated: the place is given back.
+    /// Right password: the place is given back.
     fn drop(&mut self) {
         if let Some((cells, slot)) = self.place.take() {
             self.throttle.refund(cells, slot);

@@ -11,6 +11,7 @@ mod failures;
 mod faults;
 mod hostile;
 mod labs;
+mod login_throttle;
 mod losses;
 mod metrics;
 mod openapi;
