@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use telemetry::edge::{Json, JsonBody};
 use tracing::Instrument as _;
@@ -32,18 +32,14 @@ pub struct AppState {
     pub token_metrics: Arc<crate::metrics::TokenMetrics>,
 }
 
+use telemetry::edge::CallerDeadline;
 use telemetry::edge::Password;
-use telemetry::observe::TIMEOUT_HEADER;
 
 /// Added to the caller's deadline. The caller's clock started first (before the request
 /// crossed the network), so with this grace the caller's own timeout always fires first and
 /// it never receives a 504 racing its timeout; A's deadline is the backstop for when the
 /// caller's hang-up does not reach A (a proxy in between keeps the connection open).
 const DEADLINE_GRACE: Duration = Duration::from_millis(25);
-
-/// Longest caller deadline honoured as given; larger values are clamped to it (nothing A
-/// does takes longer than --max-delay-ms plus --extra-latency-ms anyway).
-const MAX_CALLER_DEADLINE: Duration = Duration::from_secs(600);
 
 /// The whole HTTP surface of service A (the server adds the shared layers). `description`
 /// (served at `/openapi.json`) describes every route here: see `crate::openapi`.
@@ -225,36 +221,6 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// How long the caller will wait, if it said (see [`caller_deadline`]). An extractor of its
-/// own: taking the whole `HeaderMap` copied every header of every request.
-#[derive(Debug, Clone, Copy)]
-pub struct CallerDeadline(pub Option<Duration>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerDeadline {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Self(caller_deadline(&parts.headers)))
-    }
-}
-
-/// How long the caller will wait, from `x-request-timeout-ms`, clamped to A's own limit.
-/// A missing or malformed header means no deadline: A never refuses work over a header it
-/// cannot read.
-fn caller_deadline(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(TIMEOUT_HEADER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(|ms| Duration::from_millis(ms).min(MAX_CALLER_DEADLINE))
-}
-
 /// `fail_status` must be absent, `null`, or an integer from 500 to 599.
 fn parse_fail_status(value: Option<&serde_json::Value>) -> Result<Option<StatusCode>, ApiError> {
     match value {
@@ -322,18 +288,6 @@ mod tests {
         for bad in [json!(404), json!(600), json!("500"), json!(500.5)] {
             assert!(parse_fail_status(Some(&bad)).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn the_caller_deadline_is_read_and_clamped() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(caller_deadline(&headers), None);
-        headers.insert(TIMEOUT_HEADER, "250".parse().expect("value"));
-        assert_eq!(caller_deadline(&headers), Some(Duration::from_millis(250)));
-        headers.insert(TIMEOUT_HEADER, "99999999999".parse().expect("value"));
-        assert_eq!(caller_deadline(&headers), Some(MAX_CALLER_DEADLINE));
-        headers.insert(TIMEOUT_HEADER, "soon".parse().expect("value"));
-        assert_eq!(caller_deadline(&headers), None);
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub enum ApiError {
     /// - 503 `provider unavailable` when every attempt failed or the deadline passed,
     ///   `details` saying how, or at once when the circuit breaker is open (with
     ///   `Retry-After`);
-    /// - 502 `bad answer from provider` when A answered something unusable.
+    /// - 502 `bad answer from provider` when A answered something unusable;
+    /// - 504 `deadline exceeded` when the caller's own deadline passed first, `details`
+    ///   saying what the attempts met.
     #[error(transparent)]
     Provider(#[from] ProviderError),
 }
@@ -75,6 +77,11 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, telemetry::edge::retry_after(retry_in));
                 return response;
             }
+            Self::Provider(ProviderError::CallerDeadline(failures)) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline exceeded".to_owned(),
+                Some(failures.details()),
+            ),
             Self::Provider(ProviderError::BadAnswer(what)) => (
                 StatusCode::BAD_GATEWAY,
                 "bad answer from provider".to_owned(),

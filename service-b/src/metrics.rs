@@ -122,13 +122,14 @@ impl ProviderMetrics {
         }
     }
 
-    /// Counts a call answered 503 after its attempts failed, by the last failure's kind,
-    /// and why B stopped.
-    pub fn gave_up(&self, last: AttemptOutcome, reason: StopReason) {
+    /// Counts a call B stopped trying, by why, and, when it was answered 503 (`unavailable`:
+    /// not a caller's own deadline, answered 504), by the last failure's kind.
+    pub fn gave_up(&self, last: AttemptOutcome, reason: StopReason, unavailable: bool) {
         let failures = AttemptOutcome::ALL.into_iter().filter(|o| o.is_failure());
         if let Some(counter) = failures
             .zip(&self.failures)
             .find_map(|(kind, counter)| (kind == last).then_some(counter))
+            .filter(|_| unavailable)
         {
             counter.increment(1);
         }

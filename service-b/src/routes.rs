@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use telemetry::RequestId;
-use telemetry::edge::Password;
+use telemetry::edge::{CallerDeadline, Password};
 use telemetry::edge::{Json, JsonBody};
 
 use crate::error::ApiError;
@@ -84,7 +84,7 @@ pub struct ActionResult {
     path = "/protected-action",
     tag = "consumer",
     summary = "Get a token from service A and answer the combined result",
-    description = "Calls A's `POST /token` with a strict per-attempt timeout (1 s by default) and retries timeouts, refused connections and 5xx within a retry budget and a deadline; a circuit breaker stops calling A while it keeps failing. A's 401, 400 and 429 are passed through, never retried.",
+    description = "Calls A's `POST /token` with a strict per-attempt timeout (1 s by default) and retries timeouts, refused connections and 5xx within a retry budget and a deadline; a circuit breaker stops calling A while it keeps failing. A's 401, 400 and 429 are passed through, never retried. A caller may say how long it will wait in the header `x-request-timeout-ms` (milliseconds): it shortens B's deadline, never lengthens it, and when it passes first B answers 504. Slowness a caller asks for (`delay_ms`, or a shorter deadline) is its own: such calls never count toward the circuit breaker and retry from a share of the retry budget of their own.",
     request_body(content = ActionRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "A issued a token: B's result and A's grant.", body = ActionResult),
@@ -100,11 +100,14 @@ pub struct ActionResult {
         (status = 503, description = "`provider unavailable`: every attempt failed or the deadline passed (`details` says how, attempt by attempt), or the circuit breaker is open (then with `Retry-After`).",
          body = telemetry::edge::ErrorBody,
          headers(("Retry-After" = u64, description = "With an open breaker: seconds until the next probe of A."))),
+        (status = 504, description = "`deadline exceeded`: the caller's own deadline (`x-request-timeout-ms`) passed before A answered (`details` says what the attempts met).",
+         body = telemetry::edge::ErrorBody),
     ),
 )]
 pub async fn protected_action(
     State(state): State<AppState>,
     request_id: RequestId,
+    CallerDeadline(caller_deadline): CallerDeadline,
     body: Result<JsonBody<ActionRequest>, telemetry::edge::BodyError>,
 ) -> Result<Json<ActionResult>, ApiError> {
     let JsonBody(request) = body?;
@@ -127,6 +130,7 @@ pub async fn protected_action(
                 delay_ms,
             },
             &request_id,
+            caller_deadline,
         )
         .await?;
     Ok(Json(ActionResult {

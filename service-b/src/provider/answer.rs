@@ -38,6 +38,10 @@ pub enum ProviderError {
     /// No attempt got a usable answer: the failures, and why B stopped.
     #[error("provider unavailable: {}", .0.details())]
     Unavailable(Failures),
+    /// The deadline B's caller set (`x-request-timeout-ms`), shorter than B's own, passed
+    /// before A answered: the caller's own hurry, not an outage.
+    #[error("deadline exceeded: {}", .0.details())]
+    CallerDeadline(Failures),
     /// The circuit breaker is open: A was not called.
     #[error("provider unavailable: circuit open")]
     CircuitOpen {

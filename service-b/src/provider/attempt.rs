@@ -131,12 +131,14 @@ impl AttemptFailure {
     }
 }
 
-/// "1s", "250ms".
+/// "1s", "250ms", to the nearest millisecond (an attempt cut to what is left of a 300 ms
+/// deadline gets a few microseconds less, and is still "300ms").
 pub fn humanize(duration: Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
+    let millis = (duration.as_micros() + 500) / 1000;
+    if millis % 1000 == 0 {
+        format!("{}s", millis / 1000)
     } else {
-        format!("{}ms", duration.as_millis())
+        format!("{millis}ms")
     }
 }
 
@@ -246,5 +248,7 @@ mod tests {
     fn durations_read_naturally() {
         assert_eq!(humanize(Duration::from_secs(1)), "1s");
         assert_eq!(humanize(Duration::from_millis(250)), "250ms");
+        assert_eq!(humanize(Duration::from_micros(299_990)), "300ms");
+        assert_eq!(humanize(Duration::from_micros(999_700)), "1s");
     }
 }

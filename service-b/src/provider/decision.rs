@@ -1,13 +1,56 @@
-//! What B does after a failed attempt: retry after a wait, or stop and say why. A pure
-//! function of what B knows at that moment, so every rule is a line of a table here and its
-//! invariants are properties tested over generated situations; the loop in
-//! [`super::Provider::issue_token`] only sends, asks and records.
+//! What B decides about a call to A, as pure functions of what it knows at that moment, so
+//! every rule is a line of a table here and its invariants are properties tested over
+//! generated situations; the loop in [`super::Provider::issue_token`] only sends, asks and
+//! records:
+//!
+//! - [`Pace::of`]: whose the call's slowness is. A caller may ask A to wait (`delay_ms`) or
+//!   say it will wait less than B would (`x-request-timeout-ms`): what such a call meets, it
+//!   asked for. [`heard_by_breaker`] keeps it away from the breaker, whether it fails or
+//!   succeeds, and [`next_step`] takes its retries from a share of the budget of its own, so
+//!   no field or header a caller sends can open the breaker or spend the retries others need.
+//! - [`next_step`]: after a failed attempt, retry after a wait, or stop and say why.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::outcome::{AttemptOutcome, StopReason};
+
+/// Whose a call's slowness is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pace {
+    /// B's own settings alone: how the call goes says something about A.
+    Ours,
+    /// The caller asked A to wait, or cut B's deadline short: how the call goes says
+    /// nothing about A.
+    Callers,
+}
+
+impl Pace {
+    /// The pace of a call that asks A to wait `delay_ms` and must end within
+    /// `caller_deadline`, where B's own deadline is `own_deadline`.
+    pub fn of(
+        delay_ms: Option<u64>,
+        caller_deadline: Option<Duration>,
+        own_deadline: Duration,
+    ) -> Self {
+        let asked_a_to_wait = delay_ms.is_some_and(|ms| ms > 0);
+        let cut_short = caller_deadline.is_some_and(|d| d < own_deadline);
+        if asked_a_to_wait || cut_short {
+            Self::Callers
+        } else {
+            Self::Ours
+        }
+    }
+}
+
+/// Whether the circuit breaker hears how a call of `pace` went (and whether it may be the
+/// probe of an open breaker): only calls paced by B alone. A caller's asked-for slowness
+/// must not open the breaker for everyone, nor its successes keep a failing A's breaker
+/// closed, nor its slow call hold the one probe.
+pub fn heard_by_breaker(pace: Pace) -> bool {
+    pace == Pace::Ours
+}
 
 /// What B knows when an attempt has just failed.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +70,8 @@ pub struct Situation {
     pub backoff: Option<Duration>,
     /// Whether the circuit breaker is open now (other calls' failures opened it).
     pub breaker_open: bool,
+    /// Whose the call's slowness is: its retries come from that share of the budget.
+    pub pace: Pace,
 }
 
 /// The next step.
@@ -39,8 +84,9 @@ pub enum Step {
 }
 
 /// The next step after a failed attempt. The retry budget is asked last, and only when
-/// everything else allows a retry: asking takes a retry from it.
-pub fn next_step(situation: &Situation, take_from_budget: impl FnOnce() -> bool) -> Step {
+/// everything else allows a retry: asking takes a retry from the share of the call's
+/// [`Pace`].
+pub fn next_step(situation: &Situation, take_from_budget: impl FnOnce(Pace) -> bool) -> Step {
     let Situation {
         outcome,
         attempts,
@@ -49,6 +95,7 @@ pub fn next_step(situation: &Situation, take_from_budget: impl FnOnce() -> bool)
         deadline,
         backoff,
         breaker_open,
+        pace,
     } = *situation;
     if !outcome.is_retryable() {
         return Step::Stop(StopReason::NotRetryable);
@@ -65,7 +112,7 @@ pub fn next_step(situation: &Situation, take_from_budget: impl FnOnce() -> bool)
     if breaker_open {
         return Step::Stop(StopReason::CircuitOpen);
     }
-    if !take_from_budget() {
+    if !take_from_budget(pace) {
         return Step::Stop(StopReason::BudgetSpent);
     }
     Step::RetryAfter(wait)
@@ -88,6 +135,7 @@ mod tests {
             deadline: now + 2050 * MS,
             backoff: Some(10 * MS),
             breaker_open: false,
+            pace: Pace::Ours,
         }
     }
 
@@ -182,8 +230,62 @@ mod tests {
             ),
         ];
         for (name, situation, budget, expected) in cases {
-            assert_eq!(next_step(&situation, || budget), expected, "{name}");
+            assert_eq!(next_step(&situation, |_| budget), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn whose_slowness_a_call_is() {
+        let own = 2050 * MS;
+        let cases = [
+            ("nothing asked", None, None, Pace::Ours),
+            ("a delay of 0 asks nothing", Some(0), None, Pace::Ours),
+            ("a delay under B's timeout", Some(999), None, Pace::Callers),
+            ("the seed's 2 s delay", Some(2000), None, Pace::Callers),
+            (
+                "a caller willing to wait longer",
+                None,
+                Some(5000 * MS),
+                Pace::Ours,
+            ),
+            (
+                "a caller willing to wait exactly as long",
+                None,
+                Some(own),
+                Pace::Ours,
+            ),
+            ("a caller in a hurry", None, Some(300 * MS), Pace::Callers),
+            ("both", Some(10), Some(MS), Pace::Callers),
+        ];
+        for (name, delay, deadline, expected) in cases {
+            assert_eq!(Pace::of(delay, deadline, own), expected, "{name}");
+        }
+        assert!(heard_by_breaker(Pace::Ours));
+        assert!(
+            !heard_by_breaker(Pace::Callers),
+            "a caller's slowness never opens it"
+        );
+    }
+
+    #[test]
+    fn a_callers_retries_come_from_its_own_share() {
+        let mut asked = Vec::new();
+        for pace in [Pace::Ours, Pace::Callers] {
+            let situation = Situation {
+                pace,
+                ..situation(AttemptOutcome::Timeout)
+            };
+            let step = next_step(&situation, |share| {
+                asked.push(share);
+                share == Pace::Callers
+            });
+            let expected = match pace {
+                Pace::Ours => Step::Stop(StopReason::BudgetSpent),
+                Pace::Callers => Step::RetryAfter(10 * MS),
+            };
+            assert_eq!(step, expected, "{pace:?}");
+        }
+        assert_eq!(asked, [Pace::Ours, Pace::Callers]);
     }
 
     #[test]
@@ -193,7 +295,7 @@ mod tests {
             attempts: 2,
             ..situation(AttemptOutcome::Timeout)
         };
-        let _ = next_step(&stop, || {
+        let _ = next_step(&stop, |_| {
             asked = true;
             true
         });
@@ -217,7 +319,9 @@ mod tests {
             backoff_ms in proptest::option::of(0u64..3000),
             breaker_open in any::<bool>(),
             budget in any::<bool>(),
+            callers in any::<bool>(),
         ) {
+            let pace = if callers { Pace::Callers } else { Pace::Ours };
             let now = Instant::now();
             let situation = Situation {
                 outcome,
@@ -227,8 +331,15 @@ mod tests {
                 deadline: now + Duration::from_millis(left_ms),
                 backoff: backoff_ms.map(Duration::from_millis),
                 breaker_open,
+                pace,
             };
-            if let Step::RetryAfter(wait) = next_step(&situation, || budget) {
+            let mut share = None;
+            let step = next_step(&situation, |asked| {
+                share = Some(asked);
+                budget
+            });
+            prop_assert!(share.is_none_or(|asked| asked == pace), "another share was asked");
+            if let Step::RetryAfter(wait) = step {
                 prop_assert!(attempts < max_attempts, "a retry beyond the attempts allowed");
                 prop_assert!(now + wait < situation.deadline, "a retry at or past the deadline");
                 prop_assert!(outcome.is_retryable(), "a retry after {outcome:?}");
@@ -236,6 +347,17 @@ mod tests {
                 prop_assert!(budget, "a retry the budget refused");
                 prop_assert_eq!(Some(wait), situation.backoff, "the policy's wait");
             }
+        }
+
+        #[test]
+        fn nothing_a_caller_asks_for_reaches_the_breaker(
+            delay_ms in proptest::option::of(0u64..10_000),
+            deadline_ms in proptest::option::of(0u64..10_000),
+            own_ms in 1u64..10_000,
+        ) {
+            let pace = Pace::of(delay_ms, deadline_ms.map(Duration::from_millis), Duration::from_millis(own_ms));
+            let asked = delay_ms.is_some_and(|ms| ms > 0) || deadline_ms.is_some_and(|ms| ms < own_ms);
+            prop_assert_eq!(heard_by_breaker(pace), !asked, "{:?}", pace);
         }
     }
 }

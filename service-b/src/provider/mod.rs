@@ -33,10 +33,10 @@ pub use attempt::{AttemptFailure, MAX_ANSWER_BYTES};
 
 use crate::config::ProviderConfig;
 use crate::metrics::ProviderMetrics;
-use crate::outcome::{AttemptOutcome, StopReason};
+use crate::outcome::StopReason;
 use crate::resilience::{Admission, CircuitBreaker, CircuitState, RetryBudget};
 use attempt::{Attempts, ReadWhole};
-use decision::{Situation, Step};
+use decision::{Pace, Situation, Step};
 
 /// Header that tells A which attempt it is serving (1-based).
 pub const ATTEMPT_HEADER: http::HeaderName =
@@ -78,7 +78,11 @@ pub struct Provider {
     max_attempts: u32,
     backoff: ExponentialBackoff,
     breaker: Arc<CircuitBreaker>,
+    /// The retries of calls paced by B alone.
     budget: Arc<RetryBudget>,
+    /// The retries of calls whose caller asked for their slowness: the same rule, counted
+    /// apart, so those callers can never spend the retries everyone else needs.
+    callers_budget: Arc<RetryBudget>,
     metrics: Arc<ProviderMetrics>,
 }
 
@@ -124,6 +128,11 @@ impl Provider {
                 config.retry_budget_min_per_sec,
                 RETRY_BUDGET_WINDOW,
             )),
+            callers_budget: Arc::new(RetryBudget::new(
+                config.retry_budget_ratio,
+                config.retry_budget_min_per_sec,
+                RETRY_BUDGET_WINDOW,
+            )),
             metrics,
         })
     }
@@ -156,13 +165,18 @@ impl Provider {
     }
 
     /// Asks A for a token: the whole call, as the module docs list it. `request_id` is
-    /// forwarded as `X-Request-ID` so A's log lines carry the same id.
+    /// forwarded as `X-Request-ID` so A's log lines carry the same id; `caller_deadline` is
+    /// how long B's caller said it will wait (`x-request-timeout-ms`), which can shorten the
+    /// call's deadline, never lengthen it.
     pub async fn issue_token(
         &self,
         request: &TokenRequest<'_>,
         request_id: &telemetry::RequestId,
+        caller_deadline: Option<Duration>,
     ) -> Result<Grant, ProviderError> {
-        let permit = match self.breaker.admit() {
+        let pace = Pace::of(request.delay_ms, caller_deadline, self.deadline);
+        let heard = decision::heard_by_breaker(pace);
+        let permit = match self.breaker.admit(heard) {
             Admission::Refused { retry_in, evidence } => {
                 // One line per refused call, as `provider_failures_total{kind="circuit_open"}`
                 // counts it, and an event on the request's span: A was not called.
@@ -180,8 +194,9 @@ impl Provider {
                 permit
             }
         };
-        self.budget.deposit();
-        let deadline = Instant::now() + self.deadline;
+        self.budget(pace).deposit();
+        let call_deadline = caller_deadline.map_or(self.deadline, |d| d.min(self.deadline));
+        let deadline = Instant::now() + call_deadline;
         let mut failures: Vec<AttemptFailure> = Vec::new();
 
         let stopped = loop {
@@ -195,7 +210,9 @@ impl Provider {
             let failure = match self.attempt(number, timeout, request, request_id).await {
                 Ok(answer) => {
                     // Any answer from A, a refusal included, shows A is reachable.
-                    self.circuit_changed(permit.record(true));
+                    if let Some(permit) = permit {
+                        self.circuit_changed(permit.record(true));
+                    }
                     return answer::read_answer(answer).await;
                 }
                 Err(failure) => failure,
@@ -208,18 +225,20 @@ impl Provider {
                 deadline,
                 backoff: backoff_wait(&self.backoff, number - 1),
                 breaker_open: self.breaker.state() == CircuitState::Open,
+                pace,
             };
             failures.push(failure);
-            match decision::next_step(&situation, || self.budget.try_withdraw()) {
+            match decision::next_step(&situation, |share| self.budget(share).try_withdraw()) {
                 Step::RetryAfter(wait) => tokio::time::sleep(wait).await,
                 Step::Stop(reason) => break reason,
             }
         };
 
+        let callers_deadline = stopped == StopReason::Deadline && call_deadline < self.deadline;
         let failures = Failures {
             attempts: failures,
             stopped,
-            deadline: self.deadline,
+            deadline: call_deadline,
         };
         telemetry::event!(
             WARN,
@@ -227,28 +246,24 @@ impl Provider {
             reason = stopped.label(),
             attempts = failures.attempts.len() as i64,
         );
-        self.metrics.gave_up(failures.last_kind(), stopped);
-        if self.says_nothing_of_a(request, &failures) {
-            drop(permit);
-        } else {
+        self.metrics
+            .gave_up(failures.last_kind(), stopped, !callers_deadline);
+        if let Some(permit) = permit {
             self.circuit_changed(permit.record(false));
+        }
+        if callers_deadline {
+            return Err(ProviderError::CallerDeadline(failures));
         }
         Err(ProviderError::Unavailable(failures))
     }
 
-    /// Whether the failures of a call say nothing about A's health: a caller who asks A to
-    /// wait at least as long as B waits has asked for the timeouts it got. Such a call is
-    /// answered as any timeout, but not counted by the breaker, so nobody can open it for
-    /// everyone by asking for slow answers.
-    fn says_nothing_of_a(&self, request: &TokenRequest<'_>, failures: &Failures) -> bool {
-        let asked_for_timeouts = request
-            .delay_ms
-            .is_some_and(|ms| Duration::from_millis(ms) >= self.attempt_timeout());
-        asked_for_timeouts
-            && failures
-                .attempts
-                .iter()
-                .all(|f| f.kind == AttemptOutcome::Timeout)
+    /// The retry budget a call of `pace` deposits into and takes its retries from: a
+    /// caller's asked-for slowness spends a share of its own (see [`decision`]).
+    fn budget(&self, pace: Pace) -> &RetryBudget {
+        match pace {
+            Pace::Ours => &self.budget,
+            Pace::Callers => &self.callers_budget,
+        }
     }
 
     /// Attempt number `number`, within `timeout`: A's answer (2xx or 4xx, read whole), or

@@ -128,9 +128,10 @@ pub struct CircuitBreaker {
 /// The breaker's answer to "may I call A?".
 #[derive(Debug)]
 pub enum Admission<'a> {
-    /// Go ahead; report the outcome on the permit. When this call is the probe of an open
-    /// breaker, it says so: the breaker entered [`CircuitState::HalfOpen`].
-    Allowed(Permit<'a>, Option<CircuitState>),
+    /// Go ahead; report the outcome on the permit (none for a call the breaker does not
+    /// hear about). When this call is the probe of an open breaker, it says so: the breaker
+    /// entered [`CircuitState::HalfOpen`].
+    Allowed(Option<Permit<'a>>, Option<CircuitState>),
     /// The circuit is open: do not call A. The next probe is allowed after `retry_in`.
     Refused {
         /// Time until the next probe may go.
@@ -191,16 +192,18 @@ impl CircuitBreaker {
         }
     }
 
-    /// Whether a call may go to A now.
-    pub fn admit(&self) -> Admission<'_> {
+    /// Whether a call may go to A now. A call the breaker does not hear about (`heard`
+    /// false: see `provider::decision::heard_by_breaker`) gets no permit and counts for
+    /// nothing; it is refused while the breaker is open, and while it waits for its probe,
+    /// instead of becoming the probe.
+    pub fn admit(&self, heard: bool) -> Admission<'_> {
         let allow = |entered| {
-            Admission::Allowed(
-                Permit {
-                    breaker: self,
-                    reported: false,
-                },
-                entered,
-            )
+            // Built only when heard: a permit dropped unreported tells the breaker so.
+            let permit = heard.then(|| Permit {
+                breaker: self,
+                reported: false,
+            });
+            Admission::Allowed(permit, entered)
         };
         if self.policy.consecutive == 0 {
             return allow(None);
@@ -212,6 +215,10 @@ impl CircuitBreaker {
                 retry_in: until - Instant::now(),
                 evidence: inner.evidence,
             },
+            State::Open { .. } if !heard => Admission::Refused {
+                retry_in: Duration::ZERO,
+                evidence: inner.evidence,
+            },
             State::Open { .. } => {
                 inner.state = State::HalfOpen;
                 allow(Some(CircuitState::HalfOpen))
@@ -221,7 +228,7 @@ impl CircuitBreaker {
                 evidence: inner.evidence,
             },
         };
-        if matches!(admission, Admission::Allowed(..)) {
+        if matches!(admission, Admission::Allowed(Some(_), _)) {
             inner.in_flight += 1;
         }
         admission
@@ -329,8 +336,8 @@ mod tests {
     }
 
     fn allowed(breaker: &CircuitBreaker) -> Option<Permit<'_>> {
-        match breaker.admit() {
-            Admission::Allowed(permit, _) => Some(permit),
+        match breaker.admit(true) {
+            Admission::Allowed(permit, _) => Some(permit.expect("a heard call's permit")),
             Admission::Refused { .. } => None,
         }
     }
@@ -371,7 +378,7 @@ mod tests {
             Some(CircuitState::Open),
             "the fifth in a row opens it, although A answered earlier in the window"
         );
-        match breaker.admit() {
+        match breaker.admit(true) {
             Admission::Refused { evidence, .. } => {
                 assert_eq!(evidence, Evidence::InARow(5));
                 assert_eq!(evidence.to_string(), "5 calls in a row failed");
@@ -397,7 +404,7 @@ mod tests {
             CircuitState::Open,
             "probe failed: open again"
         );
-        match breaker.admit() {
+        match breaker.admit(true) {
             Admission::Refused { evidence, .. } => assert_eq!(evidence, Evidence::ProbeFailed),
             Admission::Allowed(..) => panic!("open"),
         }
@@ -422,6 +429,43 @@ mod tests {
         assert_eq!(breaker.state(), CircuitState::HalfOpen);
         next.record(true);
         assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_may_not_probe_waits_for_one_that_may() {
+        let breaker = breaker(1);
+        allowed(&breaker).expect("closed").record(false);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            matches!(breaker.admit(false), Admission::Refused { .. }),
+            "a caller's slow call does not become the probe"
+        );
+        assert_eq!(breaker.state(), CircuitState::Open);
+        let probe = allowed(&breaker).expect("the next call of B's own pace probes");
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        probe.record(true);
+        assert!(
+            matches!(breaker.admit(false), Admission::Allowed(None, None)),
+            "closed: every call goes, unheard ones without a permit"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unheard_calls_weigh_nothing() {
+        let breaker = breaker(5);
+        // Many unheard calls in flight do not make a quiet client look busy: its run of
+        // failures still opens the breaker.
+        let unheard: Vec<_> = (0..50).map(|_| breaker.admit(false)).collect();
+        for _ in 0..5 {
+            allowed(&breaker).expect("closed").record(false);
+        }
+        assert_eq!(breaker.state(), CircuitState::Open);
+        drop(unheard);
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Open,
+            "their end changes nothing"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -480,7 +524,7 @@ mod tests {
             assert!(failed <= 100, "never opened");
         }
         assert_eq!(failed, 100, "opens when failures reach half the window");
-        match breaker.admit() {
+        match breaker.admit(true) {
             Admission::Refused { evidence, .. } => {
                 assert_eq!(
                     evidence,

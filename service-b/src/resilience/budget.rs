@@ -11,12 +11,7 @@ use super::{CallsAnd, WINDOW_SLOTS, totals};
 /// sliding `window`, retries may not exceed `ratio` × calls + `min_per_sec` × window. The
 /// floor lets a quiet client (one curl at a time) still retry; the ratio stops a busy one
 /// from doubling its load on a provider that is already failing.
-///
-/// tower's `retry::budget::TpsBudget` is the same design, and was tried in its place: it
-/// rounds the ratio to 1/n (`--retry-budget-ratio 0.3` would allow 33%, 0.15 allow 16.7%),
-/// takes whole retries per second, and keeps what its first time slot holds for up to one
-/// slot longer than the window (the test below that slides the window by exactly 10 s fails
-/// with it). The flags say exact figures, so this small version stays.
+/// Why not tower's `TpsBudget`: docs/failure-modes.md, "A retry budget".
 #[derive(Debug)]
 pub struct RetryBudget {
     ratio: f64,

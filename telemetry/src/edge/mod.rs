@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`server`] | accepts connections, serves HTTP/1.1 with the head, idle and connection limits, drains on shutdown |
 //! | [`connection`] | one connection: its timers, and what its end says about the client |
+//! | [`deadline`] | the caller's deadline (`x-request-timeout-ms`), read and bounded |
 //! | [`rejections`] | connections refused for what the client did: counted, and logged without flooding |
 //! | [`limits`] | the protections around every route: shutdown cut-off, body read, in-flight limit |
 //! | [`http`] | JSON bodies in and out, and a JSON error for every bad input |
@@ -17,6 +18,7 @@
 
 pub mod cli;
 pub mod connection;
+pub mod deadline;
 pub mod health;
 pub mod http;
 pub mod limits;
@@ -28,6 +30,7 @@ pub mod server;
 pub mod window;
 
 pub use cli::{non_negative, parse_listen, parse_share, whole};
+pub use deadline::{CallerDeadline, MAX_CALLER_DEADLINE};
 pub use health::{probe, probe_exit_code};
 pub use http::{
     BODY_LIMIT, BodyError, ErrorBody, Json, JsonBody, error, innermost, retry_after, whole_number,

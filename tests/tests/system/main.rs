@@ -4,6 +4,7 @@
 //! docker-compose, kubectl, Python validators) are the `tools` target.
 
 mod bad_input;
+mod breaker;
 mod cli;
 mod deploy;
 mod docs;
