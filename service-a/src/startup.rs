@@ -56,6 +56,8 @@ impl Application {
         // What a lab's "A is down" pulls (see `telemetry::faults::unplug`).
         let plug = telemetry::faults::Plug::default();
         let bound = telemetry::service::Bound::bind(
+            // A opens no connections of its own per request.
+            (&config.edge, 0),
             config.serve.listen,
             config.fault_listen,
             crate::faults::switch(plug.clone()),
@@ -115,8 +117,6 @@ impl Application {
         let app = router(self.state, self.metrics, description);
         let serving = telemetry::edge::Serving {
             edge: &self.config.edge,
-            // A opens no connections of its own per request.
-            outbound: 0,
             // B numbers its attempts; A shows the number on its span and log line.
             attempt_header: telemetry::observe::AttemptHeader::Trusted,
         };

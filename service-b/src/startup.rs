@@ -43,6 +43,8 @@ impl Application {
         )?;
         let timeouts = provider.clone();
         let bound = telemetry::service::Bound::bind(
+            // Each request in flight may hold one connection to A.
+            (&config.edge, 1),
             config.serve.listen,
             config.fault_listen,
             crate::faults::switch(move |timeout| timeouts.override_timeout(timeout)),
@@ -90,8 +92,6 @@ impl Application {
         let app = router(self.state, self.metrics, description);
         let serving = telemetry::edge::Serving {
             edge: &self.config.edge,
-            // Each request in flight may hold one connection to A.
-            outbound: self.config.edge.max_in_flight,
             // B is an edge anyone may call: a caller cannot write its own attempt number.
             attempt_header: telemetry::observe::AttemptHeader::Ignored,
         };

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::edge::{BindError, Serving};
+use crate::edge::{BindError, ConnectionLimits, EdgeArgs, LimitsError, Serving};
 use crate::faults::{Fault, FaultSwitch, Lab, ListenError, Plug};
 
 /// Why a service could not bind.
@@ -21,6 +21,9 @@ pub enum BoundError {
     /// The fault endpoint cannot listen where `--fault-listen` says.
     #[error(transparent)]
     Faults(#[from] ListenError),
+    /// The open-files limit is too low to serve.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
 }
 
 /// A service bound to its address, with its lab (fault endpoint and start-up fault, when
@@ -28,6 +31,7 @@ pub enum BoundError {
 #[derive(Debug)]
 pub struct Bound<F> {
     listener: TcpListener,
+    limits: ConnectionLimits,
     lab: Lab<F>,
     /// Pulled by a fault that takes the service down; the listener is wrapped in it only
     /// when a lab may ask.
@@ -35,20 +39,26 @@ pub struct Bound<F> {
 }
 
 impl<F: Fault> Bound<F> {
-    /// Binds `listen` (port 0 picks a free port), starts the lab with `switch` (the fault
-    /// endpoint on `fault_listen`, and `startup` switched on), and keeps `plug` for a fault
-    /// that takes the service down.
+    /// Fits `edge`'s connection limits to the process's open-files limit, where each request
+    /// in flight may hold `outbound_per_request` connections of its own (refused, naming the
+    /// limit, when too low to serve: see [`ConnectionLimits::for_this_process`]); binds
+    /// `listen` (port 0 picks a free port); starts the lab with `switch` (the fault endpoint
+    /// on `fault_listen`, and `startup` switched on); and keeps `plug` for a fault that takes
+    /// the service down.
     pub async fn bind(
+        (edge, outbound_per_request): (&EdgeArgs, u32),
         listen: SocketAddr,
         fault_listen: Option<SocketAddr>,
         switch: FaultSwitch<F>,
         startup: Option<F>,
         plug: Option<Plug>,
     ) -> Result<Self, BoundError> {
+        let limits = ConnectionLimits::for_this_process(edge, outbound_per_request)?;
         let listener = crate::edge::bind(listen).await?;
         let lab = Lab::start(fault_listen, switch, startup).await?;
         Ok(Self {
             listener,
+            limits,
             lab,
             plug,
         })
@@ -74,8 +84,11 @@ impl<F: Fault> Bound<F> {
     ) -> io::Result<()> {
         self.lab.serve();
         match self.plug.filter(|_| self.lab.asked()) {
-            Some(plug) => crate::edge::serve(plug.wrap(self.listener), routes, stop, serving).await,
-            None => crate::edge::serve(self.listener, routes, stop, serving).await,
+            Some(plug) => {
+                let listener = plug.wrap(self.listener);
+                crate::edge::serve(listener, routes, stop, serving, &self.limits).await
+            }
+            None => crate::edge::serve(self.listener, routes, stop, serving, &self.limits).await,
         }
     }
 }

@@ -56,6 +56,15 @@ pub(crate) struct Conn {
     requests: AtomicU64,
     /// When it last had nothing to do, in milliseconds since [`epoch`].
     idle_since: AtomicU64,
+    /// Whether a request's head or body is arriving on it now.
+    receiving: AtomicBool,
+    /// When the request now arriving sent its first byte, in milliseconds since [`epoch`].
+    receiving_since: AtomicU64,
+    /// Bytes read since then.
+    received: AtomicU64,
+    /// Told that it was closed to make room while its request's body was arriving: the
+    /// body's reader answers 503 (see [`BodyArriving`]).
+    evicted: Notify,
     /// Which of its timers fired, if one did ([`Phase`] as u8).
     timed_out: AtomicU8,
     /// Whether a request head on it filled hyper's read buffer without ending, which hyper
@@ -68,9 +77,72 @@ pub(crate) struct Conn {
     close: Notify,
 }
 
+/// How long a connection is spared after it began to wait or to send, before it can be
+/// judged by its rate: a client gets this long to send its request once connected.
+const EVICTION_GRACE_MS: u64 = 250;
+
+impl Conn {
+    /// Where the connection stands in line to be closed when a newcomer needs its place,
+    /// lowest first, or `None` when it may not be: it is handling a request (whose body
+    /// has arrived). Idle connections go first, the longest idle first; then connections
+    /// whose request is arriving, the slowest (bytes per second so far) first. So the
+    /// clients that take a place and give little for it (a slow loris, a body at a byte a
+    /// second, a keep-alive nobody uses) make room for everyone else. A connection that
+    /// began to wait or to send less than [`EVICTION_GRACE_MS`] ago is judged last, the
+    /// oldest first, so a burst of newcomers cannot push out the client that just arrived
+    /// before it could say anything, nor lock everyone out by being new.
+    fn eviction_rank(&self, now: u64) -> Option<(bool, u64, std::cmp::Reverse<u64>)> {
+        let receiving = self.receiving.load(Relaxed);
+        if !receiving && self.busy.load(Relaxed) > 0 {
+            return None;
+        }
+        let since = if receiving {
+            self.receiving_since.load(Relaxed)
+        } else {
+            self.idle_since.load(Relaxed)
+        };
+        let age = now.saturating_sub(since);
+        if age < EVICTION_GRACE_MS {
+            return Some((true, 0, std::cmp::Reverse(age)));
+        }
+        let bytes_per_sec = if receiving {
+            self.received.load(Relaxed).saturating_mul(1000) / age
+        } else {
+            0
+        };
+        Some((false, bytes_per_sec, std::cmp::Reverse(age)))
+    }
+
+    /// A request's head started arriving, with its first `bytes`.
+    fn started_receiving(&self, bytes: usize) {
+        self.received.store(bytes as u64, Relaxed);
+        self.receiving_since.store(now_ms(), Relaxed);
+        self.receiving.store(true, Relaxed);
+    }
+}
+
+/// Put on a request whose body is still arriving when its head has: the protections read
+/// the body and say when it has arrived (see [`crate::edge::limits`]), and hear from it if
+/// the connection was closed meanwhile to make room for another client.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyArriving(Arc<Conn>);
+
+impl BodyArriving {
+    /// The body has arrived (or will not): the request is no longer arriving.
+    pub(crate) fn arrived(&self) {
+        self.0.receiving.store(false, Relaxed);
+    }
+
+    /// Resolves when the connection is closed to make room before the body has arrived.
+    pub(crate) async fn evicted(&self) {
+        self.0.evicted.notified().await;
+    }
+}
+
 impl Shared {
-    /// Takes a new connection: evicts the longest-idle one when at the cap, or refuses the
-    /// newcomer when every open connection is busy.
+    /// Takes a new connection. At the cap, the connection [`Conn::eviction_rank`] puts
+    /// first is closed to make room; when none may be (every one is handling a request),
+    /// the newcomer is refused.
     pub(crate) fn admit<I: Io>(self: &Arc<Self>, stream: I, peer: SocketAddr) {
         let id = self.next_id.fetch_add(1, Relaxed);
         let conn = Arc::new(Conn::default());
@@ -78,14 +150,22 @@ impl Shared {
         {
             let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
             if conns.len() >= self.max_connections {
+                let now = now_ms();
                 let victim = conns
                     .iter()
-                    .filter(|(_, c)| c.busy.load(Relaxed) == 0)
-                    .min_by_key(|(_, c)| c.idle_since.load(Relaxed))
-                    .map(|(id, _)| *id);
+                    .filter_map(|(id, c)| c.eviction_rank(now).map(|rank| (rank, *id)))
+                    .min()
+                    .map(|(_, id)| id);
                 match victim.and_then(|id| conns.remove(&id)) {
                     Some(victim) => {
-                        victim.close.notify_one();
+                        if victim.busy.load(Relaxed) > 0 {
+                            // Its body is arriving: the body's reader answers 503 and the
+                            // connection closes after it. (Had the body arrived just now,
+                            // nobody hears, and the request ends as usual.)
+                            victim.evicted.notify_waiters();
+                        } else {
+                            victim.close.notify_one();
+                        }
                         self.events.record(ConnEvent::Evicted, Some(peer));
                     }
                     None => {
@@ -224,6 +304,13 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnService {
             shared: self.shared.clone(),
         };
         request.extensions_mut().insert(self.peer.clone());
+        if http_body::Body::is_end_stream(request.body()) {
+            self.conn.receiving.store(false, Relaxed);
+        } else {
+            request
+                .extensions_mut()
+                .insert(BodyArriving(self.conn.clone()));
+        }
         let response = self
             .shared
             .router
@@ -246,6 +333,7 @@ struct Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         self.shared.in_flight.fetch_sub(1, Relaxed);
+        self.conn.receiving.store(false, Relaxed);
         if self.conn.busy.fetch_sub(1, Relaxed) == 1 {
             self.conn.idle_since.store(now_ms(), Relaxed);
         }
@@ -330,6 +418,9 @@ impl<I: Io> AsyncRead for ClockedIo<I> {
                 if started_a_head {
                     this.head = Some((Instant::now(), this.conn.requests.load(Relaxed)));
                     this.head_bytes = 0;
+                    this.conn.started_receiving(read);
+                } else if read > 0 && this.conn.receiving.load(Relaxed) {
+                    this.conn.received.fetch_add(read as u64, Relaxed);
                 }
                 let in_head = this
                     .head

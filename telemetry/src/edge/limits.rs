@@ -7,7 +7,9 @@
 //!    `--body-timeout-ms` (408) and [`BODY_LIMIT`] (413);
 //! 3. **load shed**: only then does the request take one of `--max-in-flight` places, or
 //!    get 503 with `Retry-After` (`load_shed`). A client trickling its body in holds a
-//!    connection, never a place other clients need. Probes and scrapes are never shed.
+//!    connection, never a place other clients need. `/health` is never shed; `/metrics`
+//!    takes one of `--max-scrapes` places of its own instead, so probes and scrapes answer
+//!    under overload, and scrapes can never crowd out requests.
 //!
 //! Each answers with the JSON error every other error has; each runs inside the request's
 //! span, so what it did shows on the request's log line, span and metrics.
@@ -26,14 +28,42 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tower::{Layer, Service};
 
+use crate::edge::connection::BodyArriving;
 use crate::edge::http::{BODY_LIMIT, error};
 
-/// Routes never shed by the in-flight limit: probes and scrapes must answer under overload,
-/// or an orchestrator restarts a busy service and monitoring goes blind when it matters.
-pub const NEVER_SHED: [&str; 3] = ["/health", "/metrics", "/openapi.json"];
+/// The route never shed: a liveness probe must answer under overload, or an orchestrator
+/// restarts a busy service.
+pub const NEVER_SHED: &str = "/health";
 
-/// Requests shed because `--max-in-flight` were already being handled.
+/// The route with places of its own (`--max-scrapes`) instead of the in-flight limit's:
+/// monitoring must see a service under overload, and a flood of scrapes must not be what
+/// overloads it.
+pub const SCRAPES: &str = "/metrics";
+
+/// Requests shed because every place of their kind was taken, by `limit`: `in_flight`
+/// (`--max-in-flight`) or `scrapes` (`--max-scrapes`).
 pub const REQUESTS_SHED: &str = "http_requests_shed_total";
+
+/// The limit that shed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shed {
+    /// `--max-in-flight`.
+    InFlight,
+    /// `--max-scrapes`.
+    Scrapes,
+}
+
+impl Shed {
+    const ALL: [Self; 2] = [Self::InFlight, Self::Scrapes];
+
+    /// The `limit` label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::InFlight => "in_flight",
+            Self::Scrapes => "scrapes",
+        }
+    }
+}
 
 /// What the protections enforce.
 #[derive(Debug, Clone)]
@@ -42,23 +72,36 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Places for requests being worked on.
     pub in_flight: Arc<Semaphore>,
+    /// Places for scrapes of `/metrics`.
+    pub scrapes: Arc<Semaphore>,
     /// Turns true when the shutdown grace has run out.
     pub cut_off: watch::Receiver<bool>,
 }
 
 /// The protections as a tower layer, for the server to put around its routes.
 #[derive(Debug, Clone)]
-pub struct Protections(Arc<Limits>);
+pub struct Protections(Arc<Guarded>);
+
+/// The limits, and the counters of what they shed (by [`Shed`]).
+#[derive(Debug)]
+struct Guarded {
+    limits: Limits,
+    shed: [metrics::Counter; Shed::ALL.len()],
+}
 
 impl Protections {
     /// The layer enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         metrics::describe_counter!(
             REQUESTS_SHED,
-            "Requests answered 503 at once because --max-in-flight requests were being handled"
+            "Requests answered 503 at once because every place of their kind was taken, by limit (--max-in-flight, --max-scrapes)"
         );
-        metrics::counter!(REQUESTS_SHED).absolute(0);
-        Self(Arc::new(limits))
+        let shed = Shed::ALL.map(|limit| {
+            let counter = metrics::counter!(REQUESTS_SHED, "limit" => limit.label());
+            counter.absolute(0);
+            counter
+        });
+        Self(Arc::new(Guarded { limits, shed }))
     }
 }
 
@@ -77,7 +120,7 @@ impl<S> Layer<S> for Protections {
 #[derive(Debug, Clone)]
 pub struct Protected<S> {
     inner: S,
-    limits: Arc<Limits>,
+    limits: Arc<Guarded>,
 }
 
 impl<S> Service<Request> for Protected<S>
@@ -102,18 +145,20 @@ where
     }
 }
 
-async fn protect<S>(limits: Arc<Limits>, request: Request, mut inner: S) -> Response
+async fn protect<S>(guarded: Arc<Guarded>, request: Request, mut inner: S) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
+    let limits = &guarded.limits;
     let mut cut_off = limits.cut_off.clone();
     let protected = async {
         let request = match read_body(request, limits.body_timeout).await {
             Ok(request) => request,
             Err(refused) => return refused,
         };
-        let Ok(_place) = take_place(&request, &limits.in_flight) else {
-            return shed();
+        let _place = match take_place(&request, limits) {
+            Ok(place) => place,
+            Err(limit) => return shed(limit, &guarded.shed),
         };
         let Ok(response) = inner.call(request).await;
         response
@@ -135,9 +180,11 @@ where
 }
 
 /// The request with its body read whole: 408 when it does not arrive within `timeout`,
-/// 413 when it is larger than [`BODY_LIMIT`].
+/// 413 when it is larger than [`BODY_LIMIT`], 503 when the connection was closed to make
+/// room for another client before it arrived (see [`crate::edge::connection`]).
 async fn read_body(request: Request, timeout: Duration) -> Result<Request, Response> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let arriving = parts.extensions.remove::<BodyArriving>();
     if http_body::Body::is_end_stream(&body) {
         return Ok(Request::from_parts(parts, body));
     }
@@ -145,10 +192,17 @@ async fn read_body(request: Request, timeout: Duration) -> Result<Request, Respo
     // for it. One still on its way is read within `timeout`.
     let mut read = std::pin::pin!(Limited::new(body, BODY_LIMIT).collect());
     let at_once = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
-    let result = match at_once {
-        Poll::Ready(read) => Ok(read),
-        Poll::Pending => tokio::time::timeout(timeout, read).await,
+    let result = match (at_once, &arriving) {
+        (Poll::Ready(read), _) => Ok(read),
+        (Poll::Pending, None) => tokio::time::timeout(timeout, read).await,
+        (Poll::Pending, Some(arriving)) => tokio::select! {
+            result = tokio::time::timeout(timeout, read) => result,
+            () = arriving.evicted() => return Err(evicted()),
+        },
     };
+    if let Some(arriving) = &arriving {
+        arriving.arrived();
+    }
     match result {
         Ok(Ok(whole)) => Ok(Request::from_parts(parts, Body::from(whole.to_bytes()))),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(error(
@@ -169,31 +223,50 @@ async fn read_body(request: Request, timeout: Duration) -> Result<Request, Respo
     }
 }
 
-/// One of the in-flight places (none needed for probes and scrapes), or `Err` when all
-/// are taken.
-fn take_place(
-    request: &Request,
-    in_flight: &Arc<Semaphore>,
-) -> Result<Option<OwnedSemaphorePermit>, TryAcquireError> {
-    let exempt = request
-        .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|route| NEVER_SHED.contains(&route.as_str()));
-    if exempt {
-        return Ok(None);
-    }
-    in_flight.clone().try_acquire_owned().map(Some)
-}
-
-/// The answer to a request shed because every in-flight place is taken: logged, counted,
-/// 503 with `Retry-After`.
-fn shed() -> Response {
-    crate::event!(WARN, "load_shed");
-    metrics::counter!(REQUESTS_SHED).increment(1);
+/// The answer to a request whose connection was closed to make room for another client
+/// while its body was still arriving, too slowly: 503 with `Retry-After`, and the
+/// connection closes after it.
+fn evicted() -> Response {
     let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
-        "too many requests in flight: try again later",
+        "server at its connection limit and the request body arrived too slowly: try again later",
     );
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The request's place: one of the scrape places for `/metrics`, none for `/health`, one of
+/// the in-flight places for everything else; `Err` when every place of its kind is taken.
+fn take_place(request: &Request, limits: &Limits) -> Result<Option<OwnedSemaphorePermit>, Shed> {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let (places, limit) = match route {
+        Some(NEVER_SHED) => return Ok(None),
+        Some(SCRAPES) => (&limits.scrapes, Shed::Scrapes),
+        _ => (&limits.in_flight, Shed::InFlight),
+    };
+    match places.clone().try_acquire_owned() {
+        Ok(place) => Ok(Some(place)),
+        Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => Err(limit),
+    }
+}
+
+/// The answer to a request shed because every place of its kind is taken: logged, counted,
+/// 503 with `Retry-After`.
+fn shed(limit: Shed, counters: &[metrics::Counter; Shed::ALL.len()]) -> Response {
+    crate::event!(WARN, "load_shed", limit = limit.label());
+    if let Some(index) = Shed::ALL.iter().position(|l| *l == limit) {
+        counters[index].increment(1);
+    }
+    let message = match limit {
+        Shed::InFlight => "too many requests in flight: try again later",
+        Shed::Scrapes => "too many scrapes of /metrics at once: try again later",
+    };
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

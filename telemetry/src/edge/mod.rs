@@ -38,5 +38,7 @@ pub use http::{
 pub use openapi::openapi_description;
 pub use routes::*;
 pub use secret::Password;
-pub use server::{BindError, EdgeArgs, ListenArgs, Serving, bind, serve, signal};
+pub use server::{
+    BindError, ConnectionLimits, EdgeArgs, LimitsError, ListenArgs, Serving, bind, serve, signal,
+};
 pub use window::{SlidingWindow, SlotClock};

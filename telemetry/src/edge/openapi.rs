@@ -64,7 +64,11 @@ pub fn openapi_description(doc: utoipa::openapi::OpenApi) -> Value {
         return doc;
     };
     for (path, item) in paths.iter_mut() {
-        let probe = crate::edge::limits::NEVER_SHED.contains(&path.as_str());
+        let shed = match path.as_str() {
+            crate::edge::limits::NEVER_SHED => None,
+            crate::edge::limits::SCRAPES => Some(SCRAPES_SHED),
+            _ => Some(SHED),
+        };
         let Some(item) = item.as_object_mut() else {
             continue;
         };
@@ -85,8 +89,8 @@ pub fn openapi_description(doc: utoipa::openapi::OpenApi) -> Value {
                 );
                 add_error(responses, "413", &too_large);
             }
-            if !probe {
-                add_error(responses, "503", SHED);
+            if let Some(shed) = shed {
+                add_error(responses, "503", shed);
                 responses["503"]["headers"]["Retry-After"] =
                     json!({"$ref": "#/components/headers/Retry-After"});
             }
@@ -127,6 +131,9 @@ const BODY_ERRORS: [(&str, &str); 4] = [
 
 /// What a 503 from the shared layers means.
 const SHED: &str = "Too many requests in flight (`--max-in-flight`; `Retry-After` says when to try again), or the server is shutting down and cut the request off.";
+
+/// The 503 `/metrics` can give, which has places of its own.
+const SCRAPES_SHED: &str = "Too many scrapes at once (`--max-scrapes`; `Retry-After` says when to try again), or the server is shutting down and cut the request off.";
 
 /// Adds `status` with an `ErrorBody` to `responses`, or extends the description of a
 /// response the service already documents for that status.

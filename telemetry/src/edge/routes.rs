@@ -1,6 +1,8 @@
 //! The routes every service serves besides its own: `GET /health` (liveness),
 //! `GET /metrics` (JSON for curl, Prometheus text or OpenMetrics for a scrape) and
-//! `GET /openapi.json` (the service's API description). The server never sheds them.
+//! `GET /openapi.json` (the service's API description). The server never sheds
+//! `/health`; `/metrics` has places of its own (`--max-scrapes`; see
+//! [`crate::edge::limits`]).
 //!
 //! Which format a `/metrics` request gets: `?format=json|prometheus|openmetrics` wins;
 //! otherwise an `Accept` header naming `application/openmetrics-text` (what Prometheus
@@ -212,25 +214,36 @@ where
                 return error(StatusCode::BAD_REQUEST, "malformed query string");
             };
             let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-            let mut response = match Format::negotiate(query.format.as_deref(), accept) {
-                Ok(Format::Json) => Json(json_view(metrics.tally())).into_response(),
-                Ok(Format::Prometheus) => (
+            let format = Format::negotiate(query.format.as_deref(), accept);
+            // Rendering is a burst of work with nothing to wait for: it runs off the
+            // runtime's workers, so a scrape never holds up a request, and the scrapes at
+            // once are what `--max-scrapes` bounds.
+            let metrics = metrics.clone();
+            let rendered = tokio::task::spawn_blocking(move || match format {
+                Ok(Format::Json) => Ok(Json(json_view(metrics.tally())).into_response()),
+                Ok(Format::Prometheus) => Ok((
                     [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
                     metrics.render_prometheus(),
                 )
-                    .into_response(),
-                Ok(Format::OpenMetrics) => (
+                    .into_response()),
+                Ok(Format::OpenMetrics) => Ok((
                     [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
                     metrics.render_openmetrics(),
                 )
-                    .into_response(),
-                Err(Refusal::UnknownFormat(other)) => error(
+                    .into_response()),
+                Err(refusal) => Err(refusal),
+            })
+            .await;
+            let mut response = match rendered {
+                Ok(Ok(response)) => response,
+                Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "rendering failed"),
+                Ok(Err(Refusal::UnknownFormat(other))) => error(
                     StatusCode::BAD_REQUEST,
                     format!(
                         "unknown format {other:?}: use format=json, format=prometheus or format=openmetrics"
                     ),
                 ),
-                Err(Refusal::NotAcceptable) => error(
+                Ok(Err(Refusal::NotAcceptable)) => error(
                     StatusCode::NOT_ACCEPTABLE,
                     "Accept allows none of application/json, application/openmetrics-text and text/plain",
                 ),

@@ -112,20 +112,24 @@ pub(crate) fn serve(listener: TcpListener, router: axum::Router) {
 
 /// Refuses what a web page could send to the endpoint: a browser on this machine can reach
 /// loopback, and through DNS rebinding a page of any site can, but it sends its own host
-/// name in `Host`, and an `Origin` on any cross-site or scripted request. Allowed: `Host` of
-/// `localhost`, `127.0.0.1` or `[::1]` with this endpoint's port, and no `Origin`; anything
-/// else gets 403.
+/// name in `Host`, and an `Origin` on any cross-site or scripted request. Allowed: exactly
+/// one `Host`, of `localhost`, `127.0.0.1` or `[::1]` with this endpoint's port, a target in
+/// origin form (`/faults`, not `http://elsewhere/faults`), and no `Origin`; anything else
+/// gets 403.
 async fn only_local(
     State(port): State<u16>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let headers = request.headers();
-    let host_is_local = headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|host| is_local_host(host, port));
-    if !host_is_local || headers.contains_key(http::header::ORIGIN) {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    let host_is_local = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.to_str().is_ok_and(|host| is_local_host(host, port)),
+        _ => false,
+    };
+    // An absolute-form target names its own host, which HTTP/1.1 says wins over `Host`.
+    let origin_form = request.uri().authority().is_none() && request.uri().scheme().is_none();
+    if !host_is_local || !origin_form || headers.contains_key(http::header::ORIGIN) {
         return crate::edge::http::error(
             StatusCode::FORBIDDEN,
             "the fault endpoint answers only local tools: Host must be localhost, 127.0.0.1 or [::1] with its port, and no Origin",

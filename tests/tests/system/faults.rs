@@ -570,6 +570,20 @@ async fn faults_switch_on_and_off_at_run_time_on_loopback_only() {
             .expect("sent");
         assert_eq!(refused.status(), 403, "{header}: {value}");
     }
+    // The same, in what a client can write by hand: a second Host after a local one, and a
+    // target in absolute form naming another host.
+    let body = r#"{"scenario":"a-slow","extra_latency_ms":300}"#;
+    for head in [
+        format!("PUT /faults HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example.com\r\n"),
+        format!("PUT http://evil.example.com/faults HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"),
+    ] {
+        let request = format!(
+            "{head}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = raw_exchange(&format!("127.0.0.1:{port}"), &request);
+        assert!(answer.starts_with("HTTP/1.1 403"), "{head:?}: {answer}");
+    }
     let still = client().get(&faults).send().await.expect("asked");
     let still: serde_json::Value = still.json().await.expect("json");
     assert_eq!(
@@ -614,4 +628,17 @@ async fn faults_switch_on_and_off_at_run_time_on_loopback_only() {
     assert!(!output.status.success());
     let said = String::from_utf8_lossy(&output.stdout);
     assert!(said.contains("loopback"), "{said}");
+}
+
+/// Writes `request` as it is on a new connection to `addr` and reads the whole answer.
+fn raw_exchange(addr: &str, request: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(system_tests::TIMEOUT))
+        .expect("read timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
 }

@@ -6,6 +6,7 @@
 mod bad_input;
 mod breaker;
 mod cli;
+mod crowding;
 mod deploy;
 mod docs;
 mod failures;

@@ -132,7 +132,8 @@ async fn a_fresh_service_exports_every_series_it_knows_of_at_zero() {
         r#"token_requests_total{outcome="throttled"} 0"#,
         r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 0"#,
         r#"log_lines_dropped_total{reason="queue_full"} 0"#,
-        "http_requests_shed_total 0",
+        r#"http_requests_shed_total{limit="in_flight"} 0"#,
+        r#"http_requests_shed_total{limit="scrapes"} 0"#,
     ] {
         let name = series.rsplit_once(' ').map_or(series, |(n, _)| n);
         assert!(has(&a_text, name), "A: no {series}:\n{a_text}");
