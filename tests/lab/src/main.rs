@@ -313,7 +313,13 @@ fn read_state(args: &Args) -> Result<State, String> {
     let path = state_path(args)?;
     let text = std::fs::read_to_string(&path)
         .map_err(|_| format!("no lab is running (nothing in {})", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{} is not a lab this version of lab started ({e}): remove it, and restart the \
+             services to clear any fault it left",
+            path.display()
+        )
+    })
 }
 
 fn write_state(args: &Args, state: &State) -> Result<(), String> {

@@ -371,6 +371,47 @@ fn a_replayed_code_is_flagged_and_never_solved() {
     }
 }
 
+/// A mystery picked at random has a code of its own, which grades the answers and names
+/// the lab at `lab stop`, and which no record carries: no key has it.
+#[test]
+fn a_random_mystery_keeps_its_code_out_of_the_record() {
+    let pair = Pair::start(&[]);
+    let dir = state_dir("random");
+    let started = pair.lab(&dir, &["start", "--mystery", "--student", "ada"]);
+    assert!(started.status.success(), "{}", said(&started));
+    let state = std::fs::read_to_string(dir.join(lab::paths::STATE_FILE)).expect("state");
+    let state: serde_json::Value = serde_json::from_str(&state).expect("JSON");
+    assert_eq!(state["class"], false, "{state}");
+    let code = lab::key::Code::parse(state["code"].as_str().expect("a code")).expect("parses");
+    let wrong = lab::SCENARIOS
+        .iter()
+        .find(|s| s.name != code.lab().name)
+        .expect("another lab");
+    assert_eq!(
+        pair.lab(&dir, &["check", wrong.name]).status.code(),
+        Some(1)
+    );
+    let right = pair.lab(&dir, &["check", code.lab().name]);
+    assert!(said(&right).starts_with("right: "), "{}", said(&right));
+    let stopped = pair.lab(&dir, &["stop"]);
+    let revealed = format!("The lab was: {}", code.lab().name);
+    assert!(said(&stopped).contains(&revealed), "{}", said(&stopped));
+
+    let results = dir.join(lab::paths::RESULTS_FILE);
+    let file = lab::results::read(&std::fs::read_to_string(&results).expect("read"), "r");
+    assert!(
+        file.records
+            .iter()
+            .all(|(_, r)| r.code.is_none() && r.lab == SEALED)
+    );
+    let (_, csv, _) = report(std::slice::from_ref(&results), &["--csv"]);
+    let row = csv.lines().nth(1).expect("a row");
+    assert!(
+        row.starts_with(&format!("ada,,{},yes,2,", code.lab().name)),
+        "{csv}"
+    );
+}
+
 /// `lab check … | head -3`: the reader goes away, and lab neither panics nor says so; the
 /// answer is still graded (exit status) and recorded.
 #[test]
