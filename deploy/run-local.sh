@@ -11,11 +11,22 @@
 #
 # Settings come from the services' own flags' environment variables, e.g.
 #   PROVIDER_TIMEOUT_MS=500 ./deploy/run-local.sh
-# Set A_ADDR / B_ADDR to move them off 127.0.0.1:8080 / 127.0.0.1:8081, and BIN_DIR to run
-# binaries already built there instead of building the release ones (the tests do).
+# Set BIN_DIR to run binaries already built there instead of building the release ones
+# (BIN_DIR=./target/release after a first build; the tests do).
 #
 # Both services also get their fault endpoint, on loopback only, for the labs (`lab list`):
-# A on 127.0.0.1:9180, B on 127.0.0.1:9181 (A_FAULT_LISTEN_ADDR / B_FAULT_LISTEN_ADDR).
+# A on 127.0.0.1:9180, B on 127.0.0.1:9181. While it runs, it writes where everything
+# listens in services.env in lab's state directory ($LAB_STATE_DIR, else
+# $XDG_STATE_HOME/first-distributed-system, else ~/.local/state/first-distributed-system),
+# so `lab` finds the services wherever they are; the banner prints the same as
+# `export LAB_...` lines.
+#
+# PORT_BASE moves every port at once (on a machine others use too): PORT_BASE=23000 puts A
+# on 23000, B on 23001, Prometheus on 23002, Alertmanager on 23003, the span collector on
+# 23004, A's fault endpoint on 23005 and B's on 23006; from 23010 on, ports are kept for
+# more replicas of A. One address at a time: A_ADDR, B_ADDR, A_FAULT_LISTEN_ADDR,
+# B_FAULT_LISTEN_ADDR, PROMETHEUS_ADDR, ALERTMANAGER_ADDR, OTLP_ADDR (these win over
+# PORT_BASE).
 #
 # With --observe it also starts, on loopback and with no Docker, what the labs read:
 #   - a Prometheus on PROMETHEUS_ADDR (127.0.0.1:9090) with deploy/prometheus/prometheus-local.yml
@@ -39,15 +50,23 @@ for arg in "$@"; do
     esac
 done
 
-A_ADDR=${A_ADDR:-127.0.0.1:8080}
-B_ADDR=${B_ADDR:-127.0.0.1:8081}
-export A_FAULT_LISTEN_ADDR=${A_FAULT_LISTEN_ADDR:-127.0.0.1:9180}
-export B_FAULT_LISTEN_ADDR=${B_FAULT_LISTEN_ADDR:-127.0.0.1:9181}
-PROMETHEUS_ADDR=${PROMETHEUS_ADDR:-127.0.0.1:9090}
-ALERTMANAGER_ADDR=${ALERTMANAGER_ADDR:-127.0.0.1:9093}
-OTLP_ADDR=${OTLP_ADDR:-127.0.0.1:4318}
-
 say() { echo "run-local: $*" >&2; }
+
+# Every port: its default, or PORT_BASE plus its place in this list. More replicas of A
+# (each a port and a fault endpoint) are to take PORT_BASE+10 and up.
+port_base=${PORT_BASE:-}
+if [[ -n $port_base ]] && ! [[ $port_base =~ ^[0-9]+$ && $port_base -ge 1024 && $port_base -le 65500 ]]; then
+    say "PORT_BASE=$port_base: give a port from 1024 to 65500 (the services take it and the ports after it)"
+    exit 2
+fi
+port() { if [[ -n $port_base ]]; then echo $((port_base + $1)); else echo "$2"; fi; }
+A_ADDR=${A_ADDR:-127.0.0.1:$(port 0 8080)}
+B_ADDR=${B_ADDR:-127.0.0.1:$(port 1 8081)}
+PROMETHEUS_ADDR=${PROMETHEUS_ADDR:-127.0.0.1:$(port 2 9090)}
+ALERTMANAGER_ADDR=${ALERTMANAGER_ADDR:-127.0.0.1:$(port 3 9093)}
+OTLP_ADDR=${OTLP_ADDR:-127.0.0.1:$(port 4 4318)}
+export A_FAULT_LISTEN_ADDR=${A_FAULT_LISTEN_ADDR:-127.0.0.1:$(port 5 9180)}
+export B_FAULT_LISTEN_ADDR=${B_FAULT_LISTEN_ADDR:-127.0.0.1:$(port 6 9181)}
 
 # What --observe starts: each tool only when it is installed, the span collector only when
 # the spans are not already going elsewhere.
@@ -73,7 +92,7 @@ if [[ -n $observe ]]; then
 fi
 
 # Refuse an address something already answers on, naming the process when ss can see it.
-addrs=("$A_ADDR" "$B_ADDR")
+addrs=("$A_ADDR" "$B_ADDR" "$A_FAULT_LISTEN_ADDR" "$B_FAULT_LISTEN_ADDR")
 [[ -n $prometheus_bin ]] && addrs+=("$PROMETHEUS_ADDR")
 [[ -n $prometheus_bin && -n $alertmanager_bin ]] && addrs+=("$ALERTMANAGER_ADDR")
 [[ -n $collect ]] && addrs+=("$OTLP_ADDR")
@@ -85,7 +104,7 @@ for addr in "${addrs[@]}"; do
     else
         say "$addr is already served (by a process ss cannot show this user): stop it first,"
     fi
-    say "or set A_ADDR / B_ADDR (PROMETHEUS_ADDR, ALERTMANAGER_ADDR, OTLP_ADDR) to other addresses (e.g. A_ADDR=127.0.0.1:18080 B_ADDR=127.0.0.1:18081 $0)"
+    say "or move every port at once (e.g. PORT_BASE=23000 $0: A on 23000, B on 23001, the rest after; see --help)"
     exit 1
 done
 
@@ -99,12 +118,16 @@ fi
 
 # Environment variables meant for one service only must not leak into the other.
 unset LISTEN_ADDR
-a_pid='' b_pid='' observers='' run_dir=''
+a_pid='' b_pid='' observers='' run_dir='' services_env=''
 stop_all() {
     local pid
     for pid in $a_pid $b_pid $observers; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     [[ -n $run_dir ]] && rm -rf "$run_dir"
+    # Ours only: a later run-local may have written its own since.
+    if [[ -n $services_env ]] && grep -q "(pid $$)" "$services_env" 2>/dev/null; then
+        rm -f "$services_env"
+    fi
     return 0
 }
 # Ctrl-C and SIGTERM are how this script is meant to end: stop our two (and what --observe
@@ -178,6 +201,33 @@ done
 # Listening, and still ours: the sockets are the processes' started above.
 alive "$a_pid" && alive "$b_pid" || { say "a service exited during start-up"; exit 1; }
 
+# Where `lab` finds the services: services.env in lab's state directory (the same rule as
+# lab's own), while this runs. The banner shows the same as export lines.
+lab_env="LAB_B_URL=http://$B_ADDR
+LAB_A_FAULTS=http://$A_FAULT_LISTEN_ADDR/faults
+LAB_B_FAULTS=http://$B_FAULT_LISTEN_ADDR/faults
+LAB_PROMETHEUS=http://$PROMETHEUS_ADDR"
+if [[ -n ${LAB_STATE_DIR:-} ]]; then
+    lab_dir=$LAB_STATE_DIR
+elif [[ ${XDG_STATE_HOME:-} == /* ]]; then
+    lab_dir=$XDG_STATE_HOME/first-distributed-system
+elif [[ ${HOME:-} == /* ]]; then
+    lab_dir=$HOME/.local/state/first-distributed-system
+else
+    lab_dir=''
+fi
+lab_finds="lab needs their addresses (no state directory for services.env: set HOME):"
+if [[ -n $lab_dir ]] && (umask 077 && mkdir -p "$lab_dir") 2>/dev/null; then
+    services_env=$lab_dir/services.env
+    if (umask 077 && printf '# Written by ./deploy/run-local.sh (pid %s) for lab: where the services it started listen. Removed when it stops.\n%s\n' "$$" "$lab_env" >"$services_env.partial" && mv "$services_env.partial" "$services_env"); then
+        lab_finds="lab reads their addresses from $services_env while this runs, the same as:"
+    else
+        services_env=''
+    fi
+fi
+exports=$(sed 's/^/    export /' <<<"$lab_env")
+rerun="BIN_DIR=$bin ${port_base:+PORT_BASE=$port_base }./deploy/run-local.sh${observe:+ --observe}"
+
 # The command that starts A again as this script did: the same address, its fault endpoint
 # (the labs need it) and, when spans are collected, the same exporter settings.
 restart_a="$bin/service-a --listen $A_ADDR --fault-listen $A_FAULT_LISTEN_ADDR"
@@ -206,6 +256,9 @@ cat >&2 <<MSG
   start A again by hand:      $restart_a
                               (this script does not own it: stop it yourself afterwards)
   labs (break them on purpose, find out what is wrong):  $bin/lab list
+  $lab_finds
+$exports
+  start it again without building:  $rerun
   Ctrl-C stops $stops.
 
 MSG

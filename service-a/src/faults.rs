@@ -6,12 +6,15 @@
 //!
 //! The endpoint (`GET`, `PUT`, `DELETE /faults`) exists only with the flag, listens only on
 //! a loopback address, and is not part of A's API: it is how a teacher's or a test's tools
-//! break A, never how a caller does.
+//! break A, never how a caller does. Clearing a fault there (`DELETE /faults`, what `lab
+//! stop` sends) also clears the login throttle: a lab leaves no user throttled behind it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::throttle::LoginThrottle;
 
 /// What the flags set, for the whole life of the process.
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,9 +88,15 @@ pub fn parse_fault(text: &str) -> Result<StartupFault, String> {
 /// The switch of A's run-time faults.
 pub type Switch = telemetry::faults::FaultSwitch<Injected>;
 
-/// A new switch; a fault that says A is down pulls `plug`.
-pub fn switch(plug: telemetry::faults::Plug) -> Switch {
-    Switch::new(move |fault: Option<&Injected>| plug.set_unplugged(fault.is_some_and(|f| f.down)))
+/// A new switch: a fault that says A is down pulls `plug`, and clearing the fault clears
+/// `throttle` (the failures a lab's guessing traffic left are forgotten).
+pub fn switch(plug: telemetry::faults::Plug, throttle: Arc<LoginThrottle>) -> Switch {
+    Switch::new(move |fault: Option<&Injected>| {
+        plug.set_unplugged(fault.is_some_and(|f| f.down));
+        if fault.is_none() {
+            throttle.clear();
+        }
+    })
 }
 
 /// One token request's share of the faults: how long to wait on top of `delay_ms`, and
@@ -155,8 +164,24 @@ mod tests {
     }
 
     fn teaching(flags: Faults) -> (Teaching, Arc<Switch>) {
-        let switch = Arc::new(switch(telemetry::faults::Plug::default()));
+        let throttle = Arc::new(LoginThrottle::new(10, Duration::from_secs(60)));
+        let switch = Arc::new(switch(telemetry::faults::Plug::default(), throttle));
         (Teaching::new(flags, switch.clone()), switch)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clearing_a_fault_clears_the_login_throttle() {
+        let throttle = Arc::new(LoginThrottle::new(1, Duration::from_secs(60)));
+        let switch = switch(telemetry::faults::Plug::default(), throttle.clone());
+        throttle.begin("divya").expect("the first guess").failed();
+        assert!(throttle.begin("divya").is_err(), "throttled");
+        switch.set(Some(fault("a-slow"))).expect("valid");
+        assert!(
+            throttle.begin("divya").is_err(),
+            "switching a fault on clears nothing"
+        );
+        switch.set(None).expect("off");
+        drop(throttle.begin("divya").expect("cleared with the fault"));
     }
 
     #[test]

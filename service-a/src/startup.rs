@@ -55,22 +55,23 @@ impl Application {
         }
         // What a lab's "A is down" pulls (see `telemetry::faults::unplug`).
         let plug = telemetry::faults::Plug::default();
+        let throttle = Arc::new(LoginThrottle::new(
+            config.max_login_failures,
+            Duration::from_millis(config.login_failure_window_ms),
+        ));
         let bound = telemetry::service::Bound::bind(
             // A opens no connections of its own per request.
             (&config.edge, 0),
             config.serve.listen,
             config.fault_listen,
-            crate::faults::switch(plug.clone()),
+            crate::faults::switch(plug.clone(), throttle.clone()),
             config.fault.clone().and_then(|StartupFault(fault)| fault),
             Some(plug),
         )
         .await?;
         let state = AppState {
             users: Arc::new(users),
-            throttle: Arc::new(LoginThrottle::new(
-                config.max_login_failures,
-                Duration::from_millis(config.login_failure_window_ms),
-            )),
+            throttle,
             max_delay_ms: config.max_delay_ms,
             token_metrics: Arc::new(crate::metrics::TokenMetrics::register()),
             faults: Arc::new(Teaching::new(

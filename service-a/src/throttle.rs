@@ -193,6 +193,16 @@ impl LoginThrottle {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<StoredCell>> {
         self.rows.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Forgets every failure counted: nobody is throttled any more. A lab's end does this
+    /// (clearing a fault at A's fault endpoint: see `crate::faults::switch`), so that one
+    /// lab's guesses do not lock the next lab's users out. The counters are allocated
+    /// afresh, zeroed, as at start-up.
+    pub fn clear(&self) {
+        let mut rows = self.lock();
+        let len = rows.len();
+        *rows = vec![[0; 4 + SLOTS + 1]; len];
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,102 @@
-//! What the lab tests of both targets share: a state directory per test, the text a `lab`
-//! command said, and the log line each lab leaves. The labs that need a real Prometheus run
-//! in the `tools` target; the class's sealed mysteries and the README's stories in `system`.
+//! What the lab tests of both targets share: a state directory per test, a pair of services
+//! with fault endpoints and `lab` run against them, a class secret and the seeds it hides,
+//! the text a `lab` command said, and the log line each lab leaves. The labs that need a
+//! real Prometheus run in the `tools` target; the class's sealed mysteries, its record and
+//! the README's stories in `system`.
 
-use std::path::PathBuf;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use lab::key::Code;
 use serde_json::Value;
+
+use crate::{Kind, Service, binary, vacant_addr};
+
+/// The tests' class secret.
+pub const SECRET: &str = "the tests' class secret";
+
+/// The first seed whose mystery is `name`, under [`SECRET`].
+pub fn seed_for(name: &str) -> u64 {
+    (0..10_000)
+        .find(|seed| Code::new(SECRET, *seed).lab().name == name)
+        .unwrap_or_else(|| panic!("no seed hides {name}"))
+}
+
+/// The code of the first seed whose mystery is `name`, as `lab key` prints it.
+pub fn code_for(name: &str) -> String {
+    Code::new(SECRET, seed_for(name)).to_string()
+}
+
+/// A and B with fault endpoints (each service started with `env`).
+#[derive(Debug)]
+pub struct Pair {
+    /// Service A.
+    pub a: Service,
+    /// Service B, calling A.
+    pub b: Service,
+    /// A's fault endpoint's URL.
+    pub a_faults: String,
+    /// B's fault endpoint's URL.
+    pub b_faults: String,
+}
+
+impl Pair {
+    /// A and B on free ports, each with its fault endpoint.
+    pub fn start(env: &[(&str, &str)]) -> Self {
+        let (a_fault_addr, b_fault_addr) = (vacant_addr().to_string(), vacant_addr().to_string());
+        let a = Service::start(
+            Kind::A,
+            "127.0.0.1:0",
+            &["--fault-listen", &a_fault_addr],
+            env,
+        );
+        let provider = a.url();
+        let b = Service::start(
+            Kind::B,
+            "127.0.0.1:0",
+            &["--provider-url", &provider, "--fault-listen", &b_fault_addr],
+            env,
+        );
+        Self {
+            a,
+            b,
+            a_faults: format!("http://{a_fault_addr}/faults"),
+            b_faults: format!("http://{b_fault_addr}/faults"),
+        }
+    }
+
+    /// `lab <args>` against this pair, with its files in `dir`, the class secret and the
+    /// student's name not in the environment, and Prometheus nowhere (a wrong answer must
+    /// not need one).
+    pub fn lab(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(binary(Kind::Lab))
+            .args(args)
+            .args(["--b", &self.b.url(), "--a-faults", &self.a_faults])
+            .args(["--b-faults", &self.b_faults])
+            .args(["--prometheus", &format!("http://{}", vacant_addr())])
+            .arg("--state-dir")
+            .arg(dir)
+            .env_remove("LAB_CLASS_SECRET")
+            .env_remove("LAB_STUDENT")
+            .env_remove("LAB_RESULTS")
+            .output()
+            .expect("run lab")
+    }
+}
+
+/// `lab <args>` with no service and no `LAB_*` setting from the environment, its files in
+/// `dir`.
+pub fn lab_alone(dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(binary(Kind::Lab));
+    command.args(args).arg("--state-dir").arg(dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("LAB_") {
+            command.env_remove(name);
+        }
+    }
+    command.output().expect("run lab")
+}
 
 /// How long a lab's symptom may take to show.
 pub const SYMPTOM_WITHIN: Duration = Duration::from_secs(90);

@@ -69,6 +69,19 @@ impl Code {
         Self { seed, mac }
     }
 
+    /// A code of its own for a random mystery (`lab start --mystery` without a code or a
+    /// seed): from a random seed and a random secret nobody keeps, so no key lists it.
+    pub fn random() -> Self {
+        let secret = format!("{:032x}", fastrand::u128(..));
+        Self::new(&secret, fastrand::u64(..1_000_000))
+    }
+
+    /// Whether this code is the one the class secret `secret` makes for its seed: `lab
+    /// report` checks each record's code so.
+    pub fn is_of(&self, secret: &str) -> bool {
+        *self == Self::new(secret, self.seed)
+    }
+
     /// The lab this code starts.
     pub fn lab(&self) -> &'static Scenario {
         let n = u32::from_be_bytes(self.mac) as usize;
@@ -184,6 +197,15 @@ mod tests {
             assert_eq!(parsed, code);
             assert_eq!(parsed.lab().name, code.lab().name);
         }
+    }
+
+    #[test]
+    fn a_code_is_of_the_secret_that_made_it_only() {
+        let code = Code::new("a class secret", 42);
+        assert!(code.is_of("a class secret"));
+        assert!(!code.is_of("another class secret"));
+        let random = Code::random();
+        assert!(Code::parse(&random.to_string()).is_ok_and(|c| c == random));
     }
 
     #[test]

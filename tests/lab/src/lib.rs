@@ -6,14 +6,18 @@
 //! them.
 //!
 //! The rest of the crate is what a class needs around them: [`key`] (which lab a mystery
-//! seed hides, known only with the class secret), [`results`] (what `lab check` records and
-//! `lab report` tabulates), [`spans`] (a loopback span collector and `lab trace`'s
-//! waterfall), [`paths`] (per-user files) and [`out`] (output that survives a closed pipe).
+//! seed hides, known only with the class secret), [`results`] (the chained record of every
+//! start, check and stop, and `lab report`'s table), [`alerts`] (what an earlier lab left
+//! firing), [`services`] (where the services are), [`spans`] (a loopback span collector and
+//! `lab trace`'s waterfall), [`paths`] (per-user files) and [`out`] (output that survives a
+//! closed pipe).
 
+pub mod alerts;
 pub mod key;
 pub mod out;
 pub mod paths;
 pub mod results;
+pub mod services;
 pub mod spans;
 
 use serde_json::{Value, json};
@@ -25,6 +29,10 @@ pub struct Evidence {
     pub panel: &'static str,
     /// The query, over the last minute.
     pub promql: &'static str,
+    /// For a quantile, the same latency as an average (`_sum` over `_count`): exact, where
+    /// `histogram_quantile` can only place a value inside its bucket (requests of 300 ms
+    /// read as a p99 near 0.5 s, the bucket's upper bound).
+    pub average: Option<&'static str>,
 }
 
 /// An alert a lab fires (pending at once, firing after its `for:`), and its runbook.
@@ -83,10 +91,16 @@ pub const SCENARIOS: [Scenario; 7] = [
             Evidence {
                 panel: "A: p99 latency of POST /token",
                 promql: r#"histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a", http_route="/token"}[1m])))"#,
+                average: Some(
+                    r#"sum(rate(http_server_request_duration_seconds_sum{job="service-a", http_route="/token"}[1m])) / sum(rate(http_server_request_duration_seconds_count{job="service-a", http_route="/token"}[1m]))"#,
+                ),
             },
             Evidence {
                 panel: "Latency p50 / p95 / p99 (B's POST /protected-action, p99)",
                 promql: r#"histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-b", http_route="/protected-action"}[1m])))"#,
+                average: Some(
+                    r#"sum(rate(http_server_request_duration_seconds_sum{job="service-b", http_route="/protected-action"}[1m])) / sum(rate(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action"}[1m]))"#,
+                ),
             },
         ],
         symptom: r#"histogram_quantile(0.5, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a", http_route="/token"}[30s]))) > 0.25 and on() (sum(rate(provider_attempts_total{job="service-b", outcome="timeout"}[30s])) == 0)"#,
@@ -109,10 +123,12 @@ pub const SCENARIOS: [Scenario; 7] = [
             Evidence {
                 panel: "B's attempts to call A, by outcome",
                 promql: r#"sum by (outcome) (rate(provider_attempts_total{job="service-b"}[1m]))"#,
+                average: None,
             },
             Evidence {
                 panel: "A's abandoned requests (499)",
                 promql: r#"sum(rate(http_requests_total{job="service-a", status="499"}[1m]))"#,
+                average: None,
             },
         ],
         symptom: r#"sum(rate(provider_attempts_total{job="service-b", outcome="timeout"}[30s])) > 0 and on() (histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="service-a", http_route="/token"}[30s]))) > 0.5)"#,
@@ -137,7 +153,7 @@ pub const SCENARIOS: [Scenario; 7] = [
     },
     Scenario {
         name: "a-down",
-        title: "A is down",
+        title: "A is down: its port closes every connection unanswered (its process runs on)",
         question: "B answers 503 to everything, at once. What happened?",
         a_fault: Some(|| json!({"scenario": "a-down", "down": true})),
         b_fault: None,
@@ -147,14 +163,16 @@ pub const SCENARIOS: [Scenario; 7] = [
             Evidence {
                 panel: "Is each service up?",
                 promql: r#"up{job="service-a"}"#,
+                average: None,
             },
             Evidence {
                 panel: "B's 503 rate, by the last failure's kind",
                 promql: r#"sum by (kind) (rate(provider_failures_total{job="service-b"}[1m]))"#,
+                average: None,
             },
         ],
         symptom: r#"up{job="service-a"} == 0"#,
-        log: r#"B: "error":"connection_error" on both attempts, then "event":"circuit_opened"; A: nothing at all"#,
+        log: r#"B: "error":"connection_error" on both attempts, then "event":"circuit_opened"; A: nothing at all (its process still runs: `ps` shows it, its port answers nothing)"#,
         alerts: &[
             Alert {
                 name: "ServiceTargetDown",
@@ -185,10 +203,12 @@ pub const SCENARIOS: [Scenario; 7] = [
             Evidence {
                 panel: "Attempts per B request",
                 promql: r#"sum(rate(provider_attempts_total{job="service-b"}[1m])) / sum(rate(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action"}[1m]))"#,
+                average: None,
             },
             Evidence {
                 panel: "B's attempts to call A, by outcome",
                 promql: r#"sum by (outcome) (rate(provider_attempts_total{job="service-b"}[1m]))"#,
+                average: None,
             },
         ],
         symptom: r#"sum(rate(provider_attempts_total{job="service-b", outcome="bad_status"}[30s])) > 0 and on() (sum(rate(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action", http_response_status_code="200"}[30s])) > 0)"#,
@@ -211,10 +231,12 @@ pub const SCENARIOS: [Scenario; 7] = [
             Evidence {
                 panel: "Attempts per B request (held near 1.2 by the budget)",
                 promql: r#"sum(rate(provider_attempts_total{job="service-b"}[1m])) / sum(rate(http_server_request_duration_seconds_count{job="service-b", http_route="/protected-action"}[1m]))"#,
+                average: None,
             },
             Evidence {
                 panel: "B's 503 rate, by the last failure's kind (and why B gave up)",
                 promql: r#"sum by (reason) (rate(provider_gave_up_total{job="service-b"}[1m]))"#,
+                average: None,
             },
         ],
         symptom: r#"sum(rate(provider_gave_up_total{job="service-b", reason="retry_budget_exhausted"}[30s])) > 0"#,
@@ -255,6 +277,7 @@ pub const SCENARIOS: [Scenario; 7] = [
         evidence: &[Evidence {
             panel: "A's token requests, by outcome",
             promql: r#"sum by (outcome) (rate(token_requests_total{job="service-a"}[1m]))"#,
+            average: None,
         }],
         symptom: r#"sum(rate(token_requests_total{job="service-a", outcome="throttled"}[30s])) > 0"#,
         log: r#"A: POST /token lines with "status":429; B passes them on: its request lines with "status":429 and no provider_call_failed"#,
@@ -278,14 +301,19 @@ pub const SCENARIOS: [Scenario; 7] = [
             Evidence {
                 panel: "Attempt duration p95, by outcome (timeouts under 25 ms, not B's 1 s)",
                 promql: r#"histogram_quantile(0.95, sum by (le) (rate(provider_attempt_duration_seconds_bucket{job="service-b", outcome="timeout"}[1m])))"#,
+                average: Some(
+                    r#"sum(rate(provider_attempt_duration_seconds_sum{job="service-b", outcome="timeout"}[1m])) / sum(rate(provider_attempt_duration_seconds_count{job="service-b", outcome="timeout"}[1m]))"#,
+                ),
             },
             Evidence {
                 panel: "A's requested delay (the callers ask for 100 ms)",
                 promql: r#"histogram_quantile(0.99, sum by (le) (rate(token_delay_seconds_bucket{job="service-a"}[1m])))"#,
+                average: None,
             },
             Evidence {
                 panel: "A's abandoned requests (499): B hangs up on every one",
                 promql: r#"sum(rate(http_requests_total{job="service-a", status="499"}[1m]))"#,
+                average: None,
             },
         ],
         symptom: r#"histogram_quantile(0.95, sum by (le) (rate(provider_attempt_duration_seconds_bucket{job="service-b", outcome="timeout"}[30s]))) < 0.1"#,
@@ -351,6 +379,15 @@ mod tests {
             }
             assert!(s.question.ends_with('?'), "{}", s.name);
             assert!(!s.evidence.is_empty() && !s.alerts.is_empty(), "{}", s.name);
+            for shown in s.evidence {
+                // A quantile's average reads the same series' _sum and _count.
+                if let Some(average) = shown.average {
+                    let bucket = shown.promql.split("_bucket").next().unwrap_or_default();
+                    let series = bucket.rsplit('(').next().unwrap_or_default();
+                    assert!(average.contains(&format!("{series}_sum")), "{average}");
+                    assert!(average.contains(&format!("{series}_count")), "{average}");
+                }
+            }
         }
         assert!(scenario("a-down").is_some());
         assert!(scenario("nothing").is_none());

@@ -1,10 +1,11 @@
 //! `lab`: break the running services on purpose, find what is wrong from their signals, and
-//! check the answer; for a class, a sealed mystery, its answer key, a record of every check,
-//! and a report; and a span collector with a trace waterfall, so that no Docker is needed.
-//! See README.md, "Labs".
+//! check the answer; for a class, a sealed mystery, its answer key, a chained record of every
+//! start, check and stop, and a report that checks it; and a span collector with a trace
+//! waterfall, so that no Docker is needed. See README.md, "Labs", and docs/labs.md.
 //!
 //! It needs the services started with their fault endpoints (`--fault-listen`, loopback
-//! only): `./deploy/run-local.sh` does that. It keeps what it started in a per-user state
+//! only): `./deploy/run-local.sh` does that, and says where they are in `services.env` in
+//! the state directory (see `lab::services`). It keeps what it started in a per-user state
 //! file, so `lab stop` undoes exactly that.
 
 use std::io::Write as _;
@@ -16,11 +17,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Parser, Subcommand};
 use lab::key::{Code, check_secret, parse_seeds};
 use lab::paths::{RESULTS_FILE, SPANS_FILE, STATE_FILE};
-use lab::results::{Record, SEALED};
+use lab::results::{Event, Record, SEALED};
+use lab::services::{Services, Setting};
 use lab::{SCENARIOS, Scenario, complain, names, say, scenario};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 /// Break the services on purpose, find what is wrong, check the answer.
 #[derive(Debug, Parser)]
@@ -29,42 +30,27 @@ struct Args {
     #[command(subcommand)]
     command: Cmd,
 
-    /// Service B's URL (the traffic goes there).
-    #[arg(
-        long,
-        global = true,
-        env = "LAB_B_URL",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    b: String,
+    /// Service B's URL (the traffic goes there). Default: the one ./deploy/run-local.sh
+    /// wrote in services.env in the state directory while it runs, else
+    /// http://127.0.0.1:8081.
+    #[arg(long, global = true, env = "LAB_B_URL")]
+    b: Option<String>,
 
-    /// Service A's fault endpoint (A started with --fault-listen).
-    #[arg(
-        long,
-        global = true,
-        env = "LAB_A_FAULTS",
-        default_value = "http://127.0.0.1:9180/faults"
-    )]
-    a_faults: String,
+    /// Service A's fault endpoint (A started with --fault-listen); comma-separated, one per
+    /// replica of A. Default: services.env's, else http://127.0.0.1:9180/faults.
+    #[arg(long, global = true, env = "LAB_A_FAULTS")]
+    a_faults: Option<String>,
 
-    /// Service B's fault endpoint (B started with --fault-listen).
-    #[arg(
-        long,
-        global = true,
-        env = "LAB_B_FAULTS",
-        default_value = "http://127.0.0.1:9181/faults"
-    )]
-    b_faults: String,
+    /// Service B's fault endpoint (B started with --fault-listen). Default: services.env's,
+    /// else http://127.0.0.1:9181/faults.
+    #[arg(long, global = true, env = "LAB_B_FAULTS")]
+    b_faults: Option<String>,
 
-    /// Prometheus, for `lab check`'s evidence: the one `./deploy/run-local.sh --observe`
-    /// starts, or the compose stack's.
-    #[arg(
-        long,
-        global = true,
-        env = "LAB_PROMETHEUS",
-        default_value = "http://127.0.0.1:9090"
-    )]
-    prometheus: String,
+    /// Prometheus, for `lab check`'s evidence and the alerts `lab start` finds still active:
+    /// the one `./deploy/run-local.sh --observe` starts (services.env's), or the compose
+    /// stack's. Default: http://127.0.0.1:9090.
+    #[arg(long, global = true, env = "LAB_PROMETHEUS")]
+    prometheus: Option<String>,
 
     /// Break the compose stack in this compose file instead: its services have no fault
     /// endpoint, so the lab recreates them with the fault as a start-up flag
@@ -82,12 +68,13 @@ struct Args {
     #[arg(long, global = true, env = "LAB_STATE_DIR")]
     state_dir: Option<PathBuf>,
 
-    /// The results file `lab check` appends to (default: results.jsonl in the state
-    /// directory). A teacher collects these.
+    /// The results file of the lab `lab start` starts (default: results.jsonl in the state
+    /// directory): its start, every check and its stop go there. A teacher collects these.
+    /// `lab check` and `lab stop` write where `lab start` chose.
     #[arg(long, global = true, env = "LAB_RESULTS")]
     results: Option<PathBuf>,
 
-    /// Your name, as the results record it (default: your login name).
+    /// Your name, as the results record it, given to `lab start` (default: your login name).
     #[arg(long, global = true, env = "LAB_STUDENT")]
     student: Option<String>,
 }
@@ -96,7 +83,7 @@ struct Args {
 enum Cmd {
     /// The labs, with the question each asks.
     List,
-    /// Switch a lab's fault on and start its traffic.
+    /// Switch a lab's fault on and start its traffic; list the alerts an earlier lab left.
     Start {
         /// The lab (see `lab list`).
         #[arg(required_unless_present = "mystery")]
@@ -119,7 +106,8 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         duration: u64,
     },
-    /// Clear the fault and stop the traffic.
+    /// Stop the traffic and clear the faults (and A's login throttle); a mystery says which
+    /// lab it was. Recorded.
     Stop,
     /// Say what you think is wrong: right or wrong, and what to look at; recorded.
     Check {
@@ -135,7 +123,8 @@ enum Cmd {
         #[arg(long, env = "LAB_CLASS_SECRET", hide_env_values = true)]
         class_secret: Option<String>,
     },
-    /// For the teacher: a class's results files as one table, one row per student and lab.
+    /// For the teacher: a class's results files as one table, one row per student and lab
+    /// run, each run whose record does not hold up flagged.
     Report {
         /// The results files (each student's results.jsonl).
         #[arg(required = true)]
@@ -143,7 +132,8 @@ enum Cmd {
         /// Print CSV instead of a table.
         #[arg(long)]
         csv: bool,
-        /// The class secret: names the labs nobody found yet.
+        /// The class secret: checks every code and answer against the key, and names the
+        /// labs nobody found. A secret that fits none of the codes is refused.
         #[arg(long, env = "LAB_CLASS_SECRET", hide_env_values = true)]
         class_secret: Option<String>,
     },
@@ -165,26 +155,27 @@ enum Cmd {
     },
 }
 
-/// What `lab start` started. A mystery's name is not in it: only a digest that `lab check`
-/// compares an answer with.
+/// What `lab start` started. Of a mystery it keeps the code (the one handed out, or one
+/// made up for a random mystery): all `lab check` needs to grade an answer at once, and
+/// nothing the student was not given already (`lab::key` says what a code tells).
 #[derive(Debug, Serialize, Deserialize)]
 struct State {
     /// A named lab's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scenario: Option<String>,
-    /// Whether the lab is a mystery.
-    mystery: bool,
-    /// A mystery's digest: SHA-256 of the run id, `:` and the lab's name, hex.
+    /// A mystery's code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    digest: Option<String>,
-    /// The mystery's seed.
+    code: Option<String>,
+    /// Whether the code is a class's (handed out, or made from a seed and the secret): the
+    /// records carry it. A random mystery's code is its own, and stays here.
     #[serde(default)]
-    seed: Option<u64>,
+    class: bool,
     /// This run, random.
     run: String,
-    /// Who started it.
-    #[serde(default)]
-    student: Option<String>,
+    /// Who started it: the name every record of the run carries.
+    student: String,
+    /// Where every record of the run goes, chosen at `lab start`.
+    results: PathBuf,
     /// When, in Unix seconds.
     started_at: f64,
     /// Answers so far.
@@ -194,28 +185,56 @@ struct State {
 }
 
 impl State {
-    /// Whether `answer` names the lab that runs.
-    fn is(&self, answer: &str) -> bool {
-        match (&self.scenario, &self.digest) {
-            (Some(name), _) => name == answer,
-            (None, Some(digest)) => *digest == sealed_digest(&self.run, answer),
-            (None, None) => false,
+    /// The lab that runs.
+    fn lab(&self) -> Option<&'static Scenario> {
+        match (&self.scenario, &self.code) {
+            (Some(name), _) => scenario(name),
+            (None, Some(code)) => Code::parse(code).ok().map(|code| code.lab()),
+            (None, None) => None,
         }
     }
 
-    /// The lab that runs (a mystery's found by trying every name against the digest).
-    fn lab(&self) -> Option<&'static Scenario> {
-        SCENARIOS.iter().find(|s| self.is(s.name))
+    /// Whether `answer` names the lab that runs.
+    fn is(&self, answer: &str) -> bool {
+        self.lab().is_some_and(|lab| lab.name == answer)
     }
-}
 
-fn sealed_digest(run: &str, name: &str) -> String {
-    lab::key::hex(&Sha256::digest(format!("{run}:{name}").as_bytes()))
+    fn mystery(&self) -> bool {
+        self.code.is_some()
+    }
+
+    /// A record of this run, now (`lab::results::append` numbers and chains it).
+    fn record(&self, event: Event, answer: Option<(&str, bool)>) -> Record {
+        Record {
+            seq: 0,
+            ts: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            event,
+            student: self.student.clone(),
+            run: self.run.clone(),
+            code: self.code.clone().filter(|_| self.class),
+            lab: self.scenario.clone().unwrap_or_else(|| SEALED.to_owned()),
+            answer: answer.map(|(answer, _)| answer.to_owned()),
+            right: answer.map(|(_, right)| right),
+            attempt: self.attempts,
+            seconds: ((now() - self.started_at).max(0.0) * 10.0).round() / 10.0,
+            prev: String::new(),
+            hash: String::new(),
+        }
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    let services = Services::resolve(
+        [
+            args.b.as_deref(),
+            args.a_faults.as_deref(),
+            args.b_faults.as_deref(),
+            args.prometheus.as_deref(),
+        ],
+        state_dir(&args).ok().as_deref(),
+    );
     let result = match &args.command {
         Cmd::List => {
             list();
@@ -236,10 +255,10 @@ async fn main() -> ExitCode {
                 seed: *seed,
                 secret: class_secret.as_deref(),
             };
-            start(&args, &choice, *duration).await
+            start(&args, &services, &choice, *duration).await
         }
-        Cmd::Stop => stop(&args).await,
-        Cmd::Check { answer } => check(&args, answer).await,
+        Cmd::Stop => stop(&args, &services).await,
+        Cmd::Check { answer } => check(&args, &services, answer).await,
         Cmd::Key { seed, class_secret } => key(seed, class_secret.as_deref()),
         Cmd::Report {
             files,
@@ -281,23 +300,57 @@ fn state_path(args: &Args) -> Result<PathBuf, String> {
     Ok(state_dir(args)?.join(STATE_FILE))
 }
 
+/// The results file `lab start` is asked for, as an absolute path.
 fn results_path(args: &Args) -> Result<PathBuf, String> {
-    match &args.results {
-        Some(file) => Ok(file.clone()),
-        None => Ok(state_dir(args)?.join(RESULTS_FILE)),
-    }
+    let path = match &args.results {
+        Some(file) => file.clone(),
+        None => state_dir(args)?.join(RESULTS_FILE),
+    };
+    std::path::absolute(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn read_state(args: &Args) -> Result<State, String> {
     let path = state_path(args)?;
     let text = std::fs::read_to_string(&path)
         .map_err(|_| format!("no lab is running (nothing in {})", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{} is not a lab this version of lab started ({e}): remove it, and restart the \
+             services to clear any fault it left",
+            path.display()
+        )
+    })
 }
 
 fn write_state(args: &Args, state: &State) -> Result<(), String> {
     let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
     lab::paths::replace(&state_path(args)?, text.as_bytes())
+}
+
+/// A run's records go where `lab start` sent them, under the name it gave: a `--results` or
+/// `--student` (or its variable) given to `lab check` or `lab stop` must agree with them, or
+/// nothing is graded, stopped or recorded.
+fn same_run(args: &Args, state: &State) -> Result<(), String> {
+    if let Some(given) = &args.results {
+        let given = std::path::absolute(given).unwrap_or_else(|_| given.clone());
+        if given != state.results {
+            return Err(format!(
+                "this lab's records go to {}, chosen at lab start: --results (or LAB_RESULTS) \
+                 cannot send them to {} instead",
+                state.results.display(),
+                given.display()
+            ));
+        }
+    }
+    if let Some(name) = &args.student
+        && *name != state.student
+    {
+        return Err(format!(
+            "this lab was started by {:?}: --student (or LAB_STUDENT) cannot answer as {name:?}",
+            state.student
+        ));
+    }
+    Ok(())
 }
 
 fn now() -> f64 {
@@ -306,11 +359,10 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Who answers: `--student`, whoever started the lab, or the login name.
-fn student(args: &Args, state: &State) -> String {
+/// Who starts a lab: `--student`, or the login name.
+fn student(args: &Args) -> String {
     args.student
         .clone()
-        .or_else(|| state.student.clone())
         .or_else(|| std::env::var("USER").ok())
         .or_else(|| std::env::var("LOGNAME").ok())
         .filter(|name| !name.trim().is_empty())
@@ -325,25 +377,67 @@ fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Switches `fault` on at `endpoint` (`None`: clears it).
-async fn switch(endpoint: &str, fault: Option<Value>) -> Result<(), String> {
-    let request = match &fault {
-        Some(fault) => client().put(endpoint).json(fault),
-        None => client().delete(endpoint),
-    };
-    let reply = request.send().await.map_err(|e| {
-        format!(
-            "cannot reach the fault endpoint {endpoint} ({e}): start the services with --fault-listen \
-             (./deploy/run-local.sh does; to restart A alone, run the command it printed, which keeps \
-             the endpoint: ./target/release/service-a --fault-listen 127.0.0.1:9180)"
-        )
-    })?;
-    if !reply.status().is_success() {
-        let status = reply.status();
-        let body = reply.text().await.unwrap_or_default();
-        return Err(format!("{endpoint} answered {status}: {body}"));
+/// A service's fault endpoints: which service, and the flag and variable that set them.
+#[derive(Debug, Clone, Copy)]
+enum Faults {
+    A,
+    B,
+}
+
+impl Faults {
+    fn setting(self, services: &Services) -> &Setting {
+        match self {
+            Self::A => &services.a_faults,
+            Self::B => &services.b_faults,
+        }
+    }
+
+    fn names(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::A => ("A", "--a-faults", "LAB_A_FAULTS"),
+            Self::B => ("B", "--b-faults", "LAB_B_FAULTS"),
+        }
+    }
+}
+
+/// Switches `fault` on at each of a service's fault endpoints (`None`: clears it; at A,
+/// clearing also clears the login throttle).
+async fn switch(services: &Services, which: Faults, fault: Option<&Value>) -> Result<(), String> {
+    let setting = which.setting(services);
+    let (service, flag, variable) = which.names();
+    for endpoint in setting.list() {
+        let request = match fault {
+            Some(fault) => client().put(endpoint).json(fault),
+            None => client().delete(endpoint),
+        };
+        let reply = request.send().await.map_err(|e| {
+            format!(
+                "cannot reach {service}'s fault endpoint {endpoint}: {}. That address is {}. \
+                 {service} opens it when started with --fault-listen: ./deploy/run-local.sh starts \
+                 both services so, and writes services.env for lab (to restart A alone, run the \
+                 command its banner printed); elsewhere, point {flag} or {variable} at it.",
+                unreachable(&e),
+                setting.source(flag, variable)
+            )
+        })?;
+        if !reply.status().is_success() {
+            let status = reply.status();
+            let body = reply.text().await.unwrap_or_default();
+            return Err(format!("{endpoint} answered {status}: {body}"));
+        }
     }
     Ok(())
+}
+
+/// Why a request got no answer, in a few words.
+fn unreachable(error: &reqwest::Error) -> String {
+    if error.is_connect() {
+        "nothing answers there".to_owned()
+    } else if error.is_timeout() {
+        "no answer within 5 s".to_owned()
+    } else {
+        error.to_string()
+    }
 }
 
 /// How `lab start` was asked to choose.
@@ -356,20 +450,28 @@ struct Choice<'a> {
     secret: Option<&'a str>,
 }
 
+/// What `lab start` chose: the lab, a mystery's code, and whether that is a class's.
+#[derive(Debug)]
+struct Picked {
+    lab: &'static Scenario,
+    code: Option<Code>,
+    class: bool,
+}
+
 impl Choice<'_> {
-    /// The lab, and a mystery's seed.
-    fn pick(&self) -> Result<(&'static Scenario, Option<u64>), String> {
+    fn pick(&self) -> Result<Picked, String> {
         if !self.mystery {
             let name = self.name.unwrap_or_default();
-            let chosen =
+            let lab =
                 scenario(name).ok_or_else(|| format!("no lab called {name:?}: see `lab list`"))?;
-            return Ok((chosen, None));
+            return Ok(Picked {
+                lab,
+                code: None,
+                class: false,
+            });
         }
-        match (self.code, self.seed) {
-            (Some(code), _) => {
-                let code = Code::parse(code)?;
-                Ok((code.lab(), Some(code.seed)))
-            }
+        let (code, class) = match (self.code, self.seed) {
+            (Some(code), _) => (Code::parse(code)?, true),
             (None, Some(seed)) => {
                 let secret = self.secret.ok_or(
                     "--seed needs the class secret (--class-secret or LAB_CLASS_SECRET): \
@@ -377,14 +479,24 @@ impl Choice<'_> {
                      teacher gives out (--code)",
                 )?;
                 check_secret(secret)?;
-                Ok((Code::new(secret, seed).lab(), Some(seed)))
+                (Code::new(secret, seed), true)
             }
-            (None, None) => Ok((&SCENARIOS[fastrand::usize(..SCENARIOS.len())], None)),
-        }
+            (None, None) => (Code::random(), false),
+        };
+        Ok(Picked {
+            lab: code.lab(),
+            code: Some(code),
+            class,
+        })
     }
 }
 
-async fn start(args: &Args, choice: &Choice<'_>, duration: u64) -> Result<bool, String> {
+async fn start(
+    args: &Args,
+    services: &Services,
+    choice: &Choice<'_>,
+    duration: u64,
+) -> Result<bool, String> {
     let path = state_path(args)?;
     if path.exists() {
         return Err(format!(
@@ -395,7 +507,8 @@ async fn start(args: &Args, choice: &Choice<'_>, duration: u64) -> Result<bool, 
     if choice.mystery && args.dry_run {
         return Err("--dry-run would print the mystery's fault: run it without".into());
     }
-    let (chosen, seed) = choice.pick()?;
+    let picked = choice.pick()?;
+    let chosen = picked.lab;
     // A named lab's faults as they are. A mystery's sealed, and one for each service, so
     // that neither which service says "fault_injected" nor what it says gives it away.
     let (a, b) = if choice.mystery {
@@ -406,15 +519,38 @@ async fn start(args: &Args, choice: &Choice<'_>, duration: u64) -> Result<bool, 
     } else {
         (chosen.a_fault.map(|f| f()), chosen.b_fault.map(|f| f()))
     };
-    if let Some(compose) = &args.compose {
-        recreate(compose, a, b, args.dry_run)?;
-        if args.dry_run {
-            return Ok(true);
+    if let (true, Some(compose)) = (args.dry_run, &args.compose) {
+        recreate(compose, a, b, true)?;
+        return Ok(true);
+    }
+    let results = results_path(args)?;
+    if choice.mystery {
+        // The teacher collects a file: a device, a pipe or a directory would keep nothing.
+        if let Ok(meta) = std::fs::metadata(&results)
+            && !meta.is_file()
+        {
+            return Err(format!(
+                "{} is not a file: a mystery's record goes to a results file the teacher can collect",
+                results.display()
+            ));
         }
+    }
+
+    // What an earlier lab left firing, before this one's fault can add to it.
+    for line in leftover_alerts(&services.prometheus).await {
+        say!("{line}");
+    }
+
+    if let Some(compose) = &args.compose {
+        recreate(compose, a, b, false)?;
     } else {
-        switch(&args.a_faults, a).await?;
-        if let Err(e) = switch(&args.b_faults, b).await {
-            let _ = switch(&args.a_faults, None).await;
+        let switched = match switch(services, Faults::A, a.as_ref()).await {
+            Ok(()) => switch(services, Faults::B, b.as_ref()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = switched {
+            let _ = switch(services, Faults::A, None).await;
+            let _ = switch(services, Faults::B, None).await;
             return Err(e);
         }
     }
@@ -427,7 +563,12 @@ async fn start(args: &Args, choice: &Choice<'_>, duration: u64) -> Result<bool, 
     // The lab's own arguments go through standard input: `ps` shows the same command line
     // for every lab. Nothing of lab's environment that a student should not see goes along.
     let mut child = Command::new(&traffic)
-        .args(["--target", &args.b, "--duration", &duration.to_string()])
+        .args([
+            "--target",
+            &services.b.value,
+            "--duration",
+            &duration.to_string(),
+        ])
         .arg("--args-from-stdin")
         .env_remove("LAB_CLASS_SECRET")
         .stdin(Stdio::piped())
@@ -446,19 +587,27 @@ async fn start(args: &Args, choice: &Choice<'_>, duration: u64) -> Result<bool, 
             .write_all(lines.as_bytes())
             .map_err(|e| format!("cannot hand the traffic generator its arguments: {e}"))?;
     }
-    let run = format!("{:016x}", fastrand::u64(..));
     let state = State {
         scenario: (!choice.mystery).then(|| chosen.name.to_owned()),
-        mystery: choice.mystery,
-        digest: choice.mystery.then(|| sealed_digest(&run, chosen.name)),
-        seed,
-        run,
-        student: args.student.clone(),
+        code: picked.code.map(|code| code.to_string()),
+        class: picked.class,
+        run: format!("{:016x}", fastrand::u64(..)),
+        student: student(args),
+        results,
         started_at: now(),
         attempts: 0,
         traffic_pid: child.id(),
     };
-    write_state(args, &state)?;
+    // Started, stated and recorded, or not started at all.
+    let recorded = write_state(args, &state)
+        .and_then(|()| lab::results::append(&state.results, state.record(Event::Start, None)));
+    if let Err(e) = recorded {
+        let _ = halt(args, services, state.traffic_pid).await;
+        let _ = std::fs::remove_file(&path);
+        return Err(format!(
+            "the lab could not be recorded, so it was not started: {e}"
+        ));
+    }
     if choice.mystery {
         say!("A mystery lab is running: something is wrong. Find out what.");
         say!("Your answer: `lab check <name>`, one of: {}", names());
@@ -467,7 +616,40 @@ async fn start(args: &Args, choice: &Choice<'_>, duration: u64) -> Result<bool, 
         say!("Question: {}", chosen.question);
         say!("When you know: `lab check <name>`; `lab stop` ends it.");
     }
+    say!(
+        "Recorded in {}: this start, every answer, and the stop{}.",
+        state.results.display(),
+        if choice.mystery {
+            " (which names the lab)"
+        } else {
+            ""
+        }
+    );
     Ok(true)
+}
+
+/// The alerts pending or firing now, as lines for `lab start` (none when there are none),
+/// each with how long it may go on.
+async fn leftover_alerts(prometheus: &Setting) -> Vec<String> {
+    let url = format!("{}/api/v1/rules", prometheus.value);
+    let body = match client().get(&url).send().await {
+        Ok(reply) => reply.json::<Value>().await.map_err(|e| e.to_string()),
+        Err(e) => Err(unreachable(&e)),
+    };
+    match body {
+        Ok(body) if body["status"] == "success" => {
+            lab::alerts::describe(&lab::alerts::active(&body))
+        }
+        Ok(body) => vec![format!(
+            "(Prometheus at {} did not list its alerts: {})",
+            prometheus.value, body["error"]
+        )],
+        Err(why) => vec![format!(
+            "(no answer from Prometheus at {}: {why}; the alerts an earlier lab may have left \
+             are not listed)",
+            prometheus.value
+        )],
+    }
 }
 
 /// Recreates the compose stack's A and B with `a` and `b` as their start-up faults (`None`:
@@ -512,40 +694,82 @@ fn recreate(
     }
 }
 
-async fn stop(args: &Args) -> Result<bool, String> {
+async fn stop(args: &Args, services: &Services) -> Result<bool, String> {
     let state = read_state(args)?;
-    // Only the traffic generator this lab started: a process id can be reused once it ends.
-    let ours = std::fs::read(format!("/proc/{}/cmdline", state.traffic_pid)).map_or(
-        !Path::new("/proc/self").exists(),
-        |cmdline| {
-            cmdline
-                .split(|b| *b == 0)
-                .any(|arg| arg == b"--args-from-stdin")
-        },
-    );
-    if ours {
-        let _ = Command::new("kill")
-            .arg(state.traffic_pid.to_string())
-            .stderr(Stdio::null())
-            .status();
-    }
-    let (a, b) = match &args.compose {
-        Some(compose) => (recreate(compose, None, None, false), Ok(())),
-        None => (
-            switch(&args.a_faults, None).await,
-            switch(&args.b_faults, None).await,
-        ),
-    };
+    same_run(args, &state)?;
+    let halted = halt(args, services, state.traffic_pid).await;
+    // The stop (a mystery's reveal) is recorded before anything is revealed; if it cannot
+    // be, the state stays for another `lab stop`.
+    let record = state.record(Event::Stop, None);
+    lab::results::append(&state.results, record).map_err(|e| {
+        format!("the stop could not be recorded ({e}): run `lab stop` again once it can be")
+    })?;
     let path = state_path(args)?;
     std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if state.mystery {
+    if state.mystery() {
         match state.lab() {
             Some(lab) => say!("The lab was: {}", lab.name),
             None => say!("The lab was not one this version of lab knows."),
         }
     }
-    say!("Lab stopped: faults cleared, traffic stopped.");
-    a.and(b).map(|()| true)
+    halted?;
+    say!("Lab stopped: traffic stopped, faults cleared (and with them A's login throttle).");
+    Ok(true)
+}
+
+/// Puts the system back as it was before the lab: stops the traffic (and waits until it has
+/// exited, so none of its requests lands afterwards), then clears both services' faults,
+/// which at A also clears the login throttle (on the compose stack, recreates A and B).
+async fn halt(args: &Args, services: &Services, traffic_pid: u32) -> Result<(), String> {
+    let traffic = stop_traffic(traffic_pid);
+    let faults = match &args.compose {
+        Some(compose) => recreate(compose, None, None, false),
+        None => {
+            let a = switch(services, Faults::A, None).await;
+            let b = switch(services, Faults::B, None).await;
+            a.and(b)
+        }
+    };
+    traffic.and(faults)
+}
+
+/// How long the traffic generator may take to exit: it waits for its requests in flight,
+/// the slowest of which B ends within its deadline (2050 ms by default).
+const TRAFFIC_EXITS_WITHIN: Duration = Duration::from_secs(10);
+
+/// Stops the traffic generator `lab start` started, and waits (bounded) until it has exited.
+fn stop_traffic(pid: u32) -> Result<(), String> {
+    if traffic_runs(pid) == Some(false) {
+        return Ok(());
+    }
+    let _ = Command::new("kill")
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + TRAFFIC_EXITS_WITHIN;
+    while traffic_runs(pid) == Some(true) {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the traffic generator (pid {pid}) did not exit within {TRAFFIC_EXITS_WITHIN:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// Whether `pid` is the traffic generator `lab start` started (a process id can be reused
+/// once it ends): `None` where /proc cannot tell.
+fn traffic_runs(pid: u32) -> Option<bool> {
+    if !Path::new("/proc/self").exists() {
+        return None;
+    }
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == b"--args-from-stdin")
+    });
+    Some(ours)
 }
 
 /// What to look at next after a wrong answer to a mystery: the same for every lab.
@@ -559,33 +783,25 @@ const LOOK_NEXT: &[&str] = &[
     "One request end to end: `lab trace <trace_id>` of a request that went wrong",
 ];
 
-async fn check(args: &Args, answer: &str) -> Result<bool, String> {
+async fn check(args: &Args, services: &Services, answer: &str) -> Result<bool, String> {
     let mut state = read_state(args)?;
+    same_run(args, &state)?;
     if scenario(answer).is_none() {
         return Err(format!("no lab called {answer:?}: one of {}", names()));
     }
     let right = state.is(answer);
     state.attempts += 1;
+    // Recorded first: an answer that cannot be recorded is not graded.
+    let record = lab::results::append(
+        &state.results,
+        state.record(Event::Check, Some((answer, right))),
+    )
+    .map_err(|e| format!("the answer could not be recorded, so it is not graded: {e}"))?;
     write_state(args, &state)?;
-    let record = Record {
-        ts: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        student: student(args, &state),
-        run: state.run.clone(),
-        seed: state.seed,
-        lab: state.scenario.clone().unwrap_or_else(|| SEALED.to_owned()),
-        answer: answer.to_owned(),
-        right,
-        attempt: state.attempts,
-        seconds: ((now() - state.started_at) * 10.0).round() / 10.0,
-    };
-    let recorded = results_path(args).and_then(|path| {
-        let line = serde_json::to_string(&record).map_err(|e| e.to_string())? + "\n";
-        lab::paths::append(&path, line.as_bytes()).map(|()| path)
-    });
 
     // A named lab, or a right answer: the lab's own evidence. A wrong answer to a mystery:
     // never the lab's evidence, only what the guess would show and where to look next.
-    let shown = if right || !state.mystery {
+    let shown = if right || !state.mystery() {
         state.lab()
     } else {
         None
@@ -595,31 +811,34 @@ async fn check(args: &Args, answer: &str) -> Result<bool, String> {
         (false, Some(_)) => say!("wrong: it is not {answer}. Look again at the evidence below."),
         (_, None) => say!("wrong: it is not {answer}."),
     }
-    match &recorded {
-        Ok(path) => say!(
-            "(answer {} of this lab, {:.0} s after it started: recorded in {})",
-            record.attempt,
-            record.seconds,
-            path.display()
-        ),
-        Err(why) => complain!("lab: the answer was not recorded: {why}"),
-    }
+    say!(
+        "(answer {} of this lab, {:.0} s after it started: recorded in {})",
+        record.attempt,
+        record.seconds,
+        state.results.display()
+    );
     say!();
     match shown {
-        Some(lab) => evidence(args, lab).await,
+        Some(lab) => evidence(services, lab).await,
         None => {
             let guess = scenario(answer).unwrap_or(&SCENARIOS[0]);
             let telling = &guess.evidence[0];
             say!("Had it been {answer}, this would show it:");
             say!("Dashboard panel: {}", telling.panel);
             say!("PromQL:          {}", telling.promql);
-            say!("Its value now:   {}", value_now(args, telling.promql).await);
+            say!(
+                "Its value now:   {}",
+                value_now(services, telling.promql).await
+            );
             say!();
             say!("Look next:");
             for (n, step) in LOOK_NEXT.iter().enumerate() {
                 say!("  {}. {step}", n + 1);
             }
-            say!("An example now:  {}", example_now(&args.b, None).await);
+            say!(
+                "An example now:  {}",
+                example_now(&services.b.value, None).await
+            );
         }
     }
     Ok(right)
@@ -627,39 +846,52 @@ async fn check(args: &Args, answer: &str) -> Result<bool, String> {
 
 /// Everything that shows `lab`: its panels and their queries' values now, the log line, a
 /// fresh example request, the alerts and their runbooks.
-async fn evidence(args: &Args, lab: &Scenario) {
+async fn evidence(services: &Services, lab: &Scenario) {
     for (n, shown) in lab.evidence.iter().enumerate() {
         if n > 0 {
             say!();
         }
         say!("Dashboard panel: {}", shown.panel);
         say!("PromQL:          {}", shown.promql);
-        say!("Its value now:   {}", value_now(args, shown.promql).await);
+        say!(
+            "Its value now:   {}",
+            value_now(services, shown.promql).await
+        );
+        if let Some(average) = shown.average {
+            say!(
+                "                 (a quantile: histogram_quantile places it inside a histogram \
+                 bucket, and may read as high as the bucket's upper bound; the average below \
+                 is exact, as the log lines' latency_ms are)"
+            );
+            say!("Average:         {average}");
+            say!("Its value now:   {}", value_now(services, average).await);
+        }
     }
     say!();
     say!("Log:             {}", lab.log);
     say!(
         "An example now:  {}",
-        example_now(&args.b, lab.request.map(|f| f())).await
+        example_now(&services.b.value, lab.request.map(|f| f())).await
     );
     for alert in lab.alerts {
         let slo = alert.slo.map(|s| format!(" (slo {s})")).unwrap_or_default();
         say!(
             "Alert:           {}{slo}: {}; runbook {}",
             alert.name,
-            alert_state(args, alert).await,
+            alert_state(services, alert).await,
             alert.runbook
         );
     }
 }
 
 /// Whether `alert` is pending or firing now, as Prometheus says.
-async fn alert_state(args: &Args, alert: &lab::Alert) -> String {
+async fn alert_state(services: &Services, alert: &lab::Alert) -> String {
     let selector = match alert.slo {
         Some(slo) => format!(r#"ALERTS{{alertname="{}", slo="{slo}"}}"#, alert.name),
         None => format!(r#"ALERTS{{alertname="{}"}}"#, alert.name),
     };
-    match query_series(&args.prometheus, &selector).await {
+    let prometheus = &services.prometheus.value;
+    match query_series(prometheus, &selector).await {
         Ok(series) => {
             let states: Vec<&str> = series
                 .iter()
@@ -673,16 +905,16 @@ async fn alert_state(args: &Args, alert: &lab::Alert) -> String {
                 "not active now".into()
             }
         }
-        Err(why) => format!("(no answer from {}: {why})", args.prometheus),
+        Err(why) => format!("(no answer from {prometheus}: {why})"),
     }
 }
 
-async fn value_now(args: &Args, promql: &str) -> String {
-    match query(&args.prometheus, promql).await {
+async fn value_now(services: &Services, promql: &str) -> String {
+    let prometheus = &services.prometheus.value;
+    match query(prometheus, promql).await {
         Ok(value) => value,
         Err(why) => format!(
-            "(no answer from {}: {why}; ./deploy/run-local.sh --observe starts one)",
-            args.prometheus
+            "(no answer from {prometheus}: {why}; ./deploy/run-local.sh --observe starts one)"
         ),
     }
 }
@@ -779,16 +1011,19 @@ fn report(files: &[PathBuf], csv: bool, secret: Option<&str>) -> Result<bool, St
     if let Some(secret) = secret {
         check_secret(secret)?;
     }
-    let mut records = Vec::new();
+    let mut read = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let (mut read, warnings) = lab::results::read(&text, &file.display().to_string());
-        for warning in warnings {
-            complain!("lab report: {warning}");
+        let file = lab::results::read(&text, &file.display().to_string());
+        for broken in file.describe_breaks() {
+            complain!("lab report: {broken}");
         }
-        records.append(&mut read);
+        read.push(file);
     }
-    let rows = lab::results::rows(&records, secret);
+    if let Some(secret) = secret {
+        lab::results::secret_fits(&read, secret)?;
+    }
+    let rows = lab::results::rows(&read, secret);
     let text = if csv {
         lab::results::csv(&rows)
     } else {

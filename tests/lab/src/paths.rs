@@ -1,21 +1,25 @@
 //! Where `lab` keeps its files: per user, never one fixed path in /tmp that every user of
 //! the machine shares. `$XDG_STATE_HOME/first-distributed-system/` (by default
 //! `~/.local/state/first-distributed-system/`), created readable by its owner only:
-//! `lab.json` (the running lab), `results.jsonl` (every `lab check`), `spans.jsonl` (what
-//! `lab collect` received, for `lab trace`).
+//! `lab.json` (the running lab), `results.jsonl` (every start, check and stop), `spans.jsonl`
+//! (what `lab collect` received, for `lab trace`), and `services.env` (where the services
+//! `./deploy/run-local.sh` started listen, while it runs).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The directory's name under `$XDG_STATE_HOME`.
 pub const APP: &str = "first-distributed-system";
 
 /// The running lab.
 pub const STATE_FILE: &str = "lab.json";
-/// One line per `lab check`.
+/// One line per `lab start`, `lab check` and `lab stop`.
 pub const RESULTS_FILE: &str = "results.jsonl";
 /// One line per span received by `lab collect`.
 pub const SPANS_FILE: &str = "spans.jsonl";
+/// Where `./deploy/run-local.sh` says, while it runs, where the services it started are.
+pub const SERVICES_FILE: &str = "services.env";
 
 /// The per-user state directory: `$XDG_STATE_HOME/first-distributed-system`, or
 /// `$HOME/.local/state/first-distributed-system` (the XDG default) when that is not set.
@@ -83,6 +87,57 @@ pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .and_then(|mut file| file.write_all(bytes))
         .and_then(|()| std::fs::rename(&partial, path))
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A lock file left by a `lab` that was killed is taken over after this long.
+const STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// A lock on a file that several `lab` commands may append to: `<file>.lock`, created only if
+/// absent, removed when dropped. A file beside which no lock can be made (in a directory not
+/// ours) goes unlocked.
+#[derive(Debug)]
+pub struct Lock(Option<PathBuf>);
+
+impl Lock {
+    /// Takes the lock of `file`, waiting (up to 5 s) while another `lab` holds it.
+    pub fn take(file: &Path) -> Result<Self, String> {
+        let mut name = file.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        if let Some(dir) = path.parent() {
+            ensure_dir(dir)?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match options().write(true).create_new(true).open(&path) {
+                Ok(_) => return Ok(Self(Some(path))),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let stale = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > STALE_AFTER));
+                    if stale {
+                        let _ = std::fs::remove_file(&path);
+                    } else if Instant::now() >= deadline {
+                        return Err(format!(
+                            "{} is held by another lab command (remove it if none is running)",
+                            path.display()
+                        ));
+                    } else {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                Err(_) => return Ok(Self(None)),
+            }
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,267 +1,322 @@
-//! The record a teacher collects: every `lab check` appends one JSON line to the student's
-//! results file, and `lab report` turns a class's files into one table, one row per student
-//! and lab run: the lab, whether and after how many answers and seconds it was found.
+//! The record a teacher collects: `lab start`, every `lab check` and `lab stop` each append
+//! one JSON line (a [`Record`]) to the results file `lab start` chose. The lines are numbered
+//! (`seq`) and chained: each carries the hash of the one before (`prev`) and its own
+//! (`hash`), so a line edited, deleted, added or moved by hand breaks the chain.
 //!
-//! A record never names a mystery lab the student has not found: its `lab` is `sealed`
-//! until then (a right answer names it, as `answer`). The report fills the name in from the
-//! seed for a teacher who gives the class secret.
+//! The chain is no signature. `lab` runs on the student's machine with no key of its own,
+//! so a student who re-runs this file's code can write a whole file whose chain holds; what
+//! the report checks against the class's key (each record's code, and whether an answer
+//! marked right is right) holds all the same.
+//!
+//! A record never names a mystery lab: its `lab` is `sealed`, and it carries the code handed
+//! out, which the report checks against the key when the teacher gives the class secret.
+//! [`report`] (in this module) makes the class's table and flags every run whose record does
+//! not hold up.
+
+mod report;
+
+pub use report::{Row, csv, rows, secret_fits, table};
+
+use std::io::ErrorKind;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-
-use crate::key::Code;
+use sha2::{Digest as _, Sha256};
 
 /// What a record says of a mystery lab instead of its name.
 pub const SEALED: &str = "sealed";
 
-/// One `lab check`.
+/// The `prev` of a file's first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Event {
+    /// `lab start`.
+    Start,
+    /// `lab check`: an answer.
+    Check,
+    /// `lab stop`: for a mystery, the moment its name is revealed.
+    Stop,
+}
+
+/// One line of a results file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Record {
+    /// Its place in the file: 1, 2, 3…
+    pub seq: u64,
     /// When (RFC 3339, UTC).
     pub ts: String,
-    /// Who: `--student`, or the login name.
+    /// What happened.
+    pub event: Event,
+    /// Who: `--student` at `lab start`, or the login name.
     pub student: String,
     /// Which run of `lab start` (random per start), so two labs of one student stay apart.
     pub run: String,
-    /// The mystery's seed, when it had one.
-    pub seed: Option<u64>,
+    /// A class mystery's code, as handed out (or as `--seed` and the secret make it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// The lab's name, or [`SEALED`] for a mystery.
     pub lab: String,
-    /// The answer given.
-    pub answer: String,
-    /// Whether it was right.
-    pub right: bool,
-    /// How many answers this run has had, this one included.
+    /// A check's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// Whether a check's answer was right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub right: Option<bool>,
+    /// A check: this answer's number in its run. A stop: the answers the run had. A start: 0.
     pub attempt: u32,
     /// Seconds since `lab start`.
     pub seconds: f64,
+    /// The hash of the record before it in the file ([`GENESIS`] for the first).
+    pub prev: String,
+    /// This record's hash: SHA-256 of its JSON line with `hash` empty, in hexadecimal.
+    pub hash: String,
 }
 
-/// One row of the report: one student's one run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// The student.
-    pub student: String,
-    /// The seed, if any.
-    pub seed: Option<u64>,
-    /// The lab: its name when known (a named lab, a right answer, or the class secret), or
-    /// [`SEALED`].
-    pub lab: String,
-    /// Whether it was found.
-    pub solved: bool,
-    /// Answers up to and including the first right one (all of them when never right).
-    pub attempts: u32,
-    /// Seconds from `lab start` to the first right answer (to the last answer when never
-    /// right).
-    pub seconds: f64,
-    /// Every answer, in order.
-    pub answers: Vec<String>,
+impl Record {
+    /// The hash this record should carry.
+    pub fn digest(&self) -> String {
+        let mut bare = self.clone();
+        bare.hash.clear();
+        let line = serde_json::to_string(&bare).unwrap_or_default();
+        crate::key::hex(&Sha256::digest(line.as_bytes()))
+    }
+
+    /// Numbers and hashes this record as the one after `before` (`None`: the first).
+    pub fn link(&mut self, before: Option<&Record>) {
+        self.seq = before.map_or(1, |b| b.seq + 1);
+        self.prev = before.map_or_else(|| GENESIS.to_owned(), |b| b.hash.clone());
+        self.hash = self.digest();
+    }
+
+    /// The record as one line of a results file, newline included.
+    pub fn line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default() + "\n"
+    }
 }
 
-/// Reads the records of one results file; lines that are not a record are skipped, each
-/// named in the returned warnings.
-pub fn read(text: &str, file: &str) -> (Vec<Record>, Vec<String>) {
-    let mut records = Vec::new();
-    let mut warnings = Vec::new();
+/// Numbers and chains `records` as a whole file, from the first: what `lab` would have
+/// written. (Anyone can run it: see the module's documentation.)
+pub fn chain(records: &mut [Record]) {
+    for i in 0..records.len() {
+        let (before, rest) = records.split_at_mut(i);
+        rest[0].link(before.last());
+    }
+}
+
+/// The lines of `records`, as a file.
+pub fn text(records: &[Record]) -> String {
+    records.iter().map(Record::line).collect()
+}
+
+/// Appends `record` to the results file at `path`, numbered and chained after the file's
+/// last record, and returns it as written. A lock file beside it (`<file>.lock`) keeps two
+/// `lab` commands from numbering two records alike.
+pub fn append(path: &Path, mut record: Record) -> Result<Record, String> {
+    let _lock = crate::paths::Lock::take(path)?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let last = text
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str::<Record>(line).ok());
+    record.link(last.as_ref());
+    crate::paths::append(path, record.line().as_bytes())?;
+    Ok(record)
+}
+
+/// One results file as read: its records with their line numbers, and where its chain
+/// breaks.
+#[derive(Debug, Clone, Default)]
+pub struct File {
+    /// The file's name, as given.
+    pub name: String,
+    /// Each record and its line number (from 1).
+    pub records: Vec<(usize, Record)>,
+    /// Each place the chain breaks.
+    pub breaks: Vec<Break>,
+}
+
+/// A place where a file's chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    /// The line (from 1).
+    pub line: usize,
+    /// What is wrong there.
+    pub why: String,
+}
+
+impl File {
+    /// `<file>:<line>: why`, for each break.
+    pub fn describe_breaks(&self) -> Vec<String> {
+        self.breaks
+            .iter()
+            .map(|b| format!("{}:{}: {}", self.name, b.line, b.why))
+            .collect()
+    }
+}
+
+/// Reads one results file and follows its chain: a line that is not a record, a record
+/// whose hash is not its own (edited), or one that does not follow the record before it
+/// (records deleted, added or moved) is a break.
+pub fn read(text: &str, name: &str) -> File {
+    let mut file = File {
+        name: name.to_owned(),
+        ..File::default()
+    };
+    let mut expected = (1, GENESIS.to_owned());
     for (n, line) in text.lines().enumerate() {
+        let n = n + 1;
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Record>(line) {
-            Ok(record) => records.push(record),
-            Err(e) => warnings.push(format!("{file}:{}: skipped, not a lab record ({e})", n + 1)),
-        }
-    }
-    (records, warnings)
-}
-
-/// The report's rows, by student, then by when each run's first answer came. With the class
-/// secret, a sealed lab's seed names it.
-pub fn rows(records: &[Record], secret: Option<&str>) -> Vec<Row> {
-    let mut runs: Vec<(String, String, Vec<&Record>)> = Vec::new();
-    for record in records {
-        match runs
-            .iter_mut()
-            .find(|(student, run, _)| *student == record.student && *run == record.run)
-        {
-            Some((_, _, list)) => list.push(record),
-            None => runs.push((record.student.clone(), record.run.clone(), vec![record])),
-        }
-    }
-    let mut rows: Vec<(String, Row)> = runs
-        .into_iter()
-        .map(|(student, _, mut list)| {
-            list.sort_by(|a, b| a.attempt.cmp(&b.attempt).then(a.ts.cmp(&b.ts)));
-            let first_right = list.iter().position(|r| r.right);
-            let counted = first_right.map_or(list.len(), |i| i + 1);
-            let last = list[counted - 1];
-            let seed = list[0].seed;
-            let lab = if list[0].lab != SEALED {
-                list[0].lab.clone()
-            } else if let Some(i) = first_right {
-                list[i].answer.clone()
-            } else if let (Some(secret), Some(seed)) = (secret, seed) {
-                Code::new(secret, seed).lab().name.to_owned()
-            } else {
-                SEALED.to_owned()
-            };
-            let first_ts = list[0].ts.clone();
-            let row = Row {
-                student,
-                seed,
-                lab,
-                solved: first_right.is_some(),
-                attempts: u32::try_from(counted).unwrap_or(u32::MAX),
-                seconds: last.seconds,
-                answers: list.iter().map(|r| r.answer.clone()).collect(),
-            };
-            (first_ts, row)
-        })
-        .collect();
-    rows.sort_by(|(ts_a, a), (ts_b, b)| a.student.cmp(&b.student).then(ts_a.cmp(ts_b)));
-    rows.into_iter().map(|(_, row)| row).collect()
-}
-
-const HEADER: [&str; 7] = [
-    "student", "seed", "lab", "solved", "attempts", "seconds", "answers",
-];
-
-fn cells(row: &Row) -> [String; 7] {
-    [
-        row.student.clone(),
-        row.seed.map_or_else(String::new, |s| s.to_string()),
-        row.lab.clone(),
-        if row.solved { "yes" } else { "no" }.to_owned(),
-        row.attempts.to_string(),
-        format!("{:.0}", row.seconds),
-        row.answers.join(" "),
-    ]
-}
-
-/// The rows as CSV (RFC 4180: a header line, fields quoted when they need it).
-pub fn csv(rows: &[Row]) -> String {
-    let field = |text: &str| {
-        if text.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", text.replace('"', "\"\""))
-        } else {
-            text.to_owned()
-        }
-    };
-    let mut out = HEADER.join(",");
-    out.push('\n');
-    for row in rows {
-        let line: Vec<String> = cells(row).iter().map(|c| field(c)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
-    }
-    out
-}
-
-/// The rows as a table for the terminal, columns aligned, numbers to the right.
-pub fn table(rows: &[Row]) -> String {
-    let all: Vec<[String; 7]> = std::iter::once(HEADER.map(str::to_owned))
-        .chain(rows.iter().map(cells))
-        .collect();
-    let width = |i: usize| all.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..HEADER.len()).map(width).collect();
-    let numeric = [false, true, false, false, true, true, false];
-    let mut out = String::new();
-    for line in &all {
-        let mut text = String::new();
-        for (i, cell) in line.iter().enumerate() {
-            let pad = " ".repeat(widths[i] - cell.chars().count());
-            if i > 0 {
-                text.push_str("  ");
+        let record = match serde_json::from_str::<Record>(line) {
+            Ok(record) => record,
+            Err(e) => {
+                file.breaks.push(Break {
+                    line: n,
+                    why: format!("not a lab record ({e})"),
+                });
+                continue;
             }
-            if numeric[i] {
-                text.push_str(&pad);
-                text.push_str(cell);
-            } else {
-                text.push_str(cell);
-                text.push_str(&pad);
-            }
+        };
+        if record.hash != record.digest() {
+            file.breaks.push(Break {
+                line: n,
+                why: "edited (its hash is not its own)".to_owned(),
+            });
+        } else if (record.seq, &record.prev) != (expected.0, &expected.1) {
+            file.breaks.push(Break {
+                line: n,
+                why: format!(
+                    "record {} does not follow the one before (records deleted, added or moved)",
+                    record.seq
+                ),
+            });
         }
-        out.push_str(text.trim_end());
-        out.push('\n');
+        expected = (record.seq + 1, record.hash.clone());
+        file.records.push((n, record));
     }
-    out
+    file
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(student: &str, run: &str, attempt: u32, answer: &str, right: bool) -> Record {
-        Record {
-            ts: format!("2026-12-01T10:0{attempt}:00Z"),
+    /// A run's records as `lab` writes them: a start, the checks, a stop.
+    pub(super) fn run(
+        student: &str,
+        run: &str,
+        code: Option<&str>,
+        answers: &[(&str, bool)],
+    ) -> Vec<Record> {
+        let lab = if code.is_some() { SEALED } else { "a-slow" };
+        let base = Record {
+            seq: 0,
+            ts: "2026-12-01T10:00:00Z".into(),
+            event: Event::Start,
             student: student.into(),
             run: run.into(),
-            seed: Some(42),
-            lab: SEALED.into(),
-            answer: answer.into(),
-            right,
-            attempt,
-            seconds: f64::from(attempt) * 60.0,
+            code: code.map(str::to_owned),
+            lab: lab.into(),
+            answer: None,
+            right: None,
+            attempt: 0,
+            seconds: 0.0,
+            prev: String::new(),
+            hash: String::new(),
+        };
+        let mut records = vec![base.clone()];
+        for (i, (answer, right)) in answers.iter().enumerate() {
+            let attempt = u32::try_from(i + 1).expect("few");
+            records.push(Record {
+                ts: format!("2026-12-01T10:0{attempt}:00Z"),
+                event: Event::Check,
+                answer: Some((*answer).into()),
+                right: Some(*right),
+                attempt,
+                seconds: f64::from(attempt) * 60.0,
+                ..base.clone()
+            });
         }
+        let count = u32::try_from(answers.len()).expect("few");
+        records.push(Record {
+            ts: "2026-12-01T10:09:00Z".into(),
+            event: Event::Stop,
+            attempt: count,
+            seconds: 540.0,
+            ..base
+        });
+        records
     }
 
     #[test]
-    fn the_first_right_answer_ends_the_count() {
-        let records = vec![
-            record("bo", "r2", 1, "a-slow", false),
-            record("bo", "r2", 2, "a-flaky", true),
-            record("bo", "r2", 3, "a-flaky", true),
-            record("al", "r1", 1, "a-flaky", true),
-            record("cy", "r3", 1, "a-down", false),
-        ];
-        let rows = rows(&records, None);
-        let summary: Vec<(&str, &str, bool, u32, f64)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r.student.as_str(),
-                    r.lab.as_str(),
-                    r.solved,
-                    r.attempts,
-                    r.seconds,
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                ("al", "a-flaky", true, 1, 60.0),
-                ("bo", "a-flaky", true, 2, 120.0),
-                ("cy", SEALED, false, 1, 60.0),
-            ]
-        );
-        let secret = "a class secret";
-        let with_key = super::rows(&records, Some(secret));
-        assert_eq!(with_key[2].lab, Code::new(secret, 42).lab().name);
+    fn a_chained_file_reads_back_whole() {
+        let mut records = run("al", "r1", None, &[("a-down", false), ("a-slow", true)]);
+        chain(&mut records);
+        let file = read(&text(&records), "al.jsonl");
+        assert!(file.breaks.is_empty(), "{:?}", file.breaks);
+        assert_eq!(file.records.len(), 4);
+        assert_eq!(file.records[3].1.seq, 4);
+        assert_eq!(file.records[0].1.prev, GENESIS);
     }
 
     #[test]
-    fn csv_quotes_what_needs_it_and_the_table_aligns() {
-        let mut row = rows(&[record("Lee, Ann", "r", 1, "a-down", false)], None).remove(0);
-        row.answers.push("say \"hi\"".into());
-        assert_eq!(
-            csv(&[row.clone()]),
-            "student,seed,lab,solved,attempts,seconds,answers\n\"Lee, Ann\",42,sealed,no,1,60,\"a-down say \"\"hi\"\"\"\n"
+    fn edits_deletions_and_moves_break_the_chain_where_they_are() {
+        let mut records = run("al", "r1", None, &[("a-down", false), ("a-slow", true)]);
+        chain(&mut records);
+        let lines: Vec<String> = records.iter().map(Record::line).collect();
+        let breaks = |text: String| read(&text, "f").describe_breaks();
+
+        let edited = lines
+            .concat()
+            .replace(r#""right":false"#, r#""right":true"#);
+        assert_eq!(breaks(edited), ["f:2: edited (its hash is not its own)"]);
+        let deleted = [&lines[0], &lines[2], &lines[3]]
+            .map(String::as_str)
+            .concat();
+        let deleted = breaks(deleted);
+        assert_eq!(deleted.len(), 1);
+        assert!(
+            deleted[0].starts_with("f:2: record 3 does not follow"),
+            "{deleted:?}"
         );
-        let table = table(&[row]);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 2);
+        let moved = [&lines[0], &lines[2], &lines[1], &lines[3]]
+            .map(String::as_str)
+            .concat();
+        assert_eq!(breaks(moved).len(), 3, "every line out of place");
+        let head_cut = lines[1..].concat();
+        assert!(breaks(head_cut)[0].starts_with("f:1: record 2 does not follow"));
+        let garbage = format!("{}nonsense\n\n{}", lines[0], lines[1]);
         assert_eq!(
-            lines[0].find("seed"),
-            Some(lines[1].find("42").expect("seed") - 2)
+            breaks(garbage).len(),
+            1,
+            "one break, then the chain goes on"
         );
     }
 
     #[test]
-    fn lines_that_are_not_records_are_named() {
-        let good = serde_json::to_string(&record("al", "r1", 1, "a-slow", true)).expect("JSON");
-        let (records, warnings) = read(&format!("{good}\nnonsense\n\n"), "al.jsonl");
-        assert_eq!(records.len(), 1);
-        assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].starts_with("al.jsonl:2:"), "{warnings:?}");
+    fn append_continues_the_files_chain() {
+        let dir = std::env::temp_dir().join(format!("lab-results-{}", std::process::id()));
+        let path = dir.join("results.jsonl");
+        let records = run("al", "r1", None, &[("a-slow", true)]);
+        for record in records {
+            append(&path, record).expect("append");
+        }
+        let file = read(&std::fs::read_to_string(&path).expect("read"), "r");
+        assert!(file.breaks.is_empty(), "{:?}", file.breaks);
+        assert_eq!(file.records.len(), 3);
+        assert!(
+            !path.with_extension("jsonl.lock").exists(),
+            "the lock is let go"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,10 +1,14 @@
 //! The labs (`lab`, README "Labs") that need no external tool: a fault given at start-up
 //! acts from the first request, and the README tells each lab's story with real samples.
-//! For a class (`classroom`): a mystery lab is sealed, its key needs the class secret, and
-//! the results of a class make one report. The labs run against a real Prometheus are in
-//! the `tools` target.
+//! For a class: a mystery lab is sealed and its key needs the class secret (`classroom`);
+//! its record holds up, and the report flags what does not (`record`); `lab stop` leaves
+//! nothing behind (`reset`); one setting moves every port, and `lab` follows (`ports`).
+//! The labs run against a real Prometheus are in the `tools` target.
 
 mod classroom;
+mod ports;
+mod record;
+mod reset;
 
 use std::process::Command;
 
@@ -80,7 +84,7 @@ fn the_readme_tells_each_labs_story() {
     let script = std::fs::read_to_string(system_tests::repo_root().join("deploy/run-local.sh"))
         .expect("run-local.sh");
     assert!(
-        script.contains("A_FAULT_LISTEN_ADDR:-127.0.0.1:9180"),
+        script.contains("A_FAULT_LISTEN_ADDR:-127.0.0.1:$(port 5 9180)"),
         "the start script's default fault endpoint for A"
     );
     let restarts: Vec<&str> = readme
@@ -125,34 +129,83 @@ fn the_readme_tells_each_labs_story() {
 
     let dir = state_dir("readme-report");
     std::fs::create_dir_all(dir.join("results")).expect("dir");
-    let record = |student: &str, run: &str, attempt: u32, answer: &str, right: bool, at: f64| {
-        serde_json::to_string(&lab::results::Record {
-            ts: format!(
-                "2026-12-01T10:{:02}:{:02}Z",
-                (at as u32) / 60,
-                (at as u32) % 60
-            ),
-            student: student.into(),
-            run: run.into(),
-            seed: Some(3),
-            lab: lab::results::SEALED.into(),
-            answer: answer.into(),
-            right,
-            attempt,
-            seconds: at,
-        })
-        .expect("JSON")
-            + "\n"
+    let code = lab::key::Code::new(secret, 3).to_string();
+    // Each run: its id, when it started (seconds after 10:00), its answers (seconds after
+    // its start), and whether it was stopped (the lab revealed) at its last answer.
+    type Answers<'a> = &'a [(&'a str, bool, f64)];
+    let file = |student: &str, runs: &[(&str, f64, Answers<'_>, bool)]| {
+        let mut records = Vec::new();
+        for (run, from, answers, stopped) in runs {
+            let record = |event, at: f64, attempt| {
+                let ts = (from + at) as u32;
+                lab::results::Record {
+                    seq: 0,
+                    ts: format!("2026-12-01T10:{:02}:{:02}Z", ts / 60, ts % 60),
+                    event,
+                    student: student.into(),
+                    run: (*run).into(),
+                    code: Some(code.clone()),
+                    lab: lab::results::SEALED.into(),
+                    answer: None,
+                    right: None,
+                    attempt,
+                    seconds: at,
+                    prev: String::new(),
+                    hash: String::new(),
+                }
+            };
+            records.push(record(lab::results::Event::Start, 0.0, 0));
+            for (n, (answer, right, at)) in answers.iter().enumerate() {
+                records.push(lab::results::Record {
+                    answer: Some((*answer).into()),
+                    right: Some(*right),
+                    ..record(lab::results::Event::Check, *at, n as u32 + 1)
+                });
+            }
+            if *stopped {
+                let at = answers.last().map_or(0.0, |a| a.2);
+                records.push(record(lab::results::Event::Stop, at, answers.len() as u32));
+            }
+        }
+        lab::results::chain(&mut records);
+        lab::results::text(&records)
     };
-    let ada = record("Ada Lovelace", "r1", 1, "a-slow", false, 190.0)
-        + &record("Ada Lovelace", "r1", 2, "a-timeouts", true, 412.0);
-    let alan = record("Alan Turing", "r2", 1, "a-down", false, 120.0)
-        + &record("Alan Turing", "r2", 2, "a-flaky", false, 300.0)
-        + &record("Alan Turing", "r2", 3, "retry-storm", false, 655.0);
-    std::fs::write(dir.join("results/ada.jsonl"), ada).expect("write");
-    std::fs::write(dir.join("results/alan.jsonl"), alan).expect("write");
+    let ada = file(
+        "Ada Lovelace",
+        &[(
+            "r1",
+            0.0,
+            &[("a-slow", false, 190.0), ("a-timeouts", true, 412.0)],
+            true,
+        )],
+    );
+    let alan = file(
+        "Alan Turing",
+        &[(
+            "r2",
+            0.0,
+            &[
+                ("a-down", false, 120.0),
+                ("a-flaky", false, 300.0),
+                ("retry-storm", false, 655.0),
+            ],
+            false,
+        )],
+    );
+    // Grace stops (the lab is revealed), starts the same code again and answers right.
+    let grace = file(
+        "Grace Hopper",
+        &[
+            ("r3", 0.0, &[("a-down", false, 95.0)], true),
+            ("r4", 120.0, &[("a-timeouts", true, 40.0)], true),
+        ],
+    );
+    for (name, text) in [("ada", ada), ("alan", alan), ("grace", grace)] {
+        std::fs::write(dir.join(format!("results/{name}.jsonl")), text).expect("write");
+    }
     let report = Command::new(binary(Kind::Lab))
         .args(["report", "results/ada.jsonl", "results/alan.jsonl"])
+        .arg("results/grace.jsonl")
         .current_dir(&dir)
         .env_remove("LAB_CLASS_SECRET")
         .output()

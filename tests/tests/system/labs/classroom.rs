@@ -1,6 +1,5 @@
-//! The labs for a class: a mystery lab is sealed (nothing a student reads while diagnosing
-//! names it), its answer key needs the class secret, and a class's results files make one
-//! report.
+//! The labs for a class, sealed: nothing a student reads while diagnosing a mystery names
+//! it, and its answer key needs the class secret.
 //!
 //! The sealing test runs all seven labs as mysteries, one after the other, on one pair of
 //! services exporting spans and OTLP logs to a receiver, and for each greps every byte a
@@ -10,20 +9,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use lab::key::Code;
-use lab::results::{Record, SEALED};
+use lab::results::{Event, SEALED};
 use serde_json::Value;
-use system_tests::labs::{SYMPTOM_WITHIN, log_symptom, said, state_dir};
+use system_tests::labs::{Pair, SECRET, SYMPTOM_WITHIN, log_symptom, said, seed_for, state_dir};
 use system_tests::otlp::OtlpReceiver;
-use system_tests::{Kind, Service, binary, client, vacant_addr};
-
-const SECRET: &str = "the tests' class secret";
-
-/// The first seed whose mystery is `name`, under [`SECRET`].
-fn seed_for(name: &str) -> u64 {
-    (0..10_000)
-        .find(|seed| Code::new(SECRET, *seed).lab().name == name)
-        .unwrap_or_else(|| panic!("no seed hides {name}"))
-}
+use system_tests::{Kind, binary, client};
 
 /// What would give `lab` away: its name and title, each setting of its faults as JSON
 /// (`"slow_ms":1500`, `"slow_ms": 1500`) or as text (`slow_ms=1500`, `slow_ms: 1500`), and
@@ -104,58 +94,18 @@ impl Seen {
 }
 
 /// A and B with fault endpoints, exporting spans and logs to `otlp`.
-struct Pair {
-    a: Service,
-    b: Service,
-    a_faults: String,
-    b_faults: String,
+fn pair(otlp: &OtlpReceiver) -> Pair {
+    Pair::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url.as_str()),
+        ("OTEL_LOGS_EXPORTER", "otlp"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
+    ])
 }
 
-impl Pair {
-    fn start(otlp: &OtlpReceiver) -> Self {
-        let env = [
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url.as_str()),
-            ("OTEL_LOGS_EXPORTER", "otlp"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
-        ];
-        let (a_fault_addr, b_fault_addr) = (vacant_addr().to_string(), vacant_addr().to_string());
-        let a = Service::start(
-            Kind::A,
-            "127.0.0.1:0",
-            &["--fault-listen", &a_fault_addr],
-            &env,
-        );
-        let provider = a.url();
-        let b = Service::start(
-            Kind::B,
-            "127.0.0.1:0",
-            &["--provider-url", &provider, "--fault-listen", &b_fault_addr],
-            &env,
-        );
-        Self {
-            a,
-            b,
-            a_faults: format!("http://{a_fault_addr}/faults"),
-            b_faults: format!("http://{b_fault_addr}/faults"),
-        }
-    }
-}
-
-/// `lab <args>` against `pair`, with its files in `dir`, the class secret not in the
-/// environment, and Prometheus nowhere (a wrong answer must not need one).
+/// `lab <args>` against `pair`, with its files in `dir`.
 fn lab_cmd(pair: &Pair, dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(binary(Kind::Lab))
-        .args(args)
-        .args(["--b", &pair.b.url(), "--a-faults", &pair.a_faults])
-        .args(["--b-faults", &pair.b_faults])
-        .args(["--prometheus", &format!("http://{}", vacant_addr())])
-        .arg("--state-dir")
-        .arg(dir)
-        .env_remove("LAB_CLASS_SECRET")
-        .env_remove("LAB_STUDENT")
-        .output()
-        .expect("run lab")
+    pair.lab(dir, args)
 }
 
 /// Waits (bounded) until a line of `logs` after the first `from` matches `symptom`.
@@ -222,7 +172,7 @@ fn process(pid: u32) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mystery_lab_shows_nothing_that_names_it() {
     let otlp = OtlpReceiver::start();
-    let pair = Pair::start(&otlp);
+    let pair = pair(&otlp);
     let dir = state_dir("sealed");
     // A brute-force run throttles divya for a minute: last. A down A opens B's breaker,
     // which the next lab's traffic closes again.
@@ -322,7 +272,11 @@ async fn a_mystery_lab_shows_nothing_that_names_it() {
         // This lab's lines (earlier labs' lines hold their own wrong guesses).
         let run = format!(r#""run":{}"#, state["run"]);
         let this_run: Vec<&str> = results_text.lines().filter(|l| l.contains(&run)).collect();
-        assert_eq!(this_run.len(), 1, "{results_text}");
+        assert_eq!(
+            this_run.len(),
+            2,
+            "its start and one answer: {results_text}"
+        );
         seen.add("results file", this_run.join("\n"));
         let traffic_pid = u32::try_from(state["traffic_pid"].as_u64().expect("pid")).expect("pid");
         let (args, environ) = process(traffic_pid);
@@ -331,19 +285,56 @@ async fn a_mystery_lab_shows_nothing_that_names_it() {
         seen.add("environment of the traffic generator", environ);
         seen.assert_hides(scenario);
 
-        // The answer was recorded, sealed.
-        let (records, _) = lab::results::read(&results_text, "results");
-        let record: &Record = records.last().expect("a record");
+        // The state holds the code the student was given, and nothing made from the lab's
+        // name; the lab was started and the answer recorded, sealed, in an unbroken chain.
+        let mut fields: Vec<&str> = state
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "attempts",
+                "class",
+                "code",
+                "results",
+                "run",
+                "started_at",
+                "student",
+                "traffic_pid"
+            ],
+            "{state_text}"
+        );
+        assert_eq!(state["code"], code.as_str(), "{state_text}");
+        let file = lab::results::read(&results_text, "results");
+        assert!(file.breaks.is_empty(), "{:?}", file.breaks);
+        let [start, check] = &file.records[file.records.len() - 2..] else {
+            panic!("{results_text}")
+        };
+        assert_eq!(start.1.event, Event::Start, "{results_text}");
+        let record = &check.1;
         assert_eq!(
             (
+                record.event,
                 record.student.as_str(),
-                record.seed,
+                record.code.as_deref(),
                 record.lab.as_str(),
-                record.answer.as_str(),
+                record.answer.as_deref(),
                 record.right,
                 record.attempt
             ),
-            ("sam", Some(seed), SEALED, guess, false, 1),
+            (
+                Event::Check,
+                "sam",
+                Some(code.as_str()),
+                SEALED,
+                Some(guess),
+                Some(false),
+                1
+            ),
             "{results_text}"
         );
         assert!(record.seconds > 0.0, "{results_text}");
@@ -371,14 +362,10 @@ async fn a_mystery_lab_shows_nothing_that_names_it() {
             "{}",
             said(&stopped)
         );
-        let deadline = Instant::now() + system_tests::TIMEOUT;
-        while alive(traffic_pid) {
-            assert!(
-                Instant::now() < deadline,
-                "{name}: lab stop left its traffic running"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(
+            !alive(traffic_pid),
+            "{name}: lab stop returned before its traffic had exited"
+        );
     }
 }
 
@@ -434,165 +421,4 @@ fn the_key_needs_the_class_secret() {
         .output()
         .expect("run lab");
     assert_eq!(String::from_utf8_lossy(&from_env.stdout), ours);
-}
-
-/// One student's lab run, for records as `lab check` writes them.
-struct Run {
-    student: &'static str,
-    run: &'static str,
-    seed: Option<u64>,
-    lab: &'static str,
-}
-
-impl Run {
-    fn new(student: &'static str, run: &'static str, seed: Option<u64>, lab: &'static str) -> Self {
-        Self {
-            student,
-            run,
-            seed,
-            lab,
-        }
-    }
-
-    /// The record of answer number `attempt`, given at 10:`minute`, `seconds` after the start.
-    fn check(&self, attempt: u32, answer: &str, right: bool, minute: u32, seconds: f64) -> Record {
-        Record {
-            ts: format!("2026-12-01T10:{minute:02}:00Z"),
-            student: self.student.into(),
-            run: self.run.into(),
-            seed: self.seed,
-            lab: self.lab.into(),
-            answer: answer.into(),
-            right,
-            attempt,
-            seconds,
-        }
-    }
-}
-
-/// Three students' results files (as `lab check` writes them) make one report: one row per
-/// student and lab, solved or not, answers to the first right one, seconds, every answer;
-/// a lab nobody found stays sealed unless the teacher gives the class secret.
-#[test]
-fn three_students_make_one_report() {
-    let dir = state_dir("report");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let mystery = seed_for("a-timeouts");
-    let unsolved = seed_for("brute-force");
-    let alice = Run::new("alice", "r-a1", Some(mystery), SEALED);
-    let bob = Run::new("bob", "r-b1", Some(mystery), SEALED);
-    let carol = Run::new("carol", "r-c1", Some(unsolved), SEALED);
-    let carol_named = Run::new("carol", "r-c2", None, "a-slow");
-    let mut files = Vec::new();
-    for (student, records) in [
-        ("alice", vec![alice.check(1, "a-timeouts", true, 2, 95.4)]),
-        (
-            "bob",
-            vec![
-                bob.check(1, "a-slow", false, 1, 60.0),
-                bob.check(2, "a-flaky", false, 2, 130.0),
-                bob.check(3, "a-timeouts", true, 3, 200.2),
-                bob.check(4, "a-timeouts", true, 4, 210.0),
-            ],
-        ),
-        (
-            "carol",
-            vec![
-                carol.check(1, "a-down", false, 1, 40.0),
-                carol.check(2, "retry-storm", false, 5, 300.0),
-                carol_named.check(1, "a-slow", true, 9, 31.0),
-            ],
-        ),
-    ] {
-        let file = dir.join(format!("{student}.jsonl"));
-        let text: String = records
-            .iter()
-            .map(|r| serde_json::to_string(r).expect("JSON") + "\n")
-            .collect();
-        std::fs::write(&file, text).expect("write");
-        files.push(file);
-    }
-    let report = |extra: &[&str]| {
-        let output = Command::new(binary(Kind::Lab))
-            .arg("report")
-            .args(&files)
-            .args(extra)
-            .env_remove("LAB_CLASS_SECRET")
-            .output()
-            .expect("run lab");
-        assert!(output.status.success(), "{}", said(&output));
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-
-    let rows = |carol_lab: &str| {
-        format!(
-            "student,seed,lab,solved,attempts,seconds,answers\n\
-             alice,{mystery},a-timeouts,yes,1,95,a-timeouts\n\
-             bob,{mystery},a-timeouts,yes,3,200,a-slow a-flaky a-timeouts a-timeouts\n\
-             carol,{unsolved},{carol_lab},no,2,300,a-down retry-storm\n\
-             carol,,a-slow,yes,1,31,a-slow\n"
-        )
-    };
-    assert_eq!(report(&["--csv"]), rows(SEALED));
-    assert_eq!(
-        report(&["--csv", "--class-secret", SECRET]),
-        rows("brute-force")
-    );
-    let table = report(&[]);
-    let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), 5, "{table}");
-    assert!(lines[0].starts_with("student  seed  lab"), "{table}");
-    let bob: Vec<&str> = lines[2].split_whitespace().collect();
-    assert_eq!(
-        bob[..6],
-        ["bob", &mystery.to_string(), "a-timeouts", "yes", "3", "200"]
-    );
-    // Columns line up: every row's lab starts where the header's does.
-    let at = lines[0].find("lab").expect("lab column");
-    for line in &lines[1..] {
-        assert!(
-            line[at..].starts_with("a-") || line[at..].starts_with(SEALED),
-            "{table}"
-        );
-    }
-}
-
-/// `lab check … | head -3`: the reader goes away, and lab neither panics nor says so; the
-/// answer is still graded (exit status) and recorded.
-#[test]
-fn a_closed_pipe_ends_the_output_quietly() {
-    let dir = state_dir("pipe");
-    std::fs::create_dir_all(&dir).expect("dir");
-    // A running lab as `lab start` leaves it, without services: the check's example request
-    // and queries fail fast.
-    let state = serde_json::json!({
-        "scenario": "retry-storm", "mystery": false, "run": "r1",
-        "started_at": 0.0, "traffic_pid": 0
-    });
-    std::fs::write(dir.join(lab::paths::STATE_FILE), state.to_string()).expect("state");
-    let nowhere = format!("http://{}", vacant_addr());
-    let mut child = Command::new(binary(Kind::Lab))
-        .args([
-            "check",
-            "retry-storm",
-            "--b",
-            &nowhere,
-            "--prometheus",
-            &nowhere,
-        ])
-        .arg("--state-dir")
-        .arg(&dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run lab");
-    // The reader is gone before lab writes its first line (it is still starting up).
-    drop(child.stdout.take());
-    let output = child.wait_with_output().expect("lab exits");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(stderr.is_empty(), "{stderr}");
-    let results =
-        std::fs::read_to_string(dir.join(lab::paths::RESULTS_FILE)).expect("still recorded");
-    assert_eq!(results.lines().count(), 1, "{results}");
 }

@@ -94,15 +94,16 @@ async fn get_json(url: &str) -> Value {
         .expect("JSON")
 }
 
-fn lab_cmd(env: &[(&str, String)], state: &Path, args: &[&str]) -> Output {
-    Command::new(binary(Kind::Lab))
-        .args(args)
-        .arg("--state-dir")
-        .arg(state)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env_remove("LAB_CLASS_SECRET")
-        .output()
-        .expect("run lab")
+/// `lab <args>` with its files in `state`, and no `LAB_*` setting from the environment.
+fn lab_cmd(state: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(binary(Kind::Lab));
+    command.args(args).arg("--state-dir").arg(state);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("LAB_") {
+            command.env_remove(name);
+        }
+    }
+    command.output().expect("run lab")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,18 +240,12 @@ async fn the_whole_lab_runs_without_docker() {
         listening(a) && listening(a_faults)
     });
 
-    // Act: the teacher's key, the student's mystery from its code.
-    let env = [
-        ("LAB_B_URL", format!("http://{b}")),
-        ("LAB_A_FAULTS", format!("http://{a_faults}/faults")),
-        ("LAB_B_FAULTS", format!("http://{b_faults}/faults")),
-        ("LAB_PROMETHEUS", prometheus_url.clone()),
-    ];
+    // Act: the teacher's key, the student's mystery from its code. `lab` is given no
+    // address: it reads them from the services.env the script wrote in its state directory.
     let seed = (0..10_000)
         .find(|s| Code::new(SECRET, *s).lab().name == LAB)
         .expect("a seed");
     let key = lab_cmd(
-        &env,
         &state,
         &["key", "--seed", &seed.to_string(), "--class-secret", SECRET],
     );
@@ -259,7 +254,10 @@ async fn the_whole_lab_runs_without_docker() {
         .find(|l| l.contains(LAB))
         .and_then(|l| l.split_whitespace().last().map(str::to_owned))
         .unwrap_or_else(|| panic!("{LAB} in the key: {}", said(&key)));
-    let started = lab_cmd(&env, &state, &["start", "--mystery", "--code", &code]);
+    let started = lab_cmd(
+        &state,
+        &["start", "--mystery", "--code", &code, "--student", "sam"],
+    );
     assert!(started.status.success(), "{}", said(&started));
 
     // Assert: the symptom and the lab's alerts in the local Prometheus.
@@ -315,7 +313,7 @@ async fn the_whole_lab_runs_without_docker() {
         "attempt p95 {attempts} s, A's requested delay p99 {asked} s"
     );
 
-    let check = lab_cmd(&env, &state, &["check", LAB, "--student", "sam"]);
+    let check = lab_cmd(&state, &["check", LAB]);
     let check_text = said(&check);
     assert!(check.status.success(), "{check_text}");
     assert!(check_text.starts_with("right: "), "{check_text}");
@@ -334,7 +332,7 @@ async fn the_whole_lab_runs_without_docker() {
         .to_owned();
     assert!(check_text.contains("503"), "{check_text}");
 
-    let traced = lab_cmd(&env, &state, &["trace", &trace_id, "--wait", "30"]);
+    let traced = lab_cmd(&state, &["trace", &trace_id, "--wait", "30"]);
     let waterfall = said(&traced);
     assert!(traced.status.success(), "{waterfall}");
     let position = |needle: &str| {
@@ -362,7 +360,7 @@ async fn the_whole_lab_runs_without_docker() {
         "{waterfall}"
     );
 
-    let stopped = lab_cmd(&env, &state, &["stop"]);
+    let stopped = lab_cmd(&state, &["stop"]);
     assert!(
         said(&stopped).contains(&format!("The lab was: {LAB}")),
         "{}",
