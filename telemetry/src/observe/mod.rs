@@ -151,13 +151,13 @@ pub fn init(
 ) -> Result<Telemetry, InitError> {
     let (writer, log_guard) = log_writer::stdout_writer();
     // One resource for spans, log records and target_info: one service.instance.id.
-    let env = otel_env::check().map_err(InitError::Environment)?;
+    let (env, warnings) = otel_env::check().map_err(InitError::Environment)?;
     if let Some(methods) = &env.known_methods {
         request_metrics::set_known_methods(methods);
     }
     otel_env::set(env.clone());
     context::set_caller_trace_context(args.caller_trace_context);
-    let resource = traces::resource(service);
+    let resource = traces::resource(service, &env);
     // One name everywhere: OTEL_SERVICE_NAME (or the resource's) on every line and scope.
     let service = traces::service_name(&resource, service);
     let traces = traces::Traces::init(service, resource.clone(), args.trace_probes, &env)
@@ -191,6 +191,14 @@ pub fn init(
         );
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| InitError::AlreadyInitialised(e.to_string()))?;
+    for warning in warnings {
+        crate::event!(
+            WARN,
+            "otel_setting_ignored",
+            variable = warning.variable.as_str(),
+            reason = warning.reason.as_str()
+        );
+    }
 
     let metrics =
         metrics::Metrics::install(timeouts, &resource).map_err(InitError::AlreadyInitialised)?;

@@ -34,7 +34,7 @@ pub fn configured(env: &crate::observe::otel_env::OtelEnv) -> bool {
     ]
     .iter()
     .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()));
-    wanted && endpoint && !crate::observe::traces::sdk_disabled()
+    wanted && endpoint && !env.sdk_disabled
 }
 
 /// The log provider of this process. Shut it down to flush the last batch.
