@@ -8,7 +8,16 @@
 //! `random` (0x02), set when the trace id is random. A trace started here has a random id
 //! (the SDK's generator); a joined trace keeps the flag its caller sent. The OpenTelemetry
 //! SDK keeps only the sampled bit of what it reads, so the caller's `random` bit is kept
-//! here, in the context, next to the caller's baggage.
+//! here, in the context, next to the caller's baggage, and a sampled request's span is
+//! started under a parent that carries the right flags, so the span the SDK exports has
+//! them too (the SDK gives a span its parent's flags).
+//!
+//! What a caller sends is passed on only within bounds, so it can neither fail nor fill a
+//! call onwards: a `tracestate` as W3C Trace Context allows it (at most 32 members, keys
+//! unique and well formed, cut to 512 characters as the specification says; anything else
+//! is dropped whole, never forwarded as received), and `baggage` with this service's own
+//! entry first, then the caller's in key order up to [`MAX_FORWARDED_BAGGAGE_MEMBERS`]
+//! members and [`MAX_FORWARDED_BAGGAGE`] bytes.
 
 use std::sync::OnceLock;
 
@@ -16,7 +25,8 @@ use http::{HeaderMap, HeaderValue};
 use opentelemetry::baggage::{Baggage, BaggageExt as _};
 use opentelemetry::global;
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceId};
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::BaggagePropagator;
 use tracing::Span;
@@ -150,9 +160,10 @@ impl SpanIds {
     }
 }
 
-/// Reads the caller's trace context (`traceparent`, `baggage`) from `headers`. A request
-/// with neither header (a client outside the trace) skips the propagators: the ones
-/// installed here read nothing else.
+/// Reads the caller's trace context (`traceparent`, `tracestate`, `baggage`) from
+/// `headers`, its `tracestate` as W3C allows it to be kept ([`bounded_tracestate`]). A
+/// request with neither `traceparent` nor `baggage` (a client outside the trace) skips the
+/// propagators: the ones installed here read nothing else.
 pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
     let wanted = otel_env::current();
     let present = (wanted.trace_context && headers.contains_key(TRACEPARENT))
@@ -161,7 +172,115 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
         // What the propagators start from and would give back unchanged.
         return opentelemetry::Context::current();
     }
-    global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+    let caller = CallerHeaders {
+        headers,
+        tracestate: bounded_tracestate(headers),
+    };
+    global::get_text_map_propagator(|p| p.extract(&caller))
+}
+
+/// The caller's headers as the propagators read them: as sent, but `tracestate`, which is
+/// read as [`bounded_tracestate`] keeps it.
+struct CallerHeaders<'a> {
+    headers: &'a HeaderMap,
+    tracestate: Option<String>,
+}
+
+impl Extractor for CallerHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if key == TRACESTATE.as_str() {
+            return self.tracestate.as_deref();
+        }
+        self.headers.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.headers.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// Most list members a `tracestate` may have (W3C Trace Context, "tracestate Header Field
+/// Values": "There can be a maximum of 32 list-members in a list").
+pub const MAX_TRACESTATE_MEMBERS: usize = 32;
+
+/// The length a kept `tracestate` is cut to. W3C: "Vendors SHOULD propagate at least 512
+/// characters of a combined header"; beyond it, members longer than
+/// [`LONG_TRACESTATE_MEMBER`] go first, then members from the end.
+pub const MAX_TRACESTATE_LENGTH: usize = 512;
+
+/// A member longer than this goes first when a `tracestate` is cut (W3C: "entries larger
+/// than 128 characters long SHOULD be removed first").
+pub const LONG_TRACESTATE_MEMBER: usize = 128;
+
+/// The caller's `tracestate` (every `tracestate` header, joined, as W3C combines them) as
+/// it may be kept and passed on: `None` when there is none, or when it is not a valid
+/// list (a malformed member or key, a duplicate key, more than [`MAX_TRACESTATE_MEMBERS`]
+/// members): an invalid header is dropped whole. A valid one longer than
+/// [`MAX_TRACESTATE_LENGTH`] is cut as W3C says (see [`LONG_TRACESTATE_MEMBER`]).
+pub fn bounded_tracestate(headers: &HeaderMap) -> Option<String> {
+    let mut members: Vec<&str> = Vec::new();
+    for value in headers.get_all(TRACESTATE) {
+        let value = value.to_str().ok()?;
+        for member in value.split(',').map(|m| m.trim_matches([' ', '\t'])) {
+            // Empty members are allowed (and not members): W3C, "Empty and whitespace-only
+            // list members are allowed".
+            if member.is_empty() {
+                continue;
+            }
+            if members.len() == MAX_TRACESTATE_MEMBERS {
+                return None;
+            }
+            let (key, value) = member.split_once('=')?;
+            if !is_tracestate_key(key) || !is_tracestate_value(value) {
+                return None;
+            }
+            if members.iter().any(|m| m.split_once('=').is_some_and(|(k, _)| k == key)) {
+                return None;
+            }
+            members.push(member);
+        }
+    }
+    if members.is_empty() {
+        return None;
+    }
+    let length = |members: &[&str]| members.iter().map(|m| m.len() + 1).sum::<usize>() - 1;
+    if length(&members) > MAX_TRACESTATE_LENGTH {
+        members.retain(|m| m.len() <= LONG_TRACESTATE_MEMBER);
+        while !members.is_empty() && length(&members) > MAX_TRACESTATE_LENGTH {
+            members.pop();
+        }
+    }
+    (!members.is_empty()).then(|| members.join(","))
+}
+
+/// A W3C `tracestate` key: `simple-key`, or `tenant-id@system-id`.
+fn is_tracestate_key(key: &str) -> bool {
+    let rest = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/".contains(&b);
+    let part = |text: &str, first: fn(u8) -> bool, max: usize| {
+        let bytes = text.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= max
+            && first(bytes[0])
+            && bytes[1..].iter().all(|b| rest(*b))
+    };
+    match key.split_once('@') {
+        None => part(key, |b| b.is_ascii_lowercase(), 256),
+        Some((tenant, system)) => {
+            part(tenant, |b| b.is_ascii_lowercase() || b.is_ascii_digit(), 241)
+                && part(system, |b| b.is_ascii_lowercase(), 14)
+        }
+    }
+}
+
+/// A W3C `tracestate` value: 1 to 256 printable ASCII characters but `,` and `=`, the last
+/// not a space.
+fn is_tracestate_value(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    (1..=256).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| matches!(b, 0x20..=0x2B | 0x2D..=0x3C | 0x3E..=0x7E))
+        && bytes.last() != Some(&b' ')
 }
 
 /// The W3C `baggage` header.
@@ -202,54 +321,101 @@ pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds
     if !wanted.baggage {
         return ids;
     }
-    if context.baggage().is_empty()
-        && let Some(only_the_id) = request_id_baggage(request_id)
-    {
+    if context.baggage().is_empty() {
         // The usual case: nothing came in, so the id is all there is to send.
-        headers.insert(BAGGAGE, only_the_id);
+        if let Some(only_the_id) = request_id_baggage(request_id) {
+            headers.insert(BAGGAGE, only_the_id);
+        }
         return ids;
     }
-    let carried = context
-        .baggage()
-        .get(REQUEST_ID_BAGGAGE)
-        .is_some_and(|id| id.as_str() == request_id);
-    let context = if carried || request_id.is_empty() {
-        context
-    } else {
-        let mut baggage: Baggage = context
-            .baggage()
-            .iter()
-            .map(|(key, (value, metadata))| (key.clone(), (value.clone(), metadata.clone())))
-            .collect();
-        let _ = baggage.insert(REQUEST_ID_BAGGAGE, request_id.to_owned());
-        context.with_baggage(baggage)
-    };
-    BaggagePropagator::new().inject_context(&context, &mut HeaderInjector(headers));
-    let oversized = headers
-        .get(BAGGAGE)
-        .is_some_and(|value| value.len() > MAX_FORWARDED_BAGGAGE);
-    if oversized {
-        // The caller's entries would make the call too large for the callee to take (a
-        // value re-encoded grows up to three times): forward the request id alone.
+    let forwarded = forwarded_baggage(&context.baggage(), request_id);
+    if forwarded.dropped > 0 {
         crate::event!(
             WARN,
             "baggage_not_forwarded",
-            entries = context.baggage().len() as i64,
+            kept = forwarded.kept as i64,
+            dropped = forwarded.dropped as i64,
+            max_entries = MAX_FORWARDED_BAGGAGE_MEMBERS as i64,
             max_bytes = MAX_FORWARDED_BAGGAGE as i64,
         );
-        match request_id_baggage(request_id) {
-            Some(only_the_id) => headers.insert(BAGGAGE, only_the_id),
-            None => headers.remove(BAGGAGE),
-        };
     }
+    match HeaderValue::from_str(&forwarded.header) {
+        Ok(value) if !forwarded.header.is_empty() => headers.insert(BAGGAGE, value),
+        _ => headers.remove(BAGGAGE),
+    };
     ids
 }
 
 /// The largest `baggage` header passed on to a callee, in bytes. W3C Baggage asks that at
 /// least 8192 bytes be propagated, but a caller's entries re-encoded can grow past what the
 /// callee accepts in a whole request head (16 KiB by default here); a baggage that large is
-/// not what this system uses baggage for (the request id), so it is not passed on.
+/// not what this system uses baggage for (the request id), so it is cut here.
 pub const MAX_FORWARDED_BAGGAGE: usize = 4096;
+
+/// Most `baggage` members passed on to a callee, this service's own included: W3C
+/// Baggage's "at least 64 list-members" (and the OpenTelemetry SDK's own limit).
+pub const MAX_FORWARDED_BAGGAGE_MEMBERS: usize = 64;
+
+/// The `baggage` a call onwards carries, and what was left out of it.
+#[derive(Debug, PartialEq, Eq)]
+struct ForwardedBaggage {
+    header: String,
+    kept: usize,
+    dropped: usize,
+}
+
+/// `baggage` with `request.id` first (this service's own entry, so no caller can push it
+/// out), then the caller's entries in key order, each as the W3C propagator writes it,
+/// while the next one fits in [`MAX_FORWARDED_BAGGAGE_MEMBERS`] members and
+/// [`MAX_FORWARDED_BAGGAGE`] bytes: the same baggage always keeps the same entries.
+fn forwarded_baggage(caller: &Baggage, request_id: &str) -> ForwardedBaggage {
+    let encode = |key: &opentelemetry::Key,
+                  value: &opentelemetry::StringValue,
+                  metadata: &opentelemetry::baggage::BaggageMetadata| {
+        let mut one = Baggage::new();
+        let _ = one.insert_with_metadata(key.clone(), value.clone(), metadata.clone());
+        let mut headers = HeaderMap::new();
+        BaggagePropagator::new().inject_context(
+            &opentelemetry::Context::new().with_baggage(one),
+            &mut HeaderInjector(&mut headers),
+        );
+        headers
+            .get(BAGGAGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut members: Vec<String> = Vec::new();
+    if !request_id.is_empty() {
+        let own = opentelemetry::Key::from_static_str(REQUEST_ID_BAGGAGE);
+        members.extend(encode(&own, &request_id.to_owned().into(), &Default::default()));
+    }
+    let mut theirs: Vec<_> = caller
+        .iter()
+        .filter(|(key, _)| key.as_str() != REQUEST_ID_BAGGAGE || request_id.is_empty())
+        .collect();
+    theirs.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let mut length = members.iter().map(String::len).sum::<usize>();
+    let mut dropped = 0;
+    for (key, (value, metadata)) in &theirs {
+        let member = encode(key, value, metadata);
+        let fits = member.as_ref().is_some_and(|m| {
+            members.len() < MAX_FORWARDED_BAGGAGE_MEMBERS
+                && length + usize::from(!members.is_empty()) + m.len() <= MAX_FORWARDED_BAGGAGE
+        });
+        match member {
+            Some(member) if fits && dropped == 0 => {
+                length += usize::from(!members.is_empty()) + member.len();
+                members.push(member);
+            }
+            _ => dropped += 1,
+        }
+    }
+    ForwardedBaggage {
+        header: members.join(","),
+        kept: theirs.len() - dropped,
+        dropped,
+    }
+}
 
 /// `baggage: request.id=<id>`, written directly when the id needs no percent-encoding (a
 /// valid `X-Request-ID` never does): what the baggage propagator writes for a baggage of
@@ -322,17 +488,17 @@ impl Caller {
     /// the decision was made with. An unsampled one gets ids of its own in the same trace,
     /// kept on it ([`Unrecorded`]) with the caller's context, for calls made on its behalf.
     pub fn start(self, span: &Span, decision: Decision) -> SpanIds {
-        if decision.sampled {
-            if let Some(link) = self.link {
-                span.add_link(link);
-            }
-            let _ = span.set_parent(self.parent);
-            return traces::with_trace_id(decision.trace_id, || span_ids(span));
-        }
         let random = self
             .parent
             .get::<CallerRandomFlag>()
             .is_none_or(|caller| caller.0);
+        if decision.sampled {
+            if let Some(link) = self.link {
+                span.add_link(link);
+            }
+            let _ = span.set_parent(flagged_parent(self.parent, decision.trace_id, random));
+            return span_ids(span);
+        }
         let ids = SpanIds::new(decision.trace_id, traces::new_span_id(), false, random);
         Unrecorded {
             ids,
@@ -341,6 +507,49 @@ impl Caller {
         .attach_to(span);
         ids
     }
+}
+
+/// The parent a sampled request's span is started under, carrying the W3C flags the span
+/// must have: the OpenTelemetry SDK gives a new span its parent's trace flags (setting
+/// `sampled`), and reads only `sampled` from a `traceparent`.
+///
+/// - A caller's span: the same, with `random` as the caller sent it.
+/// - No caller's span: a placeholder for the trace that starts here, with the id the
+///   sampler decided with and `random` set. It has no span id, so the SDK makes the new
+///   span a root (no parent span id), local (not remote), of `trace_id`, flagged
+///   `sampled` and `random`; the parent-based samplers see a sampled local parent and keep
+///   the decision already made.
+fn flagged_parent(
+    parent: opentelemetry::Context,
+    trace_id: TraceId,
+    random: bool,
+) -> opentelemetry::Context {
+    let caller = parent.span().span_context().clone();
+    let with_random = |flags: TraceFlags| {
+        if random {
+            TraceFlags::new(flags.to_u8() | RANDOM_FLAG)
+        } else {
+            flags
+        }
+    };
+    let flagged = if caller.is_valid() {
+        SpanContext::new(
+            caller.trace_id(),
+            caller.span_id(),
+            with_random(caller.trace_flags()),
+            caller.is_remote(),
+            caller.trace_state().clone(),
+        )
+    } else {
+        SpanContext::new(
+            trace_id,
+            SpanId::INVALID,
+            with_random(TraceFlags::SAMPLED),
+            false,
+            TraceState::default(),
+        )
+    };
+    parent.with_remote_span_context(flagged)
 }
 
 /// What an unsampled request keeps in place of the OpenTelemetry span it does not have:
@@ -421,14 +630,11 @@ fn ids_of(context: &opentelemetry::Context) -> SpanIds {
     let span = context.span();
     let span_context = span.span_context();
     if span_context.is_valid() {
-        let random = context
-            .get::<CallerRandomFlag>()
-            .is_none_or(|caller| caller.0);
         SpanIds::new(
             span_context.trace_id(),
             span_context.span_id(),
             span_context.is_sampled(),
-            random,
+            span_context.trace_flags().to_u8() & RANDOM_FLAG != 0,
         )
     } else {
         SpanIds::default()
@@ -732,6 +938,118 @@ mod tests {
             assert!(small.contains("k=%22"), "small entries go on: {small}");
             assert!(small.contains("request.id=ours"), "{small}");
             assert_eq!(forwarded(2000).as_deref(), Some("request.id=ours"));
+        });
+    }
+
+    fn tracestate_of(values: &[&str]) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("tracestate", HeaderValue::from_str(value).expect("header"));
+        }
+        bounded_tracestate(&headers)
+    }
+
+    /// W3C Trace Context: at most 32 members, unique well-formed keys, values of printable
+    /// characters; an invalid header is dropped whole.
+    #[test]
+    fn a_tracestate_is_kept_only_as_w3c_allows() {
+        assert_eq!(tracestate_of(&[]), None);
+        assert_eq!(tracestate_of(&[" , "]), None, "only empty members");
+        assert_eq!(
+            tracestate_of(&["congo=t61rcWkgMzE, rojo=00f067aa0ba902b7", "t@sys=x y"]).as_deref(),
+            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,t@sys=x y"),
+            "two headers are one list"
+        );
+        let members = |n: usize| (0..n).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+        assert!(tracestate_of(&[&members(32)]).is_some());
+        for invalid in [
+            members(33),
+            "a=1,b=2,a=3".to_owned(),
+            "Upper=1".to_owned(),
+            "1abc=1".to_owned(),
+            "a=".to_owned(),
+            "a=b=c".to_owned(),
+            "novalue".to_owned(),
+            "t@Sys=1".to_owned(),
+            format!("a={}", "x".repeat(257)),
+        ] {
+            assert_eq!(tracestate_of(&[&invalid]), None, "{invalid}");
+        }
+    }
+
+    /// A valid `tracestate` longer than 512 characters is cut as W3C says: members over 128
+    /// characters first, then from the end.
+    #[test]
+    fn a_long_tracestate_is_cut_long_members_first_then_from_the_end() {
+        let long = format!("long={}", "x".repeat(200));
+        let mut members: Vec<String> = (0..20).map(|i| format!("k{i:02}={}", "v".repeat(36))).collect();
+        members.insert(3, long.clone());
+        let kept = tracestate_of(&[&members.join(",")]).expect("kept");
+        assert!(kept.len() <= MAX_TRACESTATE_LENGTH, "{}", kept.len());
+        assert!(!kept.contains("long="), "the long member went first");
+        assert!(kept.starts_with("k00=") && kept.contains("k11=") && !kept.contains("k12="), "{kept}");
+    }
+
+    /// The request id is this service's own entry: no caller's baggage can push it out,
+    /// and what of the caller's goes on is always the same.
+    #[test]
+    fn the_request_id_goes_on_first_and_the_callers_entries_are_capped_the_same_way_each_time() {
+        let mut caller = Baggage::new();
+        for i in 0..64 {
+            let _ = caller.insert(format!("k{i:03}"), "v".repeat(40));
+        }
+        let forwarded = forwarded_baggage(&caller, "ours");
+        assert!(forwarded.header.starts_with("request.id=ours,"), "{}", forwarded.header);
+        assert!(forwarded.header.len() <= MAX_FORWARDED_BAGGAGE);
+        assert_eq!(forwarded.kept + forwarded.dropped, 64);
+        assert!(forwarded.dropped > 0);
+        let keys: Vec<&str> = forwarded
+            .header
+            .split(',')
+            .skip(1)
+            .map(|m| m.split('=').next().expect("key"))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted, "in key order");
+        assert_eq!(keys.first(), Some(&"k000"));
+        assert_eq!(forwarded_baggage(&caller, "ours"), forwarded, "the same each time");
+
+        let mut many = Baggage::new();
+        for i in 0..63 {
+            let _ = many.insert(format!("k{i:03}"), "v");
+        }
+        let _ = many.insert("request.id", "theirs");
+        let forwarded = forwarded_baggage(&many, "ours");
+        assert_eq!(forwarded.header.split(',').count(), MAX_FORWARDED_BAGGAGE_MEMBERS);
+        assert!(forwarded.header.starts_with("request.id=ours,"));
+        assert!(!forwarded.header.contains("theirs"));
+        assert_eq!(forwarded.dropped, 0);
+    }
+
+    /// The span the SDK makes for a sampled request has the W3C flags `traceresponse`
+    /// shows: `random` for a trace started here and for a caller that said so.
+    #[test]
+    fn a_sampled_span_carries_the_random_flag_it_should() {
+        with_tracing(|| {
+            let flags_of = |sent: &[(&'static str, &'static str)]| {
+                let mut headers = HeaderMap::new();
+                for (name, value) in sent {
+                    headers.insert(*name, HeaderValue::from_static(value));
+                }
+                let span = tracing::info_span!("request");
+                let ids = join_caller_trace(&span, &headers);
+                let flags = span.context().span().span_context().trace_flags().to_u8();
+                let child = tracing::info_span!(parent: &span, "call");
+                let child_flags = child.context().span().span_context().trace_flags().to_u8();
+                assert_eq!(flags, child_flags, "a child keeps its parent's flags");
+                (flags, ids.trace_id().to_owned())
+            };
+            assert_eq!(flags_of(&[]).0, 0x03, "a new trace's id is random");
+            let (flags, trace) = flags_of(&[("traceparent", CALLER)]);
+            assert_eq!((flags, trace.as_str()), (0x03, "0af7651916cd43dd8448eb211c80319c"));
+            let not_random = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+            assert_eq!(flags_of(&[("traceparent", not_random)]).0, 0x01);
         });
     }
 

@@ -7,9 +7,10 @@
 //! `http/protobuf` is built in: anything else is refused at start); `…_HEADERS`, `…_TIMEOUT`
 //! and `…_COMPRESSION` (`gzip`), read by the exporter; `OTEL_SERVICE_NAME` (defaults to the
 //! service's own name) and `OTEL_RESOURCE_ATTRIBUTES` (which may override
-//! `service.instance.id`, a fresh UUID per process, and `service.version`);
-//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`; `OTEL_SDK_DISABLED=true` exports
-//! nothing. With no endpoint nothing is exported, but spans still get real trace and span
+//! `service.instance.id`, a fresh UUID per process, and `service.version`), read by
+//! [`crate::observe::otel_env`]; `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`;
+//! `OTEL_SDK_DISABLED=true` exports nothing. All are checked at start (see
+//! [`crate::observe::otel_env`]). With no endpoint nothing is exported, but spans still get real trace and span
 //! ids, so log lines can be correlated all the same.
 //!
 //! `GET /health` and `GET /metrics` make no spans worth keeping: probes and scrapes would
@@ -29,7 +30,6 @@
 //! request. Spans dropped at a full queue and spans the collector did not take are counted
 //! (see [`crate::observe::export_queue`] and [`crate::observe::losses`]); a failed batch is also logged.
 
-use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -40,9 +40,10 @@ use opentelemetry::trace::{
 use opentelemetry::{InstrumentationScope, Key, KeyValue, global};
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SamplingDecision,
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator as _, RandomIdGenerator, SamplingDecision,
     SamplingResult, SdkTracerProvider, ShouldSample,
 };
 use tracing::{Event, Metadata, Subscriber};
@@ -67,14 +68,10 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// Whether `OTEL_SDK_DISABLED=true`: nothing is exported (ids are still made for logs).
-pub fn sdk_disabled() -> bool {
-    env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-}
-
-/// Whether the environment asks for spans to be exported.
-pub fn export_configured() -> bool {
-    !sdk_disabled()
+/// Whether the environment asks for spans to be exported: an endpoint, and the SDK not
+/// disabled.
+pub fn export_configured(settings: &OtelEnv) -> bool {
+    !settings.sdk_disabled
         && [
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -84,35 +81,33 @@ pub fn export_configured() -> bool {
 }
 
 /// The process's resource: `service.name`, `service.version` and a `service.instance.id`
-/// unique to this process, each overridable by `OTEL_SERVICE_NAME` and
-/// `OTEL_RESOURCE_ATTRIBUTES`.
-pub fn resource(service: &'static str) -> Resource {
-    let defaults = [
+/// unique to this process, then the attributes of `OTEL_RESOURCE_ATTRIBUTES` (any of those
+/// three among them), then `OTEL_SERVICE_NAME`, which the SDK specification says wins over
+/// a `service.name` given in `OTEL_RESOURCE_ATTRIBUTES`; and the SDK's own `telemetry.sdk.*`.
+pub fn resource(service: &'static str, settings: &OtelEnv) -> Resource {
+    // In order of precedence, lowest first: of two attributes with one key, the later wins.
+    let attributes = [
         KeyValue::new("service.name", service),
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
-    ];
-    // The standard detectors (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, the SDK's own
-    // attributes) win over the defaults; the SDK's "unknown_service" placeholder does not.
-    let resource = Resource::builder()
-        .with_schema_url(defaults, SCHEMA_URL)
-        .build();
-    let named = resource
-        .get(&Key::new("service.name"))
-        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
-    if named {
-        resource
-    } else {
-        Resource::builder()
-            .with_schema_url([], SCHEMA_URL)
-            .with_attributes(
-                resource
-                    .iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-            )
-            .with_service_name(service)
-            .build()
-    }
+    ]
+    .into_iter()
+    .chain(
+        settings
+            .resource_attributes
+            .iter()
+            .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+    )
+    .chain(
+        settings
+            .service_name
+            .iter()
+            .map(|name| KeyValue::new("service.name", name.clone())),
+    );
+    Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_schema_url(attributes, SCHEMA_URL)
+        .build()
 }
 
 /// The `service.name` of `resource` (`default` when it has none), for the log lines and
@@ -155,9 +150,8 @@ impl Traces {
         let _ = SAMPLER.set(sampler.clone());
         let mut provider = SdkTracerProvider::builder()
             .with_resource(resource)
-            .with_sampler(sampler)
-            .with_id_generator(DecidedIds);
-        if env.export_traces && export_configured() {
+            .with_sampler(sampler);
+        if env.export_traces && export_configured(env) {
             // Timeout, headers and compression come from the standard environment.
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -262,37 +256,6 @@ pub fn decide(parent: &opentelemetry::Context, name: &str) -> Decision {
 /// A new random span id.
 pub fn new_span_id() -> SpanId {
     RandomIdGenerator::default().new_span_id()
-}
-
-thread_local! {
-    /// The trace id [`decide`] chose for the span being started on this thread.
-    static DECIDED_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
-}
-
-/// Runs `start` (which starts a span) with `trace_id` as the id the SDK gives a new trace:
-/// a sampled request's span then has the trace id its sampling decision was made with, so
-/// the SDK's sampler, asked again, decides the same.
-pub fn with_trace_id<R>(trace_id: TraceId, start: impl FnOnce() -> R) -> R {
-    DECIDED_TRACE_ID.set(Some(trace_id));
-    let started = start();
-    DECIDED_TRACE_ID.set(None);
-    started
-}
-
-/// The SDK's id generator: random ids, except the trace id [`with_trace_id`] set.
-#[derive(Debug)]
-struct DecidedIds;
-
-impl IdGenerator for DecidedIds {
-    fn new_trace_id(&self) -> TraceId {
-        DECIDED_TRACE_ID
-            .take()
-            .unwrap_or_else(|| RandomIdGenerator::default().new_trace_id())
-    }
-
-    fn new_span_id(&self) -> SpanId {
-        new_span_id()
-    }
 }
 
 /// The OpenTelemetry layer's filter: a span or event inside a span that layer does not see
