@@ -24,9 +24,11 @@ use std::sync::OnceLock;
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::baggage::{Baggage, BaggageExt as _};
 use opentelemetry::global;
-use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::BaggagePropagator;
 use tracing::Span;
@@ -234,7 +236,10 @@ pub fn bounded_tracestate(headers: &HeaderMap) -> Option<String> {
             if !is_tracestate_key(key) || !is_tracestate_value(value) {
                 return None;
             }
-            if members.iter().any(|m| m.split_once('=').is_some_and(|(k, _)| k == key)) {
+            if members
+                .iter()
+                .any(|m| m.split_once('=').is_some_and(|(k, _)| k == key))
+            {
                 return None;
             }
             members.push(member);
@@ -266,8 +271,11 @@ fn is_tracestate_key(key: &str) -> bool {
     match key.split_once('@') {
         None => part(key, |b| b.is_ascii_lowercase(), 256),
         Some((tenant, system)) => {
-            part(tenant, |b| b.is_ascii_lowercase() || b.is_ascii_digit(), 241)
-                && part(system, |b| b.is_ascii_lowercase(), 14)
+            part(
+                tenant,
+                |b| b.is_ascii_lowercase() || b.is_ascii_digit(),
+                241,
+            ) && part(system, |b| b.is_ascii_lowercase(), 14)
         }
     }
 }
@@ -387,7 +395,11 @@ fn forwarded_baggage(caller: &Baggage, request_id: &str) -> ForwardedBaggage {
     let mut members: Vec<String> = Vec::new();
     if !request_id.is_empty() {
         let own = opentelemetry::Key::from_static_str(REQUEST_ID_BAGGAGE);
-        members.extend(encode(&own, &request_id.to_owned().into(), &Default::default()));
+        members.extend(encode(
+            &own,
+            &request_id.to_owned().into(),
+            &Default::default(),
+        ));
     }
     let mut theirs: Vec<_> = caller
         .iter()
@@ -960,7 +972,12 @@ mod tests {
             Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,t@sys=x y"),
             "two headers are one list"
         );
-        let members = |n: usize| (0..n).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join(",");
+        let members = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         assert!(tracestate_of(&[&members(32)]).is_some());
         for invalid in [
             members(33),
@@ -982,12 +999,17 @@ mod tests {
     #[test]
     fn a_long_tracestate_is_cut_long_members_first_then_from_the_end() {
         let long = format!("long={}", "x".repeat(200));
-        let mut members: Vec<String> = (0..20).map(|i| format!("k{i:02}={}", "v".repeat(36))).collect();
+        let mut members: Vec<String> = (0..20)
+            .map(|i| format!("k{i:02}={}", "v".repeat(36)))
+            .collect();
         members.insert(3, long.clone());
         let kept = tracestate_of(&[&members.join(",")]).expect("kept");
         assert!(kept.len() <= MAX_TRACESTATE_LENGTH, "{}", kept.len());
         assert!(!kept.contains("long="), "the long member went first");
-        assert!(kept.starts_with("k00=") && kept.contains("k11=") && !kept.contains("k12="), "{kept}");
+        assert!(
+            kept.starts_with("k00=") && kept.contains("k11=") && !kept.contains("k12="),
+            "{kept}"
+        );
     }
 
     /// The request id is this service's own entry: no caller's baggage can push it out,
@@ -999,7 +1021,11 @@ mod tests {
             let _ = caller.insert(format!("k{i:03}"), "v".repeat(40));
         }
         let forwarded = forwarded_baggage(&caller, "ours");
-        assert!(forwarded.header.starts_with("request.id=ours,"), "{}", forwarded.header);
+        assert!(
+            forwarded.header.starts_with("request.id=ours,"),
+            "{}",
+            forwarded.header
+        );
         assert!(forwarded.header.len() <= MAX_FORWARDED_BAGGAGE);
         assert_eq!(forwarded.kept + forwarded.dropped, 64);
         assert!(forwarded.dropped > 0);
@@ -1013,7 +1039,11 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(keys, sorted, "in key order");
         assert_eq!(keys.first(), Some(&"k000"));
-        assert_eq!(forwarded_baggage(&caller, "ours"), forwarded, "the same each time");
+        assert_eq!(
+            forwarded_baggage(&caller, "ours"),
+            forwarded,
+            "the same each time"
+        );
 
         let mut many = Baggage::new();
         for i in 0..63 {
@@ -1021,7 +1051,10 @@ mod tests {
         }
         let _ = many.insert("request.id", "theirs");
         let forwarded = forwarded_baggage(&many, "ours");
-        assert_eq!(forwarded.header.split(',').count(), MAX_FORWARDED_BAGGAGE_MEMBERS);
+        assert_eq!(
+            forwarded.header.split(',').count(),
+            MAX_FORWARDED_BAGGAGE_MEMBERS
+        );
         assert!(forwarded.header.starts_with("request.id=ours,"));
         assert!(!forwarded.header.contains("theirs"));
         assert_eq!(forwarded.dropped, 0);
@@ -1047,7 +1080,10 @@ mod tests {
             };
             assert_eq!(flags_of(&[]).0, 0x03, "a new trace's id is random");
             let (flags, trace) = flags_of(&[("traceparent", CALLER)]);
-            assert_eq!((flags, trace.as_str()), (0x03, "0af7651916cd43dd8448eb211c80319c"));
+            assert_eq!(
+                (flags, trace.as_str()),
+                (0x03, "0af7651916cd43dd8448eb211c80319c")
+            );
             let not_random = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
             assert_eq!(flags_of(&[("traceparent", not_random)]).0, 0x01);
         });

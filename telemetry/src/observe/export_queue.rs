@@ -104,11 +104,15 @@ impl<E> Counted<E> {
         let n = n as u64;
         match result {
             Ok(()) => {
+                let _ = self.pipeline.take_failure();
                 self.pipeline.exported.add(n);
                 None
             }
             Err(error) => {
-                let kind = ExportError::of(error);
+                let kind = self
+                    .pipeline
+                    .take_failure()
+                    .unwrap_or_else(|| ExportError::of(error));
                 if let Some(index) = ExportError::ALL.iter().position(|k| *k == kind) {
                     self.pipeline.export_failed[index].add(n);
                 }

@@ -65,6 +65,9 @@ pub struct Pipeline {
     pub queued: AtomicU64,
     /// How many the queue holds at most (0: the signal is not exported).
     pub capacity: AtomicU64,
+    /// How the export under way failed, as its HTTP client saw it (0: it has not), for
+    /// the counters: the exporter reports every failure of its client alike.
+    last_failure: std::sync::atomic::AtomicU8,
 }
 
 impl Pipeline {
@@ -72,17 +75,36 @@ impl Pipeline {
     pub fn queue_size(&self) -> u64 {
         self.queued.load(Relaxed)
     }
+
+    /// The export under way failed as `kind` (its HTTP client says so).
+    pub fn record_failure(&self, kind: ExportError) {
+        let code = ExportError::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| i + 1);
+        self.last_failure.store(code as u8, Relaxed);
+    }
+
+    /// How the export that just ended failed, as its client said, if it did; cleared for
+    /// the next. The exports of one pipeline run one at a time.
+    pub fn take_failure(&self) -> Option<ExportError> {
+        let code = self.last_failure.swap(0, Relaxed);
+        ExportError::ALL
+            .get(usize::from(code).checked_sub(1)?)
+            .copied()
+    }
 }
 
-/// Why an export failed, as `error_type`. The OTLP/HTTP exporter says little: a refused
-/// connection and a collector that never answers are both a "network error".
+/// Why an export failed, as `error_type`: its client's word when it left one (see
+/// [`Pipeline::record_failure`]), else what the exporter's error says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportError {
-    /// The collector was unreachable or did not answer in time.
+    /// No connection to the collector could be made, or it broke.
     Network,
-    /// The collector answered with an error status.
+    /// The collector answered with an error status (after the retries a retryable one
+    /// gets).
     Rejected,
-    /// The export did not finish within the SDK's timeout.
+    /// No answer within the export timeout.
     Timeout,
     /// The exporter was already shut down.
     AlreadyShutdown,

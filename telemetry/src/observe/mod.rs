@@ -13,6 +13,7 @@
 //! | [`otel_env`] | the `OTEL_*` variables: each honoured or refused at start |
 //! | [`process`] | the process's CPU, memory, descriptors and threads, from `/proc` |
 //! | [`otlp_logs`] | the same lines as OTLP log records, when asked for |
+//! | [`otlp_http`] | the client OTLP exports are sent with: retries within the export timeout, and how a failure ended |
 //! | [`outbound`] | one outbound call: client span, trace context on the request, duration |
 //! | [`traces`] | spans as OpenTelemetry spans, their sampling and OTLP export |
 //! | [`context`] | W3C trace context in and out of headers, and a span's ids |
@@ -30,6 +31,7 @@ pub mod logging;
 pub mod losses;
 pub mod metrics;
 pub mod otel_env;
+pub mod otlp_http;
 pub mod otlp_logs;
 pub mod outbound;
 pub mod process;

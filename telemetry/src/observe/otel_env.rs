@@ -171,10 +171,7 @@ pub const REFUSED: &[(&str, &str)] = &[
         "OTEL_EXPORTER_PROMETHEUS_",
         "/metrics is served on the service's own address",
     ),
-    (
-        "OTEL_EXPORTER_ZIPKIN_",
-        "spans are exported over OTLP only",
-    ),
+    ("OTEL_EXPORTER_ZIPKIN_", "spans are exported over OTLP only"),
     (
         "OTEL_EXPORTER_JAEGER_",
         "spans are exported over OTLP only (Jaeger takes OTLP)",
@@ -200,7 +197,15 @@ pub struct OtelEnv {
     pub service_name: Option<String>,
     /// `OTEL_RESOURCE_ATTRIBUTES`, decoded, in order (empty when unset or discarded).
     pub resource_attributes: Vec<(String, String)>,
+    /// How long one span export may take, retries included
+    /// (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`).
+    pub traces_export_timeout: std::time::Duration,
+    /// The same for log records (`OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`, …).
+    pub logs_export_timeout: std::time::Duration,
 }
+
+/// The specification's default export timeout: 10 s.
+pub const DEFAULT_EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for OtelEnv {
     /// The settings of an environment with no `OTEL_*` variable.
@@ -214,6 +219,8 @@ impl Default for OtelEnv {
             known_methods: None,
             service_name: None,
             resource_attributes: Vec::new(),
+            traces_export_timeout: DEFAULT_EXPORT_TIMEOUT,
+            logs_export_timeout: DEFAULT_EXPORT_TIMEOUT,
         }
     }
 }
@@ -357,10 +364,17 @@ fn check_vars(vars: &BTreeMap<String, String>) -> Result<(OtelEnv, Vec<Warning>)
     }
     for (batch, queue) in [
         ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_MAX_QUEUE_SIZE"),
-        ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "OTEL_BLRP_MAX_QUEUE_SIZE"),
+        (
+            "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+            "OTEL_BLRP_MAX_QUEUE_SIZE",
+        ),
     ] {
-        let size = |name: &str, default: u32| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
-        let (batch_size, queue_size) = (size(batch, DEFAULT_BATCH_SIZE), size(queue, DEFAULT_QUEUE_SIZE));
+        let size =
+            |name: &str, default: u32| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let (batch_size, queue_size) = (
+            size(batch, DEFAULT_BATCH_SIZE),
+            size(queue, DEFAULT_QUEUE_SIZE),
+        );
         if batch_size > queue_size {
             return Err(format!(
                 "{batch}={batch_size} is not supported: a batch is taken from the queue, so at \
@@ -374,7 +388,8 @@ fn check_vars(vars: &BTreeMap<String, String>) -> Result<(OtelEnv, Vec<Warning>)
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
     ] {
         if let Some(value) = get(name) {
-            check_endpoint(value).map_err(|why| format!("{name}={value} is not supported: {why}"))?;
+            check_endpoint(value)
+                .map_err(|why| format!("{name}={value} is not supported: {why}"))?;
         }
     }
     for name in [
@@ -440,6 +455,13 @@ fn check_vars(vars: &BTreeMap<String, String>) -> Result<(OtelEnv, Vec<Warning>)
         }
     };
     let is = |name: &str, value: &str| get(name).is_some_and(|v| v.eq_ignore_ascii_case(value));
+    // Whole numbers above 0, checked above.
+    let timeout = |signal: &str| {
+        [signal, "OTEL_EXPORTER_OTLP_TIMEOUT"]
+            .into_iter()
+            .find_map(|name| get(name)?.parse().ok())
+            .map_or(DEFAULT_EXPORT_TIMEOUT, std::time::Duration::from_millis)
+    };
     let env = OtelEnv {
         export_traces: !is("OTEL_TRACES_EXPORTER", "none"),
         export_logs: is("OTEL_LOGS_EXPORTER", "otlp"),
@@ -449,6 +471,8 @@ fn check_vars(vars: &BTreeMap<String, String>) -> Result<(OtelEnv, Vec<Warning>)
         known_methods,
         service_name: get("OTEL_SERVICE_NAME").map(str::to_owned),
         resource_attributes,
+        traces_export_timeout: timeout("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+        logs_export_timeout: timeout("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT"),
     };
     Ok((env, warnings))
 }
@@ -595,6 +619,8 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "64"),
             ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "500"),
         ]);
         assert!(warnings.is_empty(), "{warnings:?}");
         assert!(!env.export_traces && env.export_logs && env.sdk_disabled);
@@ -604,6 +630,11 @@ mod tests {
             Some(&["GET".to_owned(), "POST".to_owned(), "BREW".to_owned()][..])
         );
         assert_eq!(env.service_name.as_deref(), Some("shop"));
+        assert_eq!(env.traces_export_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(
+            env.logs_export_timeout,
+            std::time::Duration::from_millis(500)
+        );
     }
 
     #[test]
@@ -628,10 +659,16 @@ mod tests {
             ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "2049"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector/v1/traces"),
-            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "https://collector/v1/logs"),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "https://collector/v1/logs",
+            ),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key"),
-            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-api-key=s3cret,bad name=1"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "x-api-key=s3cret,bad name=1",
+            ),
             ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x-api-key=%zz"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key="),
         ] {

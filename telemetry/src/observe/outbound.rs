@@ -284,8 +284,14 @@ mod tests {
     fn url_full_shows_no_credentials_and_no_query_values() {
         for (url, shown) in [
             ("http://a:8080/token", "http://a:8080/token"),
-            ("http://u:p@a:8080/token", "http://REDACTED:REDACTED@a:8080/token"),
-            ("http://a/token?key=s3cret&flag", "http://a/token?key=REDACTED&flag"),
+            (
+                "http://u:p@a:8080/token",
+                "http://REDACTED:REDACTED@a:8080/token",
+            ),
+            (
+                "http://a/token?key=s3cret&flag",
+                "http://a/token?key=REDACTED&flag",
+            ),
         ] {
             let url = Url::parse(url).expect("url");
             assert_eq!(redacted_url(&url), shown);

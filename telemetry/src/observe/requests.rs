@@ -476,7 +476,11 @@ mod tests {
         for (query, declared, expected) in [
             ("password=hunter2", &[][..], "password=REDACTED"),
             ("format=json", &["format"][..], "format=json"),
-            ("format=json&token=t1", &["format"][..], "format=json&token=REDACTED"),
+            (
+                "format=json&token=t1",
+                &["format"][..],
+                "format=json&token=REDACTED",
+            ),
             ("x=1&&flag&y=", &[][..], "x=REDACTED&&flag&y="),
             ("a=b=c", &[][..], "a=REDACTED"),
             ("", &[][..], ""),

@@ -38,13 +38,14 @@ use opentelemetry::trace::{
     Link, SpanId, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _,
 };
 use opentelemetry::{InstrumentationScope, Key, KeyValue, global};
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::resource::TelemetryResourceDetector;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, IdGenerator as _, RandomIdGenerator, SamplingDecision,
-    SamplingResult, SdkTracerProvider, ShouldSample,
+    SamplingResult, SdkTracerProvider, ShouldSample, SpanData, SpanExporter,
 };
 use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Filter};
@@ -52,6 +53,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::observe::export_queue::{Counted, Gate, GatedSpans, capacity_from_env};
 use crate::observe::otel_env::OtelEnv;
+use crate::observe::otlp_http::RetryingClient;
 
 /// The tracer provider of this process. Shut it down to flush the last batch.
 #[derive(Debug)]
@@ -152,15 +154,19 @@ impl Traces {
             .with_resource(resource)
             .with_sampler(sampler);
         if env.export_traces && export_configured(env) {
-            // Timeout, headers and compression come from the standard environment.
+            // Headers and compression come from the standard environment; the timeout is
+            // the client's, over each export and its retries.
+            let pipeline = &crate::observe::losses::losses().spans;
+            let client = RetryingClient::new(env.traces_export_timeout, pipeline)?;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
+                .with_http_client(client)
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .build()
                 .map_err(|e| e.to_string())?;
             let capacity = capacity_from_env("OTEL_BSP_MAX_QUEUE_SIZE")?;
-            let pipeline = &crate::observe::losses::losses().spans;
-            let batch = BatchSpanProcessor::builder(Counted::new(exporter, pipeline))
+            let exporter = Counted::new(OwnFieldsOnly(exporter), pipeline);
+            let batch = BatchSpanProcessor::builder(exporter)
                 .with_batch_config(
                     BatchConfigBuilder::default()
                         .with_max_queue_size(capacity)
@@ -217,6 +223,56 @@ impl Traces {
             tracing::debug!(error = %e, "trace provider shutdown");
         }
     }
+}
+
+/// A span exporter whose span events carry only the event's own fields. tracing-opentelemetry
+/// adds `level` and `target` to every event, and a named event (`telemetry::event!`) carries
+/// its name again as `event`: none of them is the event's own (its severity and place are
+/// on its log line), so they go. An event whose name is only its source line
+/// (`tracing::info!(event = "listening")`) is named after its `event` field.
+#[derive(Debug)]
+pub struct OwnFieldsOnly<E>(pub E);
+
+/// Attributes tracing-opentelemetry or `telemetry::event!` add to a span event.
+const NOT_OWN: [&str; 3] = ["level", "target", "event"];
+
+impl<E: SpanExporter> SpanExporter for OwnFieldsOnly<E> {
+    async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
+        for span in &mut batch {
+            for event in &mut span.events.events {
+                own_fields_only(event);
+            }
+        }
+        self.0.export(batch).await
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+fn own_fields_only(event: &mut opentelemetry::trace::Event) {
+    let named = event
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "event")
+        .map(|kv| kv.value.as_str().into_owned());
+    if let Some(name) = named
+        && event.name.starts_with("event ")
+    {
+        event.name = name.into();
+    }
+    event
+        .attributes
+        .retain(|kv| !NOT_OWN.contains(&kv.key.as_str()));
 }
 
 /// Target of the span of a request that is not sampled: a bare anchor for its log lines,
@@ -376,6 +432,76 @@ mod tests {
             tracing::info!(parent: &recorded, "named as parent");
             assert_eq!(seen.load(Ordering::Relaxed), 3);
         });
+    }
+
+    #[test]
+    fn span_events_keep_their_own_fields_only() {
+        use opentelemetry::trace::Event;
+        let attributes = |pairs: &[(&'static str, &'static str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| KeyValue::new(*k, *v))
+                .collect::<Vec<_>>()
+        };
+        let mut named = Event::new(
+            "provider_call_failed",
+            std::time::SystemTime::now(),
+            attributes(&[
+                ("level", "ERROR"),
+                ("target", "service_b::provider"),
+                ("event", "provider_call_failed"),
+                ("error", "timeout"),
+            ]),
+            0,
+        );
+        own_fields_only(&mut named);
+        assert_eq!(named.name, "provider_call_failed");
+        assert_eq!(named.attributes, attributes(&[("error", "timeout")]));
+        let mut by_line = Event::new(
+            "event src/edge/limits.rs:80",
+            std::time::SystemTime::now(),
+            attributes(&[("event", "load_shed"), ("level", "WARN")]),
+            0,
+        );
+        own_fields_only(&mut by_line);
+        assert_eq!(by_line.name, "load_shed");
+        assert!(by_line.attributes.is_empty());
+    }
+
+    #[test]
+    fn the_resource_takes_otel_service_name_over_resource_attributes() {
+        let settings = OtelEnv {
+            service_name: Some("named".into()),
+            resource_attributes: vec![
+                ("service.name".into(), "from-attributes".into()),
+                ("service.instance.id".into(), "i-1".into()),
+                ("deployment.environment.name".into(), "dev x".into()),
+            ],
+            ..OtelEnv::default()
+        };
+        let resource = resource("service-a", &settings);
+        let get = |key: &'static str| {
+            resource
+                .get(&Key::new(key))
+                .map(|v| v.as_str().into_owned())
+        };
+        assert_eq!(get("service.name").as_deref(), Some("named"));
+        assert_eq!(get("service.instance.id").as_deref(), Some("i-1"));
+        assert_eq!(get("deployment.environment.name").as_deref(), Some("dev x"));
+        assert_eq!(
+            get("service.version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert!(get("telemetry.sdk.name").is_some());
+        let plain = super::resource("service-a", &OtelEnv::default());
+        assert_eq!(
+            plain
+                .get(&Key::new("service.name"))
+                .map(|v| v.as_str().into_owned())
+                .as_deref(),
+            Some("service-a")
+        );
+        assert_eq!(plain.schema_url(), Some(SCHEMA_URL));
     }
 
     #[test]
