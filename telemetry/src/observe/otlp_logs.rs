@@ -103,8 +103,8 @@ impl OtlpLogs {
         }
     }
 
-    /// Exports what is still batched, waiting at most `grace`. Blocks, so it runs on the
-    /// blocking pool.
+    /// Exports what is still batched, waiting at most `grace`; what is still queued or
+    /// being exported then is counted lost. Blocks, so it runs on the blocking pool.
     pub async fn shutdown(self, grace: Duration) {
         let provider = self.provider;
         let _ = tokio::time::timeout(
@@ -112,6 +112,7 @@ impl OtlpLogs {
             tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(grace)),
         )
         .await;
+        crate::observe::losses::losses().log_records.give_up();
     }
 }
 

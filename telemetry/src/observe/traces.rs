@@ -209,8 +209,9 @@ impl Traces {
     }
 
     /// Exports what is still batched and stops the exporter thread, waiting at most
-    /// `grace` (a collector that hangs cannot hold the process). The SDK call blocks, so it
-    /// runs on the blocking pool.
+    /// `grace` (a collector that hangs cannot hold the process); what is still queued or
+    /// being exported then is counted lost. The SDK call blocks, so it runs on the
+    /// blocking pool.
     pub async fn shutdown(self, grace: Duration) {
         let provider = self.provider;
         let flushed = tokio::time::timeout(
@@ -222,6 +223,8 @@ impl Traces {
             // Nothing was configured to export, or the collector is gone: not fatal on exit.
             tracing::debug!(error = %e, "trace provider shutdown");
         }
+        // What is still queued or being exported now will not be delivered: counted.
+        crate::observe::losses::losses().spans.give_up();
     }
 }
 
