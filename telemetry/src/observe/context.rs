@@ -29,7 +29,7 @@ use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
 };
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_http::HeaderInjector;
 use opentelemetry_sdk::propagation::BaggagePropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -668,6 +668,7 @@ mod tests {
     use super::*;
     use opentelemetry::propagation::TextMapCompositePropagator;
     use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_http::HeaderExtractor;
     use opentelemetry_sdk::propagation::TraceContextPropagator;
     use opentelemetry_sdk::trace::SdkTracerProvider;
 

@@ -263,7 +263,7 @@ fn check_vars(vars: &BTreeMap<String, String>) -> Result<(OtelEnv, Vec<Warning>)
     for name in vars.keys() {
         if let Some((_, why)) = REFUSED.iter().find(|(prefix, _)| name.starts_with(prefix)) {
             return Err(format!(
-                "{name} is not supported: {why}; this build reads {}",
+                "{name} is not supported: {why}; it reads {}",
                 HONOURED
                     .iter()
                     .map(|(n, _)| *n)
