@@ -336,7 +336,7 @@ pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds
         }
         return ids;
     }
-    let forwarded = forwarded_baggage(&context.baggage(), request_id);
+    let forwarded = forwarded_baggage(context.baggage(), request_id);
     if forwarded.dropped > 0 {
         crate::event!(
             WARN,
