@@ -175,7 +175,9 @@ where
         };
         event.record(&mut fields);
         let body = fields.body();
-        if let Some(name) = fields.name.take() {
+        if access_log {
+            record.set_event_name(crate::observe::ACCESS_LOG);
+        } else if let Some(name) = fields.name.take() {
             match self.event_names.of(&name, metadata.name()) {
                 Some(name) => record.set_event_name(name),
                 None => record.add_attribute(Key::new("event"), AnyValue::from(name)),
