@@ -17,6 +17,7 @@
 //! | [`outbound`] | one outbound call: client span, trace context on the request, duration |
 //! | [`traces`] | spans as OpenTelemetry spans, their sampling and OTLP export |
 //! | [`context`] | W3C trace context in and out of headers, and a span's ids |
+//! | [`forwarded`] | what of a caller's trace context goes on to a callee, within W3C's bounds |
 //! | [`export_queue`] | the bounded, counted queues in front of the OTLP exporters |
 //! | [`metrics`] | the recorder and its three renderings |
 //! | [`exemplars`] | the trace behind a histogram bucket, and OpenMetrics |
@@ -25,6 +26,7 @@
 pub mod context;
 pub mod exemplars;
 pub mod export_queue;
+pub mod forwarded;
 pub mod log_line;
 pub mod log_writer;
 pub mod logging;
