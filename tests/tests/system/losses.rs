@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use system_tests::otlp::OtlpReceiver;
-use system_tests::{Kind, Service, TIMEOUT, binary, client, demo_login, vacant_addr};
+use system_tests::{Kind, Service, TIMEOUT, binary, client, demo_login};
 
 /// How fast `/health` must answer while a sink is stuck.
 pub(crate) const HEALTHY_LATENCY: Duration = Duration::from_millis(100);
@@ -361,7 +361,10 @@ async fn spans_a_collector_that_never_answers_cannot_take_are_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_records_a_refusing_collector_cannot_take_are_counted() {
-    let refusing = format!("http://{}/v1/logs", vacant_addr());
+    // Refuses every export at once, as a final answer (400: not retried). A collector that
+    // cannot be reached is retried until each export's time is up (`otel_export.rs`).
+    let collector = OtlpReceiver::start_refusing(vec![(400, None); 100_000]);
+    let refusing = format!("{}/v1/logs", collector.url);
     let a = Service::start(
         Kind::A,
         "127.0.0.1:0",
@@ -369,8 +372,6 @@ async fn log_records_a_refusing_collector_cannot_take_are_counted() {
         &[
             ("OTEL_LOGS_EXPORTER", "otlp"),
             ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", refusing.as_str()),
-            // A refused connection is retried until the export's time is up: a short one.
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", "300"),
             ("OTEL_BLRP_MAX_QUEUE_SIZE", "256"),
             ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "64"),
             ("OTEL_BLRP_SCHEDULE_DELAY", "50"),
