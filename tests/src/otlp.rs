@@ -1,10 +1,11 @@
 //! A stand-in OpenTelemetry collector: accepts OTLP/HTTP protobuf on `/v1/traces` and
 //! `/v1/logs` on a loopback port (gzip-compressed or not), decodes it with the official
 //! `opentelemetry-proto` types, and keeps every span, log record and request header set for
-//! the tests to inspect. It runs on its own thread and runtime, so a test that
-//! blocks while waiting cannot stall it.
+//! the tests to inspect. It can be slow, or answer its first exports with error statuses
+//! (a collector under load, restarting, or refusing). It runs on its own thread and
+//! runtime, so a test that blocks while waiting cannot stall it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,13 @@ pub struct ReceivedSpan {
     pub events: Vec<ReceivedEvent>,
     /// Span links: the trace and span id (hex) each links to.
     pub links: Vec<(String, String)>,
+    /// The OTLP `flags`: the W3C trace flags in the low byte, then whether the parent is
+    /// remote.
+    pub flags: u32,
+    /// The span's W3C `tracestate`.
+    pub trace_state: String,
+    /// When it started, in nanoseconds since the Unix epoch.
+    pub start_ns: u64,
     /// Attributes of the resource that exported it.
     pub resource: HashMap<String, String>,
     /// The resource's schema URL.
@@ -135,6 +143,10 @@ struct Store {
     spans: Vec<ReceivedSpan>,
     logs: Vec<ReceivedLog>,
     exports: Vec<Export>,
+    /// Every POST, answered with an error or not.
+    posts: usize,
+    /// The answers to the next POSTs, before any is taken: a status and `Retry-After`.
+    refusals: VecDeque<(u16, Option<&'static str>)>,
 }
 
 type Shared = Arc<Mutex<Store>>;
@@ -155,11 +167,23 @@ impl OtlpReceiver {
 
     /// Starts a receiver that takes `delay` to answer each export (a collector under load).
     pub fn start_slow(delay: Duration) -> Self {
+        Self::start_with(delay, Vec::new())
+    }
+
+    /// Starts a receiver that answers its first POSTs with `refusals` (a status, and a
+    /// `Retry-After` value when given), one each, taking nothing; then as [`Self::start`].
+    pub fn start_refusing(refusals: Vec<(u16, Option<&'static str>)>) -> Self {
+        Self::start_with(Duration::ZERO, refusals)
+    }
+
+    fn start_with(delay: Duration, refusals: Vec<(u16, Option<&'static str>)>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let store: Shared = Arc::default();
+        store.lock().expect("store lock").refusals = refusals.into();
         let shared = store.clone();
+        let counted = store.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -172,9 +196,20 @@ impl OtlpReceiver {
                     .route("/v1/logs", post(receive_logs))
                     .with_state(shared)
                     .layer(axum::middleware::from_fn(
-                        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
-                            tokio::time::sleep(delay).await;
-                            next.run(request).await
+                        move |request: axum::extract::Request, next: axum::middleware::Next| {
+                            let store = counted.clone();
+                            async move {
+                                tokio::time::sleep(delay).await;
+                                let refusal = {
+                                    let mut store = store.lock().expect("store lock");
+                                    store.posts += 1;
+                                    store.refusals.pop_front()
+                                };
+                                match refusal {
+                                    Some((status, retry_after)) => refuse(status, retry_after),
+                                    None => next.run(request).await,
+                                }
+                            }
                         },
                     ));
                 let _ = axum::serve(listener, app).await;
@@ -196,6 +231,11 @@ impl OtlpReceiver {
     /// Every export request received so far.
     pub fn exports(&self) -> Vec<Export> {
         self.store.lock().expect("store lock").exports.clone()
+    }
+
+    /// How many POSTs arrived, refused ones included.
+    pub fn posts(&self) -> usize {
+        self.store.lock().expect("store lock").posts
     }
 
     /// Waits (bounded) until at least `count` log records match `filter`, and returns them.
@@ -245,6 +285,15 @@ impl OtlpReceiver {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// An export refused with `status`, and `Retry-After` when given.
+fn refuse(status: u16, retry_after: Option<&'static str>) -> axum::response::Response {
+    let status = StatusCode::from_u16(status).expect("a status");
+    match retry_after {
+        Some(after) => (status, [(header::RETRY_AFTER, after)]).into_response(),
+        None => status.into_response(),
     }
 }
 
@@ -369,6 +418,9 @@ async fn receive(
                         .iter()
                         .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
                         .collect(),
+                    flags: span.flags,
+                    start_ns: span.start_time_unix_nano,
+                    trace_state: span.trace_state.clone(),
                     resource: resource_attributes.clone(),
                     resource_schema_url: resource_schema_url.clone(),
                     scope: scope.clone(),

@@ -8,25 +8,34 @@
 //! `random` (0x02), set when the trace id is random. A trace started here has a random id
 //! (the SDK's generator); a joined trace keeps the flag its caller sent. The OpenTelemetry
 //! SDK keeps only the sampled bit of what it reads, so the caller's `random` bit is kept
-//! here, in the context, next to the caller's baggage.
+//! here, in the context, next to the caller's baggage, and a sampled request's span is
+//! started under a parent that carries the right flags, so the span the SDK exports has
+//! them too (the SDK gives a span its parent's flags).
+//!
+//! What a caller sends is passed on only within bounds, so it can neither fail nor fill a
+//! call onwards: a `tracestate` as W3C Trace Context allows it (at most 32 members, keys
+//! unique and well formed, cut to 512 characters as the specification says; anything else
+//! is dropped whole, never forwarded as received), and `baggage` with this service's own
+//! entry first, then the caller's in key order, within bounds (see
+//! [`crate::observe::forwarded`]).
 
 use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderValue};
-use opentelemetry::baggage::{Baggage, BaggageExt as _};
+use opentelemetry::baggage::BaggageExt as _;
 use opentelemetry::global;
-use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceId};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
-use opentelemetry_sdk::propagation::BaggagePropagator;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan as _;
 
-use crate::observe::otel_env;
 use crate::observe::request_id::{self, BAGGAGE_KEY as REQUEST_ID_BAGGAGE};
 use crate::observe::traces::{self, Decision};
+use crate::observe::{forwarded, otel_env};
 
 /// How a service treats the trace context its callers send (`--caller-trace-context`).
 /// W3C Trace Context's security considerations: a service at the edge of a system should
@@ -150,9 +159,10 @@ impl SpanIds {
     }
 }
 
-/// Reads the caller's trace context (`traceparent`, `baggage`) from `headers`. A request
-/// with neither header (a client outside the trace) skips the propagators: the ones
-/// installed here read nothing else.
+/// Reads the caller's trace context (`traceparent`, `tracestate`, `baggage`) from
+/// `headers`, its `tracestate` as W3C allows it to be kept ([`bounded_tracestate`](crate::observe::forwarded::bounded_tracestate)). A
+/// request with neither `traceparent` nor `baggage` (a client outside the trace) skips the
+/// propagators: the ones installed here read nothing else.
 pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
     let wanted = otel_env::current();
     let present = (wanted.trace_context && headers.contains_key(TRACEPARENT))
@@ -161,11 +171,35 @@ pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
         // What the propagators start from and would give back unchanged.
         return opentelemetry::Context::current();
     }
-    global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+    let caller = CallerHeaders {
+        headers,
+        tracestate: forwarded::bounded_tracestate(headers),
+    };
+    global::get_text_map_propagator(|p| p.extract(&caller))
+}
+
+/// The caller's headers as the propagators read them: as sent, but `tracestate`, which is
+/// read as [`bounded_tracestate`](crate::observe::forwarded::bounded_tracestate) keeps it.
+struct CallerHeaders<'a> {
+    headers: &'a HeaderMap,
+    tracestate: Option<String>,
+}
+
+impl Extractor for CallerHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if key == TRACESTATE.as_str() {
+            return self.tracestate.as_deref();
+        }
+        self.headers.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.headers.keys().map(http::HeaderName::as_str).collect()
+    }
 }
 
 /// The W3C `baggage` header.
-const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
+pub(crate) const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
 
 /// Writes the trace context of `span` into `headers`, for a call made on the span's behalf,
 /// and returns the span's ids: `traceparent`, `tracestate` when there is one, and `baggage`:
@@ -202,54 +236,30 @@ pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds
     if !wanted.baggage {
         return ids;
     }
-    if context.baggage().is_empty()
-        && let Some(only_the_id) = request_id_baggage(request_id)
-    {
+    if context.baggage().is_empty() {
         // The usual case: nothing came in, so the id is all there is to send.
-        headers.insert(BAGGAGE, only_the_id);
+        if let Some(only_the_id) = request_id_baggage(request_id) {
+            headers.insert(BAGGAGE, only_the_id);
+        }
         return ids;
     }
-    let carried = context
-        .baggage()
-        .get(REQUEST_ID_BAGGAGE)
-        .is_some_and(|id| id.as_str() == request_id);
-    let context = if carried || request_id.is_empty() {
-        context
-    } else {
-        let mut baggage: Baggage = context
-            .baggage()
-            .iter()
-            .map(|(key, (value, metadata))| (key.clone(), (value.clone(), metadata.clone())))
-            .collect();
-        let _ = baggage.insert(REQUEST_ID_BAGGAGE, request_id.to_owned());
-        context.with_baggage(baggage)
-    };
-    BaggagePropagator::new().inject_context(&context, &mut HeaderInjector(headers));
-    let oversized = headers
-        .get(BAGGAGE)
-        .is_some_and(|value| value.len() > MAX_FORWARDED_BAGGAGE);
-    if oversized {
-        // The caller's entries would make the call too large for the callee to take (a
-        // value re-encoded grows up to three times): forward the request id alone.
+    let forwarded = forwarded::baggage(context.baggage(), request_id);
+    if forwarded.dropped > 0 {
         crate::event!(
             WARN,
             "baggage_not_forwarded",
-            entries = context.baggage().len() as i64,
-            max_bytes = MAX_FORWARDED_BAGGAGE as i64,
+            kept = forwarded.kept as i64,
+            dropped = forwarded.dropped as i64,
+            max_entries = forwarded::MAX_BAGGAGE_MEMBERS as i64,
+            max_bytes = forwarded::MAX_BAGGAGE_BYTES as i64,
         );
-        match request_id_baggage(request_id) {
-            Some(only_the_id) => headers.insert(BAGGAGE, only_the_id),
-            None => headers.remove(BAGGAGE),
-        };
     }
+    match HeaderValue::from_str(&forwarded.header) {
+        Ok(value) if !forwarded.header.is_empty() => headers.insert(BAGGAGE, value),
+        _ => headers.remove(BAGGAGE),
+    };
     ids
 }
-
-/// The largest `baggage` header passed on to a callee, in bytes. W3C Baggage asks that at
-/// least 8192 bytes be propagated, but a caller's entries re-encoded can grow past what the
-/// callee accepts in a whole request head (16 KiB by default here); a baggage that large is
-/// not what this system uses baggage for (the request id), so it is not passed on.
-pub const MAX_FORWARDED_BAGGAGE: usize = 4096;
 
 /// `baggage: request.id=<id>`, written directly when the id needs no percent-encoding (a
 /// valid `X-Request-ID` never does): what the baggage propagator writes for a baggage of
@@ -270,7 +280,7 @@ fn request_id_baggage(request_id: &str) -> Option<HeaderValue> {
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// The W3C `tracestate` request header.
-const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+pub(crate) const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 /// The trace context a request came with, as this process's [`CallerTraceContext`] reads
 /// it: the caller's context to join (`Trust`, with its baggage and its `random` flag), the
@@ -322,17 +332,17 @@ impl Caller {
     /// the decision was made with. An unsampled one gets ids of its own in the same trace,
     /// kept on it ([`Unrecorded`]) with the caller's context, for calls made on its behalf.
     pub fn start(self, span: &Span, decision: Decision) -> SpanIds {
-        if decision.sampled {
-            if let Some(link) = self.link {
-                span.add_link(link);
-            }
-            let _ = span.set_parent(self.parent);
-            return traces::with_trace_id(decision.trace_id, || span_ids(span));
-        }
         let random = self
             .parent
             .get::<CallerRandomFlag>()
             .is_none_or(|caller| caller.0);
+        if decision.sampled {
+            if let Some(link) = self.link {
+                span.add_link(link);
+            }
+            let _ = span.set_parent(flagged_parent(self.parent, decision.trace_id, random));
+            return span_ids(span);
+        }
         let ids = SpanIds::new(decision.trace_id, traces::new_span_id(), false, random);
         Unrecorded {
             ids,
@@ -341,6 +351,49 @@ impl Caller {
         .attach_to(span);
         ids
     }
+}
+
+/// The parent a sampled request's span is started under, carrying the W3C flags the span
+/// must have: the OpenTelemetry SDK gives a new span its parent's trace flags (setting
+/// `sampled`), and reads only `sampled` from a `traceparent`.
+///
+/// - A caller's span: the same, with `random` as the caller sent it.
+/// - No caller's span: a placeholder for the trace that starts here, with the id the
+///   sampler decided with and `random` set. It has no span id, so the SDK makes the new
+///   span a root (no parent span id), local (not remote), of `trace_id`, flagged
+///   `sampled` and `random`; the parent-based samplers see a sampled local parent and keep
+///   the decision already made.
+fn flagged_parent(
+    parent: opentelemetry::Context,
+    trace_id: TraceId,
+    random: bool,
+) -> opentelemetry::Context {
+    let caller = parent.span().span_context().clone();
+    let with_random = |flags: TraceFlags| {
+        if random {
+            TraceFlags::new(flags.to_u8() | RANDOM_FLAG)
+        } else {
+            flags
+        }
+    };
+    let flagged = if caller.is_valid() {
+        SpanContext::new(
+            caller.trace_id(),
+            caller.span_id(),
+            with_random(caller.trace_flags()),
+            caller.is_remote(),
+            caller.trace_state().clone(),
+        )
+    } else {
+        SpanContext::new(
+            trace_id,
+            SpanId::INVALID,
+            with_random(TraceFlags::SAMPLED),
+            false,
+            TraceState::default(),
+        )
+    };
+    parent.with_remote_span_context(flagged)
 }
 
 /// What an unsampled request keeps in place of the OpenTelemetry span it does not have:
@@ -421,14 +474,11 @@ fn ids_of(context: &opentelemetry::Context) -> SpanIds {
     let span = context.span();
     let span_context = span.span_context();
     if span_context.is_valid() {
-        let random = context
-            .get::<CallerRandomFlag>()
-            .is_none_or(|caller| caller.0);
         SpanIds::new(
             span_context.trace_id(),
             span_context.span_id(),
             span_context.is_sampled(),
-            random,
+            span_context.trace_flags().to_u8() & RANDOM_FLAG != 0,
         )
     } else {
         SpanIds::default()
@@ -448,9 +498,11 @@ fn lower_hex(bytes: &[u8], text: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::propagation::TextMapCompositePropagator;
+    use opentelemetry::baggage::Baggage;
+    use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator as _};
     use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+    use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
     use opentelemetry_sdk::trace::SdkTracerProvider;
 
     /// Runs `body` with spans made into OpenTelemetry spans and the W3C propagators
@@ -732,6 +784,35 @@ mod tests {
             assert!(small.contains("k=%22"), "small entries go on: {small}");
             assert!(small.contains("request.id=ours"), "{small}");
             assert_eq!(forwarded(2000).as_deref(), Some("request.id=ours"));
+        });
+    }
+
+    /// The span the SDK makes for a sampled request has the W3C flags `traceresponse`
+    /// shows: `random` for a trace started here and for a caller that said so.
+    #[test]
+    fn a_sampled_span_carries_the_random_flag_it_should() {
+        with_tracing(|| {
+            let flags_of = |sent: &[(&'static str, &'static str)]| {
+                let mut headers = HeaderMap::new();
+                for (name, value) in sent {
+                    headers.insert(*name, HeaderValue::from_static(value));
+                }
+                let span = tracing::info_span!("request");
+                let ids = join_caller_trace(&span, &headers);
+                let flags = span.context().span().span_context().trace_flags().to_u8();
+                let child = tracing::info_span!(parent: &span, "call");
+                let child_flags = child.context().span().span_context().trace_flags().to_u8();
+                assert_eq!(flags, child_flags, "a child keeps its parent's flags");
+                (flags, ids.trace_id().to_owned())
+            };
+            assert_eq!(flags_of(&[]).0, 0x03, "a new trace's id is random");
+            let (flags, trace) = flags_of(&[("traceparent", CALLER)]);
+            assert_eq!(
+                (flags, trace.as_str()),
+                (0x03, "0af7651916cd43dd8448eb211c80319c")
+            );
+            let not_random = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+            assert_eq!(flags_of(&[("traceparent", not_random)]).0, 0x01);
         });
     }
 

@@ -92,29 +92,44 @@ impl<E> Counted<E> {
         Self { inner, pipeline }
     }
 
-    /// `n` items have left the queue for the exporter.
+    /// `n` items have left the queue for the exporter. Past the shutdown's deadline they
+    /// were counted lost already, and are not counted again.
     fn received(&self, n: usize) {
         let n = n as u64;
-        self.pipeline.queued.fetch_sub(n, Relaxed);
-        self.pipeline.processed.add(n);
+        self.pipeline.unless_given_up(|| {
+            self.pipeline.queued.fetch_sub(n, Relaxed);
+            self.pipeline.exporting.fetch_add(n, Relaxed);
+            self.pipeline.processed.add(n);
+        });
     }
 
-    /// What became of `n` items the exporter tried to deliver.
+    /// What became of `n` items the exporter tried to deliver: the kind of failure, if it
+    /// failed. Past the shutdown's deadline nothing is counted (they were counted lost).
     fn delivered(&self, n: usize, result: &OTelSdkResult) -> Option<ExportError> {
         let n = n as u64;
-        match result {
+        let kind = match result {
             Ok(()) => {
-                self.pipeline.exported.add(n);
+                let _ = self.pipeline.take_failure();
                 None
             }
-            Err(error) => {
-                let kind = ExportError::of(error);
-                if let Some(index) = ExportError::ALL.iter().position(|k| *k == kind) {
-                    self.pipeline.export_failed[index].add(n);
+            Err(error) => Some(
+                self.pipeline
+                    .take_failure()
+                    .unwrap_or_else(|| ExportError::of(error)),
+            ),
+        };
+        self.pipeline.unless_given_up(|| {
+            self.pipeline.exporting.fetch_sub(n, Relaxed);
+            match kind {
+                None => self.pipeline.exported.add(n),
+                Some(kind) => {
+                    if let Some(index) = ExportError::ALL.iter().position(|k| *k == kind) {
+                        self.pipeline.export_failed[index].add(n);
+                    }
                 }
-                Some(kind)
             }
-        }
+        });
+        kind
     }
 }
 
@@ -270,6 +285,7 @@ mod tests {
         use opentelemetry_sdk::error::OTelSdkError;
         let pipeline = pipeline();
         let exporter = Counted::new((), pipeline);
+        exporter.received(9);
         assert_eq!(exporter.delivered(5, &Ok(())), None);
         assert_eq!(
             exporter.delivered(4, &Err(OTelSdkError::Timeout(Duration::from_secs(1)))),
@@ -281,6 +297,25 @@ mod tests {
             .position(|k| *k == ExportError::Timeout)
             .expect("a kind");
         assert_eq!(pipeline.export_failed[timeout].get(), 4);
+        assert_eq!(pipeline.exporting.load(Relaxed), 0);
+    }
+
+    /// At the shutdown's deadline, what is queued or being exported is counted lost once,
+    /// and however those exports end later, nothing is counted twice.
+    #[test]
+    fn what_is_unfinished_at_the_deadline_is_counted_once() {
+        let pipeline = pipeline();
+        let gate = Gate::new(pipeline, 100);
+        assert_eq!((0..10).filter(|_| gate.admit()).count(), 10);
+        let exporter = Counted::new((), pipeline);
+        exporter.received(4);
+        pipeline.give_up();
+        pipeline.give_up();
+        assert_eq!(pipeline.shutdown.get(), 10, "6 queued and 4 being exported");
+        exporter.received(6);
+        assert_eq!(exporter.delivered(4, &Ok(())), None);
+        assert_eq!(pipeline.exported.get(), 0);
+        assert_eq!(pipeline.processed.get(), 4);
     }
 
     #[test]

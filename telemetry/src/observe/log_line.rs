@@ -109,6 +109,10 @@ impl ObjectWriter {
         self.buf.push_str("Z\"");
     }
 
+    pub(crate) fn integer(&mut self, key: &str, value: u64) {
+        self.raw(key, value);
+    }
+
     fn raw(&mut self, key: &str, value: impl fmt::Display) {
         self.key(key);
         let _ = write!(self.buf, "{value}");

@@ -8,6 +8,13 @@
 //! waits on stdout. When stdout is closed (`| head`), every line the flusher cannot write is
 //! counted (`write_failed`). At shutdown the flusher gets a bounded time to write what is
 //! queued; what it could not is counted (`shutdown`). See [`crate::observe::losses`].
+//!
+//! The flusher writes whole lines, at most [`ATOMIC_WRITE`] bytes at a time, straight to
+//! the file descriptor: a write that small to a pipe is atomic (POSIX `PIPE_BUF`), all of
+//! it or none, so when a stuck reader makes the process end with lines still unwritten,
+//! the last line in the pipe is whole, and the lines counted lost are exactly those that
+//! never reached it. (A single line longer than that is written on its own, and only such
+//! a line can be cut.)
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +34,10 @@ pub const FLUSH_EARLY_AT: usize = 256 * 1024;
 
 /// Most bytes queued for stdout; a line that does not fit is dropped and counted.
 pub const MAX_QUEUED: usize = 4 * 1024 * 1024;
+
+/// Most bytes in one write to stdout: `PIPE_BUF` on Linux, the size up to which a write to
+/// a pipe is atomic.
+pub const ATOMIC_WRITE: usize = 4096;
 
 /// The writer handed to the log layer: appends whole lines to the queue.
 #[derive(Debug, Clone)]
@@ -48,7 +59,7 @@ pub struct Shared {
     queued: Mutex<Queue>,
     wake_flusher: Condvar,
     closing: AtomicBool,
-    /// Lines in the batch the flusher is writing now.
+    /// Lines of the batch the flusher is writing now that have not reached the sink yet.
     writing: AtomicU64,
 }
 
@@ -58,9 +69,14 @@ struct Queue {
     lines: u64,
 }
 
-/// Batched stdout and its guard.
+/// Batched stdout and its guard. The flusher writes to the file descriptor itself: std's
+/// `Stdout` buffers by line and would cut a write where it likes.
 pub fn stdout_writer() -> (BatchedStdout, FlushGuard) {
-    writer_to(std::io::stdout())
+    use std::os::fd::AsFd as _;
+    match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => writer_to(std::fs::File::from(fd)),
+        Err(_) => writer_to(std::io::stdout()),
+    }
 }
 
 /// Batched output to `out` (stdout, or a test's sink) and its guard.
@@ -89,10 +105,10 @@ fn flush_loop(shared: &Shared, out: &mut impl Write) {
     // Two buffers take turns: requests fill one while this thread writes the other.
     let mut batch = Vec::new();
     loop {
-        let lines = {
+        {
             let mut queued = shared.queued.lock().unwrap_or_else(|p| p.into_inner());
-            // Lines wait up to FLUSH_INTERVAL to leave together, in one write; only a large
-            // backlog or shutdown cuts the wait short.
+            // Lines wait up to FLUSH_INTERVAL to leave together; only a large backlog or
+            // shutdown cuts the wait short.
             if queued.bytes.len() < FLUSH_EARLY_AT && !shared.closing.load(Ordering::Acquire) {
                 queued = shared
                     .wake_flusher
@@ -101,11 +117,12 @@ fn flush_loop(shared: &Shared, out: &mut impl Write) {
                     .0;
             }
             std::mem::swap(&mut queued.bytes, &mut batch);
-            std::mem::take(&mut queued.lines)
-        };
-        if !batch.is_empty() {
+            // Under the lock: a line is always either queued or being written.
+            let lines = std::mem::take(&mut queued.lines);
             shared.writing.store(lines, Ordering::Release);
-            write_out(out, &batch);
+        }
+        if !batch.is_empty() {
+            write_out(out, &batch, &shared.writing);
             shared.writing.store(0, Ordering::Release);
         }
         if batch.is_empty() && shared.closing.load(Ordering::Acquire) {
@@ -118,28 +135,59 @@ fn flush_loop(shared: &Shared, out: &mut impl Write) {
     }
 }
 
-/// Writes `batch` (whole lines) to `out`; the lines it could not write are counted.
-fn write_out(out: &mut impl Write, batch: &[u8]) {
-    let mut written = 0;
-    while written < batch.len() {
-        match out.write(&batch[written..]) {
-            Ok(0) => break,
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+/// Writes `batch` (whole lines) to `out` in writes of whole lines of at most
+/// [`ATOMIC_WRITE`] bytes each (a longer line alone), taking each write's lines off
+/// `unwritten` once it is done. What could not be written is counted.
+fn write_out(out: &mut impl Write, batch: &[u8], unwritten: &AtomicU64) {
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let chunk = &rest[..atomic_prefix(rest)];
+        if !write_whole(out, chunk) {
+            // A line cut in the middle is lost too: the reader cannot parse it.
+            let lost = rest.iter().filter(|b| **b == b'\n').count();
+            losses().log_lines.write_failed.add(lost as u64);
+            break;
         }
+        let lines = chunk.iter().filter(|b| **b == b'\n').count();
+        unwritten.fetch_sub(lines as u64, Ordering::AcqRel);
+        rest = &rest[chunk.len()..];
     }
     let _ = out.flush();
-    if written < batch.len() {
-        // A line cut in the middle is lost too: the reader cannot parse it.
-        let lost = batch[written..].iter().filter(|b| **b == b'\n').count();
-        losses().log_lines.write_failed.add(lost as u64);
+}
+
+/// The length of the first write of `lines`: as many whole lines as fit in
+/// [`ATOMIC_WRITE`] bytes, or the first line alone when it is longer.
+fn atomic_prefix(lines: &[u8]) -> usize {
+    let mut end = 0;
+    for (at, _) in lines.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+        if at + 1 > ATOMIC_WRITE && end > 0 {
+            break;
+        }
+        end = at + 1;
+        if end >= ATOMIC_WRITE {
+            break;
+        }
     }
+    if end == 0 { lines.len() } else { end }
+}
+
+/// Writes all of `bytes`; whether it could.
+fn write_whole(out: &mut impl Write, bytes: &[u8]) -> bool {
+    let mut written = 0;
+    while written < bytes.len() {
+        match out.write(&bytes[written..]) {
+            Ok(0) => return false,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 impl FlushGuard {
     /// Stops the flusher once it has written what is queued, waiting at most `grace`: a
-    /// stdout nobody reads cannot hold the process. Lines still queued then are counted.
+    /// stdout nobody reads cannot hold the process. Lines not written by then are counted.
     pub fn finish(mut self, grace: Duration) {
         self.stop(grace);
     }
@@ -151,14 +199,12 @@ impl FlushGuard {
         self.shared.closing.store(true, Ordering::Release);
         self.shared.wake_flusher.notify_all();
         if done.recv_timeout(grace).is_err() {
-            let queued = self
-                .shared
-                .queued
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .lines;
-            let writing = self.shared.writing.load(Ordering::Acquire);
-            losses().log_lines.shutdown.add(queued + writing);
+            // Every line is queued or being written (see `flush_loop`); of those being
+            // written, the ones already written are not counted.
+            let queued = self.shared.queued.lock().unwrap_or_else(|p| p.into_inner());
+            let unwritten = queued.lines + self.shared.writing.load(Ordering::Acquire);
+            drop(queued);
+            losses().log_lines.shutdown.add(unwritten);
         }
     }
 }
@@ -261,10 +307,13 @@ mod tests {
         assert_eq!(lines[999], "{\"line\":999}");
     }
 
-    // The counters are process-wide, so each test below reads how much its own run added.
+    // The counters are process-wide, so each test below reads how much its own run added,
+    // one test at a time.
+    static COUNTERS: Mutex<()> = Mutex::new(());
 
     #[test]
     fn a_sink_that_blocks_never_blocks_a_writer_and_what_is_lost_is_counted() {
+        let _one_at_a_time = COUNTERS.lock().unwrap_or_else(|p| p.into_inner());
         let (release, blocked) = mpsc::channel();
         let (writer, guard) = writer_to(Blocked(blocked));
         let full_before = losses().log_lines.queue_full.get();
@@ -300,8 +349,103 @@ mod tests {
         drop(release);
     }
 
+    /// A sink that takes writes as a pipe of `room` bytes nobody reads does: a write of at
+    /// most [`ATOMIC_WRITE`] bytes whole if it fits, else it blocks; a longer one as much as
+    /// fits, then it blocks. Blocking lasts until the test ends.
+    struct StuckPipe {
+        taken: Arc<Mutex<Vec<u8>>>,
+        room: usize,
+        never: mpsc::Receiver<()>,
+    }
+
+    impl Write for StuckPipe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let free = self.room - self.taken.lock().expect("pipe").len();
+            let fits = if buf.len() <= ATOMIC_WRITE {
+                if buf.len() <= free { buf.len() } else { 0 }
+            } else {
+                buf.len().min(free)
+            };
+            if fits == 0 {
+                let _ = self.never.recv();
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            self.taken
+                .lock()
+                .expect("pipe")
+                .extend_from_slice(&buf[..fits]);
+            Ok(fits)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// With stdout stuck at shutdown, the lines in the pipe are whole, and the lines counted
+    /// lost are exactly the ones that are not there.
+    #[test]
+    fn a_stuck_pipe_holds_whole_lines_and_only_the_rest_is_counted_lost() {
+        let _one_at_a_time = COUNTERS.lock().unwrap_or_else(|p| p.into_inner());
+        let (release, never) = mpsc::channel();
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let pipe = StuckPipe {
+            taken: taken.clone(),
+            room: 64 * 1024,
+            never,
+        };
+        let full_before = losses().log_lines.queue_full.get();
+        let shutdown_before = losses().log_lines.shutdown.get();
+        let failed_before = losses().log_lines.write_failed.get();
+        let (writer, guard) = writer_to(pipe);
+        let total = 5000;
+        for n in 0..total {
+            let line = format!("{{\"line\":{n},\"pad\":\"{}\"}}\n", "x".repeat(n % 300));
+            writer
+                .make_writer()
+                .write_all(line.as_bytes())
+                .expect("write");
+        }
+        // Until the pipe is full and the flusher blocked on it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while taken.lock().expect("pipe").len() < 60 * 1024 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flusher never filled the pipe"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        guard.finish(Duration::from_millis(200));
+        let text = String::from_utf8(taken.lock().expect("pipe").clone()).expect("utf-8");
+        assert!(text.ends_with('\n'), "the last line is whole");
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).expect("a whole JSON line");
+        }
+        let lost = (losses().log_lines.queue_full.get() - full_before)
+            + (losses().log_lines.shutdown.get() - shutdown_before)
+            + (losses().log_lines.write_failed.get() - failed_before);
+        assert_eq!(
+            text.lines().count() as u64 + lost,
+            total as u64,
+            "every line is in the pipe or counted, never both"
+        );
+        drop(release);
+    }
+
+    #[test]
+    fn writes_are_whole_lines_of_at_most_an_atomic_write() {
+        let lines: Vec<u8> = (0..100)
+            .flat_map(|n| format!("{n:0>99}\n").into_bytes())
+            .collect();
+        let first = atomic_prefix(&lines);
+        assert_eq!(first, 4000, "forty 100-byte lines");
+        let long = [vec![b'x'; 5000], b"\n".to_vec(), b"y\n".to_vec()].concat();
+        assert_eq!(atomic_prefix(&long), 5001, "a long line alone");
+        assert_eq!(atomic_prefix(b"a\nb\n"), 4);
+    }
+
     #[test]
     fn a_closed_sink_counts_every_line_it_could_not_take() {
+        let _one_at_a_time = COUNTERS.lock().unwrap_or_else(|p| p.into_inner());
         let before = losses().log_lines.write_failed.get();
         let (writer, guard) = writer_to(Closed);
         for n in 0..500 {

@@ -6,14 +6,16 @@
 //! | what was lost | series |
 //! |---|---|
 //! | a JSON log line for stdout | `log_lines_dropped_total{reason}`: `queue_full` (stdout is not read fast enough), `write_failed` (stdout is closed or broken), `shutdown` (still queued when the flush grace ran out) |
-//! | a span | `otel_sdk_processor_span_processed_total{error_type="queue_full"}` at the export queue, `otel_sdk_exporter_span_exported_total{error_type}` at the collector |
-//! | an OTLP log record | `otel_sdk_processor_log_processed_total{error_type="queue_full"}`, `otel_sdk_exporter_log_exported_total{error_type}` |
+//! | a span | `otel_sdk_processor_span_processed_total{error_type="queue_full"}` at the export queue, `otel_sdk_exporter_span_exported_total{error_type}` at the collector; at shutdown, `spans_shutdown` on stderr for those still queued or being exported when the flush grace ran out |
+//! | an OTLP log record | `otel_sdk_processor_log_processed_total{error_type="queue_full"}`, `otel_sdk_exporter_log_exported_total{error_type}`; `log_records_shutdown` on stderr |
 //!
 //! The `otel_sdk_*` series follow the OpenTelemetry SDK self-observability conventions
 //! (`otel.sdk.processor.span.processed` and its kin): processed without `error_type` counts
 //! what was handed to the exporter, exported without `error_type` what the collector took.
 
 use std::io::Write as _;
+
+use crate::observe::log_line::ObjectWriter;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -63,8 +65,19 @@ pub struct Pipeline {
     pub export_failed: [Count; ExportError::ALL.len()],
     /// In the queue now: handed in, not yet handed on to the exporter.
     pub queued: AtomicU64,
+    /// Handed to the exporter, its export not ended yet.
+    pub exporting: AtomicU64,
+    /// Still queued or being exported when the shutdown's export deadline passed.
+    pub shutdown: Count,
+    /// Whether the shutdown's deadline has passed: what is still under way was counted
+    /// in [`Pipeline::shutdown`], and is not counted again however it ends. Read and set
+    /// under its lock, with the moves between `queued`, `exporting` and the counts.
+    gave_up: std::sync::Mutex<bool>,
     /// How many the queue holds at most (0: the signal is not exported).
     pub capacity: AtomicU64,
+    /// How the export under way failed, as its HTTP client saw it (0: it has not), for
+    /// the counters: the exporter reports every failure of its client alike.
+    last_failure: std::sync::atomic::AtomicU8,
 }
 
 impl Pipeline {
@@ -72,17 +85,56 @@ impl Pipeline {
     pub fn queue_size(&self) -> u64 {
         self.queued.load(Relaxed)
     }
+
+    /// The shutdown's export deadline has passed: what is still queued or being exported
+    /// is counted as lost ([`Pipeline::shutdown`]), once.
+    pub fn give_up(&self) {
+        let mut gave_up = self.gave_up.lock().unwrap_or_else(|p| p.into_inner());
+        if !*gave_up {
+            *gave_up = true;
+            let unfinished = self.queued.swap(0, Relaxed) + self.exporting.swap(0, Relaxed);
+            self.shutdown.add(unfinished);
+        }
+    }
+
+    /// Runs `count` unless [`Pipeline::give_up`] was called (what ends later was counted
+    /// already), never while it runs.
+    pub fn unless_given_up(&self, count: impl FnOnce()) {
+        let gave_up = self.gave_up.lock().unwrap_or_else(|p| p.into_inner());
+        if !*gave_up {
+            count();
+        }
+    }
+
+    /// The export under way failed as `kind` (its HTTP client says so).
+    pub fn record_failure(&self, kind: ExportError) {
+        let code = ExportError::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| i + 1);
+        self.last_failure.store(code as u8, Relaxed);
+    }
+
+    /// How the export that just ended failed, as its client said, if it did; cleared for
+    /// the next. The exports of one pipeline run one at a time.
+    pub fn take_failure(&self) -> Option<ExportError> {
+        let code = self.last_failure.swap(0, Relaxed);
+        ExportError::ALL
+            .get(usize::from(code).checked_sub(1)?)
+            .copied()
+    }
 }
 
-/// Why an export failed, as `error_type`. The OTLP/HTTP exporter says little: a refused
-/// connection and a collector that never answers are both a "network error".
+/// Why an export failed, as `error_type`: its client's word when it left one (see
+/// [`Pipeline::record_failure`]), else what the exporter's error says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportError {
-    /// The collector was unreachable or did not answer in time.
+    /// No connection to the collector could be made, or it broke.
     Network,
-    /// The collector answered with an error status.
+    /// The collector answered with an error status (after the retries a retryable one
+    /// gets).
     Rejected,
-    /// The export did not finish within the SDK's timeout.
+    /// No answer within the export timeout.
     Timeout,
     /// The exporter was already shut down.
     AlreadyShutdown,
@@ -259,8 +311,11 @@ fn publish_pipeline(components: &Components, pipeline: &Pipeline) {
 /// Shortest time between two lines on stderr about losses.
 pub const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How many kinds of loss stderr reports.
+const KINDS: usize = 11;
+
 /// The lost counts that stderr reports, in a fixed order with their names.
-fn totals() -> [(&'static str, u64); 9] {
+fn totals() -> [(&'static str, u64); KINDS] {
     let l = losses();
     let failed = |p: &Pipeline| p.export_failed.iter().map(Count::get).sum::<u64>();
     [
@@ -270,12 +325,14 @@ fn totals() -> [(&'static str, u64); 9] {
         ("spans_queue_full", l.spans.queue_full.get()),
         ("spans_export_failed", failed(&l.spans)),
         ("spans_already_shutdown", l.spans.already_shutdown.get()),
+        ("spans_shutdown", l.spans.shutdown.get()),
         ("log_records_queue_full", l.log_records.queue_full.get()),
         ("log_records_export_failed", failed(&l.log_records)),
         (
             "log_records_already_shutdown",
             l.log_records.already_shutdown.get(),
         ),
+        ("log_records_shutdown", l.log_records.shutdown.get()),
     ]
 }
 
@@ -297,7 +354,7 @@ impl Notices {
         let _ = std::thread::Builder::new()
             .name("telemetry-notices".into())
             .spawn(move || {
-                let mut reported = [0u64; 9];
+                let mut reported = [0u64; KINDS];
                 let mut last = Instant::now() - NOTICE_INTERVAL;
                 loop {
                     // A stop, or the service gone without one: report and end.
@@ -329,28 +386,63 @@ impl Notices {
     }
 }
 
-/// One line on stderr: the losses since the previous one, as a JSON object.
-fn notice(service: &str, now: &[(&'static str, u64); 9], reported: &[u64; 9]) {
-    let mut line = serde_json::Map::new();
-    line.insert("service".into(), service.into());
-    line.insert("event".into(), "telemetry_lost".into());
+/// One line on stderr: the losses since the previous one, as a JSON object shaped like
+/// every log line (`deploy/log-line.schema.json`): `service`, `event` `telemetry_lost`, a
+/// count for each kind of loss, where to look, `ts` and `level`.
+fn notice(service: &str, now: &[(&'static str, u64); KINDS], reported: &[u64; KINDS]) {
+    let mut text = notice_line(service, now, reported, std::time::SystemTime::now());
+    text.push('\n');
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+}
+
+fn notice_line(
+    service: &str,
+    now: &[(&'static str, u64); KINDS],
+    reported: &[u64; KINDS],
+    at: std::time::SystemTime,
+) -> String {
+    let mut line = ObjectWriter::new("telemetry_lost", String::new(), |_| false);
+    line.string("service", service);
+    line.string("event", "telemetry_lost");
     for ((name, total), before) in now.iter().zip(reported) {
         if total > before {
-            line.insert((*name).into(), (total - before).into());
+            line.integer(name, total - before);
         }
     }
-    line.insert(
-        "see".into(),
-        "log_lines_dropped_total and otel_sdk_* on /metrics".into(),
-    );
-    let text = serde_json::Value::Object(line).to_string();
-    let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "{text}");
+    line.string("see", "log_lines_dropped_total and otel_sdk_* on /metrics");
+    line.timestamp("ts", at);
+    line.string("level", "WARN");
+    line.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_notice_is_a_log_line_naming_each_loss() {
+        let mut now = totals();
+        for (n, (_, count)) in now.iter_mut().enumerate() {
+            *count = n as u64 * 10;
+        }
+        let mut reported = [0; KINDS];
+        reported[6] = 60;
+        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_489_599_123);
+        let line: serde_json::Value =
+            serde_json::from_str(&notice_line("service-a", &now, &reported, at)).expect("JSON");
+        assert_eq!(line["service"], "service-a");
+        assert_eq!(line["event"], "telemetry_lost");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["ts"], "2025-11-30T07:59:59.123Z");
+        assert_eq!(line["spans_queue_full"], 30);
+        assert_eq!(line["log_records_shutdown"], 100);
+        assert!(
+            line.get("spans_shutdown").is_none(),
+            "nothing new: left out"
+        );
+        assert!(line.get("log_lines_queue_full").is_none(), "zero: left out");
+    }
 
     #[test]
     fn export_errors_are_classified_by_what_the_exporter_says() {

@@ -13,9 +13,11 @@
 //! | [`otel_env`] | the `OTEL_*` variables: each honoured or refused at start |
 //! | [`process`] | the process's CPU, memory, descriptors and threads, from `/proc` |
 //! | [`otlp_logs`] | the same lines as OTLP log records, when asked for |
+//! | [`otlp_http`] | the client OTLP exports are sent with: retries within the export timeout, and how a failure ended |
 //! | [`outbound`] | one outbound call: client span, trace context on the request, duration |
 //! | [`traces`] | spans as OpenTelemetry spans, their sampling and OTLP export |
 //! | [`context`] | W3C trace context in and out of headers, and a span's ids |
+//! | [`forwarded`] | what of a caller's trace context goes on to a callee, within W3C's bounds |
 //! | [`export_queue`] | the bounded, counted queues in front of the OTLP exporters |
 //! | [`metrics`] | the recorder and its three renderings |
 //! | [`exemplars`] | the trace behind a histogram bucket, and OpenMetrics |
@@ -24,12 +26,14 @@
 pub mod context;
 pub mod exemplars;
 pub mod export_queue;
+pub mod forwarded;
 pub mod log_line;
 pub mod log_writer;
 pub mod logging;
 pub mod losses;
 pub mod metrics;
 pub mod otel_env;
+pub mod otlp_http;
 pub mod otlp_logs;
 pub mod outbound;
 pub mod process;
@@ -151,13 +155,13 @@ pub fn init(
 ) -> Result<Telemetry, InitError> {
     let (writer, log_guard) = log_writer::stdout_writer();
     // One resource for spans, log records and target_info: one service.instance.id.
-    let env = otel_env::check().map_err(InitError::Environment)?;
+    let (env, warnings) = otel_env::check().map_err(InitError::Environment)?;
     if let Some(methods) = &env.known_methods {
         request_metrics::set_known_methods(methods);
     }
     otel_env::set(env.clone());
     context::set_caller_trace_context(args.caller_trace_context);
-    let resource = traces::resource(service);
+    let resource = traces::resource(service, &env);
     // One name everywhere: OTEL_SERVICE_NAME (or the resource's) on every line and scope.
     let service = traces::service_name(&resource, service);
     let traces = traces::Traces::init(service, resource.clone(), args.trace_probes, &env)
@@ -191,6 +195,14 @@ pub fn init(
         );
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| InitError::AlreadyInitialised(e.to_string()))?;
+    for warning in warnings {
+        crate::event!(
+            WARN,
+            "otel_setting_ignored",
+            variable = warning.variable.as_str(),
+            reason = warning.reason.as_str()
+        );
+    }
 
     let metrics =
         metrics::Metrics::install(timeouts, &resource).map_err(InitError::AlreadyInitialised)?;

@@ -1,13 +1,19 @@
-//! The OpenTelemetry environment variables: each is honoured or refused at start, never
-//! ignored. [`check`] runs before anything is built; a variable this build does not read,
-//! or a value it cannot honour, stops the service with a message naming the variable and
-//! what is supported.
+//! The OpenTelemetry environment variables, read and checked once at start ([`check`]),
+//! by one policy:
 //!
-//! Honoured here or by the SDK and the OTLP exporter: the variables in [`HONOURED`].
-//! Refused with a reason: gRPC and JSON protocols, TLS client settings, exporters other
-//! than OTLP, propagators other than W3C's, OTLP metrics (no maintained bridge from the
-//! `metrics` facade to the OpenTelemetry SDK; `/metrics` is the pull exporter), and any
-//! other `OTEL_*` variable.
+//! - A variable in [`HONOURED`] is honoured; a value it cannot take stops the service with a
+//!   message naming the variable and what it takes. Two exceptions, as the specification
+//!   has them: a boolean (`OTEL_SDK_DISABLED`) is true only for `true` (any case), anything
+//!   else is false with a warning; an `OTEL_RESOURCE_ATTRIBUTES` that does not decode is
+//!   discarded whole, with a warning.
+//! - A variable of the specification that asks for what this build cannot do (TLS client
+//!   settings, exporters other than OTLP/HTTP, OTLP metrics: [`REFUSED`]) stops the service,
+//!   naming it and saying why: ignoring it would quietly export less, or less safely, than
+//!   asked.
+//! - Any other `OTEL_*` variable is not read, with a warning naming it (a start is never
+//!   stopped by, say, the `OTEL_RESOURCE_ATTRIBUTES_POD_NAME` a Kubernetes operator injects).
+//!
+//! Warnings are log lines (`otel_setting_ignored`), written once logging is up.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +21,7 @@ use std::collections::BTreeMap;
 pub const HONOURED: &[(&str, &str)] = &[
     (
         "OTEL_SDK_DISABLED",
-        "true: nothing is exported (ids are still made for the logs)",
+        "true (any case): nothing is exported (ids are still made for the logs); anything else is false",
     ),
     (
         "OTEL_SERVICE_NAME",
@@ -23,7 +29,7 @@ pub const HONOURED: &[(&str, &str)] = &[
     ),
     (
         "OTEL_RESOURCE_ATTRIBUTES",
-        "resource attributes, on spans, log records and target_info",
+        "resource attributes (key=value,…, values percent-decoded), on spans, log records and target_info",
     ),
     (
         "OTEL_TRACES_SAMPLER",
@@ -52,22 +58,31 @@ pub const HONOURED: &[(&str, &str)] = &[
     ),
     (
         "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "the collector's base URL (/v1/traces and /v1/logs appended)",
+        "the collector's base http:// URL (/v1/traces and /v1/logs appended)",
     ),
     (
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "the traces URL, as is",
+        "the traces http:// URL, as is",
     ),
-    ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "the logs URL, as is"),
+    (
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        "the logs http:// URL, as is",
+    ),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf only"),
     ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf only"),
     ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf only"),
-    ("OTEL_EXPORTER_OTLP_HEADERS", "headers on every export"),
+    (
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "headers on every export: name=value,… (values percent-decoded)",
+    ),
     (
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        "headers on span exports",
+        "headers on span exports: name=value,… (values percent-decoded)",
     ),
-    ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "headers on log exports"),
+    (
+        "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+        "headers on log exports: name=value,… (values percent-decoded)",
+    ),
     (
         "OTEL_EXPORTER_OTLP_TIMEOUT",
         "milliseconds an export may take",
@@ -88,7 +103,10 @@ pub const HONOURED: &[(&str, &str)] = &[
         "milliseconds between span exports",
     ),
     ("OTEL_BSP_MAX_QUEUE_SIZE", "spans the export queue holds"),
-    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "spans per export"),
+    (
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        "spans per export, at most OTEL_BSP_MAX_QUEUE_SIZE",
+    ),
     (
         "OTEL_BLRP_SCHEDULE_DELAY",
         "milliseconds between log record exports",
@@ -97,10 +115,67 @@ pub const HONOURED: &[(&str, &str)] = &[
         "OTEL_BLRP_MAX_QUEUE_SIZE",
         "log records the export queue holds",
     ),
-    ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "log records per export"),
+    (
+        "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+        "log records per export, at most OTEL_BLRP_MAX_QUEUE_SIZE",
+    ),
     ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "attributes a span keeps"),
     ("OTEL_SPAN_EVENT_COUNT_LIMIT", "events a span keeps"),
     ("OTEL_SPAN_LINK_COUNT_LIMIT", "links a span keeps"),
+];
+
+/// Spec variables that ask for what this build cannot do, by prefix, with why: each stops
+/// the service at start.
+pub const REFUSED: &[(&str, &str)] = &[
+    (
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "TLS client settings: this build exports over plain http:// only",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_CLIENT_",
+        "TLS client settings: this build exports over plain http:// only",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "TLS client settings: this build exports over plain http:// only",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_",
+        "TLS client settings: this build exports over plain http:// only",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
+        "TLS client settings: this build exports over plain http:// only",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_LOGS_CLIENT_",
+        "TLS client settings: this build exports over plain http:// only",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_INSECURE",
+        "a gRPC setting: this build exports over OTLP/HTTP only",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+        "a gRPC setting: this build exports over OTLP/HTTP only",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_LOGS_INSECURE",
+        "a gRPC setting: this build exports over OTLP/HTTP only",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_",
+        "metrics are served on /metrics for a Prometheus scrape, not pushed over OTLP",
+    ),
+    (
+        "OTEL_EXPORTER_PROMETHEUS_",
+        "/metrics is served on the service's own address",
+    ),
+    ("OTEL_EXPORTER_ZIPKIN_", "spans are exported over OTLP only"),
+    (
+        "OTEL_EXPORTER_JAEGER_",
+        "spans are exported over OTLP only (Jaeger takes OTLP)",
+    ),
 ];
 
 /// The OpenTelemetry settings read from the environment.
@@ -110,12 +185,54 @@ pub struct OtelEnv {
     pub export_traces: bool,
     /// Whether log records are exported (when an endpoint is set).
     pub export_logs: bool,
+    /// `OTEL_SDK_DISABLED=true`: nothing is exported.
+    pub sdk_disabled: bool,
     /// W3C Trace Context in and out.
     pub trace_context: bool,
     /// W3C Baggage in and out.
     pub baggage: bool,
     /// The known HTTP methods, when overridden.
     pub known_methods: Option<Vec<String>>,
+    /// `OTEL_SERVICE_NAME`, when set: the `service.name`, whatever else says otherwise.
+    pub service_name: Option<String>,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, decoded, in order (empty when unset or discarded).
+    pub resource_attributes: Vec<(String, String)>,
+    /// How long one span export may take, retries included
+    /// (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`).
+    pub traces_export_timeout: std::time::Duration,
+    /// The same for log records (`OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`, …).
+    pub logs_export_timeout: std::time::Duration,
+}
+
+/// The specification's default export timeout: 10 s.
+pub const DEFAULT_EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Default for OtelEnv {
+    /// The settings of an environment with no `OTEL_*` variable.
+    fn default() -> Self {
+        Self {
+            export_traces: true,
+            export_logs: false,
+            sdk_disabled: false,
+            trace_context: true,
+            baggage: true,
+            known_methods: None,
+            service_name: None,
+            resource_attributes: Vec::new(),
+            traces_export_timeout: DEFAULT_EXPORT_TIMEOUT,
+            logs_export_timeout: DEFAULT_EXPORT_TIMEOUT,
+        }
+    }
+}
+
+/// A variable read otherwise than it says, or not read at all: logged at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The variable.
+    pub variable: String,
+    /// What was done instead, and why. Never the value of a variable that may hold a
+    /// secret (headers).
+    pub reason: String,
 }
 
 /// The settings this process runs with, set once at start-up by [`set`].
@@ -128,35 +245,38 @@ pub fn set(env: OtelEnv) {
 
 /// This process's settings: what [`set`] was given, or the defaults before it was called.
 pub fn current() -> &'static OtelEnv {
-    CURRENT.get_or_init(|| OtelEnv {
-        export_traces: true,
-        export_logs: false,
-        trace_context: true,
-        baggage: true,
-        known_methods: None,
-    })
+    CURRENT.get_or_init(OtelEnv::default)
 }
 
-/// Reads and checks every `OTEL_*` variable of the process environment.
-pub fn check() -> Result<OtelEnv, String> {
+/// Reads and checks every `OTEL_*` variable of the process environment: the settings and
+/// the warnings to log, or why the service cannot start.
+pub fn check() -> Result<(OtelEnv, Vec<Warning>), String> {
     let vars: BTreeMap<String, String> = std::env::vars()
         .filter(|(name, _)| name.starts_with("OTEL_"))
         .collect();
     check_vars(&vars)
 }
 
-fn check_vars(vars: &BTreeMap<String, String>) -> Result<OtelEnv, String> {
-    let supported = |name: &str| HONOURED.iter().any(|(n, _)| *n == name);
+fn check_vars(vars: &BTreeMap<String, String>) -> Result<(OtelEnv, Vec<Warning>), String> {
+    let mut warnings = Vec::new();
+    let honoured = |name: &str| HONOURED.iter().any(|(n, _)| *n == name);
     for name in vars.keys() {
-        if !supported(name) {
+        if let Some((_, why)) = REFUSED.iter().find(|(prefix, _)| name.starts_with(prefix)) {
             return Err(format!(
-                "{name} is not supported by this build; it reads {}",
+                "{name} is not supported: {why}; it reads {}",
                 HONOURED
                     .iter()
                     .map(|(n, _)| *n)
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
+        }
+        if !honoured(name) {
+            warnings.push(Warning {
+                variable: name.clone(),
+                reason: "not read by this build (see docs/configuration.md for the ones it reads)"
+                    .to_owned(),
+            });
         }
     }
     let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
@@ -175,7 +295,21 @@ fn check_vars(vars: &BTreeMap<String, String>) -> Result<OtelEnv, String> {
             _ => Ok(()),
         }
     };
-    one_of("OTEL_SDK_DISABLED", &["true", "false"])?;
+    let sdk_disabled = match get("OTEL_SDK_DISABLED") {
+        Some(value) if value.eq_ignore_ascii_case("true") => true,
+        Some(value) if value.eq_ignore_ascii_case("false") => false,
+        Some(value) => {
+            warnings.push(Warning {
+                variable: "OTEL_SDK_DISABLED".to_owned(),
+                reason: format!(
+                    "{value:?} is not true, so false: the SDK stays enabled (a boolean is true \
+                     only for \"true\", in any case)"
+                ),
+            });
+            false
+        }
+        None => false,
+    };
     one_of(
         "OTEL_TRACES_SAMPLER",
         &[
@@ -228,6 +362,47 @@ fn check_vars(vars: &BTreeMap<String, String>) -> Result<OtelEnv, String> {
             ));
         }
     }
+    // A batch size asked for above its queue's size. (The default batch, 512, above a
+    // smaller queue is cut to the queue by the SDK: nobody asked for more.)
+    for (batch, queue) in [
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_MAX_QUEUE_SIZE"),
+        (
+            "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+            "OTEL_BLRP_MAX_QUEUE_SIZE",
+        ),
+    ] {
+        let size = |name: &str| get(name).and_then(|v| v.parse::<u32>().ok());
+        let Some(batch_size) = size(batch) else {
+            continue;
+        };
+        let queue_size = size(queue).unwrap_or(DEFAULT_QUEUE_SIZE);
+        if batch_size > queue_size {
+            return Err(format!(
+                "{batch}={batch_size} is not supported: a batch is taken from the queue, so at \
+                 most {queue} ({queue_size})"
+            ));
+        }
+    }
+    for name in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    ] {
+        if let Some(value) = get(name) {
+            check_endpoint(value)
+                .map_err(|why| format!("{name}={value} is not supported: {why}"))?;
+        }
+    }
+    for name in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+    ] {
+        if let Some(value) = get(name) {
+            // Not the value in the message: headers carry API keys.
+            check_headers(value).map_err(|why| format!("{name} is not supported: {why}"))?;
+        }
+    }
     one_of("OTEL_TRACES_EXPORTER", &["otlp", "none"])?;
     one_of("OTEL_LOGS_EXPORTER", &["otlp", "none"])?;
     if let Some(value) = get("OTEL_METRICS_EXPORTER")
@@ -269,14 +444,140 @@ fn check_vars(vars: &BTreeMap<String, String>) -> Result<OtelEnv, String> {
             Some(methods)
         }
     };
+    let resource_attributes = match get("OTEL_RESOURCE_ATTRIBUTES").map(resource_attributes) {
+        None => Vec::new(),
+        Some(Ok(attributes)) => attributes,
+        Some(Err(why)) => {
+            warnings.push(Warning {
+                variable: "OTEL_RESOURCE_ATTRIBUTES".to_owned(),
+                reason: format!("{why}: the whole value is discarded"),
+            });
+            Vec::new()
+        }
+    };
     let is = |name: &str, value: &str| get(name).is_some_and(|v| v.eq_ignore_ascii_case(value));
-    Ok(OtelEnv {
+    // Whole numbers above 0, checked above.
+    let timeout = |signal: &str| {
+        [signal, "OTEL_EXPORTER_OTLP_TIMEOUT"]
+            .into_iter()
+            .find_map(|name| get(name)?.parse().ok())
+            .map_or(DEFAULT_EXPORT_TIMEOUT, std::time::Duration::from_millis)
+    };
+    let env = OtelEnv {
         export_traces: !is("OTEL_TRACES_EXPORTER", "none"),
         export_logs: is("OTEL_LOGS_EXPORTER", "otlp"),
+        sdk_disabled,
         trace_context,
         baggage,
         known_methods,
-    })
+        service_name: get("OTEL_SERVICE_NAME").map(str::to_owned),
+        resource_attributes,
+        traces_export_timeout: timeout("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"),
+        logs_export_timeout: timeout("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT"),
+    };
+    Ok((env, warnings))
+}
+
+/// The SDK's default queue size (`OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BLRP_MAX_QUEUE_SIZE`).
+const DEFAULT_QUEUE_SIZE: u32 = 2048;
+
+/// Why `value` is not an endpoint this build can export to: an `http://` URL with a host.
+fn check_endpoint(value: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|_| "not a URL (e.g. http://localhost:4318)")?;
+    match uri.scheme_str() {
+        Some("http") if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Some("http") => Err("a URL with a host (e.g. http://localhost:4318)"),
+        Some("https") => Err("https needs TLS, which this build does not have: use http://"),
+        _ => Err("an http:// URL (e.g. http://localhost:4318)"),
+    }
+}
+
+/// Why `value` is not a list of export headers: `name=value` members, comma-separated,
+/// each name a header name and each value, percent-decoded, a header value. Says which
+/// member, never what it holds.
+fn check_headers(value: &str) -> Result<(), String> {
+    for (n, member) in members(value).enumerate() {
+        let n = n + 1;
+        let (name, value) = member
+            .split_once('=')
+            .ok_or_else(|| format!("member {n} has no '=': name=value,… expected"))?;
+        if http::HeaderName::from_bytes(name.trim().as_bytes()).is_err() {
+            return Err(format!("member {n} does not start with a header name"));
+        }
+        let decoded = percent_decode(value.trim()).ok_or_else(|| {
+            format!("member {n}'s value is not percent-encoded text (a % not followed by two hex digits)")
+        })?;
+        if decoded.is_empty() || http::HeaderValue::from_str(&decoded).is_err() {
+            return Err(format!("member {n}'s value is empty or not a header value"));
+        }
+    }
+    Ok(())
+}
+
+/// The members of a comma-separated list, trimmed; blank ones (a trailing comma) skipped.
+fn members(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|m| !m.is_empty())
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES` decoded: `key=value` members, comma-separated, as W3C Baggage
+/// writes them (without properties); each key a token, each value percent-decoded. Any
+/// malformed member makes the whole value an error, as the resource specification says.
+fn resource_attributes(value: &str) -> Result<Vec<(String, String)>, String> {
+    let mut attributes = Vec::new();
+    for (n, member) in members(value).enumerate() {
+        let n = n + 1;
+        let (key, value) = member
+            .split_once('=')
+            .ok_or_else(|| format!("member {n} has no '='"))?;
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() || !key.bytes().all(is_token_byte) {
+            return Err(format!("member {n}'s key is not a token"));
+        }
+        if !value.bytes().all(is_baggage_octet_or_percent) {
+            return Err(format!(
+                "member {n}'s value has a character that must be percent-encoded (a space, quote, comma, semicolon or backslash)"
+            ));
+        }
+        let decoded = percent_decode(value)
+            .ok_or_else(|| format!("member {n}'s value does not percent-decode to UTF-8"))?;
+        attributes.push((key.to_owned(), decoded));
+    }
+    Ok(attributes)
+}
+
+/// An RFC 9110 token character.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// W3C Baggage's `baggage-octet` (printable ASCII but space, `"`, `,`, `;` and `\`); `%`
+/// is one, as the start of an escape.
+fn is_baggage_octet_or_percent(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+}
+
+/// `%XX` escapes decoded; `None` when one is cut short or not hex, or the result is not
+/// UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = bytes.get(at + 1..at + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            at += 3;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -290,36 +591,47 @@ mod tests {
             .collect()
     }
 
+    fn settings(pairs: &[(&str, &str)]) -> (OtelEnv, Vec<Warning>) {
+        check_vars(&vars(pairs)).expect("accepted")
+    }
+
     #[test]
     fn the_defaults_export_traces_with_the_w3c_propagators() {
-        let env = check_vars(&vars(&[])).expect("no variables");
-        assert_eq!(
-            env,
-            OtelEnv {
-                export_traces: true,
-                export_logs: false,
-                trace_context: true,
-                baggage: true,
-                known_methods: None,
-            }
-        );
+        assert_eq!(settings(&[]), (OtelEnv::default(), Vec::new()));
+        let env = OtelEnv::default();
+        assert!(env.export_traces && !env.export_logs && !env.sdk_disabled);
+        assert!(env.trace_context && env.baggage);
     }
 
     #[test]
     fn each_variable_is_honoured() {
-        let env = check_vars(&vars(&[
+        let (env, warnings) = settings(&[
             ("OTEL_TRACES_EXPORTER", "none"),
             ("OTEL_LOGS_EXPORTER", "otlp"),
             ("OTEL_PROPAGATORS", "baggage"),
             ("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "GET,POST,BREW"),
             ("OTEL_METRICS_EXPORTER", "prometheus"),
-        ]))
-        .expect("all supported");
-        assert!(!env.export_traces && env.export_logs);
+            ("OTEL_SDK_DISABLED", "TRUE"),
+            ("OTEL_SERVICE_NAME", "shop"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=a%20b,x-team=blue,"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "64"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "3000"),
+            ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "500"),
+        ]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(!env.export_traces && env.export_logs && env.sdk_disabled);
         assert!(!env.trace_context && env.baggage);
         assert_eq!(
             env.known_methods.as_deref(),
             Some(&["GET".to_owned(), "POST".to_owned(), "BREW".to_owned()][..])
+        );
+        assert_eq!(env.service_name.as_deref(), Some("shop"));
+        assert_eq!(env.traces_export_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(
+            env.logs_export_timeout,
+            std::time::Duration::from_millis(500)
         );
     }
 
@@ -338,12 +650,114 @@ mod tests {
             ("OTEL_BSP_MAX_QUEUE_SIZE", "lots"),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
             ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
-            ("OTEL_BSP_EXPORT_TIMEOUT", "1000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/etc/key.pem"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://c:4318"),
             ("OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "GET,,POST"),
-            ("OTEL_SDK_DISABLED", "yes"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096"),
+            ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "2049"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector/v1/traces"),
+            (
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "https://collector/v1/logs",
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "x-api-key=s3cret,bad name=1",
+            ),
+            ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x-api-key=%zz"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key="),
         ] {
             let refused = check_vars(&vars(&[(name, value)])).expect_err(name);
             assert!(refused.starts_with(name), "{refused}");
+            if name.ends_with("_HEADERS") {
+                assert!(!refused.contains("s3cret"), "no header value in {refused}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_within_its_queue_is_accepted() {
+        let (_, warnings) = settings(&[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8192"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096"),
+            // The default batch (512) above a small queue: the SDK cuts it to the queue.
+            ("OTEL_BLRP_MAX_QUEUE_SIZE", "256"),
+        ]);
+        assert!(warnings.is_empty());
+    }
+
+    /// Booleans: `true` in any case is true; anything else is false, with a warning.
+    #[test]
+    fn a_boolean_other_than_true_is_false_with_a_warning() {
+        for value in ["1", "yes", "on", "enabled"] {
+            let (env, warnings) = settings(&[("OTEL_SDK_DISABLED", value)]);
+            assert!(!env.sdk_disabled, "{value}");
+            assert_eq!(warnings.len(), 1, "{value}");
+            assert_eq!(warnings[0].variable, "OTEL_SDK_DISABLED");
+        }
+        let (env, warnings) = settings(&[("OTEL_SDK_DISABLED", "False")]);
+        assert!(!env.sdk_disabled && warnings.is_empty());
+    }
+
+    /// A variable this build does not read is a warning, not a refusal: Kubernetes
+    /// operators inject some (`OTEL_RESOURCE_ATTRIBUTES_POD_NAME`).
+    #[test]
+    fn a_variable_not_read_is_a_warning_naming_it() {
+        let (env, warnings) = settings(&[
+            ("OTEL_RESOURCE_ATTRIBUTES_POD_NAME", "shop-7d9f"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "1000"),
+            ("OTEL_LOG_LEVEL", "debug"),
+        ]);
+        assert_eq!(env, OtelEnv::default());
+        let named: Vec<&str> = warnings.iter().map(|w| w.variable.as_str()).collect();
+        assert_eq!(
+            named,
+            [
+                "OTEL_BSP_EXPORT_TIMEOUT",
+                "OTEL_LOG_LEVEL",
+                "OTEL_RESOURCE_ATTRIBUTES_POD_NAME"
+            ]
+        );
+    }
+
+    #[test]
+    fn resource_attributes_are_percent_decoded() {
+        let (env, warnings) = settings(&[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            " deployment.environment.name = dev%20x , k8s.pod.name=shop%2C1,note=%C3%A9t%C3%A9=1,",
+        )]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            env.resource_attributes,
+            [
+                ("deployment.environment.name".to_owned(), "dev x".to_owned()),
+                ("k8s.pod.name".to_owned(), "shop,1".to_owned()),
+                ("note".to_owned(), "été=1".to_owned()),
+            ]
+        );
+    }
+
+    /// The resource specification: on an error, the whole value is discarded, and the
+    /// error is reported.
+    #[test]
+    fn a_malformed_resource_attributes_value_is_discarded_whole_with_a_warning() {
+        for value in [
+            "a=1,b",
+            "a=1,=2",
+            "a=1,b=two words",
+            "a=1,b=%zz",
+            "a=1,b=%C3",
+            "a=1,b c=2",
+            "a=1,b=\"q\"",
+        ] {
+            let (env, warnings) = settings(&[("OTEL_RESOURCE_ATTRIBUTES", value)]);
+            assert!(env.resource_attributes.is_empty(), "{value}");
+            assert_eq!(warnings.len(), 1, "{value}");
+            assert_eq!(warnings[0].variable, "OTEL_RESOURCE_ATTRIBUTES");
+            assert!(warnings[0].reason.contains("member 2"), "{:?}", warnings[0]);
         }
     }
 }

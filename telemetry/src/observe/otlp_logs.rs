@@ -3,11 +3,21 @@
 //! `/v1/logs` appended, or `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`; headers, timeout and
 //! compression as for spans). Stdout keeps its JSON lines, unchanged, either way.
 //!
-//! A record carries what its JSON line carries: the event's fields and `request.id` as
-//! attributes, the level as severity, the time, the service on the resource, and the trace
-//! and span ids (with the sampled flag) as the record's trace context, so a backend links it
-//! to its span. opentelemetry-appender-tracing sees only the event's own fields, not the
-//! request context this crate keeps on the span, hence this small layer.
+//! A record carries what its JSON line carries: the event's name as the record's
+//! `EventName` (the line's `event`, or `access_log` for a request's line), the event's own
+//! fields and `request.id` as attributes, the level as severity, the time, the service on
+//! the resource, and the trace and span ids (with the sampled flag) as the record's trace
+//! context, so a backend links it to its span. Its body is the line as a person reads it in
+//! a backend's log list: the message or the event's name, then the event's own fields as
+//! `key=value` (`provider_call_failed error=timeout timeout_secs=1 attempt=1`).
+//!
+//! The access line's `status` is the record's `http.response.status_code`, as on the span;
+//! when the caller went away before an answer (the line's 499, nginx's convention) no
+//! status was sent, so the record says `error.type` `client_disconnected` instead, as the
+//! span does.
+//!
+//! opentelemetry-appender-tracing sees only the event's own fields, not the request context
+//! this crate keeps on the span, hence this small layer.
 
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +34,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::observe::export_queue::{Counted, Gate, GatedLogs};
 use crate::observe::logging::{CONTEXT_FIELDS, LogContext, OnRecord};
+use crate::observe::request_metrics::CALLER_GONE;
+use crate::observe::requests::CLIENT_CLOSED_REQUEST;
 
 /// Whether log records are to be exported: `OTEL_LOGS_EXPORTER=otlp` and an endpoint.
 pub fn configured(env: &crate::observe::otel_env::OtelEnv) -> bool {
@@ -34,7 +46,7 @@ pub fn configured(env: &crate::observe::otel_env::OtelEnv) -> bool {
     ]
     .iter()
     .any(|name| std::env::var(name).is_ok_and(|v| !v.trim().is_empty()));
-    wanted && endpoint && !crate::observe::traces::sdk_disabled()
+    wanted && endpoint && !env.sdk_disabled
 }
 
 /// The log provider of this process. Shut it down to flush the last batch.
@@ -54,14 +66,17 @@ impl OtlpLogs {
         if !configured(env) {
             return Ok(None);
         }
-        use opentelemetry_otlp::WithExportConfig as _;
+        use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+        let pipeline = &crate::observe::losses::losses().log_records;
+        let client =
+            crate::observe::otlp_http::RetryingClient::new(env.logs_export_timeout, pipeline)?;
         let exporter = opentelemetry_otlp::LogExporter::builder()
             .with_http()
+            .with_http_client(client)
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .build()
             .map_err(|e| e.to_string())?;
         let capacity = crate::observe::export_queue::capacity_from_env("OTEL_BLRP_MAX_QUEUE_SIZE")?;
-        let pipeline = &crate::observe::losses::losses().log_records;
         let batch = BatchLogProcessor::builder(Counted::new(exporter, pipeline))
             .with_batch_config(
                 BatchConfigBuilder::default()
@@ -84,11 +99,12 @@ impl OtlpLogs {
             .build();
         RecordLayer {
             logger: self.provider.logger_with_scope(scope),
+            event_names: EventNames::default(),
         }
     }
 
-    /// Exports what is still batched, waiting at most `grace`. Blocks, so it runs on the
-    /// blocking pool.
+    /// Exports what is still batched, waiting at most `grace`; what is still queued or
+    /// being exported then is counted lost. Blocks, so it runs on the blocking pool.
     pub async fn shutdown(self, grace: Duration) {
         let provider = self.provider;
         let _ = tokio::time::timeout(
@@ -96,6 +112,7 @@ impl OtlpLogs {
             tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(grace)),
         )
         .await;
+        crate::observe::losses::losses().log_records.give_up();
     }
 }
 
@@ -103,6 +120,35 @@ impl OtlpLogs {
 #[derive(Debug)]
 pub struct RecordLayer {
     logger: SdkLogger,
+    event_names: EventNames,
+}
+
+/// Most event names kept for records beyond the callsites' own: event names are literals
+/// in the code, so far fewer.
+const MAX_EVENT_NAMES: usize = 256;
+
+/// Event names as the log record takes them (`&'static str`). A named event's is its
+/// callsite's name (`telemetry::event!`); an `event` field's text is kept here once, up to
+/// [`MAX_EVENT_NAMES`] names (past them, a record keeps its name as an `event` attribute).
+#[derive(Debug, Default)]
+struct EventNames(std::sync::Mutex<std::collections::HashSet<&'static str>>);
+
+impl EventNames {
+    fn of(&self, name: &str, callsite: &'static str) -> Option<&'static str> {
+        if name == callsite {
+            return Some(callsite);
+        }
+        let mut names = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(kept) = names.get(name) {
+            return Some(kept);
+        }
+        if names.len() >= MAX_EVENT_NAMES {
+            return None;
+        }
+        let kept: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        names.insert(kept);
+        Some(kept)
+    }
 }
 
 impl<S> tracing_subscriber::Layer<S> for RecordLayer
@@ -117,27 +163,27 @@ where
         record.set_observed_timestamp(now);
         record.set_severity_number(severity(*metadata.level()));
         record.set_severity_text(metadata.level().as_str());
-        // A named event (`telemetry::event!`) is its name; the access log line is the
-        // `access_log` event.
         let access_log = metadata.target() == crate::observe::ACCESS_LOG;
-        let name = if access_log {
-            crate::observe::ACCESS_LOG
-        } else {
-            metadata.name()
-        };
+        // A request's line is the `access_log` event; a named one is its `event`.
         let mut fields = Fields {
             record: &mut record,
-            name,
+            callsite: metadata.name(),
             access_log,
-            named: false,
-            body: None,
+            name: access_log.then(|| crate::observe::ACCESS_LOG.to_owned()),
+            message: None,
+            text: String::new(),
         };
         event.record(&mut fields);
-        let (named, body) = (fields.named, fields.body.take());
-        if named || access_log {
-            record.set_event_name(name);
+        let body = fields.body();
+        if access_log {
+            record.set_event_name(crate::observe::ACCESS_LOG);
+        } else if let Some(name) = fields.name.take() {
+            match self.event_names.of(&name, metadata.name()) {
+                Some(name) => record.set_event_name(name),
+                None => record.add_attribute(Key::new("event"), AnyValue::from(name)),
+            }
         }
-        if let Some(body) = body {
+        if !body.is_empty() {
             record.set_body(AnyValue::from(body));
         }
         LogContext::of_event(event, &ctx, |context| {
@@ -176,74 +222,114 @@ fn severity(level: Level) -> Severity {
 }
 
 /// The event's fields as typed attributes, named as on the spans where a convention names
-/// them (the access line's `status` is `http.response.status_code`). The event's name is
-/// the record's `EventName`, not an attribute; the body is a free-text message, if any.
+/// them (the access line's `status` is `http.response.status_code`, or `error.type` when
+/// no answer was sent). The event's name is the record's `EventName`, not an attribute;
+/// the body is the message or the name, then every own field as `key=value`.
 struct Fields<'a, R> {
     record: &'a mut R,
-    name: &'static str,
+    /// The callsite's name: a `message` equal to it only repeats the name
+    /// (`telemetry::event!`).
+    callsite: &'static str,
     access_log: bool,
-    /// Whether the event named itself (an `event` field equal to its name).
-    named: bool,
-    body: Option<String>,
+    /// The event's name: its `event` field, or `access_log`.
+    name: Option<String>,
+    /// A free-text message.
+    message: Option<String>,
+    /// The own fields as ` key=value`, in order.
+    text: String,
 }
 
 impl<R: opentelemetry::logs::LogRecord> Fields<'_, R> {
-    fn add(&mut self, field: &Field, value: AnyValue) {
+    fn add(&mut self, field: &Field, value: AnyValue, text: &dyn std::fmt::Display) {
+        use std::fmt::Write as _;
+        let _ = write!(self.text, " {}={text}", field.name());
         let key = match field.name() {
-            "status" if self.access_log => "http.response.status_code",
+            "status" if self.access_log => {
+                if matches!(value, AnyValue::Int(status) if status == i64::from(CLIENT_CLOSED_REQUEST))
+                {
+                    self.record
+                        .add_attribute(Key::new("error.type"), AnyValue::from(CALLER_GONE));
+                    return;
+                }
+                "http.response.status_code"
+            }
             name => name,
         };
         self.record.add_attribute(Key::new(key), value);
     }
 
-    /// Whether a text field only repeats what the record already says (its name), and
-    /// takes a free-text message as the body.
+    /// Whether a text field says something the record holds elsewhere: the event's name
+    /// (`event`, or a `message` that repeats the callsite's name) or a free-text message.
     fn said_otherwise(&mut self, field: &Field, value: &str) -> bool {
         match field.name() {
-            "event" if value == self.name => {
-                self.named = true;
+            "event" => {
+                self.name = Some(value.to_owned());
                 true
             }
-            "message" if value == self.name => true,
+            "message" if value == self.callsite => true,
             "message" => {
-                self.body = Some(value.to_owned());
+                self.message = Some(value.to_owned());
                 true
             }
             _ => false,
         }
     }
+
+    fn add_text(&mut self, field: &Field, value: &str) {
+        let plain = !value.is_empty()
+            && !value
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b == b'"' || b == b'=' || b.is_ascii_control());
+        let text = if plain {
+            value.to_owned()
+        } else {
+            format!("{value:?}")
+        };
+        self.add(field, AnyValue::from(value.to_owned()), &text);
+    }
+
+    /// The body: the message, or else the name, then the own fields.
+    fn body(&self) -> String {
+        let head = self
+            .message
+            .as_deref()
+            .or(self.name.as_deref())
+            .unwrap_or_default();
+        format!("{head}{}", self.text).trim_start().to_owned()
+    }
 }
 
 impl<R: opentelemetry::logs::LogRecord> Visit for Fields<'_, R> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.add(field, AnyValue::Double(value));
+        self.add(field, AnyValue::Double(value), &value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.add(field, AnyValue::Int(value));
+        self.add(field, AnyValue::Int(value), &value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.add(
             field,
             AnyValue::Int(i64::try_from(value).unwrap_or(i64::MAX)),
+            &value,
         );
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.add(field, AnyValue::Boolean(value));
+        self.add(field, AnyValue::Boolean(value), &value);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if !self.said_otherwise(field, value) {
-            self.add(field, AnyValue::from(value.to_owned()));
+            self.add_text(field, value);
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         let text = format!("{value:?}");
         if !self.said_otherwise(field, &text) {
-            self.add(field, AnyValue::from(text));
+            self.add_text(field, &text);
         }
     }
 }

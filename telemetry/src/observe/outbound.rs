@@ -3,8 +3,9 @@
 //! (every attempt of a retrying caller) it makes:
 //!
 //! - one OpenTelemetry HTTP client span (semantic conventions 1.26), named after the URL's
-//!   path (`POST /token`), numbers as integers, `http.request.resend_count` on resends, and
-//!   status and `error.type` from the outcome;
+//!   path (`POST /token`), numbers as integers, `http.request.resend_count` on resends (the
+//!   attempt number less one: the conventions' way to number attempts), `url.full` without
+//!   credentials or query values, and status and `error.type` from the outcome;
 //! - the span's trace context on the request (`traceparent`, `tracestate`, and `baggage`
 //!   carrying the request id), so the callee's span hangs under it;
 //! - one `http_client_request_duration_seconds` sample (`http.client.request.duration`),
@@ -31,7 +32,7 @@ use crate::observe::logging::LogContext;
 use crate::observe::metrics::CLIENT_DURATION;
 use crate::observe::request_id::HEADER as REQUEST_ID;
 use crate::observe::request_metrics::method_label;
-use crate::observe::requests::{ATTEMPT_HEADER, protocol_version};
+use crate::observe::requests::{ATTEMPT_HEADER, REDACTED, protocol_version, redacted_query};
 
 /// What one call's result means to the service that made it.
 pub trait Outcomes: Send + Sync + 'static {
@@ -242,7 +243,7 @@ fn client_span(request: &Request, attempt: u32, request_id: &str, version: &str)
         http.request.method = request.method().as_str(),
         http.response.status_code = tracing::field::Empty,
         http.request.resend_count = (attempt > 1).then(|| i64::from(attempt - 1)),
-        url.full = url.as_str(),
+        url.full = redacted_url(url).as_ref(),
         url.template = url.path(),
         server.address = url.host_str(),
         server.port = url.port_or_known_default().map(i64::from),
@@ -251,13 +252,51 @@ fn client_span(request: &Request, attempt: u32, request_id: &str, version: &str)
         network.peer.port = tracing::field::Empty,
         user_agent.original = user_agent,
         request.id = request_id,
-        attempt = i64::from(attempt),
     )
+}
+
+/// `url` as `url.full` may show it: the HTTP conventions' "`url.full` MUST NOT contain
+/// credentials" (user and password become `REDACTED`), and the query's values redacted as
+/// on server spans (see [`redacted_query`]). Borrowed when there is nothing to hide.
+fn redacted_url(url: &Url) -> std::borrow::Cow<'_, str> {
+    let credentials = !url.username().is_empty() || url.password().is_some();
+    let query = url.query().map(|query| redacted_query(query, &[]));
+    let hidden_query = matches!(query, Some(std::borrow::Cow::Owned(_)));
+    if !credentials && !hidden_query {
+        return std::borrow::Cow::Borrowed(url.as_str());
+    }
+    let mut shown = url.clone();
+    if credentials {
+        let _ = shown.set_username(REDACTED);
+        let _ = shown.set_password(Some(REDACTED));
+    }
+    if let Some(query) = &query {
+        shown.set_query(Some(query));
+    }
+    std::borrow::Cow::Owned(shown.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_full_shows_no_credentials_and_no_query_values() {
+        for (url, shown) in [
+            ("http://a:8080/token", "http://a:8080/token"),
+            (
+                "http://u:p@a:8080/token",
+                "http://REDACTED:REDACTED@a:8080/token",
+            ),
+            (
+                "http://a/token?key=s3cret&flag",
+                "http://a/token?key=REDACTED&flag",
+            ),
+        ] {
+            let url = Url::parse(url).expect("url");
+            assert_eq!(redacted_url(&url), shown);
+        }
+    }
 
     struct Nothing;
 

@@ -11,6 +11,12 @@
 //! Every label value and span name comes from a bounded set: a method outside the standard
 //! ones is `_OTHER` (the OpenTelemetry convention; the original is kept on the span as
 //! `http.request.method_original`), and a path no route matches is `unmatched`.
+//!
+//! A query string can carry a credential (`?password=…`), so the span's `url.query` keeps
+//! every parameter's name but shows its value as `REDACTED`, except the parameters the
+//! route declares ([`DeclaredQuery`]): the HTTP conventions' "sensitive content provided in
+//! `url.query` SHOULD be scrubbed", done for every value the service does not know to be
+//! harmless.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -48,7 +54,9 @@ pub struct ClientAddress {
 pub const TRACERESPONSE: HeaderName = HeaderName::from_static("traceresponse");
 
 /// Request header in which a retrying caller numbers its attempts (1, 2, …); shown as
-/// `attempt` on the request's span and log line where the service trusts it.
+/// `attempt` on the request's log line where the service trusts it. (Its span needs no
+/// such attribute: its parent, the caller's client span, carries the semantic conventions'
+/// `http.request.resend_count`.)
 pub const ATTEMPT_HEADER: &str = "x-attempt";
 
 /// Request header in which a caller says how many milliseconds it will wait for this
@@ -56,7 +64,7 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 /// it, A stops work nobody will wait for.
 pub const TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 
-/// Whether a service reads the caller's `x-attempt` header into its span and log line.
+/// Whether a service reads the caller's `x-attempt` header into its log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttemptHeader {
     /// Shown: the service is called by a retrying client it knows (A, called by B).
@@ -71,19 +79,84 @@ pub enum AttemptHeader {
 #[derive(Debug, Clone)]
 pub struct Observation {
     attempt_header: AttemptHeader,
+    declared_query: DeclaredQuery,
     metrics: Arc<RequestMetrics>,
 }
 
 impl Observation {
-    /// The layer; whether `x-attempt` is read depends on who calls the service.
+    /// The layer; whether `x-attempt` is read depends on who calls the service. The query
+    /// parameters shown as sent are those of [`DeclaredQuery::default`].
     pub fn new(attempt_header: AttemptHeader) -> Self {
         Self {
             attempt_header,
+            declared_query: DeclaredQuery::default(),
             // The methods the services' routes serve: their gauges exist, at zero, from the
             // first scrape.
             metrics: Arc::new(RequestMetrics::new(&[Method::GET, Method::POST])),
         }
     }
+
+    /// The same layer, showing the values of `route`'s query parameters `names` as sent.
+    pub fn declare_query(mut self, route: &'static str, names: &'static [&'static str]) -> Self {
+        let mut declared = self.declared_query.0.to_vec();
+        declared.push((route, names));
+        self.declared_query = DeclaredQuery(declared.into());
+        self
+    }
+}
+
+/// The query parameters each route declares, whose values a span shows as sent; every
+/// other value is [`REDACTED`].
+#[derive(Debug, Clone)]
+pub struct DeclaredQuery(Arc<[(&'static str, &'static [&'static str])]>);
+
+impl Default for DeclaredQuery {
+    /// `/metrics?format=…`, the one query parameter the shared routes take.
+    fn default() -> Self {
+        Self(Arc::new([("/metrics", &["format"][..])]))
+    }
+}
+
+impl DeclaredQuery {
+    /// The names `route` declares (none for a path no route matched).
+    fn of(&self, route: Option<&str>) -> &'static [&'static str] {
+        route
+            .and_then(|route| self.0.iter().find(|(r, _)| *r == route))
+            .map_or(&[], |(_, names)| names)
+    }
+}
+
+/// What a query parameter's value becomes on a span when the route does not declare it
+/// (the word the semantic conventions use).
+pub const REDACTED: &str = "REDACTED";
+
+/// `query` with the value of every parameter outside `declared` replaced by [`REDACTED`]
+/// (`password=hunter2&format=json` → `password=REDACTED&format=json`): names stay, as the
+/// HTTP conventions ask, and so does a parameter without a value. Borrowed when nothing
+/// needs replacing.
+pub fn redacted_query<'a>(query: &'a str, declared: &[&str]) -> std::borrow::Cow<'a, str> {
+    let hidden = |pair: &str| {
+        pair.split_once('=')
+            .is_some_and(|(name, value)| !value.is_empty() && !declared.contains(&name))
+    };
+    if !query.split('&').any(hidden) {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let mut redacted = String::with_capacity(query.len());
+    for (n, pair) in query.split('&').enumerate() {
+        if n > 0 {
+            redacted.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if hidden(pair) => {
+                redacted.push_str(name);
+                redacted.push('=');
+                redacted.push_str(REDACTED);
+            }
+            _ => redacted.push_str(pair),
+        }
+    }
+    std::borrow::Cow::Owned(redacted)
 }
 
 /// A route behind [`Observation`]: request id checked (tower-http), made when missing and
@@ -130,25 +203,22 @@ where
         // The clone made ready serves this request; a fresh one waits for the next.
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
-        let Observation {
-            attempt_header,
-            metrics,
-        } = self.observation.clone();
-        Box::pin(async move { Ok(observe(attempt_header, &metrics, request, inner).await) })
+        let observation = self.observation.clone();
+        Box::pin(async move { Ok(observe(&observation, request, inner).await) })
     }
 }
 
 /// One request observed: its span, log line, metrics and `traceresponse` (see the module
 /// docs) around `inner`'s answer.
-async fn observe<S>(
-    attempt_header: AttemptHeader,
-    metrics: &RequestMetrics,
-    request: Request,
-    mut inner: S,
-) -> Response
+async fn observe<S>(observation: &Observation, request: Request, mut inner: S) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
+    let Observation {
+        attempt_header,
+        declared_query,
+        metrics,
+    } = observation;
     let started = Instant::now();
     let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>();
@@ -162,7 +232,7 @@ where
     };
     let route = route.map(MatchedPath::as_str);
     let request_id = request_id::RequestId::from_headers(request.headers()).0;
-    let attempt = match attempt_header {
+    let attempt = match *attempt_header {
         AttemptHeader::Trusted => request
             .headers()
             .get(ATTEMPT_HEADER)
@@ -183,7 +253,7 @@ where
             route,
             version,
             &request_id,
-            attempt,
+            declared_query.of(route),
         )
     } else {
         tracing::info_span!(target: traces::UNRECORDED, "request")
@@ -216,8 +286,8 @@ where
 }
 
 /// The OpenTelemetry HTTP server span of a sampled request (semantic conventions 1.26,
-/// stable attributes). Numbers are recorded as i64: tracing-opentelemetry exports unsigned
-/// ones as text.
+/// stable attributes), its query's values redacted but those of the `declared` parameters.
+/// Numbers are recorded as i64: tracing-opentelemetry exports unsigned ones as text.
 fn server_span(
     request: &Request,
     name: &str,
@@ -225,8 +295,12 @@ fn server_span(
     route: Option<&str>,
     version: &'static str,
     request_id: &str,
-    attempt: Option<u32>,
+    declared: &[&str],
 ) -> tracing::Span {
+    let query = request
+        .uri()
+        .query()
+        .map(|query| redacted_query(query, declared));
     let method_original = (method == OTHER_METHOD).then(|| request.method().as_str());
     let headers = request.headers();
     let (server_address, server_port) = host_and_port(headers);
@@ -248,7 +322,7 @@ fn server_span(
         http.response.status_code = field::Empty,
         url.scheme = "http",
         url.path = request.uri().path(),
-        url.query = request.uri().query(),
+        url.query = query.as_deref(),
         server.address = server_address,
         server.port = server_port,
         client.address = client_address,
@@ -258,14 +332,14 @@ fn server_span(
         user_agent.original = user_agent,
         network.protocol.version = version,
         request.id = request_id,
-        attempt = attempt.map(i64::from),
     )
 }
 
 /// `server.address` and `server.port` from the `Host` header (port 80 when it names none);
 /// neither when the header is not a valid `host[:port]` (RFC 9110 7.2: a registered name or
-/// IPv4 address, or an IP literal in brackets). Read in place: parsing it as an `Authority`
-/// copied it on every request.
+/// IPv4 address, or an IP literal in brackets). An IP literal's address is the address
+/// alone, as the conventions write `server.address` (`::1`, not `[::1]`). Read in place:
+/// parsing it as an `Authority` copied it on every request.
 fn host_and_port(headers: &HeaderMap) -> (Option<&str>, Option<i64>) {
     headers
         .get(header::HOST)
@@ -284,7 +358,7 @@ fn split_host(host: &str) -> Option<(&str, u16)> {
             && literal
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
-        (ip_literal.then_some(&host[..end])?, &host[end..])
+        (ip_literal.then_some(literal)?, &host[end..])
     } else {
         let end = host.find(':').unwrap_or(host.len());
         let name = &host[..end];
@@ -398,13 +472,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn query_values_are_redacted_but_the_declared_ones() {
+        for (query, declared, expected) in [
+            ("password=hunter2", &[][..], "password=REDACTED"),
+            ("format=json", &["format"][..], "format=json"),
+            (
+                "format=json&token=t1",
+                &["format"][..],
+                "format=json&token=REDACTED",
+            ),
+            ("x=1&&flag&y=", &[][..], "x=REDACTED&&flag&y="),
+            ("a=b=c", &[][..], "a=REDACTED"),
+            ("", &[][..], ""),
+        ] {
+            assert_eq!(redacted_query(query, declared), expected, "{query}");
+        }
+        assert!(matches!(
+            redacted_query("format=json&flag", &["format"]),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let declared = DeclaredQuery::default();
+        assert_eq!(declared.of(Some("/metrics")), ["format"]);
+        assert!(declared.of(Some("/token")).is_empty() && declared.of(None).is_empty());
+    }
+
+    #[test]
     fn host_header_gives_address_and_port() {
         for (host, expected) in [
             ("localhost:8080", Some(("localhost", 8080))),
             ("service-a", Some(("service-a", 80))),
             ("127.0.0.1:8081", Some(("127.0.0.1", 8081))),
-            ("[::1]:8081", Some(("[::1]", 8081))),
-            ("[::1]", Some(("[::1]", 80))),
+            ("[::1]:8081", Some(("::1", 8081))),
+            ("[::1]", Some(("::1", 80))),
             ("example.com:", Some(("example.com", 80))),
             ("example.com:65535", Some(("example.com", 65535))),
             ("example.com:65536", None),

@@ -7,9 +7,10 @@
 //! `http/protobuf` is built in: anything else is refused at start); `…_HEADERS`, `…_TIMEOUT`
 //! and `…_COMPRESSION` (`gzip`), read by the exporter; `OTEL_SERVICE_NAME` (defaults to the
 //! service's own name) and `OTEL_RESOURCE_ATTRIBUTES` (which may override
-//! `service.instance.id`, a fresh UUID per process, and `service.version`);
-//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`; `OTEL_SDK_DISABLED=true` exports
-//! nothing. With no endpoint nothing is exported, but spans still get real trace and span
+//! `service.instance.id`, a fresh UUID per process, and `service.version`), read by
+//! [`crate::observe::otel_env`]; `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`;
+//! `OTEL_SDK_DISABLED=true` exports nothing. All are checked at start (see
+//! [`crate::observe::otel_env`]). With no endpoint nothing is exported, but spans still get real trace and span
 //! ids, so log lines can be correlated all the same.
 //!
 //! `GET /health` and `GET /metrics` make no spans worth keeping: probes and scrapes would
@@ -29,7 +30,6 @@
 //! request. Spans dropped at a full queue and spans the collector did not take are counted
 //! (see [`crate::observe::export_queue`] and [`crate::observe::losses`]); a failed batch is also logged.
 
-use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -38,12 +38,14 @@ use opentelemetry::trace::{
     Link, SpanId, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _,
 };
 use opentelemetry::{InstrumentationScope, Key, KeyValue, global};
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SamplingDecision,
-    SamplingResult, SdkTracerProvider, ShouldSample,
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator as _, RandomIdGenerator, SamplingDecision,
+    SamplingResult, SdkTracerProvider, ShouldSample, SpanData, SpanExporter,
 };
 use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Filter};
@@ -51,6 +53,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::observe::export_queue::{Counted, Gate, GatedSpans, capacity_from_env};
 use crate::observe::otel_env::OtelEnv;
+use crate::observe::otlp_http::RetryingClient;
 
 /// The tracer provider of this process. Shut it down to flush the last batch.
 #[derive(Debug)]
@@ -67,14 +70,10 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// Whether `OTEL_SDK_DISABLED=true`: nothing is exported (ids are still made for logs).
-pub fn sdk_disabled() -> bool {
-    env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-}
-
-/// Whether the environment asks for spans to be exported.
-pub fn export_configured() -> bool {
-    !sdk_disabled()
+/// Whether the environment asks for spans to be exported: an endpoint, and the SDK not
+/// disabled.
+pub fn export_configured(settings: &OtelEnv) -> bool {
+    !settings.sdk_disabled
         && [
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -84,35 +83,33 @@ pub fn export_configured() -> bool {
 }
 
 /// The process's resource: `service.name`, `service.version` and a `service.instance.id`
-/// unique to this process, each overridable by `OTEL_SERVICE_NAME` and
-/// `OTEL_RESOURCE_ATTRIBUTES`.
-pub fn resource(service: &'static str) -> Resource {
-    let defaults = [
+/// unique to this process, then the attributes of `OTEL_RESOURCE_ATTRIBUTES` (any of those
+/// three among them), then `OTEL_SERVICE_NAME`, which the SDK specification says wins over
+/// a `service.name` given in `OTEL_RESOURCE_ATTRIBUTES`; and the SDK's own `telemetry.sdk.*`.
+pub fn resource(service: &'static str, settings: &OtelEnv) -> Resource {
+    // In order of precedence, lowest first: of two attributes with one key, the later wins.
+    let attributes = [
         KeyValue::new("service.name", service),
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         KeyValue::new("service.instance.id", uuid::Uuid::new_v4().to_string()),
-    ];
-    // The standard detectors (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, the SDK's own
-    // attributes) win over the defaults; the SDK's "unknown_service" placeholder does not.
-    let resource = Resource::builder()
-        .with_schema_url(defaults, SCHEMA_URL)
-        .build();
-    let named = resource
-        .get(&Key::new("service.name"))
-        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
-    if named {
-        resource
-    } else {
-        Resource::builder()
-            .with_schema_url([], SCHEMA_URL)
-            .with_attributes(
-                resource
-                    .iter()
-                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-            )
-            .with_service_name(service)
-            .build()
-    }
+    ]
+    .into_iter()
+    .chain(
+        settings
+            .resource_attributes
+            .iter()
+            .map(|(key, value)| KeyValue::new(key.clone(), value.clone())),
+    )
+    .chain(
+        settings
+            .service_name
+            .iter()
+            .map(|name| KeyValue::new("service.name", name.clone())),
+    );
+    Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_schema_url(attributes, SCHEMA_URL)
+        .build()
 }
 
 /// The `service.name` of `resource` (`default` when it has none), for the log lines and
@@ -155,18 +152,21 @@ impl Traces {
         let _ = SAMPLER.set(sampler.clone());
         let mut provider = SdkTracerProvider::builder()
             .with_resource(resource)
-            .with_sampler(sampler)
-            .with_id_generator(DecidedIds);
-        if env.export_traces && export_configured() {
-            // Timeout, headers and compression come from the standard environment.
+            .with_sampler(sampler);
+        if env.export_traces && export_configured(env) {
+            // Headers and compression come from the standard environment; the timeout is
+            // the client's, over each export and its retries.
+            let pipeline = &crate::observe::losses::losses().spans;
+            let client = RetryingClient::new(env.traces_export_timeout, pipeline)?;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
+                .with_http_client(client)
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .build()
                 .map_err(|e| e.to_string())?;
             let capacity = capacity_from_env("OTEL_BSP_MAX_QUEUE_SIZE")?;
-            let pipeline = &crate::observe::losses::losses().spans;
-            let batch = BatchSpanProcessor::builder(Counted::new(exporter, pipeline))
+            let exporter = Counted::new(OwnFieldsOnly(exporter), pipeline);
+            let batch = BatchSpanProcessor::builder(exporter)
                 .with_batch_config(
                     BatchConfigBuilder::default()
                         .with_max_queue_size(capacity)
@@ -209,8 +209,9 @@ impl Traces {
     }
 
     /// Exports what is still batched and stops the exporter thread, waiting at most
-    /// `grace` (a collector that hangs cannot hold the process). The SDK call blocks, so it
-    /// runs on the blocking pool.
+    /// `grace` (a collector that hangs cannot hold the process); what is still queued or
+    /// being exported then is counted lost. The SDK call blocks, so it runs on the
+    /// blocking pool.
     pub async fn shutdown(self, grace: Duration) {
         let provider = self.provider;
         let flushed = tokio::time::timeout(
@@ -222,7 +223,59 @@ impl Traces {
             // Nothing was configured to export, or the collector is gone: not fatal on exit.
             tracing::debug!(error = %e, "trace provider shutdown");
         }
+        // What is still queued or being exported now will not be delivered: counted.
+        crate::observe::losses::losses().spans.give_up();
     }
+}
+
+/// A span exporter whose span events carry only the event's own fields. tracing-opentelemetry
+/// adds `level` and `target` to every event, and a named event (`telemetry::event!`) carries
+/// its name again as `event`: none of them is the event's own (its severity and place are
+/// on its log line), so they go. An event whose name is only its source line
+/// (`tracing::info!(event = "listening")`) is named after its `event` field.
+#[derive(Debug)]
+pub struct OwnFieldsOnly<E>(pub E);
+
+/// Attributes tracing-opentelemetry or `telemetry::event!` add to a span event.
+const NOT_OWN: [&str; 3] = ["level", "target", "event"];
+
+impl<E: SpanExporter> SpanExporter for OwnFieldsOnly<E> {
+    async fn export(&self, mut batch: Vec<SpanData>) -> OTelSdkResult {
+        for span in &mut batch {
+            for event in &mut span.events.events {
+                own_fields_only(event);
+            }
+        }
+        self.0.export(batch).await
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+fn own_fields_only(event: &mut opentelemetry::trace::Event) {
+    let named = event
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "event")
+        .map(|kv| kv.value.as_str().into_owned());
+    if let Some(name) = named
+        && event.name.starts_with("event ")
+    {
+        event.name = name.into();
+    }
+    event
+        .attributes
+        .retain(|kv| !NOT_OWN.contains(&kv.key.as_str()));
 }
 
 /// Target of the span of a request that is not sampled: a bare anchor for its log lines,
@@ -262,37 +315,6 @@ pub fn decide(parent: &opentelemetry::Context, name: &str) -> Decision {
 /// A new random span id.
 pub fn new_span_id() -> SpanId {
     RandomIdGenerator::default().new_span_id()
-}
-
-thread_local! {
-    /// The trace id [`decide`] chose for the span being started on this thread.
-    static DECIDED_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
-}
-
-/// Runs `start` (which starts a span) with `trace_id` as the id the SDK gives a new trace:
-/// a sampled request's span then has the trace id its sampling decision was made with, so
-/// the SDK's sampler, asked again, decides the same.
-pub fn with_trace_id<R>(trace_id: TraceId, start: impl FnOnce() -> R) -> R {
-    DECIDED_TRACE_ID.set(Some(trace_id));
-    let started = start();
-    DECIDED_TRACE_ID.set(None);
-    started
-}
-
-/// The SDK's id generator: random ids, except the trace id [`with_trace_id`] set.
-#[derive(Debug)]
-struct DecidedIds;
-
-impl IdGenerator for DecidedIds {
-    fn new_trace_id(&self) -> TraceId {
-        DECIDED_TRACE_ID
-            .take()
-            .unwrap_or_else(|| RandomIdGenerator::default().new_trace_id())
-    }
-
-    fn new_span_id(&self) -> SpanId {
-        new_span_id()
-    }
 }
 
 /// The OpenTelemetry layer's filter: a span or event inside a span that layer does not see
@@ -413,6 +435,76 @@ mod tests {
             tracing::info!(parent: &recorded, "named as parent");
             assert_eq!(seen.load(Ordering::Relaxed), 3);
         });
+    }
+
+    #[test]
+    fn span_events_keep_their_own_fields_only() {
+        use opentelemetry::trace::Event;
+        let attributes = |pairs: &[(&'static str, &'static str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| KeyValue::new(*k, *v))
+                .collect::<Vec<_>>()
+        };
+        let mut named = Event::new(
+            "provider_call_failed",
+            std::time::SystemTime::now(),
+            attributes(&[
+                ("level", "ERROR"),
+                ("target", "service_b::provider"),
+                ("event", "provider_call_failed"),
+                ("error", "timeout"),
+            ]),
+            0,
+        );
+        own_fields_only(&mut named);
+        assert_eq!(named.name, "provider_call_failed");
+        assert_eq!(named.attributes, attributes(&[("error", "timeout")]));
+        let mut by_line = Event::new(
+            "event src/edge/limits.rs:80",
+            std::time::SystemTime::now(),
+            attributes(&[("event", "load_shed"), ("level", "WARN")]),
+            0,
+        );
+        own_fields_only(&mut by_line);
+        assert_eq!(by_line.name, "load_shed");
+        assert!(by_line.attributes.is_empty());
+    }
+
+    #[test]
+    fn the_resource_takes_otel_service_name_over_resource_attributes() {
+        let settings = OtelEnv {
+            service_name: Some("named".into()),
+            resource_attributes: vec![
+                ("service.name".into(), "from-attributes".into()),
+                ("service.instance.id".into(), "i-1".into()),
+                ("deployment.environment.name".into(), "dev x".into()),
+            ],
+            ..OtelEnv::default()
+        };
+        let resource = resource("service-a", &settings);
+        let get = |key: &'static str| {
+            resource
+                .get(&Key::new(key))
+                .map(|v| v.as_str().into_owned())
+        };
+        assert_eq!(get("service.name").as_deref(), Some("named"));
+        assert_eq!(get("service.instance.id").as_deref(), Some("i-1"));
+        assert_eq!(get("deployment.environment.name").as_deref(), Some("dev x"));
+        assert_eq!(
+            get("service.version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert!(get("telemetry.sdk.name").is_some());
+        let plain = super::resource("service-a", &OtelEnv::default());
+        assert_eq!(
+            plain
+                .get(&Key::new("service.name"))
+                .map(|v| v.as_str().into_owned())
+                .as_deref(),
+            Some("service-a")
+        );
+        assert_eq!(plain.schema_url(), Some(SCHEMA_URL));
     }
 
     #[test]

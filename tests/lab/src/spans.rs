@@ -290,6 +290,27 @@ pub fn trace_id(text: &str) -> Result<String, String> {
     }
 }
 
+/// Which attempt `span` is: a client span's number is its `http.request.resend_count`
+/// plus one (the conventions' way to count attempts: absent on the first), and a span
+/// serving a client span (A's, under B's attempt) is that attempt's.
+fn attempt_of(span: &StoredSpan, spans: &[StoredSpan]) -> Option<u64> {
+    let of_client = |client: &StoredSpan| {
+        let resends = client
+            .attributes
+            .get("http.request.resend_count")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        resends + 1
+    };
+    if span.kind == "client" {
+        return Some(of_client(span));
+    }
+    spans
+        .iter()
+        .find(|parent| parent.span_id == span.parent && parent.kind == "client")
+        .map(of_client)
+}
+
 /// Bar width of the waterfall, in characters.
 const BAR: usize = 40;
 
@@ -361,8 +382,7 @@ pub fn waterfall(trace_id: &str, spans: &[StoredSpan]) -> String {
             "█".repeat(length),
             " ".repeat(BAR - from - length)
         );
-        let attempt = span
-            .attr("attempt")
+        let attempt = attempt_of(span, spans)
             .map(|n| format!(" attempt {n}"))
             .unwrap_or_default();
         rows.push([
@@ -507,9 +527,14 @@ mod tests {
         span
     }
 
+    /// Attempt `n` of a client span: `http.request.resend_count` on a resend.
     fn with_attempt(mut span: Span, n: i64) -> Span {
-        span.attributes
-            .push(kv("attempt", any_value::Value::IntValue(n)));
+        if n > 1 {
+            span.attributes.push(kv(
+                "http.request.resend_count",
+                any_value::Value::IntValue(n - 1),
+            ));
+        }
         span
     }
 

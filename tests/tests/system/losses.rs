@@ -9,22 +9,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use system_tests::otlp::OtlpReceiver;
-use system_tests::{Kind, Service, TIMEOUT, binary, client, demo_login, vacant_addr};
+use system_tests::{Kind, Service, TIMEOUT, binary, client, demo_login};
 
 /// How fast `/health` must answer while a sink is stuck.
-const HEALTHY_LATENCY: Duration = Duration::from_millis(100);
+pub(crate) const HEALTHY_LATENCY: Duration = Duration::from_millis(100);
 
 /// A service whose stdout the test holds: read up to the `listening` line, then left as
 /// the test wants it (never read again, or closed). Its stderr is collected.
-struct Held {
-    child: Child,
-    addr: SocketAddr,
-    stdout: Option<BufReader<ChildStdout>>,
+pub(crate) struct Held {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) stdout: Option<BufReader<ChildStdout>>,
+    /// Lines read from stdout up to `listening`, that one included.
+    pub(crate) startup_lines: usize,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Held {
-    fn start(kind: Kind, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(kind: Kind, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(binary(kind))
             .args(["--listen", "127.0.0.1:0"])
             .env_remove("RUST_LOG")
@@ -49,9 +51,11 @@ impl Held {
                 collected.lock().expect("stderr").push_str(&text);
             }
         });
+        let mut startup_lines = 0;
         let addr = loop {
             let mut line = String::new();
             assert!(stdout.read_line(&mut line).expect("read") > 0, "exited");
+            startup_lines += 1;
             let parsed: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
             if parsed["event"] == "listening" {
                 break parsed["addr"]
@@ -65,16 +69,58 @@ impl Held {
             child,
             addr,
             stdout: Some(stdout),
+            startup_lines,
             stderr,
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Every `telemetry_lost` notice on stderr so far.
+    pub(crate) fn notices(&self) -> Vec<serde_json::Value> {
+        let text = self.stderr.lock().expect("stderr").clone();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|n| n["event"] == "telemetry_lost")
+            .collect()
+    }
+
+    /// The sum of `counter` over every notice: each says what was lost since the one
+    /// before.
+    pub(crate) fn lost(&self, counter: &str) -> u64 {
+        self.notices()
+            .iter()
+            .filter_map(|n| n[counter].as_u64())
+            .sum()
+    }
+
+    /// SIGTERM, then waits (bounded by the flush graces and a margin) for the exit.
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
+        let stopping = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Its stderr is read to the end by then, or soon.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(
+                stopping.elapsed() < Duration::from_secs(8),
+                "still running {:?} after SIGTERM",
+                stopping.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits (bounded) for the stderr notice saying `counter` lost something.
-    fn wait_for_notice(&self, counter: &str) -> serde_json::Value {
+    pub(crate) fn wait_for_notice(&self, counter: &str) -> serde_json::Value {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let text = self.stderr.lock().expect("stderr").clone();
@@ -103,7 +149,7 @@ impl Drop for Held {
 
 /// The sum of every series of `metric` on `url`'s Prometheus text whose labels contain all
 /// of `labels` (e.g. `error_type="queue_full"`).
-async fn sum_of(url: &str, metric: &str, labels: &[&str]) -> f64 {
+pub(crate) async fn sum_of(url: &str, metric: &str, labels: &[&str]) -> f64 {
     let text = system_tests::get(&format!("{url}/metrics?format=prometheus"))
         .await
         .text;
@@ -125,7 +171,7 @@ fn sum_in(text: &str, metric: &str, labels: &[&str]) -> f64 {
 
 /// Sends `count` POST /token requests to `base`, 16 at a time, keep-alive; every answer
 /// must be a 200.
-async fn load(base: &str, count: usize) {
+pub(crate) async fn load(base: &str, count: usize) {
     let client = client();
     let url = format!("{base}/token");
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -150,7 +196,7 @@ async fn load(base: &str, count: usize) {
     }
 }
 
-async fn health_latency(url: &str) -> Duration {
+pub(crate) async fn health_latency(url: &str) -> Duration {
     let fresh = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
@@ -161,55 +207,6 @@ async fn health_latency(url: &str) -> Duration {
     let reply = fresh.get(url).send().await.expect("answered");
     assert_eq!(reply.status(), 200);
     started.elapsed()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stdout_nobody_reads_holds_up_no_request_and_sigterm_still_ends_the_process() {
-    // Read up to `listening`, then never again: the pipe fills, then the queue behind it.
-    let mut a = Held::start(Kind::A, &[]);
-    let base = format!("http://{}", a.addr);
-    let dropped = r#"reason="queue_full""#;
-    let started = Instant::now();
-    while sum_of(&base, "log_lines_dropped_total", &[dropped]).await == 0.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no line dropped after {:?}",
-            started.elapsed()
-        );
-        load(&base, 2000).await;
-    }
-    // Stdout is stuck: every request still answers at once.
-    for _ in 0..10 {
-        let latency = health_latency(&a.url("/health")).await;
-        assert!(latency < HEALTHY_LATENCY, "/health took {latency:?}");
-    }
-    load(&base, 200).await;
-    let notice = a.wait_for_notice("log_lines_queue_full");
-    assert!(
-        notice["log_lines_queue_full"].as_u64() > Some(0),
-        "{notice}"
-    );
-
-    // SIGTERM ends it within the flush grace, although stdout never takes another line.
-    let stopping = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &a.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exited = loop {
-        if let Some(status) = a.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            stopping.elapsed() < Duration::from_secs(8),
-            "still running {:?} after SIGTERM",
-            stopping.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(exited.success(), "{exited:?}");
-    drop(a.stdout.take());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +361,10 @@ async fn spans_a_collector_that_never_answers_cannot_take_are_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_records_a_refusing_collector_cannot_take_are_counted() {
-    let refusing = format!("http://{}/v1/logs", vacant_addr());
+    // Refuses every export at once, as a final answer (400: not retried). A collector that
+    // cannot be reached is retried until each export's time is up (`otel_export.rs`).
+    let collector = OtlpReceiver::start_refusing(vec![(400, None); 100_000]);
+    let refusing = format!("{}/v1/logs", collector.url);
     let a = Service::start(
         Kind::A,
         "127.0.0.1:0",

@@ -1,12 +1,12 @@
 //! The standard OpenTelemetry environment, each variable honoured and tested: compression,
-//! headers, timeout, protocol, `OTEL_SDK_DISABLED`, the sampler, and OTLP log export with
-//! records that carry what the JSON line carries.
+//! headers, timeout, protocol, `OTEL_SDK_DISABLED`, the sampler; what is refused at start
+//! and what only warns. (The resource's variables: `otel_resource.rs`; OTLP log records:
+//! `otel_logs.rs`.)
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use system_tests::otlp::{OtlpReceiver, Typed};
+use system_tests::otlp::OtlpReceiver;
 use system_tests::{Kind, Service, TIMEOUT, binary, client, send};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -91,8 +91,8 @@ fn the_export_timeout_comes_from_the_environment() {
     let rt = runtime();
     let started = Instant::now();
     rt.block_on(send(login(&a)));
-    // A collector that never answers is a network error to the exporter.
-    let failed = "otel_sdk_exporter_span_exported_total{otel_component_type=\"otlp_http_span_exporter\",otel_component_name=\"otlp_http_span_exporter/0\",error_type=\"network_error\"}";
+    // A collector that never answers within the export timeout: a timeout.
+    let failed = "otel_sdk_exporter_span_exported_total{otel_component_type=\"otlp_http_span_exporter\",otel_component_name=\"otlp_http_span_exporter/0\",error_type=\"timeout\"}";
     while rt.block_on(a.series(failed)) < 1.0 {
         assert!(
             Instant::now() < started + TIMEOUT,
@@ -132,6 +132,23 @@ fn what_cannot_be_honoured_is_refused_at_start_saying_what_is_supported() {
             "OTEL_EXPORTER_OTLP_CERTIFICATE",
             "/ca.pem",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        // Accepted once, and failing at every export after: refused at start.
+        (
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            "4096",
+            "at most OTEL_BSP_MAX_QUEUE_SIZE (2048)",
+        ),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key", "name=value"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "localhost:4318",
+            "http://",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "https://collector:4318",
+            "http://",
         ),
     ] {
         let mut child = Command::new(binary(Kind::A))
@@ -211,109 +228,30 @@ fn sdk_disabled_or_no_traces_exporter_exports_nothing_and_always_off_samples_not
     }
 }
 
+/// Booleans are `true` or false with a warning, and a variable this build does not read
+/// (`OTEL_RESOURCE_ATTRIBUTES_POD_NAME`, which Kubernetes operators inject) is a warning:
+/// neither stops a start, and each warning names its variable.
 #[test]
-fn log_records_carry_what_the_json_line_carries_on_the_right_span() {
+fn a_boolean_that_is_not_true_and_an_unknown_variable_warn_and_start() {
     let otlp = OtlpReceiver::start();
-    let env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-        ("OTEL_BLRP_SCHEDULE_DELAY", "50"),
-        ("OTEL_LOGS_EXPORTER", "otlp"),
-    ];
-    let a = Service::start(Kind::A, "127.0.0.1:0", &[], &env);
-    let b = Service::start(Kind::B, "127.0.0.1:0", &["--provider-url", &a.url()], &env);
-    let rt = runtime();
-    let reply = rt.block_on(b.protected_action(
-        system_tests::demo_login_with(json!({"delay_ms": 2000})),
-        Some("logs-timeout"),
-    ));
-    assert_eq!(reply.status, 503);
-
-    let line = b.logs.request_line("logs-timeout");
-    let request_id = Typed::Str("logs-timeout".into());
-    let record = otlp.wait_for_logs(1, |r| {
-        r.service == "service-b"
-            && r.attributes.get("request.id") == Some(&request_id)
-            && r.attributes.contains_key("endpoint")
-    })[0]
-        .clone();
-    assert_eq!(record.event_name, "access_log");
-    assert_eq!(record.severity, ("INFO".to_owned(), 9));
-    assert_eq!(
-        record.attributes["endpoint"],
-        Typed::Str("POST /protected-action".into())
+    let a = Service::start(
+        Kind::A,
+        "127.0.0.1:0",
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.url),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_SDK_DISABLED", "1"),
+            ("OTEL_RESOURCE_ATTRIBUTES_POD_NAME", "shop-7d9f"),
+        ],
     );
-    // Named as on the request's span.
-    assert_eq!(
-        record.attributes["http.response.status_code"],
-        Typed::Int(503)
-    );
-    assert!(matches!(record.attributes["latency_ms"], Typed::Double(ms) if ms > 1000.0));
-    assert_eq!(
-        record.trace_id,
-        line["trace_id"].as_str().expect("trace id")
-    );
-    assert_eq!(record.span_id, line["span_id"].as_str().expect("span id"));
-    assert_eq!(record.flags & 1, 1, "sampled");
-
-    for attempt in [1, 2] {
-        let json_line = b
+    for variable in ["OTEL_SDK_DISABLED", "OTEL_RESOURCE_ATTRIBUTES_POD_NAME"] {
+        let warning = a
             .logs
-            .wait_for(|l| l["event"] == "provider_call_failed" && l["attempt"] == attempt);
-        let record = otlp.wait_for_logs(1, |r| {
-            r.attributes.get("attempt") == Some(&Typed::Int(attempt))
-                && r.event_name == "provider_call_failed"
-        })[0]
-            .clone();
-        assert_eq!(record.severity, ("ERROR".to_owned(), 17));
-        // The logs data model's EventName names it; body and attributes do not repeat it.
-        assert_eq!(record.body, "");
-        assert!(!record.attributes.contains_key("event"), "{record:?}");
-        assert_eq!(record.scope, "service-b", "the scope is the service's");
-        assert_eq!(record.attributes["error"], Typed::Str("timeout".into()));
-        assert_eq!(record.attributes["timeout_secs"], Typed::Double(1.0));
-        assert_eq!(record.attributes["request.id"], request_id);
-        assert!(!record.attributes.contains_key("message"));
-        assert_eq!(
-            record.span_id,
-            json_line["span_id"].as_str().expect("span id")
-        );
-        assert_ne!(
-            record.span_id,
-            line["span_id"].as_str().expect("server span")
-        );
+            .wait_for(|l| l["event"] == "otel_setting_ignored" && l["variable"] == variable);
+        assert_eq!(warning["level"], "WARN", "{warning}");
     }
-
-    // Stdout is unchanged by the export: exactly the seed's fields plus the trace ids, in
-    // this order.
-    let raw = b
-        .logs
-        .raw()
-        .into_iter()
-        .find(|l| l.contains(r#""request_id":"logs-timeout""#) && l.contains(r#""endpoint""#))
-        .expect("the raw request line");
-    let keys = [
-        "service",
-        "endpoint",
-        "status",
-        "latency_ms",
-        "request_id",
-        "ts",
-        "level",
-        "trace_id",
-        "span_id",
-        "trace_flags",
-    ];
-    let positions: Vec<usize> = keys
-        .iter()
-        .map(|k| {
-            raw.find(&format!("\"{k}\":"))
-                .unwrap_or_else(|| panic!("{k} in {raw}"))
-        })
-        .collect();
-    assert!(
-        positions.windows(2).all(|w| w[0] < w[1]),
-        "field order: {raw}"
-    );
-    assert_eq!(line.as_object().expect("object").len(), keys.len(), "{raw}");
+    // `1` is not `true`: the SDK stays enabled, and spans are exported.
+    let reply = runtime().block_on(send(login(&a)));
+    otlp.wait_for_trace(&trace_of(&reply), 1);
 }

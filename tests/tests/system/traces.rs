@@ -64,7 +64,7 @@ fn attempts(spans: &[ReceivedSpan]) -> Vec<&ReceivedSpan> {
         .iter()
         .filter(|s| s.service == "service-b" && s.kind == SpanKind::Client)
         .collect();
-    found.sort_by_key(|s| s.attr("attempt").to_owned());
+    found.sort_by_key(|s| s.start_ns);
     found
 }
 
@@ -104,7 +104,11 @@ fn success_is_one_trace_of_three_spans_across_both_services() {
     let attempt = attempts(&spans)[0];
     assert_eq!(attempt.name, "POST /token");
     assert_eq!(attempt.parent_span_id, server.span_id);
-    assert_eq!(attempt.attr("attempt"), "1");
+    assert_eq!(
+        attempt.attr("http.request.resend_count"),
+        "",
+        "the first attempt"
+    );
     assert!(attempt.attr("url.full").ends_with("/token"));
     assert_eq!(attempt.attr("server.address"), "127.0.0.1");
     assert_eq!(attempt.attr("http.response.status_code"), "200");
@@ -162,7 +166,8 @@ fn timeout_shows_two_failed_attempts_each_with_its_own_a_span() {
     let attempts = attempts(&spans);
     assert_eq!(attempts.len(), 2);
     for (n, attempt) in attempts.iter().enumerate() {
-        assert_eq!(attempt.attr("attempt"), (n + 1).to_string());
+        let resends = if n == 0 { String::new() } else { n.to_string() };
+        assert_eq!(attempt.attr("http.request.resend_count"), resends);
         assert!(attempt.is_error);
         assert_eq!(attempt.attr("error.type"), "timeout");
         assert_eq!(attempt.parent_span_id, server.span_id);
@@ -171,7 +176,7 @@ fn timeout_shows_two_failed_attempts_each_with_its_own_a_span() {
         });
         let delay = one(&spans, "delay span", |s| s.parent_span_id == served.span_id);
         assert_eq!(delay.name, "simulated_delay");
-        assert_eq!(delay.attr("delay_ms"), "500");
+        assert_eq!(delay.attr("lab.delay_ms"), "500");
     }
     assert!(
         b.logs
