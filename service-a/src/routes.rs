@@ -187,7 +187,7 @@ async fn token_outcome(
         tokio::time::sleep(waited)
             .instrument(tracing::info_span!(
                 "simulated_delay",
-                delay_ms = millis(wait),
+                lab.delay_ms = millis(wait),
                 request.id = %request_id.0
             ))
             .await;

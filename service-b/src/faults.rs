@@ -55,12 +55,24 @@ pub fn parse_fault(text: &str) -> Result<StartupFault, String> {
 /// The switch of B's run-time faults.
 pub type Switch = telemetry::faults::FaultSwitch<Injected>;
 
-/// A new switch; a fault sets the per-attempt timeout through `set_timeout` (`None`:
-/// back to `--provider-timeout-ms`).
-pub fn switch(set_timeout: impl Fn(Option<Duration>) + Send + Sync + 'static) -> Switch {
+/// What a fault changes in B: the per-attempt timeout, and what a lab leaves behind.
+pub trait Knobs: Send + Sync + 'static {
+    /// Switches the per-attempt timeout (`None`: back to `--provider-timeout-ms`).
+    fn set_timeout(&self, timeout: Option<Duration>);
+    /// Forgets what past calls taught the breaker and the retry budget, so a lab's end
+    /// leaves no open breaker or spent budget behind for the next.
+    fn forget_past(&self);
+}
+
+/// A new switch: a fault sets the per-attempt timeout; clearing it (a lab's end) also
+/// forgets what the calls under it taught the breaker and the budget.
+pub fn switch(knobs: impl Knobs) -> Switch {
     Switch::new(move |fault: Option<&Injected>| {
         let timeout = fault.and_then(|f| f.provider_timeout_ms);
-        set_timeout(timeout.map(Duration::from_millis));
+        knobs.set_timeout(timeout.map(Duration::from_millis));
+        if fault.is_none() {
+            knobs.forget_past();
+        }
     })
 }
 
@@ -68,21 +80,40 @@ pub fn switch(set_timeout: impl Fn(Option<Duration>) + Send + Sync + 'static) ->
 mod tests {
     use super::*;
 
+    use std::sync::{Arc, Mutex};
+
+    /// What the switch asked of B.
+    #[derive(Debug, Default)]
+    struct Seen {
+        timeout: Mutex<Option<Duration>>,
+        forgotten: Mutex<u32>,
+    }
+
+    impl Knobs for Arc<Seen> {
+        fn set_timeout(&self, timeout: Option<Duration>) {
+            *self.timeout.lock().expect("lock") = timeout;
+        }
+        fn forget_past(&self) {
+            *self.forgotten.lock().expect("lock") += 1;
+        }
+    }
+
     #[test]
-    fn a_sealed_fault_acts_the_same() {
-        let timeout = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let seen = timeout.clone();
-        let switch = switch(move |t| *seen.lock().expect("lock") = t);
+    fn a_sealed_fault_acts_the_same_and_its_end_forgets_the_past() {
+        let seen = Arc::new(Seen::default());
+        let switch = switch(seen.clone());
         let StartupFault(fault) =
             parse_fault(r#"{"scenario":"sealed","sealed":true,"provider_timeout_ms":15}"#)
                 .expect("parses");
         switch.set(fault).expect("valid");
         assert_eq!(
-            *timeout.lock().expect("lock"),
+            *seen.timeout.lock().expect("lock"),
             Some(Duration::from_millis(15))
         );
+        assert_eq!(*seen.forgotten.lock().expect("lock"), 0);
         switch.set(None).expect("off");
-        assert_eq!(*timeout.lock().expect("lock"), None);
+        assert_eq!(*seen.timeout.lock().expect("lock"), None);
+        assert_eq!(*seen.forgotten.lock().expect("lock"), 1, "a lab's end");
         assert!(parse_fault(r#"{"scenario":"x","provider_timeout_ms":0}"#).is_err());
     }
 }

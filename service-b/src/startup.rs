@@ -41,13 +41,13 @@ impl Application {
             &config.provider,
             std::sync::Arc::new(crate::metrics::ProviderMetrics::register()),
         )?;
-        let timeouts = provider.clone();
+        let knobs = provider.clone();
         let bound = telemetry::service::Bound::bind(
             // Each request in flight may hold one connection to A.
             (&config.edge, 1),
             config.serve.listen,
             config.fault_listen,
-            crate::faults::switch(move |timeout| timeouts.override_timeout(timeout)),
+            crate::faults::switch(knobs),
             config
                 .fault
                 .clone()

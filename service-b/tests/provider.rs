@@ -109,6 +109,7 @@ async fn call(provider: &Provider, delay_ms: Option<u64>) -> Result<String, Prov
                 delay_ms,
             },
             &telemetry::RequestId("provider-test".into()),
+            None,
         )
         .await
         .map(|grant| grant.token)

@@ -347,6 +347,20 @@ impl Provider {
     }
 }
 
+impl crate::faults::Knobs for Provider {
+    fn set_timeout(&self, timeout: Option<Duration>) {
+        self.override_timeout(timeout);
+    }
+
+    fn forget_past(&self) {
+        if self.breaker.reset() {
+            self.circuit_changed(Some(CircuitState::Closed));
+        }
+        self.budget.reset();
+        self.callers_budget.reset();
+    }
+}
+
 /// The wait before retry number `past_retries + 1` reqwest-retry's exponential backoff asks
 /// for, or `None` when it allows no more. The policy speaks in wall-clock times; the wait
 /// is their difference, and B's own clock takes it from here.

@@ -301,6 +301,15 @@ impl CircuitBreaker {
         changed
     }
 
+    /// Closes the breaker with an empty window, forgetting every call so far (calls in
+    /// flight report into the fresh window); returns whether it was not closed.
+    pub fn reset(&self) -> bool {
+        let mut inner = self.lock();
+        let was_closed = matches!(inner.state, State::Closed { .. });
+        inner.state = State::closed();
+        !was_closed
+    }
+
     /// A call ended without an outcome. Only a lost probe changes anything: the circuit goes
     /// back to open with its cool-down already over, so the next call probes at once.
     fn abandon(&self) {
@@ -466,6 +475,19 @@ mod tests {
             CircuitState::Open,
             "their end changes nothing"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_closes_it_and_forgets_the_window() {
+        let breaker = breaker(2);
+        allowed(&breaker).expect("closed").record(false);
+        allowed(&breaker).expect("closed").record(false);
+        assert_eq!(breaker.state(), CircuitState::Open);
+        assert!(breaker.reset(), "it was open");
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        allowed(&breaker).expect("closed").record(false);
+        assert_eq!(breaker.state(), CircuitState::Closed, "one failure since");
+        assert!(!breaker.reset(), "it was closed");
     }
 
     #[tokio::test(start_paused = true)]

@@ -55,6 +55,11 @@ impl RetryBudget {
         allowed
     }
 
+    /// Forgets every call and retry so far.
+    pub fn reset(&self) {
+        *self.lock() = SlidingWindow::default();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SlidingWindow<CallsAnd, WINDOW_SLOTS>> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }

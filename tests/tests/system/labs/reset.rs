@@ -1,6 +1,7 @@
 //! `lab stop` puts the system back as it was: the traffic has exited when it returns, the
 //! faults are cleared, and no user stays throttled by a lab's guesses (A's fault endpoint
-//! clears the login throttle with the fault).
+//! clears the login throttle with the fault, and B's closes its breaker and empties its
+//! retry budget).
 
 use system_tests::labs::{Pair, log_symptom, said, state_dir};
 
@@ -26,4 +27,26 @@ async fn a_stop_leaves_no_user_throttled() {
         .protected_action(system_tests::demo_login(), None)
         .await;
     assert_eq!(through_b.status, 200, "{}", through_b.text);
+}
+
+/// The a-down lab opens B's breaker; once `lab stop` returns, B's breaker is closed again
+/// (B's fault endpoint forgets what the lab's calls taught it) and the next call reaches A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_leaves_no_breaker_open() {
+    let pair = Pair::start(&[]);
+    let dir = state_dir("reset-breaker");
+    let started = pair.lab(&dir, &["start", "a-down"]);
+    assert!(started.status.success(), "{}", said(&started));
+    pair.b.logs.wait_for(|l| l["event"] == "circuit_opened");
+
+    let stopped = pair.lab(&dir, &["stop"]);
+    assert!(stopped.status.success(), "{}", said(&stopped));
+    pair.b.logs.wait_for(|l| l["event"] == "circuit_closed");
+    let state = pair.b.series("provider_circuit_state").await;
+    assert_eq!(state, 0.0, "closed at once, not after B's next call");
+    let call = pair
+        .b
+        .protected_action(system_tests::demo_login(), None)
+        .await;
+    assert_eq!(call.status, 200, "{}", call.text);
 }
