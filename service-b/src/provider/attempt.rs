@@ -135,7 +135,7 @@ impl AttemptFailure {
 /// deadline gets a few microseconds less, and is still "300ms").
 pub fn humanize(duration: Duration) -> String {
     let millis = (duration.as_micros() + 500) / 1000;
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")
