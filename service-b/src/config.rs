@@ -64,13 +64,27 @@ pub struct Config {
 }
 
 /// How B calls A: everything the client for A needs, and nothing else (see
-/// [`crate::provider::Provider::new`]). Its flags are part of `service-b --help`.
+/// [`crate::provider::Provider::start`]). Its flags are part of `service-b --help`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProviderConfig {
-    /// Base URL of service A (plain http). B calls `<provider-url>/token`.
+    /// Base URL of service A (plain http), or several separated by commas, one per replica.
+    /// B calls `<provider-url>/token` on one of them per attempt. A host name (other than
+    /// localhost) is as many endpoints as it has addresses, resolved again every
+    /// --provider-resolve-interval-ms (a Kubernetes headless Service, compose's service name).
     #[arg(long, env = "PROVIDER_URL", default_value = "http://127.0.0.1:8080",
-          value_parser = parse_provider_url)]
-    pub provider_url: Url,
+          value_parser = parse_provider_urls)]
+    pub provider_url: ProviderUrls,
+
+    /// How often host names in --provider-url are resolved again, in milliseconds, so
+    /// replicas of A that come and go are found without a restart.
+    #[arg(long, env = "PROVIDER_RESOLVE_INTERVAL_MS", default_value_t = 5000,
+          value_parser = telemetry::edge::whole::<u64>(100, 3_600_000), allow_negative_numbers = true)]
+    pub provider_resolve_interval_ms: u64,
+
+    /// The DNS server (IP:PORT) that resolves host names in --provider-url, asked directly;
+    /// unset: the system's resolver (which also reads /etc/hosts and the search domains).
+    #[arg(long, env = "PROVIDER_DNS", value_parser = parse_dns_server)]
+    pub provider_dns: Option<std::net::SocketAddr>,
 
     /// Timeout of each attempt to call A, in milliseconds (connect, send and read the whole
     /// answer). The lab's "strict 1 s timeout".
@@ -145,6 +159,38 @@ pub struct ProviderConfig {
           value_parser = telemetry::edge::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub breaker_cooldown_ms: u64,
 
+    /// With two or more endpoints of A: failed attempts in a row (timeouts, broken
+    /// connections, 5xx) that take an endpoint out of the choice for a while (outlier
+    /// ejection; a refused connection takes it out at once, until it answers a probe of
+    /// /health). 0 turns ejection off.
+    #[arg(long, env = "EJECT_AFTER_FAILURES", default_value_t = 5,
+          value_parser = telemetry::edge::whole::<u32>(0, 10_000), allow_negative_numbers = true)]
+    pub eject_after_failures: u32,
+
+    /// With two or more endpoints: the share (0.0–1.0) of an endpoint's attempts over the
+    /// last 10 s (at least 10 of them) that failed, at which it is taken out of the choice.
+    #[arg(long, env = "EJECT_FAILURE_RATE", default_value_t = 0.5,
+          value_parser = telemetry::edge::parse_share, allow_negative_numbers = true)]
+    pub eject_failure_rate: f64,
+
+    /// How long an endpoint is out the first time, in milliseconds; each ejection in a row
+    /// lasts twice as long, at most --eject-max-ms.
+    #[arg(long, env = "EJECT_BASE_MS", default_value_t = 1000,
+          value_parser = telemetry::edge::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+    pub eject_base_ms: u64,
+
+    /// The longest one ejection lasts, in milliseconds: a replica that recovered serves again
+    /// within it.
+    #[arg(long, env = "EJECT_MAX_MS", default_value_t = 8000,
+          value_parser = telemetry::edge::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+    pub eject_max_ms: u64,
+
+    /// Most endpoints out of the choice at once, in percent of those known (at least one of
+    /// two or more, never all).
+    #[arg(long, env = "MAX_EJECTION_PERCENT", default_value_t = 50,
+          value_parser = telemetry::edge::whole::<u32>(0, 100), allow_negative_numbers = true)]
+    pub max_ejection_percent: u32,
+
     /// How long an idle pooled connection to A is kept, in milliseconds. Keep it below A's
     /// (or a proxy's) idle keep-alive timeout, so B never reuses a connection A has closed.
     #[arg(long, env = "POOL_IDLE_TIMEOUT_MS", default_value_t = 15_000,
@@ -155,6 +201,43 @@ pub struct ProviderConfig {
 /// Added to the worst case to make the default deadline: room for the scheduling noise of a
 /// busy machine, so the deadline never cuts short an attempt the timeout would have allowed.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(40);
+
+/// `--provider-url`: one base URL of A or more, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderUrls(pub Vec<Url>);
+
+impl std::fmt::Display for ProviderUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<&str> = self.0.iter().map(Url::as_str).collect();
+        f.write_str(&urls.join(","))
+    }
+}
+
+/// One `http://` URL with a host, or several separated by commas: none empty, none twice.
+fn parse_provider_urls(text: &str) -> Result<ProviderUrls, String> {
+    if text.trim().is_empty() {
+        return Err("expected an http:// URL with a host, or several separated by commas".into());
+    }
+    let mut urls: Vec<Url> = Vec::new();
+    for entry in text.split(',').map(str::trim) {
+        if entry.is_empty() {
+            return Err(format!("an empty entry in the list {text:?}"));
+        }
+        let url = parse_provider_url(entry)?;
+        if urls.contains(&url) {
+            return Err(format!("{url} is in the list twice"));
+        }
+        urls.push(url);
+    }
+    Ok(ProviderUrls(urls))
+}
+
+/// A DNS server's `IP:PORT`.
+fn parse_dns_server(text: &str) -> Result<std::net::SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| "expected a DNS server's IP:PORT, e.g. 10.96.0.10:53".to_owned())
+}
 
 /// An `http://` URL with a host. TLS is not built in: between two services on one host or
 /// one cluster network, plain HTTP keeps the example small; put TLS in a mesh or proxy.
@@ -211,6 +294,25 @@ impl ProviderConfig {
         }
     }
 
+    /// How the fleet of A's endpoints is found and judged (see `crate::fleet`).
+    pub fn fleet_settings(&self) -> crate::fleet::Settings {
+        crate::fleet::Settings {
+            urls: self.provider_url.0.clone(),
+            resolve_interval: Duration::from_millis(self.provider_resolve_interval_ms),
+            resolver: match self.provider_dns {
+                Some(server) => crate::fleet::discovery::Resolver::Dns(server),
+                None => crate::fleet::discovery::Resolver::System,
+            },
+            ejection: crate::fleet::ejection::EjectionPolicy {
+                consecutive: self.eject_after_failures,
+                failure_rate: self.eject_failure_rate,
+                base: Duration::from_millis(self.eject_base_ms),
+                max: Duration::from_millis(self.eject_max_ms.max(self.eject_base_ms)),
+                max_percent: self.max_ejection_percent,
+            },
+        }
+    }
+
     /// The deadline over all attempts (see the module docs).
     pub fn provider_deadline(&self) -> Duration {
         self.provider_deadline_ms
@@ -228,7 +330,7 @@ mod tests {
     fn defaults_reproduce_the_labs_timing() {
         let config = Config::try_parse_from(["service-b"]).expect("defaults parse");
         assert_eq!(
-            config.provider.provider_url.as_str(),
+            config.provider.provider_url.to_string(),
             "http://127.0.0.1:8080/"
         );
         assert_eq!(config.provider.provider_timeout(), Duration::from_secs(1));
@@ -310,6 +412,35 @@ mod tests {
         let listen = Config::try_parse_from(["service-b", "--listen", "localhost:9"]).expect("ok");
         assert_eq!(listen.serve.listen, "127.0.0.1:9".parse().expect("addr"));
         assert!(refusal(&["--listen", "8081"]).contains("localhost:PORT"));
+    }
+
+    #[test]
+    fn a_list_of_urls_is_several_endpoints_and_bad_lists_are_refused_by_name() {
+        let config = Config::try_parse_from([
+            "service-b",
+            "--provider-url",
+            "http://127.0.0.1:8080, http://127.0.0.1:8082,http://a:9000/x",
+        ])
+        .expect("a list");
+        assert_eq!(
+            config.provider.provider_url.to_string(),
+            "http://127.0.0.1:8080/,http://127.0.0.1:8082/,http://a:9000/x"
+        );
+        for (list, says) in [
+            ("", "at least one"),
+            ("http://a:1,,http://b:1", "an empty entry"),
+            ("http://a:1,http://a:1/", "twice"),
+            ("http://a:1,https://b:1", "expected an http:// URL"),
+            ("http://a:1,b:1", "did you mean http://b:1?"),
+        ] {
+            let refused = refusal(&["--provider-url", list]);
+            assert!(refused.contains("--provider-url"), "{refused}");
+            assert!(
+                refused.contains(says) || (says == "at least one" && refused.contains("several")),
+                "{list}: {refused}"
+            );
+        }
+        assert!(refusal(&["--provider-dns", "dns.example"]).contains("IP:PORT"));
     }
 
     #[test]

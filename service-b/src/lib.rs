@@ -6,6 +6,8 @@
 //! - [`provider`]: the client for A: the whole call in `Provider::issue_token`, top to
 //!   bottom. Timeouts, retries and how each attempt is classified, logged and counted all
 //!   live there.
+//! - [`fleet`]: A's endpoints (one URL, several, or a name's addresses), which one each
+//!   attempt goes to, and which are out of the choice for failing.
 //! - [`outcome`]: how an attempt ended and why B stopped, the two facts everything records.
 //! - [`metrics`]: B's own series, as typed helpers.
 //! - [`resilience`]: the retry budget and circuit breaker that keep retries from making an
@@ -16,7 +18,7 @@
 //! - [`openapi`]: the API description of B's routes.
 //! - [`startup`]: binds the listener and serves until told to stop.
 //!
-//! B knows A only as a URL (`--provider-url`).
+//! B knows A only as URLs (`--provider-url`).
 //!
 //! "The lab" in comments is the walkthrough the README shows with this implementation's real
 //! output (README.md, "The walkthrough"): its bodies, statuses, log lines and timings.
@@ -24,6 +26,7 @@
 pub mod config;
 pub mod error;
 pub mod faults;
+pub mod fleet;
 pub mod metrics;
 pub mod openapi;
 pub mod outcome;

@@ -124,11 +124,11 @@ impl ProviderMetrics {
 
     /// Counts a call B stopped trying, by why, and, when it was answered 503 (`unavailable`:
     /// not a caller's own deadline, answered 504), by the last failure's kind.
-    pub fn gave_up(&self, last: AttemptOutcome, reason: StopReason, unavailable: bool) {
+    pub fn gave_up(&self, last: Option<AttemptOutcome>, reason: StopReason, unavailable: bool) {
         let failures = AttemptOutcome::ALL.into_iter().filter(|o| o.is_failure());
         if let Some(counter) = failures
             .zip(&self.failures)
-            .find_map(|(kind, counter)| (kind == last).then_some(counter))
+            .find_map(|(kind, counter)| (Some(kind) == last).then_some(counter))
             .filter(|_| unavailable)
         {
             counter.increment(1);
@@ -139,7 +139,10 @@ impl ProviderMetrics {
         match reason {
             StopReason::BudgetSpent => self.retry_budget_exhausted.increment(1),
             StopReason::Deadline => self.deadline_exceeded.increment(1),
-            StopReason::AttemptsSpent | StopReason::NotRetryable | StopReason::CircuitOpen => {}
+            StopReason::AttemptsSpent
+            | StopReason::NotRetryable
+            | StopReason::CircuitOpen
+            | StopReason::NoEndpoint => {}
         }
     }
 

@@ -84,16 +84,19 @@ pub enum StopReason {
     /// The circuit breaker opened while this call was under way (other calls found A
     /// failing): no further attempt adds to A's load.
     CircuitOpen,
+    /// No endpoint of A is known: its name does not resolve (yet).
+    NoEndpoint,
 }
 
 impl StopReason {
     /// Every reason, for registering metric series.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::AttemptsSpent,
         Self::BudgetSpent,
         Self::Deadline,
         Self::NotRetryable,
         Self::CircuitOpen,
+        Self::NoEndpoint,
     ];
 
     /// The name in logs (`reason`) and metric labels.
@@ -104,6 +107,7 @@ impl StopReason {
             Self::Deadline => "deadline_exceeded",
             Self::NotRetryable => "not_retryable",
             Self::CircuitOpen => "circuit_open",
+            Self::NoEndpoint => "no_endpoint",
         }
     }
 }

@@ -37,10 +37,12 @@ impl Application {
         config: Config,
         metrics: telemetry::observe::Metrics,
     ) -> Result<Self, StartupError> {
-        let provider = Provider::new(
+        let provider = Provider::start(
             &config.provider,
             std::sync::Arc::new(crate::metrics::ProviderMetrics::register()),
-        )?;
+        )
+        .await?;
+        metrics.expose(provider.fleet().exposition());
         let knobs = provider.clone();
         let bound = telemetry::service::Bound::bind(
             // Each request in flight may hold one connection to A.
@@ -83,7 +85,10 @@ impl Application {
         tracing::info!(
             event = "listening",
             addr = %addr,
-            provider_url = %self.state.provider.token_url(),
+            provider_url = %self.config.provider.provider_url.0.iter()
+                .map(|base| crate::fleet::endpoint::joined(base, "token").to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             provider_timeout_ms = self.config.provider.provider_timeout_ms,
             provider_attempts = self.config.provider.provider_attempts,
             worst_case_call_ms = u64::try_from(self.config.provider.worst_case_call().as_millis()).unwrap_or(u64::MAX),

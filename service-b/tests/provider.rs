@@ -88,14 +88,15 @@ async fn stub(behaviour: Stub) -> (String, Arc<AtomicUsize>) {
     (url, seen)
 }
 
-fn provider(url: &str, flags: &[&str]) -> Provider {
+async fn provider(url: &str, flags: &[&str]) -> Provider {
     let mut args = vec!["service-b", "--provider-url", url];
     args.extend_from_slice(flags);
     let metrics = std::sync::Arc::new(service_b::metrics::ProviderMetrics::register());
-    Provider::new(
+    Provider::start(
         &Config::try_parse_from(args).expect("flags").provider,
         metrics,
     )
+    .await
     .expect("client")
 }
 
@@ -131,7 +132,7 @@ fn kinds(failures: &service_b::provider::Failures) -> Vec<AttemptOutcome> {
 async fn a_token_on_the_first_attempt() {
     let (url, seen) = stub(Stub::Reply(TOKEN)).await;
     assert_eq!(
-        call(&provider(&url, &[]), None).await.expect("token"),
+        call(&provider(&url, &[]).await, None).await.expect("token"),
         "token-divya"
     );
     assert_eq!(seen.load(Ordering::SeqCst), 1);
@@ -141,7 +142,7 @@ async fn a_token_on_the_first_attempt() {
 async fn a_401_is_a_s_final_word() {
     let (url, seen) = stub(Stub::Reply(UNAUTHORIZED)).await;
     assert!(matches!(
-        call(&provider(&url, &[]), None).await,
+        call(&provider(&url, &[]).await, None).await,
         Err(ProviderError::InvalidCredentials)
     ));
     assert_eq!(seen.load(Ordering::SeqCst), 1, "never retried");
@@ -150,7 +151,8 @@ async fn a_401_is_a_s_final_word() {
 #[tokio::test]
 async fn server_errors_are_retried_until_the_attempts_are_spent() {
     let (url, seen) = stub(Stub::Reply(UNAVAILABLE)).await;
-    let failures = unavailable(call(&provider(&url, &["--provider-attempts", "3"]), None).await);
+    let failures =
+        unavailable(call(&provider(&url, &["--provider-attempts", "3"]).await, None).await);
     assert_eq!(kinds(&failures), [AttemptOutcome::BadStatus; 3]);
     assert_eq!(failures.stopped, StopReason::AttemptsSpent);
     assert_eq!(
@@ -164,8 +166,13 @@ async fn server_errors_are_retried_until_the_attempts_are_spent() {
 async fn timeouts_are_retried_each_within_its_own_timeout() {
     let (url, seen) = stub(Stub::Hang).await;
     let started = Instant::now();
-    let failures =
-        unavailable(call(&provider(&url, &["--provider-timeout-ms", "200"]), None).await);
+    let failures = unavailable(
+        call(
+            &provider(&url, &["--provider-timeout-ms", "200"]).await,
+            None,
+        )
+        .await,
+    );
     assert_eq!(kinds(&failures), [AttemptOutcome::Timeout; 2]);
     assert_eq!(failures.stopped, StopReason::AttemptsSpent);
     assert_eq!(failures.details(), "timed out after 200ms on both attempts");
@@ -178,7 +185,7 @@ async fn refused_connections_are_connection_errors() {
     let vacant = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", vacant.local_addr().expect("addr"));
     drop(vacant);
-    let failures = unavailable(call(&provider(&url, &[]), None).await);
+    let failures = unavailable(call(&provider(&url, &[]).await, None).await);
     assert_eq!(kinds(&failures), [AttemptOutcome::ConnectionError; 2]);
     assert_eq!(failures.stopped, StopReason::AttemptsSpent);
 }
@@ -186,7 +193,8 @@ async fn refused_connections_are_connection_errors() {
 #[tokio::test]
 async fn an_answer_that_is_not_http_is_not_retried_and_the_503_says_why() {
     let (url, seen) = stub(Stub::Reply(NOT_HTTP)).await;
-    let failures = unavailable(call(&provider(&url, &["--provider-attempts", "3"]), None).await);
+    let failures =
+        unavailable(call(&provider(&url, &["--provider-attempts", "3"]).await, None).await);
     assert_eq!(kinds(&failures), [AttemptOutcome::ProtocolError]);
     assert_eq!(failures.stopped, StopReason::NotRetryable);
     assert!(
@@ -214,7 +222,8 @@ async fn a_spent_budget_stops_the_retry_and_says_so() {
             "--retry-budget-min-per-sec",
             "0",
         ],
-    );
+    )
+    .await;
     let failures = unavailable(call(&provider, None).await);
     assert_eq!(kinds(&failures), [AttemptOutcome::BadStatus]);
     assert_eq!(failures.stopped, StopReason::BudgetSpent);
@@ -238,7 +247,8 @@ async fn the_deadline_stops_a_call_with_attempts_left() {
             "--provider-deadline-ms",
             "450",
         ],
-    );
+    )
+    .await;
     let started = Instant::now();
     let failures = unavailable(call(&provider, None).await);
     assert_eq!(failures.stopped, StopReason::Deadline);
@@ -265,7 +275,8 @@ async fn an_open_breaker_refuses_without_calling_a() {
     let provider = provider(
         &url,
         &["--breaker-threshold", "1", "--breaker-cooldown-ms", "60000"],
-    );
+    )
+    .await;
     unavailable(call(&provider, None).await);
     let before = seen.load(Ordering::SeqCst);
     assert!(matches!(
@@ -281,7 +292,8 @@ async fn a_timeout_the_caller_asked_for_does_not_open_the_breaker() {
     let provider = provider(
         &url,
         &["--provider-timeout-ms", "100", "--breaker-threshold", "1"],
-    );
+    )
+    .await;
     unavailable(call(&provider, Some(100)).await);
     unavailable(call(&provider, Some(100)).await);
     assert_eq!(
@@ -308,8 +320,13 @@ fn token_in_two_parts(pause: Duration) -> Stub {
 #[tokio::test]
 async fn a_body_that_stalls_past_the_timeout_is_a_timeout_and_retried() {
     let (url, seen) = stub(token_in_two_parts(Duration::from_millis(600))).await;
-    let failures =
-        unavailable(call(&provider(&url, &["--provider-timeout-ms", "300"]), None).await);
+    let failures = unavailable(
+        call(
+            &provider(&url, &["--provider-timeout-ms", "300"]).await,
+            None,
+        )
+        .await,
+    );
     assert_eq!(kinds(&failures), [AttemptOutcome::Timeout; 2]);
     assert_eq!(failures.details(), "timed out after 300ms on both attempts");
     assert_eq!(seen.load(Ordering::SeqCst), 2);
@@ -319,9 +336,12 @@ async fn a_body_that_stalls_past_the_timeout_is_a_timeout_and_retried() {
 async fn a_body_slower_than_its_head_but_within_the_timeout_is_a_token() {
     let (url, _) = stub(token_in_two_parts(Duration::from_millis(50))).await;
     assert_eq!(
-        call(&provider(&url, &["--provider-timeout-ms", "1000"]), None)
-            .await
-            .expect("token"),
+        call(
+            &provider(&url, &["--provider-timeout-ms", "1000"]).await,
+            None
+        )
+        .await
+        .expect("token"),
         "token-divya"
     );
 }
@@ -334,7 +354,7 @@ async fn a_body_that_breaks_off_is_a_connection_error_and_retried() {
         rest: None,
     })
     .await;
-    let failures = unavailable(call(&provider(&url, &[]), None).await);
+    let failures = unavailable(call(&provider(&url, &[]).await, None).await);
     assert_eq!(kinds(&failures), [AttemptOutcome::ConnectionError; 2]);
     assert!(
         failures.details().starts_with("answer broke off: "),
@@ -350,7 +370,7 @@ async fn an_answer_announced_larger_than_the_limit_is_refused_unread() {
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2147483648\r\n\r\n{",
     ))
     .await;
-    let failures = unavailable(call(&provider(&url, &[]), None).await);
+    let failures = unavailable(call(&provider(&url, &[]).await, None).await);
     assert_eq!(kinds(&failures), [AttemptOutcome::ProtocolError]);
     assert_eq!(
         failures.details(),
@@ -363,7 +383,7 @@ async fn an_answer_announced_larger_than_the_limit_is_refused_unread() {
 async fn an_endless_answer_is_refused_once_past_the_limit() {
     let (url, _) = stub(Stub::Endless).await;
     let started = Instant::now();
-    let failures = unavailable(call(&provider(&url, &[]), None).await);
+    let failures = unavailable(call(&provider(&url, &[]).await, None).await);
     assert_eq!(kinds(&failures), [AttemptOutcome::ProtocolError]);
     assert!(
         failures.details().contains("over the 65536-byte limit"),
@@ -383,8 +403,8 @@ async fn two_providers_in_one_process_keep_their_own_labels() {
     let _recorder = metrics::set_default_local_recorder(&recorder);
     let (first, _) = stub(Stub::Reply(TOKEN)).await;
     let (second, _) = stub(Stub::Reply(UNAVAILABLE)).await;
-    let one = provider(&first, &[]);
-    let two = provider(&format!("{second}/v2/"), &["--provider-attempts", "1"]);
+    let one = provider(&first, &[]).await;
+    let two = provider(&format!("{second}/v2/"), &["--provider-attempts", "1"]).await;
     call(&one, None).await.expect("a token from the first");
     unavailable(call(&two, None).await);
 

@@ -65,6 +65,8 @@ pub struct Failures {
     pub stopped: StopReason,
     /// The call's deadline (said in the details when it is what stopped B).
     pub deadline: Duration,
+    /// Why no endpoint of A is known, when none is (said when it is what stopped B).
+    pub unresolved: Option<String>,
 }
 
 impl Failures {
@@ -82,6 +84,10 @@ impl Failures {
             StopReason::CircuitOpen => {
                 Some("not retried: the circuit breaker opened meanwhile".to_owned())
             }
+            StopReason::NoEndpoint => Some(match &self.unresolved {
+                Some(why) => format!("no endpoint of the provider is known: {why}"),
+                None => "no endpoint of the provider is known".to_owned(),
+            }),
             StopReason::NotRetryable => Some(format!(
                 "not retried: a {} would recur",
                 self.attempts
@@ -97,16 +103,16 @@ impl Failures {
         details
     }
 
-    /// The last failure's kind.
-    pub fn last_kind(&self) -> AttemptOutcome {
-        self.attempts
-            .last()
-            .map_or(AttemptOutcome::Timeout, |f| f.kind)
+    /// The last failure's kind (none when no attempt was made).
+    pub fn last_kind(&self) -> Option<AttemptOutcome> {
+        self.attempts.last().map(|f| f.kind)
     }
 }
 
 /// Says what happened on the attempts: "timed out after 1s on both attempts" when they all
-/// failed the same way, "attempt 1: …; attempt 2: …" otherwise.
+/// failed the same way, "attempt 1: …; attempt 2: …" otherwise; with the endpoint each went
+/// to when B knows several ("… on both attempts (at 10.0.0.7:8080, then 10.0.0.8:8080)",
+/// "attempt 1 at 10.0.0.7:8080: …").
 pub fn describe(failures: &[AttemptFailure]) -> String {
     let Some(first) = failures.first() else {
         return "no attempt was made".to_owned();
@@ -117,11 +123,22 @@ pub fn describe(failures: &[AttemptFailure]) -> String {
             2 => "on both attempts".to_owned(),
             n => format!("on all {n} attempts"),
         };
-        format!("{} {on}", first.summary)
+        let at: Vec<&str> = failures
+            .iter()
+            .filter_map(|f| f.endpoint.as_deref())
+            .collect();
+        if at.is_empty() {
+            format!("{} {on}", first.summary)
+        } else {
+            format!("{} {on} (at {})", first.summary, at.join(", then "))
+        }
     } else {
         failures
             .iter()
-            .map(|f| format!("attempt {}: {}", f.attempt, f.summary))
+            .map(|f| match &f.endpoint {
+                Some(at) => format!("attempt {} at {at}: {}", f.attempt, f.summary),
+                None => format!("attempt {}: {}", f.attempt, f.summary),
+            })
             .collect::<Vec<_>>()
             .join("; ")
     }
@@ -183,6 +200,8 @@ mod tests {
             attempt,
             kind,
             summary: summary.to_owned(),
+            endpoint: None,
+            refused: false,
         }
     }
 
@@ -191,7 +210,53 @@ mod tests {
             attempts,
             stopped,
             deadline: Duration::from_millis(1500),
+            unresolved: None,
         }
+    }
+
+    #[test]
+    fn with_several_endpoints_the_details_say_where_each_attempt_went() {
+        let at = |f: AttemptFailure, endpoint: &str| f.at(Some(endpoint.to_owned()), false);
+        let alike = [
+            at(
+                failure(1, AttemptOutcome::Timeout, "timed out after 1s"),
+                "10.0.0.7:8080",
+            ),
+            at(
+                failure(2, AttemptOutcome::Timeout, "timed out after 1s"),
+                "10.0.0.8:8080",
+            ),
+        ];
+        assert_eq!(
+            describe(&alike),
+            "timed out after 1s on both attempts (at 10.0.0.7:8080, then 10.0.0.8:8080)"
+        );
+        let mixed = [
+            at(
+                failure(1, AttemptOutcome::Timeout, "timed out after 1s"),
+                "10.0.0.7:8080",
+            ),
+            at(
+                failure(
+                    2,
+                    AttemptOutcome::BadStatus,
+                    "provider answered 503 Service Unavailable",
+                ),
+                "10.0.0.8:8080",
+            ),
+        ];
+        assert_eq!(
+            describe(&mixed),
+            "attempt 1 at 10.0.0.7:8080: timed out after 1s; attempt 2 at 10.0.0.8:8080: provider answered 503 Service Unavailable"
+        );
+        let nowhere = Failures {
+            unresolved: Some("service-a: no such name".to_owned()),
+            ..failures(Vec::new(), StopReason::NoEndpoint)
+        };
+        assert_eq!(
+            nowhere.details(),
+            "no attempt was made; no endpoint of the provider is known: service-a: no such name"
+        );
     }
 
     #[test]
@@ -228,7 +293,7 @@ mod tests {
         );
         assert_eq!(
             failures(mixed, StopReason::AttemptsSpent).last_kind(),
-            AttemptOutcome::ConnectionError
+            Some(AttemptOutcome::ConnectionError)
         );
     }
 

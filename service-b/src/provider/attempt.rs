@@ -1,16 +1,18 @@
-//! One attempt to call A: the request on the wire, A's answer read whole, and what the
-//! attempt came to, decided once. B's client for A is reqwest-middleware with two
-//! middlewares, outermost first:
+//! One attempt to call A, in one place: the request on the wire, A's answer read whole, and
+//! what the attempt came to, decided once, counted, logged and reported to the fleet. Each
+//! endpoint's client for A is reqwest-middleware with two middlewares, outermost first:
 //!
-//! 1. telemetry's [`ClientCalls`]: the attempt's client span, trace context on the request,
-//!    the client duration histogram; it asks [`Attempts`] (below) what the result means;
+//! 1. telemetry's `ClientCalls`: the attempt's client span, trace context on the request,
+//!    the client duration histogram, by [`error_type`] (this module's classification); it
+//!    only observes, and leaves what it saw in the request's `Extensions`;
 //! 2. [`ReadWhole`]: A's answer read whole within the attempt's timeout and at most
 //!    [`MAX_ANSWER_BYTES`], so a body that stalls, breaks off or never ends fails the attempt
 //!    like a missing answer.
 //!
-//! A failed attempt becomes one [`AttemptFailure`], built here, inside the attempt's span:
-//! its `provider_call_failed` line is logged there (so it names the attempt's span), and the
-//! same value is what the call loop gets back.
+//! [`Attempt::run`] sends the attempt, classifies the result once ([`classify`]), counts
+//! it, reports it to the fleet, and turns a failure into one [`AttemptFailure`]: its
+//! `provider_call_failed` line is logged inside the attempt's span (so it names that span),
+//! and the same value is what the call loop gets back.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -21,8 +23,9 @@ use http::Extensions;
 use http_body_util::BodyExt as _;
 use reqwest::Response;
 use reqwest_middleware::{Middleware, Next};
-use telemetry::observe::{Call, Outcomes};
+use telemetry::observe::{Observed, Outbound};
 
+use crate::fleet::{Endpoint, Fleet};
 use crate::metrics::ProviderMetrics;
 use crate::outcome::AttemptOutcome;
 
@@ -42,6 +45,10 @@ pub struct AttemptFailure {
     /// What happened, for people: "timed out after 1s", "Connection refused (os error 111)",
     /// "provider answered 503 Service Unavailable".
     pub summary: String,
+    /// The endpoint it went to, when B knows two or more (see `crate::fleet`).
+    pub endpoint: Option<String>,
+    /// Whether the connection was refused: nothing listened there.
+    pub refused: bool,
 }
 
 /// An answer larger than [`MAX_ANSWER_BYTES`] (its announced or read size).
@@ -65,6 +72,33 @@ pub fn classify(result: &reqwest_middleware::Result<Response>) -> AttemptOutcome
     }
 }
 
+/// The attempt span's `error.type` (and the client duration's label): the status code of
+/// an answer that is not a success, the failure's kind without one; `None` for a success.
+pub fn error_type(result: &reqwest_middleware::Result<Response>) -> Option<Cow<'static, str>> {
+    match result {
+        Ok(response)
+            if response.status().is_client_error() || response.status().is_server_error() =>
+        {
+            Some(Cow::Owned(response.status().as_str().to_owned()))
+        }
+        Ok(_) => None,
+        Err(_) => Some(Cow::Borrowed(classify(result).label())),
+    }
+}
+
+/// The `(status, error.type)` pairs whose client duration series exist from the start: a
+/// token, A's 401, and the failures without an answer.
+pub fn known_outcomes() -> Vec<(Option<u16>, Option<Cow<'static, str>>)> {
+    let failed = [
+        AttemptOutcome::Timeout,
+        AttemptOutcome::ConnectionError,
+        AttemptOutcome::ProtocolError,
+    ];
+    let mut known = vec![(Some(200), None), (Some(401), Some(Cow::Borrowed("401")))];
+    known.extend(failed.map(|f| (None, Some(Cow::Borrowed(f.label())))));
+    known
+}
+
 /// Whether a request error is a connection that broke (reset, closed before the answer
 /// ended), as opposed to an answer that is not HTTP: the first can be retried.
 fn broke(error: &(dyn std::error::Error + 'static)) -> bool {
@@ -81,6 +115,74 @@ fn broke(error: &(dyn std::error::Error + 'static)) -> bool {
         current = e.source();
     }
     false
+}
+
+/// Whether the attempt never reached A: the connection was refused (or could not be made).
+fn refused(result: &reqwest_middleware::Result<Response>) -> bool {
+    matches!(result, Err(reqwest_middleware::Error::Reqwest(e)) if e.is_connect() && !e.is_timeout())
+}
+
+/// One attempt about to be sent.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    /// Which attempt, from 1.
+    pub number: u32,
+    /// Its timeout.
+    pub timeout: Duration,
+    /// Where it goes.
+    pub endpoint: &'a Arc<Endpoint>,
+    /// Whether B knows two endpoints or more (the attempt's log line and span name it).
+    pub several: bool,
+    /// Whether its outcome says something about A (see `provider::decision::Pace`): only
+    /// then does it count for the endpoint's load and ejection record.
+    pub heard: bool,
+}
+
+impl Attempt<'_> {
+    /// Sends `request` and settles what it came to: A's answer (2xx or 4xx, read whole), or
+    /// the failure, counted, reported and logged once.
+    pub async fn run(
+        self,
+        request: reqwest::Request,
+        request_id: &telemetry::RequestId,
+        fleet: &Fleet,
+        metrics: &ProviderMetrics,
+    ) -> Result<Response, AttemptFailure> {
+        let mut extensions = Extensions::new();
+        extensions.insert(Outbound {
+            attempt: self.number,
+            request_id: request_id.0.clone(),
+            peer: self.endpoint.peer.filter(|_| self.several),
+        });
+        let result = {
+            let _in_flight = self.endpoint.load.start();
+            self.endpoint
+                .http
+                .execute_with_extensions(request, &mut extensions)
+                .await
+        };
+        let observed = extensions.remove::<Observed>();
+        let took = observed.as_ref().map(|o| o.took).unwrap_or_default();
+        let kind = classify(&result);
+        let refused = refused(&result);
+        if let Some(observed) = &observed {
+            metrics.attempt(kind, took, &observed.ids);
+        }
+        fleet.report(self.endpoint, kind, refused, took, self.heard);
+        if !kind.is_failure()
+            && let Ok(answer) = result
+        {
+            return Ok(answer);
+        }
+        let failure = AttemptFailure::new(self.number, kind, &result, self.timeout)
+            .at(self.several.then(|| self.endpoint.name.clone()), refused);
+        let log = || failure.log(self.timeout, self.endpoint.peer.filter(|_| self.several));
+        match &observed {
+            Some(observed) => observed.span.in_scope(log),
+            None => log(),
+        }
+        Err(failure)
+    }
 }
 
 impl AttemptFailure {
@@ -105,13 +207,25 @@ impl AttemptFailure {
             attempt,
             kind,
             summary,
+            endpoint: None,
+            refused: false,
         }
     }
 
-    /// Logs the lab's `provider_call_failed` line, with the fields that fit the kind.
-    fn log(&self, timeout: Duration) {
+    /// The same failure, which went to `endpoint` and was `refused` or not.
+    pub fn at(mut self, endpoint: Option<String>, refused: bool) -> Self {
+        self.endpoint = endpoint;
+        self.refused = refused;
+        self
+    }
+
+    /// Logs the lab's `provider_call_failed` line, with the fields that fit the kind, and
+    /// the replica it went to when B knows several (`peer`).
+    fn log(&self, timeout: Duration, peer: Option<std::net::SocketAddr>) {
         let attempt = i64::from(self.attempt);
         let error = self.kind.label();
+        let peer_address = peer.map(|p| p.ip().to_string());
+        let peer_port = peer.map(|p| i64::from(p.port()));
         match self.kind {
             AttemptOutcome::Timeout => telemetry::event!(
                 ERROR,
@@ -119,6 +233,8 @@ impl AttemptFailure {
                 error,
                 timeout_secs = timeout.as_secs_f64(),
                 attempt,
+                network.peer.address = peer_address,
+                network.peer.port = peer_port,
             ),
             _ => telemetry::event!(
                 ERROR,
@@ -126,6 +242,8 @@ impl AttemptFailure {
                 error,
                 details = %self.summary,
                 attempt,
+                network.peer.address = peer_address,
+                network.peer.port = peer_port,
             ),
         }
     }
@@ -139,65 +257,6 @@ pub fn humanize(duration: Duration) -> String {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")
-    }
-}
-
-/// What an attempt's result means, for telemetry's [`ClientCalls`]: its `error.type`, and
-/// inside its span, the attempt counted (its span the duration's exemplar) and a failure
-/// built, logged and handed back to the call loop.
-#[derive(Debug, Clone)]
-pub struct Attempts {
-    metrics: Arc<ProviderMetrics>,
-}
-
-impl Attempts {
-    /// Recording into `metrics`.
-    pub fn new(metrics: Arc<ProviderMetrics>) -> Self {
-        Self { metrics }
-    }
-}
-
-impl Outcomes for Attempts {
-    fn error_type(
-        &self,
-        result: &reqwest_middleware::Result<Response>,
-    ) -> Option<Cow<'static, str>> {
-        match result {
-            Ok(response)
-                if response.status().is_client_error() || response.status().is_server_error() =>
-            {
-                Some(Cow::Owned(response.status().as_str().to_owned()))
-            }
-            Ok(_) => None,
-            Err(_) => Some(Cow::Borrowed(classify(result).label())),
-        }
-    }
-
-    fn ended(
-        &self,
-        call: &Call,
-        result: reqwest_middleware::Result<Response>,
-    ) -> reqwest_middleware::Result<Response> {
-        let kind = classify(&result);
-        self.metrics.attempt(kind, call.took, &call.ids);
-        if !kind.is_failure() {
-            return result;
-        }
-        let timeout = call.timeout.unwrap_or_default();
-        let failure = AttemptFailure::new(call.attempt, kind, &result, timeout);
-        failure.log(timeout);
-        Err(reqwest_middleware::Error::middleware(failure))
-    }
-
-    fn known(&self) -> Vec<(Option<u16>, Option<Cow<'static, str>>)> {
-        let failed = [
-            AttemptOutcome::Timeout,
-            AttemptOutcome::ConnectionError,
-            AttemptOutcome::ProtocolError,
-        ];
-        let mut known = vec![(Some(200), None), (Some(401), Some(Cow::Borrowed("401")))];
-        known.extend(failed.map(|f| (None, Some(Cow::Borrowed(f.label())))));
-        known
     }
 }
 

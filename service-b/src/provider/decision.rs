@@ -8,7 +8,8 @@
 //!   asked for. [`heard_by_breaker`] keeps it away from the breaker, whether it fails or
 //!   succeeds, and [`next_step`] takes its retries from a share of the budget of its own, so
 //!   no field or header a caller sends can open the breaker or spend the retries others need.
-//! - [`next_step`]: after a failed attempt, retry after a wait, or stop and say why.
+//! - [`next_step`]: after a failed attempt, retry after a wait (none when the connection
+//!   was refused and another endpoint of A is in the choice), or stop and say why.
 
 use std::time::Duration;
 
@@ -72,6 +73,10 @@ pub struct Situation {
     pub breaker_open: bool,
     /// Whose the call's slowness is: its retries come from that share of the budget.
     pub pace: Pace,
+    /// Whether the attempt's connection was refused while another endpoint of A, not yet
+    /// tried by this call, is in the choice: the retry goes there at once, without backoff
+    /// (nothing listened; the other endpoint is not the one that refused).
+    pub refused_with_another_in_use: bool,
 }
 
 /// The next step.
@@ -96,6 +101,7 @@ pub fn next_step(situation: &Situation, take_from_budget: impl FnOnce(Pace) -> b
         backoff,
         breaker_open,
         pace,
+        refused_with_another_in_use,
     } = *situation;
     if !outcome.is_retryable() {
         return Step::Stop(StopReason::NotRetryable);
@@ -114,6 +120,9 @@ pub fn next_step(situation: &Situation, take_from_budget: impl FnOnce(Pace) -> b
     }
     if !take_from_budget(pace) {
         return Step::Stop(StopReason::BudgetSpent);
+    }
+    if refused_with_another_in_use {
+        return Step::RetryAfter(Duration::ZERO);
     }
     Step::RetryAfter(wait)
 }
@@ -136,6 +145,7 @@ mod tests {
             backoff: Some(10 * MS),
             breaker_open: false,
             pace: Pace::Ours,
+            refused_with_another_in_use: false,
         }
     }
 
@@ -225,6 +235,37 @@ mod tests {
             (
                 "the budget is spent",
                 base,
+                false,
+                Step::Stop(StopReason::BudgetSpent),
+            ),
+            (
+                "refused, another endpoint in the choice: at once",
+                Situation {
+                    outcome: ConnectionError,
+                    refused_with_another_in_use: true,
+                    ..base
+                },
+                true,
+                Step::RetryAfter(Duration::ZERO),
+            ),
+            (
+                "refused, but the last attempt",
+                Situation {
+                    outcome: ConnectionError,
+                    refused_with_another_in_use: true,
+                    attempts: 2,
+                    ..base
+                },
+                true,
+                Step::Stop(StopReason::AttemptsSpent),
+            ),
+            (
+                "refused elsewhere, the budget spent",
+                Situation {
+                    outcome: ConnectionError,
+                    refused_with_another_in_use: true,
+                    ..base
+                },
                 false,
                 Step::Stop(StopReason::BudgetSpent),
             ),
@@ -320,6 +361,7 @@ mod tests {
             breaker_open in any::<bool>(),
             budget in any::<bool>(),
             callers in any::<bool>(),
+            refused_elsewhere in any::<bool>(),
         ) {
             let pace = if callers { Pace::Callers } else { Pace::Ours };
             let now = Instant::now();
@@ -332,6 +374,7 @@ mod tests {
                 backoff: backoff_ms.map(Duration::from_millis),
                 breaker_open,
                 pace,
+                refused_with_another_in_use: refused_elsewhere,
             };
             let mut share = None;
             let step = next_step(&situation, |asked| {
@@ -345,7 +388,8 @@ mod tests {
                 prop_assert!(outcome.is_retryable(), "a retry after {outcome:?}");
                 prop_assert!(!breaker_open, "a retry while the breaker is open");
                 prop_assert!(budget, "a retry the budget refused");
-                prop_assert_eq!(Some(wait), situation.backoff, "the policy's wait");
+                let expected = if refused_elsewhere { Some(Duration::ZERO) } else { situation.backoff };
+                prop_assert_eq!(Some(wait), expected, "the policy's wait, or none to go elsewhere");
             }
         }
 

@@ -2,9 +2,11 @@
 //! whole call is [`Provider::issue_token`], one loop that sends, asks and records:
 //!
 //! 1. ask the circuit breaker (open: 503 at once, A is not called);
-//! 2. send an attempt, its timeout bounded by what is left of the deadline
-//!    ([`attempt`]: the request, A's answer read whole, the attempt counted and a failure
-//!    built once and logged inside the attempt's span);
+//! 2. choose an endpoint of A for the attempt (`crate::fleet`: another than the attempts
+//!    before it, whenever one is in the choice) and send it, its timeout bounded by what is
+//!    left of the deadline ([`attempt`]: the request, A's answer read whole, the attempt
+//!    counted, reported to the fleet, and a failure built once and logged inside the
+//!    attempt's span);
 //! 3. on an answer, stop; on a failure, ask [`decision::next_step`] whether to retry after
 //!    a wait or to stop and why ([`StopReason`]), and record it.
 //!
@@ -15,11 +17,13 @@ pub mod answer;
 pub mod attempt;
 pub mod decision;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use reqwest::{Response, Url};
+use reqwest::Url;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::{RetryDecision, RetryPolicy as _};
@@ -32,10 +36,11 @@ pub use answer::{Failures, Grant, ProviderError, describe};
 pub use attempt::{AttemptFailure, MAX_ANSWER_BYTES};
 
 use crate::config::ProviderConfig;
+use crate::fleet::{Connect, Fleet};
 use crate::metrics::ProviderMetrics;
 use crate::outcome::StopReason;
 use crate::resilience::{Admission, CircuitBreaker, CircuitState, RetryBudget};
-use attempt::{Attempts, ReadWhole};
+use attempt::{Attempt, ReadWhole};
 use decision::{Pace, Situation, Step};
 
 /// Header that tells A which attempt it is serving (1-based).
@@ -68,8 +73,7 @@ pub struct TokenRequest<'a> {
 /// The client for service A.
 #[derive(Debug, Clone)]
 pub struct Provider {
-    http: ClientWithMiddleware,
-    token_url: Url,
+    fleet: Fleet,
     timeout: Duration,
     /// A per-attempt timeout switched on at run time (the labs' misconfigured B), in
     /// milliseconds; 0 when none is.
@@ -87,33 +91,18 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// A client for A with the timeouts, retry policy, budget and breaker of `config`,
-    /// recording into `metrics`.
-    pub fn new(
+    /// A client for A with the endpoints, timeouts, retry policy, budget and breaker of
+    /// `config`, recording into `metrics`. Names in `--provider-url` are resolved once here
+    /// (one that does not resolve yet is retried in the background).
+    pub async fn start(
         config: &ProviderConfig,
         metrics: Arc<ProviderMetrics>,
     ) -> Result<Self, reqwest::Error> {
         let timeout = config.provider_timeout();
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))
-            // B talks to A directly; a proxy from the environment would only add a hop
-            // that fails on its own.
-            .no_proxy()
-            .build()?;
-        let mut token_url = config.provider_url.clone();
-        // Config only admits http:// URLs, which always have a path.
-        if let Ok(mut segments) = token_url.path_segments_mut() {
-            segments.pop_if_empty().push("token");
-        }
-        let http = ClientBuilder::new(client)
-            .with(ClientCalls::new(&token_url, Attempts::new(metrics.clone())))
-            .with(ReadWhole)
-            .build();
+        let fleet = Fleet::start(config.fleet_settings(), connector(config)).await?;
         let (min, max) = config.retry_backoff();
         Ok(Self {
-            http,
-            token_url,
+            fleet,
             timeout,
             timeout_override: Arc::default(),
             deadline: config.provider_deadline(),
@@ -137,6 +126,11 @@ impl Provider {
         })
     }
 
+    /// A's endpoints.
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
     /// The per-attempt timeout: `--provider-timeout-ms`, unless one was switched on at run
     /// time through the fault endpoint.
     pub fn attempt_timeout(&self) -> Duration {
@@ -157,11 +151,6 @@ impl Provider {
     /// The circuit breaker's current state.
     pub fn circuit_state(&self) -> CircuitState {
         self.breaker.state()
-    }
-
-    /// The URL B calls.
-    pub fn token_url(&self) -> &Url {
-        &self.token_url
     }
 
     /// Asks A for a token: the whole call, as the module docs list it. `request_id` is
@@ -198,6 +187,8 @@ impl Provider {
         let call_deadline = caller_deadline.map_or(self.deadline, |d| d.min(self.deadline));
         let deadline = Instant::now() + call_deadline;
         let mut failures: Vec<AttemptFailure> = Vec::new();
+        let mut tried: Vec<u64> =
+            Vec::with_capacity(usize::try_from(self.max_attempts).unwrap_or(2));
 
         let stopped = loop {
             let number = failures.len() as u32 + 1;
@@ -207,7 +198,23 @@ impl Provider {
             if timeout.is_zero() {
                 break StopReason::Deadline;
             }
-            let failure = match self.attempt(number, timeout, request, request_id).await {
+            let Some(endpoint) = self.fleet.pick(&tried) else {
+                break StopReason::NoEndpoint;
+            };
+            tried.push(endpoint.id);
+            let attempt = Attempt {
+                number,
+                timeout,
+                endpoint: &endpoint,
+                several: self.fleet.several(),
+                heard,
+            };
+            let built =
+                self.token_request(&endpoint.token_url, number, timeout, request, request_id);
+            let failure = match attempt
+                .run(built, request_id, &self.fleet, &self.metrics)
+                .await
+            {
                 Ok(answer) => {
                     // Any answer from A, a refusal included, shows A is reachable.
                     if let Some(permit) = permit {
@@ -226,6 +233,7 @@ impl Provider {
                 backoff: backoff_wait(&self.backoff, number - 1),
                 breaker_open: self.breaker.state() == CircuitState::Open,
                 pace,
+                refused_with_another_in_use: failure.refused && self.fleet.untried_in_use(&tried),
             };
             failures.push(failure);
             match decision::next_step(&situation, |share| self.budget(share).try_withdraw()) {
@@ -239,6 +247,7 @@ impl Provider {
             attempts: failures,
             stopped,
             deadline: call_deadline,
+            unresolved: self.fleet.unresolved(),
         };
         telemetry::event!(
             WARN,
@@ -248,7 +257,8 @@ impl Provider {
         );
         self.metrics
             .gave_up(failures.last_kind(), stopped, !callers_deadline);
-        if let Some(permit) = permit {
+        // A call that never reached A (no endpoint known) says nothing about A's health.
+        if let Some(permit) = permit.filter(|_| stopped != StopReason::NoEndpoint) {
             self.circuit_changed(permit.record(false));
         }
         if callers_deadline {
@@ -266,43 +276,12 @@ impl Provider {
         }
     }
 
-    /// Attempt number `number`, within `timeout`: A's answer (2xx or 4xx, read whole), or
-    /// how the attempt failed.
-    async fn attempt(
-        &self,
-        number: u32,
-        timeout: Duration,
-        request: &TokenRequest<'_>,
-        request_id: &telemetry::RequestId,
-    ) -> Result<Response, AttemptFailure> {
-        let built = self.token_request(number, timeout, request, request_id);
-        match self.http.execute(built).await {
-            Ok(answer) => Ok(answer),
-            // A failure comes back built, and already logged inside the attempt's span
-            // (`attempt::Attempts`); anything else would be classified here the same way.
-            Err(reqwest_middleware::Error::Middleware(e)) if e.is::<AttemptFailure>() => {
-                Err(e.downcast().unwrap_or_else(|e| {
-                    let result = Err(reqwest_middleware::Error::Middleware(e));
-                    AttemptFailure::new(number, attempt::classify(&result), &result, timeout)
-                }))
-            }
-            Err(e) => {
-                let result = Err(e);
-                Err(AttemptFailure::new(
-                    number,
-                    attempt::classify(&result),
-                    &result,
-                    timeout,
-                ))
-            }
-        }
-    }
-
-    /// Attempt number `number` of `POST /token`: the JSON body, `User-Agent`, the attempt's
-    /// number and timeout for A, and the request id, with room for the trace context
-    /// headers telemetry adds (a header map that grows is copied and rehashed).
+    /// Attempt number `number` of `POST /token` to `url`: the JSON body, `User-Agent`, the
+    /// attempt's number and timeout for A, and the request id, with room for the trace
+    /// context headers telemetry adds (a header map that grows is copied and rehashed).
     fn token_request(
         &self,
+        url: &Url,
         number: u32,
         timeout: Duration,
         request: &TokenRequest<'_>,
@@ -323,13 +302,55 @@ impl Provider {
         if let Some(id) = request_id.header_value() {
             headers.insert(telemetry::observe::REQUEST_ID_HEADER, id);
         }
-        let mut built = reqwest::Request::new(http::Method::POST, self.token_url.clone());
+        let mut built = reqwest::Request::new(http::Method::POST, url.clone());
         // A struct of two strings and a number always serialises.
         *built.body_mut() = Some(serde_json::to_vec(request).unwrap_or_default().into());
         *built.headers_mut() = headers;
         *built.timeout_mut() = Some(timeout);
         built
     }
+}
+
+/// How each endpoint's clients are built: a connect timeout of one attempt's, idle pooled
+/// connections dropped after `--pool-idle-timeout-ms`, no proxy; the URL's host pinned to
+/// the endpoint's address when B resolved it (so the URL and `Host` stay the name); and for
+/// attempts, telemetry's client span (one per base URL, so each target's series are its own)
+/// and A's answer read whole.
+fn connector(config: &ProviderConfig) -> Connect {
+    let timeout = config.provider_timeout();
+    let idle = Duration::from_millis(config.pool_idle_timeout_ms);
+    let observers: Mutex<HashMap<Url, Arc<ClientCalls>>> = Mutex::default();
+    Arc::new(move |base: &Url, peer: Option<SocketAddr>| {
+        let mut client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .pool_idle_timeout(idle)
+            // B talks to A directly; a proxy from the environment would only add a hop
+            // that fails on its own.
+            .no_proxy();
+        if let (Some(url::Host::Domain(name)), Some(peer)) = (base.host(), peer) {
+            // Port 0: the URL's own port is used.
+            client = client.resolve(name, SocketAddr::new(peer.ip(), 0));
+        }
+        let client = client.build()?;
+        let token_url = crate::fleet::endpoint::joined(base, "token");
+        let observer = observers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(base.clone())
+            .or_insert_with(|| {
+                Arc::new(ClientCalls::new(
+                    &token_url,
+                    attempt::error_type,
+                    &attempt::known_outcomes(),
+                ))
+            })
+            .clone();
+        let http: ClientWithMiddleware = ClientBuilder::new(client.clone())
+            .with_arc(observer)
+            .with(ReadWhole)
+            .build();
+        Ok((http, client))
+    })
 }
 
 impl Provider {
@@ -377,22 +398,6 @@ fn backoff_wait(policy: &ExponentialBackoff, past_retries: u32) -> Option<Durati
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_token_url_is_built_from_the_base() {
-        use clap::Parser as _;
-        for (base, expected) in [
-            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/token"),
-            ("http://a:1/prefix/", "http://a:1/prefix/token"),
-        ] {
-            let config =
-                crate::config::Config::try_parse_from(["service-b", "--provider-url", base])
-                    .expect("parses");
-            let provider = Provider::new(&config.provider, Arc::new(ProviderMetrics::register()))
-                .expect("client");
-            assert_eq!(provider.token_url().as_str(), expected);
-        }
-    }
 
     #[test]
     fn the_backoff_waits_within_its_bounds_and_ends() {

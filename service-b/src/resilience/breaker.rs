@@ -6,7 +6,7 @@ use std::time::Duration;
 use telemetry::edge::{SlidingWindow, SlotClock};
 use tokio::time::Instant;
 
-use super::{CallsAnd, WINDOW_SLOTS, totals};
+use super::{Judged, WINDOW_SLOTS, totals};
 
 /// The breaker's state, as exported in the `provider_circuit_state` gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ enum State {
     Closed {
         consecutive_failures: u32,
         /// Calls and failures per tenth of the window.
-        outcomes: SlidingWindow<CallsAnd, WINDOW_SLOTS>,
+        outcomes: SlidingWindow<Judged, WINDOW_SLOTS>,
     },
     Open {
         until: Instant,
@@ -260,11 +260,8 @@ impl CircuitBreaker {
                 };
                 let slot = outcomes.at(self.clock.now());
                 slot.calls += 1;
-                slot.of_which += u32::from(!succeeded);
-                let CallsAnd {
-                    calls,
-                    of_which: failures,
-                } = totals(outcomes);
+                slot.failures += u32::from(!succeeded);
+                let Judged { calls, failures } = totals(outcomes);
                 // Busy: enough calls in the window to judge by their rate, or other calls
                 // running at the same time (a loaded client, before its window fills).
                 let busy = calls >= policy.min_calls || others_in_flight;

@@ -5,7 +5,14 @@ use std::time::Duration;
 
 use telemetry::edge::{SlidingWindow, SlotClock};
 
-use super::{CallsAnd, WINDOW_SLOTS, totals};
+use super::WINDOW_SLOTS;
+
+/// Calls, and the retries among them, in one slot of the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Spent {
+    calls: u32,
+    retries: u32,
+}
 
 /// Caps retries at a share of recent calls (Finagle's and Linkerd's retry budget): over a
 /// sliding `window`, retries may not exceed `ratio` × calls + `min_per_sec` × window. The
@@ -18,7 +25,7 @@ pub struct RetryBudget {
     reserve: f64,
     clock: SlotClock,
     /// Calls and retries per tenth of the window.
-    counts: Mutex<SlidingWindow<CallsAnd, WINDOW_SLOTS>>,
+    counts: Mutex<SlidingWindow<Spent, WINDOW_SLOTS>>,
 }
 
 impl RetryBudget {
@@ -44,13 +51,16 @@ impl RetryBudget {
         let now = self.clock.now();
         let mut counts = self.lock();
         counts.advance(now);
-        let CallsAnd {
-            calls,
-            of_which: retries,
-        } = totals(&counts);
+        let Spent { calls, retries } =
+            counts
+                .iter()
+                .fold(Spent::default(), |sum, (_, slot)| Spent {
+                    calls: sum.calls + slot.calls,
+                    retries: sum.retries + slot.retries,
+                });
         let allowed = self.reserve + self.ratio * f64::from(calls) - f64::from(retries) >= 1.0;
         if allowed {
-            counts.at(now).of_which += 1;
+            counts.at(now).retries += 1;
         }
         allowed
     }
@@ -60,7 +70,7 @@ impl RetryBudget {
         *self.lock() = SlidingWindow::default();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlidingWindow<CallsAnd, WINDOW_SLOTS>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlidingWindow<Spent, WINDOW_SLOTS>> {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

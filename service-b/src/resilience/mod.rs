@@ -15,20 +15,20 @@ pub use budget::RetryBudget;
 /// window has passed since its slot began.
 pub(crate) const WINDOW_SLOTS: usize = 10;
 
-/// Calls, and something about them (retries for the budget, failures for the breaker),
-/// within one slot.
+/// Calls in one slot of a window, and how many of them failed (the breaker, and each
+/// endpoint's ejection record, judge by these).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct CallsAnd {
+pub(crate) struct Judged {
     pub(crate) calls: u32,
-    pub(crate) of_which: u32,
+    pub(crate) failures: u32,
 }
 
-/// The totals of a window of [`CallsAnd`].
-pub(crate) fn totals(window: &SlidingWindow<CallsAnd, WINDOW_SLOTS>) -> CallsAnd {
+/// The totals of a window of [`Judged`] slots.
+pub(crate) fn totals<const S: usize>(window: &SlidingWindow<Judged, S>) -> Judged {
     window
         .iter()
-        .fold(CallsAnd::default(), |sum, (_, slot)| CallsAnd {
+        .fold(Judged::default(), |sum, (_, slot)| Judged {
             calls: sum.calls + slot.calls,
-            of_which: sum.of_which + slot.of_which,
+            failures: sum.failures + slot.failures,
         })
 }

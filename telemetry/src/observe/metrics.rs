@@ -79,13 +79,29 @@ pub const CLIENT_DURATION: &str = "http_client_request_duration_seconds";
 /// How often the exporter's histograms are compacted (it does not do this on its own).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The process's metrics: the Prometheus renderer, the totals behind the JSON view, and the
-/// exemplars.
-#[derive(Debug, Clone)]
+/// Series a service writes itself into the Prometheus text, because the recorder cannot
+/// hold them: their set changes at run time, and series that are gone must go (the `metrics`
+/// crate can add a series, never remove one). B's per-endpoint series are these.
+pub trait Exposition: Send + Sync + 'static {
+    /// Appends whole metric families (`# HELP`, `# TYPE`, samples, a blank line) in the
+    /// Prometheus text format; counters' names end in `_total`.
+    fn render(&self, out: &mut String);
+}
+
+/// The process's metrics: the Prometheus renderer, the totals behind the JSON view, the
+/// exemplars, and the series a service writes itself.
+#[derive(Clone)]
 pub struct Metrics {
     prometheus: PrometheusHandle,
     tally: Tally,
     exemplars: Exemplars,
+    expositions: Arc<RwLock<Vec<Arc<dyn Exposition>>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
@@ -125,6 +141,7 @@ impl Metrics {
             prometheus: exporter.handle(),
             tally: tally.clone(),
             exemplars: Exemplars::new(&bounds),
+            expositions: Arc::default(),
         };
         let recorder = FanoutBuilder::default()
             .add_recorder(exporter)
@@ -133,11 +150,27 @@ impl Metrics {
         Ok((metrics, recorder))
     }
 
+    /// Adds series the service writes itself (see [`Exposition`]) to every rendering.
+    pub fn expose(&self, exposition: Arc<dyn Exposition>) {
+        self.expositions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(exposition);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
         crate::observe::losses::publish();
         let mut text = self.prometheus.render();
         crate::observe::process::render(&mut text);
+        for exposition in self
+            .expositions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            exposition.render(&mut text);
+        }
         text
     }
 

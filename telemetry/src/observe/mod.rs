@@ -69,8 +69,8 @@ macro_rules! event {
 pub use context::{CallerTraceContext, SpanIds, current_ids, inject};
 pub use exemplars::ExemplarHistogram;
 pub use logging::LogContext;
-pub use metrics::{CLIENT_DURATION, Metrics, Tally};
-pub use outbound::{Call, ClientCalls, Outcomes};
+pub use metrics::{CLIENT_DURATION, Exposition, Metrics, Tally};
+pub use outbound::{Classify, ClientCalls, Observed, Outbound};
 pub use request_id::{HEADER as REQUEST_ID_HEADER, RequestId};
 pub use requests::{ATTEMPT_HEADER, AttemptHeader, ClientAddress, TIMEOUT_HEADER};
 

@@ -1,23 +1,27 @@
 //! Outbound HTTP calls, observed in one place: [`ClientCalls`], a reqwest-middleware
-//! `Middleware` a service puts on the client it calls another service with. For every call
-//! (every attempt of a retrying caller) it makes:
+//! `Middleware` a service puts on the client it calls another service with (the shape of
+//! reqwest-tracing's `TracingMiddleware`: it observes, it never changes a result). For every
+//! call (every attempt of a retrying caller) it makes:
 //!
 //! - one OpenTelemetry HTTP client span (semantic conventions 1.26), named after the URL's
 //!   path (`POST /token`), numbers as integers, `http.request.resend_count` on resends (the
 //!   attempt number less one: the conventions' way to number attempts), `url.full` without
-//!   credentials or query values, and status and `error.type` from the outcome;
+//!   credentials or query values, `network.peer.*` for the replica it went to, and status
+//!   and `error.type` from the outcome;
 //! - the span's trace context on the request (`traceparent`, `tracestate`, and `baggage`
 //!   carrying the request id), so the callee's span hangs under it;
 //! - one `http_client_request_duration_seconds` sample (`http.client.request.duration`),
 //!   labelled by the target it was built for, with the span as its exemplar when sampled.
 //!
-//! What a failure *is* belongs to the service: it says it through [`Outcomes`], whose
-//! `ended` runs inside the call's span (so the lines it logs name the call's span). The
-//! middleware reads the attempt number from the request's `x-attempt` header and the request
-//! id from `X-Request-ID`: the headers the callee reads too, so there is one source for each.
+//! The caller says what the middleware cannot know in the request's `Extensions`
+//! ([`Outbound`]: the attempt's number, the request id, the replica chosen), and gets back
+//! in them what the middleware saw ([`Observed`]: the span, its ids, how long the call
+//! took), to log and count the call inside its span. What a failure *is* stays the
+//! caller's: it gives the middleware its classification (`error.type`) when it builds it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -30,58 +34,41 @@ use crate::observe::context::{self, SpanIds};
 use crate::observe::exemplars::ExemplarHistogram;
 use crate::observe::logging::LogContext;
 use crate::observe::metrics::CLIENT_DURATION;
-use crate::observe::request_id::HEADER as REQUEST_ID;
 use crate::observe::request_metrics::method_label;
-use crate::observe::requests::{ATTEMPT_HEADER, REDACTED, protocol_version, redacted_query};
+use crate::observe::requests::{REDACTED, protocol_version, redacted_query};
 
-/// What one call's result means to the service that made it.
-pub trait Outcomes: Send + Sync + 'static {
-    /// The `error.type` of a call that failed (a status code such as `"503"`, or the
-    /// failure's kind), `None` when it succeeded.
-    fn error_type(
-        &self,
-        result: &reqwest_middleware::Result<Response>,
-    ) -> Option<Cow<'static, str>>;
-
-    /// Runs inside the call's span once the call has ended, with what the caller gets back
-    /// (the service's own log lines and span events about the call). What it returns is
-    /// what the caller gets.
-    fn ended(
-        &self,
-        call: &Call,
-        result: reqwest_middleware::Result<Response>,
-    ) -> reqwest_middleware::Result<Response> {
-        let _ = call;
-        result
-    }
-
-    /// `(status, error.type)` pairs of `POST` calls whose duration series exist, at zero,
-    /// from the start.
-    fn known(&self) -> Vec<(Option<u16>, Option<Cow<'static, str>>)> {
-        Vec::new()
-    }
-}
-
-/// One ended call, as [`Outcomes::ended`] sees it.
-#[derive(Debug, Clone)]
-pub struct Call {
-    /// Its number, from 1 (the `x-attempt` header; 1 without one).
+/// What the caller says of one call, in the request's `Extensions`.
+#[derive(Debug, Clone, Default)]
+pub struct Outbound {
+    /// Its number, from 1 (an attempt of a retrying caller); 0 is taken as 1.
     pub attempt: u32,
-    /// Its timeout, when it had one.
-    pub timeout: Option<Duration>,
-    /// How long it took.
-    pub took: Duration,
-    /// Its `error.type`, when it failed.
-    pub error_type: Option<Cow<'static, str>>,
-    /// Its span's ids: a sampled call's are an exemplar for what the service records of it.
-    pub ids: SpanIds,
+    /// The id of the request it is made for (the baggage's `request.id`).
+    pub request_id: String,
+    /// The replica it goes to, when the caller chose one: `network.peer.*` on its span from
+    /// the start, failures included. Without one, the address that answered, if any.
+    pub peer: Option<SocketAddr>,
 }
+
+/// What the middleware saw of one call, left in the request's `Extensions` for the caller.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The call's client span: what the caller logs about the call belongs inside it.
+    pub span: Span,
+    /// The span's ids: a sampled call's are an exemplar for what the caller records of it.
+    pub ids: SpanIds,
+    /// How long the call took.
+    pub took: Duration,
+}
+
+/// The `error.type` of a call's result: a status code such as `"503"`, or the failure's
+/// kind; `None` when it succeeded. The caller's own classification.
+pub type Classify = fn(&reqwest_middleware::Result<Response>) -> Option<Cow<'static, str>>;
 
 /// The middleware; see the module docs.
-pub struct ClientCalls<O> {
-    outcomes: O,
+pub struct ClientCalls {
+    classify: Classify,
     /// `server.address`, `server.port` and `url.template` of the one target this client
-    /// calls, fixed when it is built: one client per callee, so its series are its own.
+    /// calls, fixed when it is built: one middleware per callee, so its series are its own.
     target: Target,
     durations: RwLock<HashMap<DurationKey, ExemplarHistogram>>,
 }
@@ -102,7 +89,7 @@ type DurationKey = (
     Option<Cow<'static, str>>,
 );
 
-impl<O> std::fmt::Debug for ClientCalls<O> {
+impl std::fmt::Debug for ClientCalls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientCalls")
             .field("target", &self.target)
@@ -110,21 +97,26 @@ impl<O> std::fmt::Debug for ClientCalls<O> {
     }
 }
 
-impl<O: Outcomes> ClientCalls<O> {
+impl ClientCalls {
     /// The middleware for a client that calls `target` (its path has no parameters, so it
-    /// is its own `url.template`), with the service's `outcomes`.
-    pub fn new(target: &Url, outcomes: O) -> Self {
+    /// is its own `url.template`), with the caller's `classify`; the duration series of the
+    /// `known` `(status, error.type)` pairs of `POST` calls exist, at zero, from the start.
+    pub fn new(
+        target: &Url,
+        classify: Classify,
+        known: &[(Option<u16>, Option<Cow<'static, str>>)],
+    ) -> Self {
         let calls = Self {
+            classify,
             target: Target {
                 address: target.host_str().unwrap_or_default().to_owned(),
                 port: target.port_or_known_default().unwrap_or(80),
                 template: target.path().to_owned(),
             },
             durations: RwLock::default(),
-            outcomes,
         };
-        for (status, error_type) in calls.outcomes.known() {
-            let _ = calls.duration("POST", "1.1", status, error_type);
+        for (status, error_type) in known {
+            let _ = calls.duration("POST", "1.1", *status, error_type.clone());
         }
         calls
     }
@@ -170,41 +162,35 @@ impl<O: Outcomes> ClientCalls<O> {
 }
 
 #[async_trait::async_trait]
-impl<O: Outcomes> Middleware for ClientCalls<O> {
+impl Middleware for ClientCalls {
     async fn handle(
         &self,
         mut request: Request,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let header = |name: &str| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let attempt = header(ATTEMPT_HEADER)
-            .and_then(|a| a.parse::<u32>().ok())
-            .unwrap_or(1);
-        let request_id = header(REQUEST_ID.as_str()).unwrap_or_default();
+        let call = extensions.get::<Outbound>().cloned().unwrap_or_default();
         let method = method_label(request.method());
         let version = protocol_version(request.version());
-        let span = client_span(&request, attempt, &request_id, version);
-        let ids = context::inject(&span, request.headers_mut(), &request_id);
-        LogContext { request_id, ids }.attach_to(&span);
-        let timeout = request.timeout().copied();
+        let span = client_span(&request, &call, version);
+        let ids = context::inject(&span, request.headers_mut(), &call.request_id);
+        LogContext {
+            request_id: call.request_id,
+            ids,
+        }
+        .attach_to(&span);
 
         let started = Instant::now();
         let result = next.run(request, extensions).await;
         let took = started.elapsed();
 
-        let error_type = self.outcomes.error_type(&result);
+        let error_type = (self.classify)(&result);
         let status = result.as_ref().ok().map(|r| r.status().as_u16());
         if let Some(status) = status {
             span.record("http.response.status_code", i64::from(status));
         }
-        if let Some(peer) = result.as_ref().ok().and_then(Response::remote_addr) {
+        let answered_from = result.as_ref().ok().and_then(Response::remote_addr);
+        if let (None, Some(peer)) = (call.peer, answered_from) {
             span.record("network.peer.address", peer.ip().to_string().as_str());
             span.record("network.peer.port", i64::from(peer.port()));
         }
@@ -212,28 +198,24 @@ impl<O: Outcomes> Middleware for ClientCalls<O> {
             span.record("error.type", error_type.as_ref());
             span.record("otel.status_code", "ERROR");
         }
-        self.duration(method, version, status, error_type.clone())
+        self.duration(method, version, status, error_type)
             .record(took.as_secs_f64(), &ids);
-        let call = Call {
-            attempt,
-            timeout,
-            took,
-            error_type,
-            ids,
-        };
-        span.in_scope(|| self.outcomes.ended(&call, result))
+        extensions.insert(Observed { span, ids, took });
+        result
     }
 }
 
-/// The client span of `request`, attempt number `attempt`, for request `request_id`. It is
-/// not entered while the request runs: nothing inside logs, and what the service logs about
-/// the call runs inside it once the call has ended.
-fn client_span(request: &Request, attempt: u32, request_id: &str, version: &str) -> Span {
+/// The client span of `request`, made for `call`. It is not entered while the request runs:
+/// nothing inside logs, and what the caller logs about the call runs inside it once the
+/// call has ended.
+fn client_span(request: &Request, call: &Outbound, version: &str) -> Span {
     let url = request.url();
     let user_agent = request
         .headers()
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
+    let attempt = call.attempt.max(1);
+    let peer_address = call.peer.map(|peer| peer.ip().to_string());
     tracing::info_span!(
         "HTTP request",
         otel.name = %format_args!("{} {}", request.method(), url.path()),
@@ -248,10 +230,10 @@ fn client_span(request: &Request, attempt: u32, request_id: &str, version: &str)
         server.address = url.host_str(),
         server.port = url.port_or_known_default().map(i64::from),
         network.protocol.version = version,
-        network.peer.address = tracing::field::Empty,
-        network.peer.port = tracing::field::Empty,
+        network.peer.address = peer_address,
+        network.peer.port = call.peer.map(|peer| i64::from(peer.port())),
         user_agent.original = user_agent,
-        request.id = request_id,
+        request.id = call.request_id.as_str(),
     )
 }
 
@@ -298,20 +280,12 @@ mod tests {
         }
     }
 
-    struct Nothing;
-
-    impl Outcomes for Nothing {
-        fn error_type(
-            &self,
-            result: &reqwest_middleware::Result<Response>,
-        ) -> Option<Cow<'static, str>> {
-            result.is_err().then_some(Cow::Borrowed("failed"))
-        }
-
-        fn known(&self) -> Vec<(Option<u16>, Option<Cow<'static, str>>)> {
-            vec![(Some(200), None), (None, Some(Cow::Borrowed("timeout")))]
-        }
+    fn failed(result: &reqwest_middleware::Result<Response>) -> Option<Cow<'static, str>> {
+        result.is_err().then_some(Cow::Borrowed("failed"))
     }
+
+    const KNOWN: [(Option<u16>, Option<Cow<'static, str>>); 2] =
+        [(Some(200), None), (None, Some(Cow::Borrowed("timeout")))];
 
     #[test]
     fn two_clients_keep_their_own_targets_in_their_series() {
@@ -319,8 +293,8 @@ mod tests {
         metrics::with_local_recorder(&recorder, || {
             let first = Url::parse("http://10.0.0.1:8080/token").expect("url");
             let second = Url::parse("http://provider.example:9000/v2/token").expect("url");
-            let _one = ClientCalls::new(&first, Nothing);
-            let _two = ClientCalls::new(&second, Nothing);
+            let _one = ClientCalls::new(&first, failed, &KNOWN);
+            let _two = ClientCalls::new(&second, failed, &KNOWN);
         });
         let text = metrics.render_prometheus();
         for expected in [
