@@ -11,8 +11,9 @@
 //!   failure, or `circuit_open` when the breaker refused the call.
 //! - `provider_gave_up_total{reason}`: why B stopped retrying: `attempts_spent`,
 //!   `retry_budget_exhausted`, `deadline_exceeded` or `not_retryable`.
-//! - `provider_circuit_state` (0 closed, 1 open, 2 half-open) and
-//!   `provider_circuit_transitions_total{to}`.
+//! - `provider_circuit_state{state}`: 1 for the state the breaker is in (`closed`, `open`,
+//!   `half_open`), 0 for the others (one series per state, the Prometheus idiom for an
+//!   enum), and `provider_circuit_transitions_total{to}`.
 //! - `provider_retry_budget_exhausted_total`, `provider_deadline_exceeded_total`.
 
 use std::time::Duration;
@@ -34,7 +35,7 @@ pub const PROVIDER_FAILURES: &str = "provider_failures_total";
 /// Calls B stopped retrying, by why.
 pub const PROVIDER_GAVE_UP: &str = "provider_gave_up_total";
 
-/// The circuit breaker's state: 0 closed, 1 open, 2 half-open.
+/// The circuit breaker's state: 1 for the state it is in, per state.
 pub const CIRCUIT_STATE: &str = "provider_circuit_state";
 /// Circuit breaker state changes, by the state entered.
 pub const CIRCUIT_TRANSITIONS: &str = "provider_circuit_transitions_total";
@@ -60,7 +61,8 @@ pub struct ProviderMetrics {
     deadline_exceeded: Counter,
     /// State changes, per state entered.
     transitions: [Counter; CircuitState::ALL.len()],
-    circuit_state: Gauge,
+    /// 1 for the state the breaker is in, per state.
+    circuit_state: [Gauge; CircuitState::ALL.len()],
 }
 
 /// Failure outcomes, and `circuit_open`.
@@ -95,7 +97,8 @@ impl ProviderMetrics {
             deadline_exceeded: metrics::counter!(DEADLINE_EXCEEDED),
             transitions: CircuitState::ALL
                 .map(|to| metrics::counter!(CIRCUIT_TRANSITIONS, "to" => to.label())),
-            circuit_state: metrics::gauge!(CIRCUIT_STATE),
+            circuit_state: CircuitState::ALL
+                .map(|state| metrics::gauge!(CIRCUIT_STATE, "state" => state.label())),
         };
         for counter in metrics
             .attempts
@@ -108,7 +111,7 @@ impl ProviderMetrics {
         {
             counter.absolute(0);
         }
-        metrics.circuit_state.set(gauge_value(CircuitState::Closed));
+        metrics.show_circuit(CircuitState::Closed);
         metrics
     }
 
@@ -158,7 +161,14 @@ impl ProviderMetrics {
         if let Some(index) = CircuitState::ALL.iter().position(|s| *s == to) {
             self.transitions[index].increment(1);
         }
-        self.circuit_state.set(gauge_value(to));
+        self.show_circuit(to);
+    }
+
+    /// Sets the state gauges: 1 for `now`, 0 for the others.
+    fn show_circuit(&self, now: CircuitState) {
+        for (state, gauge) in CircuitState::ALL.iter().zip(&self.circuit_state) {
+            gauge.set(if *state == now { 1.0 } else { 0.0 });
+        }
     }
 }
 
@@ -180,7 +190,7 @@ fn describe() {
     );
     metrics::describe_gauge!(
         CIRCUIT_STATE,
-        "Circuit breaker state: 0 closed, 1 open, 2 half-open"
+        "Circuit breaker state: 1 for the state it is in (closed, open, half_open), 0 for the others"
     );
     metrics::describe_counter!(
         CIRCUIT_TRANSITIONS,
@@ -194,14 +204,6 @@ fn describe() {
         DEADLINE_EXCEEDED,
         "Calls to service A cut short by the overall deadline"
     );
-}
-
-fn gauge_value(state: CircuitState) -> f64 {
-    match state {
-        CircuitState::Closed => 0.0,
-        CircuitState::Open => 1.0,
-        CircuitState::HalfOpen => 2.0,
-    }
 }
 
 /// The JSON body of `GET /metrics`: the lab's counters, then the breakdowns.

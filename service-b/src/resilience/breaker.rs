@@ -8,14 +8,14 @@ use tokio::time::Instant;
 
 use super::{Judged, WINDOW_SLOTS, totals};
 
-/// The breaker's state, as exported in the `provider_circuit_state` gauge.
+/// The breaker's state, as exported in the `provider_circuit_state{state}` gauges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CircuitState {
-    /// Calls go through (gauge 0).
+    /// Calls go through.
     Closed,
-    /// Calls are refused until the cool-down ends (gauge 1).
+    /// Calls are refused until the cool-down ends.
     Open,
-    /// One probe call is allowed through to test A (gauge 2).
+    /// One probe call is allowed through to test A.
     HalfOpen,
 }
 

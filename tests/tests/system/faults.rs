@@ -327,7 +327,10 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
     );
     assert_eq!(stub.seen(), 3, "A is not called while open");
     let gauge = get(&b.at("/metrics?format=prometheus")).await.text;
-    assert!(gauge.contains("provider_circuit_state 1"), "{gauge}");
+    assert!(
+        gauge.contains(r#"provider_circuit_state{state="open"} 1"#),
+        "{gauge}"
+    );
 
     stub.set_reply(token_reply());
     let started = Instant::now();

@@ -156,7 +156,7 @@ async fn a_fresh_service_exports_every_series_it_knows_of_at_zero() {
     for series in [
         r#"provider_gave_up_total{reason="retry_budget_exhausted"}"#,
         r#"provider_failures_total{kind="circuit_open"}"#,
-        "provider_circuit_state",
+        r#"provider_circuit_state{state="half_open"}"#,
         r#"otel_sdk_processor_span_processed_total{otel_component_type="batching_span_processor",otel_component_name="batching_span_processor/0",error_type="queue_full"}"#,
     ] {
         assert!(has(&b_text, series), "B: no {series} at 0:\n{b_text}");

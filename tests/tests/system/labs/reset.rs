@@ -42,8 +42,11 @@ async fn a_stop_leaves_no_breaker_open() {
     let stopped = pair.lab(&dir, &["stop"]);
     assert!(stopped.status.success(), "{}", said(&stopped));
     pair.b.logs.wait_for(|l| l["event"] == "circuit_closed");
-    let state = pair.b.series("provider_circuit_state").await;
-    assert_eq!(state, 0.0, "closed at once, not after B's next call");
+    let closed = pair
+        .b
+        .series(r#"provider_circuit_state{state="closed"}"#)
+        .await;
+    assert_eq!(closed, 1.0, "closed at once, not after B's next call");
     let call = pair
         .b
         .protected_action(system_tests::demo_login(), None)
