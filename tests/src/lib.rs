@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod dns;
+pub mod fleet;
 pub mod labs;
 pub mod otlp;
 pub mod prometheus;

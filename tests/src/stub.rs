@@ -1,7 +1,8 @@
 //! A stand-in provider that answers every request with a canned raw HTTP reply, which a test
 //! can change at any time. It speaks HTTP/1.1 keep-alive (and closes a connection that stays
 //! idle for `idle_close`, like a server's keep-alive timeout), counts the requests it gets,
-//! and with an empty reply closes the connection without answering.
+//! keeps the head of the last one, and with an empty reply closes the connection without
+//! answering.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -29,6 +30,7 @@ pub struct StubProvider {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     seen: Arc<AtomicUsize>,
+    last_head: Arc<Mutex<String>>,
     reply: Arc<Mutex<String>>,
     hang_up_on_reuse: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -36,10 +38,16 @@ pub struct StubProvider {
 impl StubProvider {
     /// Starts a stub answering `reply`, closing connections idle for `idle_close`.
     pub fn start(reply: impl Into<String>, idle_close: Duration) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Self::start_on("127.0.0.1:0", reply, idle_close)
+    }
+
+    /// [`Self::start`], listening on `addr`.
+    pub fn start_on(addr: &str, reply: impl Into<String>, idle_close: Duration) -> Self {
+        let listener = TcpListener::bind(addr).expect("bind");
         let stub = Self {
             url: format!("http://{}", listener.local_addr().expect("addr")),
             seen: Arc::default(),
+            last_head: Arc::default(),
             reply: Arc::new(Mutex::new(reply.into())),
             hang_up_on_reuse: Arc::default(),
         };
@@ -57,6 +65,11 @@ impl StubProvider {
     /// Requests received so far.
     pub fn seen(&self) -> usize {
         self.seen.load(Ordering::SeqCst)
+    }
+
+    /// The head (request line and headers) of the last request, as sent.
+    pub fn last_head(&self) -> String {
+        self.last_head.lock().expect("head lock").clone()
     }
 
     /// Answers `reply` from now on.
@@ -87,7 +100,9 @@ impl StubProvider {
                     Ok(n) => pending.extend_from_slice(&buf[..n]),
                 }
             };
-            let head = String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
+            let sent = String::from_utf8_lossy(&pending[..head_end]).into_owned();
+            let head = sent.to_ascii_lowercase();
+            *self.last_head.lock().expect("head lock") = sent;
             let body_len: usize = head
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))

@@ -9,6 +9,10 @@
 //!   each ejection in a row, at most `--eject-max-ms` ([`State::Ejected`]): its `/health`
 //!   may answer while `/token` does not, so it serves its time instead of being probed.
 //!
+//! An endpoint back from a timed ejection is on probation: one attempt at a time, until one
+//! is answered; a failure on probation takes it out again at once (for twice as long). So a
+//! replica that is still sick costs one attempt per return, not a burst.
+//!
 //! The fleet never takes out more than `--max-ejection-percent` of its endpoints (at least
 //! one of two or more), and never the only one. Only attempts paced by B alone count (see
 //! `provider::decision::Pace`): a caller's asked-for slowness never takes a replica out.
@@ -142,6 +146,8 @@ pub struct Health {
     ejections_in_a_row: u32,
     /// When it last came back.
     back_since: Option<Instant>,
+    /// Back from a timed ejection for this reason, and no attempt answered since.
+    probation: Option<Reason>,
 }
 
 impl Health {
@@ -154,19 +160,27 @@ impl Health {
             clock: SlotClock::new(WINDOW / SLOTS as u32),
             ejections_in_a_row: 0,
             back_since: None,
+            probation: None,
         }
     }
 
     /// Where it stands now; an ejection whose time is up ends here (`true`: it just came
     /// back).
     pub fn state(&mut self, now: Instant) -> (State, bool) {
-        if let State::Ejected { until, .. } = self.state
+        if let State::Ejected { until, reason } = self.state
             && now >= until
         {
             self.come_back(now);
+            self.probation = Some(reason);
             return (self.state, true);
         }
         (self.state, false)
+    }
+
+    /// Whether it is on probation: back from a timed ejection, no attempt answered since
+    /// (the fleet sends it one attempt at a time).
+    pub fn on_probation(&self) -> bool {
+        self.probation.is_some()
     }
 
     /// Where it stands now, without ending an ejection whose time is up (shown as back in
@@ -188,6 +202,16 @@ impl Health {
     pub fn report(&mut self, verdict: Verdict, policy: &EjectionPolicy) -> Option<Reason> {
         if policy.consecutive == 0 || self.state != State::InUse {
             return None;
+        }
+        if let Some(reason) = self.probation {
+            return match verdict {
+                Verdict::Answered => {
+                    self.probation = None;
+                    None
+                }
+                Verdict::Refused => Some(Reason::Refused),
+                Verdict::Failed => Some(reason),
+            };
         }
         let slot = self.window.at(self.clock.now());
         slot.calls += 1;
@@ -230,6 +254,7 @@ impl Health {
             self.ejections_in_a_row + 1
         };
         self.in_a_row = 0;
+        self.probation = None;
         self.window = SlidingWindow::default();
         if reason == Reason::Refused {
             self.state = State::Probing;
@@ -242,9 +267,8 @@ impl Health {
         };
         Some(lasts)
     }
-
     /// A probe answered, or the ejection's time is up: back in the choice, with a clean
-    /// record.
+    /// record (a timed return then goes on probation: see [`Self::state`]).
     pub fn come_back(&mut self, now: Instant) {
         self.state = State::InUse;
         self.in_a_row = 0;
@@ -322,7 +346,9 @@ mod tests {
             (State::InUse, true),
             "its time is up"
         );
-
+        assert!(health.on_probation());
+        assert_eq!(health.report(Verdict::Answered, &policy), None);
+        assert!(!health.on_probation(), "answered: off probation");
         // Half of ten attempts failed, never two in a row.
         let mut reasons = Vec::new();
         for n in 0..10 {
@@ -345,6 +371,23 @@ mod tests {
             Some(2 * SECOND),
             "the second in a row lasts twice as long"
         );
+    }
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_on_probation_takes_it_out_again_at_once_for_longer() {
+        let policy = policy();
+        let mut health = Health::new(State::InUse);
+        let lasts = health.eject(Reason::FailureRate, &policy, Instant::now());
+        assert_eq!(lasts, Some(SECOND));
+        tokio::time::advance(SECOND).await;
+        assert_eq!(health.state(Instant::now()), (State::InUse, true));
+        assert_eq!(
+            health.report(Verdict::Failed, &policy),
+            Some(Reason::FailureRate),
+            "one failure on probation is enough"
+        );
+        let lasts = health.eject(Reason::FailureRate, &policy, Instant::now());
+        assert_eq!(lasts, Some(2 * SECOND));
+        assert!(!health.on_probation());
     }
 
     #[tokio::test(start_paused = true)]

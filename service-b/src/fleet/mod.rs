@@ -173,12 +173,18 @@ impl Fleet {
         let candidates: Vec<Candidate> = endpoints
             .iter()
             .map(|endpoint| {
-                let (state, returned) = endpoint.health().state(now);
+                let (state, returned, probation) = {
+                    let mut health = endpoint.health();
+                    let (state, returned) = health.state(now);
+                    (state, returned, health.on_probation())
+                };
                 if returned {
                     self.0.returned(endpoint, Return::Ejection);
                 }
+                // On probation: one attempt at a time.
+                let busy_on_probation = probation && endpoint.load.in_flight() > 0;
                 Candidate {
-                    in_use: state == State::InUse,
+                    in_use: state == State::InUse && !busy_on_probation,
                     tried: tried.contains(&endpoint.id),
                     cost: endpoint.load.cost(),
                 }
@@ -214,7 +220,11 @@ impl Fleet {
         if !heard {
             return;
         }
-        endpoint.load.observe(took, outcome.is_failure());
+        if outcome.is_failure() {
+            endpoint.load.failed();
+        } else {
+            endpoint.load.answered(took);
+        }
         let verdict = if refused {
             Verdict::Refused
         } else if outcome.is_failure() {

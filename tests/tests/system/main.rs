@@ -11,6 +11,7 @@ mod deploy;
 mod docs;
 mod failures;
 mod faults;
+mod fleet;
 mod hostile;
 mod labs;
 mod login_throttle;

@@ -1,0 +1,201 @@
+//! A as a fleet: B balances every attempt over A's replicas, retries on another, and routes
+//! around a slow, failing or killed one. Several real A processes on loopback, given to B as
+//! a list (one started only after B), driven from Rust, made slow or flaky through their
+//! fault endpoints at run time (keeping their connections); and discovery through a name a
+//! test-controlled DNS server resolves. Shares are what each A says it served.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use system_tests::dns::TestDns;
+use system_tests::fleet::{Replica, drive, served, shares};
+use system_tests::stub::{StubProvider, token_reply};
+use system_tests::{Service, TIMEOUT, vacant_addr};
+
+/// Workers calling B at once.
+const WORKERS: usize = 6;
+
+/// How long each phase drives load.
+const PHASE: Duration = Duration::from_secs(4);
+
+/// Waits (bounded) for B's log to show `event` for `endpoint`.
+fn wait_for_event(b: &Service, event: &str, endpoint: &str) {
+    b.logs
+        .wait_for(|l| l["event"] == event && l["endpoint"] == endpoint);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn b_shares_attempts_routes_around_bad_replicas_and_gives_recovered_ones_their_share() {
+    let a1 = Replica::start("127.0.0.1:0");
+    let a2 = Replica::start("127.0.0.1:0");
+    let a3 = Replica::start("127.0.0.1:0");
+    let late = vacant_addr();
+    let list = format!("{},{},{},http://{late}", a1.url(), a2.url(), a3.url());
+    let b = Service::b(&list, &[]);
+
+    // 1. Three healthy replicas (the fourth not started yet): a fair share each, no error.
+    let ready = [&a1, &a2, &a3];
+    let before = served(&ready).await;
+    let healthy = drive(&b, WORKERS, PHASE).await;
+    let healthy_shares = shares(&before, &served(&ready).await);
+    assert_eq!(healthy.failed(), 0, "{:?}", healthy.statuses);
+    for share in &healthy_shares {
+        assert!(
+            (share - 1.0 / 3.0).abs() <= 0.10,
+            "within 10 points of fair: {healthy_shares:?}"
+        );
+    }
+    wait_for_event(&b, "endpoint_ejected", &late.to_string());
+
+    // 2. The fourth starts late: it is found by its probe and gets its share.
+    let a4 = Replica::start(&late.to_string());
+    let all = [&a1, &a2, &a3, &a4];
+    let before = served(&all).await;
+    let joined = drive(&b, WORKERS, PHASE).await;
+    let joined_shares = shares(&before, &served(&all).await);
+    assert_eq!(joined.failed(), 0, "{:?}", joined.statuses);
+    assert!(
+        joined_shares[3] >= 0.15,
+        "the late replica's share: {joined_shares:?}"
+    );
+
+    // 3. One turns slow, past B's timeout: no caller sees it fail, and p99 stays small.
+    a2.slow(1500).await;
+    let slow = drive(&b, WORKERS, PHASE).await;
+    assert_eq!(slow.failed(), 0, "{:?}", slow.statuses);
+    let bound = (healthy.p99() * 5).max(Duration::from_millis(100));
+    assert!(
+        slow.p99() <= bound,
+        "p99 {:?} with a slow replica, {:?} healthy",
+        slow.p99(),
+        healthy.p99()
+    );
+
+    // 4. It recovers; another fails half its calls: still no failure for callers.
+    a2.heal().await;
+    a3.flaky(0.5).await;
+    let flaky = drive(&b, WORKERS, PHASE).await;
+    assert_eq!(flaky.failed(), 0, "{:?}", flaky.statuses);
+
+    // 5. That one recovers; a third is killed: no failure, and the recovered ones serve
+    //    their share again once back.
+    a3.heal().await;
+    let mut a1 = a1;
+    a1.service.signal("KILL");
+    a1.service.wait_exit();
+    let killed = drive(&b, WORKERS, PHASE).await;
+    assert_eq!(killed.failed(), 0, "{:?}", killed.statuses);
+    // A replica that recovered is back within the longest ejection (8 s), then serves its
+    // share: calls keep going meanwhile, as the probation after an ejection needs one.
+    let deadline = Instant::now() + 2 * TIMEOUT;
+    for replica in [&a2, &a3] {
+        let in_use = format!(
+            r#"provider_endpoint_state{{endpoint="{}",state="in_use"}}"#,
+            replica.service.addr
+        );
+        while b.series(&in_use).await < 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} never came back",
+                replica.service.addr
+            );
+            drive(&b, 2, Duration::from_millis(200)).await;
+        }
+    }
+    let alive = [&a2, &a3, &a4];
+    let before = served(&alive).await;
+    let recovered = drive(&b, WORKERS, PHASE).await;
+    let after_shares = shares(&before, &served(&alive).await);
+    assert_eq!(recovered.failed(), 0, "{:?}", recovered.statuses);
+    for share in &after_shares {
+        assert!(
+            *share >= 0.15,
+            "each live replica serves its share again: {after_shares:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_behind_a_name_are_found_as_they_come_and_go() {
+    // Three loopback addresses on one port, like three pods of one Service.
+    let port = vacant_addr().port();
+    let ip = |n: u8| Ipv4Addr::new(127, 0, 0, n);
+    let a2 = Replica::start(&format!("{}:{port}", ip(2)));
+    let a3 = Replica::start(&format!("{}:{port}", ip(3)));
+    let dns = TestDns::start("service-a.fleet.test", &[ip(2), ip(3)]);
+    let b = Service::b(
+        &format!("http://service-a.fleet.test:{port}"),
+        &[
+            "--provider-dns",
+            &dns.addr.to_string(),
+            "--provider-resolve-interval-ms",
+            "200",
+        ],
+    );
+    let found = b.logs.wait_for(|l| l["event"] == "endpoints_changed");
+    assert_eq!(found["known"], 2, "{found}");
+
+    let before = served(&[&a2, &a3]).await;
+    let calls = drive(&b, 4, Duration::from_secs(2)).await;
+    let split = shares(&before, &served(&[&a2, &a3]).await);
+    assert_eq!(calls.failed(), 0, "{:?}", calls.statuses);
+    assert!(split.iter().all(|s| *s >= 0.2), "both serve: {split:?}");
+
+    // A new replica appears in DNS: found without a restart. The URL and Host stay the name.
+    let stub = StubProvider::start_on(&format!("{}:{port}", ip(4)), token_reply(), TIMEOUT);
+    dns.set(&[ip(2), ip(3), ip(4)]);
+    let added = b
+        .logs
+        .wait_for(|l| l["event"] == "endpoints_changed" && l["known"] == 3);
+    assert_eq!(added["added"], format!("{}:{port}", ip(4)), "{added}");
+    wait_for_event(&b, "endpoint_returned", &format!("{}:{port}", ip(4)));
+    let deadline = Instant::now() + TIMEOUT;
+    while !stub.last_head().starts_with("POST /token") {
+        assert!(Instant::now() < deadline, "the new replica got no call");
+        drive(&b, 2, Duration::from_millis(200)).await;
+    }
+    let head = stub.last_head().to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("\r\nhost: service-a.fleet.test:{port}\r\n")),
+        "Host is the name: {head}"
+    );
+
+    // One leaves DNS: it is dropped, and calls go on.
+    dns.set(&[ip(3), ip(4)]);
+    let removed = b
+        .logs
+        .wait_for(|l| l["event"] == "endpoints_changed" && l["removed"] != "");
+    assert_eq!(removed["removed"], format!("{}:{port}", ip(2)), "{removed}");
+    let calls = drive(&b, 2, Duration::from_millis(500)).await;
+    assert_eq!(calls.failed(), 0, "{:?}", calls.statuses);
+    assert_eq!(
+        b.series(r#"provider_endpoints{state="in_use"}"#).await,
+        2.0,
+        "the gauge counts what B uses"
+    );
+}
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_logged_and_answered_503_until_it_does() {
+    let dns = TestDns::start("service-a.fleet.test", &[]);
+    let b = Service::b(
+        "http://nowhere.fleet.test:8080",
+        &["--provider-dns", &dns.addr.to_string()],
+    );
+    let unresolved = b.logs.wait_for(|l| l["event"] == "provider_unresolved");
+    assert!(
+        unresolved["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("nowhere.fleet.test")),
+        "{unresolved}"
+    );
+    let reply = b.protected_action(system_tests::demo_login(), None).await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert!(
+        reply.json["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("no endpoint of the provider is known")),
+        "{}",
+        reply.text
+    );
+}
