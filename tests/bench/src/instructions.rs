@@ -56,6 +56,7 @@ pub fn key(config: Config) -> String {
     let side = match config.side {
         Side::A => "a",
         Side::B => "b",
+        Side::BFleet => "b-fleet",
     };
     let traces = match config.traces {
         Traces::Sampled => "",

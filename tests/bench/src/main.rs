@@ -125,6 +125,19 @@ pub enum Side {
     A,
     /// `POST /protected-action`, B's process (A runs beside it, built the same way).
     B,
+    /// The same, with three replicas of A given to B as a list: B's choice of an endpoint
+    /// per attempt (its fleet) at work. Only the service has one.
+    BFleet,
+}
+
+impl Side {
+    /// The same service over one A.
+    pub fn single(self) -> Self {
+        match self {
+            Self::BFleet => Self::B,
+            side => side,
+        }
+    }
 }
 
 /// Whose implementation serves it.
@@ -179,11 +192,13 @@ impl Config {
     pub const BASELINE_B: Self = Self::new(Side::B, Build::Baseline, Traces::Sampled);
     /// Service B calling service A, both with their defaults.
     pub const SERVICE_B: Self = Self::new(Side::B, Build::Service, Traces::Sampled);
+    /// Service B over three replicas of service A.
+    pub const SERVICE_B_FLEET: Self = Self::new(Side::BFleet, Build::Service, Traces::Sampled);
 
     /// Every configuration, in the order each round measures them (and the table lists
     /// them): for each service, the baseline, then peer and service side by side in each
     /// tracing setup.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::BASELINE_A,
         Self::new(Side::A, Build::Peer, Traces::Sampled),
         Self::SERVICE_A,
@@ -198,13 +213,14 @@ impl Config {
         Self::new(Side::B, Build::Service, Traces::OnePercent),
         Self::new(Side::B, Build::Peer, Traces::Exported),
         Self::new(Side::B, Build::Service, Traces::Exported),
+        Self::SERVICE_B_FLEET,
     ];
 
     /// Row label, e.g. `service A   1% sampled`.
     pub fn label(self) -> String {
         let side = match self.side {
             Side::A => "A",
-            Side::B => "B",
+            Side::B | Side::BFleet => "B",
         };
         let build = match self.build {
             Build::Baseline => "baseline",
@@ -214,21 +230,25 @@ impl Config {
         let what = match (self.traces, self.side) {
             (Traces::Sampled, Side::A) => "POST /token",
             (Traces::Sampled, Side::B) => "POST /protected-action",
+            (Traces::Sampled, Side::BFleet) => "over 3 replicas of A",
             (Traces::OnePercent, _) => "1% sampled",
             (Traces::Exported, _) => "+ OTLP export",
         };
         format!("{:<12}{what}", format!("{build} {side}"))
     }
 
-    /// The uninstrumented configuration this one is compared with.
+    /// The uninstrumented configuration this one is compared with (B over one A, for B
+    /// over three).
     pub fn baseline(self) -> Option<Self> {
         (self.build != Build::Baseline)
-            .then(|| Self::new(self.side, Build::Baseline, Traces::Sampled))
+            .then(|| Self::new(self.side.single(), Build::Baseline, Traces::Sampled))
     }
 
-    /// The idiomatic peer in the same setup, which a service is compared with.
+    /// The idiomatic peer in the same setup, which a service is compared with (over one A,
+    /// for B over three).
     pub fn peer(self) -> Option<Self> {
-        (self.build == Build::Service).then(|| Self::new(self.side, Build::Peer, self.traces))
+        (self.build == Build::Service)
+            .then(|| Self::new(self.side.single(), Build::Peer, self.traces))
     }
 
     /// The environment the configuration's processes get (both of them, for B): the
@@ -482,7 +502,7 @@ async fn run_instructions(args: &Args) -> Result<(), String> {
 pub(crate) fn request_of(config: Config) -> (&'static str, &'static str) {
     match config.side {
         Side::A => ("/token", r#"{"username":"divya","password":"pass123"}"#),
-        Side::B => (
+        Side::B | Side::BFleet => (
             "/protected-action",
             r#"{"username":"divya","password":"pass123","action":"ping"}"#,
         ),
@@ -632,6 +652,7 @@ fn start_pair_under(
         let side = match config.side {
             Side::A => "a",
             Side::B => "b",
+            Side::BFleet => "b-fleet",
         };
         scratch.join(format!("{name}-{side}.log"))
     };
@@ -658,7 +679,20 @@ fn start_pair_under(
         let pid = processes[0].0.id();
         return Ok((processes, a_addr, pid));
     }
-    let provider = format!("http://{a_addr}");
+    let mut provider = format!("http://{a_addr}");
+    if config.side == Side::BFleet && config.build == Build::Service {
+        // Two more replicas of A, each with its own log.
+        for replica in 2..=3 {
+            let addr = free_addr()?;
+            processes.push(spawn(
+                command(&bins.join("service-a"), false)
+                    .args(["--listen", &addr.to_string()])
+                    .envs(env.iter().map(|(k, v)| (k, v))),
+                Some(&log(&format!("service-a{replica}"))),
+            )?);
+            provider.push_str(&format!(",http://{addr}"));
+        }
+    }
     let b_listen = b_addr.to_string();
     let target = match config.build {
         Build::Baseline => spawn(

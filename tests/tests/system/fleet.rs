@@ -199,3 +199,47 @@ async fn a_name_that_does_not_resolve_is_logged_and_answered_503_until_it_does()
         reply.text
     );
 }
+
+#[tokio::test]
+async fn with_several_endpoints_logs_and_503s_say_where_each_attempt_went() {
+    let (first, second) = (vacant_addr(), vacant_addr());
+    let b = Service::b(&format!("http://{first},http://{second}"), &[]);
+    let reply = b
+        .protected_action(system_tests::demo_login(), Some("where-to"))
+        .await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    let details = reply.json["details"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let went = [first.to_string(), second.to_string()];
+    assert!(
+        details
+            == format!(
+                "Connection refused (os error 111) on both attempts (at {}, then {})",
+                went[0], went[1]
+            )
+            || details
+                == format!(
+                    "Connection refused (os error 111) on both attempts (at {}, then {})",
+                    went[1], went[0]
+                ),
+        "{details}"
+    );
+    let failed = b.logs.failed_attempts("where-to");
+    assert_eq!(failed.len(), 2, "{failed:#?}");
+    let mut peers: Vec<String> = failed
+        .iter()
+        .map(|l| {
+            format!(
+                "{}:{}",
+                l["network.peer.address"].as_str().unwrap_or("?"),
+                l["network.peer.port"]
+            )
+        })
+        .collect();
+    peers.sort();
+    let mut expected = went.to_vec();
+    expected.sort();
+    assert_eq!(peers, expected, "each attempt's line names its replica");
+}
