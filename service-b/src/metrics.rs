@@ -53,8 +53,10 @@ const CIRCUIT_OPEN: &str = "circuit_open";
 pub struct ProviderMetrics {
     /// Attempts and their durations, per outcome.
     attempts: [(Counter, ExemplarHistogram); AttemptOutcome::ALL.len()],
-    /// Calls answered 503, per last failure (failure outcomes, then `circuit_open`).
-    failures: [Counter; FAILURE_KINDS],
+    /// Calls answered 503, per last failure: each failure outcome's.
+    failures: Vec<(AttemptOutcome, Counter)>,
+    /// Calls the open breaker refused (`kind="circuit_open"`).
+    circuit_refused: Counter,
     /// Why B stopped, per reason.
     gave_up: [Counter; StopReason::ALL.len()],
     retry_budget_exhausted: Counter,
@@ -65,19 +67,10 @@ pub struct ProviderMetrics {
     circuit_state: [Gauge; CircuitState::ALL.len()],
 }
 
-/// Failure outcomes, and `circuit_open`.
-const FAILURE_KINDS: usize = 5;
-
 impl ProviderMetrics {
     /// Describes and registers B's series (after the recorder is installed).
     pub fn register() -> Self {
         describe();
-        let failed: Vec<&'static str> = AttemptOutcome::ALL
-            .into_iter()
-            .filter(|o| o.is_failure())
-            .map(AttemptOutcome::label)
-            .chain([CIRCUIT_OPEN])
-            .collect();
         let metrics = Self {
             attempts: AttemptOutcome::ALL.map(|o| {
                 (
@@ -88,9 +81,12 @@ impl ProviderMetrics {
                     ),
                 )
             }),
-            failures: std::array::from_fn(
-                |i| metrics::counter!(PROVIDER_FAILURES, "kind" => failed.get(i).copied().unwrap_or(CIRCUIT_OPEN)),
-            ),
+            failures: AttemptOutcome::ALL
+                .into_iter()
+                .filter(|o| o.is_failure())
+                .map(|o| (o, metrics::counter!(PROVIDER_FAILURES, "kind" => o.label())))
+                .collect(),
+            circuit_refused: metrics::counter!(PROVIDER_FAILURES, "kind" => CIRCUIT_OPEN),
             gave_up: StopReason::ALL
                 .map(|r| metrics::counter!(PROVIDER_GAVE_UP, "reason" => r.label())),
             retry_budget_exhausted: metrics::counter!(RETRY_BUDGET_EXHAUSTED),
@@ -104,7 +100,8 @@ impl ProviderMetrics {
             .attempts
             .iter()
             .map(|(c, _)| c)
-            .chain(&metrics.failures)
+            .chain(metrics.failures.iter().map(|(_, c)| c))
+            .chain([&metrics.circuit_refused])
             .chain(&metrics.gave_up)
             .chain(&metrics.transitions)
             .chain([&metrics.retry_budget_exhausted, &metrics.deadline_exceeded])
@@ -128,10 +125,10 @@ impl ProviderMetrics {
     /// Counts a call B stopped trying, by why, and, when it was answered 503 (`unavailable`:
     /// not a caller's own deadline, answered 504), by the last failure's kind.
     pub fn gave_up(&self, last: Option<AttemptOutcome>, reason: StopReason, unavailable: bool) {
-        let failures = AttemptOutcome::ALL.into_iter().filter(|o| o.is_failure());
-        if let Some(counter) = failures
-            .zip(&self.failures)
-            .find_map(|(kind, counter)| (Some(kind) == last).then_some(counter))
+        if let Some((_, counter)) = self
+            .failures
+            .iter()
+            .find(|(kind, _)| Some(*kind) == last)
             .filter(|_| unavailable)
         {
             counter.increment(1);
@@ -151,9 +148,7 @@ impl ProviderMetrics {
 
     /// Counts a call the open breaker refused.
     pub fn circuit_refused(&self) {
-        if let Some(counter) = self.failures.last() {
-            counter.increment(1);
-        }
+        self.circuit_refused.increment(1);
     }
 
     /// Counts and exports a breaker state change.

@@ -1,6 +1,8 @@
 //! How one attempt to call A ended, and why B stopped trying: the two facts every other
 //! part of B's call records (the log line, the span, the metrics, the 503's `details`).
-//! Adding a failure class is one arm in [`AttemptOutcome`]; the compiler shows the rest.
+//! Adding a failure class is one arm in [`AttemptOutcome`]; the compiler shows the rest
+//! (its match in `every_outcome_is_in_all` below, and every `match` on it), and what counts
+//! outcomes counts [`AttemptOutcome::ALL`].
 
 /// How one attempt ended. Decided once, where the answer (or its absence) arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +137,33 @@ mod tests {
                 .iter()
                 .all(|o| !o.is_retryable() || o.is_failure())
         );
+    }
+
+    #[test]
+    fn every_outcome_is_in_all() {
+        // A new variant fails to compile here until it is listed, next to `ALL`.
+        let listed = |outcome: AttemptOutcome| match outcome {
+            AttemptOutcome::Ok
+            | AttemptOutcome::Rejected
+            | AttemptOutcome::Timeout
+            | AttemptOutcome::ConnectionError
+            | AttemptOutcome::BadStatus
+            | AttemptOutcome::ProtocolError => outcome,
+        };
+        for outcome in AttemptOutcome::ALL {
+            assert_eq!(listed(outcome), outcome);
+        }
+        assert_eq!(AttemptOutcome::ALL.len(), 6, "ALL lists every variant once");
+        let reasons = |reason: StopReason| match reason {
+            StopReason::AttemptsSpent
+            | StopReason::BudgetSpent
+            | StopReason::Deadline
+            | StopReason::NotRetryable
+            | StopReason::CircuitOpen
+            | StopReason::NoEndpoint => reason,
+        };
+        assert!(StopReason::ALL.iter().all(|r| reasons(*r) == *r));
+        assert_eq!(StopReason::ALL.len(), 6, "ALL lists every reason once");
     }
 
     #[test]
