@@ -50,6 +50,76 @@ fn compose_file_is_valid_and_pins_every_image() {
     }
 }
 
+/// `docker compose up --scale service-a=3` can run three replicas of A, and everything
+/// finds all three: A has no one fixed host port (a range, or none) and no fixed container
+/// name, B's `PROVIDER_URL` names the service (compose's DNS answers it with every
+/// replica), and Prometheus finds A's targets by DNS (`dns_sd_configs`, type A, port 8080)
+/// rather than one static `service-a:8080`.
+#[test]
+fn the_compose_stack_scales_a() {
+    let compose = repo_root().join("deploy/compose.yaml");
+    let rendered = std::env::temp_dir().join(format!("compose-scale-{}.yaml", std::process::id()));
+    // As docker compose reads it (anchors and short syntax resolved), when docker-compose is
+    // there; the file itself otherwise.
+    let file = if tools::executable("docker-compose", "apt-get install -y docker-compose") {
+        let config = run_ok(
+            Command::new("docker-compose")
+                .arg("-f")
+                .arg(&compose)
+                .arg("config"),
+        );
+        std::fs::write(&rendered, config).expect("write rendered compose file");
+        &rendered
+    } else {
+        &compose
+    };
+    let Some(stack) = tools::yaml_as_json(file) else {
+        return;
+    };
+    let _ = std::fs::remove_file(&rendered);
+    let a = &stack["services"]["service-a"];
+    assert!(a["container_name"].is_null(), "a fixed name: {a}");
+    for port in a["ports"].as_array().into_iter().flatten() {
+        // Short syntax ("8090-8099:8080") or long (published: 8090-8099, target: 8080).
+        let published = match port {
+            Value::String(short) => short
+                .rsplit_once(':')
+                .map_or("", |(host, _)| host)
+                .to_owned(),
+            long => long["published"].to_string().trim_matches('"').to_owned(),
+        };
+        assert!(
+            published.is_empty() || published == "null" || published.contains('-'),
+            "service-a publishes the one host port {published}: a second replica cannot bind it"
+        );
+    }
+    let provider = &stack["services"]["service-b"]["environment"]["PROVIDER_URL"];
+    assert_eq!(
+        provider, "http://service-a:8080",
+        "B finds A by the service's name"
+    );
+
+    let Some(prometheus) =
+        tools::yaml_as_json(&repo_root().join("deploy/prometheus/prometheus.yml"))
+    else {
+        return;
+    };
+    let job = prometheus["scrape_configs"]
+        .as_array()
+        .expect("scrape_configs")
+        .iter()
+        .find(|j| j["job_name"] == "service-a")
+        .expect("job service-a");
+    assert!(job["static_configs"].is_null(), "one static target: {job}");
+    let dns = &job["dns_sd_configs"][0];
+    assert_eq!(dns["names"], serde_json::json!(["service-a"]), "{job}");
+    assert_eq!(
+        (&dns["type"], &dns["port"]),
+        (&"A".into(), &8080.into()),
+        "{job}"
+    );
+}
+
 #[test]
 fn prometheus_configs_are_valid() {
     if tool_available("promtool") {
