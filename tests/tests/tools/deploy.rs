@@ -1,7 +1,8 @@
 //! The deployment files, checked by the tools that read them: the compose stack and
-//! Prometheus config are valid, the Kubernetes manifests render and validate against the
-//! Kubernetes schemas, every dashboard query returns data from a real Prometheus scraping
-//! real services under generated traffic, and a slow bucket leads to its trace on the
+//! Prometheus config are valid and A can be scaled there, the Kubernetes manifests render
+//! and validate against the Kubernetes schemas and B finds A's ready pods by name, every
+//! dashboard query returns data from a real Prometheus scraping real services (B over two
+//! replicas of A) under generated traffic, and a slow bucket leads to its trace on the
 //! compose stack.
 //!
 //! The external tools (docker-compose, promtool, prometheus, kubectl, kubernetes-validate)
@@ -175,6 +176,27 @@ fn kubernetes_manifests_render_and_validate() {
             "the prometheus-rules ConfigMap holds {name}"
         );
     }
+    // B finds A's pods through a headless Service of its own that lists ready pods only
+    // (service-a-pods lists the others too, for Prometheus), by the name in PROVIDER_URL.
+    let document = |name: &str| {
+        rendered
+            .split("\n---\n")
+            .find(|d| d.contains("kind: Service\n") && d.contains(&format!("  name: {name}\n")))
+            .unwrap_or_else(|| panic!("no Service {name} in the rendered manifests"))
+    };
+    let ready = document("service-a-ready");
+    for needle in ["clusterIP: None", "publishNotReadyAddresses: false"] {
+        assert!(ready.contains(needle), "service-a-ready: {needle}\n{ready}");
+    }
+    assert!(
+        document("service-a-pods").contains("publishNotReadyAddresses: true"),
+        "Prometheus' Service still lists pods that are not ready"
+    );
+    assert!(
+        rendered.contains("  PROVIDER_URL: http://service-a-ready:8080\n"),
+        "B's PROVIDER_URL names service-a-ready"
+    );
+
     let file = std::env::temp_dir().join(format!("rendered-{}.yaml", std::process::id()));
     std::fs::write(&file, &rendered).expect("write rendered manifests");
     // As `.ci/run` installs it: a module of this python3, no PATH or pyenv shim involved.
