@@ -9,6 +9,7 @@
 //! are installed by `.ci/run`; without them a test says so and checks nothing, except in
 //! CI, where a missing tool fails it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use system_tests::prometheus::{
-    Prometheus, project_rules, promtool_check_config, scrape_config, tool_available, with_rules,
+    Prometheus, project_rules, promtool_check_config, tool_available, with_rules,
 };
 use system_tests::tools::{self, run_ok};
 use system_tests::{Kind, Service, TIMEOUT, binary, repo_root};
@@ -287,13 +288,37 @@ async fn assert_every_query_has_data(
     }
 }
 
+/// A scrape config of `jobs` (job name, its targets), scraping every second: A's replicas
+/// are targets of one job, as on the compose stack and in Kubernetes.
+fn scrape_jobs(jobs: &[(&str, &[SocketAddr])]) -> String {
+    let mut config = String::from(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    );
+    for (job, targets) in jobs {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        config.push_str(&format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n        labels:\n          service: {job}\n",
+            targets.join(", ")
+        ));
+    }
+    config
+}
+
+/// A's replicas as B's `--provider-url`.
+fn provider_url(replicas: &[Service]) -> String {
+    let urls: Vec<String> = replicas.iter().map(Service::url).collect();
+    urls.join(",")
+}
+
+/// B over two replicas of A, so that the panels of B's view of each replica have data too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_data_and_still_does_after_restarts() {
-    let mut a = Service::a(&[]);
+    let mut replicas = vec![Service::a(&[]), Service::a(&[])];
     let b_args = ["--provider-timeout-ms", "300"];
-    let mut b = Service::b(&a.url(), &b_args);
+    let mut b = Service::b(&provider_url(&replicas), &b_args);
     // With the SLO recording rules, which the SLO dashboard reads.
-    let config = scrape_config(&[("service-a", a.addr), ("service-b", b.addr)]);
+    let a_addrs: Vec<SocketAddr> = replicas.iter().map(|a| a.addr).collect();
+    let config = scrape_jobs(&[("service-a", &a_addrs), ("service-b", &[b.addr])]);
     let Some(prometheus) = Prometheus::start(&with_rules(config, &project_rules())) else {
         return;
     };
@@ -330,16 +355,21 @@ async fn every_dashboard_query_returns_data_and_still_does_after_restarts() {
     // holds a sample the old processes exported. That is the window's definition, not a
     // wait for something to happen; the plain calls go on until every query has answered.
     let rate_interval = Duration::from_secs(4);
-    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
-    a.stop();
+    for a in &mut replicas {
+        a.stop();
+    }
     for _ in 0..5 {
         b.protected_action(system_tests::demo_login(), None).await;
     }
-    let a = Service::start(Kind::A, &a_addr, &[], &[]);
+    let replicas: Vec<Service> = a_addrs
+        .iter()
+        .map(|addr| Service::start(Kind::A, &addr.to_string(), &[], &[]))
+        .collect();
+    let b_addr = b.addr.to_string();
     b.stop();
     let old_ones_stopped = Instant::now();
-    let a_url = a.url();
-    let mut args = vec!["--provider-url", a_url.as_str()];
+    let provider = provider_url(&replicas);
+    let mut args = vec!["--provider-url", provider.as_str()];
     args.extend_from_slice(&b_args);
     let b = Service::start(Kind::B, &b_addr, &args, &[]);
     let answered = Arc::new(AtomicBool::new(false));
