@@ -2,12 +2,14 @@
 //! acts from the first request, and the README tells each lab's story with real samples.
 //! For a class: a mystery lab is sealed and its key needs the class secret (`classroom`);
 //! its record holds up, and the report flags what does not (`record`); `lab stop` leaves
-//! nothing behind (`reset`); one setting moves every port, and `lab` follows (`ports`).
+//! nothing behind (`reset`); one setting moves every port, and `lab` follows (`ports`); the
+//! lab of A's replicas names the replica at fault (`replicas`).
 //! The labs run against a real Prometheus are in the `tools` target.
 
 mod classroom;
 mod ports;
 mod record;
+mod replicas;
 mod reset;
 
 use std::process::Command;
@@ -147,6 +149,7 @@ fn the_readme_tells_each_labs_story() {
                     code: Some(code.clone()),
                     lab: lab::results::SEALED.into(),
                     answer: None,
+                    replica: None,
                     right: None,
                     attempt,
                     seconds: at,
