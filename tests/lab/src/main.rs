@@ -734,7 +734,8 @@ async fn leftover_alerts(prometheus: &Setting) -> Vec<String> {
 }
 
 /// Recreates the compose stack's A and B with `a` and `b` as their start-up faults (`None`:
-/// none): `A_FAULT=… B_FAULT=… docker compose -f <file> up -d --no-deps service-a service-b`.
+/// none): `A_FAULT=… B_FAULT=… docker compose -f <file> up -d --no-deps service-a service-b`,
+/// with as many replicas of A as run now (`--scale`), every one with the same fault.
 fn recreate(
     compose: &Path,
     a: Option<Value>,
@@ -746,16 +747,15 @@ fn recreate(
         ("B_FAULT", b.map(|f| f.to_string()).unwrap_or_default()),
     ];
     let file = compose.display().to_string();
-    let args = [
-        "compose",
-        "-f",
-        &file,
-        "up",
-        "-d",
-        "--no-deps",
-        "service-a",
-        "service-b",
-    ];
+    let mut args: Vec<String> = ["compose", "-f", &file, "up", "-d", "--no-deps"]
+        .map(str::to_owned)
+        .to_vec();
+    // `up` puts a service back at the compose file's scale (one) unless told otherwise: a
+    // stack started with `--scale service-a=3` keeps its three.
+    if !dry_run && let Some(replicas) = a_replicas_running(&file).filter(|n| *n > 1) {
+        args.push(format!("--scale=service-a={replicas}"));
+    }
+    args.extend(["service-a", "service-b"].map(str::to_owned));
     if dry_run {
         for (name, value) in &env {
             say!("{name}={value}");
@@ -764,7 +764,7 @@ fn recreate(
         return Ok(());
     }
     let status = Command::new("docker")
-        .args(args)
+        .args(&args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .status()
         .map_err(|e| format!("cannot run docker compose: {e}"))?;
@@ -773,6 +773,21 @@ fn recreate(
     } else {
         Err(format!("docker {} failed ({status})", args.join(" ")))
     }
+}
+
+/// How many containers of service-a the compose stack in `file` has now (`docker compose
+/// ps -q service-a`), or `None` when docker cannot say.
+fn a_replicas_running(file: &str) -> Option<usize> {
+    let output = Command::new("docker")
+        .args(["compose", "-f", file, "ps", "-q", "service-a"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let ids = String::from_utf8_lossy(&output.stdout);
+    output
+        .status
+        .success()
+        .then(|| ids.lines().filter(|l| !l.trim().is_empty()).count())
 }
 
 async fn stop(args: &Args, services: &Services) -> Result<bool, String> {
