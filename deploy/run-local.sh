@@ -155,7 +155,8 @@ stop_all() {
     return 0
 }
 # Ctrl-C and SIGTERM are how this script is meant to end: stop our services (and what
-# --observe started), exit 0. Any other way out (a failed start) stops them too and keeps its own status.
+# --observe started), exit 0. Any other way out (a failed start) stops them too and keeps
+# its own status.
 trap 'stop_all; exit 0' INT TERM
 trap stop_all EXIT
 
@@ -208,8 +209,8 @@ if [[ -n $observe ]]; then
     fi
 fi
 
-# Each replica of A with its own fault endpoint; B given every replica, comma-separated
-# (one replica: A's URL, as B's own default would be).
+# Each replica of A with its own fault endpoint; B given every replica's URL,
+# comma-separated (one replica: A's URL alone).
 for i in "${!a_addrs[@]}"; do
     "$bin/service-a" --listen "${a_addrs[i]}" --fault-listen "${a_fault_addrs[i]}" &
     a_pids+=($!)
@@ -218,9 +219,6 @@ a_urls=$(printf ',http://%s' "${a_addrs[@]}")
 "$bin/service-b" --listen "$B_ADDR" --provider-url "${PROVIDER_URL:-${a_urls:1}}" &
 b_pid=$!
 
-# Ready = accepting connections (bash's /dev/tcp, so no curl needed). Nothing is asked of
-# the services, so the walkthrough's request counters start at 0; that nobody else served
-# the address was checked above, and that ours are still alive is checked below.
 # What a replica of A is called in messages: "service A", or "replica k of A".
 a_name() { if [[ $a_replicas -eq 1 ]]; then echo "service A"; else echo "replica $(($1 + 1)) of A"; fi; }
 all_alive() {
@@ -234,6 +232,9 @@ all_listening() {
     local addr
     for addr in "${a_addrs[@]}" "$B_ADDR"; do listening "$addr" || return 1; done
 }
+# Ready = accepting connections (bash's /dev/tcp, so no curl needed). Nothing is asked of
+# the services, so the walkthrough's request counters start at 0; that nobody else served
+# the address was checked above, and that ours are still alive is checked below.
 started=''
 for _ in $(seq 1 100); do
     all_alive || exit 1
@@ -291,8 +292,9 @@ observed=''
 [[ -n $collect ]] && observed+="
   span collector        http://$OTLP_ADDR   (\`$bin/lab trace <trace_id>\` prints one trace)"
 
-# One replica: A's line, and how to stop and start it. Several: a line per replica (its
-# fault endpoint too, which the labs break one by one), and a restart command for each.
+# One replica: A's line, and how to stop and start it. Several: a line per replica (with
+# its fault endpoint: the lab of A's replicas breaks one of them), and a restart command
+# for each.
 if [[ $a_replicas -eq 1 ]]; then
     stops=both
     a_lines="
