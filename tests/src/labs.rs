@@ -1,6 +1,7 @@
 //! What the lab tests of both targets share: a state directory per test, a pair of services
-//! with fault endpoints and `lab` run against them, a class secret and the seeds it hides,
-//! the text a `lab` command said, and the log line each lab leaves. The labs that need a
+//! with fault endpoints (or B over several replicas of A) and `lab` run against them, a
+//! class secret and the seeds it hides, the text a `lab` command said, and the log line
+//! each lab leaves. The labs that need a
 //! real Prometheus run in the `tools` target; the class's sealed mysteries, its record and
 //! the README's stories in `system`.
 
@@ -82,6 +83,70 @@ impl Pair {
             .env_remove("LAB_RESULTS")
             .output()
             .expect("run lab")
+    }
+}
+
+/// Replicas of A, each with its fault endpoint, and B calling every one, with its own.
+#[derive(Debug)]
+pub struct Fleet {
+    /// A's replicas, in the order `--a-faults` lists them (replica 1 first).
+    pub a: Vec<Service>,
+    /// Service B, calling every replica.
+    pub b: Service,
+    /// Each replica's fault endpoint's URL, in the same order.
+    pub a_faults: Vec<String>,
+    /// B's fault endpoint's URL.
+    pub b_faults: String,
+}
+
+impl Fleet {
+    /// `replicas` replicas of A and B on free ports, each with its fault endpoint.
+    pub fn start(replicas: usize) -> Self {
+        let mut a = Vec::new();
+        let mut a_faults = Vec::new();
+        for _ in 0..replicas {
+            let faults = vacant_addr().to_string();
+            a.push(Service::a(&["--fault-listen", &faults]));
+            a_faults.push(format!("http://{faults}/faults"));
+        }
+        let provider: Vec<String> = a.iter().map(Service::url).collect();
+        let b_fault_addr = vacant_addr().to_string();
+        let b = Service::b(&provider.join(","), &["--fault-listen", &b_fault_addr]);
+        Self {
+            a,
+            b,
+            a_faults,
+            b_faults: format!("http://{b_fault_addr}/faults"),
+        }
+    }
+
+    /// `lab <args>` against this fleet, as [`Pair::lab`] does, `--a-faults` listing every
+    /// replica.
+    pub fn lab(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(binary(Kind::Lab))
+            .args(args)
+            .args(["--b", &self.b.url(), "--a-faults", &self.a_faults.join(",")])
+            .args(["--b-faults", &self.b_faults])
+            .args(["--prometheus", &format!("http://{}", vacant_addr())])
+            .arg("--state-dir")
+            .arg(dir)
+            .env_remove("LAB_CLASS_SECRET")
+            .env_remove("LAB_STUDENT")
+            .env_remove("LAB_RESULTS")
+            .output()
+            .expect("run lab")
+    }
+
+    /// The replica (1, 2, 3…) whose address `line` names as its `network.peer.*`.
+    pub fn replica_of(&self, line: &Value) -> Option<usize> {
+        let port = line["network.peer.port"]
+            .as_u64()
+            .or_else(|| line["network.peer.port"].as_str()?.parse().ok())?;
+        let address = line["network.peer.address"].as_str()?;
+        self.a
+            .iter()
+            .position(|a| a.addr.port() as u64 == port && a.addr.ip().to_string() == address)
+            .map(|i| i + 1)
     }
 }
 
@@ -172,6 +237,11 @@ pub fn log_symptom(name: &str) -> (&'static str, fn(&Value) -> bool) {
         "b-misconfigured" => ("service-b", |l| {
             l["event"] == "provider_call_failed"
                 && l["timeout_secs"].as_f64().is_some_and(|s| s < 0.1)
+        }),
+        "a-replica-slow" => ("service-b", |l| {
+            l["event"] == "provider_call_failed"
+                && l["error"] == "timeout"
+                && !l["network.peer.port"].is_null()
         }),
         other => panic!("no log symptom for {other}"),
     }

@@ -1,9 +1,10 @@
-//! The labs: seven ways the pair of services goes wrong, each a real fault switched on
+//! The labs: eight ways the pair of services goes wrong, each a real fault switched on
 //! through the services' own fault endpoints (`--fault-listen`) plus generated traffic, and
 //! for each the question a student answers, where the evidence is, and how to tell it from
-//! the others. The `lab` binary runs them; the system tests check that each one's symptom
-//! shows in the metrics, the alerts and the logs, and that a healthy system shows none of
-//! them.
+//! the others: seven on one A ([`SCENARIOS`]), one on three replicas of A
+//! ([`REPLICA_LABS`]), whose answer names the replica too. The `lab` binary runs them; the
+//! system tests check that each one's symptom shows in the metrics, the alerts and the
+//! logs, and that a healthy system shows none of them.
 //!
 //! The rest of the crate is what a class needs around them: [`key`] (which lab a mystery
 //! seed hides, known only with the class secret), [`results`] (the chained record of every
@@ -27,7 +28,7 @@ use serde_json::{Value, json};
 pub struct Evidence {
     /// The panel of the dashboard *Service A and B* (`dashboards/services.json`).
     pub panel: &'static str,
-    /// The query, over the last minute.
+    /// The query, over the last minute (five, for what happens once a minute or so).
     pub promql: &'static str,
     /// For a quantile, the same latency as an average (`_sum` over `_count`): exact, where
     /// `histogram_quantile` can only place a value inside its bucket (requests of 300 ms
@@ -55,8 +56,13 @@ pub struct Scenario {
     pub title: &'static str,
     /// The question the student answers.
     pub question: &'static str,
-    /// What service A's fault endpoint switches on (`PUT /faults`), if anything.
+    /// What service A's fault endpoint switches on (`PUT /faults`), if anything: at every
+    /// replica of A.
     pub a_fault: Option<fn() -> Value>,
+    /// What one replica of A switches on, chosen at random when the lab starts, sealed so
+    /// that nothing shows which (the others get a sealed fault that changes nothing): a lab
+    /// of [`REPLICA_LABS`], whose answer names that replica.
+    pub replica_fault: Option<fn() -> Value>,
     /// What service B's fault endpoint switches on, if anything.
     pub b_fault: Option<fn() -> Value>,
     /// The traffic generator's arguments (besides the target).
@@ -71,19 +77,34 @@ pub struct Scenario {
     pub symptom: &'static str,
     /// The log line that shows it.
     pub log: &'static str,
-    /// The alerts it fires (the system tests check each one goes pending).
+    /// The alerts it fires (the system tests check each one goes pending); none for a lab
+    /// whose fault B hides from its users.
     pub alerts: &'static [Alert],
 }
 
+impl Scenario {
+    /// Whether the answer names a replica of A too (`lab check <name> --replica N`).
+    pub fn names_a_replica(&self) -> bool {
+        self.replica_fault.is_some()
+    }
+}
+
+/// How many replicas of A a lab of [`REPLICA_LABS`] needs: `./deploy/run-local.sh
+/// --a-replicas 3`.
+pub const REPLICAS_NEEDED: usize = 3;
+
 const BURN_FAST: &str = "deploy/runbooks/SLOErrorBudgetBurnFast.md";
 
-/// The labs, in the order a class would take them.
+/// The labs on one A, in the order a class would take them. A mystery is one of these: a
+/// code's lab is its place here (`key`), so their order never changes, and a code starts a
+/// lab that runs on any machine.
 pub const SCENARIOS: [Scenario; 7] = [
     Scenario {
         name: "a-slow",
         title: "A is slow, but answers within B's timeout",
         question: "Users say B is slow, yet nothing fails. Is it B, A, or the network?",
         a_fault: Some(|| json!({"scenario": "a-slow", "extra_latency_ms": 300})),
+        replica_fault: None,
         b_fault: None,
         traffic: &["--rate", "10", "--mix", "success=1"],
         request: None,
@@ -116,6 +137,7 @@ pub const SCENARIOS: [Scenario; 7] = [
         title: "A is slower than B's timeout on a share of requests",
         question: "Some calls to B take two seconds and end in 503; most are fine. Why?",
         a_fault: Some(|| json!({"scenario": "a-timeouts", "slow_share": 0.3, "slow_ms": 1500})),
+        replica_fault: None,
         b_fault: None,
         traffic: &["--rate", "10", "--mix", "success=1"],
         request: None,
@@ -156,6 +178,7 @@ pub const SCENARIOS: [Scenario; 7] = [
         title: "A is down: its port closes every connection unanswered (its process runs on)",
         question: "B answers 503 to everything, at once. What happened?",
         a_fault: Some(|| json!({"scenario": "a-down", "down": true})),
+        replica_fault: None,
         b_fault: None,
         traffic: &["--rate", "10", "--mix", "success=1"],
         request: None,
@@ -196,6 +219,7 @@ pub const SCENARIOS: [Scenario; 7] = [
         title: "A fails a share of requests (5xx)",
         question: "Almost every call to B succeeds, but A's error counters climb. What is B doing about it?",
         a_fault: Some(|| json!({"scenario": "a-flaky", "failure_rate": 0.2})),
+        replica_fault: None,
         b_fault: None,
         traffic: &["--rate", "10", "--mix", "success=1"],
         request: None,
@@ -224,6 +248,7 @@ pub const SCENARIOS: [Scenario; 7] = [
         title: "A fails most requests under heavy load: retries would double it",
         question: "Traffic is high and A is failing. Does B make it worse by retrying?",
         a_fault: Some(|| json!({"scenario": "retry-storm", "failure_rate": 0.6})),
+        replica_fault: None,
         b_fault: None,
         traffic: &["--rate", "60", "--mix", "success=1"],
         request: None,
@@ -264,6 +289,7 @@ pub const SCENARIOS: [Scenario; 7] = [
         title: "Someone is guessing one user's password",
         question: "divya cannot log in any more, although her password is right. Why?",
         a_fault: None,
+        replica_fault: None,
         b_fault: None,
         traffic: &[
             "--rate",
@@ -292,6 +318,7 @@ pub const SCENARIOS: [Scenario; 7] = [
         title: "B's timeout is below A's normal latency",
         question: "A's own signals are clean (up, no errors, quick answers), yet every call to B fails and the a-availability page blames A. Where is the fault?",
         a_fault: None,
+        replica_fault: None,
         b_fault: Some(|| json!({"scenario": "b-misconfigured", "provider_timeout_ms": 15})),
         // A's normal latency for these calls: 100 ms (the callers ask for it). B gives up
         // after 15 ms, which the histogram's 25 ms boundary tells apart from A's 100 ms.
@@ -338,18 +365,53 @@ pub const SCENARIOS: [Scenario; 7] = [
     },
 ];
 
+/// The labs on several replicas of A (`./deploy/run-local.sh --a-replicas 3`): one replica
+/// is broken, and the answer names it (`lab check a-replica-slow --replica 2`). No mystery
+/// hides one: a code must start the same lab on every machine, and most run one A.
+pub const REPLICA_LABS: [Scenario; 1] = [Scenario {
+    name: "a-replica-slow",
+    title: "One of A's replicas is slower than B's timeout",
+    question: "A runs as three replicas. B answers every call, yet now and then one takes a second longer, and no alert fires. Which replica is at fault?",
+    a_fault: None,
+    replica_fault: Some(|| json!({"scenario": "a-replica-slow", "extra_latency_ms": 1500})),
+    b_fault: None,
+    traffic: &["--rate", "10", "--mix", "success=1"],
+    request: None,
+    evidence: &[
+        Evidence {
+            panel: "Calls per A replica (one replica gets almost none: B routes around it)",
+            promql: r#"sum by (endpoint) (rate(provider_endpoint_attempts_total{job="service-b"}[1m]))"#,
+            average: None,
+        },
+        Evidence {
+            panel: "Failed attempts per A replica, by outcome (timeouts at one replica only)",
+            promql: r#"sum by (endpoint, outcome) (increase(provider_endpoint_attempts_total{job="service-b", outcome!~"ok|rejected"}[5m])) > 0"#,
+            average: None,
+        },
+        Evidence {
+            panel: "A's abandoned requests (499), per replica: B hangs up on that one (from its second, a minute or so in)",
+            promql: r#"sum by (instance) (increase(http_requests_total{job="service-a", status="499"}[5m])) > 0"#,
+            average: None,
+        },
+    ],
+    symptom: r#"sum by (endpoint) (increase(provider_endpoint_attempts_total{job="service-b", outcome="timeout"}[2m])) > 0"#,
+    log: r#"B: "event":"provider_call_failed","error":"timeout" naming the replica ("network.peer.address", "network.peer.port"), then the same request answered 200 by another; that replica: POST /token lines with "status":499 for those request ids"#,
+    alerts: &[],
+}];
+
+/// Every lab: those on one A, then those on several replicas of A.
+pub fn all() -> impl Iterator<Item = &'static Scenario> {
+    SCENARIOS.iter().chain(REPLICA_LABS.iter())
+}
+
 /// The lab named `name`.
 pub fn scenario(name: &str) -> Option<&'static Scenario> {
-    SCENARIOS.iter().find(|s| s.name == name)
+    all().find(|s| s.name == name)
 }
 
 /// Every lab's name, comma-separated.
 pub fn names() -> String {
-    SCENARIOS
-        .iter()
-        .map(|s| s.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    all().map(|s| s.name).collect::<Vec<_>>().join(", ")
 }
 
 /// What a mystery lab switches on in a service: the lab's fault there, sealed, or a sealed
@@ -368,17 +430,24 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_faults_are_named_after_them() {
-        for (i, s) in SCENARIOS.iter().enumerate() {
-            assert!(
-                SCENARIOS[..i].iter().all(|o| o.name != s.name),
-                "{}",
-                s.name
-            );
-            for fault in [s.a_fault, s.b_fault].into_iter().flatten() {
+        let every: Vec<&Scenario> = all().collect();
+        for (i, s) in every.iter().enumerate() {
+            assert!(every[..i].iter().all(|o| o.name != s.name), "{}", s.name);
+            for fault in [s.a_fault, s.replica_fault, s.b_fault]
+                .into_iter()
+                .flatten()
+            {
                 assert_eq!(fault()["scenario"], s.name);
             }
             assert!(s.question.ends_with('?'), "{}", s.name);
-            assert!(!s.evidence.is_empty() && !s.alerts.is_empty(), "{}", s.name);
+            assert!(!s.evidence.is_empty(), "{}", s.name);
+            // Every lab on one A fires an alert; one of A's replicas B can route around.
+            assert_eq!(s.alerts.is_empty(), s.names_a_replica(), "{}", s.name);
+            assert!(
+                !(s.a_fault.is_some() && s.replica_fault.is_some()),
+                "{}",
+                s.name
+            );
             for shown in s.evidence {
                 // A quantile's average reads the same series' _sum and _count.
                 if let Some(average) = shown.average {
@@ -390,6 +459,8 @@ mod tests {
             }
         }
         assert!(scenario("a-down").is_some());
+        assert!(scenario("a-replica-slow").is_some_and(Scenario::names_a_replica));
+        assert!(SCENARIOS.iter().all(|s| !s.names_a_replica()));
         assert!(scenario("nothing").is_none());
     }
 

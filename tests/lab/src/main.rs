@@ -113,6 +113,10 @@ enum Cmd {
     Check {
         /// A lab's name (see `lab list`).
         answer: String,
+        /// With a lab of A's replicas (a-replica-slow): the replica at fault, 1, 2, 3… as
+        /// ./deploy/run-local.sh --a-replicas numbers them (the order of --a-faults).
+        #[arg(long)]
+        replica: Option<u32>,
     },
     /// For the teacher: the lab each seed hides, and the code to hand out for it.
     Key {
@@ -182,6 +186,9 @@ struct State {
     #[serde(default)]
     attempts: u32,
     traffic_pid: u32,
+    /// A lab of A's replicas: the one it broke (1, 2, 3…, the order of `--a-faults`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replica: Option<u32>,
 }
 
 impl State {
@@ -194,17 +201,18 @@ impl State {
         }
     }
 
-    /// Whether `answer` names the lab that runs.
-    fn is(&self, answer: &str) -> bool {
-        self.lab().is_some_and(|lab| lab.name == answer)
+    /// Whether `answer` (and `replica`, for a lab of A's replicas) names the lab that runs.
+    fn is(&self, answer: &str, replica: Option<u32>) -> bool {
+        self.lab().is_some_and(|lab| lab.name == answer) && replica == self.replica
     }
 
     fn mystery(&self) -> bool {
         self.code.is_some()
     }
 
-    /// A record of this run, now (`lab::results::append` numbers and chains it).
-    fn record(&self, event: Event, answer: Option<(&str, bool)>) -> Record {
+    /// A record of this run, now (`lab::results::append` numbers and chains it); `replica`
+    /// is the one a check names, or the one a stop reveals.
+    fn record(&self, event: Event, answer: Option<(&str, bool)>, replica: Option<u32>) -> Record {
         Record {
             seq: 0,
             ts: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
@@ -214,6 +222,7 @@ impl State {
             code: self.code.clone().filter(|_| self.class),
             lab: self.scenario.clone().unwrap_or_else(|| SEALED.to_owned()),
             answer: answer.map(|(answer, _)| answer.to_owned()),
+            replica,
             right: answer.map(|(_, right)| right),
             attempt: self.attempts,
             seconds: ((now() - self.started_at).max(0.0) * 10.0).round() / 10.0,
@@ -258,7 +267,7 @@ async fn main() -> ExitCode {
             start(&args, &services, &choice, *duration).await
         }
         Cmd::Stop => stop(&args, &services).await,
-        Cmd::Check { answer } => check(&args, &services, answer).await,
+        Cmd::Check { answer, replica } => check(&args, &services, answer, *replica).await,
         Cmd::Key { seed, class_secret } => key(seed, class_secret.as_deref()),
         Cmd::Report {
             files,
@@ -284,8 +293,17 @@ async fn main() -> ExitCode {
 }
 
 fn list() {
-    for (n, s) in SCENARIOS.iter().enumerate() {
-        say!("{}. {:<16} {}\n   {}\n", n + 1, s.name, s.title, s.question);
+    for (n, s) in lab::all().enumerate() {
+        say!("{}. {:<16} {}\n   {}", n + 1, s.name, s.title, s.question);
+        if s.names_a_replica() {
+            say!(
+                "   On {} replicas of A or more (./deploy/run-local.sh --a-replicas {0}); the \
+                 answer names the replica: lab check {} --replica N",
+                lab::REPLICAS_NEEDED,
+                s.name
+            );
+        }
+        say!();
     }
 }
 
@@ -403,9 +421,19 @@ impl Faults {
 /// Switches `fault` on at each of a service's fault endpoints (`None`: clears it; at A,
 /// clearing also clears the login throttle).
 async fn switch(services: &Services, which: Faults, fault: Option<&Value>) -> Result<(), String> {
+    let each = vec![fault.cloned(); which.setting(services).list().len()];
+    switch_each(services, which, &each).await
+}
+
+/// Switches `faults[i]` on at a service's i-th fault endpoint (`None`: clears it there).
+async fn switch_each(
+    services: &Services,
+    which: Faults,
+    faults: &[Option<Value>],
+) -> Result<(), String> {
     let setting = which.setting(services);
     let (service, flag, variable) = which.names();
-    for endpoint in setting.list() {
+    for (endpoint, fault) in setting.list().into_iter().zip(faults) {
         let request = match fault {
             Some(fault) => client().put(endpoint).json(fault),
             None => client().delete(endpoint),
@@ -438,6 +466,34 @@ fn unreachable(error: &reqwest::Error) -> String {
     } else {
         error.to_string()
     }
+}
+
+/// The replica of A a lab of A's replicas breaks: one of those `--a-faults` lists, at
+/// random. Refused on the compose stack (its labs give every replica the same fault) and
+/// with fewer than [`lab::REPLICAS_NEEDED`] replicas.
+fn pick_replica(args: &Args, services: &Services, lab: &Scenario) -> Result<u32, String> {
+    let needed = lab::REPLICAS_NEEDED;
+    if args.compose.is_some() {
+        return Err(format!(
+            "{} runs on ./deploy/run-local.sh --a-replicas {needed} only: on the compose \
+             stack a lab recreates every replica of A with the same fault",
+            lab.name
+        ));
+    }
+    let replicas = services.a_faults.list().len();
+    if replicas < needed {
+        return Err(format!(
+            "{} needs {needed} replicas of A or more, each with its fault endpoint, and lab \
+             knows of {replicas} ({}). Start them with `./deploy/run-local.sh --a-replicas \
+             {needed}` (add --observe for Prometheus and the span collector): it lists every \
+             replica's fault endpoint in services.env. Elsewhere, list them all in \
+             --a-faults or LAB_A_FAULTS, comma-separated.",
+            lab.name,
+            services.a_faults.source("--a-faults", "LAB_A_FAULTS")
+        ));
+    }
+    let replicas = u32::try_from(replicas).unwrap_or(u32::MAX);
+    Ok(fastrand::u32(1..=replicas))
 }
 
 /// How `lab start` was asked to choose.
@@ -509,6 +565,12 @@ async fn start(
     }
     let picked = choice.pick()?;
     let chosen = picked.lab;
+    let replicas = services.a_faults.list().len();
+    let replica = if chosen.names_a_replica() {
+        Some(pick_replica(args, services, chosen)?)
+    } else {
+        None
+    };
     // A named lab's faults as they are. A mystery's sealed, and one for each service, so
     // that neither which service says "fault_injected" nor what it says gives it away.
     let (a, b) = if choice.mystery {
@@ -541,10 +603,19 @@ async fn start(
         say!("{line}");
     }
 
+    // At each replica of A, its fault: the lab's at every one, or for a lab of A's replicas
+    // the lab's at the one picked, sealed, and at the others a sealed fault that changes
+    // nothing, so that no replica's fault endpoint, log or gauge says which.
+    let a_each: Vec<Option<Value>> = match (replica, chosen.replica_fault) {
+        (Some(picked), Some(fault)) => (1..=replicas)
+            .map(|n| Some(lab::sealed((n == picked as usize).then_some(fault))))
+            .collect(),
+        _ => vec![a.clone(); replicas],
+    };
     if let Some(compose) = &args.compose {
         recreate(compose, a, b, false)?;
     } else {
-        let switched = match switch(services, Faults::A, a.as_ref()).await {
+        let switched = match switch_each(services, Faults::A, &a_each).await {
             Ok(()) => switch(services, Faults::B, b.as_ref()).await,
             Err(e) => Err(e),
         };
@@ -597,10 +668,12 @@ async fn start(
         started_at: now(),
         attempts: 0,
         traffic_pid: child.id(),
+        replica,
     };
     // Started, stated and recorded, or not started at all.
-    let recorded = write_state(args, &state)
-        .and_then(|()| lab::results::append(&state.results, state.record(Event::Start, None)));
+    let recorded = write_state(args, &state).and_then(|()| {
+        lab::results::append(&state.results, state.record(Event::Start, None, None))
+    });
     if let Err(e) = recorded {
         let _ = halt(args, services, state.traffic_pid).await;
         let _ = std::fs::remove_file(&path);
@@ -614,7 +687,15 @@ async fn start(
     } else {
         say!("Lab {}: {}", chosen.name, chosen.title);
         say!("Question: {}", chosen.question);
-        say!("When you know: `lab check <name>`; `lab stop` ends it.");
+        if chosen.names_a_replica() {
+            say!(
+                "When you know: `lab check {} --replica N`, N from 1 to {replicas} as \
+                 ./deploy/run-local.sh's banner numbers A's replicas; `lab stop` ends it.",
+                chosen.name
+            );
+        } else {
+            say!("When you know: `lab check <name>`; `lab stop` ends it.");
+        }
     }
     say!(
         "Recorded in {}: this start, every answer, and the stop{}.",
@@ -653,7 +734,8 @@ async fn leftover_alerts(prometheus: &Setting) -> Vec<String> {
 }
 
 /// Recreates the compose stack's A and B with `a` and `b` as their start-up faults (`None`:
-/// none): `A_FAULT=… B_FAULT=… docker compose -f <file> up -d --no-deps service-a service-b`.
+/// none): `A_FAULT=… B_FAULT=… docker compose -f <file> up -d --no-deps service-a service-b`,
+/// with as many replicas of A as run now (`--scale`), every one with the same fault.
 fn recreate(
     compose: &Path,
     a: Option<Value>,
@@ -665,16 +747,15 @@ fn recreate(
         ("B_FAULT", b.map(|f| f.to_string()).unwrap_or_default()),
     ];
     let file = compose.display().to_string();
-    let args = [
-        "compose",
-        "-f",
-        &file,
-        "up",
-        "-d",
-        "--no-deps",
-        "service-a",
-        "service-b",
-    ];
+    let mut args: Vec<String> = ["compose", "-f", &file, "up", "-d", "--no-deps"]
+        .map(str::to_owned)
+        .to_vec();
+    // `up` puts a service back at the compose file's scale (one) unless told otherwise: a
+    // stack started with `--scale service-a=3` keeps its three.
+    if !dry_run && let Some(replicas) = a_replicas_running(&file).filter(|n| *n > 1) {
+        args.push(format!("--scale=service-a={replicas}"));
+    }
+    args.extend(["service-a", "service-b"].map(str::to_owned));
     if dry_run {
         for (name, value) in &env {
             say!("{name}={value}");
@@ -683,7 +764,7 @@ fn recreate(
         return Ok(());
     }
     let status = Command::new("docker")
-        .args(args)
+        .args(&args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .status()
         .map_err(|e| format!("cannot run docker compose: {e}"))?;
@@ -694,13 +775,28 @@ fn recreate(
     }
 }
 
+/// How many containers of service-a the compose stack in `file` has now (`docker compose
+/// ps -q service-a`), or `None` when docker cannot say.
+fn a_replicas_running(file: &str) -> Option<usize> {
+    let output = Command::new("docker")
+        .args(["compose", "-f", file, "ps", "-q", "service-a"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let ids = String::from_utf8_lossy(&output.stdout);
+    output
+        .status
+        .success()
+        .then(|| ids.lines().filter(|l| !l.trim().is_empty()).count())
+}
+
 async fn stop(args: &Args, services: &Services) -> Result<bool, String> {
     let state = read_state(args)?;
     same_run(args, &state)?;
     let halted = halt(args, services, state.traffic_pid).await;
-    // The stop (a mystery's reveal) is recorded before anything is revealed; if it cannot
-    // be, the state stays for another `lab stop`.
-    let record = state.record(Event::Stop, None);
+    // The stop (a mystery's reveal, or the replica a lab of A's replicas broke) is recorded
+    // before anything is revealed; if it cannot be, the state stays for another `lab stop`.
+    let record = state.record(Event::Stop, None, state.replica);
     lab::results::append(&state.results, record).map_err(|e| {
         format!("the stop could not be recorded ({e}): run `lab stop` again once it can be")
     })?;
@@ -711,6 +807,14 @@ async fn stop(args: &Args, services: &Services) -> Result<bool, String> {
             Some(lab) => say!("The lab was: {}", lab.name),
             None => say!("The lab was not one this version of lab knows."),
         }
+    }
+    if let Some(replica) = state.replica {
+        say!(
+            "The replica at fault was: replica {replica}{}",
+            replica_faults(services, replica)
+                .map(|endpoint| format!(" (its fault endpoint {endpoint})"))
+                .unwrap_or_default()
+        );
     }
     halted?;
     say!("Lab stopped: traffic stopped, faults cleared (and with them A's login throttle).");
@@ -781,20 +885,59 @@ const LOOK_NEXT: &[&str] = &[
     "Which alerts are pending or firing, and what do their runbooks say? (Prometheus' /alerts)",
     "The logs: B's provider_call_failed and provider_gave_up lines (their error, timeout_secs, reason), and A's lines for the same request_id",
     "One request end to end: `lab trace <trace_id>` of a request that went wrong",
+    "With several replicas of A, is one of them the odd one out? (Calls per A replica; Failed attempts per A replica, by outcome; Ejections, per A replica and reason)",
 ];
 
-async fn check(args: &Args, services: &Services, answer: &str) -> Result<bool, String> {
+/// Replica `n`'s fault endpoint, as `--a-faults` lists it.
+fn replica_faults(services: &Services, n: u32) -> Option<&str> {
+    let index = usize::try_from(n).ok()?.checked_sub(1)?;
+    services.a_faults.list().get(index).copied()
+}
+
+/// Whether `replica` goes with `answered`: a lab of A's replicas needs one, of those
+/// `--a-faults` lists, and no other lab takes one. Refused answers are not recorded.
+fn check_replica(
+    services: &Services,
+    answered: &Scenario,
+    replica: Option<u32>,
+) -> Result<(), String> {
+    let replicas = services.a_faults.list().len();
+    match (answered.names_a_replica(), replica) {
+        (true, None) => Err(format!(
+            "{0} names the replica too: lab check {0} --replica N, N from 1 to {replicas} as \
+             ./deploy/run-local.sh's banner numbers A's replicas",
+            answered.name
+        )),
+        (false, Some(_)) => Err(format!(
+            "--replica goes with a lab of A's replicas ({}), not with {}",
+            lab::REPLICA_LABS.map(|s| s.name).join(", "),
+            answered.name
+        )),
+        (true, Some(n)) if n == 0 || replica_faults(services, n).is_none() => Err(format!(
+            "--replica {n}: lab knows of {replicas} replicas of A, numbered 1 to {replicas} ({})",
+            services.a_faults.source("--a-faults", "LAB_A_FAULTS")
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn check(
+    args: &Args,
+    services: &Services,
+    answer: &str,
+    replica: Option<u32>,
+) -> Result<bool, String> {
     let mut state = read_state(args)?;
     same_run(args, &state)?;
-    if scenario(answer).is_none() {
-        return Err(format!("no lab called {answer:?}: one of {}", names()));
-    }
-    let right = state.is(answer);
+    let answered =
+        scenario(answer).ok_or_else(|| format!("no lab called {answer:?}: one of {}", names()))?;
+    check_replica(services, answered, replica)?;
+    let right = state.is(answer, replica);
     state.attempts += 1;
     // Recorded first: an answer that cannot be recorded is not graded.
     let record = lab::results::append(
         &state.results,
-        state.record(Event::Check, Some((answer, right))),
+        state.record(Event::Check, Some((answer, right)), replica),
     )
     .map_err(|e| format!("the answer could not be recorded, so it is not graded: {e}"))?;
     write_state(args, &state)?;
@@ -806,10 +949,20 @@ async fn check(args: &Args, services: &Services, answer: &str) -> Result<bool, S
     } else {
         None
     };
-    match (right, shown) {
-        (true, Some(lab)) => say!("right: {}", lab.title),
-        (false, Some(_)) => say!("wrong: it is not {answer}. Look again at the evidence below."),
-        (_, None) => say!("wrong: it is not {answer}."),
+    let named = match replica {
+        Some(n) => format!("{answer} --replica {n}"),
+        None => answer.to_owned(),
+    };
+    match (right, shown, replica) {
+        (true, Some(lab), Some(n)) => say!("right: {}: replica {n}", lab.title),
+        (true, Some(lab), None) => say!("right: {}", lab.title),
+        (false, Some(lab), Some(n)) if lab.name == answer => {
+            say!("wrong: it is not replica {n}. Look again at the evidence below.");
+        }
+        (false, Some(_), _) => {
+            say!("wrong: it is not {named}. Look again at the evidence below.");
+        }
+        (_, None, _) => say!("wrong: it is not {named}."),
     }
     say!(
         "(answer {} of this lab, {:.0} s after it started: recorded in {})",
@@ -868,11 +1021,29 @@ async fn evidence(services: &Services, lab: &Scenario) {
         }
     }
     say!();
+    if lab.names_a_replica() {
+        // B's series name a replica by its address, the banner by its number.
+        say!(
+            "A's replicas:    numbered as --a-faults lists them (./deploy/run-local.sh's banner gives each one's address):"
+        );
+        for (n, endpoint) in services.a_faults.list().iter().enumerate() {
+            say!(
+                "                 replica {}: fault endpoint {endpoint}",
+                n + 1
+            );
+        }
+    }
     say!("Log:             {}", lab.log);
     say!(
         "An example now:  {}",
         example_now(&services.b.value, lab.request.map(|f| f())).await
     );
+    if lab.alerts.is_empty() {
+        say!(
+            "Alert:           none: B routes its attempts around the fault, its users barely \
+             notice, and no SLO burns. The signals per replica are where it shows."
+        );
+    }
     for alert in lab.alerts {
         let slo = alert.slo.map(|s| format!(" (slo {s})")).unwrap_or_default();
         say!(

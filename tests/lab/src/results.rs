@@ -10,6 +10,9 @@
 //!
 //! A record never names a mystery lab: its `lab` is `sealed`, and it carries the code handed
 //! out, which the report checks against the key when the teacher gives the class secret.
+//! A lab of A's replicas is named, and the replica is its secret: a check records the one
+//! it names, the stop the one that was broken, and the report checks each answer against
+//! that.
 //! [`report`] (in this module) makes the class's table and flags every run whose record does
 //! not hold up.
 
@@ -63,6 +66,11 @@ pub struct Record {
     /// A check's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// The replica of A a check's answer names (a lab of `lab::REPLICA_LABS`), or the one a
+    /// stop of such a lab reveals: 1, 2, 3… as `./deploy/run-local.sh --a-replicas` numbers
+    /// them. Absent otherwise (and from every record before these labs, whose hash holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<u32>,
     /// Whether a check's answer was right.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub right: Option<bool>,
@@ -90,6 +98,16 @@ impl Record {
         self.seq = before.map_or(1, |b| b.seq + 1);
         self.prev = before.map_or_else(|| GENESIS.to_owned(), |b| b.hash.clone());
         self.hash = self.digest();
+    }
+
+    /// A check's answer as the report shows it: the lab, and `#N` when it names replica N
+    /// of A (`a-replica-slow#2`).
+    pub fn shown_answer(&self) -> Option<String> {
+        let answer = self.answer.as_deref()?;
+        Some(match self.replica {
+            Some(n) => format!("{answer}#{n}"),
+            None => answer.to_owned(),
+        })
     }
 
     /// The record as one line of a results file, newline included.
@@ -227,6 +245,7 @@ mod tests {
             code: code.map(str::to_owned),
             lab: lab.into(),
             answer: None,
+            replica: None,
             right: None,
             attempt: 0,
             seconds: 0.0,

@@ -1,5 +1,6 @@
 //! The deployment files that need no external tool: every dashboard panel says what
-//! question it answers, the traffic generator runs its mix, and the Dockerfile's build
+//! question it answers, the panels of A's replicas read series and labels B exports when it
+//! knows two replicas, the traffic generator runs its mix, and the Dockerfile's build
 //! command names this workspace's packages and binaries with a current lock file. The checks
 //! that run docker-compose, promtool, kubectl or a real Prometheus are in the `tools` target.
 
@@ -36,6 +37,95 @@ fn every_dashboard_panel_says_what_question_it_answers() {
             );
         }
     }
+}
+
+/// The panels of A's replicas, by title, each with the series and the labels it groups by.
+const REPLICA_PANELS: [(&str, &str, &[&str]); 5] = [
+    (
+        "Calls per A replica",
+        "provider_endpoint_attempts_total",
+        &["endpoint"],
+    ),
+    (
+        "Failed attempts per A replica, by outcome",
+        "provider_endpoint_attempts_total",
+        &["endpoint", "outcome"],
+    ),
+    (
+        "Ejections, per A replica and reason",
+        "provider_endpoint_ejections_total",
+        &["endpoint", "reason"],
+    ),
+    (
+        "A's replicas known to B, and in use",
+        "provider_endpoints",
+        &["instance"],
+    ),
+    (
+        "A: p99 latency of POST /token, per replica",
+        "http_server_request_duration_seconds_bucket",
+        &["instance", "le"],
+    ),
+];
+
+/// The dashboard shows each replica of A: its share of B's attempts (stacked), its failed
+/// attempts, its ejections, how many B knows and uses, and A's own latency per target.
+/// Each panel groups by labels the series carry: B's on B's `/metrics` with two replicas
+/// (`instance` is Prometheus' own label, on every target).
+#[tokio::test]
+async fn the_dashboard_shows_each_replica_of_a() {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("dashboards/services.json")).expect("read"),
+    )
+    .expect("JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let a_replicas = [Service::a(&[]), Service::a(&[])];
+    let b = Service::b(
+        &format!("{},{}", a_replicas[0].url(), a_replicas[1].url()),
+        &[],
+    );
+    let exported = system_tests::get(&b.at("/metrics?format=prometheus"))
+        .await
+        .text;
+    for (title, series, labels) in REPLICA_PANELS {
+        let panel = panels
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap_or_else(|| panic!("no panel {title:?}"));
+        let expr = panel["targets"][0]["expr"].as_str().expect("a query");
+        assert!(expr.contains(series), "{title}: {expr}");
+        assert!(
+            expr.contains(&format!("by ({})", labels.join(", "))),
+            "{title}: {expr}"
+        );
+        if series.starts_with("provider_") {
+            let line = exported
+                .lines()
+                .find(|l| l.starts_with(&format!("{series}{{")))
+                .unwrap_or_else(|| panic!("{title}: B exports no {series}"));
+            for label in labels.iter().filter(|l| **l != "instance") {
+                assert!(line.contains(&format!("{label}=\"")), "{title}: {line}");
+            }
+        }
+    }
+    let calls = panels
+        .iter()
+        .find(|p| p["title"] == "Calls per A replica")
+        .expect("calls per replica");
+    assert_eq!(
+        calls["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"], "percent",
+        "each replica's share, stacked"
+    );
+    let up = panels
+        .iter()
+        .find(|p| p["title"] == "Is each service up?")
+        .expect("up");
+    assert!(
+        up["targets"][0]["legendFormat"]
+            .as_str()
+            .is_some_and(|l| l.contains("{{instance}}")),
+        "each replica of A is a target of its own"
+    );
 }
 
 #[test]

@@ -2,12 +2,14 @@
 //! acts from the first request, and the README tells each lab's story with real samples.
 //! For a class: a mystery lab is sealed and its key needs the class secret (`classroom`);
 //! its record holds up, and the report flags what does not (`record`); `lab stop` leaves
-//! nothing behind (`reset`); one setting moves every port, and `lab` follows (`ports`).
+//! nothing behind (`reset`); one setting moves every port, and `lab` follows (`ports`); the
+//! lab of A's replicas names the replica at fault (`replicas`).
 //! The labs run against a real Prometheus are in the `tools` target.
 
 mod classroom;
 mod ports;
 mod record;
+mod replicas;
 mod reset;
 
 use std::process::Command;
@@ -60,7 +62,7 @@ fn the_readme_tells_each_labs_story() {
         .expect("a labs section");
     let section = &readme[start..];
     let section = &section[..section.find("\n## Kubernetes").expect("next section")];
-    for (n, scenario) in lab::SCENARIOS.iter().enumerate() {
+    for (n, scenario) in lab::all().enumerate() {
         let head = format!(
             "| {} | `{}` | {} |",
             n + 1,
@@ -71,6 +73,12 @@ fn the_readme_tells_each_labs_story() {
             .lines()
             .find(|l| l.starts_with(&head))
             .unwrap_or_else(|| panic!("README: no row {head}"));
+        if scenario.alerts.is_empty() {
+            assert!(
+                row.ends_with("| none: its users barely notice, so no SLO burns |"),
+                "{row}"
+            );
+        }
         for alert in scenario.alerts {
             assert!(row.contains(alert.name), "{}: {row}", alert.name);
             assert!(row.contains(alert.runbook), "{}: {row}", alert.runbook);
@@ -147,6 +155,7 @@ fn the_readme_tells_each_labs_story() {
                     code: Some(code.clone()),
                     lab: lab::results::SEALED.into(),
                     answer: None,
+                    replica: None,
                     right: None,
                     attempt,
                     seconds: at,

@@ -1,13 +1,15 @@
 //! The deployment files, checked by the tools that read them: the compose stack and
-//! Prometheus config are valid, the Kubernetes manifests render and validate against the
-//! Kubernetes schemas, every dashboard query returns data from a real Prometheus scraping
-//! real services under generated traffic, and a slow bucket leads to its trace on the
+//! Prometheus config are valid and A can be scaled there, the Kubernetes manifests render
+//! and validate against the Kubernetes schemas and B finds A's ready pods by name, every
+//! dashboard query returns data from a real Prometheus scraping real services (B over two
+//! replicas of A) under generated traffic, and a slow bucket leads to its trace on the
 //! compose stack.
 //!
 //! The external tools (docker-compose, promtool, prometheus, kubectl, kubernetes-validate)
 //! are installed by `.ci/run`; without them a test says so and checks nothing, except in
 //! CI, where a missing tool fails it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use system_tests::prometheus::{
-    Prometheus, project_rules, promtool_check_config, scrape_config, tool_available, with_rules,
+    Prometheus, project_rules, promtool_check_config, tool_available, with_rules,
 };
 use system_tests::tools::{self, run_ok};
 use system_tests::{Kind, Service, TIMEOUT, binary, repo_root};
@@ -48,6 +50,76 @@ fn compose_file_is_valid_and_pins_every_image() {
                 .args(["config", "-q"]),
         );
     }
+}
+
+/// `docker compose up --scale service-a=3` can run three replicas of A, and everything
+/// finds all three: A has no one fixed host port (a range, or none) and no fixed container
+/// name, B's `PROVIDER_URL` names the service (compose's DNS answers it with every
+/// replica), and Prometheus finds A's targets by DNS (`dns_sd_configs`, type A, port 8080)
+/// rather than one static `service-a:8080`.
+#[test]
+fn the_compose_stack_scales_a() {
+    let compose = repo_root().join("deploy/compose.yaml");
+    let rendered = std::env::temp_dir().join(format!("compose-scale-{}.yaml", std::process::id()));
+    // As docker compose reads it (anchors and short syntax resolved), when docker-compose is
+    // there; the file itself otherwise.
+    let file = if tools::executable("docker-compose", "apt-get install -y docker-compose") {
+        let config = run_ok(
+            Command::new("docker-compose")
+                .arg("-f")
+                .arg(&compose)
+                .arg("config"),
+        );
+        std::fs::write(&rendered, config).expect("write rendered compose file");
+        &rendered
+    } else {
+        &compose
+    };
+    let Some(stack) = tools::yaml_as_json(file) else {
+        return;
+    };
+    let _ = std::fs::remove_file(&rendered);
+    let a = &stack["services"]["service-a"];
+    assert!(a["container_name"].is_null(), "a fixed name: {a}");
+    for port in a["ports"].as_array().into_iter().flatten() {
+        // Short syntax ("8090-8099:8080") or long (published: 8090-8099, target: 8080).
+        let published = match port {
+            Value::String(short) => short
+                .rsplit_once(':')
+                .map_or("", |(host, _)| host)
+                .to_owned(),
+            long => long["published"].to_string().trim_matches('"').to_owned(),
+        };
+        assert!(
+            published.is_empty() || published == "null" || published.contains('-'),
+            "service-a publishes the one host port {published}: a second replica cannot bind it"
+        );
+    }
+    let provider = &stack["services"]["service-b"]["environment"]["PROVIDER_URL"];
+    assert_eq!(
+        provider, "http://service-a:8080",
+        "B finds A by the service's name"
+    );
+
+    let Some(prometheus) =
+        tools::yaml_as_json(&repo_root().join("deploy/prometheus/prometheus.yml"))
+    else {
+        return;
+    };
+    let job = prometheus["scrape_configs"]
+        .as_array()
+        .expect("scrape_configs")
+        .iter()
+        .find(|j| j["job_name"] == "service-a")
+        .expect("job service-a");
+    assert!(job["static_configs"].is_null(), "one static target: {job}");
+    let dns = &job["dns_sd_configs"][0];
+    assert_eq!(dns["names"], serde_json::json!(["service-a"]), "{job}");
+    assert_eq!(
+        (&dns["type"], &dns["port"]),
+        (&"A".into(), &8080.into()),
+        "{job}"
+    );
 }
 
 #[test]
@@ -105,6 +177,27 @@ fn kubernetes_manifests_render_and_validate() {
             "the prometheus-rules ConfigMap holds {name}"
         );
     }
+    // B finds A's pods through a headless Service of its own that lists ready pods only
+    // (service-a-pods lists the others too, for Prometheus), by the name in PROVIDER_URL.
+    let document = |name: &str| {
+        rendered
+            .split("\n---\n")
+            .find(|d| d.contains("kind: Service\n") && d.contains(&format!("  name: {name}\n")))
+            .unwrap_or_else(|| panic!("no Service {name} in the rendered manifests"))
+    };
+    let ready = document("service-a-ready");
+    for needle in ["clusterIP: None", "publishNotReadyAddresses: false"] {
+        assert!(ready.contains(needle), "service-a-ready: {needle}\n{ready}");
+    }
+    assert!(
+        document("service-a-pods").contains("publishNotReadyAddresses: true"),
+        "Prometheus' Service still lists pods that are not ready"
+    );
+    assert!(
+        rendered.contains("  PROVIDER_URL: http://service-a-ready:8080\n"),
+        "B's PROVIDER_URL names service-a-ready"
+    );
+
     let file = std::env::temp_dir().join(format!("rendered-{}.yaml", std::process::id()));
     std::fs::write(&file, &rendered).expect("write rendered manifests");
     // As `.ci/run` installs it: a module of this python3, no PATH or pyenv shim involved.
@@ -195,13 +288,37 @@ async fn assert_every_query_has_data(
     }
 }
 
+/// A scrape config of `jobs` (job name, its targets), scraping every second: A's replicas
+/// are targets of one job, as on the compose stack and in Kubernetes.
+fn scrape_jobs(jobs: &[(&str, &[SocketAddr])]) -> String {
+    let mut config = String::from(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    );
+    for (job, targets) in jobs {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        config.push_str(&format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n        labels:\n          service: {job}\n",
+            targets.join(", ")
+        ));
+    }
+    config
+}
+
+/// A's replicas as B's `--provider-url`.
+fn provider_url(replicas: &[Service]) -> String {
+    let urls: Vec<String> = replicas.iter().map(Service::url).collect();
+    urls.join(",")
+}
+
+/// B over two replicas of A, so that the panels of B's view of each replica have data too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_data_and_still_does_after_restarts() {
-    let mut a = Service::a(&[]);
+    let mut replicas = vec![Service::a(&[]), Service::a(&[])];
     let b_args = ["--provider-timeout-ms", "300"];
-    let mut b = Service::b(&a.url(), &b_args);
+    let mut b = Service::b(&provider_url(&replicas), &b_args);
     // With the SLO recording rules, which the SLO dashboard reads.
-    let config = scrape_config(&[("service-a", a.addr), ("service-b", b.addr)]);
+    let a_addrs: Vec<SocketAddr> = replicas.iter().map(|a| a.addr).collect();
+    let config = scrape_jobs(&[("service-a", &a_addrs), ("service-b", &[b.addr])]);
     let Some(prometheus) = Prometheus::start(&with_rules(config, &project_rules())) else {
         return;
     };
@@ -238,16 +355,21 @@ async fn every_dashboard_query_returns_data_and_still_does_after_restarts() {
     // holds a sample the old processes exported. That is the window's definition, not a
     // wait for something to happen; the plain calls go on until every query has answered.
     let rate_interval = Duration::from_secs(4);
-    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
-    a.stop();
+    for a in &mut replicas {
+        a.stop();
+    }
     for _ in 0..5 {
         b.protected_action(system_tests::demo_login(), None).await;
     }
-    let a = Service::start(Kind::A, &a_addr, &[], &[]);
+    let replicas: Vec<Service> = a_addrs
+        .iter()
+        .map(|addr| Service::start(Kind::A, &addr.to_string(), &[], &[]))
+        .collect();
+    let b_addr = b.addr.to_string();
     b.stop();
     let old_ones_stopped = Instant::now();
-    let a_url = a.url();
-    let mut args = vec!["--provider-url", a_url.as_str()];
+    let provider = provider_url(&replicas);
+    let mut args = vec!["--provider-url", provider.as_str()];
     args.extend_from_slice(&b_args);
     let b = Service::start(Kind::B, &b_addr, &args, &[]);
     let answered = Arc::new(AtomicBool::new(false));

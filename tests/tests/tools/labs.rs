@@ -5,9 +5,11 @@
 //! wrong one; `lab stop` clears the fault. A healthy system under healthy traffic shows none
 //! of the labs' symptoms. Every lab's fault reaches the compose stack as a start-up flag
 //! (`docker-compose config`). Without Docker (`local`): the whole lab on what
-//! `./deploy/run-local.sh --observe` starts.
+//! `./deploy/run-local.sh --observe` starts, and the lab of A's replicas on three of them
+//! (`replicas`).
 
 mod local;
+mod replicas;
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

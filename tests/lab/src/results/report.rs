@@ -2,8 +2,9 @@
 //! run whose record does not hold up is flagged, in its row and in the CSV, and never
 //! counted as solved: a file whose chain is broken, a run with no start, records that
 //! disagree, answer numbers that skip, a code the class's key does not have, an answer
-//! marked right or wrong against the key (or against the other answers), a right answer
-//! after the lab was revealed (`lab stop`), and a second run of one code.
+//! marked right or wrong against the key, the lab, the replica its stop revealed (or
+//! against the other answers), a right answer after the lab was revealed (`lab stop`), and
+//! a second run of one code.
 
 use std::collections::BTreeSet;
 
@@ -171,30 +172,54 @@ fn row(run: &Run<'_>, runs: &[Run<'_>], files: &[File], secret: Option<&str>) ->
         Some(first.lab.as_str())
     };
 
-    // Each answer against the truth, when it is known; else against the other answers.
-    let answers: Vec<(&str, bool)> = checks
+    // Each answer against the truth, when it is known; else against the other answers. Of
+    // a lab of A's replicas, the truth is the lab and the replica its stop revealed.
+    let revealed = run
+        .records
         .iter()
-        .filter_map(|(_, r)| Some((r.answer.as_deref()?, r.right?)))
+        .find(|(_, r)| r.event == Event::Stop)
+        .and_then(|(_, r)| r.replica);
+    let answers: Vec<(String, &Record)> = checks
+        .iter()
+        .filter(|(_, r)| r.right.is_some())
+        .filter_map(|(_, r)| Some((r.shown_answer()?, r)))
         .collect();
-    for (answer, right) in &answers {
-        if crate::scenario(answer).is_none() {
-            flags.push(format!("answer {answer:?} is no lab"));
-        }
-        if let Some(truth) = truth
-            && *right != (*answer == truth)
+    let mut unknown = truth.is_none();
+    for (shown, record) in &answers {
+        let answer = record.answer.as_deref().unwrap_or_default();
+        let right = record.right == Some(true);
+        if crate::scenario(answer)
+            .is_none_or(|lab| lab.names_a_replica() != record.replica.is_some())
         {
-            let (marked, by) = match (right, mystery) {
-                (true, true) => ("right", "the key"),
-                (false, true) => ("wrong", "the key"),
-                (true, false) => ("right", "the lab"),
-                (false, false) => ("wrong", "the lab"),
+            flags.push(format!("answer {shown:?} is no lab"));
+        }
+        let expected = match (truth, record.replica) {
+            (None, _) => None,
+            (Some(truth), _) if answer != truth => Some(false),
+            (Some(_), Some(replica)) => revealed.map(|revealed| replica == revealed),
+            (Some(_), None) => Some(true),
+        };
+        unknown |= expected.is_none();
+        if expected.is_some_and(|expected| expected != right) {
+            let marked = if right { "right" } else { "wrong" };
+            let by = match (mystery, record.replica) {
+                (true, _) => "the key",
+                (false, Some(_)) => "the replica its stop revealed",
+                (false, None) => "the lab",
             };
-            flags.push(format!("{answer} marked {marked} against {by}"));
+            flags.push(format!("{shown} marked {marked} against {by}"));
         }
     }
-    if truth.is_none() {
-        let rights: BTreeSet<&str> = answers.iter().filter(|a| a.1).map(|a| a.0).collect();
-        if rights.len() > 1 || answers.iter().any(|(a, r)| !r && rights.contains(a)) {
+    if unknown {
+        let rights: BTreeSet<&str> = answers
+            .iter()
+            .filter(|(_, r)| r.right == Some(true))
+            .map(|(shown, _)| shown.as_str())
+            .collect();
+        let contradicted = answers
+            .iter()
+            .any(|(shown, r)| r.right == Some(false) && rights.contains(shown.as_str()));
+        if rights.len() > 1 || contradicted {
             flags.push("answers marked right and wrong contradict each other".to_owned());
         }
     }
@@ -242,7 +267,7 @@ fn row(run: &Run<'_>, runs: &[Run<'_>], files: &[File], secret: Option<&str>) ->
         seconds: counted
             .checked_sub(1)
             .map_or(0.0, |last| checks[last].1.seconds),
-        answers: answers.iter().map(|(a, _)| (*a).to_owned()).collect(),
+        answers: answers.iter().map(|(shown, _)| shown.clone()).collect(),
         flags,
     }
 }
@@ -259,6 +284,7 @@ fn shape(run: &Run<'_>, checks: &[&(usize, Record)]) -> Vec<String> {
         (&r.student, &r.code, &r.lab) == (&first.student, &first.code, &first.lab)
             && (r.event == Event::Check) == (r.answer.is_some() && r.right.is_some())
             && (r.event == Event::Check || (r.answer.is_none() && r.right.is_none()))
+            && (r.event != Event::Start || r.replica.is_none())
     });
     if !agree {
         flags.push(
@@ -583,6 +609,56 @@ mod tests {
             secret_fits(&named, "anything at all").is_ok(),
             "nothing to check"
         );
+    }
+
+    /// A run of the lab of A's replicas: each answer's replica, and the one its stop
+    /// revealed (no stop: `None`).
+    fn replica_run(answers: &[(u32, bool)], revealed: Option<u32>) -> Vec<Record> {
+        let pairs: Vec<(&str, bool)> = answers
+            .iter()
+            .map(|(_, right)| ("a-replica-slow", *right))
+            .collect();
+        let mut records = run("al", "r1", None, &pairs);
+        for record in &mut records {
+            record.lab = "a-replica-slow".into();
+        }
+        for (record, (replica, _)) in records[1..].iter_mut().zip(answers) {
+            record.replica = Some(*replica);
+        }
+        match revealed {
+            Some(replica) => records.last_mut().expect("a stop").replica = Some(replica),
+            None => {
+                records.pop();
+            }
+        }
+        records
+    }
+
+    #[test]
+    fn a_replica_is_checked_against_the_one_the_stop_revealed() {
+        let rows_of = |records| rows(&[file("al", vec![records])], None).remove(0);
+        let found = rows_of(replica_run(&[(3, false), (2, true)], Some(2)));
+        assert_eq!(found.flags, Vec::<String>::new());
+        assert!(found.solved);
+        assert_eq!(found.answers, ["a-replica-slow#3", "a-replica-slow#2"]);
+        assert_eq!((found.lab.as_str(), found.attempts), ("a-replica-slow", 2));
+
+        let forged = rows_of(replica_run(&[(3, true)], Some(2)));
+        assert!(!forged.solved);
+        assert_eq!(
+            forged.flags,
+            ["a-replica-slow#3 marked right against the replica its stop revealed"]
+        );
+        // Not stopped: nothing to check against but the other answers.
+        assert!(rows_of(replica_run(&[(2, true)], None)).solved);
+        assert_eq!(
+            rows_of(replica_run(&[(2, true), (3, true)], None)).flags,
+            ["answers marked right and wrong contradict each other"]
+        );
+        // A replica named with a lab of one A, or none with the lab of A's replicas.
+        let mut odd = run("al", "r1", None, &[("a-slow", true)]);
+        odd[1].replica = Some(2);
+        assert_eq!(rows_of(odd).flags, ["answer \"a-slow#2\" is no lab"]);
     }
 
     #[test]

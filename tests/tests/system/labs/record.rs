@@ -47,6 +47,7 @@ impl Run {
             code: self.code.clone(),
             lab: self.lab.into(),
             answer: None,
+            replica: None,
             right: None,
             attempt,
             seconds,

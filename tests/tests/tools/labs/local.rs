@@ -24,9 +24,9 @@ const LAB: &str = "b-misconfigured";
 const SECRET: &str = "the tests' class secret";
 
 /// Stops the script (and so what it started) and the hand-started A, whatever happens.
-struct Running {
-    script: Child,
-    restarted_a: Option<Child>,
+pub(super) struct Running {
+    pub(super) script: Child,
+    pub(super) restarted_a: Option<Child>,
 }
 
 impl Drop for Running {
@@ -43,11 +43,11 @@ impl Drop for Running {
     }
 }
 
-fn listening(addr: SocketAddr) -> bool {
+pub(super) fn listening(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+pub(super) fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !done() {
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
@@ -56,7 +56,7 @@ fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
 }
 
 /// The series `promql` returns now.
-async fn query(prometheus: &str, promql: &str) -> Vec<(Value, f64)> {
+pub(super) async fn query(prometheus: &str, promql: &str) -> Vec<(Value, f64)> {
     let mut url = reqwest::Url::parse(&format!("{prometheus}/api/v1/query")).expect("url");
     url.query_pairs_mut().append_pair("query", promql);
     let body: Value = client()
@@ -95,7 +95,7 @@ async fn get_json(url: &str) -> Value {
 }
 
 /// `lab <args>` with its files in `state`, and no `LAB_*` setting from the environment.
-fn lab_cmd(state: &Path, args: &[&str]) -> Output {
+pub(super) fn lab_cmd(state: &Path, args: &[&str]) -> Output {
     let mut command = Command::new(binary(Kind::Lab));
     command.args(args).arg("--state-dir").arg(state);
     for (name, _) in std::env::vars() {
