@@ -5,7 +5,9 @@
 //! `--provider-resolve-interval-ms` so replicas that come and go are found without a
 //! restart (a Kubernetes headless Service, compose's service name). Names are resolved by
 //! the system's resolver (which reads `/etc/hosts` and the search domains too), or by the
-//! DNS server `--provider-dns` names, queried directly.
+//! DNS server `--provider-dns` names, queried directly. A name that is gone (no such name,
+//! no address) takes its endpoints with it; a failure that may pass (no answer in time, a
+//! DNS server's SERVFAIL) keeps the ones last found.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -65,6 +67,33 @@ impl Source {
     }
 }
 
+/// Why a name gave no address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    /// The name is gone (no such name, or no address): its endpoints go too. Otherwise the
+    /// failure may pass (a DNS server that did not answer, or answered SERVFAIL): its
+    /// endpoints are kept meanwhile.
+    pub gone: bool,
+    /// What the resolver said.
+    pub why: String,
+}
+
+impl Unresolved {
+    fn gone(why: impl Into<String>) -> Self {
+        Self {
+            gone: true,
+            why: why.into(),
+        }
+    }
+
+    fn passing(why: impl Into<String>) -> Self {
+        Self {
+            gone: false,
+            why: why.into(),
+        }
+    }
+}
+
 /// How names are resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolver {
@@ -75,29 +104,41 @@ pub enum Resolver {
 }
 
 impl Resolver {
-    /// Every address of `host`, in order; an error says why there are none.
-    pub async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+    /// Every address of `host`, in order; an error says why there are none, and whether
+    /// the name is gone or the failure may pass.
+    pub async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, Unresolved> {
         let found = tokio::time::timeout(RESOLVE_TIMEOUT, async {
             match self {
                 Self::System => tokio::net::lookup_host((host, 0))
                     .await
                     .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| system_failure(&e.to_string())),
                 Self::Dns(server) => dns::addresses(*server, host).await,
             }
         })
         .await
         .unwrap_or_else(|_| {
-            Err(format!(
+            Err(Unresolved::passing(format!(
                 "no answer within {} ms",
                 RESOLVE_TIMEOUT.as_millis()
-            ))
+            )))
         })?;
         let addresses: BTreeSet<IpAddr> = found.into_iter().collect();
         if addresses.is_empty() {
-            return Err("the name has no address".to_owned());
+            return Err(Unresolved::gone("the name has no address"));
         }
         Ok(addresses.into_iter().collect())
+    }
+}
+
+/// What the system resolver's failure (getaddrinfo's words) says: a temporary failure
+/// (`EAI_AGAIN`: no DNS server answered) may pass; anything else (`EAI_NONAME`: no such
+/// name, `EAI_NODATA`: no address) is a name that is gone.
+fn system_failure(said: &str) -> Unresolved {
+    if said.contains("Temporary failure") || said.contains("try again") {
+        Unresolved::passing(said)
+    } else {
+        Unresolved::gone(said)
     }
 }
 
@@ -110,20 +151,28 @@ mod dns {
     use hickory_proto::op::{Message, Query, ResponseCode};
     use hickory_proto::rr::{Name, RData, RecordType};
 
+    use super::Unresolved;
+
     /// The A and AAAA records of `host` at `server`.
-    pub async fn addresses(server: SocketAddr, host: &str) -> Result<Vec<IpAddr>, String> {
-        let mut name = Name::from_ascii(host).map_err(|e| format!("not a DNS name: {e}"))?;
+    pub async fn addresses(server: SocketAddr, host: &str) -> Result<Vec<IpAddr>, Unresolved> {
+        let mut name =
+            Name::from_ascii(host).map_err(|e| Unresolved::gone(format!("not a DNS name: {e}")))?;
         name.set_fqdn(true);
         let mut found = ask(server, &name, RecordType::A).await?;
         found.extend(ask(server, &name, RecordType::AAAA).await?);
         Ok(found)
     }
 
-    async fn ask(server: SocketAddr, name: &Name, kind: RecordType) -> Result<Vec<IpAddr>, String> {
+    async fn ask(
+        server: SocketAddr,
+        name: &Name,
+        kind: RecordType,
+    ) -> Result<Vec<IpAddr>, Unresolved> {
+        let passing = |e: &dyn std::fmt::Display| Unresolved::passing(format!("{server}: {e}"));
         let mut query = Message::query();
         query.metadata.recursion_desired = true;
         query.add_query(Query::query(name.clone(), kind));
-        let bytes = query.to_vec().map_err(|e| e.to_string())?;
+        let bytes = query.to_vec().map_err(|e| passing(&e))?;
         let local: SocketAddr = if server.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
@@ -131,17 +180,17 @@ mod dns {
         };
         let socket = tokio::net::UdpSocket::bind(local)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| passing(&e))?;
         socket
             .send_to(&bytes, server)
             .await
-            .map_err(|e| format!("{server}: {e}"))?;
+            .map_err(|e| passing(&e))?;
         let mut buffer = vec![0u8; 4096];
         loop {
             let (read, from) = socket
                 .recv_from(&mut buffer)
                 .await
-                .map_err(|e| format!("{server}: {e}"))?;
+                .map_err(|e| passing(&e))?;
             let Ok(answer) = Message::from_vec(&buffer[..read]) else {
                 continue;
             };
@@ -159,8 +208,8 @@ mod dns {
                         _ => None,
                     })
                     .collect()),
-                ResponseCode::NXDomain => Err(format!("{server}: no such name")),
-                code => Err(format!("{server}: {code}")),
+                ResponseCode::NXDomain => Err(Unresolved::gone(format!("{server}: no such name"))),
+                code => Err(passing(&code)),
             };
         }
     }
@@ -206,6 +255,6 @@ mod tests {
             .expect("localhost");
         assert!(found.iter().all(IpAddr::is_loopback), "{found:?}");
         let missing = Resolver::System.resolve("no-such-name.invalid").await;
-        assert!(missing.is_err(), "{missing:?}");
+        assert!(missing.as_ref().is_err_and(|e| e.gone), "{missing:?}");
     }
 }

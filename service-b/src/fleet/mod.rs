@@ -312,7 +312,8 @@ impl Shared {
 
     /// Resolves the names again and makes the endpoint set what the sources say now: new
     /// endpoints start in `fresh` (in use at start; waiting for a probe when found later),
-    /// those no longer found retire. A name that does not resolve keeps its endpoints.
+    /// those no longer found retire, with those of a name that is gone; a resolution that
+    /// failed in a way that may pass keeps the endpoints last found.
     async fn refresh(self: &Arc<Self>, fresh: State) {
         let current = self.snapshot();
         let mut wanted: Vec<(Url, Option<SocketAddr>)> = Vec::new();
@@ -327,14 +328,16 @@ impl Shared {
                                 .into_iter()
                                 .map(|ip| (base.clone(), Some(SocketAddr::new(ip, *port)))),
                         ),
-                        Err(error) => {
-                            failures.push(format!("{host}: {error}"));
-                            wanted.extend(
-                                current
-                                    .iter()
-                                    .filter(|e| e.token_url.host_str() == Some(host))
-                                    .map(|e| (base.clone(), e.peer)),
-                            );
+                        Err(unresolved) => {
+                            failures.push(format!("{host}: {}", unresolved.why));
+                            if !unresolved.gone {
+                                wanted.extend(
+                                    current
+                                        .iter()
+                                        .filter(|e| e.token_url.host_str() == Some(host))
+                                        .map(|e| (base.clone(), e.peer)),
+                                );
+                            }
                         }
                     }
                 }

@@ -173,6 +173,23 @@ async fn replicas_behind_a_name_are_found_as_they_come_and_go() {
         2.0,
         "the gauge counts what B uses"
     );
+
+    // The name goes away (every replica gone): so do its endpoints, and B says why at once.
+    dns.set(&[]);
+    b.logs
+        .wait_for(|l| l["event"] == "endpoints_changed" && l["known"] == 0);
+    let reply = b.protected_action(system_tests::demo_login(), None).await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert!(
+        reply.json["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("no endpoint of the provider is known")),
+        "{}",
+        reply.text
+    );
+    dns.set(&[ip(3)]);
+    b.logs
+        .wait_for(|l| l["event"] == "endpoints_changed" && l["known"] == 1);
 }
 
 #[tokio::test]
