@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod labs;
+pub mod memory;
 pub mod otlp;
 pub mod prometheus;
 pub mod stub;
