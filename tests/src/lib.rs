@@ -17,6 +17,7 @@ use serde_json::Value;
 pub mod dns;
 pub mod fleet;
 pub mod labs;
+pub mod memory;
 pub mod otlp;
 pub mod prometheus;
 pub mod stub;
