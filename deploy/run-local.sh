@@ -270,6 +270,9 @@ if [[ -n $lab_dir ]] && (umask 077 && mkdir -p "$lab_dir") 2>/dev/null; then
     fi
 fi
 exports=$(sed 's/^/    export /' <<<"$lab_env")
+# lab looks for services.env in its state directory: when that is not the default one,
+# the student's shell needs it too.
+[[ -n ${LAB_STATE_DIR:-} ]] && exports+=$'\n'"    export LAB_STATE_DIR=$LAB_STATE_DIR"
 replicas_flag=''
 [[ $a_replicas -gt 1 ]] && replicas_flag=" --a-replicas $a_replicas"
 rerun="BIN_DIR=$bin ${port_base:+PORT_BASE=$port_base }./deploy/run-local.sh${observe:+ --observe}$replicas_flag"

@@ -252,6 +252,11 @@ fn parse_provider_url(text: &str) -> Result<Url, String> {
         }
         Err(e) => return Err(format!("{e}; {expected}")),
     };
+    if !url.username().is_empty() || url.password().is_some() {
+        // A takes no credentials in its URL, and a URL's user and password would be
+        // written wherever the URL is (B's `listening` line): refused rather than hidden.
+        return Err("a user or password in the URL is not supported: A takes none".into());
+    }
     if url.scheme() != "http" || url.host().is_none() {
         if !text.contains("://") {
             return Err(format!("{expected}; did you mean http://{text}?"));
@@ -432,6 +437,7 @@ mod tests {
             ("http://a:1,http://a:1/", "twice"),
             ("http://a:1,https://b:1", "expected an http:// URL"),
             ("http://a:1,b:1", "did you mean http://b:1?"),
+            ("http://user:secret@a:1", "a user or password"),
         ] {
             let refused = refusal(&["--provider-url", list]);
             assert!(refused.contains("--provider-url"), "{refused}");

@@ -414,6 +414,15 @@ pub fn names() -> String {
     all().map(|s| s.name).collect::<Vec<_>>().join(", ")
 }
 
+/// Every lab a mystery can be, by name, for a mystery's answer list.
+pub fn mystery_names() -> String {
+    SCENARIOS
+        .iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// What a mystery lab switches on in a service: the lab's fault there, sealed, or a sealed
 /// fault that changes nothing. Both services always get one, so that which service logs a
 /// `fault_injected` line says nothing about the lab.

@@ -68,9 +68,10 @@ struct Args {
     #[arg(long, global = true, env = "LAB_STATE_DIR")]
     state_dir: Option<PathBuf>,
 
-    /// The results file of the lab `lab start` starts (default: results.jsonl in the state
-    /// directory): its start, every check and its stop go there. A teacher collects these.
-    /// `lab check` and `lab stop` write where `lab start` chose.
+    /// The results file of the open lab `lab start` starts (default: results.jsonl in the
+    /// state directory): its start, every check and its stop go there. A mystery's always go
+    /// to the state directory's results.jsonl, which a teacher collects. `lab check` and
+    /// `lab stop` write where `lab start` chose.
     #[arg(long, global = true, env = "LAB_RESULTS")]
     results: Option<PathBuf>,
 
@@ -587,6 +588,18 @@ async fn start(
     }
     let results = results_path(args)?;
     if choice.mystery {
+        // A mystery's record goes where the teacher collects: the state directory's results
+        // file, never one of the student's choosing (a scratch file would take a run, and
+        // its reveal, out of the record).
+        let collected = state_dir(args)?.join(RESULTS_FILE);
+        if args.results.is_some() && std::path::absolute(&collected).ok().as_ref() != Some(&results)
+        {
+            return Err(format!(
+                "a mystery's record goes to {}, where the teacher collects: --results (or \
+                 LAB_RESULTS) is for open labs",
+                collected.display()
+            ));
+        }
         // The teacher collects a file: a device, a pipe or a directory would keep nothing.
         if let Ok(meta) = std::fs::metadata(&results)
             && !meta.is_file()
@@ -683,7 +696,10 @@ async fn start(
     }
     if choice.mystery {
         say!("A mystery lab is running: something is wrong. Find out what.");
-        say!("Your answer: `lab check <name>`, one of: {}", names());
+        say!(
+            "Your answer: `lab check <name>`, one of: {}",
+            lab::mystery_names()
+        );
     } else {
         say!("Lab {}: {}", chosen.name, chosen.title);
         say!("Question: {}", chosen.question);

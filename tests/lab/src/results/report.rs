@@ -224,11 +224,14 @@ fn row(run: &Run<'_>, runs: &[Run<'_>], files: &[File], secret: Option<&str>) ->
         }
     }
 
-    // Of one code, the student's first run alone may count, and only before any reveal.
+    // Of one code, the student's first run alone may count, and only before any reveal. A
+    // run in the same results file is the same student's, whatever name it gives (a file is
+    // one student's state directory): a new name cannot make a revealed code fresh.
     let first_right = checks.iter().position(|(_, r)| r.right == Some(true));
     if let Some(code) = first.code.as_deref() {
         let same_code = |other: &&Run<'_>| {
-            other.first().code.as_deref() == Some(code) && other.first().student == first.student
+            other.first().code.as_deref() == Some(code)
+                && (other.first().student == first.student || other.file == run.file)
         };
         let earlier = runs
             .iter()
@@ -513,12 +516,32 @@ mod tests {
             rows[1].flags,
             ["run 2 of this code", "revealed before the right answer"]
         );
-        // Another student's run of the same code is theirs alone.
+        // Another student's run of the same code, in their own file, is theirs alone.
         let other = file(
             "bo",
             vec![run("bo", "r3", Some(&code), &[("a-down", true)])],
         );
         assert!(super::rows(&[other], Some(SECRET))[0].solved);
+
+        // A second run under another name in the same file is the same student's.
+        let mut renamed = run("al-again", "r4", Some(&code), &[("a-down", true)]);
+        for record in &mut renamed {
+            record.ts = record.ts.replace("T10:", "T11:");
+        }
+        let mut first = run("al", "r1", Some(&code), &[("a-slow", false)]);
+        first.push({
+            let mut stop = first[0].clone();
+            stop.event = Event::Stop;
+            stop
+        });
+        let files = [file("al", vec![first, renamed])];
+        let rows = super::rows(&files, Some(SECRET));
+        assert!(!rows[1].solved, "{:?}", rows[1].flags);
+        assert!(
+            rows[1].flags.contains(&"run 2 of this code".to_owned()),
+            "{:?}",
+            rows[1].flags
+        );
     }
 
     #[test]

@@ -258,9 +258,9 @@ fn a_forged_row_is_flagged_and_never_solved() {
     assert!(stderr.contains("fits none of the 1 codes"), "{stderr}");
 }
 
-/// A mystery's records go where `lab start` put them: `--results` (or a name other than the
-/// starter's) given to `lab check` or `lab stop` is refused before anything is graded, and
-/// `lab start` refuses a "results file" that keeps nothing.
+/// A mystery's records go where the teacher collects: `lab start` refuses `--results` (a
+/// scratch file, or one that keeps nothing), and `--results` (or a name other than the
+/// starter's) given to `lab check` or `lab stop` is refused before anything is graded.
 #[test]
 fn a_mystery_s_records_cannot_be_diverted() {
     let pair = Pair::start(&[]);
@@ -286,10 +286,17 @@ fn a_mystery_s_records_cannot_be_diverted() {
     );
     assert_eq!(refused.status.code(), Some(2), "{}", said(&refused));
     assert!(
-        said(&refused).contains("is not a file"),
+        said(&refused).contains("where the teacher collects"),
         "{}",
         said(&refused)
     );
+    let scratch = dir.join("scratch.jsonl");
+    let scratch = scratch.to_str().expect("a path");
+    let refused = pair.lab(
+        &dir,
+        &["start", "--mystery", "--code", &code, "--results", scratch],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", said(&refused));
     assert!(
         !dir.join(lab::paths::STATE_FILE).exists(),
         "nothing started"
