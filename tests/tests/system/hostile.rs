@@ -87,6 +87,25 @@ fn accept_queue(service: &Service) -> usize {
         .unwrap_or_else(|| panic!("no listening socket on {} in /proc/net/tcp", service.addr))
 }
 
+/// The bytes `client` sent that `service` has not read yet: the receive queue of the
+/// server's end of that connection in `/proc/net/tcp` (`None` while it is not there).
+fn unread_by(service: &Service, client: &TcpStream) -> Option<usize> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!(":{:04X}", service.addr.port());
+    let remote = format!(":{:04X}", client.local_addr().expect("local address").port());
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let ours = fields.get(1).is_some_and(|l| l.ends_with(&local))
+            && fields.get(2).is_some_and(|r| r.ends_with(&remote))
+            && fields.get(3) == Some(&"01");
+        if !ours {
+            return None;
+        }
+        let (_, unread) = fields.get(4)?.split_once(':')?;
+        usize::from_str_radix(unread, 16).ok()
+    })
+}
+
 /// Waits (bounded) until fewer than `below` connections wait for `service` to accept them.
 fn wait_for_accept_queue_below(service: &Service, below: usize) {
     let deadline = Instant::now() + TIMEOUT;
@@ -598,11 +617,16 @@ async fn over_the_connection_cap_with_every_connection_busy_newcomers_get_503() 
     );
     let deadline = Instant::now() + TIMEOUT;
     // Until both slow requests are being handled, a newcomer evicts one of them (it is still
-    // idle); then the attempt starts over.
+    // idle), so the probe waits until A has read both; in the moment between A reading a
+    // request and handling it, the probe can still win: then the attempt starts over.
     loop {
         let slow: Vec<_> = (0..2)
             .map(|_| connect_and_send(&a, slow_request.as_bytes()))
             .collect();
+        while slow.iter().any(|s| unread_by(&a, s) != Some(0)) {
+            assert!(Instant::now() < deadline, "A never read the slow requests");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut probe = connect_and_send(
             &a,
             b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
