@@ -280,3 +280,78 @@ fn the_configuration_page_lists_every_otel_variable() {
         );
     }
 }
+
+/// The flags of `lab` and `traffic` without an environment variable are exactly the ones
+/// docs/configuration.md names as choosing what one command does: every other flag, as
+/// `--help` shows it, has its variable.
+#[test]
+fn the_tools_flags_without_a_variable_are_the_ones_the_page_names() {
+    let page = std::fs::read_to_string(repo_root().join("docs/configuration.md"))
+        .expect("docs/configuration.md");
+    let named = page
+        .split_once("the flags that choose what one command does have none (")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(list, _)| list.to_owned())
+        .expect("docs/configuration.md names the tools' flags without a variable");
+    let helps = [
+        (Kind::Lab, vec![]),
+        (Kind::Lab, vec!["start"]),
+        (Kind::Lab, vec!["check"]),
+        (Kind::Lab, vec!["stop"]),
+        (Kind::Lab, vec!["key"]),
+        (Kind::Lab, vec!["report"]),
+        (Kind::Lab, vec!["trace"]),
+        (Kind::Lab, vec!["collect"]),
+        (Kind::Traffic, vec![]),
+    ];
+    let mut without = HashSet::new();
+    for (kind, command) in helps {
+        let help = Command::new(binary(kind))
+            .args(&command)
+            .arg("--help")
+            .output()
+            .expect("run --help");
+        let help = String::from_utf8_lossy(&help.stdout).into_owned();
+        // One option's block: from its `--flag` line to the next option's.
+        let mut blocks: Vec<(String, String)> = Vec::new();
+        for line in help.lines() {
+            let trimmed = line.trim_start();
+            let flag = trimmed
+                .strip_prefix("-")
+                .and_then(|_| trimmed.split_whitespace().find(|w| w.starts_with("--")))
+                .filter(|_| line.starts_with("  ") && !line.starts_with("            "));
+            match flag {
+                Some(flag) => blocks.push((flag.trim_end_matches(',').to_owned(), line.to_owned())),
+                None => {
+                    if let Some((_, text)) = blocks.last_mut() {
+                        text.push_str(line);
+                    }
+                }
+            }
+        }
+        assert!(
+            !blocks.is_empty(),
+            "{kind:?} {command:?} --help lists no flag"
+        );
+        for (flag, text) in blocks {
+            if ["--help", "--version"].contains(&flag.as_str()) || text.contains("[env:") {
+                continue;
+            }
+            without.insert(flag);
+        }
+    }
+    for flag in &without {
+        assert!(
+            named.contains(&format!("{flag}`")),
+            "{flag} has no environment variable and docs/configuration.md does not say so"
+        );
+    }
+    for word in named.split(|c: char| c == '`' || c == ' ' || c == '/' || c == ',') {
+        if word.starts_with("--") {
+            assert!(
+                without.contains(word),
+                "docs/configuration.md says {word} has no variable: --help gives it one, or has no {word}"
+            );
+        }
+    }
+}

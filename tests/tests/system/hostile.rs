@@ -92,7 +92,10 @@ fn accept_queue(service: &Service) -> usize {
 fn unread_by(service: &Service, client: &TcpStream) -> Option<usize> {
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
     let local = format!(":{:04X}", service.addr.port());
-    let remote = format!(":{:04X}", client.local_addr().expect("local address").port());
+    let remote = format!(
+        ":{:04X}",
+        client.local_addr().expect("local address").port()
+    );
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let ours = fields.get(1).is_some_and(|l| l.ends_with(&local))

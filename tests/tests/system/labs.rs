@@ -95,6 +95,11 @@ fn the_readme_tells_each_labs_story() {
         script.contains("A_FAULT_LISTEN_ADDR:-127.0.0.1:$(port 5 9180)"),
         "the start script's default fault endpoint for A"
     );
+    assert!(
+        script
+            .contains(r#"service-a --listen ${a_addrs[$1]} --fault-listen ${a_fault_addrs[$1]}""#),
+        "the start script's restart command, as the README shows it"
+    );
     let restarts: Vec<&str> = readme
         .match_indices("./target/release/service-a")
         .map(|(at, _)| &readme[at..])
@@ -102,7 +107,9 @@ fn the_readme_tells_each_labs_story() {
     assert!(restarts.len() >= 3, "{restarts:?}");
     for restart in restarts {
         assert!(
-            restart.starts_with("./target/release/service-a --fault-listen 127.0.0.1:9180"),
+            restart.starts_with(
+                "./target/release/service-a --listen 127.0.0.1:8080 --fault-listen 127.0.0.1:9180"
+            ),
             "README: {}",
             &restart[..60.min(restart.len())]
         );
