@@ -17,6 +17,7 @@ mod labs;
 mod login_throttle;
 mod losses;
 mod metrics;
+mod metrics_doc;
 mod openapi;
 mod otel_caller_headers;
 mod otel_contract;
