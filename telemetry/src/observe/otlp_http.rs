@@ -75,7 +75,13 @@ pub fn next_step(attempt: Attempt, left: Duration, backoff: Duration) -> Step {
     match attempt {
         Attempt::Answered(status, _) if status.is_success() => Step::Delivered,
         Attempt::Answered(status, retry_after) if is_retryable(status) => {
-            retry_within(retry_after.unwrap_or(backoff), ExportError::Rejected)
+            // Never sooner than the backoff: a `Retry-After: 0` (or a date in the past)
+            // must not turn the retries into a loop against a collector that is
+            // struggling.
+            retry_within(
+                retry_after.map_or(backoff, |asked| asked.max(backoff)),
+                ExportError::Rejected,
+            )
         }
         Attempt::Answered(..) => Step::GiveUp(ExportError::Rejected),
         // The attempt had all the time there was.
@@ -278,6 +284,22 @@ mod tests {
         assert_eq!(
             next_step(Attempt::TimedOut, SECOND, wait),
             Step::GiveUp(ExportError::Timeout)
+        );
+    }
+
+    #[test]
+    fn a_retry_after_shorter_than_the_backoff_waits_the_backoff() {
+        let busy = |after| Attempt::Answered(StatusCode::SERVICE_UNAVAILABLE, after);
+        let left = 10 * SECOND;
+        let backoff = Duration::from_millis(150);
+        assert_eq!(
+            next_step(busy(Some(Duration::ZERO)), left, backoff),
+            Step::Retry(backoff)
+        );
+        assert_eq!(next_step(busy(None), left, backoff), Step::Retry(backoff));
+        assert_eq!(
+            next_step(busy(Some(2 * SECOND)), left, backoff),
+            Step::Retry(2 * SECOND)
         );
     }
 
