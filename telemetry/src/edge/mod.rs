@@ -29,11 +29,12 @@ pub mod secret;
 pub mod server;
 pub mod window;
 
-pub use cli::{non_negative, parse_listen, parse_share, whole};
+pub use cli::{non_negative, parse_listen, parse_share, parse_whole_in};
 pub use deadline::{CallerDeadline, MAX_CALLER_DEADLINE};
 pub use health::{probe, probe_exit_code};
 pub use http::{
-    BODY_LIMIT, BodyError, ErrorBody, Json, JsonBody, error, innermost, retry_after, whole_number,
+    BODY_LIMIT, BodyError, ErrorBody, Json, JsonBody, error, innermost, json_whole_number,
+    retry_after,
 };
 pub use openapi::openapi_description;
 pub use routes::*;

@@ -83,8 +83,9 @@ impl EventLog {
             return;
         }
         let unlogged = self.unlogged[index].swap(0, Relaxed);
-        tracing::warn!(
-            event = "connection_rejected",
+        crate::event!(
+            WARN,
+            "connection_rejected",
             kind = event.label(),
             peer = peer.map(|p| p.to_string()),
             unlogged,

@@ -116,52 +116,52 @@ pub struct EdgeArgs {
     /// Largest request head (request line and headers) in bytes; a larger one gets 431 and
     /// the connection is closed.
     #[arg(long, env = "MAX_HEADER_BYTES", default_value_t = 16 * 1024,
-          value_parser = crate::edge::cli::whole::<u32>(1024, 1024 * 1024), allow_negative_numbers = true)]
+          value_parser = crate::edge::cli::parse_whole_in::<u32>(1024, 1024 * 1024), allow_negative_numbers = true)]
     pub max_header_bytes: u32,
 
     /// How long a client may take to send a request head once it has started, in
     /// milliseconds (slow-loris defence); then 408 and the connection is closed.
     #[arg(long, env = "HEADER_TIMEOUT_MS", default_value_t = 10_000,
-          value_parser = crate::edge::cli::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+          value_parser = crate::edge::cli::parse_whole_in::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub header_timeout_ms: u64,
 
     /// How long a client may take to send a request body after its head, in milliseconds;
     /// then 408.
     #[arg(long, env = "BODY_TIMEOUT_MS", default_value_t = 10_000,
-          value_parser = crate::edge::cli::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+          value_parser = crate::edge::cli::parse_whole_in::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub body_timeout_ms: u64,
 
     /// How long a keep-alive connection may sit with no request before it is closed, in
     /// milliseconds. Keep callers' pool idle timeouts shorter (B's is 15 s), so they never
     /// reuse a connection the server is closing.
     #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000,
-          value_parser = crate::edge::cli::whole::<u64>(1, 86_400_000), allow_negative_numbers = true)]
+          value_parser = crate::edge::cli::parse_whole_in::<u64>(1, 86_400_000), allow_negative_numbers = true)]
     pub idle_timeout_ms: u64,
 
     /// Most connections open at once (lowered to fit the open-files limit: see
     /// docs/limits.md). A new connection beyond it closes an idle or slowly sending one, or
     /// gets 503 if every one is handling a request.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024,
-          value_parser = crate::edge::cli::whole::<u32>(1, 1_000_000), allow_negative_numbers = true)]
+          value_parser = crate::edge::cli::parse_whole_in::<u32>(1, 1_000_000), allow_negative_numbers = true)]
     pub max_connections: u32,
 
     /// Most requests in flight at once (`/health` and `/metrics` excepted, so probes and
     /// scrapes still answer under overload); beyond it, 503 with `Retry-After`. Lowered to
     /// --max-connections if above it, and with it to fit the open-files limit.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 512,
-          value_parser = crate::edge::cli::whole::<u32>(1, 1_000_000), allow_negative_numbers = true)]
+          value_parser = crate::edge::cli::parse_whole_in::<u32>(1, 1_000_000), allow_negative_numbers = true)]
     pub max_in_flight: u32,
 
     /// Most `GET /metrics` requests served at once (a scrape every few seconds needs one);
     /// beyond it, 503 with `Retry-After`, so scrapes can never crowd out requests.
     #[arg(long, env = "MAX_SCRAPES", default_value_t = 2,
-          value_parser = crate::edge::cli::whole::<u32>(1, 1024), allow_negative_numbers = true)]
+          value_parser = crate::edge::cli::parse_whole_in::<u32>(1, 1024), allow_negative_numbers = true)]
     pub max_scrapes: u32,
 
     /// How long in-flight requests may run after SIGTERM before they are answered 503 and
     /// cut off, in milliseconds. Idle connections are closed at once.
     #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000,
-          value_parser = crate::edge::cli::whole::<u64>(0, 3_600_000), allow_negative_numbers = true)]
+          value_parser = crate::edge::cli::parse_whole_in::<u64>(0, 3_600_000), allow_negative_numbers = true)]
     pub shutdown_grace_ms: u64,
 }
 
@@ -214,6 +214,8 @@ pub struct Serving<'a> {
     pub edge: &'a EdgeArgs,
     /// Whether the caller's `x-attempt` header is shown on spans and log lines.
     pub attempt_header: crate::observe::requests::AttemptHeader,
+    /// What every request is observed with.
+    pub observe: &'a crate::observe::Settings,
 }
 
 /// Serves the service's `routes` on `listener` within `limits` until `stop` resolves, then
@@ -232,10 +234,12 @@ pub async fn serve(
     let Serving {
         edge,
         attempt_header,
+        observe,
     } = serving;
     let (max_connections, max_in_flight) = (limits.max_connections, limits.max_in_flight);
-    tracing::info!(
-        event = "edge_limits",
+    crate::event!(
+        INFO,
+        "edge_limits",
         max_connections,
         max_in_flight,
         max_scrapes = edge.max_scrapes,
@@ -273,7 +277,10 @@ pub async fn serve(
     // so the extractors' own limit (another wrapper around the body) is off.
     let router = routes.layer(
         tower::ServiceBuilder::new()
-            .layer(crate::observe::requests::Observation::new(attempt_header))
+            .layer(crate::observe::requests::Observation::new(
+                observe,
+                attempt_header,
+            ))
             .layer(crate::edge::limits::Protections::new(limits))
             .layer(axum::extract::DefaultBodyLimit::disable()),
     );
@@ -302,7 +309,7 @@ pub async fn serve(
             accepted = Listener::accept(&mut listener) => match accepted {
                 Ok((stream, peer)) => {
                     if let Some((failures, _)) = accept_failures.take() {
-                        tracing::info!(event = "accept_recovered", failures);
+                        crate::event!(INFO, "accept_recovered", failures);
                     }
                     shared.admit(stream, peer);
                 }
@@ -311,8 +318,8 @@ pub async fn serve(
                     // its backlog. Pause instead of spinning, and say so once per burst.
                     shared.events.record(ConnEvent::AcceptFailed, None);
                     let (failures, backoff) = accept_failures.get_or_insert_with(|| {
-                        tracing::warn!(event = "accept_failed", error = %error,
-                            "cannot accept connections; backing off until it recovers");
+                        crate::event!(WARN, "accept_failed", error = %error,
+                            details = "cannot accept connections; backing off until it recovers");
                         (0, Duration::from_millis(5))
                     });
                     *failures += 1;
@@ -329,8 +336,9 @@ pub async fn serve(
     drop(listener);
 
     let grace = Duration::from_millis(edge.shutdown_grace_ms);
-    tracing::info!(
-        event = "shutdown_started",
+    crate::event!(
+        INFO,
+        "shutdown_started",
         grace_ms = edge.shutdown_grace_ms,
         in_flight = shared.in_flight.load(Relaxed),
         connections = *open.borrow(),
@@ -344,15 +352,16 @@ pub async fn serve(
     };
     if tokio::time::timeout(grace, all_closed()).await.is_err() {
         let cut_off = shared.in_flight.load(Relaxed);
-        tracing::warn!(
-            event = "shutdown_grace_expired",
+        crate::event!(
+            WARN,
+            "shutdown_grace_expired",
             cut_off,
-            "requests still in flight were answered 503 and cut off"
+            details = "requests still in flight were answered 503 and cut off"
         );
         let _ = cut_off_tx.send(true);
         let _ = tokio::time::timeout(CUT_OFF_FLUSH, all_closed()).await;
     }
-    tracing::info!(event = "shutdown_complete");
+    crate::event!(INFO, "shutdown_complete");
     Ok(())
 }
 
@@ -501,7 +510,7 @@ pub async fn signal() {
             std::task::Poll::Pending
         });
         let name = received.await;
-        tracing::info!(event = "signal_received", signal = name);
+        crate::event!(INFO, "signal_received", signal = name);
     }
     #[cfg(not(unix))]
     if let Err(e) = tokio::signal::ctrl_c().await {

@@ -19,8 +19,6 @@
 //! entry first, then the caller's in key order, within bounds (see
 //! [`crate::observe::forwarded`]).
 
-use std::sync::OnceLock;
-
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::baggage::BaggageExt as _;
 use opentelemetry::global;
@@ -33,9 +31,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::Registry;
 use tracing_subscriber::registry::LookupSpan as _;
 
+use crate::observe::forwarded;
 use crate::observe::request_id::{self, BAGGAGE_KEY as REQUEST_ID_BAGGAGE};
 use crate::observe::traces::{self, Decision};
-use crate::observe::{forwarded, otel_env};
 
 /// How a service treats the trace context its callers send (`--caller-trace-context`).
 /// W3C Trace Context's security considerations: a service at the edge of a system should
@@ -54,17 +52,34 @@ pub enum CallerTraceContext {
     Ignore,
 }
 
-/// This process's [`CallerTraceContext`], set once at start-up.
-static CALLER_TRACE_CONTEXT: OnceLock<CallerTraceContext> = OnceLock::new();
-
-/// Makes `policy` how this process treats its callers' trace context. Called once, before
-/// the first request; later calls change nothing.
-pub fn set_caller_trace_context(policy: CallerTraceContext) {
-    let _ = CALLER_TRACE_CONTEXT.set(policy);
+/// Which W3C headers a service reads and writes (`OTEL_PROPAGATORS`: `tracecontext`,
+/// `baggage`, both by default), held by the request layer and the outbound middleware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Propagation {
+    /// `traceparent` and `tracestate`, in and out.
+    pub trace_context: bool,
+    /// `baggage`, in and out.
+    pub baggage: bool,
 }
 
-fn caller_trace_context() -> CallerTraceContext {
-    CALLER_TRACE_CONTEXT.get().copied().unwrap_or_default()
+impl Default for Propagation {
+    /// Both, as with no `OTEL_PROPAGATORS`.
+    fn default() -> Self {
+        Self {
+            trace_context: true,
+            baggage: true,
+        }
+    }
+}
+
+impl Propagation {
+    /// What `OTEL_PROPAGATORS` asked for.
+    pub fn of(env: &crate::observe::otel_env::OtelEnv) -> Self {
+        Self {
+            trace_context: env.trace_context,
+            baggage: env.baggage,
+        }
+    }
 }
 
 /// The W3C `random` flag the caller sent with the trace this process joined. Absent from
@@ -163,8 +178,7 @@ impl SpanIds {
 /// `headers`, its `tracestate` as W3C allows it to be kept ([`bounded_tracestate`](crate::observe::forwarded::bounded_tracestate)). A
 /// request with neither `traceparent` nor `baggage` (a client outside the trace) skips the
 /// propagators: the ones installed here read nothing else.
-pub fn extract(headers: &HeaderMap) -> opentelemetry::Context {
-    let wanted = otel_env::current();
+pub fn extract(wanted: Propagation, headers: &HeaderMap) -> opentelemetry::Context {
     let present = (wanted.trace_context && headers.contains_key(TRACEPARENT))
         || (wanted.baggage && headers.contains_key(BAGGAGE));
     if !present {
@@ -210,7 +224,12 @@ pub(crate) const BAGGAGE: http::HeaderName = http::HeaderName::from_static("bagg
 /// which W3C defines the same way); `tracestate` and `baggage` by the OpenTelemetry
 /// propagators. The request id joins the baggage here, on the way out, rather than on every
 /// request that comes in: most requests call nothing onwards.
-pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds {
+pub fn inject(
+    wanted: Propagation,
+    span: &Span,
+    headers: &mut HeaderMap,
+    request_id: &str,
+) -> SpanIds {
     let mut context = span.context();
     let mut ids = ids_of(&context);
     if !ids.valid
@@ -221,7 +240,6 @@ pub fn inject(span: &Span, headers: &mut HeaderMap, request_id: &str) -> SpanIds
         ids = request.with_span_id(traces::new_span_id());
         context = caller;
     }
-    let wanted = otel_env::current();
     if wanted.trace_context
         && let Some(traceparent) = ids.traceparent()
     {
@@ -294,15 +312,12 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Reads the caller's trace context from `headers`.
-    pub fn read(headers: &HeaderMap) -> Self {
-        Self::read_as(caller_trace_context(), headers)
-    }
-
-    fn read_as(policy: CallerTraceContext, headers: &HeaderMap) -> Self {
+    /// Reads the caller's trace context from `headers`, as `policy` says, from the headers
+    /// `wanted`.
+    pub fn read(policy: CallerTraceContext, wanted: Propagation, headers: &HeaderMap) -> Self {
         match policy {
             CallerTraceContext::Trust => {
-                let caller = extract(headers);
+                let caller = extract(wanted, headers);
                 let parent = match caller_random_flag(&caller, headers) {
                     Some(random) => caller.with_value(random),
                     None => caller,
@@ -311,8 +326,8 @@ impl Caller {
             }
             CallerTraceContext::Restart => Self {
                 parent: opentelemetry::Context::new(),
-                link: wants_trace_context(headers)
-                    .then(|| extract(headers).span().span_context().clone())
+                link: wants_trace_context(wanted, headers)
+                    .then(|| extract(wanted, headers).span().span_context().clone())
                     .filter(SpanContext::is_valid),
             },
             CallerTraceContext::Ignore => Self {
@@ -436,8 +451,8 @@ impl Unrecorded {
 }
 
 /// Whether the caller sent a `traceparent` this process reads.
-fn wants_trace_context(headers: &HeaderMap) -> bool {
-    otel_env::current().trace_context && headers.contains_key(TRACEPARENT)
+fn wants_trace_context(wanted: Propagation, headers: &HeaderMap) -> bool {
+    wanted.trace_context && headers.contains_key(TRACEPARENT)
 }
 
 /// The caller's `random` flag, when `caller` (extracted from `headers`) holds a valid span
@@ -588,7 +603,7 @@ mod tests {
             let _ = span.set_parent(parent);
 
             let mut outgoing = HeaderMap::new();
-            let ids = inject(&span, &mut outgoing, "r1");
+            let ids = inject(Propagation::default(), &span, &mut outgoing, "r1");
 
             let read = TraceContextPropagator::new().extract(&HeaderExtractor(&outgoing));
             let read = read.span().span_context().clone();
@@ -615,8 +630,8 @@ mod tests {
     /// Starts `span` as a request's, as `observe` does (every request sampled: no sampler is
     /// installed here).
     fn join(policy: CallerTraceContext, span: &Span, headers: &HeaderMap) -> SpanIds {
-        let caller = Caller::read_as(policy, headers);
-        let decision = traces::decide(caller.parent(), "request");
+        let caller = Caller::read(policy, Propagation::default(), headers);
+        let decision = traces::decide(&traces::Sampler::default(), caller.parent(), "request");
         caller.start(span, decision)
     }
 
@@ -634,7 +649,7 @@ mod tests {
             headers.insert("traceparent", HeaderValue::from_static(CALLER));
             headers.insert("tracestate", HeaderValue::from_static("vendor=value"));
             headers.insert("baggage", HeaderValue::from_static("tenant=blue"));
-            let caller = Caller::read_as(CallerTraceContext::Trust, &headers);
+            let caller = Caller::read(CallerTraceContext::Trust, Propagation::default(), &headers);
             let decision = Decision {
                 trace_id: TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("id"),
                 sampled: false,
@@ -652,7 +667,7 @@ mod tests {
             let call = request.in_scope(|| tracing::info_span!("call"));
             assert!(span_ids(&call).trace_id().is_empty(), "nor inside it");
             let mut onwards = HeaderMap::new();
-            let sent = inject(&call, &mut onwards, "r1");
+            let sent = inject(Propagation::default(), &call, &mut onwards, "r1");
             assert_eq!(sent.trace_id(), ids.trace_id());
             assert_ne!(sent.span_id(), ids.span_id());
             assert_eq!(
@@ -675,7 +690,7 @@ mod tests {
         let _ = join(policy, &request, &headers);
         let call = tracing::info_span!(parent: &request, "call");
         let mut onwards = HeaderMap::new();
-        let _ = inject(&call, &mut onwards, "r1");
+        let _ = inject(Propagation::default(), &call, &mut onwards, "r1");
         onwards
     }
 
@@ -750,7 +765,7 @@ mod tests {
                 let span = tracing::info_span!("request");
                 let _ = join_caller_trace(&span, &headers);
                 let mut onwards = HeaderMap::new();
-                let _ = inject(&span, &mut onwards, "ours");
+                let _ = inject(Propagation::default(), &span, &mut onwards, "ours");
                 let context = BaggagePropagator::new().extract(&HeaderExtractor(&onwards));
                 let baggage = context.baggage();
                 let value = |key: &str| baggage.get(key).map(|v| v.as_str().to_owned());
@@ -775,7 +790,7 @@ mod tests {
                 let span = tracing::info_span!("request");
                 let _ = join_caller_trace(&span, &headers);
                 let mut onwards = HeaderMap::new();
-                let _ = inject(&span, &mut onwards, "ours");
+                let _ = inject(Propagation::default(), &span, &mut onwards, "ours");
                 onwards
                     .get("baggage")
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())

@@ -194,10 +194,14 @@ pub struct Losses {
     pub log_records: Pipeline,
 }
 
-/// The process's losses. One per process, like the sinks it counts for.
-pub fn losses() -> &'static Losses {
-    static LOSSES: std::sync::OnceLock<Losses> = std::sync::OnceLock::new();
-    LOSSES.get_or_init(Losses::default)
+impl Losses {
+    /// A new set of counts that lives as long as the process: the threads that count into
+    /// it (the stdout writer, the exporters' batch threads) may outlive whoever started
+    /// them. One per [`crate::observe::init`] (or per in-process service), held by each sink
+    /// and by the metrics that publish it: nothing reads it from a process-wide place.
+    pub fn leaked() -> &'static Self {
+        Box::leak(Box::default())
+    }
 }
 
 /// The `otel.component.*` attributes of one pipeline's processor and exporter.
@@ -229,7 +233,7 @@ const LOG_RECORDS: Components = Components {
 };
 
 /// Help text for every series, once, at start-up.
-pub fn describe() {
+pub fn describe_series(losses: &Losses) {
     metrics::describe_counter!(
         LOG_LINES_DROPPED,
         "JSON log lines that never reached stdout, by reason: queue_full (stdout not read fast enough), write_failed (stdout closed), shutdown (still queued when the flush grace ran out)"
@@ -254,13 +258,12 @@ pub fn describe() {
             format!("Most OTLP {what} the export queue holds")
         );
     }
-    publish();
+    publish(losses);
 }
 
 /// Writes the counts into the metrics recorder (called when `/metrics` is read, so nothing
 /// on the request path touches the recorder).
-pub fn publish() {
-    let losses = losses();
+pub fn publish(losses: &Losses) {
     for (reason, count) in [
         ("queue_full", &losses.log_lines.queue_full),
         ("write_failed", &losses.log_lines.write_failed),
@@ -315,8 +318,7 @@ pub const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
 const KINDS: usize = 11;
 
 /// The lost counts that stderr reports, in a fixed order with their names.
-fn totals() -> [(&'static str, u64); KINDS] {
-    let l = losses();
+fn totals(l: &Losses) -> [(&'static str, u64); KINDS] {
     let failed = |p: &Pipeline| p.export_failed.iter().map(Count::get).sum::<u64>();
     [
         ("log_lines_queue_full", l.log_lines.queue_full.get()),
@@ -347,8 +349,8 @@ pub struct Notices {
 }
 
 impl Notices {
-    /// Starts the thread for `service`.
-    pub fn start(service: &'static str) -> Self {
+    /// Starts the thread for `service`, reporting what `losses` counts.
+    pub fn start(service: &'static str, losses: &'static Losses) -> Self {
         let (stop, stopped) = mpsc::channel();
         let (finished, done) = mpsc::channel();
         let _ = std::thread::Builder::new()
@@ -363,7 +365,7 @@ impl Notices {
                         Err(RecvTimeoutError::Timeout)
                     );
                     if stopping || last.elapsed() >= NOTICE_INTERVAL {
-                        let now = totals();
+                        let now = totals(losses);
                         if now.iter().zip(&reported).any(|((_, n), r)| n > r) {
                             notice(service, &now, &reported);
                             reported = now.map(|(_, n)| n);
@@ -422,7 +424,7 @@ mod tests {
 
     #[test]
     fn the_notice_is_a_log_line_naming_each_loss() {
-        let mut now = totals();
+        let mut now = totals(&Losses::default());
         for (n, (_, count)) in now.iter_mut().enumerate() {
             *count = n as u64 * 10;
         }

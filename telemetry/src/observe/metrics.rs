@@ -21,7 +21,8 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, Share
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::layers::FanoutBuilder;
 
-use crate::observe::exemplars::{Exemplars, to_openmetrics};
+use crate::observe::exemplars::{ExemplarHistogram, Exemplars, to_openmetrics};
+use crate::observe::losses::Losses;
 
 /// Content type of the Prometheus text exposition format (Prometheus 3 refuses a scrape
 /// without a valid one).
@@ -69,6 +70,8 @@ pub fn buckets(extra: &[f64]) -> Vec<f64> {
     all
 }
 
+/// HTTP requests served, by method, route and status (the lab's counter).
+pub const SERVER_REQUESTS: &str = "http_requests_total";
 /// The histogram of server request durations (OpenTelemetry `http.server.request.duration`).
 pub const SERVER_DURATION: &str = "http_server_request_duration_seconds";
 /// Requests being handled (OpenTelemetry `http.server.active_requests`).
@@ -96,6 +99,8 @@ pub struct Metrics {
     tally: Tally,
     exemplars: Exemplars,
     expositions: Arc<RwLock<Vec<Arc<dyn Exposition>>>>,
+    /// What telemetry lost, published on every rendering.
+    losses: &'static Losses,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,11 +115,11 @@ impl Metrics {
     pub fn install(
         timeouts: &[Duration],
         resource: &opentelemetry_sdk::Resource,
+        losses: &'static Losses,
     ) -> Result<Self, String> {
-        let (metrics, recorder) = Self::build(&timeout_bounds(timeouts))?;
+        let (metrics, recorder) = Self::build(&timeout_bounds(timeouts), losses)?;
         metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
-        crate::observe::exemplars::install(metrics.exemplars.clone());
-        describe_shared();
+        describe_shared(losses);
         describe_process(resource);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let handle = metrics.prometheus.clone();
@@ -129,8 +134,13 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// The recorder without installing it, for tests (`metrics::with_local_recorder`).
-    pub fn build(extra_bounds: &[f64]) -> Result<(Self, impl Recorder + Sync + 'static), String> {
+    /// The recorder without installing it: for tests (`metrics::with_local_recorder`), and
+    /// for a service run inside a test process, whose handles then record nothing (the
+    /// process's one recorder is not this one) while its routes still answer.
+    pub fn build(
+        extra_bounds: &[f64],
+        losses: &'static Losses,
+    ) -> Result<(Self, impl Recorder + Sync + 'static), String> {
         let bounds = buckets(extra_bounds);
         let exporter = PrometheusBuilder::new()
             .set_buckets(&bounds)
@@ -142,6 +152,7 @@ impl Metrics {
             tally: tally.clone(),
             exemplars: Exemplars::new(&bounds),
             expositions: Arc::default(),
+            losses,
         };
         let recorder = FanoutBuilder::default()
             .add_recorder(exporter)
@@ -160,7 +171,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
-        crate::observe::losses::publish();
+        crate::observe::losses::publish(self.losses);
         let mut text = self.prometheus.render();
         crate::observe::process::render(&mut text);
         for exposition in self
@@ -182,6 +193,26 @@ impl Metrics {
     /// Counter totals, for the JSON view.
     pub fn tally(&self) -> &Tally {
         &self.tally
+    }
+
+    /// Registers histogram `name` with `labels`, its buckets keeping exemplars in this
+    /// store (see [`ExemplarHistogram`]).
+    pub fn exemplar_histogram(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, String)],
+    ) -> ExemplarHistogram {
+        ExemplarHistogram::register(&self.exemplars, name, labels)
+    }
+
+    /// Where histograms registered for this service keep their exemplars.
+    pub(crate) fn exemplars(&self) -> &Exemplars {
+        &self.exemplars
+    }
+
+    /// What telemetry lost, counted by the sinks of this service's telemetry.
+    pub fn losses(&self) -> &'static Losses {
+        self.losses
     }
 }
 
@@ -238,9 +269,9 @@ fn label_name(key: &str) -> String {
 }
 
 /// Help text for the series every service has.
-fn describe_shared() {
+fn describe_shared(losses: &'static Losses) {
     metrics::describe_counter!(
-        "http_requests_total",
+        SERVER_REQUESTS,
         "HTTP requests served, by method, route and status (499: the caller went away)"
     );
     metrics::describe_histogram!(
@@ -259,7 +290,7 @@ fn describe_shared() {
     );
     // What telemetry lost, at zero from the start, so "nothing lost" is a 0 on a
     // dashboard, not "no data".
-    crate::observe::losses::describe();
+    crate::observe::losses::describe_series(losses);
 }
 
 /// Plain counter totals by metric name and labels, readable at any time.
@@ -358,20 +389,18 @@ mod tests {
 
     #[test]
     fn one_increment_reaches_both_views() {
-        let (metrics, recorder) = Metrics::build(&[]).expect("recorder");
+        let (metrics, recorder) = Metrics::build(&[], Losses::leaked()).expect("recorder");
         metrics::with_local_recorder(&recorder, || {
-            metrics::counter!("http_requests_total", "route" => "/token", "status" => "200")
-                .increment(2);
-            metrics::counter!("http_requests_total", "route" => "/token", "status" => "401")
-                .increment(1);
-            metrics::counter!("http_requests_total", "route" => "/health", "status" => "200")
+            metrics::counter!(SERVER_REQUESTS, "route" => "/token", "status" => "200").increment(2);
+            metrics::counter!(SERVER_REQUESTS, "route" => "/token", "status" => "401").increment(1);
+            metrics::counter!(SERVER_REQUESTS, "route" => "/health", "status" => "200")
                 .increment(1);
         });
         let tally = metrics.tally();
-        assert_eq!(tally.sum("http_requests_total", &[]), 4);
-        assert_eq!(tally.sum("http_requests_total", &[("route", "/token")]), 3);
+        assert_eq!(tally.sum(SERVER_REQUESTS, &[]), 4);
+        assert_eq!(tally.sum(SERVER_REQUESTS, &[("route", "/token")]), 3);
         assert_eq!(
-            tally.by_label("http_requests_total", "status"),
+            tally.by_label(SERVER_REQUESTS, "status"),
             BTreeMap::from([("200".into(), 3), ("401".into(), 1)])
         );
         let text = metrics.render_prometheus();

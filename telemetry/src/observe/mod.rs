@@ -40,6 +40,7 @@ pub mod process;
 pub mod request_id;
 pub mod request_metrics;
 pub mod requests;
+pub mod settings;
 pub mod traces;
 
 /// A structured event named `$name`: `"event": $name` in the JSON log line, and the span
@@ -66,13 +67,14 @@ macro_rules! event {
     };
 }
 
-pub use context::{CallerTraceContext, SpanIds, current_ids, inject};
+pub use context::{CallerTraceContext, Propagation, SpanIds, current_ids, inject};
 pub use exemplars::ExemplarHistogram;
 pub use logging::LogContext;
-pub use metrics::{CLIENT_DURATION, Exposition, Metrics, Tally};
+pub use metrics::{CLIENT_DURATION, Exposition, Metrics, SERVER_REQUESTS, Tally};
 pub use outbound::{Classify, ClientCalls, Observed, Outbound};
 pub use request_id::{HEADER as REQUEST_ID_HEADER, RequestId};
 pub use requests::{ATTEMPT_HEADER, AttemptHeader, ClientAddress, TIMEOUT_HEADER};
+pub use settings::Settings;
 
 use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::layer::Filter;
@@ -104,16 +106,18 @@ pub struct TelemetryArgs {
     pub caller_trace_context: context::CallerTraceContext,
 }
 
-/// Owns what must be flushed on the way out: the log writer thread and the span exporter.
-/// Call [`Telemetry::shutdown`] after the server has drained.
+/// Owns what must be flushed on the way out (the log writer thread and the exporters), and
+/// the [`Settings`] the service observes with. Call [`Telemetry::shutdown`] after the
+/// server has drained.
 #[derive(Debug)]
 pub struct Telemetry {
     log_guard: log_writer::FlushGuard,
     notices: losses::Notices,
     traces: traces::Traces,
     logs: Option<otlp_logs::OtlpLogs>,
-    /// The process's metrics: counters for `/metrics` in both formats.
-    pub metrics: metrics::Metrics,
+    /// What the service's layers observe with: its metrics, propagation, caller policy,
+    /// sampler and known methods, as `init` decided them.
+    pub settings: Settings,
 }
 
 /// Why telemetry could not start. Every case is a start-up misconfiguration.
@@ -153,21 +157,17 @@ pub fn init(
     args: &TelemetryArgs,
     timeouts: &[std::time::Duration],
 ) -> Result<Telemetry, InitError> {
-    let (writer, log_guard) = log_writer::stdout_writer();
+    let lost = losses::Losses::leaked();
+    let (writer, log_guard) = log_writer::stdout_writer(lost);
     // One resource for spans, log records and target_info: one service.instance.id.
     let (env, warnings) = otel_env::check().map_err(InitError::Environment)?;
-    if let Some(methods) = &env.known_methods {
-        request_metrics::set_known_methods(methods);
-    }
-    otel_env::set(env.clone());
-    context::set_caller_trace_context(args.caller_trace_context);
     let resource = traces::resource(service, &env);
     // One name everywhere: OTEL_SERVICE_NAME (or the resource's) on every line and scope.
     let service = traces::service_name(&resource, service);
-    let traces = traces::Traces::init(service, resource.clone(), args.trace_probes, &env)
+    let traces = traces::Traces::init(service, resource.clone(), args.trace_probes, &env, lost)
         .map_err(InitError::Traces)?;
-    let logs =
-        otlp_logs::OtlpLogs::init(service, resource.clone(), &env).map_err(InitError::Traces)?;
+    let logs = otlp_logs::OtlpLogs::init(service, resource.clone(), &env, lost)
+        .map_err(InitError::Traces)?;
     let records = match &logs {
         Some(logs) => Some(logs.layer().with_filter(log_filter()?)),
         None => None,
@@ -204,14 +204,25 @@ pub fn init(
         );
     }
 
-    let metrics =
-        metrics::Metrics::install(timeouts, &resource).map_err(InitError::AlreadyInitialised)?;
+    let metrics = metrics::Metrics::install(timeouts, &resource, lost)
+        .map_err(InitError::AlreadyInitialised)?;
+    let settings = Settings {
+        metrics,
+        propagation: Propagation::of(&env),
+        caller_trace_context: args.caller_trace_context,
+        sampler: traces.sampler(),
+        known_methods: env
+            .known_methods
+            .as_deref()
+            .map(request_metrics::KnownMethods::named)
+            .unwrap_or_default(),
+    };
     Ok(Telemetry {
         log_guard,
-        notices: losses::Notices::start(service),
+        notices: losses::Notices::start(service, lost),
         traces,
         logs,
-        metrics,
+        settings,
     })
 }
 

@@ -235,19 +235,6 @@ pub struct Warning {
     pub reason: String,
 }
 
-/// The settings this process runs with, set once at start-up by [`set`].
-static CURRENT: std::sync::OnceLock<OtelEnv> = std::sync::OnceLock::new();
-
-/// Makes `env` this process's settings (once; later calls change nothing).
-pub fn set(env: OtelEnv) {
-    let _ = CURRENT.set(env);
-}
-
-/// This process's settings: what [`set`] was given, or the defaults before it was called.
-pub fn current() -> &'static OtelEnv {
-    CURRENT.get_or_init(OtelEnv::default)
-}
-
 /// Reads and checks every `OTEL_*` variable of the process environment: the settings and
 /// the warnings to log, or why the service cannot start.
 pub fn check() -> Result<(OtelEnv, Vec<Warning>), String> {

@@ -54,6 +54,7 @@ pub fn configured(env: &crate::observe::otel_env::OtelEnv) -> bool {
 pub struct OtlpLogs {
     provider: SdkLoggerProvider,
     service: &'static str,
+    losses: &'static crate::observe::losses::Losses,
 }
 
 impl OtlpLogs {
@@ -62,12 +63,13 @@ impl OtlpLogs {
         service: &'static str,
         resource: opentelemetry_sdk::Resource,
         env: &crate::observe::otel_env::OtelEnv,
+        losses: &'static crate::observe::losses::Losses,
     ) -> Result<Option<Self>, String> {
         if !configured(env) {
             return Ok(None);
         }
         use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
-        let pipeline = &crate::observe::losses::losses().log_records;
+        let pipeline = &losses.log_records;
         let client =
             crate::observe::otlp_http::RetryingClient::new(env.logs_export_timeout, pipeline)?;
         let exporter = opentelemetry_otlp::LogExporter::builder()
@@ -88,7 +90,11 @@ impl OtlpLogs {
             .with_resource(resource)
             .with_log_processor(GatedLogs::new(batch, Gate::new(pipeline, capacity)))
             .build();
-        Ok(Some(Self { provider, service }))
+        Ok(Some(Self {
+            provider,
+            service,
+            losses,
+        }))
     }
 
     /// The layer that turns each event into a log record.
@@ -112,7 +118,7 @@ impl OtlpLogs {
             tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(grace)),
         )
         .await;
-        crate::observe::losses::losses().log_records.give_up();
+        self.losses.log_records.give_up();
     }
 }
 

@@ -10,6 +10,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use http::Method;
 
+use crate::observe::exemplars::Exemplars;
+
 /// Route label for requests that matched no route (their raw paths would explode the label
 /// set; the log line still shows the path).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -24,32 +26,51 @@ pub const DEFAULT_KNOWN_METHODS: [&str; 9] = [
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
 ];
 
-/// The known methods of this process, set once at start-up (see [`set_known_methods`]).
-static KNOWN_METHODS: OnceLock<Vec<&'static str>> = OnceLock::new();
+/// The HTTP methods a service names in its labels and span names; every other method is
+/// `_OTHER`. Held by the request layer and the outbound middleware.
+#[derive(Debug, Clone)]
+pub struct KnownMethods(Arc<[&'static str]>);
 
-/// Makes `methods` the known methods (`OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`). Called
-/// once, before the first request; later calls change nothing.
-pub fn set_known_methods(methods: &[String]) {
-    // Leaked once per process: each becomes a label value for the process's life.
-    let _ = KNOWN_METHODS.set(
-        methods
+impl Default for KnownMethods {
+    /// [`DEFAULT_KNOWN_METHODS`].
+    fn default() -> Self {
+        Self(DEFAULT_KNOWN_METHODS.into())
+    }
+}
+
+impl KnownMethods {
+    /// `methods` (`OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`), in place of the defaults.
+    /// Leaked, once per service started: each becomes a label value for the process's life.
+    pub fn named(methods: &[String]) -> Self {
+        Self(
+            methods
+                .iter()
+                .map(|m| &*Box::leak(m.clone().into_boxed_str()))
+                .collect(),
+        )
+    }
+
+    /// The method's label value: its name if known, `_OTHER` otherwise.
+    pub fn label(&self, method: &Method) -> &'static str {
+        self.0
             .iter()
-            .map(|m| &*Box::leak(m.clone().into_boxed_str()))
-            .collect(),
-    );
-}
+            .find(|known| **known == method.as_str())
+            .copied()
+            .unwrap_or(OTHER_METHOD)
+    }
 
-fn known_methods() -> &'static [&'static str] {
-    KNOWN_METHODS.get_or_init(|| DEFAULT_KNOWN_METHODS.to_vec())
-}
+    /// The position of a method label: in the known methods, `_OTHER` last.
+    fn index(&self, method: &'static str) -> usize {
+        self.0
+            .iter()
+            .position(|known| *known == method)
+            .unwrap_or(self.0.len())
+    }
 
-/// The method's label value: its name if known, `_OTHER` otherwise.
-pub fn method_label(method: &Method) -> &'static str {
-    known_methods()
-        .iter()
-        .find(|known| **known == method.as_str())
-        .copied()
-        .unwrap_or(OTHER_METHOD)
+    /// How many labels there are: the known methods and `_OTHER`.
+    fn labels(&self) -> usize {
+        self.0.len() + 1
+    }
 }
 
 /// `error.type` of a server span whose caller went away before the answer.
@@ -59,6 +80,8 @@ pub const CALLER_GONE: &str = "client_disconnected";
 /// recorder once and kept here, so a request builds no label set and looks nothing up.
 #[derive(Debug)]
 pub struct RequestMetrics {
+    known: KnownMethods,
+    exemplars: Exemplars,
     /// `http_server_active_requests` per method label (the known methods, then `_OTHER`),
     /// made on first use; read without a lock, since every request changes it.
     active: Vec<OnceLock<metrics::Gauge>>,
@@ -71,23 +94,25 @@ pub struct RequestMetrics {
 impl RequestMetrics {
     /// The series of a router whose routes serve `methods`: their gauges exist, at zero,
     /// from the first scrape.
-    pub fn new(methods: &[Method]) -> Self {
+    /// `known` names the method labels, and the duration histograms keep their exemplars
+    /// in `exemplars`.
+    pub fn new(known: KnownMethods, exemplars: Exemplars, methods: &[Method]) -> Self {
         let metrics = Self {
-            active: (0..=known_methods().len())
-                .map(|_| OnceLock::new())
-                .collect(),
+            active: (0..known.labels()).map(|_| OnceLock::new()).collect(),
+            known,
+            exemplars,
             routes: RwLock::default(),
             unmatched: OnceLock::new(),
         };
         for method in methods {
-            metrics.active(method_label(method)).set(0.0);
+            metrics.active(metrics.known.label(method)).set(0.0);
         }
         metrics
     }
 
     /// `http_server_active_requests` for one method label.
     pub fn active(&self, method: &'static str) -> &metrics::Gauge {
-        self.active[method_index(method)].get_or_init(|| {
+        self.active[self.known.index(method)].get_or_init(|| {
             metrics::gauge!(
                 crate::observe::metrics::SERVER_ACTIVE,
                 "http_request_method" => method,
@@ -101,9 +126,9 @@ impl RequestMetrics {
         let new = |route: Option<&str>| {
             RouteHandles(Arc::new(Route {
                 route: route.map(Box::from),
-                names: (0..=known_methods().len())
-                    .map(|_| OnceLock::new())
-                    .collect(),
+                names: (0..self.known.labels()).map(|_| OnceLock::new()).collect(),
+                known: self.known.clone(),
+                exemplars: self.exemplars.clone(),
                 outcomes: RwLock::default(),
             }))
         };
@@ -125,14 +150,6 @@ impl RequestMetrics {
             .or_insert_with(|| new(Some(route)))
             .clone()
     }
-}
-
-/// The position of a method label: in the known methods, `_OTHER` last.
-pub(crate) fn method_index(method: &'static str) -> usize {
-    known_methods()
-        .iter()
-        .position(|known| *known == method)
-        .unwrap_or(known_methods().len())
 }
 
 /// Method, protocol version, status, and whether the status was sent (false: the caller
@@ -164,6 +181,8 @@ struct Route {
     /// `{method} {route}` for each method label (the known methods, then `_OTHER`), made on
     /// first use: every request's span name, and its log line's endpoint.
     names: Vec<OnceLock<Box<str>>>,
+    known: KnownMethods,
+    exemplars: Exemplars,
     outcomes: RwLock<HashMap<OutcomeKey, OutcomeHandles>>,
 }
 
@@ -171,7 +190,7 @@ impl RouteHandles {
     /// The span name of a request with method label `method` on this route: `POST /token`,
     /// `HTTP /token` for a nonstandard method, the method alone when no route matched.
     pub fn name(&self, method: &'static str) -> &str {
-        let index = method_index(method);
+        let index = self.0.known.index(method);
         let prefix = if method == OTHER_METHOD {
             "HTTP"
         } else {
@@ -228,8 +247,9 @@ impl RouteHandles {
             duration_labels.push(("error_type", status.to_string()));
         }
         let handles = OutcomeHandles {
-            requests: metrics::counter!("http_requests_total", &counter_labels),
+            requests: metrics::counter!(crate::observe::metrics::SERVER_REQUESTS, &counter_labels),
             duration: crate::observe::exemplars::ExemplarHistogram::register(
+                &self.0.exemplars,
                 crate::observe::metrics::SERVER_DURATION,
                 &duration_labels,
             ),

@@ -19,9 +19,7 @@
 //! harmless.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use ::http::{HeaderMap, HeaderName, Method, Version, header};
@@ -32,11 +30,11 @@ use tower::{Layer, Service, ServiceBuilder};
 use tower_http::request_id::{PropagateRequestId, SetRequestId};
 use tracing::{Instrument as _, field};
 
+use crate::around::{Around, Wrapped};
 use crate::observe::logging::LogContext;
 use crate::observe::request_id::NewUuid;
-use crate::observe::request_metrics::{
-    CALLER_GONE, OTHER_METHOD, RequestMetrics, RouteHandles, method_label,
-};
+use crate::observe::request_metrics::{CALLER_GONE, OTHER_METHOD, RequestMetrics, RouteHandles};
+use crate::observe::settings::Settings;
 use crate::observe::{context, request_id, traces};
 
 /// The connection's peer, for the span's `client.*` and `network.peer.*` attributes: the
@@ -78,21 +76,28 @@ pub enum AttemptHeader {
 /// around its routes (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Observation {
+    settings: Settings,
     attempt_header: AttemptHeader,
     declared_query: DeclaredQuery,
     metrics: Arc<RequestMetrics>,
 }
 
 impl Observation {
-    /// The layer; whether `x-attempt` is read depends on who calls the service. The query
-    /// parameters shown as sent are those of [`DeclaredQuery::default`].
-    pub fn new(attempt_header: AttemptHeader) -> Self {
+    /// The layer, observing as `settings` say; whether `x-attempt` is read depends on who
+    /// calls the service. The query parameters shown as sent are those of
+    /// [`DeclaredQuery::default`].
+    pub fn new(settings: &Settings, attempt_header: AttemptHeader) -> Self {
         Self {
+            settings: settings.clone(),
             attempt_header,
             declared_query: DeclaredQuery::default(),
             // The methods the services' routes serve: their gauges exist, at zero, from the
             // first scrape.
-            metrics: Arc::new(RequestMetrics::new(&[Method::GET, Method::POST])),
+            metrics: Arc::new(RequestMetrics::new(
+                settings.known_methods.clone(),
+                settings.metrics.exemplars().clone(),
+                &[Method::GET, Method::POST],
+            )),
         }
     }
 
@@ -169,42 +174,24 @@ impl<S> Layer<S> for Observation {
 
     fn layer(&self, inner: S) -> Self::Service {
         ServiceBuilder::new()
-            .map_request(request_id::drop_invalid as fn(Request) -> Request)
+            .map_request(request_id::checker(self.settings.propagation.baggage))
             .layer(request_id::set_layer())
             .layer(request_id::propagate_layer())
-            .service(Observed {
-                inner,
-                observation: self.clone(),
-            })
+            .service(Wrapped::new(inner, self.clone()))
     }
 }
 
 /// A route whose requests are observed: see [`observe`].
-#[derive(Debug, Clone)]
-pub struct Observed<S> {
-    inner: S,
-    observation: Observation,
-}
+pub type Observed<S> = Wrapped<S, Observation>;
 
-impl<S> Service<Request> for Observed<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        // The clone made ready serves this request; a fresh one waits for the next.
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
-        let observation = self.observation.clone();
-        Box::pin(async move { Ok(observe(&observation, request, inner).await) })
+impl Around for Observation {
+    fn around<S>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
+        let observation = self.clone();
+        async move { observe(&observation, request, inner).await }
     }
 }
 
@@ -215,12 +202,13 @@ where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
     let Observation {
+        settings,
         attempt_header,
         declared_query,
         metrics,
     } = observation;
     let started = Instant::now();
-    let method = method_label(request.method());
+    let method = settings.known_methods.label(request.method());
     let route = request.extensions().get::<MatchedPath>();
     let handles = metrics.route(route.map(MatchedPath::as_str));
     // `POST /token`: the span's name and, for a standard method, the log's endpoint.
@@ -243,8 +231,12 @@ where
     let version = protocol_version(request.version());
     // Sampled first, then built: an unsampled request's span is a bare anchor for its log
     // lines (see `traces`).
-    let caller = context::Caller::read(request.headers());
-    let decision = traces::decide(caller.parent(), span_name);
+    let caller = context::Caller::read(
+        settings.caller_trace_context,
+        settings.propagation,
+        request.headers(),
+    );
+    let decision = traces::decide(&settings.sampler, caller.parent(), span_name);
     let span = if decision.sampled {
         server_span(
             &request,

@@ -30,7 +30,7 @@
 //! request. Spans dropped at a full queue and spans the collector did not take are counted
 //! (see [`crate::observe::export_queue`] and [`crate::observe::losses`]); a failed batch is also logged.
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
@@ -52,6 +52,7 @@ use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::observe::export_queue::{Counted, Gate, GatedSpans, capacity_from_env};
+use crate::observe::losses::Losses;
 use crate::observe::otel_env::OtelEnv;
 use crate::observe::otlp_http::RetryingClient;
 
@@ -60,6 +61,8 @@ use crate::observe::otlp_http::RetryingClient;
 pub struct Traces {
     provider: SdkTracerProvider,
     service: &'static str,
+    sampler: Sampler,
+    losses: &'static Losses,
 }
 
 /// The semantic conventions the spans follow (the stable HTTP conventions), as the schema
@@ -132,6 +135,7 @@ impl Traces {
         resource: Resource,
         trace_probes: bool,
         env: &OtelEnv,
+        losses: &'static Losses,
     ) -> Result<Self, String> {
         let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
         if env.trace_context {
@@ -149,14 +153,14 @@ impl Traces {
         } else {
             Box::new(SkipProbes(configured))
         };
-        let _ = SAMPLER.set(sampler.clone());
+        let decides = Sampler(Some(Arc::from(sampler.clone())));
         let mut provider = SdkTracerProvider::builder()
             .with_resource(resource)
             .with_sampler(sampler);
         if env.export_traces && export_configured(env) {
             // Headers and compression come from the standard environment; the timeout is
             // the client's, over each export and its retries.
-            let pipeline = &crate::observe::losses::losses().spans;
+            let pipeline = &losses.spans;
             let client = RetryingClient::new(env.traces_export_timeout, pipeline)?;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -179,7 +183,15 @@ impl Traces {
         Ok(Self {
             provider: provider.build(),
             service,
+            sampler: decides,
+            losses,
         })
+    }
+
+    /// The sampler the tracer provider has, for the request layer to decide with before a
+    /// span exists (see [`decide`]).
+    pub fn sampler(&self) -> Sampler {
+        self.sampler.clone()
     }
 
     /// The `tracing` layer that turns spans into OpenTelemetry spans.
@@ -224,7 +236,7 @@ impl Traces {
             tracing::debug!(error = %e, "trace provider shutdown");
         }
         // What is still queued or being exported now will not be delivered: counted.
-        crate::observe::losses::losses().spans.give_up();
+        self.losses.spans.give_up();
     }
 }
 
@@ -232,7 +244,7 @@ impl Traces {
 /// adds `level` and `target` to every event, and a named event (`telemetry::event!`) carries
 /// its name again as `event`: none of them is the event's own (its severity and place are
 /// on its log line), so they go. An event whose name is only its source line
-/// (`tracing::info!(event = "listening")`) is named after its `event` field.
+/// (a raw `tracing` event with an `event` field) is named after its `event` field.
 #[derive(Debug)]
 pub struct OwnFieldsOnly<E>(pub E);
 
@@ -282,8 +294,21 @@ fn own_fields_only(event: &mut opentelemetry::trace::Event) {
 /// which the OpenTelemetry layer never sees.
 pub const UNRECORDED: &str = "unrecorded";
 
-/// The sampler of this process (the one the tracer provider has), set by [`Traces::init`].
-static SAMPLER: OnceLock<Box<dyn ShouldSample>> = OnceLock::new();
+/// The sampler a service's requests are decided with: the one its tracer provider has
+/// ([`Traces::sampler`]), or none, where every request is "sampled" (without a tracer that
+/// keeps nothing: a service run inside a test process).
+#[derive(Clone, Default)]
+pub struct Sampler(Option<Arc<dyn ShouldSample>>);
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Sampler(configured)"
+        } else {
+            "Sampler(every request)"
+        })
+    }
+}
 
 /// Whether a request is sampled, decided before its span exists, and the trace id it was
 /// decided with: its caller's, or a new random one.
@@ -295,16 +320,16 @@ pub struct Decision {
     pub sampled: bool,
 }
 
-/// Asks this process's sampler about a server span named `name` whose parent is `parent`
-/// (the caller's context; empty for a new trace). Without tracing installed, everything is
-/// "sampled", which there means nothing is kept either.
-pub fn decide(parent: &opentelemetry::Context, name: &str) -> Decision {
+/// Asks `sampler` about a server span named `name` whose parent is `parent` (the caller's
+/// context; empty for a new trace). Without a sampler, everything is "sampled", which
+/// without tracing installed means nothing is kept either.
+pub fn decide(sampler: &Sampler, parent: &opentelemetry::Context, name: &str) -> Decision {
     let remote = parent.span();
     let trace_id = match remote.span_context() {
         context if context.is_valid() => context.trace_id(),
         _ => RandomIdGenerator::default().new_trace_id(),
     };
-    let sampled = SAMPLER.get().is_none_or(|sampler| {
+    let sampled = sampler.0.as_ref().is_none_or(|sampler| {
         let result =
             sampler.should_sample(Some(parent), trace_id, name, &SpanKind::Server, &[], &[]);
         result.decision != SamplingDecision::Drop

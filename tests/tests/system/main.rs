@@ -13,6 +13,7 @@ mod failures;
 mod faults;
 mod fleet;
 mod hostile;
+mod in_process;
 mod labs;
 mod login_throttle;
 mod losses;
