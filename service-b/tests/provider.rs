@@ -403,9 +403,11 @@ async fn an_endless_answer_is_refused_once_past_the_limit() {
 
 #[tokio::test]
 async fn two_providers_in_one_process_keep_their_own_labels() {
-    let (metrics, recorder) =
-        telemetry::observe::Metrics::build(&[], telemetry::observe::losses::Losses::leaked())
-            .expect("recorder");
+    let (metrics, recorder) = telemetry::observe::Metrics::build(
+        &[],
+        telemetry::observe::export::losses::Losses::leaked(),
+    )
+    .expect("recorder");
     let _recorder = metrics::set_default_local_recorder(&recorder);
     let (first, _) = stub(Stub::Reply(TOKEN)).await;
     let (second, _) = stub(Stub::Reply(UNAVAILABLE)).await;

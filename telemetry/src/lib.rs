@@ -23,6 +23,7 @@ pub mod edge;
 pub mod faults;
 pub mod observe;
 pub mod service;
+pub mod window;
 
 pub use observe::{RequestId, TelemetryArgs};
 

@@ -1,14 +1,14 @@
 //! What observation holds in hand: the settings [`crate::observe::init`] decides once, which
 //! the request layer ([`crate::observe::requests::Observation`]) and the outbound middleware
-//! ([`crate::observe::outbound::ClientCalls`]) keep as fields, as tower-http's and
+//! ([`crate::observe::requests::outbound::ClientCalls`]) keep as fields, as tower-http's and
 //! tracing-subscriber's layers keep their configuration. Nothing is read from a
 //! process-wide place, so two services with different settings can run in one process.
 
-use crate::observe::context::{CallerTraceContext, Propagation};
-use crate::observe::losses::Losses;
+use crate::observe::export::losses::Losses;
 use crate::observe::metrics::Metrics;
-use crate::observe::request_metrics::KnownMethods;
+use crate::observe::requests::series::KnownMethods;
 use crate::observe::traces::Sampler;
+use crate::observe::traces::{CallerTraceContext, Propagation};
 
 /// A service's observation settings: its metrics (renderings, exemplars, what telemetry
 /// lost), which W3C headers it reads and writes, how it treats its callers' trace context,

@@ -30,12 +30,12 @@ use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Middleware, Next};
 use tracing::Span;
 
-use crate::observe::context::{self, SpanIds};
-use crate::observe::exemplars::ExemplarHistogram;
-use crate::observe::logging::LogContext;
+use crate::observe::logs::format::LogContext;
 use crate::observe::metrics::CLIENT_DURATION;
-use crate::observe::requests::{REDACTED, protocol_version, redacted_query};
+use crate::observe::metrics::exemplars::ExemplarHistogram;
+use crate::observe::requests::server_span::{REDACTED, protocol_version, redacted_query};
 use crate::observe::settings::Settings;
+use crate::observe::traces::{self, SpanIds};
 
 /// What the caller says of one call, in the request's `Extensions`.
 #[derive(Debug, Clone, Default)]
@@ -180,7 +180,7 @@ impl Middleware for ClientCalls {
         let method = self.settings.known_methods.label(request.method());
         let version = protocol_version(request.version());
         let span = client_span(&request, &call, version);
-        let ids = context::inject(
+        let ids = traces::inject(
             self.settings.propagation,
             &span,
             request.headers_mut(),
@@ -303,7 +303,7 @@ mod tests {
     fn two_clients_keep_their_own_targets_in_their_series() {
         let settings = Settings::in_process();
         let (metrics, recorder) =
-            crate::observe::Metrics::build(&[], crate::observe::losses::Losses::leaked())
+            crate::observe::Metrics::build(&[], crate::observe::export::losses::Losses::leaked())
                 .expect("recorder");
         let settings = Settings {
             metrics,

@@ -11,31 +11,27 @@
 //! Every label value and span name comes from a bounded set: a method outside the standard
 //! ones is `_OTHER` (the OpenTelemetry convention; the original is kept on the span as
 //! `http.request.method_original`), and a path no route matches is `unmatched`.
-//!
-//! A query string can carry a credential (`?password=…`), so the span's `url.query` keeps
-//! every parameter's name but shows its value as `REDACTED`, except the parameters the
-//! route declares ([`DeclaredQuery`]): the HTTP conventions' "sensitive content provided in
-//! `url.query` SHOULD be scrubbed", done for every value the service does not know to be
-//! harmless.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ::http::{HeaderMap, HeaderName, Method, Version, header};
+use ::http::{HeaderName, Method};
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use tower::util::MapRequest;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::request_id::{PropagateRequestId, SetRequestId};
-use tracing::{Instrument as _, field};
+use tracing::Instrument as _;
 
 use crate::around::{Around, Wrapped};
-use crate::observe::logging::LogContext;
-use crate::observe::request_id::NewUuid;
-use crate::observe::request_metrics::{CALLER_GONE, OTHER_METHOD, RequestMetrics, RouteHandles};
+use crate::observe::logs::format::LogContext;
+use crate::observe::requests::id as request_id;
+use crate::observe::requests::id::NewUuid;
+use crate::observe::requests::series::{CALLER_GONE, OTHER_METHOD, RequestMetrics, RouteHandles};
+use crate::observe::requests::server_span::{DeclaredQuery, protocol_version, server_span};
 use crate::observe::settings::Settings;
-use crate::observe::{context, request_id, traces};
+use crate::observe::traces::{self, Caller, SpanIds};
 
 /// The connection's peer, for the span's `client.*` and `network.peer.*` attributes: the
 /// server puts it on each request (its IP written as text once per connection). No proxy
@@ -110,64 +106,10 @@ impl Observation {
     }
 }
 
-/// The query parameters each route declares, whose values a span shows as sent; every
-/// other value is [`REDACTED`].
-#[derive(Debug, Clone)]
-pub struct DeclaredQuery(Arc<[(&'static str, &'static [&'static str])]>);
-
-impl Default for DeclaredQuery {
-    /// `/metrics?format=…`, the one query parameter the shared routes take.
-    fn default() -> Self {
-        Self(Arc::new([("/metrics", &["format"][..])]))
-    }
-}
-
-impl DeclaredQuery {
-    /// The names `route` declares (none for a path no route matched).
-    fn of(&self, route: Option<&str>) -> &'static [&'static str] {
-        route
-            .and_then(|route| self.0.iter().find(|(r, _)| *r == route))
-            .map_or(&[], |(_, names)| names)
-    }
-}
-
-/// What a query parameter's value becomes on a span when the route does not declare it
-/// (the word the semantic conventions use).
-pub const REDACTED: &str = "REDACTED";
-
-/// `query` with the value of every parameter outside `declared` replaced by [`REDACTED`]
-/// (`password=hunter2&format=json` → `password=REDACTED&format=json`): names stay, as the
-/// HTTP conventions ask, and so does a parameter without a value. Borrowed when nothing
-/// needs replacing.
-pub fn redacted_query<'a>(query: &'a str, declared: &[&str]) -> std::borrow::Cow<'a, str> {
-    let hidden = |pair: &str| {
-        pair.split_once('=')
-            .is_some_and(|(name, value)| !value.is_empty() && !declared.contains(&name))
-    };
-    if !query.split('&').any(hidden) {
-        return std::borrow::Cow::Borrowed(query);
-    }
-    let mut redacted = String::with_capacity(query.len());
-    for (n, pair) in query.split('&').enumerate() {
-        if n > 0 {
-            redacted.push('&');
-        }
-        match pair.split_once('=') {
-            Some((name, _)) if hidden(pair) => {
-                redacted.push_str(name);
-                redacted.push('=');
-                redacted.push_str(REDACTED);
-            }
-            _ => redacted.push_str(pair),
-        }
-    }
-    std::borrow::Cow::Owned(redacted)
-}
-
 /// A route behind [`Observation`]: request id checked (tower-http), made when missing and
-/// echoed, then [`Observed`].
+/// echoed, then [`ObservedRoute`].
 type WithRequestId<S> =
-    MapRequest<SetRequestId<PropagateRequestId<Observed<S>>, NewUuid>, fn(Request) -> Request>;
+    MapRequest<SetRequestId<PropagateRequestId<ObservedRoute<S>>, NewUuid>, fn(Request) -> Request>;
 
 impl<S> Layer<S> for Observation {
     type Service = WithRequestId<S>;
@@ -182,7 +124,7 @@ impl<S> Layer<S> for Observation {
 }
 
 /// A route whose requests are observed: see [`observe`].
-pub type Observed<S> = Wrapped<S, Observation>;
+pub type ObservedRoute<S> = Wrapped<S, Observation>;
 
 impl Around for Observation {
     fn around<S>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send
@@ -231,7 +173,7 @@ where
     let version = protocol_version(request.version());
     // Sampled first, then built: an unsampled request's span is a bare anchor for its log
     // lines (see `traces`).
-    let caller = context::Caller::read(
+    let caller = Caller::read(
         settings.caller_trace_context,
         settings.propagation,
         request.headers(),
@@ -277,110 +219,6 @@ where
     response
 }
 
-/// The OpenTelemetry HTTP server span of a sampled request (semantic conventions 1.26,
-/// stable attributes), its query's values redacted but those of the `declared` parameters.
-/// Numbers are recorded as i64: tracing-opentelemetry exports unsigned ones as text.
-fn server_span(
-    request: &Request,
-    name: &str,
-    method: &'static str,
-    route: Option<&str>,
-    version: &'static str,
-    request_id: &str,
-    declared: &[&str],
-) -> tracing::Span {
-    let query = request
-        .uri()
-        .query()
-        .map(|query| redacted_query(query, declared));
-    let method_original = (method == OTHER_METHOD).then(|| request.method().as_str());
-    let headers = request.headers();
-    let (server_address, server_port) = host_and_port(headers);
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    let client = request.extensions().get::<ClientAddress>();
-    let client_address = client.map(|client| &*client.ip);
-    let client_port = client.map(|client| i64::from(client.port));
-    tracing::info_span!(
-        "request",
-        otel.name = name,
-        otel.kind = "server",
-        otel.status_code = field::Empty,
-        error.type = field::Empty,
-        http.request.method = method,
-        http.request.method_original = method_original,
-        http.route = route,
-        http.response.status_code = field::Empty,
-        url.scheme = "http",
-        url.path = request.uri().path(),
-        url.query = query.as_deref(),
-        server.address = server_address,
-        server.port = server_port,
-        client.address = client_address,
-        client.port = client_port,
-        network.peer.address = client_address,
-        network.peer.port = client_port,
-        user_agent.original = user_agent,
-        network.protocol.version = version,
-        request.id = request_id,
-    )
-}
-
-/// `server.address` and `server.port` from the `Host` header (port 80 when it names none);
-/// neither when the header is not a valid `host[:port]` (RFC 9110 7.2: a registered name or
-/// IPv4 address, or an IP literal in brackets). An IP literal's address is the address
-/// alone, as the conventions write `server.address` (`::1`, not `[::1]`). Read in place:
-/// parsing it as an `Authority` copied it on every request.
-fn host_and_port(headers: &HeaderMap) -> (Option<&str>, Option<i64>) {
-    headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .and_then(split_host)
-        .map_or((None, None), |(name, port)| {
-            (Some(name), Some(i64::from(port)))
-        })
-}
-
-fn split_host(host: &str) -> Option<(&str, u16)> {
-    let (name, port) = if host.starts_with('[') {
-        let end = host.find(']')? + 1;
-        let literal = &host[1..end - 1];
-        let ip_literal = !literal.is_empty()
-            && literal
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'));
-        (ip_literal.then_some(literal)?, &host[end..])
-    } else {
-        let end = host.find(':').unwrap_or(host.len());
-        let name = &host[..end];
-        let reg_name = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b));
-        (reg_name.then_some(name)?, &host[end..])
-    };
-    let port = match port.strip_prefix(':') {
-        None if port.is_empty() => 80,
-        None => return None,
-        Some("") => 80,
-        Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => digits.parse().ok()?,
-        Some(_) => return None,
-    };
-    Some((name, port))
-}
-
-/// `network.protocol.version`: "1.1", "1.0", ….
-pub(crate) fn protocol_version(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
-}
-
 /// Status logged and counted for a request whose caller went away before the answer (the
 /// connection closed, so the server dropped the handler): nginx's "client closed request".
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
@@ -400,7 +238,7 @@ struct Record {
     handles: RouteHandles,
     active: metrics::Gauge,
     /// The span's ids: a sampled request's are the duration's exemplar.
-    ids: context::SpanIds,
+    ids: SpanIds,
     started: Instant,
     finished: bool,
 }
@@ -455,64 +293,6 @@ impl Drop for Record {
     fn drop(&mut self) {
         if !self.finished {
             self.record(CLIENT_CLOSED_REQUEST, false);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_redacted_but_the_declared_ones() {
-        for (query, declared, expected) in [
-            ("password=hunter2", &[][..], "password=REDACTED"),
-            ("format=json", &["format"][..], "format=json"),
-            (
-                "format=json&token=t1",
-                &["format"][..],
-                "format=json&token=REDACTED",
-            ),
-            ("x=1&&flag&y=", &[][..], "x=REDACTED&&flag&y="),
-            ("a=b=c", &[][..], "a=REDACTED"),
-            ("", &[][..], ""),
-        ] {
-            assert_eq!(redacted_query(query, declared), expected, "{query}");
-        }
-        assert!(matches!(
-            redacted_query("format=json&flag", &["format"]),
-            std::borrow::Cow::Borrowed(_)
-        ));
-        let declared = DeclaredQuery::default();
-        assert_eq!(declared.of(Some("/metrics")), ["format"]);
-        assert!(declared.of(Some("/token")).is_empty() && declared.of(None).is_empty());
-    }
-
-    #[test]
-    fn host_header_gives_address_and_port() {
-        for (host, expected) in [
-            ("localhost:8080", Some(("localhost", 8080))),
-            ("service-a", Some(("service-a", 80))),
-            ("127.0.0.1:8081", Some(("127.0.0.1", 8081))),
-            ("[::1]:8081", Some(("::1", 8081))),
-            ("[::1]", Some(("::1", 80))),
-            ("example.com:", Some(("example.com", 80))),
-            ("example.com:65535", Some(("example.com", 65535))),
-            ("example.com:65536", None),
-            ("example.com:80a", None),
-            ("example.com:-1", None),
-            ("a:1:2", None),
-            (":8080", None),
-            ("", None),
-            ("a b", None),
-            ("user@host", None),
-            ("[::1", None),
-            ("[]:80", None),
-            ("[::1]x", None),
-            ("[::1]:80:80", None),
-            ("host/path", None),
-        ] {
-            assert_eq!(split_host(host), expected, "{host:?}");
         }
     }
 }

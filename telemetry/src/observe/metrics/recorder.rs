@@ -4,7 +4,7 @@
 //!
 //! The process recorder is a fan-out: every increment goes to the Prometheus exporter and to
 //! a [`Tally`], which keeps plain totals the JSON view can read back (the exporter cannot).
-//! Histogram buckets carry exemplars (see [`crate::observe::exemplars`]).
+//! Histogram buckets carry exemplars (see [`crate::observe::metrics::exemplars`]).
 //!
 //! The HTTP series follow the OpenTelemetry semantic conventions as Prometheus exposes them
 //! (`http.server.request.duration` becomes `http_server_request_duration_seconds` with
@@ -21,8 +21,8 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, Share
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::layers::FanoutBuilder;
 
-use crate::observe::exemplars::{ExemplarHistogram, Exemplars, to_openmetrics};
-use crate::observe::losses::Losses;
+use crate::observe::export::losses::Losses;
+use crate::observe::metrics::exemplars::{ExemplarHistogram, Exemplars, to_openmetrics};
 
 /// Content type of the Prometheus text exposition format (Prometheus 3 refuses a scrape
 /// without a valid one).
@@ -171,9 +171,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
-        crate::observe::losses::publish(self.losses);
+        crate::observe::export::losses::publish(self.losses);
         let mut text = self.prometheus.render();
-        crate::observe::process::render(&mut text);
+        crate::observe::metrics::process::render(&mut text);
         for exposition in self
             .expositions
             .read()
@@ -290,7 +290,7 @@ fn describe_shared(losses: &'static Losses) {
     );
     // What telemetry lost, at zero from the start, so "nothing lost" is a 0 on a
     // dashboard, not "no data".
-    crate::observe::losses::describe_series(losses);
+    crate::observe::export::losses::describe_series(losses);
 }
 
 /// Plain counter totals by metric name and labels, readable at any time.

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use http::Method;
 
-use crate::observe::exemplars::Exemplars;
+use crate::observe::metrics::exemplars::Exemplars;
 
 /// Route label for requests that matched no route (their raw paths would explode the label
 /// set; the log line still shows the path).
@@ -162,7 +162,7 @@ pub struct OutcomeHandles {
     /// `http_requests_total{method,route,status}`.
     pub requests: metrics::Counter,
     /// `http_server_request_duration_seconds{…}`, with exemplars.
-    pub duration: crate::observe::exemplars::ExemplarHistogram,
+    pub duration: crate::observe::metrics::exemplars::ExemplarHistogram,
 }
 
 /// The metric handles of one route, registered once and reused.
@@ -248,7 +248,7 @@ impl RouteHandles {
         }
         let handles = OutcomeHandles {
             requests: metrics::counter!(crate::observe::metrics::SERVER_REQUESTS, &counter_labels),
-            duration: crate::observe::exemplars::ExemplarHistogram::register(
+            duration: crate::observe::metrics::exemplars::ExemplarHistogram::register(
                 &self.0.exemplars,
                 crate::observe::metrics::SERVER_DURATION,
                 &duration_labels,

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use crate::observe::context::SpanIds;
+use crate::observe::traces::SpanIds;
 
 /// One sampled observation that fell in a bucket.
 #[derive(Debug, Clone, PartialEq)]

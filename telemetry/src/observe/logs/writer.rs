@@ -7,7 +7,7 @@
 //! dropped and counted (`log_lines_dropped_total{reason="queue_full"}`); only the flusher
 //! waits on stdout. When stdout is closed (`| head`), every line the flusher cannot write is
 //! counted (`write_failed`). At shutdown the flusher gets a bounded time to write what is
-//! queued; what it could not is counted (`shutdown`). See [`crate::observe::losses`].
+//! queued; what it could not is counted (`shutdown`). See [`crate::observe::export::losses`].
 //!
 //! The flusher writes whole lines, at most [`ATOMIC_WRITE`] bytes at a time, straight to
 //! the file descriptor: a write that small to a pipe is atomic (POSIX `PIPE_BUF`), all of
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::observe::losses::Losses;
+use crate::observe::export::losses::Losses;
 
 /// How long a log line may wait in memory before it is written out.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
