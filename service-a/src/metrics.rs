@@ -75,7 +75,7 @@ impl TokenMetrics {
         let outcomes =
             TokenOutcome::ALL.map(|o| metrics::counter!(TOKEN_REQUESTS, "outcome" => o.label()));
         for counter in &outcomes {
-            counter.absolute(0);
+            counter.increment(0);
         }
         Self {
             outcomes,

@@ -12,7 +12,7 @@
 //!            = 2 × 1000 ms      + 10 ms                 = 2010 ms
 //! ```
 //!
-//! which is the lab's "503 after about 2.06 s with two logged timeouts". With A down, both
+//! which is the lab's "503 after about 2.01 s with two logged timeouts". With A down, both
 //! connects are refused at once and the 503 takes about the backoff alone (5–10 ms).
 //!
 //! On top of that, `--provider-deadline-ms` bounds the whole call (default: the worst case

@@ -107,7 +107,7 @@ impl ProviderMetrics {
             .chain(&metrics.transitions)
             .chain([&metrics.retry_budget_exhausted, &metrics.deadline_exceeded])
         {
-            counter.absolute(0);
+            counter.increment(0);
         }
         metrics.show_circuit(CircuitState::Closed);
         metrics

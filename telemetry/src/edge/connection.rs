@@ -19,7 +19,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
-pub(crate) use crate::edge::rejections::{ConnEvent, EventLog, register_metrics};
+pub(crate) use crate::edge::rejections::{ConnEvent, EventLog};
 
 use crate::edge::clocked_io::{ClockedIo, Phase, over_capacity_response, write_now};
 

@@ -98,7 +98,7 @@ impl Protections {
         );
         let shed = Shed::ALL.map(|limit| {
             let counter = metrics::counter!(REQUESTS_SHED, "limit" => limit.label());
-            counter.absolute(0);
+            counter.increment(0);
             counter
         });
         Self(Arc::new(Guarded { limits, shed }))

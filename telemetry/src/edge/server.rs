@@ -38,7 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::edge::config::{ConnectionLimits, EdgeArgs};
-use crate::edge::connection::{ConnEvent, EventLog, Io, Shared, register_metrics};
+use crate::edge::connection::{ConnEvent, EventLog, Io, Shared};
 
 /// What the server accepts connections from: a TCP listener, or one a lab's fault wraps
 /// (see [`crate::faults`]).
@@ -194,9 +194,8 @@ pub async fn serve(
         open: open_tx,
         stopping,
         refusals: Arc::new(Semaphore::new(LINGERING_REFUSALS)),
-        events: EventLog::default(),
+        events: EventLog::new(),
     });
-    register_metrics();
 
     tokio::pin!(stop);
     let mut accept_failures: Option<(u64, Duration)> = None;

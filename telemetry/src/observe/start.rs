@@ -2,7 +2,7 @@
 //! propagator, starts the exporters, and returns the [`Telemetry`] that owns what must be
 //! flushed and the [`Settings`] the service's layers observe with.
 
-use crate::observe::export::{Losses, Notices};
+use crate::observe::export::Notices;
 use crate::observe::metrics::Metrics;
 use crate::observe::requests::KnownMethods;
 use crate::observe::settings::Settings;
@@ -88,11 +88,13 @@ pub fn init(
     args: &TelemetryArgs,
     timeouts: &[std::time::Duration],
 ) -> Result<Telemetry, InitError> {
-    let lost = Losses::leaked();
-    let (writer, log_guard) = crate::observe::logs::writer::stdout_writer(lost);
     // One resource for spans, log records and target_info: one service.instance.id.
     let (env, warnings) = crate::observe::otel_env::check().map_err(InitError::Environment)?;
     let resource = traces::resource(service, &env);
+    // The recorder first: what the sinks below lose is counted in it.
+    let metrics = Metrics::install(timeouts, &resource).map_err(InitError::AlreadyInitialised)?;
+    let lost = metrics.losses();
+    let (writer, log_guard) = crate::observe::logs::writer::stdout_writer(lost);
     // One name everywhere: OTEL_SERVICE_NAME (or the resource's) on every line and scope.
     let service = traces::service_name(&resource, service);
     let traces = traces::Traces::init(service, resource.clone(), args.trace_probes, &env, lost)
@@ -135,8 +137,6 @@ pub fn init(
         );
     }
 
-    let metrics =
-        Metrics::install(timeouts, &resource, lost).map_err(InitError::AlreadyInitialised)?;
     let settings = Settings {
         metrics,
         propagation: Propagation::of(&env),

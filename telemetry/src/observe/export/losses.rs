@@ -18,19 +18,41 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// Log lines that never reached stdout, by reason.
 pub const LOG_LINES_DROPPED: &str = "log_lines_dropped_total";
 
-/// One counter, shared by the code that drops and the code that reports.
-#[derive(Debug, Default)]
-pub struct Count(AtomicU64);
+/// One count of things lost, where it was lost: its series in the recorder (a handle
+/// registered once) and its total, which stderr's notices read back (the recorder cannot).
+#[derive(Debug)]
+pub struct Count {
+    total: AtomicU64,
+    series: metrics::Counter,
+}
+
+impl Default for Count {
+    /// A count with no series (a test's, or a service's without a recorder).
+    fn default() -> Self {
+        Self::of(metrics::Counter::noop())
+    }
+}
 
 impl Count {
+    /// A count that adds to `series` too (at zero from the start, so "nothing lost" is a 0
+    /// on a dashboard, not "no data").
+    fn of(series: metrics::Counter) -> Self {
+        series.increment(0);
+        Self {
+            total: AtomicU64::new(0),
+            series,
+        }
+    }
+
     /// Adds `n`.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
+        self.total.fetch_add(n, Relaxed);
+        self.series.increment(n);
     }
 
     /// The total so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
+        self.total.load(Relaxed)
     }
 }
 
@@ -46,7 +68,7 @@ pub struct LogLines {
 }
 
 /// One OpenTelemetry signal's pipeline: a bounded queue in front of an exporter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pipeline {
     /// Handed to the exporter (processed without error).
     pub processed: Count,
@@ -73,9 +95,74 @@ pub struct Pipeline {
     /// How the export under way failed, as its HTTP client saw it (0: it has not), for
     /// the counters: the exporter reports every failure of its client alike.
     last_failure: std::sync::atomic::AtomicU8,
+    /// `queued` and `capacity` as gauges, set when `/metrics` is read.
+    gauges: [metrics::Gauge; 2],
+}
+
+impl Default for Pipeline {
+    /// A pipeline with no series.
+    fn default() -> Self {
+        Self::with(
+            |_, _| metrics::Counter::noop(),
+            [metrics::Gauge::noop(), metrics::Gauge::noop()],
+        )
+    }
 }
 
 impl Pipeline {
+    /// A pipeline whose counts add to the series `counter` registers, by series name and
+    /// `error_type` (none: what went through), with its queue's `gauges` (size, capacity).
+    fn with(
+        counter: impl Fn(Stage, Option<&'static str>) -> metrics::Counter,
+        gauges: [metrics::Gauge; 2],
+    ) -> Self {
+        Self {
+            processed: Count::of(counter(Stage::Processor, None)),
+            queue_full: Count::of(counter(Stage::Processor, Some("queue_full"))),
+            already_shutdown: Count::of(counter(Stage::Processor, Some("already_shutdown"))),
+            exported: Count::of(counter(Stage::Exporter, None)),
+            export_failed: ExportError::ALL
+                .map(|error| Count::of(counter(Stage::Exporter, Some(error.label())))),
+            queued: AtomicU64::new(0),
+            exporting: AtomicU64::new(0),
+            shutdown: Count::default(),
+            gave_up: std::sync::Mutex::new(false),
+            capacity: AtomicU64::new(0),
+            last_failure: std::sync::atomic::AtomicU8::new(0),
+            gauges,
+        }
+    }
+
+    /// The pipeline of `components`, its series registered in the installed recorder.
+    fn registered(components: &Components) -> Self {
+        let labels = |component: &'static str, error: Option<&'static str>| {
+            let mut labels = vec![
+                ("otel_component_type", component.to_owned()),
+                ("otel_component_name", format!("{component}/0")),
+            ];
+            if let Some(error) = error {
+                labels.push(("error_type", error.to_owned()));
+            }
+            labels
+        };
+        let processor = components.processor_type;
+        Self::with(
+            |stage, error| match stage {
+                Stage::Processor => {
+                    metrics::counter!(components.processor_metric, &labels(processor, error))
+                }
+                Stage::Exporter => metrics::counter!(
+                    components.exporter_metric,
+                    &labels(components.exporter_type, error)
+                ),
+            },
+            [
+                metrics::gauge!(components.queue_size, &labels(processor, None)),
+                metrics::gauge!(components.queue_capacity, &labels(processor, None)),
+            ],
+        )
+    }
+
     /// Items in the queue now: handed in, not yet handed on.
     pub fn queue_size(&self) -> u64 {
         self.queued.load(Relaxed)
@@ -178,6 +265,13 @@ impl ExportError {
     }
 }
 
+/// Where a pipeline's count is taken: at its queue (the processor) or at its exporter.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Processor,
+    Exporter,
+}
+
 /// Everything this process lost, per signal.
 #[derive(Debug, Default)]
 pub struct Losses {
@@ -194,8 +288,27 @@ impl Losses {
     /// it (the stdout writer, the exporters' batch threads) may outlive whoever started
     /// them. One per [`crate::observe::init`] (or per in-process service), held by each sink
     /// and by the metrics that publish it: nothing reads it from a process-wide place.
+    /// Its counts have no series: a test's, or a service's run inside a test process.
     pub fn leaked() -> &'static Self {
         Box::leak(Box::default())
+    }
+
+    /// The same, each count adding to its series in the installed recorder (see the module
+    /// docs), described once: call it once the recorder is installed.
+    pub fn registered() -> &'static Self {
+        describe_series();
+        let line = |reason: &'static str| {
+            Count::of(metrics::counter!(LOG_LINES_DROPPED, "reason" => reason))
+        };
+        Box::leak(Box::new(Self {
+            log_lines: LogLines {
+                queue_full: line("queue_full"),
+                write_failed: line("write_failed"),
+                shutdown: line("shutdown"),
+            },
+            spans: Pipeline::registered(&SPANS),
+            log_records: Pipeline::registered(&LOG_RECORDS),
+        }))
     }
 }
 
@@ -228,7 +341,7 @@ const LOG_RECORDS: Components = Components {
 };
 
 /// Help text for every series, once, at start-up.
-pub fn describe_series(losses: &Losses) {
+fn describe_series() {
     metrics::describe_counter!(
         LOG_LINES_DROPPED,
         "JSON log lines that never reached stdout, by reason: queue_full (stdout not read fast enough), write_failed (stdout closed), shutdown (still queued when the flush grace ran out)"
@@ -253,57 +366,17 @@ pub fn describe_series(losses: &Losses) {
             format!("Most OTLP {what} the export queue holds")
         );
     }
-    publish(losses);
 }
 
-/// Writes the counts into the metrics recorder (called when `/metrics` is read, so nothing
-/// on the request path touches the recorder).
+/// Sets the queues' gauges from what they hold now (called when `/metrics` is read, so
+/// nothing on the request path touches the recorder). The counts need nothing: each adds to
+/// its series as it counts.
 pub fn publish(losses: &Losses) {
-    for (reason, count) in [
-        ("queue_full", &losses.log_lines.queue_full),
-        ("write_failed", &losses.log_lines.write_failed),
-        ("shutdown", &losses.log_lines.shutdown),
-    ] {
-        metrics::counter!(LOG_LINES_DROPPED, "reason" => reason).absolute(count.get());
+    for pipeline in [&losses.spans, &losses.log_records] {
+        let [size, capacity] = &pipeline.gauges;
+        size.set(pipeline.queue_size() as f64);
+        capacity.set(pipeline.capacity.load(Relaxed) as f64);
     }
-    publish_pipeline(&SPANS, &losses.spans);
-    publish_pipeline(&LOG_RECORDS, &losses.log_records);
-}
-
-fn publish_pipeline(components: &Components, pipeline: &Pipeline) {
-    let labels = |component: &'static str, error: Option<&'static str>| {
-        let mut labels = vec![
-            ("otel_component_type", component.to_owned()),
-            ("otel_component_name", format!("{component}/0")),
-        ];
-        if let Some(error) = error {
-            labels.push(("error_type", error.to_owned()));
-        }
-        labels
-    };
-    let processor = components.processor_type;
-    for (error, count) in [
-        (None, &pipeline.processed),
-        (Some("queue_full"), &pipeline.queue_full),
-        (Some("already_shutdown"), &pipeline.already_shutdown),
-    ] {
-        metrics::counter!(components.processor_metric, &labels(processor, error))
-            .absolute(count.get());
-    }
-    let exporter = components.exporter_type;
-    metrics::counter!(components.exporter_metric, &labels(exporter, None))
-        .absolute(pipeline.exported.get());
-    for (error, count) in ExportError::ALL.iter().zip(&pipeline.export_failed) {
-        metrics::counter!(
-            components.exporter_metric,
-            &labels(exporter, Some(error.label()))
-        )
-        .absolute(count.get());
-    }
-    metrics::gauge!(components.queue_size, &labels(processor, None))
-        .set(pipeline.queue_size() as f64);
-    metrics::gauge!(components.queue_capacity, &labels(processor, None))
-        .set(pipeline.capacity.load(Relaxed) as f64);
 }
 
 #[cfg(test)]

@@ -111,15 +111,16 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Installs the process-wide recorder, with `timeouts` given their own bucket boundaries
-    /// and the resource's identity in `target_info`. Fails if one is already installed.
+    /// and the resource's identity in `target_info`, and the counts of what telemetry loses
+    /// registered in it ([`Self::losses`]). Fails if one is already installed.
     pub fn install(
         timeouts: &[Duration],
         resource: &opentelemetry_sdk::Resource,
-        losses: &'static Losses,
     ) -> Result<Self, String> {
-        let (metrics, recorder) = Self::build(&timeout_bounds(timeouts), losses)?;
+        let (mut metrics, recorder) = Self::build(&timeout_bounds(timeouts), Losses::leaked())?;
         metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
-        describe_shared(losses);
+        metrics.losses = Losses::registered();
+        describe_shared();
         describe_process(resource);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let handle = metrics.prometheus.clone();
@@ -269,7 +270,7 @@ fn label_name(key: &str) -> String {
 }
 
 /// Help text for the series every service has.
-fn describe_shared(losses: &'static Losses) {
+fn describe_shared() {
     metrics::describe_counter!(
         SERVER_REQUESTS,
         "HTTP requests served, by method, route and status (499: the caller went away)"
@@ -288,9 +289,6 @@ fn describe_shared(losses: &'static Losses) {
         metrics::Unit::Seconds,
         "Duration of outbound HTTP requests, each attempt on its own (OpenTelemetry http.client.request.duration)"
     );
-    // What telemetry lost, at zero from the start, so "nothing lost" is a 0 on a
-    // dashboard, not "no data".
-    crate::observe::export::losses::describe_series(losses);
 }
 
 /// Plain counter totals by metric name and labels, readable at any time.

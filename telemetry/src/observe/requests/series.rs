@@ -203,8 +203,8 @@ impl RouteHandles {
     }
 
     /// Runs `record` with the handles for one method, protocol version (`1.1`) and status
-    /// (`answered` false: the caller went away), lent rather than cloned: cloning meant three
-    /// reference counts shared by every request, moved between cores on each.
+    /// (`answered` false: the caller went away), lent rather than cloned, so requests share
+    /// no reference count that would move between cores on each.
     pub fn with_outcome(
         &self,
         method: &'static str,

@@ -123,8 +123,8 @@ pub(crate) fn server_span(
 /// `server.address` and `server.port` from the `Host` header (port 80 when it names none);
 /// neither when the header is not a valid `host[:port]` (RFC 9110 7.2: a registered name or
 /// IPv4 address, or an IP literal in brackets). An IP literal's address is the address
-/// alone, as the conventions write `server.address` (`::1`, not `[::1]`). Read in place:
-/// parsing it as an `Authority` copied it on every request.
+/// alone, as the conventions write `server.address` (`::1`, not `[::1]`). Read in place,
+/// never copied into an `Authority`.
 fn host_and_port(headers: &HeaderMap) -> (Option<&str>, Option<i64>) {
     headers
         .get(header::HOST)

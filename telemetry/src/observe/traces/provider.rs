@@ -191,8 +191,8 @@ impl Traces {
             .with_tracked_inactivity(false)
             // Parents come from the tracing span stack, and propagation reads a span's own
             // context (`OpenTelemetrySpanExt::context`), so nothing here reads the
-            // OpenTelemetry "current context": attaching it on every enter of every span
-            // (each poll of an instrumented future) was paid for nothing.
+            // OpenTelemetry "current context", and no span's enter (each poll of an
+            // instrumented future) attaches it.
             .with_context_activation(false)
             .with_threads(false)
             .with_location(false)
