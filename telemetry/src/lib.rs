@@ -3,7 +3,7 @@
 //! - [`observe`]: **what happens is seen**. JSON log lines, request ids, one server span
 //!   and one set of metric samples per request, traces joined across services and exported
 //!   over OTLP, `/metrics` in three formats, and the count of everything telemetry itself
-//!   lost. A service calls [`run`], which starts it, and gets its [`observe::Metrics`].
+//!   lost. A service calls [`run`], which starts it, and gets its [`observe::Settings`].
 //! - [`edge`]: **what comes in is bounded**. The HTTP/1.1 server every request arrives
 //!   through, with every quantity a client controls limited, the protections as one layer
 //!   it owns, JSON errors for every bad input, the operational routes (`/health`,
@@ -12,8 +12,10 @@
 //! The edge observes every request it serves through [`observe`]; [`observe`] knows nothing
 //! of the edge. [`faults`] holds the labs' ways to break a service, which it adds only
 //! when asked to (`--fault-listen`, `--fault`); [`service`] is the shape both services
-//! start in (bind, then serve, with the lab when asked). Nothing here knows which service it runs in beyond the
-//! name it is given.
+//! start in (bind, then serve, with the lab when asked: [`service::Application`]);
+//! [`around`] is the one shape of a layer around each request; [`window`] the sliding
+//! window every protection counts in. Nothing here knows which service it runs in beyond
+//! the name it is given. docs/layout.md names every file.
 //!
 //! "The lab" in comments is the walkthrough the README shows with this implementation's real
 //! output (README.md, "The walkthrough"): its bodies, statuses, log lines and timings.
@@ -28,8 +30,9 @@ pub mod window;
 pub use observe::{RequestId, TelemetryArgs};
 
 /// A service's whole life after its flags are read: start telemetry (see [`observe::init`]),
-/// run `serve` with the service's observation settings until it returns (it serves until SIGTERM/Ctrl-C and
-/// drains), log a fatal error if it failed, flush logs and spans, and say how to exit.
+/// run `serve` with the service's observation settings until it returns (it serves until
+/// SIGTERM/Ctrl-C and drains), log a fatal error if it failed, flush logs and spans, and
+/// say how to exit.
 /// Both services' `main` is this call.
 pub async fn run<F, Fut, E>(
     service: &'static str,

@@ -15,6 +15,7 @@ mod fleet;
 mod hostile;
 mod in_process;
 mod labs;
+mod layout;
 mod login_throttle;
 mod losses;
 mod metrics;
