@@ -70,6 +70,10 @@ pub fn buckets(extra: &[f64]) -> Vec<f64> {
     all
 }
 
+/// The running build: 1, with its version as labels.
+pub const BUILD_INFO: &str = "build_info";
+/// The OpenTelemetry resource of the process: 1, with its attributes as labels.
+pub const TARGET_INFO: &str = "target_info";
 /// HTTP requests served, by method, route and status (the lab's counter).
 pub const SERVER_REQUESTS: &str = "http_requests_total";
 /// The histogram of server request durations (OpenTelemetry `http.server.request.duration`).
@@ -228,19 +232,16 @@ fn describe_process(resource: &opentelemetry_sdk::Resource) {
     };
     let service = attribute("service.name");
     metrics::describe_gauge!(
-        "build_info",
+        BUILD_INFO,
         "The running build: 1, with its version as labels"
     );
     metrics::gauge!(
-        "build_info",
+        BUILD_INFO,
         "service" => service.clone(),
         "version" => env!("CARGO_PKG_VERSION"),
     )
     .set(1.0);
-    metrics::describe_gauge!(
-        "target_info",
-        "The OpenTelemetry resource of this process: 1"
-    );
+    metrics::describe_gauge!(TARGET_INFO, "The OpenTelemetry resource of this process: 1");
     // Every resource attribute as a label, its name as Prometheus allows it (the
     // OpenTelemetry–Prometheus compatibility rule): OTEL_RESOURCE_ATTRIBUTES shows here too.
     let mut labels: Vec<(String, String)> = resource
@@ -253,7 +254,7 @@ fn describe_process(resource: &opentelemetry_sdk::Resource) {
         .into_iter()
         .map(|(k, v)| metrics::Label::new(k, v))
         .collect();
-    metrics::gauge!("target_info", labels).set(1.0);
+    metrics::gauge!(TARGET_INFO, labels).set(1.0);
 }
 
 /// A resource attribute's name as a Prometheus label name: every character outside
