@@ -12,10 +12,10 @@ use axum::response::Response;
 use tower::Service;
 
 /// What runs around each request: given the request and the service inside (made ready),
-/// it answers, calling the service or not.
+/// it answers, calling the service or not. Cloned once per request (keep it an `Arc`).
 pub trait Around: Clone + Send + Sync + 'static {
     /// Answers `request`, around `inner`.
-    fn around<S>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send
+    fn around<S>(self, request: Request, inner: S) -> impl Future<Output = Response> + Send
     where
         S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
         S::Future: Send;

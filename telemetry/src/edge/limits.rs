@@ -117,12 +117,12 @@ impl<S> Layer<S> for Protections {
 pub type Protected<S> = Wrapped<S, Protections>;
 
 impl Around for Protections {
-    fn around<S>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send
+    fn around<S>(self, request: Request, inner: S) -> impl Future<Output = Response> + Send
     where
         S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
         S::Future: Send,
     {
-        protect(Arc::clone(&self.0), request, inner)
+        protect(self.0, request, inner)
     }
 }
 

@@ -31,7 +31,7 @@ use crate::observe::requests::id::NewUuid;
 use crate::observe::requests::series::{CALLER_GONE, OTHER_METHOD, RequestMetrics, RouteHandles};
 use crate::observe::requests::server_span::{DeclaredQuery, protocol_version, server_span};
 use crate::observe::settings::Settings;
-use crate::observe::traces::{self, Caller, SpanIds};
+use crate::observe::traces::{self, Caller, CallerTraceContext, Propagation, Sampler, SpanIds};
 
 /// The connection's peer, for the span's `client.*` and `network.peer.*` attributes: the
 /// server puts it on each request (its IP written as text once per connection). No proxy
@@ -72,10 +72,20 @@ pub enum AttemptHeader {
 /// around its routes (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Observation {
-    settings: Settings,
-    attempt_header: AttemptHeader,
     declared_query: DeclaredQuery,
-    metrics: Arc<RequestMetrics>,
+    /// Cloned once per request: one reference count.
+    observing: Arc<Observing>,
+}
+
+/// What the layer observes with: the parts of the service's [`Settings`] a request needs,
+/// and its request series.
+#[derive(Debug)]
+struct Observing {
+    attempt_header: AttemptHeader,
+    caller_trace_context: CallerTraceContext,
+    propagation: Propagation,
+    sampler: Sampler,
+    metrics: RequestMetrics,
 }
 
 impl Observation {
@@ -84,16 +94,20 @@ impl Observation {
     /// [`DeclaredQuery::default`].
     pub fn new(settings: &Settings, attempt_header: AttemptHeader) -> Self {
         Self {
-            settings: settings.clone(),
-            attempt_header,
             declared_query: DeclaredQuery::default(),
-            // The methods the services' routes serve: their gauges exist, at zero, from the
-            // first scrape.
-            metrics: Arc::new(RequestMetrics::new(
-                settings.known_methods.clone(),
-                settings.metrics.exemplars().clone(),
-                &[Method::GET, Method::POST],
-            )),
+            observing: Arc::new(Observing {
+                attempt_header,
+                caller_trace_context: settings.caller_trace_context,
+                propagation: settings.propagation,
+                sampler: settings.sampler.clone(),
+                // The methods the services' routes serve: their gauges exist, at zero, from
+                // the first scrape.
+                metrics: RequestMetrics::new(
+                    settings.known_methods.clone(),
+                    settings.metrics.exemplars().clone(),
+                    &[Method::GET, Method::POST],
+                ),
+            }),
         }
     }
 
@@ -116,7 +130,7 @@ impl<S> Layer<S> for Observation {
 
     fn layer(&self, inner: S) -> Self::Service {
         ServiceBuilder::new()
-            .map_request(request_id::checker(self.settings.propagation.baggage))
+            .map_request(request_id::checker(self.observing.propagation.baggage))
             .layer(request_id::set_layer())
             .layer(request_id::propagate_layer())
             .service(Wrapped::new(inner, self.clone()))
@@ -127,13 +141,12 @@ impl<S> Layer<S> for Observation {
 pub type ObservedRoute<S> = Wrapped<S, Observation>;
 
 impl Around for Observation {
-    fn around<S>(&self, request: Request, inner: S) -> impl Future<Output = Response> + Send
+    async fn around<S>(self, request: Request, inner: S) -> Response
     where
         S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
         S::Future: Send,
     {
-        let observation = self.clone();
-        async move { observe(&observation, request, inner).await }
+        observe(&self, request, inner).await
     }
 }
 
@@ -144,13 +157,18 @@ where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
     let Observation {
-        settings,
-        attempt_header,
         declared_query,
-        metrics,
+        observing,
     } = observation;
+    let Observing {
+        attempt_header,
+        caller_trace_context,
+        propagation,
+        sampler,
+        metrics,
+    } = &**observing;
     let started = Instant::now();
-    let method = settings.known_methods.label(request.method());
+    let method = metrics.method_label(request.method());
     let route = request.extensions().get::<MatchedPath>();
     let handles = metrics.route(route.map(MatchedPath::as_str));
     // `POST /token`: the span's name and, for a standard method, the log's endpoint.
@@ -173,12 +191,8 @@ where
     let version = protocol_version(request.version());
     // Sampled first, then built: an unsampled request's span is a bare anchor for its log
     // lines (see `traces`).
-    let caller = Caller::read(
-        settings.caller_trace_context,
-        settings.propagation,
-        request.headers(),
-    );
-    let decision = traces::decide(&settings.sampler, caller.parent(), span_name);
+    let caller = Caller::read(*caller_trace_context, *propagation, request.headers());
+    let decision = traces::decide(sampler, caller.parent(), span_name);
     let span = if decision.sampled {
         server_span(
             &request,

@@ -110,6 +110,11 @@ impl RequestMetrics {
         metrics
     }
 
+    /// The label of `method`: its name if known, `_OTHER` otherwise.
+    pub fn method_label(&self, method: &Method) -> &'static str {
+        self.known.label(method)
+    }
+
     /// `http_server_active_requests` for one method label.
     pub fn active(&self, method: &'static str) -> &metrics::Gauge {
         self.active[self.known.index(method)].get_or_init(|| {
