@@ -1,4 +1,4 @@
-//! A connection's socket with its head and idle timers ([`ClockedIo`]), and the answers the
+//! A connection's socket with its head and idle timers (`ClockedIo`), and the answers the
 //! server writes on a socket itself, before or instead of hyper's (a JSON 408 for a head
 //! that stalled, a JSON 503 for a connection over the limit).
 

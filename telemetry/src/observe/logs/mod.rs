@@ -3,8 +3,8 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | [`format`] | the JSON log line format, and the request context every line carries |
-//! | [`line`] | one JSON line, written in place and escaped only where needed |
+//! | [`format`](mod@format) | the JSON log line format, and the request context every line carries |
+//! | [`line`](mod@line) | one JSON line, written in place and escaped only where needed |
 //! | [`writer`] | stdout behind a bounded queue |
 //! | [`otlp`] | the same lines as OTLP log records, when `OTEL_LOGS_EXPORTER=otlp` |
 

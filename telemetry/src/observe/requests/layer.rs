@@ -137,7 +137,7 @@ impl<S> Layer<S> for Observation {
     }
 }
 
-/// A route whose requests are observed: see [`observe`].
+/// A route whose requests are observed: see [`Observation`].
 pub type ObservedRoute<S> = Wrapped<S, Observation>;
 
 impl Around for Observation {

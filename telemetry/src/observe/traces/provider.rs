@@ -172,7 +172,7 @@ impl Traces {
     }
 
     /// The sampler the tracer provider has, for the request layer to decide with before a
-    /// span exists (see [`decide`]).
+    /// span exists (see [`crate::observe::traces::decide`]).
     pub fn sampler(&self) -> Sampler {
         self.sampler.clone()
     }

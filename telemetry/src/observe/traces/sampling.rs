@@ -29,7 +29,7 @@ use tracing_subscriber::registry::LookupSpan;
 pub const UNRECORDED: &str = "unrecorded";
 
 /// The sampler a service's requests are decided with: the one its tracer provider has
-/// ([`Traces::sampler`]), or none, where every request is "sampled" (without a tracer that
+/// ([`crate::observe::traces::Traces::sampler`]), or none, where every request is "sampled" (without a tracer that
 /// keeps nothing: a service run inside a test process).
 #[derive(Clone, Default)]
 pub struct Sampler(Option<Arc<dyn ShouldSample>>);
