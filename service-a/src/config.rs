@@ -23,13 +23,13 @@ pub struct Config {
     /// Largest `delay_ms` a caller may ask for, in milliseconds. Larger values get 400, so a
     /// caller cannot hold a connection open for long.
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = 5000,
-          value_parser = telemetry::edge::whole::<u64>(0, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(0, 3_600_000), allow_negative_numbers = true)]
     pub max_delay_ms: u64,
 
     /// Teaching knob, off by default: latency added to every token request, in
     /// milliseconds, on top of any delay_ms (a provider that is slow for everyone).
     #[arg(long, env = "EXTRA_LATENCY_MS", default_value_t = 0,
-          value_parser = telemetry::edge::whole::<u64>(0, 600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(0, 600_000), allow_negative_numbers = true)]
     pub extra_latency_ms: u64,
 
     /// Teaching knob, off by default: share of token requests (0.0–1.0) answered with an
@@ -59,12 +59,12 @@ pub struct Config {
     /// Failed logins for one username within --login-failure-window-ms after which that
     /// username gets 429 with Retry-After until the window frees up. 0 turns it off.
     #[arg(long, env = "MAX_LOGIN_FAILURES", default_value_t = 10,
-          value_parser = telemetry::edge::whole::<u32>(0, 100_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u32>(0, 100_000), allow_negative_numbers = true)]
     pub max_login_failures: u32,
 
     /// The window over which failed logins are counted, in milliseconds.
     #[arg(long, env = "LOGIN_FAILURE_WINDOW_MS", default_value_t = 60_000,
-          value_parser = telemetry::edge::whole::<u64>(10, 86_400_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(10, 86_400_000), allow_negative_numbers = true)]
     pub login_failure_window_ms: u64,
 
     /// Connection limits, timeouts and the shutdown grace, shared with the other service.

@@ -1,7 +1,7 @@
 //! Service A's binary: read the configuration, then serve with telemetry until SIGTERM/Ctrl-C.
 
 use clap::Parser as _;
-use service_a::{SERVICE_NAME, config::Config, startup::Application};
+use service_a::{SERVICE_NAME, config::Config, startup};
 
 /// jemalloc rather than glibc's malloc, so that memory freed after a burst goes back to the
 /// kernel: see [`return_freed_memory_at_once`].
@@ -36,11 +36,12 @@ async fn main() -> std::process::ExitCode {
         return telemetry::edge::probe_exit_code(config.serve.listen);
     }
     let args = config.telemetry.clone();
-    telemetry::run(SERVICE_NAME, &args, &[], |metrics| async move {
-        Application::build(config, metrics)
+    telemetry::run(SERVICE_NAME, &args, &[], |settings| async move {
+        startup::build(config, settings)
             .await?
             .run_until_stopped(telemetry::edge::signal())
-            .await
+            .await?;
+        Ok::<_, startup::StartupError>(())
     })
     .await
 }

@@ -8,7 +8,7 @@
 //! for.
 
 use serde_json::{Value, json};
-use telemetry::observe::{ExemplarHistogram, Tally};
+use telemetry::observe::{ExemplarHistogram, SERVER_REQUESTS, Tally};
 
 /// Token requests by how they ended.
 pub const TOKEN_REQUESTS: &str = "token_requests_total";
@@ -63,8 +63,9 @@ pub struct TokenMetrics {
 }
 
 impl TokenMetrics {
-    /// Describes and registers A's series (after the recorder is installed).
-    pub fn register() -> Self {
+    /// Describes and registers A's series (after the recorder is installed), the delay
+    /// histogram's exemplars kept in `metrics`.
+    pub fn register(metrics: &telemetry::observe::Metrics) -> Self {
         metrics::describe_counter!(TOKEN_REQUESTS, "POST /token requests by outcome");
         metrics::describe_histogram!(
             TOKEN_DELAY,
@@ -74,13 +75,13 @@ impl TokenMetrics {
         let outcomes =
             TokenOutcome::ALL.map(|o| metrics::counter!(TOKEN_REQUESTS, "outcome" => o.label()));
         for counter in &outcomes {
-            counter.absolute(0);
+            counter.increment(0);
         }
         Self {
             outcomes,
             // The histogram exists (all buckets at zero) before anyone asks for a delay: a
             // restarted A never blanks the panel that reads it.
-            delay: ExemplarHistogram::register(TOKEN_DELAY, &[]),
+            delay: metrics.exemplar_histogram(TOKEN_DELAY, &[]),
         }
     }
 
@@ -102,9 +103,9 @@ impl TokenMetrics {
 /// The JSON body of `GET /metrics`: the lab's two keys, then the breakdown.
 pub fn json_view(tally: &Tally) -> Value {
     json!({
-        "requests_total": tally.sum("http_requests_total", &[]),
-        "token_requests": tally.sum("http_requests_total", &[("route", "/token"), ("method", "POST")]),
+        "requests_total": tally.sum(SERVER_REQUESTS, &[]),
+        "token_requests": tally.sum(SERVER_REQUESTS, &[("route", "/token"), ("method", "POST")]),
         "token_requests_by_outcome": tally.by_label(TOKEN_REQUESTS, "outcome"),
-        "requests_by_status": tally.by_label("http_requests_total", "status"),
+        "requests_by_status": tally.by_label(SERVER_REQUESTS, "status"),
     })
 }

@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 
 use crate::error::ApiError;
 use crate::faults::Teaching;
-use crate::metrics::{self as m, TokenOutcome};
+use crate::metrics::TokenOutcome;
 use crate::throttle::LoginThrottle;
 use crate::users::Users;
 
@@ -53,7 +53,7 @@ pub fn router(
         .route("/token", post(issue_token))
         .route(
             "/metrics",
-            telemetry::edge::metrics_endpoint(metrics, m::json_view),
+            telemetry::edge::metrics_endpoint(metrics, crate::metrics::json_view),
         )
         .route(
             "/openapi.json",
@@ -225,7 +225,7 @@ fn millis(duration: Duration) -> i64 {
 fn parse_fail_status(value: Option<&serde_json::Value>) -> Result<Option<StatusCode>, ApiError> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => telemetry::edge::whole_number(v)
+        Some(v) => telemetry::edge::json_whole_number(v)
             .filter(|code| (500..=599).contains(code))
             .and_then(|code| StatusCode::from_u16(code as u16).ok())
             .map(Some)
@@ -237,7 +237,7 @@ fn parse_fail_status(value: Option<&serde_json::Value>) -> Result<Option<StatusC
 fn parse_delay(value: Option<&serde_json::Value>, max: u64) -> Result<Option<u64>, ApiError> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => match telemetry::edge::whole_number(v) {
+        Some(v) => match telemetry::edge::json_whole_number(v) {
             Some(ms) if ms <= max => Ok(Some(ms)),
             _ => Err(ApiError::InvalidDelay { max }),
         },

@@ -1,7 +1,6 @@
-//! Builds service A from its configuration and runs it: bind, serve, drain on shutdown.
+//! Builds service A from its configuration: bind, then the routes over its state, ready to
+//! serve until told to stop (and drain).
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,100 +27,73 @@ pub enum StartupError {
     Serve(#[from] std::io::Error),
 }
 
-/// A bound, ready-to-serve service A.
-#[derive(Debug)]
-pub struct Application {
-    bound: telemetry::service::Bound<Injected>,
+/// Service A bound and ready to serve (the shape both services share).
+pub type Application = telemetry::service::Application<Injected>;
+
+/// Loads users, binds the listener (port 0 picks a free port: see
+/// [`Application::local_addr`]) and builds A's routes, observed with `settings`.
+pub async fn build(
     config: Config,
-    state: AppState,
-    metrics: telemetry::observe::Metrics,
-}
-
-impl Application {
-    /// Loads users and binds the listener (port 0 picks a free port: see [`Self::local_addr`]).
-    pub async fn build(
-        config: Config,
-        metrics: telemetry::observe::Metrics,
-    ) -> Result<Self, StartupError> {
-        let mut users = Users::default();
-        if !config.no_demo_user {
-            users.insert(DEMO_USER.0, DEMO_USER.1);
-        }
-        if let Some(path) = &config.users_file {
-            users.load_file(path)?;
-        }
-        if users.is_empty() {
-            return Err(StartupError::NoUsers);
-        }
-        // What a lab's "A is down" pulls (see `telemetry::faults::unplug`).
-        let plug = telemetry::faults::Plug::default();
-        let throttle = Arc::new(LoginThrottle::new(
-            config.max_login_failures,
-            Duration::from_millis(config.login_failure_window_ms),
-        ));
-        let bound = telemetry::service::Bound::bind(
-            // A opens no connections of its own per request.
-            (&config.edge, 0),
-            config.serve.listen,
-            config.fault_listen,
-            crate::faults::switch(plug.clone(), throttle.clone()),
-            config.fault.clone().and_then(|StartupFault(fault)| fault),
-            Some(plug),
-        )
-        .await?;
-        let state = AppState {
-            users: Arc::new(users),
-            throttle,
-            max_delay_ms: config.max_delay_ms,
-            token_metrics: Arc::new(crate::metrics::TokenMetrics::register()),
-            faults: Arc::new(Teaching::new(
-                Faults {
-                    extra_latency: Duration::from_millis(config.extra_latency_ms),
-                    failure_rate: config.failure_rate,
-                    allow_fail_status: config.allow_fail_status,
-                },
-                bound.faults(),
-            )),
-        };
-        Ok(Self {
-            bound,
-            config,
-            state,
-            metrics,
-        })
+    settings: telemetry::observe::Settings,
+) -> Result<Application, StartupError> {
+    let mut users = Users::default();
+    if !config.no_demo_user {
+        users.insert(DEMO_USER.0, DEMO_USER.1);
     }
-
-    /// The address actually bound.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.bound.local_addr()
+    if let Some(path) = &config.users_file {
+        users.load_file(path)?;
     }
-
-    /// Serves until `stop` resolves, then drains in-flight requests (bounded by
-    /// `--shutdown-grace-ms`).
-    pub async fn run_until_stopped(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartupError> {
-        let addr = self.local_addr()?;
-        tracing::info!(
-            event = "listening",
-            addr = %addr,
-            users = self.state.users.len(),
-            max_delay_ms = self.config.max_delay_ms,
-            extra_latency_ms = self.config.extra_latency_ms,
-            failure_rate = self.config.failure_rate,
-        );
-        let description = crate::openapi::description(
-            self.state.max_delay_ms,
-            self.state.faults.flags().allow_fail_status,
-        );
-        let app = router(self.state, self.metrics, description);
-        let serving = telemetry::edge::Serving {
-            edge: &self.config.edge,
-            // B numbers its attempts; A shows the number on its span and log line.
-            attempt_header: telemetry::observe::AttemptHeader::Trusted,
-        };
-        self.bound.serve(app, stop, serving).await?;
-        Ok(())
+    if users.is_empty() {
+        return Err(StartupError::NoUsers);
     }
+    // What a lab's "A is down" pulls (see `telemetry::faults::unplug`).
+    let plug = telemetry::faults::Plug::default();
+    let throttle = Arc::new(LoginThrottle::new(
+        config.max_login_failures,
+        Duration::from_millis(config.login_failure_window_ms),
+    ));
+    let bound = telemetry::service::Bound::bind(
+        // A opens no connections of its own per request.
+        (&config.edge, 0),
+        config.serve.listen,
+        config.fault_listen,
+        crate::faults::switch(plug.clone(), throttle.clone()),
+        config.fault.clone().and_then(|StartupFault(fault)| fault),
+        Some(plug),
+    )
+    .await?;
+    let state = AppState {
+        users: Arc::new(users),
+        throttle,
+        max_delay_ms: config.max_delay_ms,
+        token_metrics: Arc::new(crate::metrics::TokenMetrics::register(settings.metrics())),
+        faults: Arc::new(Teaching::new(
+            Faults {
+                extra_latency: Duration::from_millis(config.extra_latency_ms),
+                failure_rate: config.failure_rate,
+                allow_fail_status: config.allow_fail_status,
+            },
+            bound.faults(),
+        )),
+    };
+    telemetry::event!(
+        INFO,
+        "listening",
+        addr = %bound.local_addr()?,
+        users = state.users.len(),
+        max_delay_ms = config.max_delay_ms,
+        extra_latency_ms = config.extra_latency_ms,
+        failure_rate = config.failure_rate,
+    );
+    let description =
+        crate::openapi::description(state.max_delay_ms, state.faults.flags().allow_fail_status);
+    let routes = router(state, settings.metrics().clone(), description);
+    Ok(Application::new(
+        bound,
+        routes,
+        config.edge,
+        // B numbers its attempts; A shows the number on its span and log line.
+        telemetry::observe::AttemptHeader::Trusted,
+        settings,
+    ))
 }

@@ -25,7 +25,7 @@ use std::hash::{BuildHasher as _, RandomState};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use telemetry::edge::{SlidingWindow, SlotClock};
+use telemetry::window::{SlidingWindow, SlotClock};
 use tokio::time::Instant;
 
 /// Counters per row (a power of two). 2 rows × 65,536 counters × 32 bytes = 4 MiB at most,

@@ -12,7 +12,7 @@
 //!            = 2 × 1000 ms      + 10 ms                 = 2010 ms
 //! ```
 //!
-//! which is the lab's "503 after about 2.06 s with two logged timeouts". With A down, both
+//! which is the lab's "503 after about 2.01 s with two logged timeouts". With A down, both
 //! connects are refused at once and the 503 takes about the backoff alone (5–10 ms).
 //!
 //! On top of that, `--provider-deadline-ms` bounds the whole call (default: the worst case
@@ -51,7 +51,7 @@ pub struct Config {
     /// Largest `delay_ms` B passes on to A, in milliseconds; a larger one gets 400 from B
     /// itself. The same variable as A's ceiling, so one setting bounds both.
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = 5000,
-          value_parser = telemetry::edge::whole::<u64>(0, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(0, 3_600_000), allow_negative_numbers = true)]
     pub max_delay_ms: u64,
 
     /// Connection limits, timeouts and the shutdown grace, shared with the other service.
@@ -78,7 +78,7 @@ pub struct ProviderConfig {
     /// How often host names in --provider-url are resolved again, in milliseconds, so
     /// replicas of A that come and go are found without a restart.
     #[arg(long, env = "PROVIDER_RESOLVE_INTERVAL_MS", default_value_t = 5000,
-          value_parser = telemetry::edge::whole::<u64>(100, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(100, 3_600_000), allow_negative_numbers = true)]
     pub provider_resolve_interval_ms: u64,
 
     /// The DNS server (IP:PORT) that resolves host names in --provider-url, asked directly;
@@ -89,31 +89,31 @@ pub struct ProviderConfig {
     /// Timeout of each attempt to call A, in milliseconds (connect, send and read the whole
     /// answer). The lab's "strict 1 s timeout".
     #[arg(long, env = "PROVIDER_TIMEOUT_MS", default_value_t = 1000,
-          value_parser = telemetry::edge::whole::<u64>(1, 60_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(1, 60_000), allow_negative_numbers = true)]
     pub provider_timeout_ms: u64,
 
     /// Attempts in total per request (1 means no retry). Timeouts, refused or reset
     /// connections and 5xx answers are retried; A's 4xx answers never are.
     #[arg(long, env = "PROVIDER_ATTEMPTS", default_value_t = 2,
-          value_parser = telemetry::edge::whole::<u32>(1, 10), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u32>(1, 10), allow_negative_numbers = true)]
     pub provider_attempts: u32,
 
     /// Base of the wait before a retry, in milliseconds. The wait before retry n (from 0) is
     /// jittered between half of this and min(max, this × 2ⁿ): 5–10 ms with the defaults.
     #[arg(long, env = "RETRY_BACKOFF_MIN_MS", default_value_t = 10,
-          value_parser = telemetry::edge::whole::<u64>(0, 60_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(0, 60_000), allow_negative_numbers = true)]
     pub retry_backoff_min_ms: u64,
 
     /// Upper bound of the wait before a retry, in milliseconds (raised to the base if lower).
     #[arg(long, env = "RETRY_BACKOFF_MAX_MS", default_value_t = 50,
-          value_parser = telemetry::edge::whole::<u64>(0, 60_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(0, 60_000), allow_negative_numbers = true)]
     pub retry_backoff_max_ms: u64,
 
     /// Deadline over all attempts of one call to A, in milliseconds. Default: the worst case
     /// of the settings above plus 40 ms (2050 ms with the defaults). B tells A how long it
     /// will wait (header x-request-timeout-ms), so A can stop work nobody waits for.
     #[arg(long, env = "PROVIDER_DEADLINE_MS",
-          value_parser = telemetry::edge::whole::<u64>(1, 600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(1, 600_000), allow_negative_numbers = true)]
     pub provider_deadline_ms: Option<u64>,
 
     /// Retries may add at most this share of calls (0.0–1.0; 0.2: 20%), over a 10 s
@@ -133,7 +133,7 @@ pub struct ProviderConfig {
     /// --breaker-window-ms succeeded: B then stops calling A for --breaker-cooldown-ms and
     /// answers 503 at once. 0 turns the breaker off.
     #[arg(long, env = "BREAKER_THRESHOLD", default_value_t = 5,
-          value_parser = telemetry::edge::whole::<u32>(0, 10_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u32>(0, 10_000), allow_negative_numbers = true)]
     pub breaker_threshold: u32,
 
     /// Share of failed calls over --breaker-window-ms (0.0–1.0) that opens the breaker once
@@ -146,17 +146,17 @@ pub struct ProviderConfig {
 
     /// Calls in --breaker-window-ms before the failure rate can open the breaker.
     #[arg(long, env = "BREAKER_MIN_CALLS", default_value_t = 20,
-          value_parser = telemetry::edge::whole::<u32>(1, 1_000_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u32>(1, 1_000_000), allow_negative_numbers = true)]
     pub breaker_min_calls: u32,
 
     /// The sliding window the breaker measures calls over, in milliseconds.
     #[arg(long, env = "BREAKER_WINDOW_MS", default_value_t = 10_000,
-          value_parser = telemetry::edge::whole::<u64>(10, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(10, 3_600_000), allow_negative_numbers = true)]
     pub breaker_window_ms: u64,
 
     /// How long the open breaker refuses calls before letting one probe through, in ms.
     #[arg(long, env = "BREAKER_COOLDOWN_MS", default_value_t = 1000,
-          value_parser = telemetry::edge::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub breaker_cooldown_ms: u64,
 
     /// With two or more endpoints of A: failed attempts in a row (timeouts, broken
@@ -164,7 +164,7 @@ pub struct ProviderConfig {
     /// ejection; a refused connection takes it out at once, until it answers a probe of
     /// /health). 0 turns ejection off.
     #[arg(long, env = "EJECT_AFTER_FAILURES", default_value_t = 5,
-          value_parser = telemetry::edge::whole::<u32>(0, 10_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u32>(0, 10_000), allow_negative_numbers = true)]
     pub eject_after_failures: u32,
 
     /// With two or more endpoints: the share (0.0–1.0) of an endpoint's attempts over the
@@ -176,25 +176,25 @@ pub struct ProviderConfig {
     /// How long an endpoint is out the first time, in milliseconds; each ejection in a row
     /// lasts twice as long, at most --eject-max-ms.
     #[arg(long, env = "EJECT_BASE_MS", default_value_t = 1000,
-          value_parser = telemetry::edge::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub eject_base_ms: u64,
 
     /// The longest one ejection lasts, in milliseconds: a replica that recovered serves again
     /// within it.
     #[arg(long, env = "EJECT_MAX_MS", default_value_t = 8000,
-          value_parser = telemetry::edge::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub eject_max_ms: u64,
 
     /// Most endpoints out of the choice at once, in percent of those known (at least one of
     /// two or more, never all).
     #[arg(long, env = "MAX_EJECTION_PERCENT", default_value_t = 50,
-          value_parser = telemetry::edge::whole::<u32>(0, 100), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u32>(0, 100), allow_negative_numbers = true)]
     pub max_ejection_percent: u32,
 
     /// How long an idle pooled connection to A is kept, in milliseconds. Keep it below A's
     /// (or a proxy's) idle keep-alive timeout, so B never reuses a connection A has closed.
     #[arg(long, env = "POOL_IDLE_TIMEOUT_MS", default_value_t = 15_000,
-          value_parser = telemetry::edge::whole::<u64>(1, 3_600_000), allow_negative_numbers = true)]
+          value_parser = telemetry::edge::parse_whole_in::<u64>(1, 3_600_000), allow_negative_numbers = true)]
     pub pool_idle_timeout_ms: u64,
 }
 

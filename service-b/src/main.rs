@@ -1,7 +1,7 @@
 //! Service B's binary: read the configuration, then serve with telemetry until SIGTERM/Ctrl-C.
 
 use clap::Parser as _;
-use service_b::{SERVICE_NAME, config::Config, startup::Application};
+use service_b::{SERVICE_NAME, config::Config, startup};
 
 /// jemalloc rather than glibc's malloc, so that memory freed after a burst goes back to the
 /// kernel: see [`return_freed_memory_at_once`].
@@ -43,11 +43,12 @@ async fn main() -> std::process::ExitCode {
         config.provider.provider_deadline(),
     ];
     let args = config.telemetry.clone();
-    telemetry::run(SERVICE_NAME, &args, &timeouts, |metrics| async move {
-        Application::build(config, metrics)
+    telemetry::run(SERVICE_NAME, &args, &timeouts, |settings| async move {
+        startup::build(config, settings)
             .await?
             .run_until_stopped(telemetry::edge::signal())
-            .await
+            .await?;
+        Ok::<_, startup::StartupError>(())
     })
     .await
 }

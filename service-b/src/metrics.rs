@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge};
 use serde_json::{Value, json};
-use telemetry::observe::{ExemplarHistogram, SpanIds, Tally};
+use telemetry::observe::{ExemplarHistogram, SERVER_REQUESTS, SpanIds, Tally};
 
 use crate::outcome::{AttemptOutcome, StopReason};
 use crate::resilience::CircuitState;
@@ -68,14 +68,15 @@ pub struct ProviderMetrics {
 }
 
 impl ProviderMetrics {
-    /// Describes and registers B's series (after the recorder is installed).
-    pub fn register() -> Self {
-        describe();
+    /// Describes and registers B's series (after the recorder is installed), the attempt
+    /// histograms' exemplars kept in `exemplars`.
+    pub fn register(exemplars: &telemetry::observe::Metrics) -> Self {
+        describe_series();
         let metrics = Self {
             attempts: AttemptOutcome::ALL.map(|o| {
                 (
                     metrics::counter!(PROVIDER_ATTEMPTS, "outcome" => o.label()),
-                    ExemplarHistogram::register(
+                    exemplars.exemplar_histogram(
                         PROVIDER_ATTEMPT_DURATION,
                         &[("outcome", o.label().to_owned())],
                     ),
@@ -106,7 +107,7 @@ impl ProviderMetrics {
             .chain(&metrics.transitions)
             .chain([&metrics.retry_budget_exhausted, &metrics.deadline_exceeded])
         {
-            counter.absolute(0);
+            counter.increment(0);
         }
         metrics.show_circuit(CircuitState::Closed);
         metrics
@@ -168,7 +169,7 @@ impl ProviderMetrics {
 }
 
 /// Help text for B's series.
-fn describe() {
+fn describe_series() {
     metrics::describe_counter!(PROVIDER_ATTEMPTS, "Attempts to call service A, by outcome");
     metrics::describe_histogram!(
         PROVIDER_ATTEMPT_DURATION,
@@ -204,9 +205,9 @@ fn describe() {
 /// The JSON body of `GET /metrics`: the lab's counters, then the breakdowns.
 pub fn json_view(tally: &Tally) -> Value {
     json!({
-        "requests_total": tally.sum("http_requests_total", &[]),
+        "requests_total": tally.sum(SERVER_REQUESTS, &[]),
         "protected_action_requests": tally.sum(
-            "http_requests_total",
+            SERVER_REQUESTS,
             &[("route", "/protected-action"), ("method", "POST")],
         ),
         "provider_attempts": tally.sum(PROVIDER_ATTEMPTS, &[]),
@@ -216,6 +217,6 @@ pub fn json_view(tally: &Tally) -> Value {
         "retry_budget_exhausted": tally.sum(RETRY_BUDGET_EXHAUSTED, &[]),
         "deadline_exceeded": tally.sum(DEADLINE_EXCEEDED, &[]),
         "circuit_transitions": tally.by_label(CIRCUIT_TRANSITIONS, "to"),
-        "requests_by_status": tally.by_label("http_requests_total", "status"),
+        "requests_by_status": tally.by_label(SERVER_REQUESTS, "status"),
     })
 }

@@ -114,7 +114,7 @@ pub async fn protected_action(
     let delay_ms = match &request.delay_ms {
         None | Some(serde_json::Value::Null) => None,
         Some(value) => Some(
-            telemetry::edge::whole_number(value)
+            telemetry::edge::json_whole_number(value)
                 .filter(|ms| *ms <= state.max_delay_ms)
                 .ok_or(ApiError::InvalidDelay {
                     max: state.max_delay_ms,

@@ -1,8 +1,6 @@
-//! Builds service B from its configuration and runs it: bind, serve, drain on shutdown.
+//! Builds service B from its configuration: the client for A, bind, then the routes over
+//! its state, ready to serve until told to stop (and drain).
 //! B starts whether or not A is up: it learns about A one request at a time.
-
-use std::future::Future;
-use std::net::SocketAddr;
 
 use crate::config::Config;
 use crate::provider::Provider;
@@ -22,85 +20,63 @@ pub enum StartupError {
     Serve(#[from] std::io::Error),
 }
 
-/// A bound, ready-to-serve service B.
-#[derive(Debug)]
-pub struct Application {
-    bound: telemetry::service::Bound<crate::faults::Injected>,
+/// Service B bound and ready to serve (the shape both services share).
+pub type Application = telemetry::service::Application<crate::faults::Injected>;
+
+/// Builds the client for A, binds the listener (port 0 picks a free port: see
+/// [`Application::local_addr`]) and builds B's routes, observed with `settings`.
+pub async fn build(
     config: Config,
-    state: AppState,
-    metrics: telemetry::observe::Metrics,
-}
-
-impl Application {
-    /// Builds the client for A and binds the listener (port 0 picks a free port).
-    pub async fn build(
-        config: Config,
-        metrics: telemetry::observe::Metrics,
-    ) -> Result<Self, StartupError> {
-        let provider = Provider::start(
-            &config.provider,
-            std::sync::Arc::new(crate::metrics::ProviderMetrics::register()),
-        )
-        .await?;
-        metrics.expose(provider.fleet().exposition());
-        let knobs = provider.clone();
-        let bound = telemetry::service::Bound::bind(
-            // Each request in flight may hold one connection to A.
-            (&config.edge, 1),
-            config.serve.listen,
-            config.fault_listen,
-            crate::faults::switch(knobs),
-            config
-                .fault
-                .clone()
-                .and_then(|crate::faults::StartupFault(fault)| fault),
-            // B's faults never take it down.
-            None,
-        )
-        .await?;
-        let state = AppState {
-            provider,
-            max_delay_ms: config.max_delay_ms,
-        };
-        Ok(Self {
-            bound,
-            config,
-            state,
-            metrics,
-        })
-    }
-
-    /// The address actually bound.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.bound.local_addr()
-    }
-
-    /// Serves until `stop` resolves, then drains in-flight requests (bounded by
-    /// `--shutdown-grace-ms`).
-    pub async fn run_until_stopped(
-        self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartupError> {
-        let addr = self.local_addr()?;
-        tracing::info!(
-            event = "listening",
-            addr = %addr,
-            provider_url = %self.config.provider.provider_url.0.iter()
-                .map(|base| crate::fleet::endpoint::joined(base, "token").to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            provider_timeout_ms = self.config.provider.provider_timeout_ms,
-            provider_attempts = self.config.provider.provider_attempts,
-            worst_case_call_ms = u64::try_from(self.config.provider.worst_case_call().as_millis()).unwrap_or(u64::MAX),
-        );
-        let description = crate::openapi::description(self.state.max_delay_ms);
-        let app = router(self.state, self.metrics, description);
-        let serving = telemetry::edge::Serving {
-            edge: &self.config.edge,
-            // B is an edge anyone may call: a caller cannot write its own attempt number.
-            attempt_header: telemetry::observe::AttemptHeader::Ignored,
-        };
-        self.bound.serve(app, stop, serving).await?;
-        Ok(())
-    }
+    settings: telemetry::observe::Settings,
+) -> Result<Application, StartupError> {
+    let provider = Provider::start(
+        &config.provider,
+        &settings,
+        std::sync::Arc::new(crate::metrics::ProviderMetrics::register(
+            settings.metrics(),
+        )),
+    )
+    .await?;
+    settings.metrics().expose(provider.fleet().exposition());
+    let knobs = provider.clone();
+    let bound = telemetry::service::Bound::bind(
+        // Each request in flight may hold one connection to A.
+        (&config.edge, 1),
+        config.serve.listen,
+        config.fault_listen,
+        crate::faults::switch(knobs),
+        config
+            .fault
+            .clone()
+            .and_then(|crate::faults::StartupFault(fault)| fault),
+        // B's faults never take it down.
+        None,
+    )
+    .await?;
+    telemetry::event!(
+        INFO,
+        "listening",
+        addr = %bound.local_addr()?,
+        provider_url = %config.provider.provider_url.0.iter()
+            .map(|base| crate::fleet::endpoint::joined(base, "token").to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        provider_timeout_ms = config.provider.provider_timeout_ms,
+        provider_attempts = config.provider.provider_attempts,
+        worst_case_call_ms = u64::try_from(config.provider.worst_case_call().as_millis()).unwrap_or(u64::MAX),
+    );
+    let state = AppState {
+        provider,
+        max_delay_ms: config.max_delay_ms,
+    };
+    let description = crate::openapi::description(state.max_delay_ms);
+    let routes = router(state, settings.metrics().clone(), description);
+    Ok(Application::new(
+        bound,
+        routes,
+        config.edge,
+        // B is an edge anyone may call: a caller cannot write its own attempt number.
+        telemetry::observe::AttemptHeader::Ignored,
+        settings,
+    ))
 }

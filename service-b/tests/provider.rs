@@ -91,9 +91,13 @@ async fn stub(behaviour: Stub) -> (String, Arc<AtomicUsize>) {
 async fn provider(url: &str, flags: &[&str]) -> Provider {
     let mut args = vec!["service-b", "--provider-url", url];
     args.extend_from_slice(flags);
-    let metrics = std::sync::Arc::new(service_b::metrics::ProviderMetrics::register());
+    let observe = telemetry::observe::Settings::in_process();
+    let metrics = std::sync::Arc::new(service_b::metrics::ProviderMetrics::register(
+        observe.metrics(),
+    ));
     Provider::start(
         &Config::try_parse_from(args).expect("flags").provider,
+        &observe,
         metrics,
     )
     .await
@@ -399,7 +403,11 @@ async fn an_endless_answer_is_refused_once_past_the_limit() {
 
 #[tokio::test]
 async fn two_providers_in_one_process_keep_their_own_labels() {
-    let (metrics, recorder) = telemetry::observe::Metrics::build(&[]).expect("recorder");
+    let (metrics, recorder) = telemetry::observe::Metrics::build(
+        &[],
+        telemetry::observe::export::losses::Losses::leaked(),
+    )
+    .expect("recorder");
     let _recorder = metrics::set_default_local_recorder(&recorder);
     let (first, _) = stub(Stub::Reply(TOKEN)).await;
     let (second, _) = stub(Stub::Reply(UNAVAILABLE)).await;

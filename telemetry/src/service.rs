@@ -1,6 +1,7 @@
 //! The shape both services start in: bind the listener (and, when a lab asks, the fault
 //! endpoint), then serve the service's routes until a signal. A service's `startup.rs`
-//! builds its state and routes; [`Bound`] does the rest the same way for both.
+//! binds with [`Bound`], builds its state and routes, and returns an [`Application`], which
+//! serves them the same way for both.
 
 use std::future::Future;
 use std::io;
@@ -11,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::edge::{BindError, ConnectionLimits, EdgeArgs, LimitsError, Serving};
 use crate::faults::{Fault, FaultSwitch, Lab, ListenError, Plug};
+use crate::observe::{AttemptHeader, Settings};
 
 /// Why a service could not bind.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +78,7 @@ impl<F: Fault> Bound<F> {
 
     /// Serves `routes` as `serving` says until `stop` resolves (see [`crate::edge::serve`]),
     /// with the fault endpoint beside it when there is one.
-    pub async fn serve(
+    async fn serve(
         mut self,
         routes: Router,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -90,5 +92,57 @@ impl<F: Fault> Bound<F> {
             }
             None => crate::edge::serve(self.listener, routes, stop, serving, &self.limits).await,
         }
+    }
+}
+
+/// A bound service with its routes, ready to serve: what each service's `startup::build`
+/// returns (zero2prod's `Application`). Port 0 picks a free port: read it back with
+/// [`Self::local_addr`].
+#[derive(Debug)]
+pub struct Application<F> {
+    bound: Bound<F>,
+    routes: Router,
+    edge: EdgeArgs,
+    attempt_header: AttemptHeader,
+    settings: Settings,
+}
+
+impl<F: Fault> Application<F> {
+    /// `routes` (the service's own, with their state) to be served on `bound` within the
+    /// `edge` limits, every request observed with `settings`; `attempt_header` says
+    /// whether a caller's `x-attempt` is shown.
+    pub fn new(
+        bound: Bound<F>,
+        routes: Router,
+        edge: EdgeArgs,
+        attempt_header: AttemptHeader,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            bound,
+            routes,
+            edge,
+            attempt_header,
+            settings,
+        }
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.bound.local_addr()
+    }
+
+    /// Serves until `stop` resolves, then drains in-flight requests (bounded by
+    /// `--shutdown-grace-ms`).
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let serving = Serving {
+            edge: &self.edge,
+            attempt_header: self.attempt_header,
+            observe: &self.settings,
+        };
+        self.bound.serve(self.routes, stop, serving).await
     }
 }

@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use telemetry::edge::{SlidingWindow, SlotClock};
+use telemetry::window::{SlidingWindow, SlotClock};
 use tokio::time::Instant;
 
 use crate::resilience::Judged;

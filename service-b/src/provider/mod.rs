@@ -92,14 +92,16 @@ pub struct Provider {
 
 impl Provider {
     /// A client for A with the endpoints, timeouts, retry policy, budget and breaker of
-    /// `config`, recording into `metrics`. Names in `--provider-url` are resolved once here
-    /// (one that does not resolve yet is retried in the background).
+    /// `config`, recording into `metrics`, each attempt observed with `observe`. Names in
+    /// `--provider-url` are resolved once here (one that does not resolve yet is retried in
+    /// the background).
     pub async fn start(
         config: &ProviderConfig,
+        observe: &telemetry::observe::Settings,
         metrics: Arc<ProviderMetrics>,
     ) -> Result<Self, reqwest::Error> {
         let timeout = config.provider_timeout();
-        let fleet = Fleet::start(config.fleet_settings(), connector(config)).await?;
+        let fleet = Fleet::start(config.fleet_settings(), connector(config, observe)).await?;
         let (min, max) = config.retry_backoff();
         Ok(Self {
             fleet,
@@ -316,7 +318,8 @@ impl Provider {
 /// the endpoint's address when B resolved it (so the URL and `Host` stay the name); and for
 /// attempts, telemetry's client span (one per base URL, so each target's series are its own)
 /// and A's answer read whole.
-fn connector(config: &ProviderConfig) -> Connect {
+fn connector(config: &ProviderConfig, observe: &telemetry::observe::Settings) -> Connect {
+    let observe = observe.clone();
     let timeout = config.provider_timeout();
     let idle = Duration::from_millis(config.pool_idle_timeout_ms);
     let observers: Mutex<HashMap<Url, Arc<ClientCalls>>> = Mutex::default();
@@ -339,6 +342,7 @@ fn connector(config: &ProviderConfig) -> Connect {
             .entry(base.clone())
             .or_insert_with(|| {
                 Arc::new(ClientCalls::new(
+                    &observe,
                     &token_url,
                     attempt::error_type,
                     &attempt::known_outcomes(),

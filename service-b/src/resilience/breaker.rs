@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use telemetry::edge::{SlidingWindow, SlotClock};
+use telemetry::window::{SlidingWindow, SlotClock};
 use tokio::time::Instant;
 
 use super::{Judged, WINDOW_SLOTS, totals};

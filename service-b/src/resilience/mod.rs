@@ -6,7 +6,7 @@
 mod breaker;
 mod budget;
 
-use telemetry::edge::SlidingWindow;
+use telemetry::window::SlidingWindow;
 
 pub use breaker::{Admission, BreakerPolicy, CircuitBreaker, CircuitState, Evidence, Permit};
 pub use budget::RetryBudget;

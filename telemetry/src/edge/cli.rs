@@ -11,7 +11,10 @@ pub fn parse_share(text: &str) -> Result<f64, String> {
 /// A whole number from `min` to `max`, for `value_parser`. Negative and fractional input
 /// reach it (flags take `allow_negative_numbers`) and are refused with the range, instead
 /// of clap's "unexpected argument '-5'" or Rust's "invalid digit found in string".
-pub fn whole<T>(min: u64, max: u64) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
+pub fn parse_whole_in<T>(
+    min: u64,
+    max: u64,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync
 where
     T: TryFrom<u64>,
 {
@@ -56,7 +59,7 @@ mod tests {
 
     #[test]
     fn whole_numbers_say_their_range() {
-        let millis = whole::<u64>(1, 60_000);
+        let millis = parse_whole_in::<u64>(1, 60_000);
         assert_eq!(millis("250"), Ok(250));
         for bad in ["-5", "0", "60001", "1.5", "soon", ""] {
             assert_eq!(
@@ -65,7 +68,7 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!(whole::<u32>(1, 10)("3"), Ok(3u32));
+        assert_eq!(parse_whole_in::<u32>(1, 10)("3"), Ok(3u32));
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub fn error_body(message: &str) -> Vec<u8> {
 
 /// A JSON number that is a whole, non-negative number: `300`, and also `300.0`, which JSON
 /// (and JSON Schema's `integer`) count as the same number. `None` for anything else.
-pub fn whole_number(value: &serde_json::Value) -> Option<u64> {
+pub fn json_whole_number(value: &serde_json::Value) -> Option<u64> {
     value.as_u64().or_else(|| {
         // Whole floats up to 2^53, where f64 still holds every integer exactly.
         const EXACT: f64 = 9_007_199_254_740_992.0;

@@ -15,9 +15,8 @@
 //! span, so what it did shows on the request's log line, span and metrics.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -28,6 +27,7 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tower::{Layer, Service};
 
+use crate::around::{Around, Wrapped};
 use crate::edge::connection::BodyArriving;
 use crate::edge::http::{BODY_LIMIT, error};
 
@@ -98,7 +98,7 @@ impl Protections {
         );
         let shed = Shed::ALL.map(|limit| {
             let counter = metrics::counter!(REQUESTS_SHED, "limit" => limit.label());
-            counter.absolute(0);
+            counter.increment(0);
             counter
         });
         Self(Arc::new(Guarded { limits, shed }))
@@ -109,39 +109,20 @@ impl<S> Layer<S> for Protections {
     type Service = Protected<S>;
 
     fn layer(&self, inner: S) -> Protected<S> {
-        Protected {
-            inner,
-            limits: Arc::clone(&self.0),
-        }
+        Wrapped::new(inner, self.clone())
     }
 }
 
 /// A service (a route) behind the [`Protections`].
-#[derive(Debug, Clone)]
-pub struct Protected<S> {
-    inner: S,
-    limits: Arc<Guarded>,
-}
+pub type Protected<S> = Wrapped<S, Protections>;
 
-impl<S> Service<Request> for Protected<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        // The clone made ready serves this request; a fresh one waits for the next.
-        let inner = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, inner);
-        let limits = Arc::clone(&self.limits);
-        Box::pin(async move { Ok(protect(limits, request, inner).await) })
+impl Around for Protections {
+    fn around<S>(self, request: Request, inner: S) -> impl Future<Output = Response> + Send
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+        S::Future: Send,
+    {
+        protect(self.0, request, inner)
     }
 }
 

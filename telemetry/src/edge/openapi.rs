@@ -12,7 +12,7 @@
 
 use serde_json::{Value, json};
 
-use crate::observe::request_id;
+use crate::observe::requests::id as request_id;
 
 /// Media type of every JSON body.
 pub const JSON: &str = "application/json";

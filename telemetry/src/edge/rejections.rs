@@ -45,20 +45,12 @@ impl ConnEvent {
     }
 }
 
-pub(crate) fn register_metrics() {
-    metrics::describe_counter!(
-        CONNECTION_ERRORS,
-        "Connections refused or closed because of what the client sent or how many there were, by kind"
-    );
-    for event in ConnEvent::ALL {
-        metrics::counter!(CONNECTION_ERRORS, "kind" => event.label()).absolute(0);
-    }
-}
-
 /// Counts every connection event, and logs at most one line a second per kind, carrying
 /// how many went unlogged since the previous line.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct EventLog {
+    /// Per kind: its `http_connection_errors_total` series, registered once.
+    counted: [metrics::Counter; ConnEvent::ALL.len()],
     /// Per kind: the second (since the first event) of the last line, plus one (0: never).
     last_logged: [AtomicU64; ConnEvent::ALL.len()],
     /// Per kind: events not logged since the last line.
@@ -66,8 +58,26 @@ pub(crate) struct EventLog {
 }
 
 impl EventLog {
+    /// The log, its series described and registered (at zero from the start).
+    pub(crate) fn new() -> Self {
+        metrics::describe_counter!(
+            CONNECTION_ERRORS,
+            "Connections refused or closed because of what the client sent or how many there were, by kind"
+        );
+        let counted = ConnEvent::ALL.map(|event| {
+            let counter = metrics::counter!(CONNECTION_ERRORS, "kind" => event.label());
+            counter.increment(0);
+            counter
+        });
+        Self {
+            counted,
+            last_logged: Default::default(),
+            unlogged: Default::default(),
+        }
+    }
+
     pub(crate) fn record(&self, event: ConnEvent, peer: Option<SocketAddr>) {
-        metrics::counter!(CONNECTION_ERRORS, "kind" => event.label()).increment(1);
+        self.counted[event as usize].increment(1);
         if event == ConnEvent::AcceptFailed {
             return; // the accept loop logs its bursts itself
         }
@@ -83,8 +93,9 @@ impl EventLog {
             return;
         }
         let unlogged = self.unlogged[index].swap(0, Relaxed);
-        tracing::warn!(
-            event = "connection_rejected",
+        crate::event!(
+            WARN,
+            "connection_rejected",
             kind = event.label(),
             peer = peer.map(|p| p.to_string()),
             unlogged,

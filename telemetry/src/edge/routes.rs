@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::edge::http::{ErrorBody, Json, error};
-use crate::observe::exemplars::OPENMETRICS_CONTENT_TYPE;
 use crate::observe::metrics::PROMETHEUS_CONTENT_TYPE;
+use crate::observe::metrics::exemplars::OPENMETRICS_CONTENT_TYPE;
 use crate::observe::{Metrics, Tally};
 
 /// Body of `GET /health`.

@@ -101,11 +101,11 @@ pub(crate) fn serve(listener: TcpListener, router: axum::Router) {
         addr.port(),
         only_local,
     ));
-    tracing::warn!(event = "fault_endpoint", addr = %addr,
-        "faults can be switched on at run time: PUT http://{addr}/faults");
+    crate::event!(WARN, "fault_endpoint", addr = %addr,
+        details = %format_args!("faults can be switched on at run time: PUT http://{addr}/faults"));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
-            tracing::error!(event = "fault_endpoint_failed", error = %error);
+            crate::event!(ERROR, "fault_endpoint_failed", error = %error);
         }
     });
 }

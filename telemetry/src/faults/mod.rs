@@ -66,7 +66,7 @@ impl<F> std::fmt::Debug for FaultSwitch<F> {
 impl<F: Fault> FaultSwitch<F> {
     /// Nothing switched on; `on_switch` runs with each fault switched on (`None`: off).
     pub fn new(on_switch: impl Fn(Option<&F>) + Send + Sync + 'static) -> Self {
-        Scenarios::describe();
+        Scenarios::describe_series();
         Self {
             injected: RwLock::new(None),
             scenarios: Scenarios::default(),
@@ -226,7 +226,7 @@ impl Scenarios {
     }
 
     /// Describes the gauge (once, at start-up).
-    pub fn describe() {
+    pub fn describe_series() {
         metrics::describe_gauge!(
             ACTIVE,
             "1 for the fault scenario switched on now through the fault endpoint, 0 for others seen"

@@ -1,45 +1,27 @@
 //! Observation: what happens in a service is seen, in logs, traces and metrics, and what
-//! telemetry itself could not deliver is counted. The entry point is [`init`] (the
-//! crate's `run` calls it); everything a service names is re-exported here.
+//! telemetry itself could not deliver is counted. Three rooms (logs, traces, metrics), the
+//! requests that all three observe, and the exports with what they lost; each a folder whose
+//! `mod.rs` says what each file is for. The entry point is [`init`] (the crate's `run`
+//! calls it); everything a service names is re-exported here.
 //!
-//! | file | what |
+//! | file or folder | what |
 //! |---|---|
-//! | [`requests`] | one request in: one server span, one log line, one set of metric samples |
-//! | [`request_metrics`] | the server's request series, registered once per route and outcome |
-//! | [`request_id`] | `X-Request-ID`: validated or generated, echoed |
-//! | [`logging`] | the JSON log line format, and the request context every line carries |
-//! | [`log_line`] | one JSON line, written in place and escaped only where needed |
-//! | [`log_writer`] | stdout behind a bounded queue |
+//! | [`start`] | [`init`]: the subscriber, recorder and propagator installed, and the [`Telemetry`] that flushes them |
+//! | [`settings`] | what the layers observe with, held as fields: [`Settings`] |
 //! | [`otel_env`] | the `OTEL_*` variables: each honoured or refused at start |
-//! | [`process`] | the process's CPU, memory, descriptors and threads, from `/proc` |
-//! | [`otlp_logs`] | the same lines as OTLP log records, when asked for |
-//! | [`otlp_http`] | the client OTLP exports are sent with: retries within the export timeout, and how a failure ended |
-//! | [`outbound`] | one outbound call: client span, trace context on the request, duration |
-//! | [`traces`] | spans as OpenTelemetry spans, their sampling and OTLP export |
-//! | [`context`] | W3C trace context in and out of headers, and a span's ids |
-//! | [`forwarded`] | what of a caller's trace context goes on to a callee, within W3C's bounds |
-//! | [`export_queue`] | the bounded, counted queues in front of the OTLP exporters |
-//! | [`metrics`] | the recorder and its three renderings |
-//! | [`exemplars`] | the trace behind a histogram bucket, and OpenMetrics |
-//! | [`losses`] | what telemetry lost, counted where it was lost |
+//! | [`logs`] | JSON log lines on stdout behind a bounded queue, and as OTLP log records |
+//! | [`traces`] | spans as OpenTelemetry spans: sampling, W3C trace context in and out, OTLP export |
+//! | [`metrics`] | the recorder, its three renderings, exemplars, the process's own series |
+//! | [`requests`] | one request in and one call out, observed: spans, log line, series, request id |
+//! | [`export`] | the queues and client in front of the OTLP exporters, and what telemetry lost |
 
-pub mod context;
-pub mod exemplars;
-pub mod export_queue;
-pub mod forwarded;
-pub mod log_line;
-pub mod log_writer;
-pub mod logging;
-pub mod losses;
+pub mod export;
+pub mod logs;
 pub mod metrics;
 pub mod otel_env;
-pub mod otlp_http;
-pub mod otlp_logs;
-pub mod outbound;
-pub mod process;
-pub mod request_id;
-pub mod request_metrics;
 pub mod requests;
+pub mod settings;
+pub mod start;
 pub mod traces;
 
 /// A structured event named `$name`: `"event": $name` in the JSON log line, and the span
@@ -66,190 +48,15 @@ macro_rules! event {
     };
 }
 
-pub use context::{CallerTraceContext, SpanIds, current_ids, inject};
-pub use exemplars::ExemplarHistogram;
-pub use logging::LogContext;
-pub use metrics::{CLIENT_DURATION, Exposition, Metrics, Tally};
-pub use outbound::{Classify, ClientCalls, Observed, Outbound};
-pub use request_id::{HEADER as REQUEST_ID_HEADER, RequestId};
-pub use requests::{ATTEMPT_HEADER, AttemptHeader, ClientAddress, TIMEOUT_HEADER};
-
-use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
-use tracing_subscriber::layer::Filter;
-use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _};
-
-/// The log filter when `RUST_LOG` is unset: INFO, except reqwest-retry's own free-text
-/// "Retry attempt #n" warnings, which service B replaces with structured
-/// `provider_call_failed` events.
-pub const DEFAULT_LOG_FILTER: &str = "info,reqwest_retry=error";
-
-/// Target of the per-request log line: it is the span's own summary, so it goes to the log
-/// only, not onto the span as an event.
-pub const ACCESS_LOG: &str = "access_log";
-
-/// Telemetry settings both services take as flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
-pub struct TelemetryArgs {
-    /// Also trace `GET /health` and `GET /metrics` (off: probes and scrapes would otherwise
-    /// be a large share of all traces; their log lines keep trace ids either way).
-    #[arg(long, env = "TRACE_PROBES")]
-    pub trace_probes: bool,
-
-    /// How to treat the trace context callers send: `trust` joins the caller's trace
-    /// (honouring its sampled flag and passing its baggage on), `restart` starts a new trace
-    /// linked to the caller's span (for a service anyone outside may call), `ignore` starts
-    /// a new trace and reads nothing the caller sent.
-    #[arg(long, env = "CALLER_TRACE_CONTEXT", value_enum, default_value_t)]
-    pub caller_trace_context: context::CallerTraceContext,
-}
-
-/// Owns what must be flushed on the way out: the log writer thread and the span exporter.
-/// Call [`Telemetry::shutdown`] after the server has drained.
-#[derive(Debug)]
-pub struct Telemetry {
-    log_guard: log_writer::FlushGuard,
-    notices: losses::Notices,
-    traces: traces::Traces,
-    logs: Option<otlp_logs::OtlpLogs>,
-    /// The process's metrics: counters for `/metrics` in both formats.
-    pub metrics: metrics::Metrics,
-}
-
-/// Why telemetry could not start. Every case is a start-up misconfiguration.
-#[derive(Debug, thiserror::Error)]
-pub enum InitError {
-    /// `RUST_LOG` does not parse as a filter.
-    #[error("RUST_LOG is not a valid filter: {0}")]
-    LogFilter(#[from] tracing_subscriber::filter::ParseError),
-    /// A global subscriber or recorder was already installed in this process.
-    #[error("telemetry was already initialised in this process: {0}")]
-    AlreadyInitialised(String),
-    /// An `OTEL_*` variable asks for something this build cannot honour.
-    #[error("{0}")]
-    Environment(String),
-    /// The OTLP exporter settings are unusable.
-    #[error("trace export is misconfigured: {0}")]
-    Traces(String),
-}
-
-/// Installs logging, tracing and metrics for the whole process. Call once, from `main`,
-/// inside the Tokio runtime (metrics upkeep runs as a task on it).
-///
-/// - Logs: one JSON object per line on stdout, queued and written by a background thread
-///   (see [`log_writer`]): a slow, blocked or closed stdout never stalls a request; what
-///   it cannot take is dropped and counted (see [`losses`]). `RUST_LOG` (default
-///   [`DEFAULT_LOG_FILTER`]) chooses the *lines* of this output (and of the OTLP log
-///   records) only: spans at INFO and above are created whatever it says, so a quiet log
-///   never breaks trace propagation, and a warning inside a request still carries the
-///   request's id and trace ids.
-/// - Traces: see [`traces`]. Ids are real W3C ids even when nothing is exported.
-/// - Metrics: see [`metrics`].
-///
-/// `timeouts` are the service's own timeouts: each gets a histogram bucket boundary at and
-/// just above it (see [`metrics::timeout_bounds`]).
-pub fn init(
-    service: &'static str,
-    args: &TelemetryArgs,
-    timeouts: &[std::time::Duration],
-) -> Result<Telemetry, InitError> {
-    let (writer, log_guard) = log_writer::stdout_writer();
-    // One resource for spans, log records and target_info: one service.instance.id.
-    let (env, warnings) = otel_env::check().map_err(InitError::Environment)?;
-    if let Some(methods) = &env.known_methods {
-        request_metrics::set_known_methods(methods);
-    }
-    otel_env::set(env.clone());
-    context::set_caller_trace_context(args.caller_trace_context);
-    let resource = traces::resource(service, &env);
-    // One name everywhere: OTEL_SERVICE_NAME (or the resource's) on every line and scope.
-    let service = traces::service_name(&resource, service);
-    let traces = traces::Traces::init(service, resource.clone(), args.trace_probes, &env)
-        .map_err(InitError::Traces)?;
-    let logs =
-        otlp_logs::OtlpLogs::init(service, resource.clone(), &env).map_err(InitError::Traces)?;
-    let records = match &logs {
-        Some(logs) => Some(logs.layer().with_filter(log_filter()?)),
-        None => None,
-    };
-
-    let subscriber = tracing_subscriber::registry()
-        .with(logging::layer(service, writer).with_filter(log_filter()?))
-        // The same lines, as OTLP log records, when OTEL_LOGS_EXPORTER=otlp.
-        .with(records)
-        // Spans at INFO and above become OpenTelemetry spans whatever RUST_LOG says: a
-        // filter on this layer that disabled B's attempt span would stop `traceparent`
-        // from being sent. DEBUG and TRACE callsites from dependencies stay disabled for both
-        // layers, so they cost nothing. Left off the spans: the access log line (the span
-        // says it all), reqwest-retry's free-text retry warnings (B's attempt spans carry
-        // structured ones), and an unsampled request with all inside it (see `traces`).
-        .with(
-            traces.layer().with_filter(
-                Targets::new()
-                    .with_default(LevelFilter::INFO)
-                    .with_target(ACCESS_LOG, LevelFilter::OFF)
-                    .with_target("reqwest_retry", LevelFilter::OFF)
-                    .with_target(traces::UNRECORDED, LevelFilter::OFF)
-                    .and(traces::InsideRecorded),
-            ),
-        );
-    tracing::subscriber::set_global_default(subscriber)
-        .map_err(|e| InitError::AlreadyInitialised(e.to_string()))?;
-    for warning in warnings {
-        crate::event!(
-            WARN,
-            "otel_setting_ignored",
-            variable = warning.variable.as_str(),
-            reason = warning.reason.as_str()
-        );
-    }
-
-    let metrics =
-        metrics::Metrics::install(timeouts, &resource).map_err(InitError::AlreadyInitialised)?;
-    Ok(Telemetry {
-        log_guard,
-        notices: losses::Notices::start(service),
-        traces,
-        logs,
-        metrics,
-    })
-}
-
-/// The filter of a log output (the JSON lines, the OTLP log records): `RUST_LOG` (default
-/// [`DEFAULT_LOG_FILTER`]) chooses the lines, and every span at INFO and above is kept
-/// whatever it says, for the context it carries: a request's id and trace ids on every line
-/// inside it, and, for an unsampled request, the ids a call onwards sends (no other layer
-/// keeps that span: see [`traces`]).
-fn log_filter<S>() -> Result<impl Filter<S>, tracing_subscriber::filter::ParseError>
-where
-    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-{
-    let lines = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(directives),
-        _ => EnvFilter::try_new(DEFAULT_LOG_FILTER),
-    }?;
-    let spans = filter_fn(|meta| meta.is_span() && *meta.level() <= tracing::Level::INFO)
-        .with_max_level_hint(LevelFilter::INFO);
-    Ok(lines.or(spans))
-}
-
-/// How long each sink gets to take what is still queued at shutdown: the span and log
-/// record exporters (together), then stdout. A sink that is stuck or gone cannot hold the
-/// process longer; what it did not take is counted (see [`losses`]).
-pub const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-impl Telemetry {
-    /// Flushes spans and log records still in their batches, then the log lines still
-    /// queued, each within [`FLUSH_GRACE`], and says on stderr what was lost, if anything.
-    pub async fn shutdown(self) {
-        let spans = self.traces.shutdown(FLUSH_GRACE);
-        let records = async {
-            if let Some(logs) = self.logs {
-                logs.shutdown(FLUSH_GRACE).await;
-            }
-        };
-        tokio::join!(spans, records);
-        self.log_guard.finish(FLUSH_GRACE);
-        self.notices.finish(std::time::Duration::from_millis(200));
-    }
-}
+pub use metrics::{
+    CLIENT_DURATION, ExemplarHistogram, Exposition, Metrics, SERVER_REQUESTS, Tally,
+};
+pub use requests::{
+    ATTEMPT_HEADER, AttemptHeader, Classify, ClientAddress, ClientCalls, Observed, Outbound,
+    REQUEST_ID_HEADER, RequestId, TIMEOUT_HEADER,
+};
+pub use settings::Settings;
+pub use start::{
+    ACCESS_LOG, DEFAULT_LOG_FILTER, FLUSH_GRACE, InitError, Telemetry, TelemetryArgs, init,
+};
+pub use traces::{CallerTraceContext, Propagation, SpanIds, current_ids, inject};

@@ -6,7 +6,7 @@
 //! turns away (`queue_full`). An item leaves the count when the exporter receives it, which
 //! is after it left the SDK's queue, so the SDK's queue can never be the one that is full:
 //! every drop is a counted drop. The exporter wrapper ([`Counted`]) counts what the
-//! collector took or refused. See [`crate::observe::losses`] for the series.
+//! collector took or refused. See [`crate::observe::export::losses`] for the series.
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -19,7 +19,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, LogProcessor, SdkLogRecord};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
-use crate::observe::losses::{ExportError, Pipeline};
+use crate::observe::export::losses::{ExportError, Pipeline};
 
 /// The default capacity of the SDK's batch queues (`OTEL_BSP_MAX_QUEUE_SIZE`,
 /// `OTEL_BLRP_MAX_QUEUE_SIZE`).

@@ -32,10 +32,10 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::observe::export_queue::{Counted, Gate, GatedLogs};
-use crate::observe::logging::{CONTEXT_FIELDS, LogContext, OnRecord};
-use crate::observe::request_metrics::CALLER_GONE;
+use crate::observe::export::queue::{Counted, Gate, GatedLogs};
+use crate::observe::logs::format::{CONTEXT_FIELDS, LogContext, OnRecord};
 use crate::observe::requests::CLIENT_CLOSED_REQUEST;
+use crate::observe::requests::series::CALLER_GONE;
 
 /// Whether log records are to be exported: `OTEL_LOGS_EXPORTER=otlp` and an endpoint.
 pub fn configured(env: &crate::observe::otel_env::OtelEnv) -> bool {
@@ -54,6 +54,7 @@ pub fn configured(env: &crate::observe::otel_env::OtelEnv) -> bool {
 pub struct OtlpLogs {
     provider: SdkLoggerProvider,
     service: &'static str,
+    losses: &'static crate::observe::export::losses::Losses,
 }
 
 impl OtlpLogs {
@@ -62,21 +63,23 @@ impl OtlpLogs {
         service: &'static str,
         resource: opentelemetry_sdk::Resource,
         env: &crate::observe::otel_env::OtelEnv,
+        losses: &'static crate::observe::export::losses::Losses,
     ) -> Result<Option<Self>, String> {
         if !configured(env) {
             return Ok(None);
         }
         use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
-        let pipeline = &crate::observe::losses::losses().log_records;
+        let pipeline = &losses.log_records;
         let client =
-            crate::observe::otlp_http::RetryingClient::new(env.logs_export_timeout, pipeline)?;
+            crate::observe::export::client::RetryingClient::new(env.logs_export_timeout, pipeline)?;
         let exporter = opentelemetry_otlp::LogExporter::builder()
             .with_http()
             .with_http_client(client)
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .build()
             .map_err(|e| e.to_string())?;
-        let capacity = crate::observe::export_queue::capacity_from_env("OTEL_BLRP_MAX_QUEUE_SIZE")?;
+        let capacity =
+            crate::observe::export::queue::capacity_from_env("OTEL_BLRP_MAX_QUEUE_SIZE")?;
         let batch = BatchLogProcessor::builder(Counted::new(exporter, pipeline))
             .with_batch_config(
                 BatchConfigBuilder::default()
@@ -88,7 +91,11 @@ impl OtlpLogs {
             .with_resource(resource)
             .with_log_processor(GatedLogs::new(batch, Gate::new(pipeline, capacity)))
             .build();
-        Ok(Some(Self { provider, service }))
+        Ok(Some(Self {
+            provider,
+            service,
+            losses,
+        }))
     }
 
     /// The layer that turns each event into a log record.
@@ -112,7 +119,7 @@ impl OtlpLogs {
             tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(grace)),
         )
         .await;
-        crate::observe::losses::losses().log_records.give_up();
+        self.losses.log_records.give_up();
     }
 }
 

@@ -30,12 +30,12 @@ use reqwest::{Request, Response, Url};
 use reqwest_middleware::{Middleware, Next};
 use tracing::Span;
 
-use crate::observe::context::{self, SpanIds};
-use crate::observe::exemplars::ExemplarHistogram;
-use crate::observe::logging::LogContext;
+use crate::observe::logs::format::LogContext;
 use crate::observe::metrics::CLIENT_DURATION;
-use crate::observe::request_metrics::method_label;
-use crate::observe::requests::{REDACTED, protocol_version, redacted_query};
+use crate::observe::metrics::exemplars::ExemplarHistogram;
+use crate::observe::requests::server_span::{REDACTED, protocol_version, redacted_query};
+use crate::observe::settings::Settings;
+use crate::observe::traces::{self, SpanIds};
 
 /// What the caller says of one call, in the request's `Extensions`.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +66,7 @@ pub type Classify = fn(&reqwest_middleware::Result<Response>) -> Option<Cow<'sta
 
 /// The middleware; see the module docs.
 pub struct ClientCalls {
+    settings: Settings,
     classify: Classify,
     /// `server.address`, `server.port` and `url.template` of the one target this client
     /// calls, fixed when it is built: one middleware per callee, so its series are its own.
@@ -99,14 +100,17 @@ impl std::fmt::Debug for ClientCalls {
 
 impl ClientCalls {
     /// The middleware for a client that calls `target` (its path has no parameters, so it
-    /// is its own `url.template`), with the caller's `classify`; the duration series of the
-    /// `known` `(status, error.type)` pairs of `POST` calls exist, at zero, from the start.
+    /// is its own `url.template`), observing as `settings` say, with the caller's
+    /// `classify`; the duration series of the `known` `(status, error.type)` pairs of `POST`
+    /// calls exist, at zero, from the start.
     pub fn new(
+        settings: &Settings,
         target: &Url,
         classify: Classify,
         known: &[(Option<u16>, Option<Cow<'static, str>>)],
     ) -> Self {
         let calls = Self {
+            settings: settings.clone(),
             classify,
             target: Target {
                 address: target.host_str().unwrap_or_default().to_owned(),
@@ -151,7 +155,10 @@ impl ClientCalls {
         if let Some(error_type) = &key.3 {
             labels.push(("error_type", error_type.to_string()));
         }
-        let created = ExemplarHistogram::register(CLIENT_DURATION, &labels);
+        let created = self
+            .settings
+            .metrics
+            .exemplar_histogram(CLIENT_DURATION, &labels);
         self.durations
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -170,10 +177,15 @@ impl Middleware for ClientCalls {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
         let call = extensions.get::<Outbound>().cloned().unwrap_or_default();
-        let method = method_label(request.method());
+        let method = self.settings.known_methods.label(request.method());
         let version = protocol_version(request.version());
         let span = client_span(&request, &call, version);
-        let ids = context::inject(&span, request.headers_mut(), &call.request_id);
+        let ids = traces::inject(
+            self.settings.propagation,
+            &span,
+            request.headers_mut(),
+            &call.request_id,
+        );
         LogContext {
             request_id: call.request_id,
             ids,
@@ -289,14 +301,21 @@ mod tests {
 
     #[test]
     fn two_clients_keep_their_own_targets_in_their_series() {
-        let (metrics, recorder) = crate::observe::Metrics::build(&[]).expect("recorder");
+        let settings = Settings::in_process();
+        let (metrics, recorder) =
+            crate::observe::Metrics::build(&[], crate::observe::export::losses::Losses::leaked())
+                .expect("recorder");
+        let settings = Settings {
+            metrics,
+            ..settings
+        };
         metrics::with_local_recorder(&recorder, || {
             let first = Url::parse("http://10.0.0.1:8080/token").expect("url");
             let second = Url::parse("http://provider.example:9000/v2/token").expect("url");
-            let _one = ClientCalls::new(&first, failed, &KNOWN);
-            let _two = ClientCalls::new(&second, failed, &KNOWN);
+            let _one = ClientCalls::new(&settings, &first, failed, &KNOWN);
+            let _two = ClientCalls::new(&settings, &second, failed, &KNOWN);
         });
-        let text = metrics.render_prometheus();
+        let text = settings.metrics().render_prometheus();
         for expected in [
             r#"server_address="10.0.0.1",server_port="8080",url_template="/token",network_protocol_version="1.1",http_response_status_code="200""#,
             r#"server_address="provider.example",server_port="9000",url_template="/v2/token",network_protocol_version="1.1",error_type="timeout""#,

@@ -10,6 +10,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use http::Method;
 
+use crate::observe::metrics::exemplars::Exemplars;
+
 /// Route label for requests that matched no route (their raw paths would explode the label
 /// set; the log line still shows the path).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -24,32 +26,51 @@ pub const DEFAULT_KNOWN_METHODS: [&str; 9] = [
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE",
 ];
 
-/// The known methods of this process, set once at start-up (see [`set_known_methods`]).
-static KNOWN_METHODS: OnceLock<Vec<&'static str>> = OnceLock::new();
+/// The HTTP methods a service names in its labels and span names; every other method is
+/// `_OTHER`. Held by the request layer and the outbound middleware.
+#[derive(Debug, Clone)]
+pub struct KnownMethods(Arc<[&'static str]>);
 
-/// Makes `methods` the known methods (`OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`). Called
-/// once, before the first request; later calls change nothing.
-pub fn set_known_methods(methods: &[String]) {
-    // Leaked once per process: each becomes a label value for the process's life.
-    let _ = KNOWN_METHODS.set(
-        methods
+impl Default for KnownMethods {
+    /// [`DEFAULT_KNOWN_METHODS`].
+    fn default() -> Self {
+        Self(DEFAULT_KNOWN_METHODS.into())
+    }
+}
+
+impl KnownMethods {
+    /// `methods` (`OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`), in place of the defaults.
+    /// Leaked, once per service started: each becomes a label value for the process's life.
+    pub fn named(methods: &[String]) -> Self {
+        Self(
+            methods
+                .iter()
+                .map(|m| &*Box::leak(m.clone().into_boxed_str()))
+                .collect(),
+        )
+    }
+
+    /// The method's label value: its name if known, `_OTHER` otherwise.
+    pub fn label(&self, method: &Method) -> &'static str {
+        self.0
             .iter()
-            .map(|m| &*Box::leak(m.clone().into_boxed_str()))
-            .collect(),
-    );
-}
+            .find(|known| **known == method.as_str())
+            .copied()
+            .unwrap_or(OTHER_METHOD)
+    }
 
-fn known_methods() -> &'static [&'static str] {
-    KNOWN_METHODS.get_or_init(|| DEFAULT_KNOWN_METHODS.to_vec())
-}
+    /// The position of a method label: in the known methods, `_OTHER` last.
+    fn index(&self, method: &'static str) -> usize {
+        self.0
+            .iter()
+            .position(|known| *known == method)
+            .unwrap_or(self.0.len())
+    }
 
-/// The method's label value: its name if known, `_OTHER` otherwise.
-pub fn method_label(method: &Method) -> &'static str {
-    known_methods()
-        .iter()
-        .find(|known| **known == method.as_str())
-        .copied()
-        .unwrap_or(OTHER_METHOD)
+    /// How many labels there are: the known methods and `_OTHER`.
+    fn labels(&self) -> usize {
+        self.0.len() + 1
+    }
 }
 
 /// `error.type` of a server span whose caller went away before the answer.
@@ -59,6 +80,8 @@ pub const CALLER_GONE: &str = "client_disconnected";
 /// recorder once and kept here, so a request builds no label set and looks nothing up.
 #[derive(Debug)]
 pub struct RequestMetrics {
+    known: KnownMethods,
+    exemplars: Exemplars,
     /// `http_server_active_requests` per method label (the known methods, then `_OTHER`),
     /// made on first use; read without a lock, since every request changes it.
     active: Vec<OnceLock<metrics::Gauge>>,
@@ -71,23 +94,30 @@ pub struct RequestMetrics {
 impl RequestMetrics {
     /// The series of a router whose routes serve `methods`: their gauges exist, at zero,
     /// from the first scrape.
-    pub fn new(methods: &[Method]) -> Self {
+    /// `known` names the method labels, and the duration histograms keep their exemplars
+    /// in `exemplars`.
+    pub fn new(known: KnownMethods, exemplars: Exemplars, methods: &[Method]) -> Self {
         let metrics = Self {
-            active: (0..=known_methods().len())
-                .map(|_| OnceLock::new())
-                .collect(),
+            active: (0..known.labels()).map(|_| OnceLock::new()).collect(),
+            known,
+            exemplars,
             routes: RwLock::default(),
             unmatched: OnceLock::new(),
         };
         for method in methods {
-            metrics.active(method_label(method)).set(0.0);
+            metrics.active(metrics.known.label(method)).set(0.0);
         }
         metrics
     }
 
+    /// The label of `method`: its name if known, `_OTHER` otherwise.
+    pub fn method_label(&self, method: &Method) -> &'static str {
+        self.known.label(method)
+    }
+
     /// `http_server_active_requests` for one method label.
     pub fn active(&self, method: &'static str) -> &metrics::Gauge {
-        self.active[method_index(method)].get_or_init(|| {
+        self.active[self.known.index(method)].get_or_init(|| {
             metrics::gauge!(
                 crate::observe::metrics::SERVER_ACTIVE,
                 "http_request_method" => method,
@@ -101,9 +131,9 @@ impl RequestMetrics {
         let new = |route: Option<&str>| {
             RouteHandles(Arc::new(Route {
                 route: route.map(Box::from),
-                names: (0..=known_methods().len())
-                    .map(|_| OnceLock::new())
-                    .collect(),
+                names: (0..self.known.labels()).map(|_| OnceLock::new()).collect(),
+                known: self.known.clone(),
+                exemplars: self.exemplars.clone(),
                 outcomes: RwLock::default(),
             }))
         };
@@ -127,14 +157,6 @@ impl RequestMetrics {
     }
 }
 
-/// The position of a method label: in the known methods, `_OTHER` last.
-pub(crate) fn method_index(method: &'static str) -> usize {
-    known_methods()
-        .iter()
-        .position(|known| *known == method)
-        .unwrap_or(known_methods().len())
-}
-
 /// Method, protocol version, status, and whether the status was sent (false: the caller
 /// went away).
 type OutcomeKey = (&'static str, &'static str, u16, bool);
@@ -145,7 +167,7 @@ pub struct OutcomeHandles {
     /// `http_requests_total{method,route,status}`.
     pub requests: metrics::Counter,
     /// `http_server_request_duration_seconds{…}`, with exemplars.
-    pub duration: crate::observe::exemplars::ExemplarHistogram,
+    pub duration: crate::observe::metrics::exemplars::ExemplarHistogram,
 }
 
 /// The metric handles of one route, registered once and reused.
@@ -164,6 +186,8 @@ struct Route {
     /// `{method} {route}` for each method label (the known methods, then `_OTHER`), made on
     /// first use: every request's span name, and its log line's endpoint.
     names: Vec<OnceLock<Box<str>>>,
+    known: KnownMethods,
+    exemplars: Exemplars,
     outcomes: RwLock<HashMap<OutcomeKey, OutcomeHandles>>,
 }
 
@@ -171,7 +195,7 @@ impl RouteHandles {
     /// The span name of a request with method label `method` on this route: `POST /token`,
     /// `HTTP /token` for a nonstandard method, the method alone when no route matched.
     pub fn name(&self, method: &'static str) -> &str {
-        let index = method_index(method);
+        let index = self.0.known.index(method);
         let prefix = if method == OTHER_METHOD {
             "HTTP"
         } else {
@@ -184,8 +208,8 @@ impl RouteHandles {
     }
 
     /// Runs `record` with the handles for one method, protocol version (`1.1`) and status
-    /// (`answered` false: the caller went away), lent rather than cloned: cloning meant three
-    /// reference counts shared by every request, moved between cores on each.
+    /// (`answered` false: the caller went away), lent rather than cloned, so requests share
+    /// no reference count that would move between cores on each.
     pub fn with_outcome(
         &self,
         method: &'static str,
@@ -228,8 +252,9 @@ impl RouteHandles {
             duration_labels.push(("error_type", status.to_string()));
         }
         let handles = OutcomeHandles {
-            requests: metrics::counter!("http_requests_total", &counter_labels),
-            duration: crate::observe::exemplars::ExemplarHistogram::register(
+            requests: metrics::counter!(crate::observe::metrics::SERVER_REQUESTS, &counter_labels),
+            duration: crate::observe::metrics::exemplars::ExemplarHistogram::register(
+                &self.0.exemplars,
                 crate::observe::metrics::SERVER_DURATION,
                 &duration_labels,
             ),

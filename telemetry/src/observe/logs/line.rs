@@ -1,6 +1,6 @@
 //! One JSON log line, written in place: keys in the order they are given, values escaped
 //! only when they need it, the timestamp formatted once per second. The layer in
-//! [`crate::observe::logging`] decides what goes on the line; this is how it is written.
+//! [`crate::observe::logs::format`] decides what goes on the line; this is how it is written.
 
 use std::fmt::{self, Write as _};
 use std::time::{Duration, SystemTime};
@@ -250,7 +250,8 @@ mod tests {
         }
         // tracing drops the inner event (its dispatcher refuses re-entry); whatever it
         // does, the outer line must come out whole.
-        let lines = crate::observe::logging::tests::lines_of(|| tracing::info!(outer = %Nested));
+        let lines =
+            crate::observe::logs::format::tests::lines_of(|| tracing::info!(outer = %Nested));
         assert_eq!(
             lines.last().expect("the outer line")["outer"],
             "outer value"

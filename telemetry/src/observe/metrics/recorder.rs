@@ -4,7 +4,7 @@
 //!
 //! The process recorder is a fan-out: every increment goes to the Prometheus exporter and to
 //! a [`Tally`], which keeps plain totals the JSON view can read back (the exporter cannot).
-//! Histogram buckets carry exemplars (see [`crate::observe::exemplars`]).
+//! Histogram buckets carry exemplars (see [`crate::observe::metrics::exemplars`]).
 //!
 //! The HTTP series follow the OpenTelemetry semantic conventions as Prometheus exposes them
 //! (`http.server.request.duration` becomes `http_server_request_duration_seconds` with
@@ -21,7 +21,8 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, Share
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use metrics_util::layers::FanoutBuilder;
 
-use crate::observe::exemplars::{Exemplars, to_openmetrics};
+use crate::observe::export::losses::Losses;
+use crate::observe::metrics::exemplars::{ExemplarHistogram, Exemplars, to_openmetrics};
 
 /// Content type of the Prometheus text exposition format (Prometheus 3 refuses a scrape
 /// without a valid one).
@@ -69,6 +70,12 @@ pub fn buckets(extra: &[f64]) -> Vec<f64> {
     all
 }
 
+/// The running build: 1, with its version as labels.
+pub const BUILD_INFO: &str = "build_info";
+/// The OpenTelemetry resource of the process: 1, with its attributes as labels.
+pub const TARGET_INFO: &str = "target_info";
+/// HTTP requests served, by method, route and status (the lab's counter).
+pub const SERVER_REQUESTS: &str = "http_requests_total";
 /// The histogram of server request durations (OpenTelemetry `http.server.request.duration`).
 pub const SERVER_DURATION: &str = "http_server_request_duration_seconds";
 /// Requests being handled (OpenTelemetry `http.server.active_requests`).
@@ -96,6 +103,8 @@ pub struct Metrics {
     tally: Tally,
     exemplars: Exemplars,
     expositions: Arc<RwLock<Vec<Arc<dyn Exposition>>>>,
+    /// What telemetry lost, published on every rendering.
+    losses: &'static Losses,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -106,14 +115,15 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Installs the process-wide recorder, with `timeouts` given their own bucket boundaries
-    /// and the resource's identity in `target_info`. Fails if one is already installed.
+    /// and the resource's identity in `target_info`, and the counts of what telemetry loses
+    /// registered in it ([`Self::losses`]). Fails if one is already installed.
     pub fn install(
         timeouts: &[Duration],
         resource: &opentelemetry_sdk::Resource,
     ) -> Result<Self, String> {
-        let (metrics, recorder) = Self::build(&timeout_bounds(timeouts))?;
+        let (mut metrics, recorder) = Self::build(&timeout_bounds(timeouts), Losses::leaked())?;
         metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
-        crate::observe::exemplars::install(metrics.exemplars.clone());
+        metrics.losses = Losses::registered();
         describe_shared();
         describe_process(resource);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -129,8 +139,13 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// The recorder without installing it, for tests (`metrics::with_local_recorder`).
-    pub fn build(extra_bounds: &[f64]) -> Result<(Self, impl Recorder + Sync + 'static), String> {
+    /// The recorder without installing it: for tests (`metrics::with_local_recorder`), and
+    /// for a service run inside a test process, whose handles then record nothing (the
+    /// process's one recorder is not this one) while its routes still answer.
+    pub fn build(
+        extra_bounds: &[f64],
+        losses: &'static Losses,
+    ) -> Result<(Self, impl Recorder + Sync + 'static), String> {
         let bounds = buckets(extra_bounds);
         let exporter = PrometheusBuilder::new()
             .set_buckets(&bounds)
@@ -142,6 +157,7 @@ impl Metrics {
             tally: tally.clone(),
             exemplars: Exemplars::new(&bounds),
             expositions: Arc::default(),
+            losses,
         };
         let recorder = FanoutBuilder::default()
             .add_recorder(exporter)
@@ -160,9 +176,9 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self) -> String {
-        crate::observe::losses::publish();
+        crate::observe::export::losses::publish(self.losses);
         let mut text = self.prometheus.render();
-        crate::observe::process::render(&mut text);
+        crate::observe::metrics::process::render(&mut text);
         for exposition in self
             .expositions
             .read()
@@ -183,6 +199,26 @@ impl Metrics {
     pub fn tally(&self) -> &Tally {
         &self.tally
     }
+
+    /// Registers histogram `name` with `labels`, its buckets keeping exemplars in this
+    /// store (see [`ExemplarHistogram`]).
+    pub fn exemplar_histogram(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, String)],
+    ) -> ExemplarHistogram {
+        ExemplarHistogram::register(&self.exemplars, name, labels)
+    }
+
+    /// Where histograms registered for this service keep their exemplars.
+    pub(crate) fn exemplars(&self) -> &Exemplars {
+        &self.exemplars
+    }
+
+    /// What telemetry lost, counted by the sinks of this service's telemetry.
+    pub fn losses(&self) -> &'static Losses {
+        self.losses
+    }
 }
 
 /// `build_info` and `target_info` (the resource, as OpenTelemetry's Prometheus exporters
@@ -196,19 +232,16 @@ fn describe_process(resource: &opentelemetry_sdk::Resource) {
     };
     let service = attribute("service.name");
     metrics::describe_gauge!(
-        "build_info",
+        BUILD_INFO,
         "The running build: 1, with its version as labels"
     );
     metrics::gauge!(
-        "build_info",
+        BUILD_INFO,
         "service" => service.clone(),
         "version" => env!("CARGO_PKG_VERSION"),
     )
     .set(1.0);
-    metrics::describe_gauge!(
-        "target_info",
-        "The OpenTelemetry resource of this process: 1"
-    );
+    metrics::describe_gauge!(TARGET_INFO, "The OpenTelemetry resource of this process: 1");
     // Every resource attribute as a label, its name as Prometheus allows it (the
     // OpenTelemetry–Prometheus compatibility rule): OTEL_RESOURCE_ATTRIBUTES shows here too.
     let mut labels: Vec<(String, String)> = resource
@@ -221,7 +254,7 @@ fn describe_process(resource: &opentelemetry_sdk::Resource) {
         .into_iter()
         .map(|(k, v)| metrics::Label::new(k, v))
         .collect();
-    metrics::gauge!("target_info", labels).set(1.0);
+    metrics::gauge!(TARGET_INFO, labels).set(1.0);
 }
 
 /// A resource attribute's name as a Prometheus label name: every character outside
@@ -240,7 +273,7 @@ fn label_name(key: &str) -> String {
 /// Help text for the series every service has.
 fn describe_shared() {
     metrics::describe_counter!(
-        "http_requests_total",
+        SERVER_REQUESTS,
         "HTTP requests served, by method, route and status (499: the caller went away)"
     );
     metrics::describe_histogram!(
@@ -257,9 +290,6 @@ fn describe_shared() {
         metrics::Unit::Seconds,
         "Duration of outbound HTTP requests, each attempt on its own (OpenTelemetry http.client.request.duration)"
     );
-    // What telemetry lost, at zero from the start, so "nothing lost" is a 0 on a
-    // dashboard, not "no data".
-    crate::observe::losses::describe();
 }
 
 /// Plain counter totals by metric name and labels, readable at any time.
@@ -358,20 +388,18 @@ mod tests {
 
     #[test]
     fn one_increment_reaches_both_views() {
-        let (metrics, recorder) = Metrics::build(&[]).expect("recorder");
+        let (metrics, recorder) = Metrics::build(&[], Losses::leaked()).expect("recorder");
         metrics::with_local_recorder(&recorder, || {
-            metrics::counter!("http_requests_total", "route" => "/token", "status" => "200")
-                .increment(2);
-            metrics::counter!("http_requests_total", "route" => "/token", "status" => "401")
-                .increment(1);
-            metrics::counter!("http_requests_total", "route" => "/health", "status" => "200")
+            metrics::counter!(SERVER_REQUESTS, "route" => "/token", "status" => "200").increment(2);
+            metrics::counter!(SERVER_REQUESTS, "route" => "/token", "status" => "401").increment(1);
+            metrics::counter!(SERVER_REQUESTS, "route" => "/health", "status" => "200")
                 .increment(1);
         });
         let tally = metrics.tally();
-        assert_eq!(tally.sum("http_requests_total", &[]), 4);
-        assert_eq!(tally.sum("http_requests_total", &[("route", "/token")]), 3);
+        assert_eq!(tally.sum(SERVER_REQUESTS, &[]), 4);
+        assert_eq!(tally.sum(SERVER_REQUESTS, &[("route", "/token")]), 3);
         assert_eq!(
-            tally.by_label("http_requests_total", "status"),
+            tally.by_label(SERVER_REQUESTS, "status"),
             BTreeMap::from([("200".into(), 3), ("401".into(), 1)])
         );
         let text = metrics.render_prometheus();

@@ -10,7 +10,7 @@
 //! connection could be made or it broke), `rejected` (the collector answered with an error
 //! status, retryable or not). The OTLP exporter reports every failure of its client as a
 //! "network error", so the client leaves its own word in the pipeline
-//! ([`Pipeline::record_failure`]) for [`crate::observe::export_queue::Counted`] to read.
+//! ([`Pipeline::record_failure`]) for [`crate::observe::export::queue::Counted`] to read.
 //!
 //! opentelemetry-otlp's own retry (`experimental-http-retry`) needs an async runtime, which
 //! the blocking client runs without; the decision here ([`next_step`]) is pure and tested
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Request, Response, StatusCode};
 use opentelemetry_http::{Bytes, HttpClient, HttpError};
 
-use crate::observe::losses::{ExportError, Pipeline};
+use crate::observe::export::losses::{ExportError, Pipeline};
 
 /// The first backoff before a retry; each retry doubles it, up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);

@@ -21,7 +21,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, Registry};
 
-use crate::observe::log_line::{LINE, MAX_KEPT_LINE, ObjectWriter};
+use crate::observe::logs::line::{LINE, MAX_KEPT_LINE, ObjectWriter};
 
 /// What every log line of one request carries. Stored in the request span's extensions.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +30,7 @@ pub struct LogContext {
     pub request_id: String,
     /// The trace and span ids of the request's span (empty when no trace context exists)
     /// and whether the trace is sampled (exported).
-    pub ids: crate::observe::context::SpanIds,
+    pub ids: crate::observe::traces::SpanIds,
 }
 
 /// Where a context field stands on a JSON line: before `ts` (the lab's `request_id`), or
@@ -104,7 +104,7 @@ fn is_context_field(key: &str) -> bool {
 
 impl LogContext {
     /// The span's ids, when there is a trace context.
-    fn traced(&self) -> Option<&crate::observe::context::SpanIds> {
+    fn traced(&self) -> Option<&crate::observe::traces::SpanIds> {
         (!self.ids.trace_id().is_empty()).then_some(&self.ids)
     }
 
@@ -337,7 +337,7 @@ pub(crate) mod tests {
             let span = tracing::info_span!("request");
             LogContext {
                 request_id: "r1".into(),
-                ids: crate::observe::context::SpanIds::new(
+                ids: crate::observe::traces::SpanIds::new(
                     opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
                         .expect("trace id"),
                     opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("span id"),
@@ -393,7 +393,7 @@ pub(crate) mod tests {
             let outer = tracing::info_span!("request");
             LogContext {
                 request_id: "r1".into(),
-                ids: crate::observe::context::SpanIds::new(
+                ids: crate::observe::traces::SpanIds::new(
                     opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736")
                         .expect("trace id"),
                     opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").expect("span id"),

@@ -14,8 +14,8 @@ use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry_http::HeaderInjector;
 use opentelemetry_sdk::propagation::BaggagePropagator;
 
-use crate::observe::context::{BAGGAGE, TRACESTATE};
-use crate::observe::request_id::BAGGAGE_KEY as REQUEST_ID_BAGGAGE;
+use crate::observe::requests::id::BAGGAGE_KEY as REQUEST_ID_BAGGAGE;
+use crate::observe::traces::propagation::{BAGGAGE, TRACESTATE};
 
 /// Most list members a `tracestate` may have (W3C Trace Context, "tracestate Header Field
 /// Values": "There can be a maximum of 32 list-members in a list").

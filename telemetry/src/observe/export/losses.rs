@@ -1,7 +1,7 @@
 //! What telemetry lost, counted where it was lost. A sink that is slow, full or gone never
 //! holds up a request: the log line, span or log record is dropped instead, and counted
 //! here. Counting is one atomic add on the path that drops; the counts reach `/metrics` when
-//! it is read ([`publish`]) and stderr at most once every [`NOTICE_INTERVAL`] ([`Notices`]).
+//! it is read ([`publish`]) and stderr at most once every ten seconds ([`crate::observe::export::notices`]).
 //!
 //! | what was lost | series |
 //! |---|---|
@@ -13,29 +13,46 @@
 //! (`otel.sdk.processor.span.processed` and its kin): processed without `error_type` counts
 //! what was handed to the exporter, exported without `error_type` what the collector took.
 
-use std::io::Write as _;
-
-use crate::observe::log_line::ObjectWriter;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
 
 /// Log lines that never reached stdout, by reason.
 pub const LOG_LINES_DROPPED: &str = "log_lines_dropped_total";
 
-/// One counter, shared by the code that drops and the code that reports.
-#[derive(Debug, Default)]
-pub struct Count(AtomicU64);
+/// One count of things lost, where it was lost: its series in the recorder (a handle
+/// registered once) and its total, which stderr's notices read back (the recorder cannot).
+#[derive(Debug)]
+pub struct Count {
+    total: AtomicU64,
+    series: metrics::Counter,
+}
+
+impl Default for Count {
+    /// A count with no series (a test's, or a service's without a recorder).
+    fn default() -> Self {
+        Self::of(metrics::Counter::noop())
+    }
+}
 
 impl Count {
+    /// A count that adds to `series` too (at zero from the start, so "nothing lost" is a 0
+    /// on a dashboard, not "no data").
+    fn of(series: metrics::Counter) -> Self {
+        series.increment(0);
+        Self {
+            total: AtomicU64::new(0),
+            series,
+        }
+    }
+
     /// Adds `n`.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Relaxed);
+        self.total.fetch_add(n, Relaxed);
+        self.series.increment(n);
     }
 
     /// The total so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Relaxed)
+        self.total.load(Relaxed)
     }
 }
 
@@ -51,7 +68,7 @@ pub struct LogLines {
 }
 
 /// One OpenTelemetry signal's pipeline: a bounded queue in front of an exporter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pipeline {
     /// Handed to the exporter (processed without error).
     pub processed: Count,
@@ -78,9 +95,74 @@ pub struct Pipeline {
     /// How the export under way failed, as its HTTP client saw it (0: it has not), for
     /// the counters: the exporter reports every failure of its client alike.
     last_failure: std::sync::atomic::AtomicU8,
+    /// `queued` and `capacity` as gauges, set when `/metrics` is read.
+    gauges: [metrics::Gauge; 2],
+}
+
+impl Default for Pipeline {
+    /// A pipeline with no series.
+    fn default() -> Self {
+        Self::with(
+            |_, _| metrics::Counter::noop(),
+            [metrics::Gauge::noop(), metrics::Gauge::noop()],
+        )
+    }
 }
 
 impl Pipeline {
+    /// A pipeline whose counts add to the series `counter` registers, by series name and
+    /// `error_type` (none: what went through), with its queue's `gauges` (size, capacity).
+    fn with(
+        counter: impl Fn(Stage, Option<&'static str>) -> metrics::Counter,
+        gauges: [metrics::Gauge; 2],
+    ) -> Self {
+        Self {
+            processed: Count::of(counter(Stage::Processor, None)),
+            queue_full: Count::of(counter(Stage::Processor, Some("queue_full"))),
+            already_shutdown: Count::of(counter(Stage::Processor, Some("already_shutdown"))),
+            exported: Count::of(counter(Stage::Exporter, None)),
+            export_failed: ExportError::ALL
+                .map(|error| Count::of(counter(Stage::Exporter, Some(error.label())))),
+            queued: AtomicU64::new(0),
+            exporting: AtomicU64::new(0),
+            shutdown: Count::default(),
+            gave_up: std::sync::Mutex::new(false),
+            capacity: AtomicU64::new(0),
+            last_failure: std::sync::atomic::AtomicU8::new(0),
+            gauges,
+        }
+    }
+
+    /// The pipeline of `components`, its series registered in the installed recorder.
+    fn registered(components: &Components) -> Self {
+        let labels = |component: &'static str, error: Option<&'static str>| {
+            let mut labels = vec![
+                ("otel_component_type", component.to_owned()),
+                ("otel_component_name", format!("{component}/0")),
+            ];
+            if let Some(error) = error {
+                labels.push(("error_type", error.to_owned()));
+            }
+            labels
+        };
+        let processor = components.processor_type;
+        Self::with(
+            |stage, error| match stage {
+                Stage::Processor => {
+                    metrics::counter!(components.processor_metric, &labels(processor, error))
+                }
+                Stage::Exporter => metrics::counter!(
+                    components.exporter_metric,
+                    &labels(components.exporter_type, error)
+                ),
+            },
+            [
+                metrics::gauge!(components.queue_size, &labels(processor, None)),
+                metrics::gauge!(components.queue_capacity, &labels(processor, None)),
+            ],
+        )
+    }
+
     /// Items in the queue now: handed in, not yet handed on.
     pub fn queue_size(&self) -> u64 {
         self.queued.load(Relaxed)
@@ -183,6 +265,13 @@ impl ExportError {
     }
 }
 
+/// Where a pipeline's count is taken: at its queue (the processor) or at its exporter.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Processor,
+    Exporter,
+}
+
 /// Everything this process lost, per signal.
 #[derive(Debug, Default)]
 pub struct Losses {
@@ -194,10 +283,33 @@ pub struct Losses {
     pub log_records: Pipeline,
 }
 
-/// The process's losses. One per process, like the sinks it counts for.
-pub fn losses() -> &'static Losses {
-    static LOSSES: std::sync::OnceLock<Losses> = std::sync::OnceLock::new();
-    LOSSES.get_or_init(Losses::default)
+impl Losses {
+    /// A new set of counts that lives as long as the process: the threads that count into
+    /// it (the stdout writer, the exporters' batch threads) may outlive whoever started
+    /// them. One per [`crate::observe::init`] (or per in-process service), held by each sink
+    /// and by the metrics that publish it: nothing reads it from a process-wide place.
+    /// Its counts have no series: a test's, or a service's run inside a test process.
+    pub fn leaked() -> &'static Self {
+        Box::leak(Box::default())
+    }
+
+    /// The same, each count adding to its series in the installed recorder (see the module
+    /// docs), described once: call it once the recorder is installed.
+    pub fn registered() -> &'static Self {
+        describe_series();
+        let line = |reason: &'static str| {
+            Count::of(metrics::counter!(LOG_LINES_DROPPED, "reason" => reason))
+        };
+        Box::leak(Box::new(Self {
+            log_lines: LogLines {
+                queue_full: line("queue_full"),
+                write_failed: line("write_failed"),
+                shutdown: line("shutdown"),
+            },
+            spans: Pipeline::registered(&SPANS),
+            log_records: Pipeline::registered(&LOG_RECORDS),
+        }))
+    }
 }
 
 /// The `otel.component.*` attributes of one pipeline's processor and exporter.
@@ -229,7 +341,7 @@ const LOG_RECORDS: Components = Components {
 };
 
 /// Help text for every series, once, at start-up.
-pub fn describe() {
+fn describe_series() {
     metrics::describe_counter!(
         LOG_LINES_DROPPED,
         "JSON log lines that never reached stdout, by reason: queue_full (stdout not read fast enough), write_failed (stdout closed), shutdown (still queued when the flush grace ran out)"
@@ -254,195 +366,22 @@ pub fn describe() {
             format!("Most OTLP {what} the export queue holds")
         );
     }
-    publish();
 }
 
-/// Writes the counts into the metrics recorder (called when `/metrics` is read, so nothing
-/// on the request path touches the recorder).
-pub fn publish() {
-    let losses = losses();
-    for (reason, count) in [
-        ("queue_full", &losses.log_lines.queue_full),
-        ("write_failed", &losses.log_lines.write_failed),
-        ("shutdown", &losses.log_lines.shutdown),
-    ] {
-        metrics::counter!(LOG_LINES_DROPPED, "reason" => reason).absolute(count.get());
+/// Sets the queues' gauges from what they hold now (called when `/metrics` is read, so
+/// nothing on the request path touches the recorder). The counts need nothing: each adds to
+/// its series as it counts.
+pub fn publish(losses: &Losses) {
+    for pipeline in [&losses.spans, &losses.log_records] {
+        let [size, capacity] = &pipeline.gauges;
+        size.set(pipeline.queue_size() as f64);
+        capacity.set(pipeline.capacity.load(Relaxed) as f64);
     }
-    publish_pipeline(&SPANS, &losses.spans);
-    publish_pipeline(&LOG_RECORDS, &losses.log_records);
-}
-
-fn publish_pipeline(components: &Components, pipeline: &Pipeline) {
-    let labels = |component: &'static str, error: Option<&'static str>| {
-        let mut labels = vec![
-            ("otel_component_type", component.to_owned()),
-            ("otel_component_name", format!("{component}/0")),
-        ];
-        if let Some(error) = error {
-            labels.push(("error_type", error.to_owned()));
-        }
-        labels
-    };
-    let processor = components.processor_type;
-    for (error, count) in [
-        (None, &pipeline.processed),
-        (Some("queue_full"), &pipeline.queue_full),
-        (Some("already_shutdown"), &pipeline.already_shutdown),
-    ] {
-        metrics::counter!(components.processor_metric, &labels(processor, error))
-            .absolute(count.get());
-    }
-    let exporter = components.exporter_type;
-    metrics::counter!(components.exporter_metric, &labels(exporter, None))
-        .absolute(pipeline.exported.get());
-    for (error, count) in ExportError::ALL.iter().zip(&pipeline.export_failed) {
-        metrics::counter!(
-            components.exporter_metric,
-            &labels(exporter, Some(error.label()))
-        )
-        .absolute(count.get());
-    }
-    metrics::gauge!(components.queue_size, &labels(processor, None))
-        .set(pipeline.queue_size() as f64);
-    metrics::gauge!(components.queue_capacity, &labels(processor, None))
-        .set(pipeline.capacity.load(Relaxed) as f64);
-}
-
-/// Shortest time between two lines on stderr about losses.
-pub const NOTICE_INTERVAL: Duration = Duration::from_secs(10);
-
-/// How many kinds of loss stderr reports.
-const KINDS: usize = 11;
-
-/// The lost counts that stderr reports, in a fixed order with their names.
-fn totals() -> [(&'static str, u64); KINDS] {
-    let l = losses();
-    let failed = |p: &Pipeline| p.export_failed.iter().map(Count::get).sum::<u64>();
-    [
-        ("log_lines_queue_full", l.log_lines.queue_full.get()),
-        ("log_lines_write_failed", l.log_lines.write_failed.get()),
-        ("log_lines_shutdown", l.log_lines.shutdown.get()),
-        ("spans_queue_full", l.spans.queue_full.get()),
-        ("spans_export_failed", failed(&l.spans)),
-        ("spans_already_shutdown", l.spans.already_shutdown.get()),
-        ("spans_shutdown", l.spans.shutdown.get()),
-        ("log_records_queue_full", l.log_records.queue_full.get()),
-        ("log_records_export_failed", failed(&l.log_records)),
-        (
-            "log_records_already_shutdown",
-            l.log_records.already_shutdown.get(),
-        ),
-        ("log_records_shutdown", l.log_records.shutdown.get()),
-    ]
-}
-
-/// The thread that says on stderr what was lost: at most one line every
-/// [`NOTICE_INTERVAL`], with what was lost since the previous line, and a last one at
-/// shutdown. It is the only writer of stderr here, so a stderr nobody reads blocks nothing
-/// but this thread.
-#[derive(Debug)]
-pub struct Notices {
-    stop: mpsc::Sender<()>,
-    done: mpsc::Receiver<()>,
-}
-
-impl Notices {
-    /// Starts the thread for `service`.
-    pub fn start(service: &'static str) -> Self {
-        let (stop, stopped) = mpsc::channel();
-        let (finished, done) = mpsc::channel();
-        let _ = std::thread::Builder::new()
-            .name("telemetry-notices".into())
-            .spawn(move || {
-                let mut reported = [0u64; KINDS];
-                let mut last = Instant::now() - NOTICE_INTERVAL;
-                loop {
-                    // A stop, or the service gone without one: report and end.
-                    let stopping = !matches!(
-                        stopped.recv_timeout(Duration::from_secs(1)),
-                        Err(RecvTimeoutError::Timeout)
-                    );
-                    if stopping || last.elapsed() >= NOTICE_INTERVAL {
-                        let now = totals();
-                        if now.iter().zip(&reported).any(|((_, n), r)| n > r) {
-                            notice(service, &now, &reported);
-                            reported = now.map(|(_, n)| n);
-                            last = Instant::now();
-                        }
-                    }
-                    if stopping {
-                        let _ = finished.send(());
-                        return;
-                    }
-                }
-            });
-        Self { stop, done }
-    }
-
-    /// Reports what is left to report, waiting at most `grace` for stderr.
-    pub fn finish(self, grace: Duration) {
-        let _ = self.stop.send(());
-        let _ = self.done.recv_timeout(grace);
-    }
-}
-
-/// One line on stderr: the losses since the previous one, as a JSON object shaped like
-/// every log line (`deploy/log-line.schema.json`): `service`, `event` `telemetry_lost`, a
-/// count for each kind of loss, where to look, `ts` and `level`.
-fn notice(service: &str, now: &[(&'static str, u64); KINDS], reported: &[u64; KINDS]) {
-    let mut text = notice_line(service, now, reported, std::time::SystemTime::now());
-    text.push('\n');
-    let mut stderr = std::io::stderr().lock();
-    let _ = stderr.write_all(text.as_bytes());
-}
-
-fn notice_line(
-    service: &str,
-    now: &[(&'static str, u64); KINDS],
-    reported: &[u64; KINDS],
-    at: std::time::SystemTime,
-) -> String {
-    let mut line = ObjectWriter::new("telemetry_lost", String::new(), |_| false);
-    line.string("service", service);
-    line.string("event", "telemetry_lost");
-    for ((name, total), before) in now.iter().zip(reported) {
-        if total > before {
-            line.integer(name, total - before);
-        }
-    }
-    line.string("see", "log_lines_dropped_total and otel_sdk_* on /metrics");
-    line.timestamp("ts", at);
-    line.string("level", "WARN");
-    line.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_notice_is_a_log_line_naming_each_loss() {
-        let mut now = totals();
-        for (n, (_, count)) in now.iter_mut().enumerate() {
-            *count = n as u64 * 10;
-        }
-        let mut reported = [0; KINDS];
-        reported[6] = 60;
-        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_489_599_123);
-        let line: serde_json::Value =
-            serde_json::from_str(&notice_line("service-a", &now, &reported, at)).expect("JSON");
-        assert_eq!(line["service"], "service-a");
-        assert_eq!(line["event"], "telemetry_lost");
-        assert_eq!(line["level"], "WARN");
-        assert_eq!(line["ts"], "2025-11-30T07:59:59.123Z");
-        assert_eq!(line["spans_queue_full"], 30);
-        assert_eq!(line["log_records_shutdown"], 100);
-        assert!(
-            line.get("spans_shutdown").is_none(),
-            "nothing new: left out"
-        );
-        assert!(line.get("log_lines_queue_full").is_none(), "zero: left out");
-    }
 
     #[test]
     fn export_errors_are_classified_by_what_the_exporter_says() {
@@ -463,7 +402,7 @@ mod tests {
         );
         assert_eq!(failure("encoding failed"), ExportError::Internal);
         assert_eq!(
-            ExportError::of(&OTelSdkError::Timeout(Duration::from_secs(1))),
+            ExportError::of(&OTelSdkError::Timeout(std::time::Duration::from_secs(1))),
             ExportError::Timeout
         );
         assert_eq!(

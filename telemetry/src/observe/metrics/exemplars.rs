@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use crate::observe::context::SpanIds;
+use crate::observe::traces::SpanIds;
 
 /// One sampled observation that fell in a bucket.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,16 +78,21 @@ impl Slots {
 #[derive(Debug, Clone)]
 pub struct ExemplarHistogram {
     histogram: metrics::Histogram,
-    /// `None` without an installed recorder (unit tests).
-    exemplars: Option<Arc<Slots>>,
+    exemplars: Arc<Slots>,
 }
 
 impl ExemplarHistogram {
-    /// Registers histogram `name` with `labels` and its exemplar slots.
-    pub fn register(name: &'static str, labels: &[(&'static str, String)]) -> Self {
+    /// Registers histogram `name` with `labels`, and its exemplar slots in `exemplars` (the
+    /// store of the service's [`crate::observe::Metrics`]: see
+    /// [`crate::observe::Metrics::exemplar_histogram`]).
+    pub fn register(
+        exemplars: &Exemplars,
+        name: &'static str,
+        labels: &[(&'static str, String)],
+    ) -> Self {
         Self {
             histogram: metrics::histogram!(name, labels),
-            exemplars: installed().map(|e| e.slots(name, labels)),
+            exemplars: exemplars.slots(name, labels),
         }
     }
 
@@ -95,24 +100,10 @@ impl ExemplarHistogram {
     /// is sampled (an unsampled span leads nowhere).
     pub fn record(&self, value: f64, ids: &SpanIds) {
         self.histogram.record(value);
-        if let Some(slots) = self.exemplars.as_ref().filter(|_| ids.sampled) {
-            slots.record(value, ids.trace_id(), ids.span_id());
+        if ids.sampled {
+            self.exemplars.record(value, ids.trace_id(), ids.span_id());
         }
     }
-}
-
-/// The process-wide exemplar store, set when the metrics recorder is installed.
-static INSTALLED: std::sync::OnceLock<Exemplars> = std::sync::OnceLock::new();
-
-/// Makes `exemplars` the store histograms made from now on record into (the first call
-/// wins: there is one recorder per process).
-pub fn install(exemplars: Exemplars) {
-    let _ = INSTALLED.set(exemplars);
-}
-
-/// The installed exemplar store (`None` in tests without a recorder).
-pub fn installed() -> Option<&'static Exemplars> {
-    INSTALLED.get()
 }
 
 /// Every histogram series' exemplar slots, by metric name and label set.

@@ -1,4 +1,4 @@
-//! Traces: `tracing` spans become OpenTelemetry spans, joined across services by the W3C
+//! The tracer provider: `tracing` spans become OpenTelemetry spans, joined across services by the W3C
 //! `traceparent` header, and exported over OTLP/HTTP when an endpoint is configured.
 //!
 //! Configuration is the OpenTelemetry standard environment:
@@ -13,30 +13,15 @@
 //! [`crate::observe::otel_env`]). With no endpoint nothing is exported, but spans still get real trace and span
 //! ids, so log lines can be correlated all the same.
 //!
-//! `GET /health` and `GET /metrics` make no spans worth keeping: probes and scrapes would
-//! otherwise be a large share of all traces. Their spans are sampled out (they keep ids for
-//! their log lines) unless `--trace-probes` is given.
-//!
-//! **Sampled first, then built.** A request's sampling decision is made before its span
-//! exists ([`decide`], by the configured sampler, with the trace id the span will have). A
-//! sampled request's span is an OpenTelemetry span as the conventions describe it; an
-//! unsampled request's span is a bare `tracing` span (target [`UNRECORDED`]) that only
-//! anchors its log lines, and nothing inside it reaches the OpenTelemetry layer
-//! ([`InsideRecorded`]): its ids, metrics and propagation stay, and it pays for no span
-//! data it would throw away.
-//!
 //! Export is batched on the SDK's own thread, behind a bounded queue
 //! (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048): a slow or absent collector never delays a
 //! request. Spans dropped at a full queue and spans the collector did not take are counted
-//! (see [`crate::observe::export_queue`] and [`crate::observe::losses`]); a failed batch is also logged.
+//! (see [`crate::observe::export::queue`] and [`crate::observe::export::losses`]); a failed batch is also logged.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::{
-    Link, SpanId, SpanKind, TraceContextExt as _, TraceId, TracerProvider as _,
-};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, Key, KeyValue, global};
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::Resource;
@@ -44,22 +29,23 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, IdGenerator as _, RandomIdGenerator, SamplingDecision,
-    SamplingResult, SdkTracerProvider, ShouldSample, SpanData, SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
 };
-use tracing::{Event, Metadata, Subscriber};
-use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::observe::export_queue::{Counted, Gate, GatedSpans, capacity_from_env};
+use crate::observe::export::client::RetryingClient;
+use crate::observe::export::losses::Losses;
+use crate::observe::export::queue::{Counted, Gate, GatedSpans, capacity_from_env};
 use crate::observe::otel_env::OtelEnv;
-use crate::observe::otlp_http::RetryingClient;
+use crate::observe::traces::sampling::{Sampler, SkipProbes};
 
 /// The tracer provider of this process. Shut it down to flush the last batch.
 #[derive(Debug)]
 pub struct Traces {
     provider: SdkTracerProvider,
     service: &'static str,
+    sampler: Sampler,
+    losses: &'static Losses,
 }
 
 /// The semantic conventions the spans follow (the stable HTTP conventions), as the schema
@@ -132,6 +118,7 @@ impl Traces {
         resource: Resource,
         trace_probes: bool,
         env: &OtelEnv,
+        losses: &'static Losses,
     ) -> Result<Self, String> {
         let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
         if env.trace_context {
@@ -149,14 +136,14 @@ impl Traces {
         } else {
             Box::new(SkipProbes(configured))
         };
-        let _ = SAMPLER.set(sampler.clone());
+        let decides = Sampler::configured(sampler.clone());
         let mut provider = SdkTracerProvider::builder()
             .with_resource(resource)
             .with_sampler(sampler);
         if env.export_traces && export_configured(env) {
             // Headers and compression come from the standard environment; the timeout is
             // the client's, over each export and its retries.
-            let pipeline = &crate::observe::losses::losses().spans;
+            let pipeline = &losses.spans;
             let client = RetryingClient::new(env.traces_export_timeout, pipeline)?;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -179,7 +166,15 @@ impl Traces {
         Ok(Self {
             provider: provider.build(),
             service,
+            sampler: decides,
+            losses,
         })
+    }
+
+    /// The sampler the tracer provider has, for the request layer to decide with before a
+    /// span exists (see [`crate::observe::traces::decide`]).
+    pub fn sampler(&self) -> Sampler {
+        self.sampler.clone()
     }
 
     /// The `tracing` layer that turns spans into OpenTelemetry spans.
@@ -196,8 +191,8 @@ impl Traces {
             .with_tracked_inactivity(false)
             // Parents come from the tracing span stack, and propagation reads a span's own
             // context (`OpenTelemetrySpanExt::context`), so nothing here reads the
-            // OpenTelemetry "current context": attaching it on every enter of every span
-            // (each poll of an instrumented future) was paid for nothing.
+            // OpenTelemetry "current context", and no span's enter (each poll of an
+            // instrumented future) attaches it.
             .with_context_activation(false)
             .with_threads(false)
             .with_location(false)
@@ -224,7 +219,7 @@ impl Traces {
             tracing::debug!(error = %e, "trace provider shutdown");
         }
         // What is still queued or being exported now will not be delivered: counted.
-        crate::observe::losses::losses().spans.give_up();
+        self.losses.spans.give_up();
     }
 }
 
@@ -232,7 +227,7 @@ impl Traces {
 /// adds `level` and `target` to every event, and a named event (`telemetry::event!`) carries
 /// its name again as `event`: none of them is the event's own (its severity and place are
 /// on its log line), so they go. An event whose name is only its source line
-/// (`tracing::info!(event = "listening")`) is named after its `event` field.
+/// (a raw `tracing` event with an `event` field) is named after its `event` field.
 #[derive(Debug)]
 pub struct OwnFieldsOnly<E>(pub E);
 
@@ -278,164 +273,9 @@ fn own_fields_only(event: &mut opentelemetry::trace::Event) {
         .retain(|kv| !NOT_OWN.contains(&kv.key.as_str()));
 }
 
-/// Target of the span of a request that is not sampled: a bare anchor for its log lines,
-/// which the OpenTelemetry layer never sees.
-pub const UNRECORDED: &str = "unrecorded";
-
-/// The sampler of this process (the one the tracer provider has), set by [`Traces::init`].
-static SAMPLER: OnceLock<Box<dyn ShouldSample>> = OnceLock::new();
-
-/// Whether a request is sampled, decided before its span exists, and the trace id it was
-/// decided with: its caller's, or a new random one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// The trace the request's span belongs to.
-    pub trace_id: TraceId,
-    /// Whether the span is recorded and exported.
-    pub sampled: bool,
-}
-
-/// Asks this process's sampler about a server span named `name` whose parent is `parent`
-/// (the caller's context; empty for a new trace). Without tracing installed, everything is
-/// "sampled", which there means nothing is kept either.
-pub fn decide(parent: &opentelemetry::Context, name: &str) -> Decision {
-    let remote = parent.span();
-    let trace_id = match remote.span_context() {
-        context if context.is_valid() => context.trace_id(),
-        _ => RandomIdGenerator::default().new_trace_id(),
-    };
-    let sampled = SAMPLER.get().is_none_or(|sampler| {
-        let result =
-            sampler.should_sample(Some(parent), trace_id, name, &SpanKind::Server, &[], &[]);
-        result.decision != SamplingDecision::Drop
-    });
-    Decision { trace_id, sampled }
-}
-
-/// A new random span id.
-pub fn new_span_id() -> SpanId {
-    RandomIdGenerator::default().new_span_id()
-}
-
-/// The OpenTelemetry layer's filter: a span or event inside a span that layer does not see
-/// (an unsampled request's, [`UNRECORDED`]) is not seen either. Without it, a span inside
-/// an unsampled request (B's call to A, A's delay) would start a trace of its own.
-///
-/// A span is judged by the span it is made in (the current one): a filter is asked before
-/// the span exists, without its explicit `parent:`. The services make spans only inside
-/// the span they belong to; an event's explicit parent is checked.
-#[derive(Debug, Clone, Copy)]
-pub struct InsideRecorded;
-
-impl<S> Filter<S> for InsideRecorded
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn enabled(&self, _: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
-        // `span` looks through this layer's filters: `None` for a span it did not see.
-        cx.current_span()
-            .id()
-            .is_none_or(|id| cx.span(id).is_some())
-    }
-
-    fn event_enabled(&self, event: &Event<'_>, cx: &Context<'_, S>) -> bool {
-        event.parent().is_none_or(|id| cx.span(id).is_some())
-    }
-}
-
-/// The routes of probes and scrapes, whose `GET` and `HEAD` spans are sampled out unless
-/// `--trace-probes` is given.
-const PROBE_ROUTES: [&str; 2] = ["/health", "/metrics"];
-
-/// Whether a server span named `name` (`GET /health`) is a probe's or a scrape's.
-fn is_probe(name: &str) -> bool {
-    name.split_once(' ').is_some_and(|(method, route)| {
-        matches!(method, "GET" | "HEAD") && PROBE_ROUTES.contains(&route)
-    })
-}
-
-/// Drops the server spans of `/health` and `/metrics`; asks the configured sampler about
-/// every other span.
-#[derive(Debug, Clone)]
-struct SkipProbes(Box<dyn ShouldSample>);
-
-impl ShouldSample for SkipProbes {
-    fn should_sample(
-        &self,
-        parent_context: Option<&opentelemetry::Context>,
-        trace_id: TraceId,
-        name: &str,
-        span_kind: &SpanKind,
-        attributes: &[KeyValue],
-        links: &[Link],
-    ) -> SamplingResult {
-        if *span_kind == SpanKind::Server && is_probe(name) {
-            return SamplingResult {
-                decision: SamplingDecision::Drop,
-                attributes: Vec::new(),
-                trace_state: parent_context
-                    .map(|c| c.span().span_context().trace_state().clone())
-                    .unwrap_or_default(),
-            };
-        }
-        self.0
-            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Nothing made inside an unsampled request's span reaches the OpenTelemetry layer:
-    /// neither spans nor events in it, nor events naming it as their parent; what is made
-    /// inside a recorded span does.
-    #[test]
-    fn nothing_inside_an_unrecorded_span_is_seen() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use tracing::span::{Attributes, Id};
-        use tracing_subscriber::Layer;
-        use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
-        use tracing_subscriber::layer::SubscriberExt as _;
-
-        /// Counts what it sees, as the OpenTelemetry layer would.
-        struct Seen(Arc<AtomicUsize>);
-        impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Seen {
-            fn on_new_span(&self, _: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
-                self.0.fetch_add(1, Ordering::Relaxed);
-            }
-            fn on_event(&self, _: &Event<'_>, _: Context<'_, S>) {
-                self.0.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        /// The log layer: it sees every span, so unrecorded ones exist.
-        struct All;
-        impl<S: Subscriber> Layer<S> for All {}
-
-        let seen = Arc::new(AtomicUsize::new(0));
-        let filter = Targets::new()
-            .with_default(LevelFilter::INFO)
-            .with_target(UNRECORDED, LevelFilter::OFF)
-            .and(InsideRecorded);
-        let subscriber = tracing_subscriber::registry()
-            .with(All.with_filter(LevelFilter::INFO))
-            .with(Seen(Arc::clone(&seen)).with_filter(filter));
-        tracing::subscriber::with_default(subscriber, || {
-            let request = tracing::info_span!(target: UNRECORDED, "request");
-            request.in_scope(|| {
-                let _call = tracing::info_span!("call");
-                tracing::info!("inside");
-            });
-            tracing::info!(parent: &request, "named as parent");
-            assert_eq!(seen.load(Ordering::Relaxed), 0);
-
-            let recorded = tracing::info_span!("recorded");
-            recorded.in_scope(|| tracing::info!("inside"));
-            tracing::info!(parent: &recorded, "named as parent");
-            assert_eq!(seen.load(Ordering::Relaxed), 3);
-        });
-    }
 
     #[test]
     fn span_events_keep_their_own_fields_only() {
@@ -505,21 +345,5 @@ mod tests {
             Some("service-a")
         );
         assert_eq!(plain.schema_url(), Some(SCHEMA_URL));
-    }
-
-    #[test]
-    fn probes_and_scrapes_by_get_or_head_are_probes() {
-        for (name, probe) in [
-            ("GET /health", true),
-            ("HEAD /health", true),
-            ("GET /metrics", true),
-            ("HEAD /metrics", true),
-            ("POST /health", false),
-            ("GET /token", false),
-            ("GET", false),
-            ("GET /healthz", false),
-        ] {
-            assert_eq!(is_probe(name), probe, "{name}");
-        }
     }
 }

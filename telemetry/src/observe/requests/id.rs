@@ -33,18 +33,28 @@ pub fn is_valid(value: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Removes an `X-Request-ID` that breaks the rules (or is given twice), then, when none is
-/// left, takes a valid one from the caller's `request.id` baggage. A request that still has
-/// none gets a new one from [`set_layer`].
-pub fn drop_invalid(mut request: Request) -> Request {
-    let headers = request.headers_mut();
-    let mut values = headers.get_all(HEADER).iter();
-    let keep = matches!((values.next(), values.next()), (Some(v), None) if is_valid(v.as_bytes()));
-    if keep {
-        return request;
+/// What checks a request's `X-Request-ID` before tower-http sets one: [`drop_invalid`], and,
+/// when the service reads W3C baggage, [`drop_invalid_or_from_baggage`].
+pub fn checker(baggage: bool) -> fn(Request) -> Request {
+    if baggage {
+        drop_invalid_or_from_baggage
+    } else {
+        drop_invalid
     }
-    headers.remove(HEADER);
-    if !crate::observe::otel_env::current().baggage {
+}
+
+/// Removes an `X-Request-ID` that breaks the rules (or is given twice). A request left
+/// with none gets a new one from [`set_layer`].
+pub fn drop_invalid(mut request: Request) -> Request {
+    remove_invalid(request.headers_mut());
+    request
+}
+
+/// [`drop_invalid`], then, when no id is left, takes a valid one from the caller's
+/// `request.id` baggage.
+pub fn drop_invalid_or_from_baggage(mut request: Request) -> Request {
+    let headers = request.headers_mut();
+    if remove_invalid(headers) {
         return request;
     }
     let from_baggage = BaggagePropagator::new()
@@ -58,6 +68,16 @@ pub fn drop_invalid(mut request: Request) -> Request {
         headers.insert(HEADER, id);
     }
     request
+}
+
+/// Removes the id unless it is one valid value; says whether it was kept.
+fn remove_invalid(headers: &mut http::HeaderMap) -> bool {
+    let mut values = headers.get_all(HEADER).iter();
+    let keep = matches!((values.next(), values.next()), (Some(v), None) if is_valid(v.as_bytes()));
+    if !keep {
+        headers.remove(HEADER);
+    }
+    keep
 }
 
 /// Generates ids for requests that arrive without a valid one.

@@ -7,7 +7,7 @@
 //! dropped and counted (`log_lines_dropped_total{reason="queue_full"}`); only the flusher
 //! waits on stdout. When stdout is closed (`| head`), every line the flusher cannot write is
 //! counted (`write_failed`). At shutdown the flusher gets a bounded time to write what is
-//! queued; what it could not is counted (`shutdown`). See [`crate::observe::losses`].
+//! queued; what it could not is counted (`shutdown`). See [`crate::observe::export::losses`].
 //!
 //! The flusher writes whole lines, at most [`ATOMIC_WRITE`] bytes at a time, straight to
 //! the file descriptor: a write that small to a pipe is atomic (POSIX `PIPE_BUF`), all of
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::observe::losses::losses;
+use crate::observe::export::losses::Losses;
 
 /// How long a log line may wait in memory before it is written out.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
@@ -54,8 +54,10 @@ pub struct FlushGuard {
 }
 
 /// The queue between requests and the flusher.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shared {
+    /// Where lines that never reach the sink are counted.
+    losses: &'static Losses,
     queued: Mutex<Queue>,
     wake_flusher: Condvar,
     closing: AtomicBool,
@@ -71,17 +73,28 @@ struct Queue {
 
 /// Batched stdout and its guard. The flusher writes to the file descriptor itself: std's
 /// `Stdout` buffers by line and would cut a write where it likes.
-pub fn stdout_writer() -> (BatchedStdout, FlushGuard) {
+/// Lines it cannot write are counted in `losses`.
+pub fn stdout_writer(losses: &'static Losses) -> (BatchedStdout, FlushGuard) {
     use std::os::fd::AsFd as _;
     match std::io::stdout().as_fd().try_clone_to_owned() {
-        Ok(fd) => writer_to(std::fs::File::from(fd)),
-        Err(_) => writer_to(std::io::stdout()),
+        Ok(fd) => writer_to(std::fs::File::from(fd), losses),
+        Err(_) => writer_to(std::io::stdout(), losses),
     }
 }
 
-/// Batched output to `out` (stdout, or a test's sink) and its guard.
-pub fn writer_to(mut out: impl Write + Send + 'static) -> (BatchedStdout, FlushGuard) {
-    let shared = Arc::new(Shared::default());
+/// Batched output to `out` (stdout, or a test's sink) and its guard; lines lost are counted
+/// in `losses`.
+pub fn writer_to(
+    mut out: impl Write + Send + 'static,
+    losses: &'static Losses,
+) -> (BatchedStdout, FlushGuard) {
+    let shared = Arc::new(Shared {
+        losses,
+        queued: Mutex::default(),
+        wake_flusher: Condvar::new(),
+        closing: AtomicBool::new(false),
+        writing: AtomicU64::new(0),
+    });
     let (finished, done) = mpsc::channel();
     let flusher = shared.clone();
     let spawned = std::thread::Builder::new()
@@ -122,7 +135,7 @@ fn flush_loop(shared: &Shared, out: &mut impl Write) {
             shared.writing.store(lines, Ordering::Release);
         }
         if !batch.is_empty() {
-            write_out(out, &batch, &shared.writing);
+            write_out(out, &batch, shared);
             shared.writing.store(0, Ordering::Release);
         }
         if batch.is_empty() && shared.closing.load(Ordering::Acquire) {
@@ -138,14 +151,15 @@ fn flush_loop(shared: &Shared, out: &mut impl Write) {
 /// Writes `batch` (whole lines) to `out` in writes of whole lines of at most
 /// [`ATOMIC_WRITE`] bytes each (a longer line alone), taking each write's lines off
 /// `unwritten` once it is done. What could not be written is counted.
-fn write_out(out: &mut impl Write, batch: &[u8], unwritten: &AtomicU64) {
+fn write_out(out: &mut impl Write, batch: &[u8], shared: &Shared) {
+    let unwritten = &shared.writing;
     let mut rest = batch;
     while !rest.is_empty() {
         let chunk = &rest[..atomic_prefix(rest)];
         if !write_whole(out, chunk) {
             // A line cut in the middle is lost too: the reader cannot parse it.
             let lost = rest.iter().filter(|b| **b == b'\n').count();
-            losses().log_lines.write_failed.add(lost as u64);
+            shared.losses.log_lines.write_failed.add(lost as u64);
             break;
         }
         let lines = chunk.iter().filter(|b| **b == b'\n').count();
@@ -204,7 +218,7 @@ impl FlushGuard {
             let queued = self.shared.queued.lock().unwrap_or_else(|p| p.into_inner());
             let unwritten = queued.lines + self.shared.writing.load(Ordering::Acquire);
             drop(queued);
-            losses().log_lines.shutdown.add(unwritten);
+            self.shared.losses.log_lines.shutdown.add(unwritten);
         }
     }
 }
@@ -230,7 +244,7 @@ impl Write for &Shared {
         let fits = queued.bytes.len() + bytes.len() <= MAX_QUEUED || queued.bytes.is_empty();
         if !fits {
             drop(queued);
-            losses().log_lines.queue_full.add(1);
+            self.losses.log_lines.queue_full.add(1);
             return Ok(bytes.len());
         }
         queued.bytes.extend_from_slice(bytes);
@@ -295,8 +309,9 @@ mod tests {
 
     #[test]
     fn lines_are_written_in_order_and_all_flushed_at_exit() {
+        let losses = Losses::leaked();
         let sink = Capture::default();
-        let (writer, guard) = writer_to(sink.clone());
+        let (writer, guard) = writer_to(sink.clone(), losses);
         for n in 0..1000 {
             writer.make_writer().write_all(&line(n)).expect("write");
         }
@@ -313,11 +328,12 @@ mod tests {
 
     #[test]
     fn a_sink_that_blocks_never_blocks_a_writer_and_what_is_lost_is_counted() {
+        let losses = Losses::leaked();
         let _one_at_a_time = COUNTERS.lock().unwrap_or_else(|p| p.into_inner());
         let (release, blocked) = mpsc::channel();
-        let (writer, guard) = writer_to(Blocked(blocked));
-        let full_before = losses().log_lines.queue_full.get();
-        let shutdown_before = losses().log_lines.shutdown.get();
+        let (writer, guard) = writer_to(Blocked(blocked), losses);
+        let full_before = losses.log_lines.queue_full.get();
+        let shutdown_before = losses.log_lines.shutdown.get();
         let line = vec![b'x'; 1023]
             .into_iter()
             .chain([b'\n'])
@@ -333,14 +349,14 @@ mod tests {
             "writers never wait for the sink: {:?}",
             started.elapsed()
         );
-        let dropped = losses().log_lines.queue_full.get() - full_before;
+        let dropped = losses.log_lines.queue_full.get() - full_before;
         // The queue holds half of them, and the batch the flusher is stuck on at most as
         // many: the rest was dropped.
         assert!(dropped > 0, "dropped {dropped} of {total}");
         let shutdown_started = std::time::Instant::now();
         guard.finish(Duration::from_millis(200));
         assert!(shutdown_started.elapsed() < Duration::from_secs(1));
-        let stuck = losses().log_lines.shutdown.get() - shutdown_before;
+        let stuck = losses.log_lines.shutdown.get() - shutdown_before;
         assert_eq!(
             dropped + stuck,
             total as u64,
@@ -385,6 +401,7 @@ mod tests {
     /// lost are exactly the ones that are not there.
     #[test]
     fn a_stuck_pipe_holds_whole_lines_and_only_the_rest_is_counted_lost() {
+        let losses = Losses::leaked();
         let _one_at_a_time = COUNTERS.lock().unwrap_or_else(|p| p.into_inner());
         let (release, never) = mpsc::channel();
         let taken = Arc::new(Mutex::new(Vec::new()));
@@ -393,10 +410,10 @@ mod tests {
             room: 64 * 1024,
             never,
         };
-        let full_before = losses().log_lines.queue_full.get();
-        let shutdown_before = losses().log_lines.shutdown.get();
-        let failed_before = losses().log_lines.write_failed.get();
-        let (writer, guard) = writer_to(pipe);
+        let full_before = losses.log_lines.queue_full.get();
+        let shutdown_before = losses.log_lines.shutdown.get();
+        let failed_before = losses.log_lines.write_failed.get();
+        let (writer, guard) = writer_to(pipe, losses);
         let total = 5000;
         for n in 0..total {
             let line = format!("{{\"line\":{n},\"pad\":\"{}\"}}\n", "x".repeat(n % 300));
@@ -420,9 +437,9 @@ mod tests {
         for line in text.lines() {
             serde_json::from_str::<serde_json::Value>(line).expect("a whole JSON line");
         }
-        let lost = (losses().log_lines.queue_full.get() - full_before)
-            + (losses().log_lines.shutdown.get() - shutdown_before)
-            + (losses().log_lines.write_failed.get() - failed_before);
+        let lost = (losses.log_lines.queue_full.get() - full_before)
+            + (losses.log_lines.shutdown.get() - shutdown_before)
+            + (losses.log_lines.write_failed.get() - failed_before);
         assert_eq!(
             text.lines().count() as u64 + lost,
             total as u64,
@@ -445,13 +462,14 @@ mod tests {
 
     #[test]
     fn a_closed_sink_counts_every_line_it_could_not_take() {
+        let losses = Losses::leaked();
         let _one_at_a_time = COUNTERS.lock().unwrap_or_else(|p| p.into_inner());
-        let before = losses().log_lines.write_failed.get();
-        let (writer, guard) = writer_to(Closed);
+        let before = losses.log_lines.write_failed.get();
+        let (writer, guard) = writer_to(Closed, losses);
         for n in 0..500 {
             writer.make_writer().write_all(&line(n)).expect("write");
         }
         guard.finish(Duration::from_secs(5));
-        assert_eq!(losses().log_lines.write_failed.get() - before, 500);
+        assert_eq!(losses.log_lines.write_failed.get() - before, 500);
     }
 }
