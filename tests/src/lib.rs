@@ -3,25 +3,32 @@
 //! stdout, and stops them with real signals. Tests then talk to them over HTTP, as the lab's
 //! curl walkthrough does.
 //!
-//! Everything that waits polls with a bound ([`TIMEOUT`]); nothing sleeps blindly.
+//! Everything that waits polls with a bound ([`eventually`], [`TIMEOUT`] unless told); nothing
+//! sleeps blindly.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod attack;
 pub mod dns;
+pub mod eventually;
 pub mod fleet;
 pub mod labs;
+pub mod load;
 pub mod memory;
 pub mod otlp;
+pub mod process;
 pub mod prometheus;
 pub mod stub;
 pub mod tools;
+
+pub use eventually::eventually;
 
 /// Upper bound for anything the tests wait on (start-up, a log line, an exit). Generous,
 /// because CI machines are shared; a passing test never waits this long.
@@ -102,7 +109,7 @@ pub fn binary(kind: Kind) -> PathBuf {
 /// Log lines captured from a process's stdout, each parsed as JSON.
 #[derive(Debug, Clone, Default)]
 pub struct Logs {
-    inner: Arc<(Mutex<Vec<Value>>, Condvar)>,
+    inner: Arc<Mutex<Vec<Value>>>,
     raw: Arc<Mutex<Vec<String>>>,
 }
 
@@ -113,14 +120,12 @@ impl Logs {
             serde_json::json!({"unparseable_line": line})
         });
         self.raw.lock().expect("logs lock").push(line);
-        let (lines, ready) = &*self.inner;
-        lines.lock().expect("logs lock").push(parsed);
-        ready.notify_all();
+        self.inner.lock().expect("logs lock").push(parsed);
     }
 
     /// Every line so far.
     pub fn all(&self) -> Vec<Value> {
-        self.inner.0.lock().expect("logs lock").clone()
+        self.inner.lock().expect("logs lock").clone()
     }
 
     /// Every raw line so far, as printed.
@@ -135,26 +140,30 @@ impl Logs {
 
     /// Waits (bounded by [`TIMEOUT`]) for `count` lines matching `filter`, and returns them.
     pub fn wait_for_n(&self, count: usize, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + TIMEOUT;
-        let (lines, ready) = &*self.inner;
-        let mut guard = lines.lock().expect("logs lock");
-        loop {
-            let found: Vec<Value> = guard.iter().filter(|l| filter(l)).cloned().collect();
-            if found.len() >= count {
-                return found;
-            }
-            let now = Instant::now();
-            assert!(
-                now < deadline,
-                "waited {TIMEOUT:?} for {count} matching log lines, got {}: {:#?}",
-                found.len(),
-                *guard
-            );
-            guard = ready
-                .wait_timeout(guard, deadline - now)
-                .expect("logs lock")
-                .0;
-        }
+        let lines = &self.inner;
+        let found = eventually(format!("{count} matching log lines"))
+            .every(Duration::from_millis(5))
+            .try_until(|| {
+                let found: Vec<Value> = lines
+                    .lock()
+                    .expect("logs lock")
+                    .iter()
+                    .filter(|l| filter(l))
+                    .cloned()
+                    .collect();
+                if found.len() >= count {
+                    Ok(found)
+                } else {
+                    Err(found.len())
+                }
+            });
+        found.unwrap_or_else(|timed_out| {
+            panic!(
+                "{} (lines found); every line: {:#?}",
+                timed_out.message,
+                self.all()
+            )
+        })
     }
 
     /// Waits for one line matching `filter`.
@@ -330,28 +339,15 @@ impl Service {
             .map_or(0.0, |v| v.trim().parse().expect("a number"))
     }
 
-    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`, `INT`).
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`, `INT`, `HUP`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
+        process::signal(self.pid(), process::by_name(name));
     }
 
     /// Waits (bounded) for the process to exit.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit in {TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = &mut self.child;
+        eventually("the process to exit").until(|| child.try_wait().expect("try_wait"))
     }
 
     /// SIGTERM, then waits for the exit.
@@ -366,6 +362,25 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Lines from `lines` (a process's output, read by another thread) until one contains
+/// `needle` (bounded by [`TIMEOUT`]); returns every line read.
+pub fn lines_until(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    eventually(format!("a line with {needle:?}"))
+        .every(Duration::ZERO)
+        .until(|| {
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return Ok(());
+                }
+            }
+            Err(seen.clone())
+        });
+    seen
 }
 
 /// A loopback address nothing listens on (bound, then released).

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use system_tests::stub::{StubProvider, status_reply, token_reply};
-use system_tests::{Kind, Service, client, get, post_json, send};
+use system_tests::{Kind, Service, client, eventually, get, post_json, send};
 
 /// `workers` loops calling `url` with `body` for `duration`; every reply's status and time.
 async fn load(
@@ -53,21 +53,17 @@ fn assert_only_200_or_503_within(replies: &[(u16, Duration)], bound: Duration) {
 
 /// Waits for B's first 200 (bounded by `within`), then checks the next 20 calls all succeed.
 async fn assert_recovers_within(b: &Service, within: Duration) {
-    let started = Instant::now();
-    loop {
-        if b.protected_action(system_tests::demo_login(), None)
-            .await
-            .status
-            == 200
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < within,
-            "B did not recover within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("B's first 200")
+        .within(within)
+        .every(Duration::from_millis(20))
+        .until_async(async || {
+            let status = b
+                .protected_action(system_tests::demo_login(), None)
+                .await
+                .status;
+            if status == 200 { Ok(()) } else { Err(status) }
+        })
+        .await;
     for _ in 0..20 {
         assert_eq!(
             b.protected_action(system_tests::demo_login(), None)
@@ -262,20 +258,17 @@ async fn a_drops_work_once_the_callers_deadline_has_passed() {
     );
     let gave_up = b.protected_action(slow, None).await;
     assert_eq!(gave_up.status, 503);
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let text = get(&a.at("/metrics?format=prometheus")).await.text;
-        if text.contains(
-            r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 0"#,
-        ) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "A still busy after B gave up:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("A to hold nothing in flight once B gave up")
+        .within(Duration::from_secs(1))
+        .every(Duration::from_millis(20))
+        .until_async(async || {
+            let text = get(&a.at("/metrics?format=prometheus")).await.text;
+            let idle = text.contains(
+                r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 0"#,
+            );
+            if idle { Ok(()) } else { Err(text) }
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,18 +326,19 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
     );
 
     stub.set_reply(token_reply());
-    let started = Instant::now();
-    let probe = loop {
-        let reply = post_json(&url, system_tests::demo_login(), None).await;
-        if reply.status == 200 || started.elapsed() > Duration::from_secs(3) {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(
-        probe.status, 200,
-        "the probe after the cool-down closes the circuit"
-    );
+    // The probe after the cool-down closes the circuit.
+    eventually("the probe after the cool-down to close the circuit")
+        .within(Duration::from_secs(3))
+        .every(Duration::from_millis(50))
+        .until_async(async || {
+            let reply = post_json(&url, system_tests::demo_login(), None).await;
+            if reply.status == 200 {
+                Ok(())
+            } else {
+                Err(reply.text)
+            }
+        })
+        .await;
     assert_eq!(stub.seen(), 4, "exactly one probe reached A");
     b.logs.wait_for(|l| l["event"] == "circuit_half_open");
     b.logs.wait_for(|l| l["event"] == "circuit_closed");

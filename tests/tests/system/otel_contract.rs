@@ -5,12 +5,11 @@
 //! The attributes tables in docs/traces.md are written from these expectations.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 use system_tests::otlp::{OtlpReceiver, ReceivedSpan, Typed};
-use system_tests::{Kind, Service, client, send, vacant_addr};
+use system_tests::{Kind, Service, client, eventually, send, vacant_addr};
 
 /// What B sends as `User-Agent`.
 const B_AGENT: &str = concat!("service-b/", env!("CARGO_PKG_VERSION"));
@@ -590,19 +589,13 @@ fn a_caller_that_hangs_up_leaves_a_red_span_with_no_invented_status() {
         .as_bytes(),
     )
     .expect("send");
-    let deadline = std::time::Instant::now() + system_tests::TIMEOUT;
-    while stack.rt.block_on(
-        stack
-            .b
-            .series(r#"http_server_active_requests{http_request_method="POST",url_scheme="http"}"#),
-    ) < 1.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "B never took the request"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually("B to take the request").until(|| {
+        stack.rt.block_on(
+            stack.b.series(
+                r#"http_server_active_requests{http_request_method="POST",url_scheme="http"}"#,
+            ),
+        ) >= 1.0
+    });
     drop(caller);
     let line = stack.b.logs.request_line("c-gone");
     assert_eq!(line["status"], 499, "logs keep nginx's 499");

@@ -25,7 +25,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use serde_json::Value;
-use system_tests::{Kind, Service, client, repo_root, vacant_addr};
+use system_tests::{Kind, Service, client, eventually, repo_root, vacant_addr};
 
 /// The comment that marks a section as replayed.
 const REPLAY_SECTION: &str = "<!-- replay: this section -->";
@@ -612,8 +612,7 @@ async fn replay(steps: &[Step]) {
 /// The lines `logs` printed for `request_id` after its first `skip` lines, once the
 /// request's own line (always its last) is among them (bounded wait).
 fn lines_of_request(logs: &system_tests::Logs, skip: usize, request_id: &str) -> Vec<String> {
-    let deadline = std::time::Instant::now() + system_tests::TIMEOUT;
-    loop {
+    eventually(format!("the request line of {request_id}")).until(|| {
         let lines: Vec<String> = logs
             .raw()
             .into_iter()
@@ -623,14 +622,11 @@ fn lines_of_request(logs: &system_tests::Logs, skip: usize, request_id: &str) ->
             })
             .collect();
         if lines.iter().any(|l| l.contains(r#""endpoint":"#)) {
-            return lines;
+            Ok(lines)
+        } else {
+            Err(lines)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no request line for {request_id}: {lines:#?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    })
 }
 
 /// Sends one curl shown on a page and compares what it printed; returns the request's id.

@@ -12,13 +12,13 @@ mod local;
 mod replicas;
 
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lab::results::Event;
 use serde_json::Value;
 use system_tests::labs::{SYMPTOM_WITHIN, StateDir, log_symptom, said, state_dir};
 use system_tests::prometheus::{Prometheus, project_rules, scrape_config, with_rules};
-use system_tests::{Kind, Service, binary, client, vacant_addr};
+use system_tests::{Kind, Service, binary, client, eventually, vacant_addr};
 
 /// A and B with their fault endpoints, and a Prometheus scraping both with the rules loaded.
 struct Stack {
@@ -68,41 +68,37 @@ impl Stack {
 
     /// Waits (bounded) until each alert `lab` says it fires is pending or firing.
     async fn wait_for_alerts(&self, lab: &lab::Scenario) {
-        let deadline = Instant::now() + SYMPTOM_WITHIN;
-        loop {
-            let active = self.prometheus.alerts().await;
-            let missing: Vec<&lab::Alert> = lab
-                .alerts
-                .iter()
-                .filter(|alert| {
-                    !active.iter().any(|(labels, _)| {
-                        labels["alertname"] == alert.name
-                            && alert.slo.is_none_or(|slo| labels["slo"] == slo)
+        eventually(format!("{}: its alerts pending", lab.name))
+            .within(SYMPTOM_WITHIN)
+            .every(Duration::from_millis(500))
+            .until_async(async || {
+                let active = self.prometheus.alerts().await;
+                let missing: Vec<&lab::Alert> = lab
+                    .alerts
+                    .iter()
+                    .filter(|alert| {
+                        !active.iter().any(|(labels, _)| {
+                            labels["alertname"] == alert.name
+                                && alert.slo.is_none_or(|slo| labels["slo"] == slo)
+                        })
                     })
-                })
-                .collect();
-            if missing.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: {missing:?} not pending within {SYMPTOM_WITHIN:?}; active: {active:?}",
-                lab.name
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+                    .collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("missing {missing:?}; active: {active:?}"))
+                }
+            })
+            .await;
     }
 
     /// Waits (bounded) until `promql` returns a series.
     async fn wait_for_metric(&self, promql: &str) {
-        let deadline = Instant::now() + SYMPTOM_WITHIN;
-        while self.prometheus.query(promql).await.is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "no {promql} within {SYMPTOM_WITHIN:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        eventually(format!("a series of {promql}"))
+            .within(SYMPTOM_WITHIN)
+            .every(Duration::from_millis(500))
+            .until_async(async || !self.prometheus.query(promql).await.is_empty())
+            .await;
     }
 }
 
