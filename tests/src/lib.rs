@@ -83,19 +83,16 @@ pub fn binary(kind: Kind) -> PathBuf {
             .and_then(|deps| deps.parent())
             .expect("target/<profile>/deps")
             .to_path_buf();
+        // The whole workspace, as the README's command builds it: features are unified over
+        // the packages a build selects, so building only the binaries' packages would choose
+        // other features for shared crates (rustix's `process`, which only these tests use)
+        // and rebuild every binary, then again for the next `cargo build --workspace`.
+        // Without RUSTC_BOOTSTRAP, which changes every crate's fingerprint: set to time the
+        // tests (`-Z unstable-options --report-time`), it would rebuild the whole tree.
         let mut build = Command::new(env!("CARGO"));
-        build.args([
-            "build",
-            "--quiet",
-            "-p",
-            "service-a",
-            "-p",
-            "service-b",
-            "-p",
-            "traffic",
-            "-p",
-            "lab",
-        ]);
+        build
+            .args(["build", "--quiet", "--workspace"])
+            .env_remove("RUSTC_BOOTSTRAP");
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
@@ -339,7 +336,7 @@ impl Service {
             .map_or(0.0, |v| v.trim().parse().expect("a number"))
     }
 
-    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`, `INT`, `HUP`).
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`, `INT`, `HUP`, `QUIT`).
     pub fn signal(&self, name: &str) {
         process::signal(self.pid(), process::by_name(name));
     }

@@ -5,7 +5,7 @@ pub use rustix::process::Signal;
 use rustix::process::{Pid, kill_process};
 
 /// The signal of a name as `kill -<NAME>` takes it: `TERM`, `KILL`, `STOP`, `CONT`, `INT`,
-/// `HUP`.
+/// `HUP`, `QUIT`.
 pub fn by_name(name: &str) -> Signal {
     match name {
         "TERM" => Signal::TERM,
@@ -14,6 +14,7 @@ pub fn by_name(name: &str) -> Signal {
         "CONT" => Signal::CONT,
         "INT" => Signal::INT,
         "HUP" => Signal::HUP,
+        "QUIT" => Signal::QUIT,
         other => panic!("no signal named {other} in the tests"),
     }
 }
