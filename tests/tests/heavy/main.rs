@@ -5,5 +5,6 @@
 
 mod crowding;
 mod hostile;
+mod labs;
 mod load;
 mod memory;
