@@ -31,6 +31,14 @@ fn assert_served(attack: &str, served: f64, slowest_health: Duration) {
     );
 }
 
+/// Asserts the service reached its connection cap and made room by closing slow ones.
+async fn assert_made_room(service: &Service) {
+    let evicted = service
+        .series(r#"http_connection_errors_total{kind="evicted"}"#)
+        .await;
+    assert!(evicted >= 1.0, "no slow connection was closed to make room");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eleven_hundred_uploads_at_a_byte_a_second_lock_no_one_out_of_a() {
     let a = Service::a(&[]);
@@ -41,6 +49,7 @@ async fn eleven_hundred_uploads_at_a_byte_a_second_lock_no_one_out_of_a() {
     })
     .await;
     assert_served("1,100 slow uploads to A", served, health);
+    assert_made_room(&a).await;
     drop(trickle);
 }
 
@@ -60,6 +69,7 @@ async fn eleven_hundred_uploads_at_a_byte_a_second_lock_no_one_out_of_b() {
     })
     .await;
     assert_served("1,100 slow uploads to B", served, health);
+    assert_made_room(&b).await;
     drop(trickle);
 }
 
