@@ -75,7 +75,9 @@ mod tests {
             .arg("30")
             .spawn()
             .expect("sleep");
-        assert_eq!(command_line(child.id()), "sleep 30");
+        // Until the child has exec'd, /proc shows the parent's command line.
+        crate::eventually("the child's own command line")
+            .until(|| command_line(child.id()) == "sleep 30");
         signal(child.id(), by_name("TERM"));
         let status = child.wait().expect("wait");
         assert!(!status.success(), "stopped by the signal: {status:?}");

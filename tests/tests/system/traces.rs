@@ -311,10 +311,15 @@ fn a_collector_that_is_down_or_hung_never_slows_a_request() {
 
 #[test]
 fn failed_exports_are_counted_and_logged() {
-    let b = traced_b(
-        &format!("http://{}", vacant_addr()),
-        "http://127.0.0.1:9",
-        &[],
+    // The export gives up after 1 s of retries, not the default 10 s.
+    let endpoint = format!("http://{}", vacant_addr());
+    let mut env = otel_env(&endpoint);
+    env.push(("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"));
+    let b = Service::start(
+        Kind::B,
+        "127.0.0.1:0",
+        &["--provider-url", "http://127.0.0.1:9"],
+        &env,
     );
     let rt = runtime();
     rt.block_on(b.protected_action(system_tests::demo_login(), None));

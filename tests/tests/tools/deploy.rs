@@ -311,6 +311,7 @@ fn provider_url(replicas: &[Service]) -> String {
 }
 
 /// B over two replicas of A, so that the panels of B's view of each replica have data too.
+#[ignore = "10 s or more: CI runs it after the test command (--test tools -- --ignored)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_returns_data_and_still_does_after_restarts() {
     let mut replicas = vec![Service::a(&[]), Service::a(&[])];
