@@ -3,25 +3,35 @@
 //! stdout, and stops them with real signals. Tests then talk to them over HTTP, as the lab's
 //! curl walkthrough does.
 //!
-//! Everything that waits polls with a bound ([`TIMEOUT`]); nothing sleeps blindly.
+//! Everything that waits polls with a bound ([`eventually`], [`TIMEOUT`] unless told); nothing
+//! sleeps blindly.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod attack;
 pub mod dns;
+pub mod eventually;
 pub mod fleet;
+pub mod lab_stack;
 pub mod labs;
+pub mod load;
+mod logs;
 pub mod memory;
 pub mod otlp;
+pub mod process;
 pub mod prometheus;
 pub mod stub;
 pub mod tools;
+
+pub use eventually::eventually;
+pub use logs::Logs;
 
 /// Upper bound for anything the tests wait on (start-up, a log line, an exit). Generous,
 /// because CI machines are shared; a passing test never waits this long.
@@ -76,19 +86,16 @@ pub fn binary(kind: Kind) -> PathBuf {
             .and_then(|deps| deps.parent())
             .expect("target/<profile>/deps")
             .to_path_buf();
+        // The whole workspace, as the README's command builds it: features are unified over
+        // the packages a build selects, so building only the binaries' packages would choose
+        // other features for shared crates (rustix's `process`, which only these tests use)
+        // and rebuild every binary, then again for the next `cargo build --workspace`.
+        // Without RUSTC_BOOTSTRAP, which changes every crate's fingerprint: set to time the
+        // tests (`-Z unstable-options --report-time`), it would rebuild the whole tree.
         let mut build = Command::new(env!("CARGO"));
-        build.args([
-            "build",
-            "--quiet",
-            "-p",
-            "service-a",
-            "-p",
-            "service-b",
-            "-p",
-            "traffic",
-            "-p",
-            "lab",
-        ]);
+        build
+            .args(["build", "--quiet", "--workspace"])
+            .env_remove("RUSTC_BOOTSTRAP");
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
@@ -97,82 +104,6 @@ pub fn binary(kind: Kind) -> PathBuf {
         profile_dir
     });
     dir.join(kind.binary())
-}
-
-/// Log lines captured from a process's stdout, each parsed as JSON.
-#[derive(Debug, Clone, Default)]
-pub struct Logs {
-    inner: Arc<(Mutex<Vec<Value>>, Condvar)>,
-    raw: Arc<Mutex<Vec<String>>>,
-}
-
-impl Logs {
-    fn push(&self, line: String) {
-        let parsed = serde_json::from_str(&line).unwrap_or_else(|_| {
-            // A line that is not one JSON object is a defect the tests must see.
-            serde_json::json!({"unparseable_line": line})
-        });
-        self.raw.lock().expect("logs lock").push(line);
-        let (lines, ready) = &*self.inner;
-        lines.lock().expect("logs lock").push(parsed);
-        ready.notify_all();
-    }
-
-    /// Every line so far.
-    pub fn all(&self) -> Vec<Value> {
-        self.inner.0.lock().expect("logs lock").clone()
-    }
-
-    /// Every raw line so far, as printed.
-    pub fn raw(&self) -> Vec<String> {
-        self.raw.lock().expect("logs lock").clone()
-    }
-
-    /// Lines matching `filter`.
-    pub fn matching(&self, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.all().into_iter().filter(|l| filter(l)).collect()
-    }
-
-    /// Waits (bounded by [`TIMEOUT`]) for `count` lines matching `filter`, and returns them.
-    pub fn wait_for_n(&self, count: usize, filter: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + TIMEOUT;
-        let (lines, ready) = &*self.inner;
-        let mut guard = lines.lock().expect("logs lock");
-        loop {
-            let found: Vec<Value> = guard.iter().filter(|l| filter(l)).cloned().collect();
-            if found.len() >= count {
-                return found;
-            }
-            let now = Instant::now();
-            assert!(
-                now < deadline,
-                "waited {TIMEOUT:?} for {count} matching log lines, got {}: {:#?}",
-                found.len(),
-                *guard
-            );
-            guard = ready
-                .wait_timeout(guard, deadline - now)
-                .expect("logs lock")
-                .0;
-        }
-    }
-
-    /// Waits for one line matching `filter`.
-    pub fn wait_for(&self, filter: impl Fn(&Value) -> bool) -> Value {
-        self.wait_for_n(1, filter).remove(0)
-    }
-
-    /// The `provider_call_failed` lines of the request with `request_id`, once the request's
-    /// own line (always its last) has arrived, so none can still be on its way.
-    pub fn failed_attempts(&self, request_id: &str) -> Vec<Value> {
-        self.request_line(request_id);
-        self.matching(|l| l["event"] == "provider_call_failed" && l["request_id"] == request_id)
-    }
-
-    /// The request log line (the one with `endpoint`) of the request with `request_id`.
-    pub fn request_line(&self, request_id: &str) -> Value {
-        self.wait_for(|l| l["request_id"] == request_id && l.get("endpoint").is_some())
-    }
 }
 
 /// A running service process. Killed when dropped.
@@ -330,28 +261,15 @@ impl Service {
             .map_or(0.0, |v| v.trim().parse().expect("a number"))
     }
 
-    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`, `INT`).
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, `CONT`, `INT`, `HUP`, `QUIT`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
+        process::signal(self.pid(), process::by_name(name));
     }
 
     /// Waits (bounded) for the process to exit.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "process did not exit in {TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let child = &mut self.child;
+        eventually("the process to exit").until(|| child.try_wait().expect("try_wait"))
     }
 
     /// SIGTERM, then waits for the exit.
@@ -366,6 +284,25 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Lines from `lines` (a process's output, read by another thread) until one contains
+/// `needle` (bounded by [`TIMEOUT`]); returns every line read.
+pub fn lines_until(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    eventually(format!("a line with {needle:?}"))
+        .every(Duration::ZERO)
+        .until(|| {
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return Ok(());
+                }
+            }
+            Err(seen.clone())
+        });
+    seen
 }
 
 /// A loopback address nothing listens on (bound, then released).

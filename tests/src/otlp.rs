@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -26,7 +26,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanStatus;
 use prost::Message as _;
 
-use crate::TIMEOUT;
+use crate::eventually;
 
 /// An attribute value with its OTLP type.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,20 +244,24 @@ impl OtlpReceiver {
         count: usize,
         filter: impl Fn(&ReceivedLog) -> bool,
     ) -> Vec<ReceivedLog> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let found: Vec<ReceivedLog> = self.logs().into_iter().filter(|l| filter(l)).collect();
-            if found.len() >= count {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited {TIMEOUT:?} for {count} log records, got {}: {:#?}",
-                found.len(),
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually(format!("{count} log records"))
+            .every(Duration::from_millis(20))
+            .try_until(|| {
+                let found: Vec<ReceivedLog> =
+                    self.logs().into_iter().filter(|l| filter(l)).collect();
+                if found.len() >= count {
+                    Ok(found)
+                } else {
+                    Err(found.len())
+                }
+            })
+            .unwrap_or_else(|timed_out| {
+                panic!(
+                    "{} (records found); every record: {:#?}",
+                    timed_out.message,
+                    self.logs()
+                )
+            })
     }
 
     /// Waits (bounded) until at least `count` spans of trace `trace_id` arrived, and returns
@@ -272,19 +276,17 @@ impl OtlpReceiver {
         count: usize,
         filter: impl Fn(&ReceivedSpan) -> bool,
     ) -> Vec<ReceivedSpan> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let found: Vec<ReceivedSpan> = self.spans().into_iter().filter(|s| filter(s)).collect();
-            if found.len() >= count {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited {TIMEOUT:?} for {count} spans, got {}: {found:#?}",
-                found.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually(format!("{count} spans"))
+            .every(Duration::from_millis(20))
+            .until(|| {
+                let found: Vec<ReceivedSpan> =
+                    self.spans().into_iter().filter(|s| filter(s)).collect();
+                if found.len() >= count {
+                    Ok(found)
+                } else {
+                    Err(found)
+                }
+            })
     }
 }
 

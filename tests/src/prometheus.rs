@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{TIMEOUT, client, vacant_addr};
+use crate::{client, eventually, vacant_addr};
 
 /// The `Accept` header of a Prometheus scrape: OpenMetrics first, then the text format.
 pub const SCRAPE_ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
@@ -124,18 +124,10 @@ impl Prometheus {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + TIMEOUT;
         let ready = format!("{}/-/ready", self.url);
-        loop {
-            if blocking_get_status(&ready) == Some(200) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready in {TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually("prometheus to be ready")
+            .every(Duration::from_millis(50))
+            .until(|| blocking_get_status(&ready) == Some(200));
     }
 
     /// Runs an instant query; returns each series' labels and value.
@@ -221,18 +213,17 @@ impl Prometheus {
 
     /// Waits (bounded) until `promql` returns one series with value `expected`.
     pub async fn wait_for_value(&self, promql: &str, expected: f64) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let result = self.query(promql).await;
-            if result.len() == 1 && (result[0].1 - expected).abs() < 1e-9 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{promql}: wanted {expected}, still {result:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        eventually(format!("{promql} to return {expected}"))
+            .every(Duration::from_millis(200))
+            .until_async(async || {
+                let result = self.query(promql).await;
+                if result.len() == 1 && (result[0].1 - expected).abs() < 1e-9 {
+                    Ok(())
+                } else {
+                    Err(result)
+                }
+            })
+            .await;
     }
 }
 

@@ -2,107 +2,15 @@
 //! that give least for their place (idle, or a request arriving a byte at a time) make room
 //! for newcomers; scrapes of `/metrics` have places of their own; and the limits a small
 //! open-files limit forces stay coherent, or the service refuses to start and says why.
-//! Small sizes here prove what the large attacks of the `tools` target prove at scale.
+//! Small sizes here prove what the large attacks of the `heavy` target (1,100 bodies at a
+//! byte a second at the default caps, 200 scrapers) prove at scale.
 
-use std::io::Write as _;
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-use system_tests::{Kind, Service, TIMEOUT, binary, send};
-
-/// How fast `/health` must answer on a new connection while an attack runs.
-const HEALTHY_LATENCY: Duration = Duration::from_millis(100);
-
-/// Bodies trickling in a byte at a time on `count` connections to `service`, until dropped.
-/// The byte rounds made so far are counted, so a test can wait until the trickle is under way.
-struct Trickle {
-    stop: Arc<AtomicBool>,
-    rounds: Arc<AtomicUsize>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Trickle {
-    fn start(service: &Service, path: &str, count: usize) -> Self {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-        );
-        let mut streams: Vec<TcpStream> = (0..count)
-            .filter_map(|_| {
-                let mut stream = TcpStream::connect(service.addr).ok()?;
-                stream.write_all(head.as_bytes()).ok()?;
-                stream.set_nonblocking(true).ok()?;
-                Some(stream)
-            })
-            .collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let rounds = Arc::new(AtomicUsize::new(0));
-        let (until, made) = (stop.clone(), rounds.clone());
-        let thread = std::thread::spawn(move || {
-            while !until.load(Ordering::Relaxed) {
-                // A closed connection fails its write; the rest keep trickling.
-                streams.retain_mut(|s| s.write_all(b" ").is_ok());
-                made.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        Self {
-            stop,
-            rounds,
-            thread: Some(thread),
-        }
-    }
-
-    /// Waits (bounded) until `n` byte rounds have gone out.
-    fn wait_rounds(&self, n: usize) {
-        let deadline = Instant::now() + TIMEOUT;
-        while self.rounds.load(Ordering::Relaxed) < n {
-            assert!(Instant::now() < deadline, "the trickle never got going");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Trickle {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// A client that opens a new connection for every request, like a newcomer.
-fn newcomer() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(TIMEOUT)
-        .build()
-        .expect("client")
-}
-
-/// Sends `n` of the requests `make` builds, each on a new connection, with `/health` asked
-/// in between; returns the share answered `expected` and the slowest `/health`.
-async fn served_at_the_cap(
-    service: &Service,
-    n: usize,
-    expected: u16,
-    make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-) -> (f64, Duration) {
-    let client = newcomer();
-    let mut served = 0;
-    let mut slowest_health = Duration::ZERO;
-    for _ in 0..n {
-        if send(make(&client)).await.status == expected {
-            served += 1;
-        }
-        slowest_health = slowest_health.max(service.health_latency().await);
-    }
-    (served as f64 / n as f64, slowest_health)
-}
+use system_tests::attack::{HEALTHY_LATENCY, Trickle, served_at_the_cap};
+use system_tests::{Kind, Service, binary, eventually, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_a_byte_at_a_time_make_room_at_the_cap_on_a() {
@@ -178,11 +86,9 @@ async fn a_flood_of_scrapes_is_shed_and_requests_go_on() {
             })
         })
         .collect();
-    let deadline = Instant::now() + TIMEOUT;
-    while shed.load(Ordering::Relaxed) == 0 {
-        assert!(Instant::now() < deadline, "no scrape was ever shed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("a scrape shed")
+        .until_async(async || shed.load(Ordering::Relaxed) > 0)
+        .await;
     for n in 0..50 {
         let reply = a.token(system_tests::demo_login(), None).await;
         assert_eq!(

@@ -1,12 +1,14 @@
 //! Breaking A on purpose, under load: killed, frozen, flaky, slow at the timeout's edge, and
 //! B's breaker, budget and deadline doing their jobs. Real processes, loopback only, every
-//! load bounded in time.
+//! load bounded in time. The fault endpoint itself is `endpoint`.
+
+mod endpoint;
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use system_tests::stub::{StubProvider, status_reply, token_reply};
-use system_tests::{Kind, Service, client, get, post_json, send};
+use system_tests::{Kind, Service, client, eventually, get, post_json, send};
 
 /// `workers` loops calling `url` with `body` for `duration`; every reply's status and time.
 async fn load(
@@ -53,21 +55,17 @@ fn assert_only_200_or_503_within(replies: &[(u16, Duration)], bound: Duration) {
 
 /// Waits for B's first 200 (bounded by `within`), then checks the next 20 calls all succeed.
 async fn assert_recovers_within(b: &Service, within: Duration) {
-    let started = Instant::now();
-    loop {
-        if b.protected_action(system_tests::demo_login(), None)
-            .await
-            .status
-            == 200
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < within,
-            "B did not recover within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("B's first 200")
+        .within(within)
+        .every(Duration::from_millis(20))
+        .until_async(async || {
+            let status = b
+                .protected_action(system_tests::demo_login(), None)
+                .await
+                .status;
+            if status == 200 { Ok(()) } else { Err(status) }
+        })
+        .await;
     for _ in 0..20 {
         assert_eq!(
             b.protected_action(system_tests::demo_login(), None)
@@ -262,20 +260,17 @@ async fn a_drops_work_once_the_callers_deadline_has_passed() {
     );
     let gave_up = b.protected_action(slow, None).await;
     assert_eq!(gave_up.status, 503);
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let text = get(&a.at("/metrics?format=prometheus")).await.text;
-        if text.contains(
-            r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 0"#,
-        ) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "A still busy after B gave up:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("A to hold nothing in flight once B gave up")
+        .within(Duration::from_secs(1))
+        .every(Duration::from_millis(20))
+        .until_async(async || {
+            let text = get(&a.at("/metrics?format=prometheus")).await.text;
+            let idle = text.contains(
+                r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 0"#,
+            );
+            if idle { Ok(()) } else { Err(text) }
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,18 +328,19 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
     );
 
     stub.set_reply(token_reply());
-    let started = Instant::now();
-    let probe = loop {
-        let reply = post_json(&url, system_tests::demo_login(), None).await;
-        if reply.status == 200 || started.elapsed() > Duration::from_secs(3) {
-            break reply;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(
-        probe.status, 200,
-        "the probe after the cool-down closes the circuit"
-    );
+    // The probe after the cool-down closes the circuit.
+    eventually("the probe after the cool-down to close the circuit")
+        .within(Duration::from_secs(3))
+        .every(Duration::from_millis(50))
+        .until_async(async || {
+            let reply = post_json(&url, system_tests::demo_login(), None).await;
+            if reply.status == 200 {
+                Ok(())
+            } else {
+                Err(reply.text)
+            }
+        })
+        .await;
     assert_eq!(stub.seen(), 4, "exactly one probe reached A");
     b.logs.wait_for(|l| l["event"] == "circuit_half_open");
     b.logs.wait_for(|l| l["event"] == "circuit_closed");
@@ -379,49 +375,6 @@ async fn five_failed_calls_in_a_row_open_the_breaker_whatever_succeeded_before()
         details.starts_with("circuit open: 5 calls in a row failed; "),
         "{}",
         fast.text
-    );
-}
-
-#[tokio::test]
-async fn the_eleventh_wrong_password_is_throttled_for_that_user_only() {
-    let dir = std::env::temp_dir().join(format!("throttle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let users = dir.join("users");
-    std::fs::write(&users, "alice:wonderland\n").expect("users file");
-    let a = Service::a(&["--users-file", users.to_str().expect("path")]);
-    let b = Service::b(&a.url(), &[]);
-    let wrong = json!({"username": "divya", "password": "guess"});
-
-    for _ in 0..10 {
-        assert_eq!(a.token(wrong.clone(), None).await.status, 401);
-    }
-    let throttled = a.token(wrong, None).await;
-
-    assert_eq!(throttled.status, 429);
-    assert!(
-        throttled
-            .header("retry-after")
-            .parse::<u64>()
-            .is_ok_and(|s| s > 0)
-    );
-    assert!(throttled.json["error"].as_str().is_some());
-    assert_eq!(
-        a.token(system_tests::demo_login(), None).await.status,
-        429,
-        "even the right password waits"
-    );
-    let alice = json!({"username": "alice", "password": "wonderland"});
-    assert_eq!(
-        a.token(alice, None).await.status,
-        200,
-        "other users are unaffected"
-    );
-    let through_b = b.protected_action(system_tests::demo_login(), None).await;
-    assert_eq!(through_b.status, 429, "B passes the 429 through");
-    assert!(!through_b.header("retry-after").is_empty());
-    assert_eq!(
-        get(&a.at("/metrics")).await.json["token_requests_by_outcome"]["throttled"],
-        3
     );
 }
 
@@ -504,144 +457,4 @@ async fn callers_hanging_up_on_b_never_open_its_breaker() {
             .matching(|l| l["event"] == "circuit_opened")
             .is_empty()
     );
-}
-
-/// A caller can ask A for a failure (`fail_status`) only when A was started to allow it: no
-/// caller can make a production A fail at will.
-#[tokio::test]
-async fn fail_status_is_honoured_only_when_a_allows_it() {
-    let body = system_tests::demo_login_with(json!({"fail_status": 502}));
-    let locked = Service::a(&[]);
-    let refused = locked.token(body.clone(), None).await;
-    assert_eq!(refused.status, 400, "{}", refused.text);
-    assert!(
-        refused.json["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("--allow-fail-status")),
-        "{}",
-        refused.text
-    );
-
-    let open = Service::a(&["--allow-fail-status"]);
-    let injected = open.token(body, None).await;
-    assert_eq!(injected.status, 502, "{}", injected.text);
-    assert_eq!(injected.json["error"], "injected failure");
-}
-
-/// The fault endpoint (`--fault-listen`, loopback only) switches faults on and off at run
-/// time, and the gauge says which is on.
-#[tokio::test]
-async fn faults_switch_on_and_off_at_run_time_on_loopback_only() {
-    let a = Service::a(&["--fault-listen", "127.0.0.1:0"]);
-    let line = a.logs.wait_for(|l| l["event"] == "fault_endpoint");
-    let faults = format!("http://{}/faults", line["addr"].as_str().expect("addr"));
-
-    let on = client()
-        .put(&faults)
-        .json(&json!({"scenario": "a-flaky", "failure_rate": 1.0}))
-        .send()
-        .await
-        .expect("switched on");
-    assert_eq!(on.status(), 200);
-    let failed = a.token(system_tests::demo_login(), None).await;
-    assert_eq!(failed.status, 503, "{}", failed.text);
-    let metrics = get(&a.at("/metrics?format=prometheus")).await.text;
-    assert!(
-        metrics.contains(r#"fault_injection_active{scenario="a-flaky"} 1"#),
-        "{metrics}"
-    );
-    a.logs
-        .wait_for(|l| l["event"] == "fault_injected" && l["scenario"] == "a-flaky");
-
-    // What a web page could send (DNS rebinding, or a script on any site): refused.
-    let port = line["addr"]
-        .as_str()
-        .and_then(|a| a.rsplit_once(':'))
-        .map(|(_, p)| p.to_owned())
-        .expect("port");
-    for (header, value) in [
-        ("host", "evil.example.com".to_owned()),
-        ("host", format!("evil.example.com:{port}")),
-        ("origin", "http://evil.example.com".to_owned()),
-    ] {
-        let refused = client()
-            .put(&faults)
-            .header(header, value.as_str())
-            .json(&json!({"scenario": "a-slow", "extra_latency_ms": 300}))
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(refused.status(), 403, "{header}: {value}");
-    }
-    // The same, in what a client can write by hand: a second Host after a local one, and a
-    // target in absolute form naming another host.
-    let body = r#"{"scenario":"a-slow","extra_latency_ms":300}"#;
-    for head in [
-        format!("PUT /faults HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example.com\r\n"),
-        format!("PUT http://evil.example.com/faults HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"),
-    ] {
-        let request = format!(
-            "{head}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let answer = raw_exchange(&format!("127.0.0.1:{port}"), &request);
-        assert!(answer.starts_with("HTTP/1.1 403"), "{head:?}: {answer}");
-    }
-    let still = client().get(&faults).send().await.expect("asked");
-    let still: serde_json::Value = still.json().await.expect("json");
-    assert_eq!(
-        still["injected"]["scenario"], "a-flaky",
-        "unchanged: {still}"
-    );
-
-    let refused = client()
-        .put(&faults)
-        .json(&json!({"scenario": "Not A Name"}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(refused.status(), 400);
-
-    let off = client().delete(&faults).send().await.expect("switched off");
-    assert_eq!(off.status(), 200);
-    assert_eq!(a.token(system_tests::demo_login(), None).await.status, 200);
-    let metrics = get(&a.at("/metrics?format=prometheus")).await.text;
-    assert!(
-        metrics.contains(r#"fault_injection_active{scenario="a-flaky"} 0"#),
-        "{metrics}"
-    );
-
-    // Down: A's port closes every connection unanswered (a scrape too), until cleared.
-    client()
-        .put(&faults)
-        .json(&json!({"scenario": "a-down", "down": true}))
-        .send()
-        .await
-        .expect("switched on");
-    let refused = client().get(a.at("/health")).send().await;
-    assert!(refused.is_err(), "A is down: {refused:?}");
-    client().delete(&faults).send().await.expect("switched off");
-    assert_eq!(get(&a.at("/health")).await.status, 200);
-
-    // Anywhere but loopback, A refuses to start.
-    let output = std::process::Command::new(system_tests::binary(Kind::A))
-        .args(["--listen", "127.0.0.1:0", "--fault-listen", "0.0.0.0:0"])
-        .output()
-        .expect("run service-a");
-    assert!(!output.status.success());
-    let said = String::from_utf8_lossy(&output.stdout);
-    assert!(said.contains("loopback"), "{said}");
-}
-
-/// Writes `request` as it is on a new connection to `addr` and reads the whole answer.
-fn raw_exchange(addr: &str, request: &str) -> String {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(system_tests::TIMEOUT))
-        .expect("read timeout");
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
 }

@@ -5,18 +5,15 @@
 //! test-controlled DNS server resolves. Shares are what each A says it served.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use system_tests::dns::TestDns;
 use system_tests::fleet::{Replica, drive, served, shares};
 use system_tests::stub::{StubProvider, token_reply};
-use system_tests::{Service, TIMEOUT, vacant_addr};
+use system_tests::{Service, TIMEOUT, eventually, vacant_addr};
 
 /// Workers calling B at once.
 const WORKERS: usize = 6;
-
-/// How long each phase drives load.
-const PHASE: Duration = Duration::from_secs(4);
 
 /// Waits (bounded) for B's log to show `event` for `endpoint`.
 fn wait_for_event(b: &Service, event: &str, endpoint: &str) {
@@ -25,94 +22,29 @@ fn wait_for_event(b: &Service, event: &str, endpoint: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn b_shares_attempts_routes_around_bad_replicas_and_gives_recovered_ones_their_share() {
+async fn b_shares_attempts_and_routes_around_a_killed_replica() {
+    // The short version: the `heavy` target's fleet test adds a late, a slow and a flaky
+    // replica, and the recovered ones' share.
     let a1 = Replica::start("127.0.0.1:0");
     let a2 = Replica::start("127.0.0.1:0");
     let a3 = Replica::start("127.0.0.1:0");
-    let late = vacant_addr();
-    let list = format!("{},{},{},http://{late}", a1.url(), a2.url(), a3.url());
+    let list = format!("{},{},{}", a1.url(), a2.url(), a3.url());
     let b = Service::b(&list, &[]);
 
-    // 1. Three healthy replicas (the fourth not started yet): a fair share each, no error.
-    let ready = [&a1, &a2, &a3];
-    let before = served(&ready).await;
-    let healthy = drive(&b, WORKERS, PHASE).await;
-    let healthy_shares = shares(&before, &served(&ready).await);
+    let all = [&a1, &a2, &a3];
+    let before = served(&all).await;
+    let healthy = drive(&b, WORKERS, Duration::from_millis(1500)).await;
+    let healthy_shares = shares(&before, &served(&all).await);
     assert_eq!(healthy.failed(), 0, "{:?}", healthy.statuses);
     for share in &healthy_shares {
-        assert!(
-            (share - 1.0 / 3.0).abs() <= 0.10,
-            "within 10 points of fair: {healthy_shares:?}"
-        );
+        assert!(*share >= 0.15, "each replica serves: {healthy_shares:?}");
     }
-    wait_for_event(&b, "endpoint_ejected", &late.to_string());
 
-    // 2. The fourth starts late: it is found by its probe and gets its share.
-    let a4 = Replica::start(&late.to_string());
-    let all = [&a1, &a2, &a3, &a4];
-    let before = served(&all).await;
-    let joined = drive(&b, WORKERS, PHASE).await;
-    let joined_shares = shares(&before, &served(&all).await);
-    assert_eq!(joined.failed(), 0, "{:?}", joined.statuses);
-    assert!(
-        joined_shares[3] >= 0.15,
-        "the late replica's share: {joined_shares:?}"
-    );
-
-    // 3. One turns slow, past B's timeout: no caller sees it fail, and p99 stays small.
-    a2.slow(1500).await;
-    let slow = drive(&b, WORKERS, PHASE).await;
-    assert_eq!(slow.failed(), 0, "{:?}", slow.statuses);
-    let bound = (healthy.p99() * 5).max(Duration::from_millis(100));
-    assert!(
-        slow.p99() <= bound,
-        "p99 {:?} with a slow replica, {:?} healthy",
-        slow.p99(),
-        healthy.p99()
-    );
-
-    // 4. It recovers; another fails half its calls: still no failure for callers.
-    a2.heal().await;
-    a3.flaky(0.5).await;
-    let flaky = drive(&b, WORKERS, PHASE).await;
-    assert_eq!(flaky.failed(), 0, "{:?}", flaky.statuses);
-
-    // 5. That one recovers; a third is killed: no failure, and the recovered ones serve
-    //    their share again once back.
-    a3.heal().await;
     let mut a1 = a1;
     a1.service.signal("KILL");
     a1.service.wait_exit();
-    let killed = drive(&b, WORKERS, PHASE).await;
+    let killed = drive(&b, WORKERS, Duration::from_millis(1500)).await;
     assert_eq!(killed.failed(), 0, "{:?}", killed.statuses);
-    // A replica that recovered is back within the longest ejection (8 s), then serves its
-    // share: calls keep going meanwhile, as the probation after an ejection needs one.
-    let deadline = Instant::now() + 2 * TIMEOUT;
-    for replica in [&a2, &a3] {
-        let in_use = format!(
-            r#"provider_endpoint_state{{endpoint="{}",state="in_use"}}"#,
-            replica.service.addr
-        );
-        while b.series(&in_use).await < 1.0 {
-            assert!(
-                Instant::now() < deadline,
-                "{} never came back",
-                replica.service.addr
-            );
-            drive(&b, 2, Duration::from_millis(200)).await;
-        }
-    }
-    let alive = [&a2, &a3, &a4];
-    let before = served(&alive).await;
-    let recovered = drive(&b, WORKERS, PHASE).await;
-    let after_shares = shares(&before, &served(&alive).await);
-    assert_eq!(recovered.failed(), 0, "{:?}", recovered.statuses);
-    for share in &after_shares {
-        assert!(
-            *share >= 0.15,
-            "each live replica serves its share again: {after_shares:?}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,11 +81,16 @@ async fn replicas_behind_a_name_are_found_as_they_come_and_go() {
         .wait_for(|l| l["event"] == "endpoints_changed" && l["known"] == 3);
     assert_eq!(added["added"], format!("{}:{port}", ip(4)), "{added}");
     wait_for_event(&b, "endpoint_returned", &format!("{}:{port}", ip(4)));
-    let deadline = Instant::now() + TIMEOUT;
-    while !stub.last_head().starts_with("POST /token") {
-        assert!(Instant::now() < deadline, "the new replica got no call");
-        drive(&b, 2, Duration::from_millis(200)).await;
-    }
+    eventually("a call to the new replica")
+        .every(Duration::ZERO)
+        .until_async(async || {
+            let called = stub.last_head().starts_with("POST /token");
+            if !called {
+                drive(&b, 2, Duration::from_millis(200)).await;
+            }
+            called
+        })
+        .await;
     let head = stub.last_head().to_ascii_lowercase();
     assert!(
         head.contains(&format!("\r\nhost: service-a.fleet.test:{port}\r\n")),

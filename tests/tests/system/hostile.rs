@@ -1,357 +1,32 @@
 //! Hostile and careless clients: each test attacks one bound the services promise (memory,
 //! connections, time, label values, login guesses) and reads the
 //! process's own memory and metrics. Loopback only; every loop is bounded in count and time.
+//! The same attacks at full size (20,000 methods, 200,000 usernames, 3,000 slow connections)
+//! are the `heavy` target's, which CI runs.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use system_tests::{Kind, Service, TIMEOUT, client, post_json, send};
+use serde_json::json;
+use system_tests::attack::{
+    HEALTHY_LATENCY, assert_unharmed, connect_and_send, read_answer, status_and_body, unread_by,
+    wait_for_series,
+};
+use system_tests::{Kind, Service, client, eventually, load, send};
 
-/// The memory limit `deploy/compose.yaml` and `deploy/kubernetes/` give each service.
-const MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Requests being handled: the series that shows slow requests are under way.
+const ACTIVE_POSTS: &str =
+    r#"http_server_active_requests{http_request_method="POST",url_scheme="http"}"#;
 
-/// How fast `/health` must answer on a new connection while an attack runs.
-const HEALTHY_LATENCY: Duration = Duration::from_millis(100);
-
-/// Asserts the process survived within its memory limit and still answers promptly.
-async fn assert_unharmed(service: &mut Service, attack: &str) {
-    assert!(service.is_alive(), "{attack}: the process died");
-    let peak = service.peak_memory();
-    assert!(
-        peak < MEMORY_LIMIT,
-        "{attack}: peak memory {} MiB is over the 64 MiB limit",
-        peak / (1024 * 1024)
-    );
-    let latency = service.health_latency().await;
-    assert!(
-        latency < HEALTHY_LATENCY,
-        "{attack}: /health took {latency:?}"
-    );
-}
-
-/// Waits (bounded) until the Prometheus series reaches `at_least`, and returns its value: the
-/// server counts a connection's end just after the client has seen it.
-async fn wait_for_series(service: &Service, series: &str, at_least: f64) -> f64 {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let value = service.series(series).await;
-        if value >= at_least {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{series} stayed at {value}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Waits (bounded) until an attack's requests answered so far reach `count`: it is under way.
-async fn wait_under_way(answered: &AtomicUsize, count: usize) {
-    let deadline = Instant::now() + TIMEOUT;
-    while answered.load(Ordering::Relaxed) < count {
-        assert!(
-            Instant::now() < deadline,
-            "the attack never got going: {} answered",
-            answered.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Connects and sends `bytes`, without reading; the connection stays open until dropped.
-fn connect_and_send(service: &Service, bytes: &[u8]) -> TcpStream {
-    let mut stream = TcpStream::connect(service.addr).expect("connect");
-    stream.write_all(bytes).expect("send");
-    stream
-}
-
-/// Connections waiting in the kernel for `service` to accept them: the receive queue of its
-/// listening socket in `/proc/net/tcp`.
-fn accept_queue(service: &Service) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let port = format!(":{:04X}", service.addr.port());
-    table
-        .lines()
-        .skip(1)
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let listening = fields.get(3) == Some(&"0A");
-            if !listening || !fields.get(1).is_some_and(|local| local.ends_with(&port)) {
-                return None;
-            }
-            let (_, waiting) = fields.get(4)?.split_once(':')?;
-            usize::from_str_radix(waiting, 16).ok()
-        })
-        .unwrap_or_else(|| panic!("no listening socket on {} in /proc/net/tcp", service.addr))
-}
-
-/// The bytes `client` sent that `service` has not read yet: the receive queue of the
-/// server's end of that connection in `/proc/net/tcp` (`None` while it is not there).
-fn unread_by(service: &Service, client: &TcpStream) -> Option<usize> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let local = format!(":{:04X}", service.addr.port());
-    let remote = format!(
-        ":{:04X}",
-        client.local_addr().expect("local address").port()
-    );
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let ours = fields.get(1).is_some_and(|l| l.ends_with(&local))
-            && fields.get(2).is_some_and(|r| r.ends_with(&remote))
-            && fields.get(3) == Some(&"01");
-        if !ours {
-            return None;
-        }
-        let (_, unread) = fields.get(4)?.split_once(':')?;
-        usize::from_str_radix(unread, 16).ok()
-    })
-}
-
-/// Waits (bounded) until fewer than `below` connections wait for `service` to accept them.
-fn wait_for_accept_queue_below(service: &Service, below: usize) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let waiting = accept_queue(service);
-        if waiting < below {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{waiting} connections still wait to be accepted"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// What the server wrote back before closing (empty if it closed without a word).
-fn read_answer(stream: &mut TcpStream) -> String {
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .expect("read timeout");
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// The status code and JSON body of a raw HTTP/1.1 answer.
-fn status_and_body(answer: &str) -> (u16, Value) {
-    let status = answer
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .and_then(|(_, body)| serde_json::from_str(body).ok())
-        .unwrap_or(Value::Null);
-    (status, body)
-}
-
-/// A token character string from a counter, e.g. "M17X".
-fn made_up_method(n: u32) -> reqwest::Method {
-    reqwest::Method::from_bytes(format!("M{n}X").as_bytes()).expect("a token")
+#[tokio::test]
+async fn two_thousand_made_up_methods_and_paths_add_no_series() {
+    load::made_up_methods_and_paths_add_no_series(2_000).await;
 }
 
 #[tokio::test]
-async fn twenty_thousand_made_up_methods_and_paths_add_no_series() {
-    let mut a = Service::a(&[]);
-    let http = client();
-    let answered = Arc::new(AtomicUsize::new(0));
-    let spray = |from: u32, to: u32| {
-        let (http, answered) = (http.clone(), answered.clone());
-        let base = a.url();
-        async move {
-            let mut tasks = tokio::task::JoinSet::new();
-            for worker in 0..16 {
-                let (http, base, answered) = (http.clone(), base.clone(), answered.clone());
-                tasks.spawn(async move {
-                    for n in (from + worker..to).step_by(16) {
-                        let path = if n % 2 == 0 {
-                            "/token".to_owned()
-                        } else {
-                            format!("/r{n}")
-                        };
-                        let reply =
-                            send(http.request(made_up_method(n), format!("{base}{path}"))).await;
-                        assert!(matches!(reply.status, 404 | 405), "{}", reply.text);
-                        answered.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-            }
-            tasks.join_all().await;
-        }
-    };
-    spray(0, 200).await;
-    // Every route's own series exist before the baseline is read.
-    a.health_latency().await;
-    system_tests::get(&a.at("/metrics?format=prometheus")).await;
-    let before = system_tests::get(&a.at("/metrics?format=prometheus"))
-        .await
-        .text;
-
-    let attack = tokio::spawn(spray(200, 20_200));
-    wait_under_way(&answered, 200 + 1000).await;
-    let during = a.health_latency().await;
-    attack.await.expect("spray");
-
-    let after = system_tests::get(&a.at("/metrics?format=prometheus"))
-        .await
-        .text;
-    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
-    assert_eq!(
-        series(&after),
-        series(&before),
-        "20,000 more methods and paths added series"
-    );
-    assert!(
-        after.len() < before.len() + 1024,
-        "/metrics grew from {} to {} bytes",
-        before.len(),
-        after.len()
-    );
-    assert!(after.contains(r#"method="_OTHER""#), "{after}");
-    assert!(!after.contains("M1X"), "a made-up method became a label");
-    assert!(
-        during < HEALTHY_LATENCY,
-        "/health took {during:?} during the spray"
-    );
-    assert_unharmed(&mut a, "20k methods").await;
-}
-
-/// Usernames the spray tries, each once: the load the throttle is sized for (200,000 names
-/// failing within one window).
-const SPRAYED_NAMES: usize = 200_000;
-
-/// Length of each sprayed name. 200,000 of them make 205 MB of names, over three times the
-/// memory limit: a throttle that kept each name, or 400 bytes of each, would break the limit
-/// as surely as with names of 16,000 characters (3.2 GB, three times as long to send, and
-/// no more proof).
-const SPRAYED_NAME_LENGTH: usize = 1_024;
-
-#[tokio::test]
-async fn a_spray_of_long_usernames_neither_frees_an_attacker_nor_grows_memory() {
-    const { assert!(SPRAYED_NAMES as u64 * SPRAYED_NAME_LENGTH as u64 > 3 * MEMORY_LIMIT) };
-    let mut a = Service::a(&[]);
-    let url = a.at("/token");
-    let http = client();
-    let answered = Arc::new(AtomicUsize::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    let workers = 16;
-    for worker in 0..workers {
-        let (http, url, answered) = (http.clone(), url.clone(), answered.clone());
-        tasks.spawn(async move {
-            let padding = "u".repeat(SPRAYED_NAME_LENGTH - 8);
-            for n in (worker..SPRAYED_NAMES).step_by(workers) {
-                let body = json!({"username": format!("{n:08}{padding}"), "password": "guess"});
-                let reply = send(http.post(&url).json(&body)).await;
-                // 429 when both of a name's counters are shared with names already at the
-                // limit: the throttle errs on the side of refusing.
-                assert!(matches!(reply.status, 401 | 429), "{}", reply.text);
-                answered.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-    wait_under_way(&answered, 1_000).await;
-    let during = a.health_latency().await;
-    tasks.join_all().await;
-    assert!(
-        during < HEALTHY_LATENCY,
-        "/health took {during:?} during the spray"
-    );
-
-    let mut evaluated = 0;
-    for _ in 0..30 {
-        let reply = post_json(
-            &url,
-            json!({"username": "divya", "password": "wrong"}),
-            None,
-        )
-        .await;
-        match reply.status {
-            401 => evaluated += 1,
-            429 => {}
-            other => panic!("unexpected {other}: {}", reply.text),
-        }
-    }
-    assert!(evaluated <= 10, "{evaluated} wrong guesses were checked");
-    let right = post_json(
-        &url,
-        json!({"username": "divya", "password": system_tests::DEMO_PASSWORD}),
-        None,
-    )
-    .await;
-    assert_eq!(
-        right.status, 429,
-        "the right password after the limit is still refused: {}",
-        right.text
-    );
-    assert_unharmed(&mut a, "200k usernames of 1 KiB").await;
-}
-
-#[tokio::test]
-async fn slow_connections_and_endless_headers_leave_the_process_small_and_answering() {
-    let mut a = Service::a(&[]);
-    // 3,000 connections that each start a request and never finish its head, opened no
-    // faster than A accepts them: a SYN the kernel drops from a full backlog costs the client
-    // a second before it tries again, and proves nothing about the process.
-    let slow: Vec<TcpStream> = (0..3000)
-        .map(|n| {
-            if n % 32 == 0 {
-                wait_for_accept_queue_below(&a, 64);
-            }
-            connect_and_send(&a, b"POST /token HTTP/1.1\r\nHost: a\r\nX-Slow: ")
-        })
-        .collect();
-    assert_unharmed(&mut a, "3,000 slow connections").await;
-    // Over the cap, the slowest make room.
-    wait_for_series(
-        &a,
-        r#"http_connection_errors_total{kind="evicted"}"#,
-        3000.0 - 1024.0,
-    )
-    .await;
-    drop(slow);
-
-    // 300 connections each sending a header that never ends (390 KB each, in pieces).
-    let endless = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..300)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut stream = connect_and_send(&a, b"GET /health HTTP/1.1\r\nX-Endless: ");
-                    let chunk = [b'a'; 4096];
-                    for _ in 0..(390 * 1024 / chunk.len()) {
-                        if stream.write_all(&chunk).is_err() {
-                            break; // the server closed the connection
-                        }
-                    }
-                    read_answer(&mut stream)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("sender"))
-            .collect::<Vec<_>>()
-    });
-    // The server stops reading at 16 KiB, answers 431 and closes; with the rest of the
-    // header unread, the kernel resets the connection, which can reach the client first.
-    for answer in &endless {
-        assert!(
-            answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
-            "{answer:?}"
-        );
-    }
-    assert_unharmed(&mut a, "300 endless headers").await;
-    // Every one counted.
-    wait_for_series(
-        &a,
-        r#"http_connection_errors_total{kind="header_too_large"}"#,
-        300.0,
-    )
-    .await;
-    a.logs
-        .wait_for(|l| l["event"] == "connection_rejected" && l["kind"] == "header_too_large");
+async fn a_small_spray_of_long_usernames_frees_no_attacker() {
+    load::long_usernames_neither_free_an_attacker_nor_grow_memory(4_000).await;
 }
 
 #[tokio::test]
@@ -410,18 +85,8 @@ async fn requests_cut_off_by_the_grace_are_answered_503_and_logged() {
             ))
         })
         .collect();
-    let deadline = Instant::now() + TIMEOUT;
-    while a
-        .series(r#"http_server_active_requests{http_request_method="POST",url_scheme="http"}"#)
-        .await
-        < 5.0
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the five requests never ran together"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The five requests run together.
+    wait_for_series(&a, ACTIVE_POSTS, 5.0).await;
     a.signal("TERM");
     for task in slow {
         let reply = task.await.expect("cut-off request");
@@ -578,15 +243,8 @@ async fn over_the_in_flight_cap_requests_are_shed_but_probes_answer() {
             ))
         })
         .collect();
-    let deadline = Instant::now() + TIMEOUT;
-    while a
-        .series(r#"http_server_active_requests{http_request_method="POST",url_scheme="http"}"#)
-        .await
-        < 2.0
-    {
-        assert!(Instant::now() < deadline, "the slow requests never ran");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The slow requests run.
+    wait_for_series(&a, ACTIVE_POSTS, 2.0).await;
     let shed = a.token(system_tests::demo_login(), Some("shed")).await;
     assert_eq!(shed.status, 503, "{}", shed.text);
     assert_eq!(shed.header("retry-after"), "1");
@@ -618,46 +276,48 @@ async fn over_the_connection_cap_with_every_connection_busy_newcomers_get_503() 
         "POST /token HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let deadline = Instant::now() + TIMEOUT;
     // Until both slow requests are being handled, a newcomer evicts one of them (it is still
     // idle), so the probe waits until A has read both; in the moment between A reading a
     // request and handling it, the probe can still win: then the attempt starts over.
-    loop {
-        let slow: Vec<_> = (0..2)
-            .map(|_| connect_and_send(&a, slow_request.as_bytes()))
-            .collect();
-        while slow.iter().any(|s| unread_by(&a, s) != Some(0)) {
-            assert!(Instant::now() < deadline, "A never read the slow requests");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let mut probe = connect_and_send(
-            &a,
-            b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-        );
-        let answer = read_answer(&mut probe);
-        let (status, body) = status_and_body(&answer);
-        if status == 503 {
-            assert_eq!(
-                body["error"],
-                "server at its connection limit: try again later"
+    let (answer, body) =
+        eventually("a newcomer refused with 503 at the connection cap").until(|| {
+            let slow: Vec<_> = (0..2)
+                .map(|_| connect_and_send(&a, slow_request.as_bytes()))
+                .collect();
+            eventually("A has read both slow requests")
+                .every(Duration::from_millis(1))
+                .until(|| {
+                    let unread: Vec<_> = slow.iter().map(|s| unread_by(&a, s)).collect();
+                    if unread.iter().all(|u| *u == Some(0)) {
+                        Ok(())
+                    } else {
+                        Err(unread)
+                    }
+                });
+            let mut probe = connect_and_send(
+                &a,
+                b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             );
-            assert!(answer.contains("\r\nretry-after: 1\r\n"), "{answer:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "never refused");
-        drop(slow);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Asked once a connection is free again (the slow requests end after 1 s).
-    let deadline = Instant::now() + TIMEOUT;
-    while a
-        .series(r#"http_connection_errors_total{kind="over_capacity"}"#)
-        .await
-        < 1.0
-    {
-        assert!(Instant::now() < deadline, "the refusal was not counted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            let answer = read_answer(&mut probe);
+            let (status, body) = status_and_body(&answer);
+            if status == 503 {
+                Ok((answer, body))
+            } else {
+                Err(status)
+            }
+        });
+    assert_eq!(
+        body["error"],
+        "server at its connection limit: try again later"
+    );
+    assert!(answer.contains("\r\nretry-after: 1\r\n"), "{answer:?}");
+    // Counted once a connection is free again (the slow requests end after 1 s).
+    wait_for_series(
+        &a,
+        r#"http_connection_errors_total{kind="over_capacity"}"#,
+        1.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! user at the limit is refused before her password is looked at.
 
 use serde_json::json;
-use system_tests::{DEMO_PASSWORD, Service, post_json};
+use system_tests::{DEMO_PASSWORD, Service, get, post_json};
 
 /// Sends `n` logins for divya at once, each asking A for `delay_ms`, with `password(i)`,
 /// and returns the statuses in order.
@@ -78,4 +78,47 @@ async fn a_user_at_her_limit_is_refused_unchecked_and_right_logins_between_clear
         right.text
     );
     assert!(right.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn the_eleventh_wrong_password_is_throttled_for_that_user_only() {
+    let dir = std::env::temp_dir().join(format!("throttle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let users = dir.join("users");
+    std::fs::write(&users, "alice:wonderland\n").expect("users file");
+    let a = Service::a(&["--users-file", users.to_str().expect("path")]);
+    let b = Service::b(&a.url(), &[]);
+    let wrong = json!({"username": "divya", "password": "guess"});
+
+    for _ in 0..10 {
+        assert_eq!(a.token(wrong.clone(), None).await.status, 401);
+    }
+    let throttled = a.token(wrong, None).await;
+
+    assert_eq!(throttled.status, 429);
+    assert!(
+        throttled
+            .header("retry-after")
+            .parse::<u64>()
+            .is_ok_and(|s| s > 0)
+    );
+    assert!(throttled.json["error"].as_str().is_some());
+    assert_eq!(
+        a.token(system_tests::demo_login(), None).await.status,
+        429,
+        "even the right password waits"
+    );
+    let alice = json!({"username": "alice", "password": "wonderland"});
+    assert_eq!(
+        a.token(alice, None).await.status,
+        200,
+        "other users are unaffected"
+    );
+    let through_b = b.protected_action(system_tests::demo_login(), None).await;
+    assert_eq!(through_b.status, 429, "B passes the 429 through");
+    assert!(!through_b.header("retry-after").is_empty());
+    assert_eq!(
+        get(&a.at("/metrics")).await.json["token_requests_by_outcome"]["throttled"],
+        3
+    );
 }

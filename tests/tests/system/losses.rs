@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use system_tests::otlp::OtlpReceiver;
-use system_tests::{Kind, Service, TIMEOUT, binary, client, demo_login};
+use system_tests::process::Signal;
+use system_tests::{Kind, Service, TIMEOUT, binary, client, demo_login, eventually};
 
 /// How fast `/health` must answer while a sink is stuck.
 pub(crate) const HEALTHY_LATENCY: Duration = Duration::from_millis(100);
@@ -98,45 +99,30 @@ impl Held {
 
     /// SIGTERM, then waits (bounded by the flush graces and a margin) for the exit.
     pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
-        let stopping = Instant::now();
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                // Its stderr is read to the end by then, or soon.
-                std::thread::sleep(Duration::from_millis(100));
-                return status;
-            }
-            assert!(
-                stopping.elapsed() < Duration::from_secs(8),
-                "still running {:?} after SIGTERM",
-                stopping.elapsed()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        system_tests::process::signal(self.child.id(), Signal::TERM);
+        let child = &mut self.child;
+        let status = eventually("the exit after SIGTERM")
+            .within(Duration::from_secs(8))
+            .every(Duration::from_millis(20))
+            .until(|| child.try_wait().expect("wait"));
+        // Its stderr is read to the end by then, or soon.
+        std::thread::sleep(Duration::from_millis(100));
+        status
     }
 
     /// Waits (bounded) for the stderr notice saying `counter` lost something.
     pub(crate) fn wait_for_notice(&self, counter: &str) -> serde_json::Value {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
+        eventually(format!(
+            "a telemetry_lost notice naming {counter} on stderr"
+        ))
+        .every(Duration::from_millis(50))
+        .until(|| {
             let text = self.stderr.lock().expect("stderr").clone();
-            let notice = text
-                .lines()
+            text.lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|n| n["event"] == "telemetry_lost" && n.get(counter).is_some());
-            if let Some(notice) = notice {
-                return notice;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no telemetry_lost notice naming {counter} on stderr: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                .find(|n| n["event"] == "telemetry_lost" && n.get(counter).is_some())
+                .ok_or(text)
+        })
     }
 }
 
@@ -216,16 +202,14 @@ async fn a_closed_stdout_counts_every_line_it_could_not_write() {
     // As `| head` does: the reader goes away.
     drop(a.stdout.take());
     load(&base, 300).await;
-    let deadline = Instant::now() + TIMEOUT;
     let failed = r#"reason="write_failed""#;
-    loop {
-        let lost = sum_of(&base, "log_lines_dropped_total", &[failed]).await;
-        if lost >= 300.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{lost} of 300 lines counted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("all 300 lines counted as write_failed")
+        .every(Duration::from_millis(50))
+        .until_async(async || {
+            let lost = sum_of(&base, "log_lines_dropped_total", &[failed]).await;
+            if lost >= 300.0 { Ok(()) } else { Err(lost) }
+        })
+        .await;
     let notice = a.wait_for_notice("log_lines_write_failed");
     assert!(
         notice["log_lines_write_failed"].as_u64() > Some(0),
@@ -238,27 +222,29 @@ async fn a_closed_stdout_counts_every_line_it_could_not_write() {
 async fn settle(base: &str, signal: &str, made: f64) {
     let processed = format!("otel_sdk_processor_{signal}_processed_total");
     let exported = format!("otel_sdk_exporter_{signal}_exported_total");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let taken = sum_of(base, &processed, &[]).await;
-        let delivered = sum_of(base, &exported, &[]).await;
-        let queued = sum_of(
-            base,
-            &format!("otel_sdk_processor_{signal}_queue_size"),
-            &[],
-        )
+    eventually(format!("{signal}s to settle"))
+        .within(Duration::from_secs(30))
+        .every(Duration::from_millis(100))
+        .until_async(async || {
+            let taken = sum_of(base, &processed, &[]).await;
+            let delivered = sum_of(base, &exported, &[]).await;
+            let queued = sum_of(
+                base,
+                &format!("otel_sdk_processor_{signal}_queue_size"),
+                &[],
+            )
+            .await;
+            // Everything made was handed on or dropped, and every batch handed on has ended.
+            let handed_on = taken - sum_of(base, &processed, &["error_type="]).await;
+            if queued == 0.0 && taken >= made && delivered >= handed_on {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{taken} processed of {made}, {delivered} delivered, {queued} queued"
+                ))
+            }
+        })
         .await;
-        // Everything made was handed on or dropped, and every batch handed on has ended.
-        let handed_on = taken - sum_of(base, &processed, &["error_type="]).await;
-        if queued == 0.0 && taken >= made && delivered >= handed_on {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{signal}s not settled: {taken} processed of {made}, {delivered} delivered, {queued} queued"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Asserts that what was lost on the way to the collector is what the counters say,

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use system_tests::otlp::OtlpReceiver;
-use system_tests::{Kind, Service, TIMEOUT, binary, client, send};
+use system_tests::{Kind, Service, TIMEOUT, binary, client, eventually, send};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -93,13 +93,9 @@ fn the_export_timeout_comes_from_the_environment() {
     rt.block_on(send(login(&a)));
     // A collector that never answers within the export timeout: a timeout.
     let failed = "otel_sdk_exporter_span_exported_total{otel_component_type=\"otlp_http_span_exporter\",otel_component_name=\"otlp_http_span_exporter/0\",error_type=\"timeout\"}";
-    while rt.block_on(a.series(failed)) < 1.0 {
-        assert!(
-            Instant::now() < started + TIMEOUT,
-            "no export failure counted"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually("an export failure counted")
+        .every(Duration::from_millis(50))
+        .until(|| rt.block_on(a.series(failed)) >= 1.0);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "the 300 ms timeout, not the 10 s default, ended the export: {:?}",
@@ -159,14 +155,8 @@ fn what_cannot_be_honoured_is_refused_at_start_saying_what_is_supported() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start");
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "{name}={value}: still running");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = eventually(format!("the refusal of {name}={value}"))
+            .until(|| child.try_wait().expect("wait"));
         let mut stderr = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
             .expect("read");

@@ -3,10 +3,10 @@
 //! export is counted by how it ended (`rejected`, `timeout`, `network_error`); exported
 //! spans carry the W3C trace flags their `traceparent` carries.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use system_tests::otlp::OtlpReceiver;
-use system_tests::{Kind, Reply, Service, TIMEOUT, client, demo_login, send};
+use system_tests::{Kind, Reply, Service, TIMEOUT, client, demo_login, eventually, send};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -50,11 +50,9 @@ fn exported(error_type: Option<&str>) -> String {
 
 /// Polls `series` on `a` until it is at least 1.
 fn wait_for_series(a: &Service, rt: &tokio::runtime::Runtime, series: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    while rt.block_on(a.series(series)) < 1.0 {
-        assert!(Instant::now() < deadline, "{series} never counted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(format!("{series} counted"))
+        .every(Duration::from_millis(50))
+        .until(|| rt.block_on(a.series(series)) >= 1.0);
 }
 
 /// The OTLP/HTTP specification: 429, 502, 503 and 504 are retryable; the export that met

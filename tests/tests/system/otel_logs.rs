@@ -2,11 +2,9 @@
 //! the right span, with the event's name as the record's `EventName`, a body a person can
 //! read, and no status code where no answer was sent.
 
-use std::time::Duration;
-
 use serde_json::json;
 use system_tests::otlp::{OtlpReceiver, Typed};
-use system_tests::{Kind, Service, TIMEOUT};
+use system_tests::{Kind, Service, eventually};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -171,17 +169,13 @@ fn a_request_whose_caller_left_has_no_status_code_on_its_record() {
     )
     .expect("send");
     let rt = runtime();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while rt.block_on(
-        a.series(r#"http_server_active_requests{http_request_method="POST",url_scheme="http"}"#),
-    ) < 1.0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "A never took the request"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually("A to take the request").until(|| {
+        rt.block_on(
+            a.series(
+                r#"http_server_active_requests{http_request_method="POST",url_scheme="http"}"#,
+            ),
+        ) >= 1.0
+    });
     drop(caller);
     assert_eq!(a.logs.request_line("gone")["status"], 499);
     let gone = Typed::Str("gone".into());

@@ -20,376 +20,18 @@
 //! Steps the reader performs by hand are `<!-- replay: stop A -->` and
 //! `<!-- replay: start A -->` comments, invisible on the rendered page.
 
+mod compare;
+mod page;
+
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 
 use serde_json::Value;
-use system_tests::{Kind, Service, client, repo_root, vacant_addr};
+use system_tests::{Kind, Service, client, eventually, vacant_addr};
 
-/// The comment that marks a section as replayed.
-const REPLAY_SECTION: &str = "<!-- replay: this section -->";
-
-/// A place in a page: its path from the repository's root, and a line number.
-#[derive(Debug, Clone)]
-struct At {
-    file: String,
-    line: usize,
-}
-
-impl At {
-    fn plus(&self, n: usize) -> Self {
-        Self {
-            file: self.file.clone(),
-            line: self.line + n,
-        }
-    }
-}
-
-impl fmt::Display for At {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file, self.line)
-    }
-}
-
-/// The pages: README.md, then every docs/*.md in name order, as (path, text).
-pub(crate) fn pages() -> Vec<(String, String)> {
-    let root = repo_root();
-    let mut names: Vec<String> = std::fs::read_dir(root.join("docs"))
-        .expect("docs/")
-        .map(|entry| entry.expect("docs/ entry").file_name())
-        .filter_map(|name| name.to_str().map(str::to_owned))
-        .filter(|name| name.ends_with(".md"))
-        .map(|name| format!("docs/{name}"))
-        .collect();
-    names.sort();
-    names.insert(0, "README.md".to_owned());
-    names
-        .into_iter()
-        .map(|name| {
-            let text =
-                std::fs::read_to_string(root.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-            (name, text)
-        })
-        .collect()
-}
-
-/// Whether each line of `lines` is inside a fenced code block (the fences included).
-pub(crate) fn in_code(lines: &[&str]) -> Vec<bool> {
-    let mut fence: Option<String> = None;
-    lines
-        .iter()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            match &fence {
-                Some(open) => {
-                    if trimmed.starts_with(open.as_str()) && trimmed.trim_end() == open {
-                        fence = None;
-                    }
-                    true
-                }
-                None if trimmed.starts_with("```") => {
-                    let ticks = trimmed.chars().take_while(|c| *c == '`').count();
-                    fence = Some("`".repeat(ticks));
-                    true
-                }
-                None => false,
-            }
-        })
-        .collect()
-}
-
-/// The level of a Markdown heading (`## …` is 2), if `line` is one.
-pub(crate) fn heading_level(line: &str) -> Option<usize> {
-    let level = line.chars().take_while(|c| *c == '#').count();
-    ((1..=6).contains(&level) && line[level..].starts_with(' ')).then_some(level)
-}
-
-/// One replayed section: where its heading is, and its lines (0-based, end excluded).
-#[derive(Debug)]
-struct Section {
-    at: At,
-    title: String,
-    lines: std::ops::Range<usize>,
-}
-
-/// The replayed sections of one page.
-fn replayed_sections(file: &str, text: &str) -> Vec<Section> {
-    let lines: Vec<&str> = text.lines().collect();
-    let code = in_code(&lines);
-    let headings: Vec<(usize, usize)> = lines
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !code[*i])
-        .filter_map(|(i, l)| heading_level(l).map(|level| (i, level)))
-        .collect();
-    let mut sections: Vec<Section> = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if code[i] || line.trim() != REPLAY_SECTION {
-            continue;
-        }
-        let at = At {
-            file: file.to_owned(),
-            line: i + 1,
-        };
-        let &(start, level) = headings
-            .iter()
-            .rev()
-            .find(|(h, _)| *h < i)
-            .unwrap_or_else(|| panic!("{at}: a replay mark before any heading"));
-        let end = headings
-            .iter()
-            .find(|(h, l)| *h > start && *l <= level)
-            .map_or(lines.len(), |(h, _)| *h);
-        assert!(
-            sections.iter().all(|s| s.lines.start != start),
-            "{at}: the section is already marked"
-        );
-        sections.push(Section {
-            at: At {
-                file: file.to_owned(),
-                line: start + 1,
-            },
-            title: lines[start].to_owned(),
-            lines: start..end,
-        });
-    }
-    for pair in sections.windows(2) {
-        assert!(
-            pair[1].lines.start >= pair[0].lines.end,
-            "{}: a replayed section inside a replayed section ({})",
-            pair[1].at,
-            pair[0].at
-        );
-    }
-    sections
-}
-
-/// One piece of a replayed section, in order.
-#[derive(Debug)]
-enum Step {
-    /// A ```console block: the command and what it printed.
-    Console {
-        at: At,
-        command: String,
-        output: Vec<String>,
-    },
-    /// A ```json block: log lines of the request before it.
-    Logs { at: At, lines: Vec<String> },
-    /// A `<!-- replay: … -->` comment.
-    Action { at: At, what: String },
-}
-
-/// The steps of `section` in `text`.
-fn steps(text: &str, section: &Section) -> Vec<Step> {
-    let lines: Vec<&str> = text.lines().collect();
-    let place = |i: usize| At {
-        file: section.at.file.clone(),
-        line: i + 1,
-    };
-    let mut steps = Vec::new();
-    let mut i = section.lines.start;
-    while i < section.lines.end {
-        let line = lines[i];
-        if line.trim() != REPLAY_SECTION
-            && let Some(what) = line
-                .trim()
-                .strip_prefix("<!-- replay:")
-                .and_then(|rest| rest.strip_suffix("-->"))
-        {
-            steps.push(Step::Action {
-                at: place(i),
-                what: what.trim().to_owned(),
-            });
-        }
-        if line == "```console" || line == "```json" {
-            let at = place(i);
-            let body_start = i + 1;
-            let close = lines[body_start..]
-                .iter()
-                .position(|l| *l == "```")
-                .map(|n| body_start + n)
-                .unwrap_or_else(|| panic!("{at}: unclosed code block"));
-            let body: Vec<String> = lines[body_start..close]
-                .iter()
-                .map(|l| (*l).to_owned())
-                .collect();
-            if line == "```json" {
-                steps.push(Step::Logs { at, lines: body });
-            } else {
-                let (command, output) = split_command(&body, &at);
-                steps.push(Step::Console {
-                    at,
-                    command,
-                    output,
-                });
-            }
-            i = close;
-        }
-        i += 1;
-    }
-    steps
-}
-
-/// `$ curl … \` continuation lines, then the output.
-fn split_command(block: &[String], at: &At) -> (String, Vec<String>) {
-    let first = block
-        .first()
-        .and_then(|l| l.strip_prefix("$ "))
-        .unwrap_or_else(|| panic!("{at}: a console block starts with `$ `"));
-    let mut command = String::new();
-    let mut rest = block.iter().skip(1);
-    let mut current = first.to_owned();
-    while let Some(stripped) = current.strip_suffix('\\') {
-        command.push_str(stripped);
-        current = rest
-            .next()
-            .unwrap_or_else(|| panic!("{at}: dangling `\\`"))
-            .trim_start()
-            .to_owned();
-    }
-    command.push_str(&current);
-    (command, rest.cloned().collect())
-}
-
-/// Shell words of `command`, with '…' and "…" quoting (all the pages use).
-fn words(command: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut quote = None;
-    let mut in_word = false;
-    for c in command.chars() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => word.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    words
-}
-
-/// What a page's curl asks.
-#[derive(Debug, Default)]
-struct Curl {
-    method: String,
-    url: String,
-    headers: Vec<(String, String)>,
-    body: Option<String>,
-    /// `-i`: the status line and headers are shown.
-    include: bool,
-    /// `| python3 -m json.tool`: the body is shown pretty-printed.
-    json_tool: bool,
-    /// `| grep -i <word>`: only the lines with `word` in them (any case) are shown.
-    grep: Option<String>,
-}
-
-fn parse_curl(command: &str, at: &At) -> Curl {
-    let (curl, pipe) = command.split_once('|').unwrap_or((command, ""));
-    let pipe = words(pipe);
-    let mut parsed = Curl {
-        method: "GET".into(),
-        ..Curl::default()
-    };
-    match pipe.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        [] => {}
-        ["python3", "-m", "json.tool"] => parsed.json_tool = true,
-        ["grep", "-i", word] => parsed.grep = Some(word.to_owned()),
-        _ => panic!("{at}: unknown pipe {pipe:?}"),
-    }
-    let words = words(curl);
-    assert_eq!(words.first().map(String::as_str), Some("curl"), "{at}");
-    let mut args = words.iter().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .unwrap_or_else(|| panic!("{at}: {arg} needs a value"))
-                .clone()
-        };
-        match arg.as_str() {
-            "-X" => parsed.method = value(),
-            "-H" => {
-                let header = value();
-                let (name, value) = header
-                    .split_once(':')
-                    .unwrap_or_else(|| panic!("{at}: header {header:?}"));
-                parsed
-                    .headers
-                    .push((name.trim().to_owned(), value.trim().to_owned()));
-            }
-            "-d" => {
-                parsed.body = Some(value());
-                if parsed.method == "GET" {
-                    parsed.method = "POST".into();
-                }
-            }
-            url if url.starts_with("http://") => parsed.url = url.to_owned(),
-            // `-i`, `-s`, or both as `-si`.
-            flags
-                if flags.len() > 1
-                    && flags.starts_with('-')
-                    && flags[1..].chars().all(|c| c == 'i' || c == 's') =>
-            {
-                parsed.include |= flags.contains('i');
-            }
-            other => panic!("{at}: the replay does not know curl's {other}"),
-        }
-    }
-    parsed
-}
-
-/// Ids shown on a page → real ids, consistent both ways.
-#[derive(Debug, Default)]
-struct Ids(HashMap<String, String>);
-
-impl Ids {
-    /// Records that the page's `shown` is the real `real`; panics on a contradiction.
-    fn bind(&mut self, shown: &str, real: &str, at: &At) {
-        if let Some(before) = self.0.get(shown) {
-            assert_eq!(before, real, "{at}: {shown} stands for two real ids");
-        } else {
-            assert!(
-                !self.0.values().any(|v| v == real),
-                "{at}: the real id {real} is shown as two ids"
-            );
-            self.0.insert(shown.to_owned(), real.to_owned());
-        }
-    }
-
-    /// `text` with every id shown replaced by its real one.
-    fn apply(&self, text: &str) -> String {
-        self.0.iter().fold(text.to_owned(), |text, (shown, real)| {
-            text.replace(shown, real)
-        })
-    }
-}
-
-fn is_hex(text: &str, len: usize) -> bool {
-    text.len() == len
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
-
-/// Whether `text` is an id a page may show as any other of its kind.
-fn generated_id(text: &str) -> bool {
-    system_tests::is_uuid_v4(text) || is_hex(text, 32) || is_hex(text, 16)
-}
+use compare::{Ids, compare_log_line, compare_traceparent, generated_id};
+use page::{At, REPLAY_SECTION, Step, parse_curl, replayed_sections, steps};
+pub(crate) use page::{heading_level, in_code, pages};
 
 /// The services under the replay; A can be stopped and started again on its address.
 struct Stack {
@@ -426,69 +68,6 @@ impl Stack {
             "service-a" => &self.a.as_ref().expect("A is running").logs,
             "service-b" => &self.b.logs,
             other => panic!("no service {other:?}"),
-        }
-    }
-}
-
-/// The keys of a JSON object line, in the order printed.
-fn keys_in_order(line: &str) -> Vec<String> {
-    struct Keys(Vec<String>);
-    impl<'de> serde::de::Visitor<'de> for Keys {
-        type Value = Vec<String>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<M: serde::de::MapAccess<'de>>(
-            mut self,
-            mut map: M,
-        ) -> Result<Self::Value, M::Error> {
-            while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
-                self.0.push(key);
-            }
-            Ok(self.0)
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(line);
-    serde::Deserializer::deserialize_map(&mut de, Keys(Vec::new())).expect("a JSON object")
-}
-
-/// One log line shown on a page against the real one: the same keys in the same order, the same
-/// values except times (their type) and ids (their shape, bound in `ids`).
-fn compare_log_line(shown: &str, real: &str, ids: &mut Ids, at: &At) {
-    assert_eq!(
-        keys_in_order(shown),
-        keys_in_order(real),
-        "{at}: fields of\n  page: {shown}\n  real:   {real}"
-    );
-    let shown_value: Value = serde_json::from_str(shown).expect("the log line shown is JSON");
-    let real_value: Value = serde_json::from_str(real).expect("log line is JSON");
-    for (key, shown_field) in shown_value.as_object().expect("object") {
-        let real_field = &real_value[key];
-        match key.as_str() {
-            "ts" => assert!(
-                real_field
-                    .as_str()
-                    .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
-                "{at}: ts {real_field}"
-            ),
-            "latency_ms" => assert!(real_field.is_number(), "{at}: latency_ms"),
-            _ if shown_field.as_str().is_some_and(generated_id) => {
-                let real_id = real_field.as_str().unwrap_or_default();
-                assert!(
-                    generated_id(real_id),
-                    "{at}: {key} is an id, real {real_field}"
-                );
-                ids.bind(shown_field.as_str().unwrap_or_default(), real_id, at);
-            }
-            _ => {
-                let shown_field =
-                    serde_json::from_str::<Value>(&ids.apply(&shown_field.to_string()))
-                        .expect("JSON");
-                assert_eq!(
-                    &shown_field, real_field,
-                    "{at}: {key} in\n  page: {shown}\n  real:   {real}"
-                );
-            }
         }
     }
 }
@@ -612,8 +191,7 @@ async fn replay(steps: &[Step]) {
 /// The lines `logs` printed for `request_id` after its first `skip` lines, once the
 /// request's own line (always its last) is among them (bounded wait).
 fn lines_of_request(logs: &system_tests::Logs, skip: usize, request_id: &str) -> Vec<String> {
-    let deadline = std::time::Instant::now() + system_tests::TIMEOUT;
-    loop {
+    eventually(format!("the request line of {request_id}")).until(|| {
         let lines: Vec<String> = logs
             .raw()
             .into_iter()
@@ -623,14 +201,11 @@ fn lines_of_request(logs: &system_tests::Logs, skip: usize, request_id: &str) ->
             })
             .collect();
         if lines.iter().any(|l| l.contains(r#""endpoint":"#)) {
-            return lines;
+            Ok(lines)
+        } else {
+            Err(lines)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no request line for {request_id}: {lines:#?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    })
 }
 
 /// Sends one curl shown on a page and compares what it printed; returns the request's id.
@@ -760,18 +335,4 @@ async fn replay_console(
         );
     }
     request_id
-}
-
-/// A `traceresponse` (or `traceparent`) value: version and flags as shown, ids bound.
-fn compare_traceparent(shown: &str, real: &str, ids: &mut Ids, at: &At) {
-    let shown_parts: Vec<&str> = shown.split('-').collect();
-    let real_parts: Vec<&str> = real.split('-').collect();
-    assert!(
-        shown_parts.len() == 4 && real_parts.len() == 4,
-        "{at}: {shown} / {real}"
-    );
-    assert_eq!(shown_parts[0], real_parts[0], "{at}: version");
-    assert_eq!(shown_parts[3], real_parts[3], "{at}: trace flags of {real}");
-    ids.bind(shown_parts[1], real_parts[1], at);
-    ids.bind(shown_parts[2], real_parts[2], at);
 }

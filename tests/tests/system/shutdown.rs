@@ -3,23 +3,21 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use system_tests::{Service, TIMEOUT};
+use system_tests::{Service, eventually};
 
 /// Polls A's Prometheus text until a `/token` request is in flight.
 async fn wait_until_token_request_in_flight(a: &Service) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let text = system_tests::get(&a.at("/metrics?format=prometheus"))
-            .await
-            .text;
-        if text.contains(
-            r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 1"#,
-        ) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no request in flight: {text}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("a /token request in flight")
+        .until_async(async || {
+            let text = system_tests::get(&a.at("/metrics?format=prometheus"))
+                .await
+                .text;
+            let busy = text.contains(
+                r#"http_server_active_requests{http_request_method="POST",url_scheme="http"} 1"#,
+            );
+            if busy { Ok(()) } else { Err(text) }
+        })
+        .await;
 }
 
 async fn drains_on(signal: &str) {
@@ -105,11 +103,12 @@ async fn a_signal_under_load_leaves_no_answered_request_unlogged() {
             })
             .collect();
         // Under way: some answers are in.
-        let deadline = Instant::now() + TIMEOUT;
-        while answered.lock().expect("answered").len() < 500 {
-            assert!(Instant::now() < deadline, "the load did not start");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("500 answers under way")
+            .until_async(async || {
+                let now = answered.lock().expect("answered").len();
+                if now >= 500 { Ok(()) } else { Err(now) }
+            })
+            .await;
         a.signal(signal);
         for caller in callers {
             caller.await.expect("caller");

@@ -8,9 +8,10 @@
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use system_tests::{Kind, Service, TIMEOUT, binary, repo_root, vacant_addr};
+use system_tests::process::{self, Signal, alive, parent_of};
+use system_tests::{Kind, Service, binary, eventually, repo_root, vacant_addr};
 
 /// The script on two free addresses, with `env`; its stderr lines arrive on the receiver.
 fn start_script(a: &str, b: &str, env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
@@ -41,61 +42,43 @@ fn start_script(a: &str, b: &str, env: &[(&str, &str)]) -> (Child, mpsc::Receive
 
 /// Collects stderr lines until one contains `needle` (bounded); returns all seen.
 fn read_until(lines: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {
-    let deadline = Instant::now() + TIMEOUT;
     let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
-            let found = line.contains(needle);
-            seen.push(line);
-            if found {
-                return seen;
+    eventually(format!("a line with {needle:?}"))
+        .every(Duration::ZERO)
+        .until(|| {
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return Ok(());
+                }
             }
-        }
-    }
-    panic!("no line with {needle:?} in {TIMEOUT:?}: {seen:#?}");
+            Err(seen.clone())
+        });
+    seen
 }
 
 /// Every stderr line still to come, up to the end of the stream (bounded): the script has
 /// exited and started nothing, so its stderr closes.
 fn rest_of(lines: &mpsc::Receiver<String>) -> Vec<String> {
-    let deadline = Instant::now() + TIMEOUT;
     let mut rest = Vec::new();
-    loop {
-        match lines.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => rest.push(line),
-            Err(mpsc::RecvTimeoutError::Disconnected) => return rest,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                assert!(Instant::now() < deadline, "stderr still open: {rest:#?}");
+    eventually("the end of stderr")
+        .every(Duration::ZERO)
+        .until(|| match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                rest.push(line);
+                Err(rest.clone())
             }
-        }
-    }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(()),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(rest.clone()),
+        });
+    rest
 }
 
 fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "run-local.sh did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie is not alive: read its state, not just whether /proc has it.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        !stat
-            .rsplit(") ")
-            .next()
-            .unwrap_or_default()
-            .starts_with('Z')
-    })
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(") ").next()?.split(' ').nth(1)?.parse().ok()
+    eventually("run-local.sh to exit")
+        .every(Duration::from_millis(20))
+        .until(|| child.try_wait().expect("try_wait"))
 }
 
 /// The PID on the banner line of `service` ("service A (provider) … pid 1234").
@@ -128,24 +111,13 @@ fn banner_pids_are_its_live_children_and_sigterm_stops_exactly_them() {
 
     // The walkthrough: stop A alone, start one by hand on its address. The script does not
     // own that one, and must leave it running.
-    assert!(
-        Command::new("kill")
-            .arg(a_pid.to_string())
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let deadline = Instant::now() + TIMEOUT;
-    while alive(a_pid) {
-        assert!(Instant::now() < deadline, "A did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    process::signal(a_pid, Signal::TERM);
+    eventually("A to stop")
+        .every(Duration::from_millis(20))
+        .until(|| !alive(a_pid));
     let mut by_hand = Service::start(Kind::A, &a, &[], &[]);
 
-    Command::new("kill")
-        .args(["-TERM", &script.id().to_string()])
-        .status()
-        .expect("kill");
+    process::signal(script.id(), Signal::TERM);
     let status = wait_exit(&mut script);
     assert_eq!(status.code(), Some(0), "SIGTERM is the normal way out");
     assert!(!alive(b_pid), "B, its child, is stopped");
@@ -184,11 +156,9 @@ fn a_service_exiting_during_start_up_is_refused_and_nothing_is_left() {
         "A's own error shows: {said}"
     );
     // B, started beside it, is gone with the script: its address is free again.
-    let deadline = Instant::now() + TIMEOUT;
-    while std::net::TcpStream::connect(&b).is_ok() {
-        assert!(Instant::now() < deadline, "B left running on {b}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(format!("B to leave {b}"))
+        .every(Duration::from_millis(20))
+        .until(|| std::net::TcpStream::connect(&b).is_err());
 }
 
 /// A free block of 30 ports from 23500 on: the script with `PORT_BASE` set to it puts A's
@@ -304,26 +274,20 @@ async fn a_replicas_start_apart_and_b_calls_every_one() {
         .expect("services.env");
     assert!(written.contains(&exported[7..]), "{written}");
     let b = at(1);
-    let deadline = Instant::now() + TIMEOUT;
-    while in_use(&b).await != Some(3.0) {
-        assert!(Instant::now() < deadline, "B does not use three replicas");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("B to use three replicas")
+        .every(Duration::from_millis(100))
+        .until_async(async || {
+            let used = in_use(&b).await;
+            if used == Some(3.0) { Ok(()) } else { Err(used) }
+        })
+        .await;
 
     // Act: replica 1 stopped, as the walkthrough stops A.
     let first = &replicas[0];
-    assert!(
-        Command::new("kill")
-            .arg(first.pid.to_string())
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let deadline = Instant::now() + TIMEOUT;
-    while alive(first.pid) {
-        assert!(Instant::now() < deadline, "replica 1 did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    process::signal(first.pid, Signal::TERM);
+    eventually("replica 1 to stop")
+        .every(Duration::from_millis(20))
+        .until(|| !alive(first.pid));
     let call = || {
         system_tests::post_json(
             &format!("http://{b}/protected-action"),
@@ -331,16 +295,22 @@ async fn a_replicas_start_apart_and_b_calls_every_one() {
             None,
         )
     };
-    let deadline = Instant::now() + TIMEOUT;
-    while in_use(&b).await != Some(2.0) {
-        assert!(Instant::now() < deadline, "B does not take replica 1 out");
-        let reply = call().await;
-        assert_eq!(
-            reply.status, 200,
-            "B serves from the others: {}",
-            reply.text
-        );
-    }
+    eventually("B to take replica 1 out")
+        .every(Duration::ZERO)
+        .until_async(async || {
+            let used = in_use(&b).await;
+            if used == Some(2.0) {
+                return Ok(());
+            }
+            let reply = call().await;
+            assert_eq!(
+                reply.status, 200,
+                "B serves from the others: {}",
+                reply.text
+            );
+            Err(used)
+        })
+        .await;
 
     // Replica 1 started again by the command the banner printed: B takes it back.
     let restart = banner
@@ -358,19 +328,21 @@ async fn a_replicas_start_apart_and_b_calls_every_one() {
         .stdout(Stdio::null())
         .spawn()
         .expect("restart replica 1");
-    let deadline = Instant::now() + TIMEOUT;
-    while in_use(&b).await != Some(3.0) {
-        assert!(Instant::now() < deadline, "B does not take replica 1 back");
-        let reply = call().await;
-        assert_eq!(reply.status, 200, "{}", reply.text);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually("B to take replica 1 back")
+        .every(Duration::from_millis(100))
+        .until_async(async || {
+            let used = in_use(&b).await;
+            if used == Some(3.0) {
+                return Ok(());
+            }
+            let reply = call().await;
+            assert_eq!(reply.status, 200, "{}", reply.text);
+            Err(used)
+        })
+        .await;
 
     // SIGTERM: the script's own stop, the one started by hand stays.
-    Command::new("kill")
-        .args(["-TERM", &script.id().to_string()])
-        .status()
-        .expect("kill");
+    process::signal(script.id(), Signal::TERM);
     assert_eq!(wait_exit(&mut script).code(), Some(0));
     for replica in &replicas[1..] {
         assert!(!alive(replica.pid), "{replica:?} stopped with the script");

@@ -6,14 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use system_tests::prometheus::{
     Prometheus, project_rules, scrape_config, tool_available, with_rules,
 };
 use system_tests::tools::run_ok;
-use system_tests::{Kind, Service, TIMEOUT, binary, repo_root, tools};
+use system_tests::{Kind, Service, TIMEOUT, binary, eventually, repo_root, tools};
 
 fn files_in(dir: &str, extension: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join(dir))
@@ -214,6 +214,7 @@ fn rules_with_short_for(dir: &Path) -> Vec<PathBuf> {
 /// The drill: A and B under generated traffic, scraped by a real Prometheus with the
 /// project's rules; then A stops. Prometheus must show A's target down and B's breaker open
 /// firing, and B's availability SLI rising from 0, within a bounded time.
+#[ignore = "10 s or more: CI runs it after the test command (--test tools -- --ignored)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_a_stopped_under_traffic_fires_the_cause_alerts() {
     let mut a = Service::a(&[]);
@@ -243,12 +244,16 @@ async fn drill_a_stopped_under_traffic_fires_the_cause_alerts() {
     );
 
     a.stop();
-    let deadline = Instant::now() + TIMEOUT + Duration::from_secs(15);
     let wanted = [
         ("ServiceTargetDown", "service-a"),
         ("ProviderCircuitOpen", "service-b"),
     ];
-    loop {
+    eventually(format!(
+        "{wanted:?} firing and the SLI above 0 after A stopped"
+    ))
+    .within(TIMEOUT + Duration::from_secs(15))
+    .every(Duration::from_millis(250))
+    .until_async(async || {
         let firing = firing_alerts(&prometheus).await;
         let sli_now = prometheus.query(sli).await.first().map_or(0.0, |s| s.1);
         let all_fire = wanted.iter().all(|want| {
@@ -257,14 +262,12 @@ async fn drill_a_stopped_under_traffic_fires_the_cause_alerts() {
                 .any(|(name, job)| (name.as_str(), job.as_str()) == *want)
         });
         if all_fire && sli_now > 0.0 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("firing {firing:?}, SLI {sli_now}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "after A stopped: wanted {wanted:?} firing and the SLI above 0; firing {firing:?}, SLI {sli_now}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await;
     let _ = traffic.kill();
     let _ = traffic.wait();
     let _ = std::fs::remove_dir_all(scratch);

@@ -3,12 +3,12 @@
 //! histogram names a trace that is also the `trace_id` of a JSON log line and of spans the
 //! services exported to the test's OTLP receiver. Timed-out attempts read as about 1 s.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use system_tests::otlp::OtlpReceiver;
 use system_tests::prometheus::{Prometheus, scrape_config};
-use system_tests::{Kind, Service, TIMEOUT, post_json};
+use system_tests::{Kind, Service, eventually, post_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exemplar_leads_from_a_bucket_to_the_log_line_and_the_trace() {
@@ -44,20 +44,22 @@ async fn an_exemplar_leads_from_a_bucket_to_the_log_line_and_the_trace() {
     .await;
     assert_eq!(slow.status, 503);
 
-    let deadline = Instant::now() + TIMEOUT;
-    let exemplars = loop {
-        let found = prometheus
-            .query_exemplars(
-                r#"http_server_request_duration_seconds_bucket{job="service-b"}"#,
-                300,
-            )
-            .await;
-        if found.iter().any(|(_, _, value)| *value > 1.0) {
-            break found;
-        }
-        assert!(Instant::now() < deadline, "no exemplar stored: {found:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let exemplars = eventually("an exemplar over 1 s stored")
+        .every(Duration::from_millis(200))
+        .until_async(async || {
+            let found = prometheus
+                .query_exemplars(
+                    r#"http_server_request_duration_seconds_bucket{job="service-b"}"#,
+                    300,
+                )
+                .await;
+            if found.iter().any(|(_, _, value)| *value > 1.0) {
+                Ok(found)
+            } else {
+                Err(found)
+            }
+        })
+        .await;
     let (series, labels, value) = exemplars
         .iter()
         .find(|(_, _, value)| *value > 1.0)
@@ -88,21 +90,16 @@ async fn an_exemplar_leads_from_a_bucket_to_the_log_line_and_the_trace() {
     // own span (the span its `provider_call_failed` line names); the delay the caller asked
     // A for is one of A's `token_delay_seconds`, naming A's span in the same trace.
     let wait_for_exemplar = async |promql: &str| {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            let found = prometheus.query_exemplars(promql, 300).await;
-            if let Some((_, labels, value)) = found
-                .into_iter()
-                .find(|(_, labels, _)| labels["trace_id"] == trace_id.as_str())
-            {
-                break (labels, value);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exemplar of the trace on {promql}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        eventually(format!("an exemplar of the trace on {promql}"))
+            .every(Duration::from_millis(200))
+            .until_async(async || {
+                let found = prometheus.query_exemplars(promql, 300).await;
+                found
+                    .into_iter()
+                    .find(|(_, labels, _)| labels["trace_id"] == trace_id.as_str())
+                    .map(|(_, labels, value)| (labels, value))
+            })
+            .await
     };
     let (attempt, value) = wait_for_exemplar(
         r#"provider_attempt_duration_seconds_bucket{job="service-b",outcome="timeout"}"#,
@@ -148,19 +145,13 @@ async fn an_exemplar_leads_from_a_bucket_to_the_log_line_and_the_trace() {
     // Over the cumulative buckets: rate() sees no increase in a series whose first scrape
     // already held both attempts.
     let p99 = r#"histogram_quantile(0.99, sum by (le) (http_client_request_duration_seconds_bucket{job="service-b",error_type="timeout"}))"#;
-    let deadline = Instant::now() + TIMEOUT;
-    let value = loop {
-        if let Some((_, value)) = prometheus.query(p99).await.first()
-            && value.is_finite()
-        {
-            break *value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no timeout histogram in Prometheus"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let value = eventually("the timeout histogram in Prometheus")
+        .every(Duration::from_millis(200))
+        .until_async(async || {
+            let value = prometheus.query(p99).await.first().map(|(_, v)| *v);
+            value.filter(|v| v.is_finite())
+        })
+        .await;
     assert!(
         (1.0..1.1).contains(&value),
         "p99 of timed-out attempts: {value}"

@@ -9,7 +9,6 @@ mod deploy;
 mod exemplars;
 mod labs;
 mod log_schema;
-mod memory;
 mod metrics;
 mod openapi;
 mod prometheus;

@@ -6,14 +6,14 @@
 //! student can see for the lab's name, title and settings.
 
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lab::key::Code;
 use lab::results::{Event, SEALED};
 use serde_json::Value;
 use system_tests::labs::{Pair, SECRET, SYMPTOM_WITHIN, log_symptom, said, seed_for, state_dir};
 use system_tests::otlp::OtlpReceiver;
-use system_tests::{Kind, binary, client};
+use system_tests::{Kind, binary, client, eventually};
 
 /// What would give `lab` away: its name and title, each setting of its faults as JSON
 /// (`"slow_ms":1500`, `"slow_ms": 1500`) or as text (`slow_ms=1500`, `slow_ms: 1500`), and
@@ -71,6 +71,7 @@ impl Seen {
         let (every_name, every_mystery) = (lab::names(), lab::mystery_names());
         for needle in giveaways(lab) {
             for (source, text) in &self.0 {
+                // The answer list names every lab a mystery can be: it gives none away.
                 let text = &text
                     .replace(&every_name, "(every lab's name)")
                     .replace(&every_mystery, "(every mystery's name)");
@@ -112,14 +113,10 @@ fn lab_cmd(pair: &Pair, dir: &std::path::Path, args: &[&str]) -> Output {
 
 /// Waits (bounded) until a line of `logs` after the first `from` matches `symptom`.
 fn wait_for_line_after(logs: &system_tests::Logs, from: usize, symptom: fn(&Value) -> bool) {
-    let deadline = Instant::now() + SYMPTOM_WITHIN;
-    while !logs.all().iter().skip(from).any(symptom) {
-        assert!(
-            Instant::now() < deadline,
-            "no symptom in the logs within {SYMPTOM_WITHIN:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("the symptom in the logs")
+        .within(SYMPTOM_WITHIN)
+        .every(Duration::from_millis(100))
+        .until(|| logs.all().iter().skip(from).any(symptom));
 }
 
 async fn text_of(url: &str, accept: Option<&str>) -> String {
@@ -154,15 +151,11 @@ async fn endpoints(pair: &Pair, seen: &mut Seen) {
     }
 }
 
-/// The command line and environment of a process, as `ps` and `/proc` show them.
+/// The command line and environment of a process, as `/proc` shows them.
 fn process(pid: u32) -> (String, String) {
-    let ps = Command::new("ps")
-        .args(["-o", "args=", "-p", &pid.to_string()])
-        .output()
-        .expect("run ps");
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
     (
-        String::from_utf8_lossy(&ps.stdout).into_owned(),
+        system_tests::process::command_line(pid),
         String::from_utf8_lossy(&environ).replace('\0', "\n"),
     )
 }

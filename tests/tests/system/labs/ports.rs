@@ -8,11 +8,12 @@ use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use system_tests::labs::{lab_alone, said, state_dir};
-use system_tests::{Kind, Service, TIMEOUT, binary, client, repo_root, vacant_addr};
+use system_tests::process::{Signal, signal_if_running};
+use system_tests::{Kind, Service, binary, client, eventually, repo_root, vacant_addr};
 
 /// The first block of ports from 23000 on whose seven ports are all free.
 fn vacant_block() -> u16 {
@@ -32,9 +33,7 @@ struct Script(Child);
 
 impl Drop for Script {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
+        signal_if_running(self.0.id(), Signal::TERM);
         let _ = self.0.wait();
     }
 }
@@ -88,13 +87,18 @@ async fn one_base_port_moves_every_port_and_lab_follows() {
         }
     });
     let mut banner = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    while !banner.iter().any(|l: &String| l.contains("Ctrl-C stops")) {
-        assert!(Instant::now() < deadline, "no banner: {banner:#?}");
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
-            banner.push(line);
-        }
-    }
+    eventually("the banner's last line")
+        .every(Duration::ZERO)
+        .until(|| {
+            if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
+                banner.push(line);
+            }
+            if banner.iter().any(|l: &String| l.contains("Ctrl-C stops")) {
+                Ok(())
+            } else {
+                Err(banner.clone())
+            }
+        });
     let banner = banner.join("\n");
 
     // Assert: every port moved, and the banner says where lab finds them.
@@ -147,14 +151,10 @@ async fn one_base_port_moves_every_port_and_lab_follows() {
     assert_eq!(injected(&a_faults).await, Value::Null);
 
     // The file goes with the script.
-    let _ = Command::new("kill")
-        .args(["-TERM", &script.0.id().to_string()])
-        .status();
-    let deadline = Instant::now() + TIMEOUT;
-    while script.0.try_wait().expect("try_wait").is_none() {
-        assert!(Instant::now() < deadline, "run-local.sh did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    signal_if_running(script.0.id(), Signal::TERM);
+    eventually("run-local.sh to exit")
+        .every(Duration::from_millis(50))
+        .until(|| script.0.try_wait().expect("try_wait"));
     assert!(!file.exists(), "services.env outlived the script");
 }
 

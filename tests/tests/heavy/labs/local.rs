@@ -9,13 +9,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lab::key::Code;
 use serde_json::Value;
 use system_tests::labs::{SYMPTOM_WITHIN, said, state_dir};
+use system_tests::process::{self, Signal};
 use system_tests::prometheus::tool_available;
-use system_tests::{Kind, TIMEOUT, binary, client, repo_root, vacant_addr};
+use system_tests::{Kind, binary, client, eventually, repo_root, vacant_addr};
 
 /// The lab this test runs: the one whose evidence was wrong before (two panels that read the
 /// same), and whose trace shows B's attempts and A's spans.
@@ -31,10 +32,7 @@ pub(super) struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.script.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
+        process::signal_if_running(self.script.id(), Signal::TERM);
         let _ = self.script.wait();
         if let Some(a) = &mut self.restarted_a {
             let _ = a.kill();
@@ -45,14 +43,6 @@ impl Drop for Running {
 
 pub(super) fn listening(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
-
-pub(super) fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The series `promql` returns now.
@@ -151,14 +141,7 @@ async fn the_whole_lab_runs_without_docker() {
             let _ = send.send(line);
         }
     });
-    let mut banner = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    while !banner.iter().any(|l: &String| l.contains("Ctrl-C stops")) {
-        assert!(Instant::now() < deadline, "no banner: {banner:#?}");
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
-            banner.push(line);
-        }
-    }
+    let banner = system_tests::lines_until(&lines, "Ctrl-C stops");
     let text = banner.join("\n");
     let prometheus_url = format!("http://{prometheus}");
     let mut shown = vec![
@@ -191,18 +174,17 @@ async fn the_whole_lab_runs_without_docker() {
         groups.contains(&"slo") && groups.contains(&"causes"),
         "{groups:?}"
     );
-    wait_until("Prometheus finds the Alertmanager", TIMEOUT, || {
-        if !have_alertmanager {
-            return true;
-        }
-        let managers = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current()
-                .block_on(get_json(&format!("{prometheus_url}/api/v1/alertmanagers")))
-        });
-        managers["data"]["activeAlertmanagers"]
-            .as_array()
-            .is_some_and(|m| !m.is_empty())
-    });
+    if have_alertmanager {
+        eventually("Prometheus to find the Alertmanager")
+            .every(Duration::from_millis(100))
+            .until_async(async || {
+                let managers = get_json(&format!("{prometheus_url}/api/v1/alertmanagers")).await;
+                managers["data"]["activeAlertmanagers"]
+                    .as_array()
+                    .is_some_and(|m| !m.is_empty())
+            })
+            .await;
+    }
 
     // A stopped and started again by the command the script printed: it keeps its fault
     // endpoint (and its spans' destination), so the lab can break it.
@@ -220,14 +202,10 @@ async fn the_whole_lab_runs_without_docker() {
         restart.contains(&format!("--fault-listen {a_faults}")),
         "{restart}"
     );
-    assert!(
-        Command::new("kill")
-            .arg(a_pid)
-            .status()
-            .expect("kill")
-            .success()
-    );
-    wait_until("A stops", TIMEOUT, || !listening(a));
+    process::signal(a_pid.parse().expect("a pid"), Signal::TERM);
+    eventually("A to stop")
+        .every(Duration::from_millis(100))
+        .until(|| !listening(a));
     running.restarted_a = Some(
         Command::new("bash")
             .args(["-c", &format!("exec env {restart}")])
@@ -236,9 +214,9 @@ async fn the_whole_lab_runs_without_docker() {
             .spawn()
             .expect("restart A"),
     );
-    wait_until("A listens again", TIMEOUT, || {
-        listening(a) && listening(a_faults)
-    });
+    eventually("A to listen again")
+        .every(Duration::from_millis(100))
+        .until(|| listening(a) && listening(a_faults));
 
     // Act: the teacher's key, the student's mystery from its code. `lab` is given no
     // address: it reads them from the services.env the script wrote in its state directory.
@@ -262,51 +240,49 @@ async fn the_whole_lab_runs_without_docker() {
 
     // Assert: the symptom and the lab's alerts in the local Prometheus.
     let scenario = lab::scenario(LAB).expect("a lab");
-    let deadline = Instant::now() + SYMPTOM_WITHIN;
-    while query(&prometheus_url, scenario.symptom).await.is_empty() {
-        assert!(Instant::now() < deadline, "no {LAB} symptom in Prometheus");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    loop {
-        let alerts = get_json(&format!("{prometheus_url}/api/v1/alerts")).await;
-        let active = alerts["data"]["alerts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let all_there = scenario.alerts.iter().all(|alert| {
-            active.iter().any(|a| {
-                a["labels"]["alertname"] == alert.name
-                    && alert.slo.is_none_or(|slo| a["labels"]["slo"] == slo)
-            })
-        });
-        if all_there {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{LAB}'s alerts {:?} not pending; active: {active:#?}",
-            scenario.alerts
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(format!("{LAB}'s symptom in Prometheus"))
+        .within(SYMPTOM_WITHIN)
+        .every(Duration::from_millis(500))
+        .until_async(async || !query(&prometheus_url, scenario.symptom).await.is_empty())
+        .await;
+    eventually(format!("{LAB}'s alerts {:?} pending", scenario.alerts))
+        .within(SYMPTOM_WITHIN)
+        .every(Duration::from_millis(500))
+        .until_async(async || {
+            let alerts = get_json(&format!("{prometheus_url}/api/v1/alerts")).await;
+            let active = alerts["data"]["alerts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let all_there = scenario.alerts.iter().all(|alert| {
+                active.iter().any(|a| {
+                    a["labels"]["alertname"] == alert.name
+                        && alert.slo.is_none_or(|slo| a["labels"]["slo"] == slo)
+                })
+            });
+            if all_there { Ok(()) } else { Err(active) }
+        })
+        .await;
     // Its two telling panels read differently: B gives up at 15 ms (read as about 24 ms,
     // or below 50 ms on a loaded machine), A is asked for 100 ms (read as 0.0995 s): two
     // buckets apart, where before both read 0.049 s.
-    let mut readings = Vec::new();
-    while readings.len() < 2 {
-        readings.clear();
-        for shown in &scenario.evidence[..2] {
-            if let [(_, value)] = query(&prometheus_url, shown.promql).await[..] {
-                readings.push(value);
+    let readings = eventually(format!("{LAB}'s two panels to show data"))
+        .within(SYMPTOM_WITHIN)
+        .every(Duration::from_millis(500))
+        .until_async(async || {
+            let mut readings = Vec::new();
+            for shown in &scenario.evidence[..2] {
+                if let [(_, value)] = query(&prometheus_url, shown.promql).await[..] {
+                    readings.push(value);
+                }
             }
-        }
-        assert!(
-            Instant::now() < deadline || readings.len() == 2,
-            "{LAB}'s panels show no data: {:?}",
-            scenario.evidence
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            if readings.len() == 2 {
+                Ok(readings)
+            } else {
+                Err(readings)
+            }
+        })
+        .await;
     let (attempts, asked) = (readings[0], readings[1]);
     assert!(
         attempts < 0.05 && asked > 0.05,
@@ -370,27 +346,16 @@ async fn the_whole_lab_runs_without_docker() {
     assert!(results.contains(r#""student":"sam""#), "{results}");
 
     // Ctrl-C (SIGTERM) stops everything the script started, and it exits 0.
-    let pid = running.script.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = running.script.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "run-local.sh did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    process::signal(running.script.id(), Signal::TERM);
+    let script = &mut running.script;
+    let status = eventually("run-local.sh to exit")
+        .every(Duration::from_millis(50))
+        .until(|| script.try_wait().expect("try_wait"));
     assert!(status.success(), "{status:?}");
     for addr in [b, b_faults, prometheus, alertmanager, otlp] {
-        wait_until(&format!("{addr} stops listening"), TIMEOUT, || {
-            !listening(addr)
-        });
+        eventually(format!("{addr} to stop listening"))
+            .every(Duration::from_millis(100))
+            .until(|| !listening(addr));
     }
 }
 

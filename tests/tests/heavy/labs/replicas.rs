@@ -9,13 +9,13 @@ use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use system_tests::labs::{SYMPTOM_WITHIN, said, state_dir};
 use system_tests::prometheus::tool_available;
-use system_tests::{Kind, TIMEOUT, binary, repo_root};
+use system_tests::{Kind, binary, eventually, repo_root};
 
-use super::local::{Running, lab_cmd, listening, query, wait_until};
+use super::local::{Running, lab_cmd, listening, query};
 
 const LAB: &str = "a-replica-slow";
 
@@ -79,14 +79,7 @@ async fn one_slow_replica_of_three_is_found_in_prometheus() {
             let _ = send.send(line);
         }
     });
-    let mut banner = Vec::new();
-    let deadline = Instant::now() + TIMEOUT;
-    while !banner.iter().any(|l: &String| l.contains("Ctrl-C stops")) {
-        assert!(Instant::now() < deadline, "no banner: {banner:#?}");
-        if let Ok(line) = lines.recv_timeout(Duration::from_millis(100)) {
-            banner.push(line);
-        }
-    }
+    let banner = system_tests::lines_until(&lines, "Ctrl-C stops");
     let replicas: Vec<String> = [0, 12, 13]
         .map(|n| format!("127.0.0.1:{}", base + n))
         .to_vec();
@@ -95,20 +88,23 @@ async fn one_slow_replica_of_three_is_found_in_prometheus() {
     assert!(listening(b), "{banner:#?}");
 
     // Every replica is a target of job service-a, and up.
-    let deadline = Instant::now() + SYMPTOM_WITHIN;
-    loop {
-        let up = query(&prometheus, r#"up{job="service-a"} == 1"#).await;
-        let mut instances: Vec<String> = up
-            .iter()
-            .filter_map(|(labels, _)| labels["instance"].as_str().map(str::to_owned))
-            .collect();
-        instances.sort();
-        if instances == replicas {
-            break;
-        }
-        assert!(Instant::now() < deadline, "targets up: {instances:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually("every replica up as a target of service-a")
+        .within(SYMPTOM_WITHIN)
+        .every(Duration::from_millis(500))
+        .until_async(async || {
+            let up = query(&prometheus, r#"up{job="service-a"} == 1"#).await;
+            let mut instances: Vec<String> = up
+                .iter()
+                .filter_map(|(labels, _)| labels["instance"].as_str().map(str::to_owned))
+                .collect();
+            instances.sort();
+            if instances == replicas {
+                Ok(())
+            } else {
+                Err(instances)
+            }
+        })
+        .await;
 
     // Three healthy replicas under healthy traffic show no symptom.
     let scenario = lab::scenario(LAB).expect("the lab");
@@ -121,14 +117,11 @@ async fn one_slow_replica_of_three_is_found_in_prometheus() {
         .expect("traffic");
     assert!(healthy.success());
     let scraped = r#"count(sum by (endpoint) (increase(provider_endpoint_attempts_total{job="service-b", outcome="ok"}[1m])) > 0) == 3"#;
-    let deadline = Instant::now() + SYMPTOM_WITHIN;
-    while query(&prometheus, scraped).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "no calls to every replica scraped"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually("calls to every replica scraped")
+        .within(SYMPTOM_WITHIN)
+        .every(Duration::from_millis(500))
+        .until_async(async || !query(&prometheus, scraped).await.is_empty())
+        .await;
     let found = query(&prometheus, scenario.symptom).await;
     assert!(found.is_empty(), "healthy replicas: {found:?}");
 
@@ -137,32 +130,30 @@ async fn one_slow_replica_of_three_is_found_in_prometheus() {
     assert!(started.status.success(), "{}", said(&started));
 
     // Assert: the symptom names one replica, and the evidence shows it.
-    let deadline = Instant::now() + SYMPTOM_WITHIN;
-    let slow = loop {
-        let found = query(&prometheus, scenario.symptom).await;
-        if let [(labels, _)] = &found[..] {
-            let endpoint = labels["endpoint"].as_str().unwrap_or_default();
-            let n = replicas.iter().position(|r| r == endpoint);
-            break n.map(|n| n + 1).expect("the symptom names a replica");
-        }
-        assert!(Instant::now() < deadline, "{LAB}'s symptom: {found:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let slow = eventually(format!("{LAB}'s symptom on one replica"))
+        .within(SYMPTOM_WITHIN)
+        .every(Duration::from_millis(500))
+        .until_async(async || {
+            let found = query(&prometheus, scenario.symptom).await;
+            if let [(labels, _)] = &found[..] {
+                let endpoint = labels["endpoint"].as_str().unwrap_or_default();
+                let n = replicas.iter().position(|r| r == endpoint);
+                Ok(n.map(|n| n + 1).expect("the symptom names a replica"))
+            } else {
+                Err(found)
+            }
+        })
+        .await;
     let slow_addr = &replicas[slow - 1];
     // B's series are there from the start; A's 499s per replica from the slow one's
     // second (a counter's first sample is no increase), a minute or so in: the query runs.
     let _ = query(&prometheus, scenario.evidence[2].promql).await;
     for shown in &scenario.evidence[..2] {
-        wait_until(
-            &format!("{}: {}", shown.panel, shown.promql),
-            SYMPTOM_WITHIN,
-            || {
-                let found = tokio::task::block_in_place(|| {
-                    tokio::runtime::Handle::current().block_on(query(&prometheus, shown.promql))
-                });
-                !found.is_empty()
-            },
-        );
+        eventually(format!("{}: {}", shown.panel, shown.promql))
+            .within(SYMPTOM_WITHIN)
+            .every(Duration::from_millis(100))
+            .until_async(async || !query(&prometheus, shown.promql).await.is_empty())
+            .await;
     }
     // B sends the slow replica the fewest of its attempts.
     let calls = query(&prometheus, scenario.evidence[0].promql).await;

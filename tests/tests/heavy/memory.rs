@@ -6,10 +6,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use system_tests::{Kind, Service, tools};
-
-/// What `deploy/compose.yaml` and `deploy/kubernetes/` give each service.
-const MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
+use system_tests::attack::MEMORY_LIMIT;
+use system_tests::{Kind, Service, eventually, tools};
 
 /// (callers, seconds) of each round: 700, 1,000 and 1,000 callers, as in the rounds that
 /// took B past the limit with glibc's malloc, shortened (docs/limits.md has the figures).
@@ -105,13 +103,15 @@ fn b_stays_inside_its_memory_limit_round_after_round_of_a_thousand_callers() {
 /// most 2 s), and how long that took.
 fn settled_memory(b: &Service) -> (u64, Duration) {
     let started = Instant::now();
-    loop {
-        let now = b.resident_memory();
-        if now < SETTLED || started.elapsed() > Duration::from_secs(5) {
-            return (now, started.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let settled = eventually("B's resident memory to settle")
+        .within(Duration::from_secs(5))
+        .every(Duration::from_millis(100))
+        .try_until(|| {
+            let now = b.resident_memory();
+            if now < SETTLED { Ok(now) } else { Err(now) }
+        });
+    let now = settled.unwrap_or_else(|_| b.resident_memory());
+    (now, started.elapsed())
 }
 
 /// Requests sent, and those answered other than 2xx, from wrk's summary.
