@@ -252,7 +252,7 @@ impl Config {
     }
 
     /// The environment the configuration's processes get (both of them, for B): the
-    /// variable names the services honour (`telemetry/src/observe/otel_env.rs`) and the
+    /// variable names the services honour (`telemetry/src/observe/otel_env/`) and the
     /// OpenTelemetry SDK reads for the peer.
     fn env(self, sink: &str) -> Vec<(&'static str, String)> {
         match self.traces {

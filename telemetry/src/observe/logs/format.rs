@@ -5,7 +5,7 @@
 //! as OpenTelemetry's log data model defines the field, even where `traceparent` also
 //! carries W3C's `random` flag). The schema of every
 //! line is `deploy/log-line.schema.json`. The request's fields are listed once, in
-//! [`CONTEXT_FIELDS`]; the OTLP records (`otlp_logs`) are written from the same list.
+//! [`CONTEXT_FIELDS`]; the OTLP records (`logs::otlp`) are written from the same list.
 //!
 //! Request-scoped fields are not span fields formatted as text: [`observe`](crate::observe::requests)
 //! attaches a [`LogContext`] to the request span, and every event inside that span (however
