@@ -346,7 +346,7 @@ fn the_tools_flags_without_a_variable_are_the_ones_the_page_names() {
             "{flag} has no environment variable and docs/configuration.md does not say so"
         );
     }
-    for word in named.split(|c: char| c == '`' || c == ' ' || c == '/' || c == ',') {
+    for word in named.split(['`', ' ', '/', ',']) {
         if word.starts_with("--") {
             assert!(
                 without.contains(word),
