@@ -1,7 +1,8 @@
 //! The harness for the system tests: builds the real `service-a` and `service-b` binaries,
 //! starts them as separate processes on free ports, captures their JSON log lines from
 //! stdout, and stops them with real signals. Tests then talk to them over HTTP, as the lab's
-//! curl walkthrough does.
+//! curl walkthrough does. Tests that need nothing but HTTP start A and B inside the test
+//! process instead ([`InProcess`]), with the same calls.
 //!
 //! Everything that waits polls with a bound ([`eventually`], [`TIMEOUT`] unless told); nothing
 //! sleeps blindly.
@@ -19,6 +20,7 @@ pub mod attack;
 pub mod dns;
 pub mod eventually;
 pub mod fleet;
+pub mod in_process;
 pub mod lab_stack;
 pub mod labs;
 pub mod load;
@@ -31,6 +33,7 @@ pub mod stub;
 pub mod tools;
 
 pub use eventually::eventually;
+pub use in_process::InProcess;
 pub use logs::Logs;
 
 /// Upper bound for anything the tests wait on (start-up, a log line, an exit). Generous,
@@ -415,9 +418,28 @@ impl Service {
     }
 }
 
+/// A service a helper can call, whether a process ([`Service`]) or inside the test process
+/// ([`InProcess`]).
+pub trait Served {
+    /// `http://<addr>`.
+    fn base_url(&self) -> String;
+}
+
+impl Served for Service {
+    fn base_url(&self) -> String {
+        self.url()
+    }
+}
+
+impl Served for InProcess {
+    fn base_url(&self) -> String {
+        self.url()
+    }
+}
+
 /// `GET /metrics<query>` on `service`, with `accept` as the `Accept` header when given.
-pub async fn metrics_with(service: &Service, query: &str, accept: Option<&str>) -> Reply {
-    let mut request = client().get(service.at(&format!("/metrics{query}")));
+pub async fn metrics_with(service: &impl Served, query: &str, accept: Option<&str>) -> Reply {
+    let mut request = client().get(format!("{}/metrics{query}", service.base_url()));
     if let Some(accept) = accept {
         request = request.header("accept", accept);
     }

@@ -1,82 +1,17 @@
-//! Services started inside the test process (zero2prod's `spawn_app`): each on port 0 with
-//! its own flags and its own observation settings, driven over HTTP only. One process has
-//! one `tracing` subscriber, one `metrics` recorder and one propagator, and none is
-//! installed here: what the services log, trace and count is the real binaries' to show
-//! (the other modules). What these tests hold is that two differently configured services
-//! run side by side in one process, because nothing they are configured with is
-//! process-wide.
+//! Services started inside the test process (zero2prod's `spawn_app`, here
+//! `system_tests::InProcess`): each on port 0 with its own flags and its own observation
+//! settings, driven over HTTP only. One process has one `tracing` subscriber, one `metrics`
+//! recorder and one propagator, and none is installed here: what the services log, trace
+//! and count is the real binaries' to show. What these tests hold is that two differently
+//! configured services run side by side in one process, because nothing they are
+//! configured with is process-wide. (Other modules start services this way too, for the
+//! tests their docs name.)
 
-use std::net::SocketAddr;
-
-use clap::Parser as _;
 use serde_json::json;
-use system_tests::{client, demo_login, demo_login_with, get, post_json, send, vacant_addr};
+use system_tests::{
+    InProcess, client, demo_login, demo_login_with, get, post_json, send, vacant_addr,
+};
 use telemetry::observe::{Propagation, Settings};
-
-/// A service served on a task of the test's runtime until dropped.
-struct InProcess {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl InProcess {
-    fn at(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn serve<F: telemetry::faults::Fault>(app: telemetry::service::Application<F>) -> Self {
-        let addr = app.local_addr().expect("bound");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until_stopped(async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            stop: Some(stop),
-        }
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// Service A on a free loopback port with `flags`, observed with `settings`.
-async fn spawn_a(flags: &[&str], settings: Settings) -> InProcess {
-    let args = ["service-a", "--listen", "127.0.0.1:0"].iter().chain(flags);
-    let config = service_a::config::Config::try_parse_from(args).expect("A's flags");
-    InProcess::serve(
-        service_a::startup::build(config, settings)
-            .await
-            .expect("A starts"),
-    )
-}
-
-/// Service B on a free loopback port calling `provider`, with `flags`.
-async fn spawn_b(provider: &str, flags: &[&str]) -> InProcess {
-    let base = [
-        "service-b",
-        "--listen",
-        "127.0.0.1:0",
-        "--provider-url",
-        provider,
-    ];
-    let args = base.iter().chain(flags);
-    let config = service_b::config::Config::try_parse_from(args).expect("B's flags");
-    InProcess::serve(
-        service_b::startup::build(config, Settings::in_process())
-            .await
-            .expect("B starts"),
-    )
-}
 
 fn wrong_password() -> serde_json::Value {
     json!({"username": "divya", "password": "wrong"})
@@ -86,7 +21,7 @@ fn wrong_password() -> serde_json::Value {
 async fn two_as_with_different_settings_answer_each_by_its_own() {
     // Arrange: one A throttles after one failed login and reads no baggage; the other
     // keeps the defaults.
-    let strict = spawn_a(
+    let strict = InProcess::a_with(
         &["--max-login-failures", "1"],
         Settings::in_process().with_propagation(Propagation {
             trace_context: true,
@@ -94,7 +29,7 @@ async fn two_as_with_different_settings_answer_each_by_its_own() {
         }),
     )
     .await;
-    let default = spawn_a(&[], Settings::in_process()).await;
+    let default = InProcess::a(&[]).await;
 
     // Act and assert: the walkthrough's basics on both.
     for a in [&strict, &default] {
@@ -136,9 +71,9 @@ async fn two_as_with_different_settings_answer_each_by_its_own() {
 #[tokio::test]
 async fn b_in_process_combines_its_as_answer_or_says_it_is_unavailable() {
     // Arrange
-    let a = spawn_a(&[], Settings::in_process()).await;
-    let b = spawn_b(&a.url(), &[]).await;
-    let b_alone = spawn_b(&format!("http://{}", vacant_addr()), &[]).await;
+    let a = InProcess::a(&[]).await;
+    let b = InProcess::b(&a.url(), &[]).await;
+    let b_alone = InProcess::b(&format!("http://{}", vacant_addr()), &[]).await;
 
     // Act
     let combined = post_json(
