@@ -1,7 +1,10 @@
 //! Every bad input gets a JSON `{"error": ...}` with the right 4xx status, on both services;
 //! never a 500, never a hang, and the service keeps serving afterwards.
+//!
+//! `error_messages_say_what_is_allowed` runs A inside the test process (it reads only the
+//! answers); the other two also read the binaries' log lines (no 500 logged, nothing reached A).
 
-use system_tests::{Service, client, send};
+use system_tests::{InProcess, Service, client, send};
 
 struct Case {
     method: &'static str,
@@ -155,7 +158,7 @@ async fn service_b_refuses_bad_input_with_json_errors() {
 
 #[tokio::test]
 async fn error_messages_say_what_is_allowed() {
-    let a = Service::a(&["--max-delay-ms", "1000"]);
+    let a = InProcess::a(&["--max-delay-ms", "1000"]).await;
     let reply = a
         .token(
             system_tests::demo_login_with(serde_json::json!({"delay_ms": 1001})),

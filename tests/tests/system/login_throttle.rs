@@ -1,23 +1,27 @@
 //! A's login throttle against its own users and against guessers: only wrong passwords
 //! count, a burst of guesses cannot race past the limit whatever delay it asks for, and a
 //! user at the limit is refused before her password is looked at.
+//!
+//! The two tests that assert only statuses run A inside the test process
+//! (`concurrent_guesses_are_counted_before_their_delay`,
+//! `a_user_at_her_limit_is_refused_unchecked_and_right_logins_between_clear_nothing`); the
+//! other two read A's `/metrics` counts, which only the binary's recorder keeps.
 
 use serde_json::json;
-use system_tests::{DEMO_PASSWORD, Service, get, post_json};
+use system_tests::{DEMO_PASSWORD, InProcess, Service, get, post_json};
 
-/// Sends `n` logins for divya at once, each asking A for `delay_ms`, with `password(i)`,
-/// and returns the statuses in order.
+/// Sends `n` logins for divya at once to A's `/token` at `url`, each asking A for
+/// `delay_ms`, with `password(i)`, and returns the statuses in order.
 async fn burst(
-    a: &Service,
+    url: &str,
     n: usize,
     delay_ms: u64,
     password: impl Fn(usize) -> &'static str,
 ) -> Vec<u16> {
-    let url = a.at("/token");
     let logins: Vec<_> = (0..n)
         .map(|i| {
             let body = json!({"username": "divya", "password": password(i), "delay_ms": delay_ms});
-            tokio::spawn(post_json(&url, body, None))
+            tokio::spawn(post_json(url, body, None))
         })
         .collect();
     let mut statuses = Vec::with_capacity(n);
@@ -31,7 +35,7 @@ async fn burst(
 async fn right_passwords_in_flight_never_throttle_their_owner() {
     let a = Service::a(&[]);
     // Five times the limit, all waiting in A at once: none of them is a failure.
-    let statuses = burst(&a, 50, 500, |_| DEMO_PASSWORD).await;
+    let statuses = burst(&a.at("/token"), 50, 500, |_| DEMO_PASSWORD).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let outcomes =
         system_tests::get(&a.at("/metrics")).await.json["token_requests_by_outcome"].clone();
@@ -41,8 +45,8 @@ async fn right_passwords_in_flight_never_throttle_their_owner() {
 
 #[tokio::test]
 async fn concurrent_guesses_are_counted_before_their_delay() {
-    let a = Service::a(&[]);
-    let statuses = burst(&a, 200, 1000, |_| "wrong").await;
+    let a = InProcess::a(&[]).await;
+    let statuses = burst(&a.at("/token"), 200, 1000, |_| "wrong").await;
     let evaluated = statuses.iter().filter(|s| **s == 401).count();
     let throttled = statuses.iter().filter(|s| **s == 429).count();
     assert!(
@@ -54,10 +58,10 @@ async fn concurrent_guesses_are_counted_before_their_delay() {
 
 #[tokio::test]
 async fn a_user_at_her_limit_is_refused_unchecked_and_right_logins_between_clear_nothing() {
-    let a = Service::a(&[]);
+    let a = InProcess::a(&[]).await;
     // Wrong and right passwords mixed, all in flight together: the ten wrong ones fill the
     // limit, and the right ones, settled at once, neither count nor clear anything.
-    let statuses = burst(&a, 20, 300, |i| {
+    let statuses = burst(&a.at("/token"), 20, 300, |i| {
         if i % 2 == 0 { "wrong" } else { DEMO_PASSWORD }
     })
     .await;

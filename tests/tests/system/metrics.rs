@@ -3,9 +3,13 @@
 //! labelled by route, exemplars only for sampled requests, every known series exported at 0
 //! from the first scrape. That both formats are valid, by promtool and an OpenMetrics
 //! parser, is checked in the `tools` target (`metrics.rs` there).
+//!
+//! `the_format_is_negotiated_by_q_value_and_says_it_varies` runs A inside the test process
+//! (it reads only statuses and headers); the others read the series the binary's recorder
+//! keeps, or set the `OTEL_*` environment the binary reads at start.
 
 use system_tests::prometheus::SCRAPE_ACCEPT;
-use system_tests::{Service, metrics_with};
+use system_tests::{InProcess, Service, metrics_with};
 
 const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -167,7 +171,7 @@ async fn a_fresh_service_exports_every_series_it_knows_of_at_zero() {
 /// varies by `Accept` says so, and nothing acceptable is a 406 that names what is.
 #[tokio::test]
 async fn the_format_is_negotiated_by_q_value_and_says_it_varies() {
-    let a = Service::a(&[]);
+    let a = InProcess::a(&[]).await;
     for (accept, content_type) in [
         (
             "application/openmetrics-text;q=0, text/plain",

@@ -1,17 +1,18 @@
 //! The API descriptions (`GET /openapi.json`): what each service serves with its default
 //! flags is the file committed in `deploy/openapi/`. That it is valid OpenAPI 3.1 and that
 //! a fuzzer finds nothing against it are checked in the `tools` target (`openapi.rs` there).
+//! A and B run inside the test process: the descriptions are read over HTTP only.
 //!
 //! After changing a route or a body, refresh the committed files with
 //! `OPENAPI_WRITE=1 cargo test -p system-tests --test system openapi::`.
 
 use serde_json::Value;
-use system_tests::{Service, committed_openapi, get};
+use system_tests::{InProcess, committed_openapi, get};
 
 #[tokio::test]
 async fn the_served_descriptions_are_the_committed_ones() {
-    let a = Service::a(&[]);
-    let b = Service::b(&a.url(), &[]);
+    let a = InProcess::a(&[]).await;
+    let b = InProcess::b(&a.url(), &[]).await;
     for (name, service) in [("service-a", &a), ("service-b", &b)] {
         let served = get(&service.at("/openapi.json")).await;
         assert_eq!(served.status, 200);

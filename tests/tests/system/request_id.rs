@@ -1,7 +1,10 @@
 //! X-Request-ID: kept when valid, replaced by a UUID v4 otherwise, echoed on every route,
 //! in every log line of the request, and forwarded from B to A.
+//!
+//! `every_route_echoes_the_id_even_on_errors` runs A inside the test process (it reads only
+//! the echoed header); the others read the binaries' log lines.
 
-use system_tests::{Service, client, is_uuid_v4, send};
+use system_tests::{InProcess, Service, client, is_uuid_v4, send};
 
 async fn health_with_id(service: &Service, id: &str) -> String {
     let reply = send(
@@ -48,7 +51,7 @@ async fn invalid_or_missing_ids_are_replaced_by_a_uuid() {
 
 #[tokio::test]
 async fn every_route_echoes_the_id_even_on_errors() {
-    let a = Service::a(&[]);
+    let a = InProcess::a(&[]).await;
     for path in ["/health", "/metrics", "/nope", "/token"] {
         let reply = send(client().get(a.at(path)).header("x-request-id", "echo-me")).await;
         assert_eq!(reply.request_id(), "echo-me", "{path}");

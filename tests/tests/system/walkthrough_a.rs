@@ -1,7 +1,13 @@
 //! The lab walkthrough, service A (steps 1–5), with status, exact body and log line.
+//!
+//! The tests that check no log line or count run A inside the test process
+//! (`unknown_user_gets_the_same_answer_as_a_wrong_password`,
+//! `step_4_very_slow_provider_still_answers_200_itself`,
+//! `a_slow_request_does_not_hold_up_others`); the others read the binary's log lines or its
+//! `/metrics` counts.
 
 use serde_json::{Value, json};
-use system_tests::{Service, get, is_uuid_v4};
+use system_tests::{InProcess, Service, get, is_uuid_v4};
 
 /// `ts` is RFC 3339 UTC with milliseconds: `2026-02-04T16:08:59.123Z`.
 fn is_rfc3339_millis(ts: &Value) -> bool {
@@ -75,7 +81,7 @@ async fn step_3_token_with_wrong_password() {
 
 #[tokio::test]
 async fn unknown_user_gets_the_same_answer_as_a_wrong_password() {
-    let a = Service::a(&[]);
+    let a = InProcess::a(&[]).await;
 
     let unknown = a
         .token(json!({"username": "mallory", "password": "pass123"}), None)
@@ -113,7 +119,7 @@ async fn step_4_slow_but_still_200() {
 
 #[tokio::test]
 async fn step_4_very_slow_provider_still_answers_200_itself() {
-    let a = Service::a(&[]);
+    let a = InProcess::a(&[]).await;
 
     let reply = a
         .token(
@@ -131,7 +137,7 @@ async fn step_4_very_slow_provider_still_answers_200_itself() {
 
 #[tokio::test]
 async fn a_slow_request_does_not_hold_up_others() {
-    let a = Service::a(&[]);
+    let a = InProcess::a(&[]).await;
     let slow = tokio::spawn(a.token(
         system_tests::demo_login_with(json!({"delay_ms": 1500})),
         None,

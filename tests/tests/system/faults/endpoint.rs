@@ -1,15 +1,18 @@
 //! Faults a caller or an operator can switch on: `fail_status` only when A allows it, and the
 //! loopback fault endpoint (`--fault-listen`) that switches faults on and off at run time.
+//!
+//! `fail_status_is_honoured_only_when_a_allows_it` runs A inside the test process (it reads
+//! only A's answers); the fault endpoint's test reads A's log line and gauge.
 
 use serde_json::json;
-use system_tests::{Kind, Service, client, get};
+use system_tests::{InProcess, Kind, Service, client, get};
 
 /// A caller can ask A for a failure (`fail_status`) only when A was started to allow it: no
 /// caller can make a production A fail at will.
 #[tokio::test]
 async fn fail_status_is_honoured_only_when_a_allows_it() {
     let body = system_tests::demo_login_with(json!({"fail_status": 502}));
-    let locked = Service::a(&[]);
+    let locked = InProcess::a(&[]).await;
     let refused = locked.token(body.clone(), None).await;
     assert_eq!(refused.status, 400, "{}", refused.text);
     assert!(
@@ -20,7 +23,7 @@ async fn fail_status_is_honoured_only_when_a_allows_it() {
         refused.text
     );
 
-    let open = Service::a(&["--allow-fail-status"]);
+    let open = InProcess::a(&["--allow-fail-status"]).await;
     let injected = open.token(body, None).await;
     assert_eq!(injected.status, 502, "{}", injected.text);
     assert_eq!(injected.json["error"], "injected failure");
