@@ -1,12 +1,18 @@
 //! How B classifies what goes wrong with A beyond the walkthrough: 5xx answers, broken
 //! connections, and answers B cannot use. A stand-in provider plays each part, answering
 //! every connection with the same canned bytes.
+//!
+//! The tests that read only B's answers and the stand-in's count run B inside the test
+//! process (`an_unexpected_4xx_is_a_502_and_not_retried`,
+//! `a_429_is_passed_through_with_retry_after_and_not_retried`,
+//! `a_200_without_a_token_is_a_502`, `one_attempt_means_no_retry`); the others also read B's
+//! log lines or `/metrics` counts, which only the binary shows.
 
 use std::time::Duration;
 
 use serde_json::json;
-use system_tests::Service;
 use system_tests::stub::{StubProvider, status_reply};
+use system_tests::{InProcess, Service};
 
 /// A stand-in provider answering `reply` to everything (empty: hang up without answering).
 fn canned_provider(reply: &str) -> (String, StubProvider) {
@@ -54,7 +60,7 @@ async fn connection_closed_without_an_answer_is_a_connection_error() {
 #[tokio::test]
 async fn an_unexpected_4xx_is_a_502_and_not_retried() {
     let (url, seen) = canned_provider(&status_reply("404 Not Found"));
-    let b = Service::b(&url, &[]);
+    let b = InProcess::b(&url, &[]).await;
 
     let reply = b.protected_action(system_tests::demo_login(), None).await;
 
@@ -69,7 +75,7 @@ async fn a_429_is_passed_through_with_retry_after_and_not_retried() {
     let (url, seen) = canned_provider(
         "HTTP/1.1 429 Too Many Requests\r\nretry-after: 7\r\ncontent-length: 0\r\n\r\n",
     );
-    let b = Service::b(&url, &[]);
+    let b = InProcess::b(&url, &[]).await;
 
     let reply = b.protected_action(system_tests::demo_login(), None).await;
 
@@ -83,7 +89,7 @@ async fn a_200_without_a_token_is_a_502() {
     let (url, _) = canned_provider(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
     );
-    let b = Service::b(&url, &[]);
+    let b = InProcess::b(&url, &[]).await;
 
     let reply = b.protected_action(system_tests::demo_login(), None).await;
 
@@ -94,7 +100,7 @@ async fn a_200_without_a_token_is_a_502() {
 #[tokio::test]
 async fn one_attempt_means_no_retry() {
     let (url, seen) = canned_provider(&status_reply("503 Service Unavailable"));
-    let b = Service::b(&url, &["--provider-attempts", "1"]);
+    let b = InProcess::b(&url, &["--provider-attempts", "1"]).await;
 
     let reply = b.protected_action(system_tests::demo_login(), None).await;
 

@@ -1,6 +1,10 @@
 //! Breaking A on purpose, under load: killed, frozen, flaky, slow at the timeout's edge, and
 //! B's breaker, budget and deadline doing their jobs. Real processes, loopback only, every
 //! load bounded in time. The fault endpoint itself is `endpoint`.
+//!
+//! `delays_around_the_timeout_give_only_200_or_503_never_after_the_deadline` runs A and B
+//! inside the test process (it reads only statuses and times); the others kill or freeze A's
+//! process, read `/proc`, or read log lines or `/metrics` counts.
 
 mod endpoint;
 
@@ -8,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use system_tests::stub::{StubProvider, status_reply, token_reply};
-use system_tests::{Kind, Service, client, eventually, get, post_json, send};
+use system_tests::{InProcess, Kind, Service, client, eventually, get, post_json, send};
 
 /// `workers` loops calling `url` with `body` for `duration`; every reply's status and time.
 async fn load(
@@ -202,8 +206,8 @@ async fn a_flaky_provider_gets_at_most_the_retry_budget_on_top() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delays_around_the_timeout_give_only_200_or_503_never_after_the_deadline() {
-    let a = Service::a(&[]);
-    let b = Service::b(&a.url(), &["--provider-timeout-ms", "300"]);
+    let a = InProcess::a(&[]).await;
+    let b = InProcess::b(&a.url(), &["--provider-timeout-ms", "300"]).await;
 
     let tasks: Vec<_> = [250u64, 290, 300, 310, 350]
         .into_iter()

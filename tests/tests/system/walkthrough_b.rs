@@ -1,10 +1,14 @@
 //! The lab walkthrough, service B (steps 1–6 and 8), with status, exact body, log lines on
 //! both sides, and the figures the lab shows.
+//!
+//! `step_4_slow_provider_within_the_timeout` runs A and B inside the test process (it reads
+//! only B's answer); the others read log lines or `/metrics` counts, or stop and restart A's
+//! process.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use system_tests::{Service, get, is_uuid_v4, post_json, vacant_addr};
+use system_tests::{InProcess, Service, get, is_uuid_v4, post_json, vacant_addr};
 
 fn pair(b_args: &[&str]) -> (Service, Service) {
     let a = Service::a(&[]);
@@ -95,7 +99,8 @@ async fn step_3_invalid_credentials_pass_through_without_retry() {
 
 #[tokio::test]
 async fn step_4_slow_provider_within_the_timeout() {
-    let (_a, b) = pair(&[]);
+    let a = InProcess::a(&[]).await;
+    let b = InProcess::b(&a.url(), &[]).await;
 
     let reply = b
         .protected_action(
