@@ -1,6 +1,10 @@
-//! System tests: the real `service-a` and `service-b` binaries as separate processes, driven
-//! over HTTP. The walkthrough modules follow the lab document step by step. They need nothing
-//! but the workspace's binaries; the checks that drive external tools (promtool, Prometheus,
+//! System tests: `service-a` and `service-b` driven over HTTP. A test that reads nothing but
+//! the answers (status, headers, body) starts them inside the test process on port 0
+//! (`system_tests::InProcess`: `in_process`, and the tests each module's doc names); a test
+//! that reads a log line, a `/metrics` value, a span, stdout or `/proc`, sends a signal or
+//! sets an environment variable the binary reads at start runs the real binaries as separate
+//! processes. The walkthrough modules follow the lab document step by step. They need nothing
+//! but the workspace; the checks that drive external tools (promtool, Prometheus,
 //! docker-compose, kubectl, Python validators) are the `tools` target.
 
 mod bad_input;
