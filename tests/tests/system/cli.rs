@@ -1,5 +1,9 @@
 //! `--help` documents every knob, with its environment variable and default; bad
 //! configuration stops start-up with a clear message instead of a half-working service.
+//!
+//! `extra_users_come_from_a_file` parses A's flags as the binary does and runs A inside the
+//! test process (it reads only A's answers); the others run the binary itself (its `--help`,
+//! its exit on a bad start-up, its `--healthcheck` probe).
 
 use std::process::Command;
 
@@ -78,28 +82,21 @@ fn a_port_in_use_is_a_clear_start_up_error() {
     );
 }
 
-#[test]
-fn extra_users_come_from_a_file() {
+#[tokio::test]
+async fn extra_users_come_from_a_file() {
     let dir = std::env::temp_dir().join(format!("users-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join("users");
     std::fs::write(&file, "alice:wonderland\n").expect("write");
 
-    let a = system_tests::Service::a(&["--users-file", file.to_str().expect("path")]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    let (alice, divya) = rt.block_on(async {
-        let alice = a
-            .token(
-                serde_json::json!({"username": "alice", "password": "wonderland"}),
-                None,
-            )
-            .await;
-        let divya = a.token(system_tests::demo_login(), None).await;
-        (alice, divya)
-    });
+    let a = system_tests::InProcess::a(&["--users-file", file.to_str().expect("path")]).await;
+    let alice = a
+        .token(
+            serde_json::json!({"username": "alice", "password": "wonderland"}),
+            None,
+        )
+        .await;
+    let divya = a.token(system_tests::demo_login(), None).await;
 
     assert_eq!(alice.json["token"], "token-alice");
     assert_eq!(divya.status, 200, "the demo user is still there");

@@ -1,12 +1,17 @@
 //! One request, one trace: both services export OTLP to a stand-in collector, and the span
 //! tree, parent links, attributes and log correlation are checked for the lab's scenarios.
+//!
+//! `the_request_id_also_travels_in_baggage` runs A inside the test process (it reads only the
+//! echoed request id, and the baggage it reads is the service's own setting); the others
+//! read spans, log lines or `traceresponse` (only the binaries install a tracer), set the
+//! `OTEL_*` environment, or send SIGTERM.
 
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use serde_json::json;
 use system_tests::otlp::{OtlpReceiver, ReceivedSpan};
-use system_tests::{Kind, Service, client, eventually, send, vacant_addr};
+use system_tests::{InProcess, Kind, Served, Service, client, eventually, send, vacant_addr};
 
 /// Exporter settings for tests: export batches every 50 ms instead of every 5 s.
 fn otel_env(endpoint: &str) -> Vec<(&str, &str)> {
@@ -27,9 +32,9 @@ fn traced_b(endpoint: &str, provider: &str, args: &[&str]) -> Service {
 }
 
 /// A request that makes a span (probes and scrapes make none by default): the demo login.
-fn token_request(a: &Service) -> reqwest::RequestBuilder {
+fn token_request(a: &impl Served) -> reqwest::RequestBuilder {
     client()
-        .post(a.at("/token"))
+        .post(format!("{}/token", a.base_url()))
         .json(&system_tests::demo_login())
 }
 
@@ -262,23 +267,18 @@ fn a_caller_s_traceparent_is_joined_and_an_invalid_one_ignored() {
     assert_eq!(fresh.len(), 32);
 }
 
-#[test]
-fn the_request_id_also_travels_in_baggage() {
-    let a = Service::a(&[]);
-    let rt = runtime();
+#[tokio::test]
+async fn the_request_id_also_travels_in_baggage() {
+    let a = InProcess::a(&[]).await;
 
-    let reply = rt.block_on(send(
-        token_request(&a).header("baggage", "request.id=from-baggage,other=1"),
-    ));
+    let reply = send(token_request(&a).header("baggage", "request.id=from-baggage,other=1")).await;
 
     assert_eq!(
         reply.request_id(),
         "from-baggage",
         "used when X-Request-ID is missing"
     );
-    let invalid = rt.block_on(send(
-        token_request(&a).header("baggage", "request.id=bad%20id"),
-    ));
+    let invalid = send(token_request(&a).header("baggage", "request.id=bad%20id")).await;
     assert!(system_tests::is_uuid_v4(invalid.request_id()));
 }
 
