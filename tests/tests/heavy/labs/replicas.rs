@@ -155,13 +155,24 @@ async fn one_slow_replica_of_three_is_found_in_prometheus() {
             .until_async(async || !query(&prometheus, shown.promql).await.is_empty())
             .await;
     }
-    // B sends the slow replica the fewest of its attempts.
-    let calls = query(&prometheus, scenario.evidence[0].promql).await;
-    let fewest = calls
-        .iter()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .and_then(|(labels, _)| labels["endpoint"].as_str());
-    assert_eq!(fewest, Some(slow_addr.as_str()), "{calls:?}");
+    // B sends the slow replica the fewest of its attempts, once the panel's rate window
+    // holds more of the lab than of the healthy minutes before it.
+    eventually(format!("the fewest calls to the slow replica, {slow_addr}"))
+        .within(SYMPTOM_WITHIN)
+        .every(Duration::from_millis(500))
+        .until_async(async || {
+            let calls = query(&prometheus, scenario.evidence[0].promql).await;
+            let fewest = calls
+                .iter()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .and_then(|(labels, _)| labels["endpoint"].as_str());
+            if fewest == Some(slow_addr.as_str()) {
+                Ok(())
+            } else {
+                Err(calls)
+            }
+        })
+        .await;
 
     let others: Vec<usize> = (1..=3).filter(|n| *n != slow).collect();
     let wrong = lab_cmd(&state, &["check", LAB, "--replica", &others[0].to_string()]);
