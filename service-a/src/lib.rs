@@ -5,6 +5,8 @@
 //! - [`users`]: who may have a token; passwords checked in constant time.
 //! - [`throttle`]: brute-force protection, per username.
 //! - [`faults`]: the latency and failures A plays on purpose, from flags or at run time.
+//! - [`metrics`]: A's own series (token requests by outcome, requested delays) and the JSON
+//!   view `/metrics` gives curl.
 //! - [`routes`]: `GET /health`, `POST /token`, `GET /metrics`, `GET /openapi.json`.
 //! - [`openapi`]: the API description of those routes.
 //! - [`error`]: every error this service answers, and its status.

@@ -30,7 +30,7 @@ use clap::{Parser, Subcommand};
     version,
     about,
     after_help = "A default run takes about five and a half minutes after the release build: \
-                  3 rounds × 14 configurations × 5 s of load, the failure-path and start-up \
+                  3 rounds × 15 configurations × 5 s of load, the failure-path and start-up \
                   samples, then instructions per request for every configuration (with \
                   valgrind, about a minute). --smoke takes about 20 s. --instructions counts \
                   instructions alone; --instructions --check only the budget's six \
