@@ -24,9 +24,16 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+/// B's default `--max-in-flight` (A's is 512): see [`Config`].
+pub const MAX_IN_FLIGHT: &str = "256";
+
 /// Service B, the consumer: calls service A with a per-attempt timeout and retries.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "service-b", version, about, long_about = None)]
+// B's default in-flight limit is half A's: each request B holds also holds a call to A
+// (its connection, buffers and span), about 85 KB more, and 512 of them at once took B past
+// the 64 MiB its deployments give it (docs/limits.md, "At the connection edge").
+#[command(mut_arg("max_in_flight", |arg| arg.default_value(MAX_IN_FLIGHT)))]
 pub struct Config {
     /// Where to listen, and the health probe.
     #[command(flatten)]

@@ -85,7 +85,7 @@ async fn at_systemds_open_files_limit_500_slow_bodies_lock_no_one_out_of_b() {
         &[],
     );
     let limits = b.logs.wait_for(|l| l["event"] == "edge_limits");
-    assert_eq!(limits["max_connections"], 640, "{limits}");
+    assert_eq!(limits["max_connections"], 704, "{limits}");
     let trickle = Trickle::start_every(&b, "/protected-action", 500, Duration::from_secs(1));
     trickle.wait_rounds(2);
     let (served, health) = served_at_the_cap(&b, LEGITIMATE, 200, |c| {

@@ -14,7 +14,7 @@ use system_tests::{Kind, Service, eventually, tools};
 const ROUNDS: [(u64, u64); 3] = [(700, 10), (1000, 15), (1000, 15)];
 
 /// How long A takes to answer: slow, so that every one of B's places for requests in flight
-/// (512, its default `--max-in-flight`) holds a call to A, yet under B's 1 s timeout with room
+/// (its default `--max-in-flight`) holds a call to A, yet under B's 1 s timeout with room
 /// for a debug build on a busy machine, so that timeouts never open B's breaker (which would
 /// answer 503 without calling A, and hold nothing).
 const A_ANSWERS_IN_MS: u64 = 500;
@@ -78,10 +78,13 @@ fn b_stays_inside_its_memory_limit_round_after_round_of_a_thousand_callers() {
     let _ = std::fs::remove_file(&script);
 
     let figures = figures.join("\n");
-    // With every place holding a call to A, B answers 512 calls 200 every 500 ms; a quarter
-    // of that shows the places were filled with calls to A.
+    // With every place holding a call to A, B answers as many calls 200 as it has places
+    // every 500 ms; a quarter of that shows the places were filled with calls to A.
+    let places: u64 = service_b::config::MAX_IN_FLIGHT
+        .parse()
+        .expect("B's default");
     let seconds: u64 = ROUNDS.iter().map(|(_, seconds)| seconds).sum();
-    let filled = 512 * seconds * 1000 / A_ANSWERS_IN_MS / 4;
+    let filled = places * seconds * 1000 / A_ANSWERS_IN_MS / 4;
     assert!(
         answered_200 > filled,
         "fewer than {filled} calls reached A: B held less than it can:\n{figures}"
