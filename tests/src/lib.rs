@@ -146,6 +146,19 @@ impl Service {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        Self::spawn(wrapper, kind, listen, args, env, |_| true)
+    }
+
+    /// [`Self::start_under`], keeping only the stdout lines `keep` accepts (every line is
+    /// still read, so the service never waits on its stdout).
+    pub(crate) fn spawn(
+        wrapper: &[&str],
+        kind: Kind,
+        listen: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        keep: fn(&str) -> bool,
+    ) -> Self {
         let mut command = match wrapper.split_first() {
             Some((program, wrapper_args)) => {
                 let mut command = Command::new(program);
@@ -171,7 +184,8 @@ impl Service {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 match line {
-                    Ok(line) => sink.push(line),
+                    Ok(line) if keep(&line) => sink.push(line),
+                    Ok(_) => {}
                     Err(_) => break,
                 }
             }
